@@ -1,0 +1,88 @@
+//! `edgeimg-agent firstboot`: the once-per-device setup, run by
+//! edgeimg-firstboot.service. Each step is idempotent, and the stamp is
+//! written only after all succeeded, so a crash or power cut mid-way simply
+//! reruns everything on the next boot.
+
+use crate::config;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::root::Root;
+use crate::schema::{merge_users, FIRSTBOOT_STAMP};
+use crate::timefmt::rfc3339_utc;
+use serde::{Deserialize, Serialize};
+
+/// The stamp at [`FIRSTBOOT_STAMP`], proof that first boot completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Unix seconds when the last step finished.
+    pub completed_at: u64,
+    /// Boot id of the boot that completed first boot.
+    pub boot_id: String,
+    /// Version of the agent that ran it.
+    pub agent_version: String,
+    /// The hostname that was set.
+    pub hostname: String,
+    /// What each step did, in order.
+    pub steps: Vec<StepRecord>,
+}
+
+/// One step's name and outcome in the stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Step name: grow, machine-id, hostname, ssh-host-keys, users.
+    pub name: String,
+    /// What it did (no secrets).
+    pub detail: String,
+}
+
+/// Read the stamp; `None` when first boot has not completed.
+pub fn read_stamp(root: &Root) -> Result<Option<Stamp>> {
+    config::read_json(&root.path(FIRSTBOOT_STAMP))
+}
+
+/// Prefix an error with the name of the step that failed.
+fn step_err(name: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| e.context(format!("first boot step `{name}` failed"))
+}
+
+/// Run first boot unless the stamp exists. Errors name the failed step.
+pub fn run(root: &Root) -> Result<()> {
+    if let Some(stamp) = read_stamp(root)? {
+        crate::log(format!("first boot already done on {}", rfc3339_utc(stamp.completed_at)));
+        return Ok(());
+    }
+    let boot_id = config::boot_id(root).map_err(step_err("config"))?;
+    let image = config::load_image(root).map_err(step_err("config"))?;
+    let node = config::load_node(root, &image).map_err(step_err("config"))?;
+    match &node {
+        Some(_) => crate::log("using node configuration from the boot partition"),
+        None => crate::log("no node configuration on the boot partition"),
+    }
+    let users = merge_users(&image.users, node.as_ref().map(|n| n.users.as_slice()).unwrap_or(&[]));
+
+    let mut steps = Vec::new();
+    let mut record = |name: &str, res: Result<String>| -> Result<String> {
+        let detail = res.map_err(step_err(name))?;
+        crate::log(format!("{name}: {detail}"));
+        steps.push(StepRecord { name: name.into(), detail: detail.clone() });
+        Ok(detail)
+    };
+    record("grow", crate::grow::step(root))?;
+    record("machine-id", crate::machine_id::ensure(root))?;
+    let hostname = record("hostname", crate::hostname::step(root, &image, node.as_ref()))?;
+    record("ssh-host-keys", crate::sshkeys::ensure(root))?;
+    record("users", crate::users::step(root, &users))?;
+
+    let stamp = Stamp {
+        completed_at: config::now_secs(),
+        boot_id,
+        agent_version: crate::AGENT_VERSION.into(),
+        hostname,
+        steps,
+    };
+    let json = serde_json::to_string_pretty(&stamp).expect("stamp serializes");
+    fsutil::write_atomic(&root.path(FIRSTBOOT_STAMP), format!("{json}\n").as_bytes(), 0o644)
+        .map_err(step_err("stamp"))?;
+    crate::log("first boot complete");
+    Ok(())
+}

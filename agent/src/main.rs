@@ -1,0 +1,57 @@
+//! edgeimg-agent: argument parsing and dispatch only; the work is in the library.
+
+use edgeimg_agent::{firstboot, ready, status, Root, AGENT_VERSION};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: edgeimg-agent <command>
+
+commands:
+  firstboot        one-time device setup (grow /var, machine-id, hostname,
+                   SSH host keys, users); a no-op once it has completed
+  ready            mark this boot ready and print `edgeimg: node ready`
+  status [--json]  report readiness; exit 0 when ready, 1 otherwise
+
+options:
+  -h, --help       show this help
+  -V, --version    show the version
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let root = Root::host();
+    let result = match args.as_slice() {
+        ["-h" | "--help" | "help"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        ["-V" | "--version"] => {
+            println!("edgeimg-agent {AGENT_VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        ["firstboot"] => firstboot::run(&root),
+        ["ready"] => ready::run(&root),
+        ["status"] | ["status", "--json"] => {
+            return match status::run(&root, args.len() == 2) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("edgeimg-agent: status: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        _ => {
+            eprint!("edgeimg-agent: unrecognized arguments: {args:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgeimg-agent: {} failed: {e}", args[0]);
+            ExitCode::from(1)
+        }
+    }
+}

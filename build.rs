@@ -1,0 +1,57 @@
+//! Builds the first-boot agent as static musl binaries for every image
+//! architecture and hands their paths to the library (`src/agents.rs`), so one
+//! `edgeimg` binary carries everything it puts into an image.
+//!
+//! A nested cargo with its own target directory avoids the outer build's lock.
+//! `EDGEIMG_AGENT_<ARCH>` (x86_64, aarch64) may point at a prebuilt agent instead.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const TARGETS: &[(&str, &str)] = &[("x86_64", "x86_64-unknown-linux-musl"), ("aarch64", "aarch64-unknown-linux-musl")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed=agent/src");
+    println!("cargo:rerun-if-changed=agent/Cargo.toml");
+    println!("cargo:rerun-if-changed=agent/units");
+    for (arch, _) in TARGETS {
+        println!("cargo:rerun-if-env-changed=EDGEIMG_AGENT_{}", arch.to_uppercase());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = out_dir.join("agent-target");
+    for (arch, triple) in TARGETS {
+        let dest = out_dir.join(format!("edgeimg-agent-{arch}"));
+        if let Ok(prebuilt) = std::env::var(format!("EDGEIMG_AGENT_{}", arch.to_uppercase())) {
+            std::fs::copy(&prebuilt, &dest).unwrap_or_else(|e| panic!("cannot copy EDGEIMG_AGENT_{arch}={prebuilt}: {e}"));
+            continue;
+        }
+        let mut cmd = Command::new(&cargo);
+        // Only keep the environment a plain cargo invocation would see.
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_MAKEFLAGS") || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" {
+                cmd.env_remove(&k);
+            }
+        }
+        let linker_var = format!("CARGO_TARGET_{}_LINKER", triple.to_uppercase().replace('-', "_"));
+        let status = cmd
+            .current_dir(&manifest_dir)
+            .args(["build", "--release", "--locked", "-p", "edgeimg-agent", "--target", triple])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .args(["--config", "profile.release.opt-level=\"s\"", "--config", "profile.release.strip=true", "--config", "profile.release.panic=\"abort\""])
+            // Pure Rust + musl's self-contained CRT: rust-lld links it without a C cross toolchain.
+            .env(linker_var, "rust-lld")
+            .status()
+            .expect("cannot run cargo to build the agent");
+        if !status.success() {
+            panic!(
+                "building edgeimg-agent for {triple} failed; is the target installed? run `rustup target add {triple}` (or set EDGEIMG_AGENT_{} to a prebuilt agent)",
+                arch.to_uppercase()
+            );
+        }
+        let built = target_dir.join(triple).join("release").join("edgeimg-agent");
+        std::fs::copy(&built, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    }
+}

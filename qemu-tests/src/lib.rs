@@ -1,0 +1,1 @@
+//! Shared harness for the VM tests (see tests/).

@@ -1,0 +1,18 @@
+//! The first-boot agent binaries and units embedded in edgeimg (built by build.rs).
+
+pub const AGENT_X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeimg-agent-x86_64"));
+pub const AGENT_AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeimg-agent-aarch64"));
+
+pub const FIRSTBOOT_UNIT: &str = include_str!("../agent/units/edgeimg-firstboot.service");
+pub const READY_UNIT: &str = include_str!("../agent/units/edgeimg-ready.service");
+
+/// Where the agent lives in the image.
+pub const AGENT_PATH: &str = "usr/lib/edgeimg/edgeimg-agent";
+
+/// The static agent for a Rust architecture name (x86_64, aarch64).
+pub fn binary(rust_arch: &str) -> &'static [u8] {
+    match rust_arch {
+        "aarch64" => AGENT_AARCH64,
+        _ => AGENT_X86_64,
+    }
+}

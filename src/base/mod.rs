@@ -1,0 +1,144 @@
+//! The base root filesystem: Debian bootstrapped with mmdebstrap, trimmed, with
+//! edgeimg's initramfs pieces built in, cached as a tarball keyed by a hash of
+//! everything that went into it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::checksums::sha256_bytes;
+use crate::cmd::{self, Cmd};
+use crate::progress::Progress;
+
+const LOCAL_BOTTOM: &str = include_str!("files/local-bottom-edgeimg");
+const INITRAMFS_CONF: &str = include_str!("files/initramfs.conf");
+/// Bumped whenever the way a base is made changes in a way the inputs don't show.
+const BASE_FORMAT: u32 = 1;
+
+/// Packages every edgeimg image needs, whatever the board.
+pub const REQUIRED_PACKAGES: &[&str] = &[
+    "systemd-sysv", "udev", "kmod", "initramfs-tools", "busybox", "e2fsprogs",
+    "openssh-server", "dbus", "sudo", "procps", "iproute2", "zstd",
+];
+
+/// dpkg filters that keep docs, man pages and translations out of the image
+/// (copyright files stay: they are the licence record).
+pub const DPKG_EXCLUDES: &[&str] = &[
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/linda/*",
+];
+
+/// What determines a base root filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseSpec {
+    pub suite: String,
+    pub arch: String,
+    pub mirror: String,
+    /// Sorted, deduplicated.
+    pub packages: Vec<String>,
+    pub initramfs_modules: Vec<String>,
+}
+
+/// Facts recorded beside a cached base.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseMeta {
+    pub key: String,
+    pub created: u64,
+    pub sha256: String,
+    pub suite: String,
+    pub arch: String,
+    pub mirror: String,
+}
+
+pub struct Base {
+    pub tar: PathBuf,
+    pub meta: BaseMeta,
+    pub reused: bool,
+}
+
+impl BaseSpec {
+    /// Files laid into the target before any package is installed.
+    fn files(&self) -> Vec<(&'static str, String, u32)> {
+        let mut modules = self.initramfs_modules.join("\n");
+        modules.push('\n');
+        vec![
+            ("etc/initramfs-tools/conf.d/edgeimg.conf", INITRAMFS_CONF.to_string(), 0o644),
+            ("etc/initramfs-tools/scripts/local-bottom/edgeimg", LOCAL_BOTTOM.to_string(), 0o755),
+            ("usr/share/initramfs-tools/modules.d/edgeimg", modules, 0o644),
+        ]
+    }
+
+    /// The cache key: a hash of every input of the bootstrap.
+    pub fn key(&self) -> String {
+        let files: Vec<_> = self.files().into_iter().map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m)).collect();
+        let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES });
+        sha256_bytes(v.to_string().as_bytes())[..24].to_string()
+    }
+}
+
+/// Returns the cached base for `spec`, bootstrapping it first if needed.
+pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress) -> Result<Base> {
+    let key = spec.key();
+    let dir = cache.join("base");
+    let tar = dir.join(format!("{}-{}-{key}.tar", spec.suite, spec.arch));
+    let meta_path = tar.with_extension("json");
+    // Concurrent builds of the same base wait for one bootstrap.
+    let _lock = crate::cache::Lock::acquire(&tar.with_extension("lock"))?;
+    if !refresh && tar.exists() && meta_path.exists() {
+        let meta: BaseMeta = serde_json::from_slice(&std::fs::read(&meta_path)?)
+            .with_context(|| format!("corrupt cache entry {}; rerun with --refresh", meta_path.display()))?;
+        progress.note(&format!("base: reusing cached {} {} root ({})", spec.suite, spec.arch, tar.display()));
+        return Ok(Base { tar, meta, reused: true });
+    }
+    cmd::require(&[cmd::MMDEBSTRAP])?;
+    let work = tempfile::Builder::new().prefix("edgeimg-base-").tempdir_in(&dir).context("cannot create a work directory in the cache")?;
+    let files = work.path().join("files");
+    for (rel, content, mode) in spec.files() {
+        let p = files.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        std::fs::write(&p, content)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    }
+    let partial = work.path().join("base.tar");
+    let mut packages = spec.packages.clone();
+    packages.sort();
+    packages.dedup();
+    let mut c = Cmd::new(cmd::MMDEBSTRAP)
+        .arg("--variant=minbase")
+        .arg(format!("--architectures={}", spec.arch))
+        .arg(format!("--include={}", packages.join(",")))
+        .arg("--aptopt=Acquire::Retries \"3\"")
+        .arg("--components=main,non-free-firmware");
+    for d in DPKG_EXCLUDES {
+        c = c.arg(format!("--dpkgopt={d}"));
+    }
+    c = c
+        .arg(format!("--setup-hook=sync-in {} /", files.display()))
+        // A base without an initrd cannot boot: fail here, not at image time.
+        .arg("--customize-hook=ls \"$1\"/boot/initrd.img-* >/dev/null || { echo 'no initrd was built' >&2; exit 1; }")
+        .arg(&spec.suite)
+        .arg(&partial)
+        .arg(&spec.mirror);
+    progress.note(&format!("base: bootstrapping Debian {} {} with mmdebstrap (cached for later builds)", spec.suite, spec.arch));
+    let bar = progress.spinner("mmdebstrap");
+    c.run_streaming(&mut |line| bar.set_message(line.to_string()))
+        .context("bootstrapping the base root filesystem failed")?;
+    bar.finish_and_clear();
+    let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let meta = BaseMeta { key, created, sha256, suite: spec.suite.clone(), arch: spec.arch.clone(), mirror: spec.mirror.clone() };
+    // The tarball first, then its metadata: a base counts as cached only when both exist.
+    std::fs::rename(&partial, &tar).with_context(|| format!("cannot store {}", tar.display()))?;
+    let meta_tmp = work.path().join("meta.json");
+    std::fs::write(&meta_tmp, serde_json::to_vec_pretty(&meta)?)?;
+    std::fs::rename(&meta_tmp, &meta_path)?;
+    Ok(Base { tar, meta, reused: false })
+}

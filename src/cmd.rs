@@ -1,0 +1,190 @@
+//! The one runner for external tools: every command goes through here so a
+//! failure names the command line and the tail of its stderr, and a missing
+//! tool names its Debian package.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use thiserror::Error;
+
+/// A host tool edgeimg calls, with the Debian package that provides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    pub name: &'static str,
+    pub package: &'static str,
+    /// What edgeimg uses it for (shown by `edgeimg doctor`).
+    pub purpose: &'static str,
+}
+
+pub const MMDEBSTRAP: Tool = Tool { name: "mmdebstrap", package: "mmdebstrap", purpose: "bootstrap the Debian root filesystem" };
+pub const NEWUIDMAP: Tool = Tool { name: "newuidmap", package: "uidmap", purpose: "user namespaces for mmdebstrap --mode=unshare" };
+pub const TAR: Tool = Tool { name: "tar", package: "tar", purpose: "unpack the cached base root" };
+pub const MKFS_EROFS: Tool = Tool { name: "mkfs.erofs", package: "erofs-utils", purpose: "make the read-only EROFS root" };
+pub const MKFS_VFAT: Tool = Tool { name: "mkfs.vfat", package: "dosfstools", purpose: "make the FAT32 boot partition" };
+pub const MCOPY: Tool = Tool { name: "mcopy", package: "mtools", purpose: "fill the boot partition without mounting it" };
+pub const MMD: Tool = Tool { name: "mmd", package: "mtools", purpose: "make directories on the boot partition" };
+pub const MKE2FS: Tool = Tool { name: "mke2fs", package: "e2fsprogs", purpose: "make the ext4 data partition" };
+pub const QEMU_X86_64: Tool = Tool { name: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "boot x86_64 images (edgeimg run, VM tests)" };
+pub const QEMU_AARCH64: Tool = Tool { name: "qemu-system-aarch64", package: "qemu-system-arm", purpose: "boot arm64 images (edgeimg run, VM tests)" };
+
+/// The tools every build needs, whatever the board.
+pub const BUILD_TOOLS: &[Tool] = &[MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, MKFS_VFAT, MCOPY, MMD, MKE2FS];
+
+#[derive(Debug, Error)]
+pub enum CmdError {
+    #[error("missing host tool `{}` (Debian package: {}); install it with `apt-get install {}` or see `edgeimg doctor`", .0.name, .0.package, .0.package)]
+    Missing(Tool),
+    #[error("could not start `{cmdline}`: {source}")]
+    Spawn { cmdline: String, source: std::io::Error },
+    #[error("`{cmdline}` failed ({status}){}", stderr_tail(.stderr))]
+    Failed { cmdline: String, status: String, stderr: String },
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(15)..];
+    format!(":\n  {}", tail.join("\n  "))
+}
+
+/// Finds `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Fails with one error naming the first missing tool and its package.
+pub fn require(tools: &[Tool]) -> Result<(), CmdError> {
+    match tools.iter().find(|t| which(t.name).is_none()) {
+        Some(t) => Err(CmdError::Missing(*t)),
+        None => Ok(()),
+    }
+}
+
+/// A command line under construction, tied to the tool it runs.
+pub struct Cmd {
+    tool: Tool,
+    cmd: Command,
+}
+
+impl Cmd {
+    pub fn new(tool: Tool) -> Self {
+        Cmd { tool, cmd: Command::new(tool.name) }
+    }
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.cmd.arg(a);
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, a: I) -> Self {
+        self.cmd.args(a);
+        self
+    }
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+    pub fn current_dir(mut self, d: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(d);
+        self
+    }
+
+    pub fn cmdline(&self) -> String {
+        let mut s = self.cmd.get_program().to_string_lossy().into_owned();
+        for a in self.cmd.get_args() {
+            s.push(' ');
+            let a = a.to_string_lossy();
+            if a.contains(' ') || a.is_empty() {
+                s.push_str(&format!("'{a}'"));
+            } else {
+                s.push_str(&a);
+            }
+        }
+        s
+    }
+
+    /// Runs to completion, capturing output; non-zero exit is an error carrying stderr.
+    pub fn run(mut self) -> Result<Output, CmdError> {
+        if which(self.tool.name).is_none() {
+            return Err(CmdError::Missing(self.tool));
+        }
+        let cmdline = self.cmdline();
+        tracing::debug!("running {cmdline}");
+        let out = self
+            .cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| CmdError::Spawn { cmdline: cmdline.clone(), source })?;
+        if !out.status.success() {
+            return Err(CmdError::Failed {
+                cmdline,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs with stderr streamed line by line to `on_line` (for progress of long
+    /// tools like mmdebstrap); the tail is kept for the error.
+    pub fn run_streaming(mut self, on_line: &mut dyn FnMut(&str)) -> Result<(), CmdError> {
+        use std::io::{BufRead, BufReader};
+        if which(self.tool.name).is_none() {
+            return Err(CmdError::Missing(self.tool));
+        }
+        let cmdline = self.cmdline();
+        tracing::debug!("running {cmdline}");
+        let mut child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| CmdError::Spawn { cmdline: cmdline.clone(), source })?;
+        let mut tail: std::collections::VecDeque<String> = Default::default();
+        let stderr = child.stderr.take().expect("piped");
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            on_line(&line);
+            if tail.len() == 40 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        let status = child.wait().map_err(|source| CmdError::Spawn { cmdline: cmdline.clone(), source })?;
+        if !status.success() {
+            return Err(CmdError::Failed {
+                cmdline,
+                status: status.to_string(),
+                stderr: tail.into_iter().collect::<Vec<_>>().join("\n"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_names_package() {
+        let t = Tool { name: "edgeimg-no-such-tool", package: "no-such-pkg", purpose: "test" };
+        let e = Cmd::new(t).run().unwrap_err().to_string();
+        assert!(e.contains("edgeimg-no-such-tool") && e.contains("no-such-pkg"), "{e}");
+    }
+
+    #[test]
+    fn failure_carries_stderr_tail() {
+        let t = Tool { name: "sh", package: "dash", purpose: "test" };
+        let e = Cmd::new(t).args(["-c", "echo boom >&2; exit 3"]).run().unwrap_err().to_string();
+        assert!(e.contains("boom") && e.contains("sh -c"), "{e}");
+    }
+}

@@ -1,0 +1,72 @@
+//! The operator's `edgeimg.toml`, exactly as written (before merging with the
+//! board). Unknown keys are errors: a typo must never be silently ignored.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::size::ImageSize;
+use crate::artifact::Compression;
+pub use edgeimg_agent::schema::User;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub image: ImageSection,
+    #[serde(default)]
+    pub base: BaseSection,
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// Output file stem: `<name>-<board>.img`.
+    pub name: Spanned<String>,
+    /// Default board when `--board` is not given.
+    pub board: Option<Spanned<String>>,
+    #[serde(default)]
+    pub size: ImageSize,
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// Hostname pattern rendered by the agent on first boot (node.toml wins).
+    #[serde(default = "default_hostname")]
+    pub hostname: Spanned<String>,
+    /// Seed every identifier (disk GUID, partition and filesystem UUIDs) derives
+    /// from; defaults to the image name and board.
+    pub seed: Option<String>,
+    /// Directories laid over the root filesystem, relative to this file.
+    #[serde(default)]
+    pub overlays: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSection {
+    #[serde(default = "default_suite")]
+    pub suite: Spanned<String>,
+    #[serde(default = "default_mirror")]
+    pub mirror: String,
+    /// Extra Debian packages on top of what edgeimg and the board need.
+    #[serde(default)]
+    pub packages: Vec<Spanned<String>>,
+}
+
+impl Default for BaseSection {
+    fn default() -> Self {
+        BaseSection { suite: default_suite(), mirror: default_mirror(), packages: vec![] }
+    }
+}
+
+fn default_compression() -> Compression {
+    Compression::Zstd
+}
+fn default_hostname() -> Spanned<String> {
+    Spanned::new(0..0, "edge-{machine_id}".to_string())
+}
+fn default_suite() -> Spanned<String> {
+    Spanned::new(0..0, "trixie".to_string())
+}
+pub fn default_mirror() -> String {
+    "http://deb.debian.org/debian".to_string()
+}

@@ -1,0 +1,27 @@
+//! edgeimg: builds immutable edge OS images. See DESIGN.md for the pipeline;
+//! each module below is one stage or one concern.
+
+pub mod agents;
+pub mod artifact;
+pub mod base;
+pub mod boot;
+pub mod cache;
+pub mod cli;
+pub mod cmd;
+pub mod commands;
+pub mod config;
+pub mod disk;
+pub mod doctor;
+pub mod fs;
+pub mod ids;
+pub mod logging;
+pub mod manifest;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod qemu;
+pub mod sparse;
+pub mod stage;
+
+/// edgeimg's version, recorded in every image and manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,20 @@
+//! `edgeimg`: parses the command line and dispatches to the library.
+
+use clap::Parser;
+use edgeimg::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    edgeimg::logging::init(cli.quiet, cli.verbose);
+    let result = match cli.command {
+        Command::Build { config, out, refresh, compress } => edgeimg::commands::build(config, out, refresh, compress, cli.quiet),
+        Command::Plan { config, json } => edgeimg::commands::plan(config, json),
+        Command::Run { image, board, snapshot, memory, cpus, kvm } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
+        Command::Doctor { board } => edgeimg::commands::doctor(&board),
+        Command::Boards => edgeimg::commands::boards(),
+    };
+    if let Err(e) = result {
+        eprintln!("edgeimg: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,132 @@
+//! `manifest.json`: every input of the image with its version and SHA-256, and
+//! the resulting layout. Deterministic (no wall-clock time), so two builds of
+//! the same inputs give the same manifest.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::artifact::checksums::{sha256_bytes, sha256_file};
+use crate::base::BaseMeta;
+use crate::disk::Layout;
+use crate::plan::Plan;
+
+pub struct Inputs<'a> {
+    pub plan: &'a Plan,
+    pub config_text: String,
+    pub base: &'a BaseMeta,
+    pub packages: &'a [(String, String, String)],
+    pub kernel: &'a KernelInfo,
+    pub agent: &'a [u8],
+    pub overlays: &'a [(PathBuf, Vec<String>)],
+    pub layout: &'a Layout,
+    pub image: &'a Path,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelInfo {
+    pub version: String,
+    pub vmlinuz_sha256: String,
+    pub initrd_sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub edgeimg_version: String,
+    pub name: String,
+    pub board: String,
+    pub arch: String,
+    pub source_date_epoch: u64,
+    pub seed: String,
+    pub image: ImageInfo,
+    pub kernel_cmdline: String,
+    pub inputs: InputList,
+    pub layout: Layout,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageInfo {
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InputList {
+    pub config: Named,
+    pub base: BaseInput,
+    pub kernel: KernelInfo,
+    pub agent: Named,
+    pub packages: Vec<Package>,
+    pub overlays: Vec<OverlayInput>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Named {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BaseInput {
+    pub suite: String,
+    pub arch: String,
+    pub mirror: String,
+    pub cache_key: String,
+    pub tarball_sha256: String,
+    pub requested_packages: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OverlayInput {
+    pub path: String,
+    pub files: Vec<String>,
+}
+
+impl Manifest {
+    pub fn collect(i: Inputs) -> Result<Manifest> {
+        let p = i.plan;
+        Ok(Manifest {
+            format: 1,
+            edgeimg_version: crate::VERSION.into(),
+            name: p.name.clone(),
+            board: p.board.clone(),
+            arch: p.arch.clone(),
+            source_date_epoch: i.epoch,
+            seed: p.seed.clone(),
+            image: ImageInfo {
+                file: p.image_file(),
+                size: std::fs::metadata(i.image)?.len(),
+                sha256: sha256_file(i.image)?,
+            },
+            kernel_cmdline: p.kernel_cmdline.clone(),
+            inputs: InputList {
+                config: Named { name: p.config_source.clone(), version: String::new(), sha256: sha256_bytes(i.config_text.as_bytes()) },
+                base: BaseInput {
+                    suite: i.base.suite.clone(),
+                    arch: i.base.arch.clone(),
+                    mirror: i.base.mirror.clone(),
+                    cache_key: i.base.key.clone(),
+                    tarball_sha256: i.base.sha256.clone(),
+                    requested_packages: p.base.packages.clone(),
+                },
+                kernel: i.kernel.clone(),
+                agent: Named { name: "edgeimg-agent".into(), version: crate::VERSION.into(), sha256: sha256_bytes(i.agent) },
+                packages: i.packages.iter().map(|(n, v, a)| Package { name: n.clone(), version: v.clone(), arch: a.clone() }).collect(),
+                overlays: i.overlays.iter().map(|(o, f)| OverlayInput { path: o.display().to_string(), files: f.clone() }).collect(),
+            },
+            layout: i.layout.clone(),
+        })
+    }
+}

@@ -1,0 +1,222 @@
+//! `edgeimg build`: config -> plan -> base -> stage -> filesystems -> disk ->
+//! artifacts. Everything is made in temporary places; outputs are renamed to
+//! their final names only once all of them are complete.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::artifact::{self, Compression};
+use crate::cmd;
+use crate::config::{self, ImageSize};
+use crate::disk::{self, Role};
+use crate::fs::{erofs, ext4, vfat};
+use crate::manifest;
+use crate::plan;
+use crate::progress::Progress;
+use crate::stage;
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub config: Option<PathBuf>,
+    pub board: Option<String>,
+    pub out: PathBuf,
+    pub refresh: bool,
+    pub compression: Option<Compression>,
+    pub quiet: bool,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub image: PathBuf,
+    pub outputs: Vec<PathBuf>,
+    pub base_reused: bool,
+    pub seconds: f64,
+}
+
+pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    let started = Instant::now();
+    let progress = Progress::new(opts.quiet);
+    let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    if let Some(c) = opts.compression {
+        cfg.compression = c;
+    }
+    let plan = plan::make(&cfg);
+
+    // Fail before any long work: tools, output directory.
+    let mut tools: Vec<cmd::Tool> = cmd::BUILD_TOOLS.to_vec();
+    tools.retain(|t| t.name != "mmdebstrap" && t.name != "newuidmap"); // only needed on a cache miss
+    cmd::require(&tools)?;
+    let out_dir = prepare_out_dir(&opts.out)?;
+    let _out_lock = crate::cache::Lock::acquire(&out_dir.join(".edgeimg.lock"))?;
+    remove_stale_temps(&out_dir);
+    let staging_out = tempfile::Builder::new()
+        .prefix(".edgeimg-build-")
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("output directory {} is not writable", out_dir.display()))?;
+
+    let cache = crate::cache::dir();
+    std::fs::create_dir_all(cache.join("work")).with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
+    progress.note(&format!("edgeimg: building {} for {} ({}), config {}", plan.name, plan.board, plan.arch, plan.config_source));
+    let base = crate::base::ensure(&plan.base, &cache, opts.refresh, &progress)?;
+    let epoch = source_date_epoch()?.unwrap_or(base.meta.created);
+
+    let work = tempfile::Builder::new().prefix("build-").tempdir_in(cache.join("work")).context("cannot create a work directory")?;
+    let tree = work.path().join("root");
+    let t = Instant::now();
+    stage::unpack(&base.tar, &tree)?;
+    let kernel = stage::take_kernel(&tree, &work.path().join("kernel"))?;
+    let packages = stage::installed_packages(&tree)?;
+    let agent = crate::agents::binary(cfg.board.rust_arch());
+    let image_config = edgeimg_agent::schema::ImageConfig {
+        name: cfg.name.clone(),
+        board: cfg.board.name.clone(),
+        arch: cfg.board.arch.clone(),
+        edgeimg_version: crate::VERSION.to_string(),
+        hostname_pattern: cfg.hostname_pattern.clone(),
+        users: cfg.users.clone(),
+        boot_mount: "/boot/efi".into(),
+    };
+    let system = stage::system::SystemInput {
+        agent,
+        image_config: &image_config,
+        boot_partuuid: plan.ids.boot_partuuid.to_string(),
+        os_release_extra: vec![
+            ("IMAGE_ID".into(), cfg.name.clone()),
+            ("EDGEIMG_BOARD".into(), cfg.board.name.clone()),
+            ("EDGEIMG_VERSION".into(), crate::VERSION.into()),
+        ],
+    };
+    let mut placed = stage::system::apply(&tree, &system)?;
+    let ctx = minijinja::context! {
+        image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => &cfg.board.arch, suite => &cfg.suite },
+        users => cfg.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+    };
+    let mut overlay_files = Vec::new();
+    for o in &cfg.overlays {
+        let files = stage::overlay::apply(o, &tree, &ctx)?;
+        placed.extend(files.iter().cloned());
+        overlay_files.push((o.clone(), files));
+    }
+    progress.note(&format!("stage: root tree composed ({:.1}s)", t.elapsed().as_secs_f64()));
+
+    // Filesystems.
+    let t = Instant::now();
+    let root_img = work.path().join("root.erofs");
+    let root_bytes = erofs::make(&tree, &root_img, plan.ids.root_a_fs_uuid, epoch)?;
+    progress.note(&format!("fs: EROFS root {} ({:.1}s)", config::size::human(root_bytes), t.elapsed().as_secs_f64()));
+    let fixed = match cfg.size {
+        ImageSize::Auto => None,
+        ImageSize::Fixed(b) => Some(b.0),
+    };
+    let layout = disk::layout::compute(&cfg.seed, &cfg.board.arch, cfg.board.partitions.boot.0, root_bytes, cfg.board.partitions.data.0, fixed)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
+    let boot_files = crate::boot::uefi::boot_files(&tree, cfg.board.rust_arch(), &kernel, &plan.kernel_cmdline, &cfg.name)?;
+    let boot_img = work.path().join("boot.vfat");
+    vfat::make(&boot_img, layout.get(Role::Boot).size, "EDGEBOOT", crate::ids::fat_volume_id(&cfg.seed), &boot_files, work.path(), epoch)?;
+    let data_img = work.path().join("data.ext4");
+    ext4::make(&data_img, layout.get(Role::Data).size, "edgeimg-data", plan.ids.data_fs_uuid, plan.ids.data_hash_seed, epoch)?;
+
+    // Disk.
+    let t = Instant::now();
+    let img_name = plan.image_file();
+    let img_path = staging_out.path().join(&img_name);
+    let img = std::fs::File::create(&img_path).with_context(|| format!("cannot create {}", img_path.display()))?;
+    disk::write_gpt(&layout, &img)?;
+    disk::splice(&img, layout.get(Role::Boot), &boot_img)?;
+    disk::splice(&img, layout.get(Role::RootA), &root_img)?;
+    disk::splice(&img, layout.get(Role::Data), &data_img)?;
+    img.sync_all()?;
+    drop(img);
+    drop(work); // the tree is big; free it before compressing
+    progress.note(&format!("disk: {} ({}) assembled ({:.1}s)", img_name, config::size::human(layout.size), t.elapsed().as_secs_f64()));
+
+    // Artifacts.
+    let mut names = vec![img_name.clone()];
+    if let Some(ext) = cfg.compression.extension() {
+        let t = Instant::now();
+        let name = format!("{img_name}.{ext}");
+        let bar = progress.bytes(&format!("compress {ext}"), layout.size);
+        artifact::compress::compress(&img_path, &staging_out.path().join(&name), cfg.compression, &|n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        progress.note(&format!("artifact: {name} ({:.1}s)", t.elapsed().as_secs_f64()));
+        names.push(name);
+    }
+    let bmap_name = format!("{img_name}.bmap");
+    let mut bmap = std::fs::File::create(staging_out.path().join(&bmap_name))?;
+    artifact::bmap::write_bmap(&img_path, &mut bmap)?;
+    names.push(bmap_name);
+
+    let m = manifest::Manifest::collect(manifest::Inputs {
+        plan: &plan,
+        config_text: cfg_text(&cfg)?,
+        base: &base.meta,
+        packages: &packages,
+        kernel: &kernel_info(&kernel, &boot_img)?,
+        agent,
+        overlays: &overlay_files,
+        layout: &layout,
+        image: &img_path,
+        epoch,
+    })?;
+    std::fs::write(staging_out.path().join("manifest.json"), serde_json::to_vec_pretty(&m)?)?;
+    names.push("manifest.json".into());
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut sums = std::fs::File::create(staging_out.path().join("SHA256SUMS"))?;
+    artifact::checksums::write_sha256sums(staging_out.path(), &refs, &mut sums)?;
+    names.push("SHA256SUMS".into());
+
+    // Publish: every output is complete; rename each to its final name.
+    let mut outputs = Vec::new();
+    for n in &names {
+        let dest = out_dir.join(n);
+        std::fs::rename(staging_out.path().join(n), &dest).with_context(|| format!("cannot publish {}", dest.display()))?;
+        outputs.push(dest);
+    }
+    let _ = placed;
+    let seconds = started.elapsed().as_secs_f64();
+    progress.note(&format!("edgeimg: wrote {} in {:.1}s", out_dir.join(&img_name).display(), seconds));
+    Ok(BuildReport { image: out_dir.join(&img_name), outputs, base_reused: base.reused, seconds })
+}
+
+fn cfg_text(cfg: &config::Config) -> Result<String> {
+    if cfg.source == "built-in default" {
+        Ok(config::DEFAULT_CONFIG.to_string())
+    } else {
+        std::fs::read_to_string(&cfg.source).with_context(|| format!("cannot read {}", cfg.source))
+    }
+}
+
+fn kernel_info(k: &stage::KernelFiles, _boot: &Path) -> Result<manifest::KernelInfo> {
+    Ok(manifest::KernelInfo {
+        version: k.version.clone(),
+        vmlinuz_sha256: artifact::checksums::sha256_file(&k.vmlinuz)?,
+        initrd_sha256: artifact::checksums::sha256_file(&k.initrd)?,
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` if set (must be a number).
+pub fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        Err(_) => Ok(None),
+    }
+}
+
+fn prepare_out_dir(out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let probe = tempfile::Builder::new().prefix(".edgeimg-probe-").tempfile_in(out);
+    probe.with_context(|| format!("output directory {} is not writable", out.display()))?;
+    out.canonicalize().with_context(|| format!("cannot resolve {}", out.display()))
+}
+
+/// Temporary output directories of builds that were killed.
+fn remove_stale_temps(out: &Path) {
+    for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(".edgeimg-build-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The resolved plan of a build: every package, identifier, partition and file,
+//! computed from the configuration alone (pure data; `edgeimg plan` prints it).
+
+use serde::Serialize;
+
+use crate::base::{BaseSpec, REQUIRED_PACKAGES};
+use crate::config::{Config, ImageSize};
+use crate::ids::{self, Uuid};
+
+/// Identifiers, all derived from the seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ids {
+    pub disk_guid: Uuid,
+    pub boot_partuuid: Uuid,
+    pub root_a_partuuid: Uuid,
+    pub root_b_partuuid: Uuid,
+    pub data_partuuid: Uuid,
+    pub root_a_fs_uuid: Uuid,
+    pub data_fs_uuid: Uuid,
+    pub data_hash_seed: Uuid,
+    pub boot_volume_id: String,
+}
+
+impl Ids {
+    pub fn derive(seed: &str) -> Ids {
+        let part = |label: &str| Uuid::derive(seed, &format!("partition/{label}"));
+        Ids {
+            disk_guid: Uuid::derive(seed, "disk"),
+            boot_partuuid: part("EDGEBOOT"),
+            root_a_partuuid: part("edgeimg-root-a"),
+            root_b_partuuid: part("edgeimg-root-b"),
+            data_partuuid: part("edgeimg-data"),
+            root_a_fs_uuid: Uuid::derive(seed, "fs/root-a"),
+            data_fs_uuid: Uuid::derive(seed, "fs/data"),
+            data_hash_seed: Uuid::derive(seed, "fs/data/hash-seed"),
+            boot_volume_id: format!("{:08X}", ids::fat_volume_id(seed)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionPlan {
+    pub number: u32,
+    pub label: &'static str,
+    pub fs: &'static str,
+    pub size: String,
+    pub part_uuid: Uuid,
+    pub role: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub board: String,
+    pub arch: String,
+    pub config_source: String,
+    pub seed: String,
+    pub base: BaseSpec,
+    pub ids: Ids,
+    pub partition_table: String,
+    pub image_size: String,
+    pub partitions: Vec<PartitionPlan>,
+    pub kernel_cmdline: String,
+    pub compression: String,
+    pub hostname_pattern: String,
+    pub users: Vec<String>,
+    pub overlays: Vec<String>,
+    /// Files edgeimg itself places into the root (overlays come on top).
+    pub files: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+impl Plan {
+    pub fn image_file(&self) -> String {
+        format!("{}-{}.img", self.name, self.board)
+    }
+}
+
+pub fn kernel_cmdline(config: &Config, ids: &Ids) -> String {
+    let mut parts = vec![
+        format!("root=PARTUUID={}", ids.root_a_partuuid),
+        "rootfstype=erofs".into(),
+        "ro".into(),
+        format!("edgeimg.data=PARTUUID={}", ids.data_partuuid),
+        "edgeimg.slot=a".into(),
+        // Partitions are mounted by edgeimg, never guessed from their types.
+        "systemd.gpt_auto=0".into(),
+        "panic=10".into(),
+    ];
+    parts.extend(config.board.consoles.iter().map(|c| format!("console={c}")));
+    parts.join(" ")
+}
+
+pub fn make(config: &Config) -> Plan {
+    let board = &config.board;
+    let mut packages: Vec<String> = REQUIRED_PACKAGES.iter().map(|s| s.to_string()).collect();
+    packages.push(board.kernel_package.clone());
+    packages.extend(board.packages.iter().cloned());
+    packages.extend(config.extra_packages.iter().cloned());
+    packages.sort();
+    packages.dedup();
+    let base = BaseSpec {
+        suite: config.suite.clone(),
+        arch: board.arch.clone(),
+        mirror: config.mirror.clone(),
+        packages,
+        initramfs_modules: board.initramfs_modules.clone(),
+    };
+    let ids = Ids::derive(&config.seed);
+    let slot = "auto (root size + 25%, at least +64 MiB)".to_string();
+    let data = match config.size {
+        ImageSize::Auto => format!("{} (grows to the medium on first boot)", board.partitions.data),
+        ImageSize::Fixed(_) => "rest of the image (grows to the medium on first boot)".into(),
+    };
+    let partitions = vec![
+        PartitionPlan { number: 1, label: "EDGEBOOT", fs: "vfat", size: board.partitions.boot.to_string(), part_uuid: ids.boot_partuuid, role: "boot (ESP)" },
+        PartitionPlan { number: 2, label: "edgeimg-root-a", fs: "erofs", size: slot.clone(), part_uuid: ids.root_a_partuuid, role: "root, slot A" },
+        PartitionPlan { number: 3, label: "edgeimg-root-b", fs: "none", size: slot, part_uuid: ids.root_b_partuuid, role: "root, slot B (updates)" },
+        PartitionPlan { number: 4, label: "edgeimg-data", fs: "ext4", size: data, part_uuid: ids.data_partuuid, role: "/var, /etc upper layer" },
+    ];
+    let name = format!("{}-{}", config.name, board.name);
+    let mut outputs = vec![format!("{name}.img")];
+    if let Some(ext) = config.compression.extension() {
+        outputs.push(format!("{name}.img.{ext}"));
+    }
+    outputs.extend([format!("{name}.img.bmap"), "manifest.json".into(), "SHA256SUMS".into()]);
+    Plan {
+        name: config.name.clone(),
+        board: board.name.clone(),
+        arch: board.arch.clone(),
+        config_source: config.source.clone(),
+        seed: config.seed.clone(),
+        base,
+        kernel_cmdline: kernel_cmdline(config, &ids),
+        ids,
+        partition_table: format!("{:?}", board.partition_table).to_lowercase(),
+        image_size: config.size.to_string(),
+        partitions,
+        compression: format!("{:?}", config.compression).to_lowercase(),
+        hostname_pattern: config.hostname_pattern.clone(),
+        users: config.users.iter().map(|u| format!("{} ({} keys)", u.name, u.ssh_keys.len())).collect(),
+        overlays: config.overlays.iter().map(|p| p.display().to_string()).collect(),
+        files: vec![
+            "/usr/lib/edgeimg/edgeimg-agent".into(),
+            "/usr/lib/edgeimg/image.json".into(),
+            "/usr/lib/systemd/system/edgeimg-firstboot.service".into(),
+            "/usr/lib/systemd/system/edgeimg-ready.service".into(),
+            "/etc/fstab".into(),
+            "/etc/systemd/network/80-edgeimg-dhcp.network".into(),
+            "boot: EFI/BOOT, loader/, edgeimg/a/{vmlinuz,initrd.img}, edgeimg/node.toml.example".into(),
+        ],
+        outputs,
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "image      {} for board {} ({})", self.name, self.board, self.arch)?;
+        writeln!(f, "config     {}", self.config_source)?;
+        writeln!(f, "seed       {}", self.seed)?;
+        writeln!(f, "base       Debian {} {} from {}", self.base.suite, self.base.arch, self.base.mirror)?;
+        writeln!(f, "packages   {}", self.base.packages.join(" "))?;
+        writeln!(f, "disk       {} table, size {}, disk GUID {}", self.partition_table, self.image_size, self.ids.disk_guid)?;
+        for p in &self.partitions {
+            writeln!(f, "  {} {:<15} {:<6} {:<44} {}  {}", p.number, p.label, p.fs, p.size, p.part_uuid, p.role)?;
+        }
+        writeln!(f, "cmdline    {}", self.kernel_cmdline)?;
+        writeln!(f, "hostname   {}", self.hostname_pattern)?;
+        writeln!(f, "users      {}", if self.users.is_empty() { "(none)".into() } else { self.users.join(", ") })?;
+        writeln!(f, "overlays   {}", if self.overlays.is_empty() { "(none)".into() } else { self.overlays.join(", ") })?;
+        writeln!(f, "files")?;
+        for x in &self.files {
+            writeln!(f, "  {x}")?;
+        }
+        writeln!(f, "outputs    {}", self.outputs.join(", "))
+    }
+}

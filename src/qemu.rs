@@ -1,0 +1,168 @@
+//! Booting images in QEMU: the command line per board (machine, firmware, disk),
+//! interactive runs for `edgeimg run`, and captured runs whose serial console
+//! the VM tests read with deadlines.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::board::QemuSpec;
+
+/// One VM: a board's QEMU description plus the disk to boot.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    pub qemu: QemuSpec,
+    pub disk: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// KVM hangs on some hosts (see DESIGN.md §6): TCG unless asked.
+    pub kvm: bool,
+    /// Discard disk writes (QEMU's -snapshot).
+    pub snapshot: bool,
+    /// Writable copy of the firmware variable store.
+    pub vars: PathBuf,
+}
+
+impl Vm {
+    /// Prepares a VM for `disk`; the firmware's variable store is copied into `work`.
+    pub fn new(qemu: &QemuSpec, disk: &Path, work: &Path) -> Result<Vm> {
+        crate::cmd::require(&[crate::cmd::Tool { name: leak(&qemu.binary), package: leak(&qemu.package), purpose: "boot images" }])?;
+        for f in [&qemu.firmware_code, &qemu.firmware_vars] {
+            if !Path::new(f).exists() {
+                anyhow::bail!("firmware file {f} is missing (Debian package: {}; on bookworm install it from bookworm-backports)", qemu.firmware_package);
+            }
+        }
+        let vars = work.join("efi-vars.fd");
+        std::fs::copy(&qemu.firmware_vars, &vars).with_context(|| format!("cannot copy {}", qemu.firmware_vars))?;
+        Ok(Vm {
+            qemu: qemu.clone(),
+            disk: disk.to_path_buf(),
+            memory_mib: 2048,
+            cpus: 2,
+            kvm: std::env::var("EDGEIMG_QEMU_KVM").is_ok_and(|v| v == "1"),
+            snapshot: false,
+            vars,
+        })
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.qemu.binary);
+        c.args(["-accel", if self.kvm { "kvm" } else { "tcg" }]);
+        c.args(["-machine", &self.qemu.machine, "-cpu", &self.qemu.cpu]);
+        c.args(["-smp", &self.cpus.to_string(), "-m", &self.memory_mib.to_string()]);
+        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", self.qemu.firmware_code));
+        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", self.vars.display()));
+        c.arg("-drive").arg(format!("file={},format=raw,if={},cache=unsafe", self.disk.display(), self.qemu.disk_interface));
+        // Air-gapped by design: no network device unless the operator adds one.
+        c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
+        if self.snapshot {
+            c.arg("-snapshot");
+        }
+        c
+    }
+
+    /// Runs with the serial console (and QEMU's monitor, Ctrl-A c) on this terminal.
+    pub fn run_interactive(&self) -> Result<std::process::ExitStatus> {
+        let mut c = self.command();
+        c.args(["-serial", "mon:stdio"]);
+        c.status().with_context(|| format!("cannot start {}", self.qemu.binary))
+    }
+
+    /// Starts the VM with its serial console captured line by line. Every line
+    /// is also appended to `log` (kept for failed tests).
+    pub fn spawn_captured(&self, log: &Path) -> Result<RunningVm> {
+        let mut c = self.command();
+        c.args(["-serial", "stdio", "-monitor", "none"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().with_context(|| format!("cannot start {}", self.qemu.binary))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        let mut logf = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = logf.write_all(&buf);
+                        let line = String::from_utf8_lossy(&buf).replace('\r', "").trim_end().to_string();
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(RunningVm { child, lines: rx, log: log.to_path_buf() })
+    }
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+pub struct RunningVm {
+    child: Child,
+    lines: Receiver<String>,
+    pub log: PathBuf,
+}
+
+impl RunningVm {
+    /// Waits until a console line contains `needle`; returns that line. Fails
+    /// at the deadline or when the VM stops first (quoting the log's tail).
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    anyhow::bail!("no `{needle}` on the console within {}s{}", timeout.as_secs(), self.tail())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("the VM stopped before `{needle}` appeared{}", self.tail())
+                }
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off) within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                anyhow::bail!("the VM did not power off within {}s{}", timeout.as_secs(), self.tail());
+            }
+            // Drain console lines while waiting; this also paces the loop.
+            let _ = self.lines.recv_timeout(Duration::from_millis(200));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("; last console lines ({}):\n  {}", self.log.display(), lines[lines.len().saturating_sub(30)..].join("\n  "))
+    }
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

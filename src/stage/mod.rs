@@ -1,0 +1,80 @@
+//! Composes the root tree of the image: the cached base unpacked, then the
+//! immutable-layout fixes, the agent and its units, board files and the
+//! operator's overlays. Produces the tree plus the boot files taken out of it.
+
+pub mod overlay;
+pub mod system;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{self, Cmd};
+
+/// Kernel and initrd found in the base tree (moved out of the root: they live
+/// on the boot partition).
+#[derive(Debug, Clone)]
+pub struct KernelFiles {
+    pub version: String,
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Unpacks the base tarball into `tree` (which must be empty), keeping owners,
+/// modes and xattrs.
+pub fn unpack(base_tar: &Path, tree: &Path) -> Result<()> {
+    std::fs::create_dir_all(tree)?;
+    Cmd::new(cmd::TAR)
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(base_tar)
+        .arg("-C")
+        .arg(tree)
+        .run()
+        .context("unpacking the base root filesystem failed")?;
+    Ok(())
+}
+
+/// Moves the kernel and initrd out of `tree/boot` into `dest`.
+pub fn take_kernel(tree: &Path, dest: &Path) -> Result<KernelFiles> {
+    let boot = tree.join("boot");
+    let mut versions: Vec<String> = std::fs::read_dir(&boot)
+        .with_context(|| format!("cannot read {}", boot.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
+        .collect();
+    versions.sort();
+    let version = versions.pop().context("the base root has no kernel in /boot (is the board's kernel_package right?)")?;
+    if !versions.is_empty() {
+        tracing::warn!("several kernels in the base; using {version}");
+    }
+    std::fs::create_dir_all(dest)?;
+    let vmlinuz = dest.join("vmlinuz");
+    let initrd = dest.join("initrd.img");
+    move_file(&boot.join(format!("vmlinuz-{version}")), &vmlinuz)?;
+    move_file(&boot.join(format!("initrd.img-{version}")), &initrd).context("the base root has no initrd")?;
+    Ok(KernelFiles { version, vmlinuz, initrd })
+}
+
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::rename(from, to).is_err() {
+        std::fs::copy(from, to).with_context(|| format!("cannot copy {}", from.display()))?;
+        std::fs::remove_file(from)?;
+    }
+    Ok(())
+}
+
+/// Debian packages and versions installed in the tree (from dpkg's status file).
+pub fn installed_packages(tree: &Path) -> Result<Vec<(String, String, String)>> {
+    let status = std::fs::read_to_string(tree.join("var/lib/dpkg/status")).context("cannot read dpkg status of the base")?;
+    let mut out = Vec::new();
+    for para in status.split("\n\n") {
+        let field = |name: &str| para.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+        if let (Some(p), Some(v), Some(a), Some(s)) = (field("Package:"), field("Version:"), field("Architecture:"), field("Status:")) {
+            if s.ends_with("installed") && !s.contains("not-installed") && !s.contains("config-files") {
+                out.push((p, v, a));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,125 @@
+//! The changes that make a Debian tree an edgeimg root: read-only friendly
+//! layout, identity removed (each node makes its own on first boot), the agent
+//! and its units, fstab and network defaults.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::agents;
+
+/// Values the system files are made from.
+pub struct SystemInput<'a> {
+    pub agent: &'a [u8],
+    pub image_config: &'a edgeimg_agent::schema::ImageConfig,
+    pub boot_partuuid: String,
+    /// Extra lines for /usr/lib/os-release (IMAGE_ID=..., ...).
+    pub os_release_extra: Vec<(String, String)>,
+}
+
+pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
+
+    // Identity is per node: systemd makes the machine-id on first boot
+    // ("uninitialized" marks first boot), the agent makes SSH host keys.
+    write(tree, "etc/machine-id", b"uninitialized\n", 0o444)?;
+    let _ = std::fs::remove_file(tree.join("var/lib/dbus/machine-id"));
+    for e in std::fs::read_dir(tree.join("etc/ssh")).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    write(tree, "etc/hostname", b"localhost\n", 0o644)?;
+
+    // Home directories live on the data partition (the root is read-only).
+    relocate_to_var(tree, "home", "home")?;
+    relocate_to_var(tree, "root", "roothome")?;
+    std::fs::create_dir_all(tree.join("boot/efi"))?;
+
+    write(tree, "etc/fstab", fstab(&input.boot_partuuid).as_bytes(), 0o644)?;
+    placed.push("etc/fstab".into());
+
+    write(tree, agents::AGENT_PATH, input.agent, 0o755)?;
+    placed.push(agents::AGENT_PATH.into());
+    let image_json = serde_json::to_vec_pretty(input.image_config)?;
+    write(tree, edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'), &image_json, 0o644)?;
+    placed.push(edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/').into());
+
+    for (name, text, target) in [
+        ("edgeimg-firstboot.service", agents::FIRSTBOOT_UNIT, "sysinit.target"),
+        ("edgeimg-ready.service", agents::READY_UNIT, "multi-user.target"),
+    ] {
+        let unit = format!("usr/lib/systemd/system/{name}");
+        write(tree, &unit, text.as_bytes(), 0o644)?;
+        enable(tree, name, target)?;
+        placed.push(unit);
+    }
+
+    // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
+    if tree.join("usr/lib/systemd/system/systemd-networkd.service").exists() {
+        write(tree, "etc/systemd/network/80-edgeimg-dhcp.network", NETWORK_DHCP.as_bytes(), 0o644)?;
+        enable(tree, "systemd-networkd.service", "multi-user.target")?;
+        if tree.join("usr/lib/systemd/system/systemd-networkd.socket").exists() {
+            enable(tree, "systemd-networkd.socket", "sockets.target")?;
+        }
+        placed.push("etc/systemd/network/80-edgeimg-dhcp.network".into());
+    }
+
+    let os_release = tree.join("usr/lib/os-release");
+    let mut text = std::fs::read_to_string(&os_release).context("the base has no /usr/lib/os-release")?;
+    for (k, v) in &input.os_release_extra {
+        text.push_str(&format!("{k}=\"{v}\"\n"));
+    }
+    std::fs::write(&os_release, text)?;
+    Ok(placed)
+}
+
+const NETWORK_DHCP: &str = "# edgeimg default: DHCP on wired interfaces. Override with an overlay.\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n";
+
+fn fstab(boot_partuuid: &str) -> String {
+    format!(
+        "# edgeimg: / (EROFS, read-only), /var (data) and /etc (overlay) are mounted by the initramfs.\n\
+         PARTUUID={boot_partuuid} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10s 0 2\n\
+         tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n"
+    )
+}
+
+/// Replaces `/<dir>` by a symlink to `var/<target>`, moving its content into
+/// the image's /var (which seeds the data partition on first boot).
+fn relocate_to_var(tree: &Path, dir: &str, target: &str) -> Result<()> {
+    let from = tree.join(dir);
+    let to = tree.join("var").join(target);
+    if from.is_symlink() {
+        return Ok(());
+    }
+    if from.is_dir() {
+        std::fs::rename(&from, &to).with_context(|| format!("cannot move /{dir} to /var/{target}"))?;
+    } else {
+        std::fs::create_dir_all(&to)?;
+    }
+    std::os::unix::fs::symlink(format!("var/{target}"), &from)?;
+    Ok(())
+}
+
+/// `systemctl enable` without systemctl: the wants symlink.
+pub fn enable(tree: &Path, unit: &str, target: &str) -> Result<()> {
+    let dir = tree.join("etc/systemd/system").join(format!("{target}.wants"));
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join(unit);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), &link).with_context(|| format!("cannot enable {unit}"))?;
+    Ok(())
+}
+
+/// Writes `rel` under `tree` (creating parents) with `mode`.
+pub fn write(tree: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
+    let p = tree.join(rel);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let _ = std::fs::remove_file(&p);
+    std::fs::write(&p, content).with_context(|| format!("cannot write {}", p.display()))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
