@@ -130,6 +130,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     disk::splice(&img, layout.get(Role::Data), &data_img)?;
     img.sync_all()?;
     drop(img);
+    let kernel_info = kernel_info(&kernel)?;
     drop(work); // the tree is big; free it before compressing
     progress.note(&format!("disk: {} ({}) assembled ({:.1}s)", img_name, config::size::human(layout.size), t.elapsed().as_secs_f64()));
 
@@ -154,7 +155,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         config_text: cfg_text(&cfg)?,
         base: &base.meta,
         packages: &packages,
-        kernel: &kernel_info(&kernel, &boot_img)?,
+        kernel: &kernel_info,
         agent,
         overlays: &overlay_files,
         layout: &layout,
@@ -189,7 +190,7 @@ fn cfg_text(cfg: &config::Config) -> Result<String> {
     }
 }
 
-fn kernel_info(k: &stage::KernelFiles, _boot: &Path) -> Result<manifest::KernelInfo> {
+fn kernel_info(k: &stage::KernelFiles) -> Result<manifest::KernelInfo> {
     Ok(manifest::KernelInfo {
         version: k.version.clone(),
         vmlinuz_sha256: artifact::checksums::sha256_file(&k.vmlinuz)?,

@@ -39,11 +39,11 @@ pub fn find_mount_devnum(mountinfo: &str, mount_point: &str) -> Option<String> {
     // mounted on top of earlier ones, so the last match is what is visible.
     mountinfo
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.len() > 4 && f[4] == mount_point).then(|| f[2].to_string())
         })
-        .last()
 }
 
 /// Map /var to its partition and disk via /proc/self/mountinfo and sysfs.
@@ -432,5 +432,30 @@ pub(crate) mod tests {
         assert_eq!(dev, DataDevice { partition: "/dev/vda4".into(), disk: "/dev/vda".into(), number: 4 });
         assert_eq!(step(&root).unwrap(), "/dev/vda4 grown from 31 MiB to 118 MiB");
         assert_eq!(root.skipped_commands(), ["resize2fs /dev/vda4"]);
+    }
+
+    /// Real block device check of the table rewrite and BLKPG resize (root
+    /// only): `EDGEIMG_AGENT_TEST_DISK=/dev/loopN cargo test -p edgeimg-agent
+    /// -- --ignored real_block_device` with a loop device whose partition 4 is
+    /// the last one and is known to the kernel (`losetup -P` / `partx -a`).
+    #[test]
+    #[ignore]
+    fn real_block_device() {
+        let disk_path = std::env::var("EDGEIMG_AGENT_TEST_DISK").expect("EDGEIMG_AGENT_TEST_DISK");
+        let mut disk = OpenOptions::new().read(true).write(true).open(&disk_path).unwrap();
+        assert!(disk.metadata().unwrap().file_type().is_block_device());
+        let size = disk_size(&disk, true).unwrap();
+        let out = grow_table(&mut disk, 4, true).unwrap();
+        let (start, len) = match out {
+            Outcome::Grown { start, new_size, .. } => (start, new_size),
+            Outcome::AlreadyMax { start, size } => (start, size),
+            Outcome::Skipped(w) => panic!("{w}"),
+        };
+        blkpg_resize(&disk, 4, start, len).unwrap();
+        let name = Path::new(&disk_path).file_name().unwrap().to_string_lossy().into_owned();
+        let sys = format!("/sys/block/{name}/{name}p4/size");
+        let sectors: u64 = std::fs::read_to_string(&sys).unwrap().trim().parse().unwrap();
+        assert_eq!(sectors * 512, len, "{sys}");
+        assert!(start + len <= size);
     }
 }

@@ -122,10 +122,10 @@ impl User {
                 crate::bail!("user {:?}: group name {g:?} is invalid (must match ^[a-z_][a-z0-9_-]{{0,31}}$)", self.name);
             }
         }
-        if let Some(shell) = &self.shell {
-            if !shell.starts_with('/') || shell.contains(char::is_whitespace) {
-                crate::bail!("user {:?}: shell {shell:?} must be an absolute path", self.name);
-            }
+        if let Some(shell) = &self.shell
+            && (!shell.starts_with('/') || shell.contains(char::is_whitespace))
+        {
+            crate::bail!("user {:?}: shell {shell:?} must be an absolute path", self.name);
         }
         for (i, key) in self.ssh_keys.iter().enumerate() {
             // A newline would smuggle a second entry into authorized_keys.
@@ -169,12 +169,10 @@ impl NodeConfig {
     /// Check the hostname (strictly: an operator wrote it, so a bad value is an
     /// error rather than something to rewrite) and the users.
     pub fn validate(&self) -> Result<()> {
-        if let Some(h) = &self.hostname {
-            if !is_valid_hostname(h) {
-                crate::bail!(
-                    "hostname = {h:?} is invalid: use 1-63 of a-z 0-9 '-', not starting or ending with '-'"
-                );
-            }
+        if let Some(h) = &self.hostname
+            && !is_valid_hostname(h)
+        {
+            crate::bail!("hostname = {h:?} is invalid: use 1-63 of a-z 0-9 '-', not starting or ending with '-'");
         }
         for u in &self.users {
             u.validate()?;

@@ -83,6 +83,8 @@ pub fn ensure_user(root: &Root, user: &User) -> Result<String> {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             crate::log(format!("user {}: skipping groups not in /etc/group: {}", user.name, names.join(",")));
         }
+        // Older useradd does not create missing parents of --home-dir.
+        fsutil::mkdir_p(&root.path("/var/home"))?;
         let home = format!("/var/home/{}", user.name);
         let shell = user.shell.as_deref().unwrap_or("/bin/bash");
         let group_list = groups.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
