@@ -19,7 +19,7 @@ pub struct Inputs<'a> {
     pub packages: &'a [(String, String, String)],
     pub kernel: &'a KernelInfo,
     pub agent: &'a [u8],
-    pub overlays: &'a [(PathBuf, Vec<String>)],
+    pub overlays: &'a [(PathBuf, Vec<(String, String)>)],
     pub layout: &'a Layout,
     pub image: &'a Path,
     pub epoch: u64,
@@ -91,7 +91,14 @@ pub struct Package {
 #[derive(Debug, Serialize)]
 pub struct OverlayInput {
     pub path: String,
-    pub files: Vec<String>,
+    pub files: Vec<OverlayFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OverlayFile {
+    pub path: String,
+    /// SHA-256 of the placed (rendered) content, or `symlink:<target>`.
+    pub sha256: String,
 }
 
 impl Manifest {
@@ -124,7 +131,10 @@ impl Manifest {
                 kernel: i.kernel.clone(),
                 agent: Named { name: "edgeimg-agent".into(), version: crate::VERSION.into(), sha256: sha256_bytes(i.agent) },
                 packages: i.packages.iter().map(|(n, v, a)| Package { name: n.clone(), version: v.clone(), arch: a.clone() }).collect(),
-                overlays: i.overlays.iter().map(|(o, f)| OverlayInput { path: o.display().to_string(), files: f.clone() }).collect(),
+                overlays: i.overlays.iter().map(|(o, f)| OverlayInput {
+                        path: o.display().to_string(),
+                        files: f.iter().map(|(p, h)| OverlayFile { path: p.clone(), sha256: h.clone() }).collect(),
+                    }).collect(),
             },
             layout: i.layout.clone(),
         })

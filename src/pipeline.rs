@@ -98,7 +98,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     for o in &cfg.overlays {
         let files = stage::overlay::apply(o, &tree, &ctx)?;
         placed.extend(files.iter().cloned());
-        overlay_files.push((o.clone(), files));
+        let mut hashed = Vec::new();
+        for f in files {
+            let p = tree.join(&f);
+            let sha = if p.is_symlink() { format!("symlink:{}", std::fs::read_link(&p)?.display()) } else { artifact::checksums::sha256_file(&p)? };
+            hashed.push((f, sha));
+        }
+        overlay_files.push((o.clone(), hashed));
     }
     progress.note(&format!("stage: root tree composed ({:.1}s)", t.elapsed().as_secs_f64()));
 
