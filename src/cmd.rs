@@ -28,8 +28,21 @@ pub const MKE2FS: Tool = Tool { name: "mke2fs", package: "e2fsprogs", purpose: "
 pub const QEMU_X86_64: Tool = Tool { name: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "boot x86_64 images (edgeimg run, VM tests)" };
 pub const QEMU_AARCH64: Tool = Tool { name: "qemu-system-aarch64", package: "qemu-system-arm", purpose: "boot arm64 images (edgeimg run, VM tests)" };
 
+pub const FDTPUT: Tool = Tool { name: "fdtput", package: "device-tree-compiler", purpose: "patch a Raspberry Pi DTB for QEMU's raspi4b" };
+pub const FDTGET: Tool = Tool { name: "fdtget", package: "device-tree-compiler", purpose: "read a Raspberry Pi DTB for QEMU's raspi4b" };
+pub const QEMU_AARCH64_STATIC: Tool = Tool { name: "qemu-aarch64-static", package: "qemu-user-static", purpose: "run arm64 programs while bootstrapping an arm64 root on another host" };
+
 /// The tools every build needs, whatever the board.
 pub const BUILD_TOOLS: &[Tool] = &[MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, MKFS_VFAT, MCOPY, MMD, MKE2FS];
+
+impl Tool {
+    /// A tool named at run time (from a board file). Board files are loaded a
+    /// handful of times per process, so leaking these few strings is fine.
+    pub fn owned(name: &str, package: &str, purpose: &'static str) -> Tool {
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+        Tool { name: leak(name), package: leak(package), purpose }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum CmdError {

@@ -101,11 +101,11 @@ pub fn doctor(boards: &[String]) -> Result<()> {
 }
 
 pub fn boards() -> Result<()> {
-    println!("{:<10} {:<6} {:<6} {:<22} {:<10} description", "board", "arch", "table", "firmware", "qemu");
+    println!("{:<10} {:<6} {:<6} {:<26} {:<10} description", "board", "arch", "table", "firmware", "qemu");
     for name in board::names() {
         let b = board::load(name)?;
         println!(
-            "{:<10} {:<6} {:<6} {:<22} {:<10} {}",
+            "{:<10} {:<6} {:<6} {:<26} {:<10} {}",
             b.name,
             b.arch,
             format!("{:?}", b.partition_table).to_lowercase(),

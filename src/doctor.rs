@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::cmd::{self, Tool};
-use crate::config::board::{self, Board};
+use crate::config::board::{self, Board, QemuBoot};
 
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -17,22 +17,73 @@ pub struct Check {
 pub fn checks(boards: &[Board]) -> Vec<Check> {
     let mut out: Vec<Check> = cmd::BUILD_TOOLS.iter().map(tool_check).collect();
     for b in boards {
-        let q = Tool { name: leak(&b.qemu.binary), package: leak(&b.qemu.package), purpose: "boot images (edgeimg run, VM tests)" };
-        if !out.iter().any(|c| c.what == q.name) {
-            out.push(tool_check(&q));
+        let mut tools = vec![Tool::owned(&b.qemu.binary, &b.qemu.package, "boot images (edgeimg run, VM tests)")];
+        if b.qemu.boot == QemuBoot::DirectKernel {
+            tools.extend([cmd::FDTPUT, cmd::FDTGET]);
         }
-        for f in [&b.qemu.firmware_code, &b.qemu.firmware_vars] {
+        for t in tools {
+            if !out.iter().any(|c| c.what == t.name) {
+                out.push(tool_check(&t));
+            }
+        }
+        for f in [&b.qemu.firmware_code, &b.qemu.firmware_vars].into_iter().flatten() {
             if !out.iter().any(|c| &c.what == f) {
                 out.push(Check {
                     what: f.clone(),
-                    package: b.qemu.firmware_package.clone(),
+                    package: b.qemu.firmware_package.clone().unwrap_or_default(),
                     purpose: format!("UEFI firmware for {} VMs", b.name),
                     found: Path::new(f).exists().then(|| f.clone()),
                 });
             }
         }
+        if let Some(c) = foreign_arch_check(b) {
+            if !out.iter().any(|x| x.what == c.what) {
+                out.push(c);
+            }
+        }
     }
     out
+}
+
+/// Host architecture in Debian's naming.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    }
+}
+
+/// Why a root for `arch` cannot be bootstrapped on this host, with the fix.
+pub fn foreign_arch_problem(arch: &str) -> Option<String> {
+    let b = Board { arch: arch.to_string(), ..board::load(if arch == "arm64" { "arm64" } else { "x86_64" }).ok()? };
+    let c = foreign_arch_check(&b)?;
+    if c.found.is_some() { None } else { Some(c.purpose) }
+}
+
+/// Bootstrapping a foreign-arch root runs its programs through qemu-user via
+/// binfmt_misc: the handler must be registered, not just installed.
+fn foreign_arch_check(b: &Board) -> Option<Check> {
+    if b.arch == host_arch() {
+        return None;
+    }
+    let (handler, qemu) = match b.arch.as_str() {
+        "arm64" => ("/proc/sys/fs/binfmt_misc/qemu-aarch64", "qemu-aarch64-static"),
+        other => return Some(Check { what: format!("binfmt for {other}"), package: "qemu-user-static".into(), purpose: "foreign-arch bootstrap".into(), found: None }),
+    };
+    let registered = std::fs::read_to_string(handler).is_ok_and(|s| s.starts_with("enabled"));
+    let installed = cmd::which(qemu).is_some();
+    Some(Check {
+        what: format!("binfmt_misc {handler}"),
+        package: "qemu-user-static binfmt-support".into(),
+        purpose: if !installed {
+            format!("run {} programs while bootstrapping: install qemu-user-static", b.arch)
+        } else if !Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
+            "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable qemu-aarch64`".into()
+        } else {
+            "register the handler: `update-binfmts --enable qemu-aarch64` (package binfmt-support)".into()
+        },
+        found: (registered && installed).then(|| format!("{handler} (enabled)")),
+    })
 }
 
 fn tool_check(t: &Tool) -> Check {
@@ -42,10 +93,6 @@ fn tool_check(t: &Tool) -> Check {
         purpose: t.purpose.to_string(),
         found: cmd::which(t.name).map(|p| p.display().to_string()),
     }
-}
-
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_string().into_boxed_str())
 }
 
 pub fn boards_for(names: &[String]) -> anyhow::Result<Vec<Board>> {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::artifact::{self, Compression};
 use crate::cmd;
+use crate::config::board::{Firmware, PartitionTable};
 use crate::config::{self, ImageSize};
 use crate::disk::{self, Role};
 use crate::fs::{erofs, ext4, vfat};
@@ -117,9 +118,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         ImageSize::Auto => None,
         ImageSize::Fixed(b) => Some(b.0),
     };
-    let layout = disk::layout::compute(&cfg.seed, &cfg.board.arch, cfg.board.partitions.boot.0, root_bytes, cfg.board.partitions.data.0, fixed)
+    let mbr_disk_id = (cfg.board.partition_table == PartitionTable::Mbr).then(|| crate::ids::mbr_disk_id(&cfg.seed));
+    let layout = disk::layout::compute(&cfg.seed, &cfg.board.arch, mbr_disk_id, cfg.board.partitions.boot.0, root_bytes, cfg.board.partitions.data.0, fixed)
         .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
-    let boot_files = crate::boot::uefi::boot_files(&tree, cfg.board.rust_arch(), &kernel, &plan.kernel_cmdline, &cfg.name)?;
+    let boot_files = match (cfg.board.firmware, &cfg.board.rpi) {
+        (Firmware::Rpi, Some(rpi)) => crate::boot::rpi::boot_files(&tree, rpi, &kernel, &plan.kernel_cmdline, &cfg.name)?,
+        _ => crate::boot::uefi::boot_files(&tree, cfg.board.rust_arch(), &kernel, &plan.kernel_cmdline, &cfg.name)?,
+    };
     let boot_img = work.path().join("boot.vfat");
     vfat::make(&boot_img, layout.get(Role::Boot).size, "EDGEBOOT", crate::ids::fat_volume_id(&cfg.seed), &boot_files, work.path(), epoch)?;
     let data_img = work.path().join("data.ext4");
@@ -130,7 +135,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let img_name = plan.image_file();
     let img_path = staging_out.path().join(&img_name);
     let img = std::fs::File::create(&img_path).with_context(|| format!("cannot create {}", img_path.display()))?;
-    disk::write_gpt(&layout, &img)?;
+    match mbr_disk_id {
+        Some(id) => disk::write_mbr(&layout, id, &img)?,
+        None => disk::write_gpt(&layout, &img)?,
+    }
     disk::splice(&img, layout.get(Role::Boot), &boot_img)?;
     disk::splice(&img, layout.get(Role::RootA), &root_img)?;
     disk::splice(&img, layout.get(Role::Data), &data_img)?;

@@ -4,17 +4,21 @@
 use serde::Serialize;
 
 use crate::base::{BaseSpec, REQUIRED_PACKAGES};
+use crate::config::board::PartitionTable;
 use crate::config::{Config, ImageSize};
+use crate::disk::layout;
 use crate::ids::{self, Uuid};
 
 /// Identifiers, all derived from the seed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ids {
     pub disk_guid: Uuid,
-    pub boot_partuuid: Uuid,
-    pub root_a_partuuid: Uuid,
-    pub root_b_partuuid: Uuid,
-    pub data_partuuid: Uuid,
+    /// MBR disk signature (MBR boards only), as 8 hex digits.
+    pub mbr_disk_id: Option<String>,
+    pub boot_partuuid: String,
+    pub root_a_partuuid: String,
+    pub root_b_partuuid: String,
+    pub data_partuuid: String,
     pub root_a_fs_uuid: Uuid,
     pub data_fs_uuid: Uuid,
     pub data_hash_seed: Uuid,
@@ -22,14 +26,16 @@ pub struct Ids {
 }
 
 impl Ids {
-    pub fn derive(seed: &str) -> Ids {
-        let part = |label: &str| Uuid::derive(seed, &format!("partition/{label}"));
+    pub fn derive(seed: &str, table: PartitionTable) -> Ids {
+        let disk_id = (table == PartitionTable::Mbr).then(|| ids::mbr_disk_id(seed));
+        let part = |n: usize| layout::partuuid(seed, disk_id, n as u32 + 1, layout::LABELS[n]);
         Ids {
             disk_guid: Uuid::derive(seed, "disk"),
-            boot_partuuid: part("EDGEBOOT"),
-            root_a_partuuid: part("edgeimg-root-a"),
-            root_b_partuuid: part("edgeimg-root-b"),
-            data_partuuid: part("edgeimg-data"),
+            mbr_disk_id: disk_id.map(|d| format!("{d:08x}")),
+            boot_partuuid: part(0),
+            root_a_partuuid: part(1),
+            root_b_partuuid: part(2),
+            data_partuuid: part(3),
             root_a_fs_uuid: Uuid::derive(seed, "fs/root-a"),
             data_fs_uuid: Uuid::derive(seed, "fs/data"),
             data_hash_seed: Uuid::derive(seed, "fs/data/hash-seed"),
@@ -44,7 +50,7 @@ pub struct PartitionPlan {
     pub label: &'static str,
     pub fs: &'static str,
     pub size: String,
-    pub part_uuid: Uuid,
+    pub part_uuid: String,
     pub role: &'static str,
 }
 
@@ -106,17 +112,17 @@ pub fn make(config: &Config) -> Plan {
         packages,
         initramfs_modules: board.initramfs_modules.clone(),
     };
-    let ids = Ids::derive(&config.seed);
+    let ids = Ids::derive(&config.seed, board.partition_table);
     let slot = "auto (root size + 25%, at least +64 MiB)".to_string();
     let data = match config.size {
         ImageSize::Auto => format!("{} (grows to the medium on first boot)", board.partitions.data),
         ImageSize::Fixed(_) => "rest of the image (grows to the medium on first boot)".into(),
     };
     let partitions = vec![
-        PartitionPlan { number: 1, label: "EDGEBOOT", fs: "vfat", size: board.partitions.boot.to_string(), part_uuid: ids.boot_partuuid, role: "boot (ESP)" },
-        PartitionPlan { number: 2, label: "edgeimg-root-a", fs: "erofs", size: slot.clone(), part_uuid: ids.root_a_partuuid, role: "root, slot A" },
-        PartitionPlan { number: 3, label: "edgeimg-root-b", fs: "none", size: slot, part_uuid: ids.root_b_partuuid, role: "root, slot B (updates)" },
-        PartitionPlan { number: 4, label: "edgeimg-data", fs: "ext4", size: data, part_uuid: ids.data_partuuid, role: "/var, /etc upper layer" },
+        PartitionPlan { number: 1, label: "EDGEBOOT", fs: "vfat", size: board.partitions.boot.to_string(), part_uuid: ids.boot_partuuid.clone(), role: "boot (ESP)" },
+        PartitionPlan { number: 2, label: "edgeimg-root-a", fs: "erofs", size: slot.clone(), part_uuid: ids.root_a_partuuid.clone(), role: "root, slot A" },
+        PartitionPlan { number: 3, label: "edgeimg-root-b", fs: "none", size: slot, part_uuid: ids.root_b_partuuid.clone(), role: "root, slot B (updates)" },
+        PartitionPlan { number: 4, label: "edgeimg-data", fs: "ext4", size: data, part_uuid: ids.data_partuuid.clone(), role: "/var, /etc upper layer" },
     ];
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
@@ -160,7 +166,10 @@ impl std::fmt::Display for Plan {
         writeln!(f, "seed       {}", self.seed)?;
         writeln!(f, "base       Debian {} {} from {}", self.base.suite, self.base.arch, self.base.mirror)?;
         writeln!(f, "packages   {}", self.base.packages.join(" "))?;
-        writeln!(f, "disk       {} table, size {}, disk GUID {}", self.partition_table, self.image_size, self.ids.disk_guid)?;
+        match &self.ids.mbr_disk_id {
+            Some(id) => writeln!(f, "disk       {} table, size {}, disk id {id}", self.partition_table, self.image_size)?,
+            None => writeln!(f, "disk       {} table, size {}, disk GUID {}", self.partition_table, self.image_size, self.ids.disk_guid)?,
+        }
         for p in &self.partitions {
             writeln!(f, "  {} {:<15} {:<6} {:<44} {}  {}", p.number, p.label, p.fs, p.size, p.part_uuid, p.role)?;
         }

@@ -98,6 +98,9 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         return Ok(Base { tar, meta, reused: true });
     }
     cmd::require(&[cmd::MMDEBSTRAP])?;
+    if let Some(problem) = crate::doctor::foreign_arch_problem(&spec.arch) {
+        anyhow::bail!("cannot bootstrap an {} root on this {} host: {problem}", spec.arch, crate::doctor::host_arch());
+    }
     let work = tempfile::Builder::new().prefix("edgeimg-base-").tempdir_in(&dir).context("cannot create a work directory in the cache")?;
     let files = work.path().join("files");
     for (rel, content, mode) in spec.files() {

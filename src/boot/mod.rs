@@ -1,5 +1,6 @@
 //! What goes onto the boot partition, per firmware path.
 
+pub mod rpi;
 pub mod uefi;
 
 /// The node file's path on the boot partition, and an example beside it.

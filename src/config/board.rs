@@ -7,7 +7,11 @@ use super::size::Bytes;
 use super::ConfigError;
 
 /// Board files shipped with edgeimg, by name.
-pub const EMBEDDED: &[(&str, &str)] = &[("x86_64", include_str!("../../boards/x86_64.toml"))];
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("x86_64", include_str!("../../boards/x86_64.toml")),
+    ("arm64", include_str!("../../boards/arm64.toml")),
+    ("rpi4", include_str!("../../boards/rpi4.toml")),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,14 +26,38 @@ pub enum PartitionTable {
 pub enum Firmware {
     /// UEFI firmware loading systemd-boot from the ESP's removable-media path.
     Uefi,
+    /// The Raspberry Pi's GPU firmware reading config.txt from the boot partition.
+    Rpi,
 }
 
 impl Firmware {
     pub fn describe(self) -> &'static str {
         match self {
             Firmware::Uefi => "UEFI -> systemd-boot",
+            Firmware::Rpi => "Pi firmware (config.txt)",
         }
     }
+}
+
+/// How QEMU boots the board's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QemuBoot {
+    /// UEFI firmware in pflash (OVMF, AAVMF) boots the disk as a real machine would.
+    Uefi,
+    /// Kernel, initrd, DTB and command line taken from the image's boot
+    /// partition and passed to QEMU (for firmware QEMU cannot run).
+    DirectKernel,
+}
+
+/// Raspberry Pi boot partition contents.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpiSpec {
+    /// Device trees copied from the kernel package.
+    pub dtbs: Vec<String>,
+    /// config.txt template (minijinja; variables `kernel`, `initrd`, `image`).
+    pub config_txt: String,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -48,10 +76,19 @@ pub struct QemuSpec {
     pub package: String,
     pub machine: String,
     pub cpu: String,
-    pub firmware_code: String,
-    pub firmware_vars: String,
-    pub firmware_package: String,
+    pub boot: QemuBoot,
+    /// UEFI firmware code and variable store (boot = "uefi").
+    #[serde(default)]
+    pub firmware_code: Option<String>,
+    #[serde(default)]
+    pub firmware_vars: Option<String>,
+    #[serde(default)]
+    pub firmware_package: Option<String>,
+    /// "virtio" (a virtio-blk disk) or "sd" (the machine's SD card slot).
     pub disk_interface: String,
+    /// Guest memory when the machine fixes it (raspi4b has exactly 2 GiB).
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -69,6 +106,8 @@ pub struct Board {
     pub packages: Vec<String>,
     pub initramfs_modules: Vec<String>,
     pub partitions: PartitionSizes,
+    #[serde(default)]
+    pub rpi: Option<RpiSpec>,
     pub qemu: QemuSpec,
 }
 
@@ -79,6 +118,22 @@ impl Board {
             "arm64" => "aarch64",
             _ => "x86_64",
         }
+    }
+
+    /// Checks the combinations serde cannot (firmware vs. table vs. QEMU boot).
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Toml { file: file.to_string(), message };
+        match self.firmware {
+            Firmware::Rpi if self.rpi.is_none() => return Err(bad("firmware = \"rpi\" needs an [rpi] section".into())),
+            Firmware::Uefi if self.qemu.boot == QemuBoot::Uefi && (self.qemu.firmware_code.is_none() || self.qemu.firmware_vars.is_none()) => {
+                return Err(bad("qemu.boot = \"uefi\" needs qemu.firmware_code and qemu.firmware_vars".into()))
+            }
+            _ => {}
+        }
+        if !["amd64", "arm64"].contains(&self.arch.as_str()) {
+            return Err(bad(format!("arch `{}` is not supported (amd64, arm64)", self.arch)));
+        }
+        Ok(())
     }
 }
 
@@ -92,7 +147,10 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
         .iter()
         .find(|(n, _)| *n == name)
         .ok_or_else(|| ConfigError::UnknownBoard { name: name.to_string(), known: names().join(", "), at: None })?;
-    toml::from_str(text).map_err(|e| ConfigError::Toml { file: format!("boards/{name}.toml (embedded)"), message: e.to_string() })
+    let file = format!("boards/{name}.toml (embedded)");
+    let board: Board = toml::from_str(text).map_err(|e| ConfigError::Toml { file: file.clone(), message: e.to_string() })?;
+    board.validate(&file)?;
+    Ok(board)
 }
 
 #[cfg(test)]

@@ -37,7 +37,8 @@ pub struct Partition {
     pub role: Role,
     pub fs: &'static str,
     pub type_guid: String,
-    pub part_uuid: Uuid,
+    /// What Linux shows as PARTUUID: a GUID on GPT, `<disk id>-<nn>` on MBR.
+    pub part_uuid: String,
     pub offset: u64,
     pub size: u64,
 }
@@ -45,6 +46,8 @@ pub struct Partition {
 #[derive(Debug, Clone, Serialize)]
 pub struct Layout {
     pub disk_guid: Uuid,
+    /// The MBR disk signature, for MBR disks.
+    pub mbr_disk_id: Option<u32>,
     pub size: u64,
     pub partitions: Vec<Partition>,
 }
@@ -72,7 +75,7 @@ pub struct TooSmall {
 
 /// Lays out the four partitions. With `fixed`, the data partition takes what is
 /// left; otherwise it gets `data` bytes (first boot grows it to the medium).
-pub fn compute(seed: &str, arch: &str, boot: u64, root_bytes: u64, data: u64, fixed: Option<u64>) -> Result<Layout, TooSmall> {
+pub fn compute(seed: &str, arch: &str, mbr_disk_id: Option<u32>, boot: u64, root_bytes: u64, data: u64, fixed: Option<u64>) -> Result<Layout, TooSmall> {
     let boot = boot.next_multiple_of(MIB);
     let wanted_slot = slot_size(root_bytes);
     let min_slot = root_bytes.next_multiple_of(MIB);
@@ -95,10 +98,10 @@ pub fn compute(seed: &str, arch: &str, boot: u64, root_bytes: u64, data: u64, fi
     };
     let root_type = if arch == "arm64" { TYPE_ROOT_ARM64 } else { TYPE_ROOT_X86_64 };
     let specs: [(&'static str, Role, &'static str, &str, u64); 4] = [
-        ("EDGEBOOT", Role::Boot, "vfat", TYPE_ESP, boot),
-        ("edgeimg-root-a", Role::RootA, "erofs", root_type, slot),
-        ("edgeimg-root-b", Role::RootB, "none", root_type, slot),
-        ("edgeimg-data", Role::Data, "ext4", TYPE_LINUX_DATA, data),
+        (LABELS[0], Role::Boot, "vfat", TYPE_ESP, boot),
+        (LABELS[1], Role::RootA, "erofs", root_type, slot),
+        (LABELS[2], Role::RootB, "none", root_type, slot),
+        (LABELS[3], Role::Data, "ext4", TYPE_LINUX_DATA, data),
     ];
     let mut offset = HEAD;
     let partitions = specs
@@ -111,7 +114,7 @@ pub fn compute(seed: &str, arch: &str, boot: u64, root_bytes: u64, data: u64, fi
                 role,
                 fs,
                 type_guid: ty.to_string(),
-                part_uuid: Uuid::derive(seed, &format!("partition/{label}")),
+                part_uuid: partuuid(seed, mbr_disk_id, i as u32 + 1, label),
                 offset,
                 size: sz,
             };
@@ -119,8 +122,20 @@ pub fn compute(seed: &str, arch: &str, boot: u64, root_bytes: u64, data: u64, fi
             p
         })
         .collect();
-    Ok(Layout { disk_guid: Uuid::derive(seed, "disk"), size, partitions })
+    Ok(Layout { disk_guid: Uuid::derive(seed, "disk"), mbr_disk_id, size, partitions })
 }
+
+/// The PARTUUID of partition `number` (labelled `label`): derived from the seed
+/// on GPT; the disk signature and number on MBR.
+pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) -> String {
+    match mbr_disk_id {
+        Some(id) => format!("{id:08x}-{number:02x}"),
+        None => Uuid::derive(seed, &format!("partition/{label}")).to_string(),
+    }
+}
+
+/// Labels of the four partitions, in order.
+pub const LABELS: [&str; 4] = ["EDGEBOOT", "edgeimg-root-a", "edgeimg-root-b", "edgeimg-data"];
 
 #[cfg(test)]
 mod tests {
@@ -128,7 +143,7 @@ mod tests {
 
     #[test]
     fn auto_layout_is_aligned_and_contiguous() {
-        let l = compute("s", "amd64", 256 * MIB, 300 * MIB + 5, 256 * MIB, None).unwrap();
+        let l = compute("s", "amd64", None, 256 * MIB, 300 * MIB + 5, 256 * MIB, None).unwrap();
         let mut end = HEAD;
         for p in &l.partitions {
             assert_eq!(p.offset % MIB, 0);
@@ -144,7 +159,7 @@ mod tests {
 
     #[test]
     fn fixed_size_gives_rest_to_data() {
-        let l = compute("s", "amd64", 256 * MIB, 300 * MIB, 256 * MIB, Some(4096 * MIB)).unwrap();
+        let l = compute("s", "amd64", None, 256 * MIB, 300 * MIB, 256 * MIB, Some(4096 * MIB)).unwrap();
         assert_eq!(l.size, 4096 * MIB);
         let d = l.get(Role::Data);
         assert_eq!(d.offset + d.size + TAIL, l.size);
@@ -152,7 +167,7 @@ mod tests {
 
     #[test]
     fn too_small_says_how_much_is_needed() {
-        let e = compute("s", "amd64", 256 * MIB, 300 * MIB, 256 * MIB, Some(512 * MIB)).unwrap_err();
+        let e = compute("s", "amd64", None, 256 * MIB, 300 * MIB, 256 * MIB, Some(512 * MIB)).unwrap_err();
         assert_eq!(e.needed, HEAD + 256 * MIB + 600 * MIB + MIN_DATA + TAIL);
         let msg = e.to_string();
         assert!(msg.contains("too small") && msg.contains("922M"), "{msg}");
@@ -160,10 +175,17 @@ mod tests {
 
     #[test]
     fn uuids_follow_the_seed() {
-        let a = compute("one", "amd64", MIB, MIB, MIB, None).unwrap();
-        let b = compute("two", "amd64", MIB, MIB, MIB, None).unwrap();
+        let a = compute("one", "amd64", None, MIB, MIB, MIB, None).unwrap();
+        let b = compute("two", "amd64", None, MIB, MIB, MIB, None).unwrap();
         assert_ne!(a.disk_guid, b.disk_guid);
         assert_ne!(a.partitions[1].part_uuid, b.partitions[1].part_uuid);
-        assert_eq!(a.partitions[1].part_uuid, compute("one", "amd64", MIB, 9 * MIB, MIB, None).unwrap().partitions[1].part_uuid);
+        assert_eq!(a.partitions[1].part_uuid, compute("one", "amd64", None, MIB, 9 * MIB, MIB, None).unwrap().partitions[1].part_uuid);
+    }
+
+    #[test]
+    fn mbr_partuuids_are_disk_id_and_number() {
+        let l = compute("s", "arm64", Some(0x1234abcd), MIB, MIB, MIB, None).unwrap();
+        assert_eq!(l.get(Role::RootA).part_uuid, "1234abcd-02");
+        assert_eq!(l.get(Role::Data).part_uuid, "1234abcd-04");
     }
 }

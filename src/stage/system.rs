@@ -36,6 +36,13 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     relocate_to_var(tree, "home", "home")?;
     relocate_to_var(tree, "root", "roothome")?;
     std::fs::create_dir_all(tree.join("boot/efi"))?;
+    // raspi-firmware's hooks copy the firmware, kernel and initrd here; edgeimg
+    // lays out the real boot partition itself, so the copies would only waste space.
+    let fw = tree.join("boot/firmware");
+    if fw.is_dir() {
+        std::fs::remove_dir_all(&fw)?;
+        std::fs::create_dir(&fw)?;
+    }
 
     write(tree, "etc/fstab", fstab(&input.boot_partuuid).as_bytes(), 0o644)?;
     placed.push("etc/fstab".into());

@@ -10,7 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::board::QemuSpec;
+pub mod rpi;
+
+use crate::config::board::{QemuBoot, QemuSpec};
+
+/// How the VM gets to its kernel.
+#[derive(Debug, Clone)]
+pub enum BootMode {
+    /// UEFI firmware in pflash with a writable copy of its variable store.
+    Uefi { code: String, vars: PathBuf },
+    /// Kernel, initrd and DTB passed by QEMU (taken from the image's boot partition).
+    Direct { kernel: PathBuf, initrd: PathBuf, dtb: PathBuf, append: String },
+}
 
 /// One VM: a board's QEMU description plus the disk to boot.
 #[derive(Debug, Clone)]
@@ -23,29 +34,49 @@ pub struct Vm {
     pub kvm: bool,
     /// Discard disk writes (QEMU's -snapshot).
     pub snapshot: bool,
-    /// Writable copy of the firmware variable store.
-    pub vars: PathBuf,
+    pub boot: BootMode,
 }
 
 impl Vm {
     /// Prepares a VM for `disk`; the firmware's variable store is copied into `work`.
+    ///
+    /// Boards QEMU boots directly (rpi4) get their kernel, initrd, DTB (patched
+    /// for QEMU's model) and command line from the image's boot partition; an
+    /// SD card that is not a power of two in size is replaced by a padded copy
+    /// in `work` (QEMU's SD model needs one).
     pub fn new(qemu: &QemuSpec, disk: &Path, work: &Path) -> Result<Vm> {
-        crate::cmd::require(&[crate::cmd::Tool { name: leak(&qemu.binary), package: leak(&qemu.package), purpose: "boot images" }])?;
-        for f in [&qemu.firmware_code, &qemu.firmware_vars] {
-            if !Path::new(f).exists() {
-                anyhow::bail!("firmware file {f} is missing (Debian package: {}; on bookworm install it from bookworm-backports)", qemu.firmware_package);
+        crate::cmd::require(&[crate::cmd::Tool::owned(&qemu.binary, &qemu.package, "boot images")])?;
+        let mut disk = disk.to_path_buf();
+        let boot = match qemu.boot {
+            QemuBoot::Uefi => {
+                let code = qemu.firmware_code.clone().context("board has no qemu.firmware_code")?;
+                let vars_src = qemu.firmware_vars.clone().context("board has no qemu.firmware_vars")?;
+                let package = qemu.firmware_package.as_deref().unwrap_or("the board's firmware package");
+                for f in [&code, &vars_src] {
+                    if !Path::new(f).exists() {
+                        anyhow::bail!("firmware file {f} is missing (Debian package: {package}; on bookworm install it from bookworm-backports)");
+                    }
+                }
+                let vars = work.join("efi-vars.fd");
+                std::fs::copy(&vars_src, &vars).with_context(|| format!("cannot copy {vars_src}"))?;
+                BootMode::Uefi { code, vars }
             }
-        }
-        let vars = work.join("efi-vars.fd");
-        std::fs::copy(&qemu.firmware_vars, &vars).with_context(|| format!("cannot copy {}", qemu.firmware_vars))?;
+            QemuBoot::DirectKernel => {
+                let files = rpi::prepare(&disk, work)?;
+                if qemu.disk_interface == "sd" {
+                    disk = rpi::pad_sd_card(&disk, work)?;
+                }
+                BootMode::Direct { kernel: files.kernel, initrd: files.initrd, dtb: files.dtb, append: files.cmdline }
+            }
+        };
         Ok(Vm {
             qemu: qemu.clone(),
-            disk: disk.to_path_buf(),
-            memory_mib: 2048,
+            disk,
+            memory_mib: qemu.memory_mib.unwrap_or(2048),
             cpus: 2,
             kvm: std::env::var("EDGEIMG_QEMU_KVM").is_ok_and(|v| v == "1"),
             snapshot: false,
-            vars,
+            boot,
         })
     }
 
@@ -53,9 +84,20 @@ impl Vm {
         let mut c = Command::new(&self.qemu.binary);
         c.args(["-accel", if self.kvm { "kvm" } else { "tcg" }]);
         c.args(["-machine", &self.qemu.machine, "-cpu", &self.qemu.cpu]);
-        c.args(["-smp", &self.cpus.to_string(), "-m", &self.memory_mib.to_string()]);
-        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", self.qemu.firmware_code));
-        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", self.vars.display()));
+        // raspi4b fixes its CPU count; other machines take -smp.
+        if self.qemu.boot == QemuBoot::Uefi {
+            c.args(["-smp", &self.cpus.to_string()]);
+        }
+        c.args(["-m", &self.memory_mib.to_string()]);
+        match &self.boot {
+            BootMode::Uefi { code, vars } => {
+                c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"));
+                c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            }
+            BootMode::Direct { kernel, initrd, dtb, append } => {
+                c.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-dtb").arg(dtb).arg("-append").arg(append);
+            }
+        }
         c.arg("-drive").arg(format!("file={},format=raw,if={},cache=unsafe", self.disk.display(), self.qemu.disk_interface));
         // Air-gapped by design: no network device unless the operator adds one.
         c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
@@ -101,10 +143,6 @@ impl Vm {
         });
         Ok(RunningVm { child, lines: rx, log: log.to_path_buf() })
     }
-}
-
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_string().into_boxed_str())
 }
 
 pub struct RunningVm {
