@@ -116,3 +116,166 @@ pub fn boards() -> Result<()> {
     }
     Ok(())
 }
+
+pub fn flash(a: crate::cli::FlashArgs, quiet: bool) -> Result<()> {
+    let o = crate::flash::FlashOptions {
+        image: a.image,
+        target: a.target,
+        bmap: a.bmap,
+        no_bmap: a.no_bmap,
+        to_file: a.to_file,
+        yes: a.yes,
+        node: a.node,
+        json: a.json,
+        quiet,
+    };
+    match crate::flash::flash(&o) {
+        Ok(r) => {
+            if !quiet && !a.json {
+                let secs = r.seconds.max(0.001);
+                println!(
+                    "flashed {} to {}: wrote {} of {} ({} ranges), verified, in {:.1} s ({:.0} MiB/s){}",
+                    r.image,
+                    r.target,
+                    config::size::human(r.written),
+                    config::size::human(r.image_size),
+                    r.ranges,
+                    secs,
+                    r.written as f64 / secs / 1048576.0,
+                    if r.node_file { "; node file written" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if a.json {
+                println!("{}", serde_json::json!({"event": "error", "message": e.to_string()}));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+pub fn inspect(image: &Path, json: bool) -> Result<()> {
+    let r = crate::inspect::inspect(image)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{r}");
+    }
+    Ok(())
+}
+
+pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
+    let spec = crate::node::NodeSpec {
+        hostname: a.hostname,
+        users: a.users,
+        groups: a.groups,
+        ssh_keys: a.ssh_keys,
+        ssh_key_files: a.ssh_key_files,
+        shells: a.shells,
+    };
+    let cfg = crate::node::make(&spec)?;
+    let text = crate::node::render(&cfg)?;
+    crate::node::write(&text, a.out.as_deref(), a.force)?;
+    if let Some(p) = &a.out {
+        eprintln!("wrote {}; flash it with: edgeimg flash IMAGE DEVICE --node {}", p.display(), p.display());
+    }
+    Ok(())
+}
+
+pub fn completions(shell: clap_complete::Shell) -> Result<()> {
+    crate::docgen::completions(shell, &mut std::io::stdout());
+    Ok(())
+}
+
+pub fn man(out: &Path) -> Result<()> {
+    let files = crate::docgen::man_pages(out).with_context(|| format!("writing man pages into {}", out.display()))?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+pub fn docs(write: Option<&Path>, check: Option<&Path>) -> Result<()> {
+    let text = crate::docgen::cli_reference();
+    if let Some(p) = write {
+        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+    } else if let Some(p) = check {
+        let have = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        if have != text {
+            anyhow::bail!("{} is stale: regenerate it with `edgeimg docs --write {}`", p.display(), p.display());
+        }
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// `edgeimg bundle fetch|import|verify|list`.
+pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
+    use crate::bundle::{self, Arch, Manifest};
+    use crate::cli::{BundleArch, BundleCommand};
+    let arch_of = |a: BundleArch| match a {
+        BundleArch::Amd64 => Arch::Amd64,
+        BundleArch::Arm64 => Arch::Arm64,
+    };
+    let size = |n: u64| config::size::human(n);
+    match c {
+        BundleCommand::Fetch { manifest, arch, buildkit, lock, mirror } => {
+            let m = Manifest::find(&manifest)?;
+            let mirror = mirror.filter(|m| !m.is_empty());
+            let opts = bundle::FetchOptions { arch: arch_of(arch), buildkit, lock: lock.clone(), mirror, quiet };
+            let r = bundle::fetch(&m, &opts)?;
+            if !quiet {
+                for a in r.bundle.assets() {
+                    let how = if r.downloaded.contains(&a.file) { "fetched" } else { "cached " };
+                    println!("{how} {:<44} {:>10}  sha256 {}", a.file, size(a.size), a.sha256);
+                }
+                println!("{} ({}) ready; lock {}", r.bundle.name, r.bundle.arch, lock.display());
+            }
+        }
+        BundleCommand::Import { dir, manifest, arch, buildkit, lock } => {
+            let m = Manifest::find(&manifest)?;
+            let r = bundle::import(&dir, &m, arch_of(arch), buildkit, &lock)?;
+            if !quiet {
+                for a in r.bundle.assets() {
+                    println!("imported {:<44} {:>10}  sha256 {}", a.file, size(a.size), a.sha256);
+                }
+                println!("{} ({}) imported; lock {}", r.bundle.name, r.bundle.arch, lock.display());
+            }
+        }
+        BundleCommand::Verify { lock } => {
+            let n = bundle::verify(&lock)?;
+            if !quiet {
+                println!("{n} file(s) in {} verified against the cache", lock.display());
+            }
+        }
+        BundleCommand::List => {
+            println!("shipped manifests:");
+            for m in bundle::manifest::shipped()? {
+                let arches = m.arches.keys().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+                println!("  {:<24} k3s {:<16} nerdctl {:<8} {}", m.name, m.k3s_version, m.nerdctl_version, arches);
+            }
+            let store = bundle::Store::open_default();
+            let listing = store.listing()?;
+            println!("cached in {}:", store.root().display());
+            if listing.is_empty() {
+                println!("  (nothing)");
+            }
+            let mut groups: std::collections::BTreeMap<(String, Arch), Vec<bundle::store::IndexRecord>> = Default::default();
+            for r in listing {
+                groups.entry((r.bundle.clone(), r.arch)).or_default().push(r);
+            }
+            for ((name, arch), files) in groups {
+                let k3s_version = files.iter().find(|f| f.role == bundle::Role::K3s).map(|f| f.version.clone()).unwrap_or_else(|| "?".into());
+                let total: u64 = files.iter().map(|f| f.size).sum();
+                println!("  {name:<24} {arch:<6} k3s {k3s_version:<16} {:>10}  {} file(s)", size(total), files.len());
+                for f in files {
+                    println!("      {:<44} {:>10}  {}", f.file, size(f.size), f.version);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -12,6 +12,13 @@ fn main() {
         Command::Run { image, board, snapshot, memory, cpus, kvm } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
         Command::Doctor { board } => edgeimg::commands::doctor(&board),
         Command::Boards => edgeimg::commands::boards(),
+        Command::Flash(a) => edgeimg::commands::flash(a, cli.quiet),
+        Command::Inspect { image, json } => edgeimg::commands::inspect(&image, json),
+        Command::Node(a) => edgeimg::commands::node(a),
+        Command::Bundle(c) => edgeimg::commands::bundle(c, cli.quiet),
+        Command::Completions { shell } => edgeimg::commands::completions(shell),
+        Command::Man { out } => edgeimg::commands::man(&out),
+        Command::Docs { write, check } => edgeimg::commands::docs(write.as_deref(), check.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("edgeimg: error: {e:#}");

@@ -142,3 +142,37 @@ fn too_small_size_says_how_much_is_needed() {
     assert!(err.contains("too small") && err.contains("needs at least") && err.contains("edgeimg.toml"), "{err}");
     assert!(visible_files(&d.path().join("out")).is_empty(), "no output under a final name");
 }
+
+#[test]
+fn killed_build_leaves_no_output_under_a_final_name() {
+    use std::io::{BufRead, BufReader};
+    let _g = exclusive();
+    let d = tempfile::tempdir().unwrap();
+    let mut child = edgeimg()
+        .args(["build", "--config"])
+        .arg(fixtures().join("image.toml"))
+        .arg("--out")
+        .arg(d.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it once the disk image is being assembled (outputs exist only as temporaries).
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("fs: EROFS root") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "build finished before it could be killed: {seen:?}");
+    assert!(visible_files(d.path()).is_empty(), "a killed build left outputs: {:?}", visible_files(d.path()));
+    // The next build cleans the killed one's temporaries and succeeds.
+    let o = run(edgeimg().args(["build", "--compress", "none", "--config"]).arg(fixtures().join("image.toml")).arg("--out").arg(d.path()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all: Vec<String> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!all.iter().any(|n| n.starts_with(".edgeimg-build-")), "stale temporaries: {all:?}");
+}

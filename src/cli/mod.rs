@@ -86,4 +86,156 @@ pub enum Command {
     },
     /// List the boards edgeimg can build for.
     Boards,
+    /// Write an image to an SD card, USB stick or disk (only mapped blocks), then verify it.
+    #[command(long_about = "Write an image (.img, .img.zst or .img.xz) to an SD card, USB stick or disk.\n\n\
+Decompresses as it streams, writes only the blocks the .bmap beside the image maps, syncs, then \
+reads every written range back and checks its SHA-256. Refuses a device that is mounted (or any \
+of its partitions is), the disk holding / or /boot, a partition, a target smaller than the image, \
+and a regular file unless --to-file is given. Without --yes it shows the device's model, size \
+and partitions and asks.")]
+    Flash(FlashArgs),
+    /// Show an image's partition table, filesystems, board, K3s, images, SELinux mode and inputs.
+    Inspect {
+        /// The image (.img, .img.zst or .img.xz); manifest.json beside it adds board and inputs.
+        image: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a per-node node.toml (hostname, users, SSH keys) for `flash --node`.
+    Node(NodeArgs),
+    /// K3s air-gap bundles: fetch, import, verify and list (see docs/bundles.md).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Print a shell completion script (e.g. `edgeimg completions bash > /etc/bash_completion.d/edgeimg`).
+    Completions {
+        /// Shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (edgeimg.1 and edgeimg-<command>.1) into a directory.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+    },
+    /// Print the generated command-line reference (docs/cli.md), or write/check it.
+    Docs {
+        /// Write the reference to this file (the repository keeps it in docs/cli.md).
+        #[arg(long, conflicts_with = "check")]
+        write: Option<PathBuf>,
+        /// Fail if this file differs from the generated reference.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FlashArgs {
+    /// Image to write: .img, .img.zst or .img.xz.
+    pub image: PathBuf,
+    /// Target block device (/dev/sdX, /dev/mmcblkN), or a file with --to-file.
+    pub target: PathBuf,
+    /// Allow the target to be a regular file (created if missing, replaced if present).
+    #[arg(long)]
+    pub to_file: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Put this node.toml on the flashed boot partition as edgeimg/node.toml (validated first; see `edgeimg node`).
+    #[arg(long, value_name = "NODE_TOML")]
+    pub node: Option<PathBuf>,
+    /// Block map to use (default: IMAGE's .bmap beside it, e.g. x.img.bmap for x.img.zst).
+    #[arg(long, conflicts_with = "no_bmap")]
+    pub bmap: Option<PathBuf>,
+    /// Ignore any bmap and write every byte of the image.
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Progress and the result as JSON lines on stdout (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Hostname of this node (overrides the image's hostname pattern).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Add a login user NAME (repeatable).
+    #[arg(long = "user", value_name = "NAME")]
+    pub users: Vec<String>,
+    /// Supplementary groups of a user, as USER:GROUP[,GROUP...] (repeatable).
+    #[arg(long = "group", value_name = "USER:GROUPS")]
+    pub groups: Vec<String>,
+    /// An SSH public key line for a user, as USER:KEY (repeatable).
+    #[arg(long = "ssh-key", value_name = "USER:KEY")]
+    pub ssh_keys: Vec<String>,
+    /// An authorized_keys file for a user, as USER:PATH (repeatable).
+    #[arg(long = "ssh-key-file", value_name = "USER:PATH")]
+    pub ssh_key_files: Vec<String>,
+    /// Login shell of a user, as USER:SHELL.
+    #[arg(long = "shell", value_name = "USER:SHELL")]
+    pub shells: Vec<String>,
+    /// Write to this file (mode 0600) instead of stdout.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Architecture of a K3s bundle.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BundleArch {
+    #[value(alias = "x86_64")]
+    Amd64,
+    #[value(alias = "aarch64")]
+    Arm64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Download a bundle's assets (resuming partial downloads), verify them against the release
+    /// checksum files, store them in the cache and record their SHA-256 in the lock file.
+    Fetch {
+        /// A shipped manifest's name (see `edgeimg bundle list`) or a manifest file.
+        manifest: String,
+        /// Architecture to fetch.
+        #[arg(long, value_enum)]
+        arch: BundleArch,
+        /// Also fetch the nerdctl-full archive (BuildKit).
+        #[arg(long)]
+        buildkit: bool,
+        /// Lock file to check against and update.
+        #[arg(long, default_value = "edgeimg.lock")]
+        lock: PathBuf,
+        /// Download from this mirror instead of https://github.com (same path layout as the release pages).
+        #[arg(long, env = "EDGEIMG_BUNDLE_MIRROR", value_name = "URL")]
+        mirror: Option<String>,
+    },
+    /// Import assets carried in by hand (upstream file names, checksum files beside them) into the cache and the lock.
+    Import {
+        /// Directory holding the assets and the release checksum files.
+        dir: PathBuf,
+        /// A shipped manifest's name or a manifest file.
+        #[arg(long)]
+        manifest: String,
+        /// Architecture of the assets.
+        #[arg(long, value_enum)]
+        arch: BundleArch,
+        /// Require the nerdctl-full archive (BuildKit); without it, it is imported when present.
+        #[arg(long)]
+        buildkit: bool,
+        /// Lock file to check against and update.
+        #[arg(long, default_value = "edgeimg.lock")]
+        lock: PathBuf,
+    },
+    /// Re-hash every file the lock records against the cache.
+    Verify {
+        /// Lock file to verify.
+        #[arg(long, default_value = "edgeimg.lock")]
+        lock: PathBuf,
+    },
+    /// List the shipped bundle manifests and the cached bundles.
+    List,
 }

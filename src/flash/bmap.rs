@@ -53,6 +53,22 @@ impl Bmap {
     }
 }
 
+/// The text without `<!-- ... -->` comments (bmap-tools' comments mention
+/// element names).
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("<!--") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find("-->") {
+            Some(j) => rest = &rest[i + j + 3..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn tag<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
@@ -69,7 +85,9 @@ fn attr<'a>(attrs: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Parses a bmap; errors name `path` and what is wrong.
-pub fn parse(text: &str, path: &Path) -> Result<Bmap, BmapError> {
+pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
+    let stripped = strip_comments(original);
+    let text = stripped.as_str();
     let err = |msg: String| BmapError { path: path.into(), msg };
     let num = |name: &str| -> Result<u64, BmapError> {
         let v = tag(text, name).ok_or_else(|| err(format!("no <{name}> element")))?;
@@ -100,9 +118,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Bmap, BmapError> {
     };
     if has_sums {
         let want = tag(text, "BmapFileChecksum").ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
-        let pos = text.find("<BmapFileChecksum>").unwrap();
-        let vstart = pos + text[pos..].find(want).unwrap();
-        let mut zeroed = text.as_bytes().to_vec();
+        let pos = original.find("<BmapFileChecksum>").ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
+        let vstart = pos + original[pos..].find(want).unwrap_or(0);
+        let mut zeroed = original.as_bytes().to_vec();
         zeroed[vstart..vstart + want.len()].fill(b'0');
         let got = hex::encode(Sha256::digest(&zeroed));
         if !got.eq_ignore_ascii_case(want) {

@@ -55,9 +55,23 @@ pub struct Written {
 }
 
 enum Msg {
+    /// Image bytes at an offset, in a pooled buffer.
     Data(u64, Vec<u8>),
-    RangeDone(usize, u64, String),
+    /// Range `i` ended at this image offset.
+    RangeEnd(usize, u64),
     Err(FlashError),
+}
+
+/// Buffers in flight: bounds memory (POOL x CHUNK) and avoids faulting in
+/// fresh pages for every chunk.
+const POOL: usize = 6;
+
+fn pool() -> (mpsc::SyncSender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+    let (tx, rx) = mpsc::sync_channel(POOL);
+    for _ in 0..POOL {
+        tx.send(vec![0u8; CHUNK]).expect("pool has room");
+    }
+    (tx, rx)
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -74,8 +88,8 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// The reader thread: streams `image` (decompressing by extension), skipping
-/// unmapped bytes, hashing each range.
-fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>) {
+/// unmapped bytes.
+fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>, free: mpsc::Receiver<Vec<u8>>) {
     let io = |op: &'static str, image: &Path| {
         let path = image.to_path_buf();
         move |source| FlashError::Io { op, path, source }
@@ -104,10 +118,10 @@ fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>) {
                 }
             }
             pos = r.start;
-            let mut h = Sha256::new();
             while pos < r.end {
                 let n = ((r.end - pos).min(CHUNK as u64)) as usize;
-                let mut buf = vec![0u8; n];
+                let Ok(mut buf) = free.recv() else { return Ok(()) };
+                buf.resize(n, 0);
                 let got = match (&plain_file, stream.as_mut()) {
                     (Some(f), _) => read_full_at(f, &mut buf, pos).map_err(io("read image", &image))?,
                     (None, Some(s)) => read_full(s.as_mut(), &mut buf).map_err(io("decompress image", &image))?,
@@ -120,14 +134,13 @@ fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>) {
                     }
                     return Err(FlashError::Truncated { image: image.clone(), at: pos, wanted: r.end });
                 }
-                h.update(&buf);
                 let off = pos;
                 pos += got as u64;
                 if tx.send(Msg::Data(off, buf)).is_err() {
                     return Ok(()); // the writer stopped (its error is reported)
                 }
             }
-            if tx.send(Msg::RangeDone(i, pos, hex::encode(h.finalize()))).is_err() {
+            if tx.send(Msg::RangeEnd(i, pos)).is_err() {
                 return Ok(());
             }
         }
@@ -151,9 +164,43 @@ fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// What the hasher thread gets: data to hash (buffer returned to the pool
+/// afterwards) or the end of a range.
+enum HashMsg {
+    Data(Vec<u8>),
+    End(usize),
+}
+
+/// Hashes ranges in order on its own thread; returns `(range index, sha256)`
+/// for each range as it ends.
+fn hasher(rx: mpsc::Receiver<HashMsg>, free: mpsc::SyncSender<Vec<u8>>, done: mpsc::Sender<(usize, String)>) {
+    let mut h = Sha256::new();
+    for m in rx {
+        match m {
+            HashMsg::Data(b) => {
+                h.update(&b);
+                let _ = free.send(b);
+            }
+            HashMsg::End(i) => {
+                let _ = done.send((i, hex::encode(std::mem::take(&mut h).finalize())));
+            }
+        }
+    }
+}
+
+/// Starts writeback of what was written so far, so the final sync is short
+/// and a device's dirty pages do not pile up (Linux sync_file_range).
+fn start_writeback(target: &File, from: u64, to: u64) {
+    // SAFETY: advisory syscall on our own fd.
+    unsafe { libc::sync_file_range(target.as_raw_fd(), from as i64, (to - from) as i64, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 /// Writes `ranges` of `image` to `target`. With `skip_zeros` (a freshly
 /// created file target, which reads as zeros already) all-zero chunks are not
 /// written, keeping the file sparse. `progress` gets the bytes written so far.
+///
+/// Three threads: the reader (reads/decompresses), this one (writes), the
+/// hasher (SHA-256 of each range, checked against the bmap).
 pub fn write(
     image: &Path,
     ranges: Vec<Range>,
@@ -162,13 +209,29 @@ pub fn write(
     skip_zeros: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Written, FlashError> {
-    let (tx, rx) = mpsc::sync_channel::<Msg>(4);
+    let (tx, rx) = mpsc::sync_channel::<Msg>(POOL);
+    let (free_tx, free_rx) = pool();
+    let (htx, hrx) = mpsc::channel::<HashMsg>();
+    let (dtx, drx) = mpsc::channel::<(usize, String)>();
     let img = image.to_path_buf();
     let rs = ranges.clone();
-    let reader = std::thread::spawn(move || read_ranges(img, rs, tx));
+    let reader = std::thread::spawn(move || read_ranges(img, rs, tx, free_rx));
+    let hash = std::thread::spawn(move || hasher(hrx, free_tx, dtx));
     let mut out = ranges;
     let mut bytes = 0u64;
     let mut image_end = 0u64;
+    let mut synced_to = 0u64;
+    const WRITEBACK: u64 = 64 << 20;
+    let check = |out: &mut Vec<Range>, i: usize, sum: String| -> Result<(), FlashError> {
+        let r = &mut out[i];
+        if let Some(want) = &r.sha256
+            && *want != sum
+        {
+            return Err(FlashError::ImageMismatch { image: image.into(), range: r.describe(), want: want.clone(), got: sum });
+        }
+        r.sha256 = Some(sum);
+        Ok(())
+    };
     let result = (|| {
         for msg in rx.iter() {
             match msg {
@@ -179,28 +242,36 @@ pub fn write(
                             _ => FlashError::Io { op: "write to", path: target_path.into(), source },
                         })?;
                     }
+                    let end = off + buf.len() as u64;
                     bytes += buf.len() as u64;
-                    image_end = image_end.max(off + buf.len() as u64);
+                    image_end = image_end.max(end);
+                    let _ = htx.send(HashMsg::Data(buf));
+                    if end >= synced_to + WRITEBACK {
+                        start_writeback(target, synced_to, end);
+                        synced_to = end;
+                    }
                     progress(bytes);
                 }
-                Msg::RangeDone(i, end, sum) => {
-                    let r = &mut out[i];
-                    r.end = end;
-                    if let Some(want) = &r.sha256
-                        && *want != sum
-                    {
-                        return Err(FlashError::ImageMismatch { image: image.into(), range: r.describe(), want: want.clone(), got: sum });
-                    }
-                    r.sha256 = Some(sum);
+                Msg::RangeEnd(i, end) => {
+                    out[i].end = end;
+                    let _ = htx.send(HashMsg::End(i));
                 }
                 Msg::Err(e) => return Err(e),
+            }
+            while let Ok((i, sum)) = drx.try_recv() {
+                check(&mut out, i, sum)?;
             }
         }
         Ok(())
     })();
     drop(rx);
+    drop(htx);
     let _ = reader.join();
+    let _ = hash.join();
     result?;
+    for (i, sum) in drx.try_iter() {
+        check(&mut out, i, sum)?;
+    }
     Ok(Written { ranges: out, bytes, image_end })
 }
 
@@ -235,18 +306,20 @@ pub struct Mismatch {
 }
 
 /// Reads every written range back from `target` and compares its SHA-256.
-/// Uses two threads: one reads, the other hashes.
+/// Two threads: one reads, this one hashes.
 pub fn verify(target: &File, target_path: &Path, written: &Written, progress: &mut dyn FnMut(u64)) -> Result<Vec<Mismatch>, FlashError> {
     let f = target.try_clone().map_err(|source| FlashError::Io { op: "reopen", path: target_path.into(), source })?;
     let ranges = written.ranges.clone();
-    let (tx, rx) = mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(4);
+    let (tx, rx) = mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(POOL);
+    let (free_tx, free_rx) = pool();
     let path = target_path.to_path_buf();
     let reader = std::thread::spawn(move || -> Result<(), FlashError> {
         for (i, r) in ranges.iter().enumerate() {
             let mut pos = r.start;
             while pos < r.end {
                 let n = ((r.end - pos).min(CHUNK as u64)) as usize;
-                let mut buf = vec![0u8; n];
+                let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
+                buf.resize(n, 0);
                 let got = read_full_at(&f, &mut buf, pos).map_err(|source| FlashError::Io { op: "read back", path: path.clone(), source })?;
                 buf.truncate(got);
                 if got == 0 {
@@ -271,6 +344,7 @@ pub fn verify(target: &File, target_path: &Path, written: &Written, progress: &m
             Some(b) => {
                 h.update(&b);
                 done += b.len() as u64;
+                let _ = free_tx.send(b);
                 progress(done);
             }
             None => {
@@ -283,6 +357,7 @@ pub fn verify(target: &File, target_path: &Path, written: &Written, progress: &m
             }
         }
     }
+    drop(free_tx);
     reader.join().expect("verify reader thread")?;
     Ok(mismatches)
 }

@@ -49,6 +49,7 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
 
     write(tree, agents::AGENT_PATH, input.agent, 0o755)?;
     placed.push(agents::AGENT_PATH.into());
+    write(tree, "usr/lib/edgeimg/README.md", agents::README.as_bytes(), 0o644)?;
     let image_json = serde_json::to_vec_pretty(input.image_config)?;
     write(tree, edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'), &image_json, 0o644)?;
     placed.push(edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/').into());

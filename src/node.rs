@@ -1,0 +1,172 @@
+//! `edgeimg node`: writes a per-node `node.toml` from flags, for
+//! `edgeimg flash --node` (or to copy onto a flashed card's boot partition).
+//! The result is validated with the agent's own schema ([`NodeConfig`]), so a
+//! file this writes is a file the agent accepts.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use edgeimg_agent::schema::{NodeConfig, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{flag} {value:?}: {msg}")]
+    Flag { flag: &'static str, value: String, msg: String },
+    #[error("the node file would be invalid: {0}")]
+    Invalid(String),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} exists; pass --force to replace it", .0.display())]
+    Exists(PathBuf),
+}
+
+/// The flags of `edgeimg node`, as plain data.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    pub hostname: Option<String>,
+    /// `NAME`
+    pub users: Vec<String>,
+    /// `NAME:GROUP[,GROUP...]`
+    pub groups: Vec<String>,
+    /// `NAME:KEY` (one authorized_keys line)
+    pub ssh_keys: Vec<String>,
+    /// `NAME:PATH` (an authorized_keys file: every non-empty, non-comment line)
+    pub ssh_key_files: Vec<String>,
+    /// `NAME:SHELL`
+    pub shells: Vec<String>,
+}
+
+fn split<'a>(flag: &'static str, v: &'a str) -> Result<(&'a str, &'a str), NodeError> {
+    v.split_once(':')
+        .filter(|(n, rest)| !n.is_empty() && !rest.trim().is_empty())
+        .ok_or_else(|| NodeError::Flag { flag, value: v.to_string(), msg: "expected USER:VALUE".into() })
+}
+
+fn user<'a>(users: &'a mut Vec<User>, name: &str) -> &'a mut User {
+    if let Some(i) = users.iter().position(|u| u.name == name) {
+        return &mut users[i];
+    }
+    users.push(User { name: name.to_string(), groups: vec![], ssh_keys: vec![], shell: None });
+    users.last_mut().unwrap()
+}
+
+/// Builds and validates the node configuration.
+pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
+    let mut users: Vec<User> = Vec::new();
+    for u in &spec.users {
+        user(&mut users, u.trim());
+    }
+    for g in &spec.groups {
+        let (n, gs) = split("--group", g)?;
+        let u = user(&mut users, n);
+        for g in gs.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+            if !u.groups.iter().any(|x| x == g) {
+                u.groups.push(g.to_string());
+            }
+        }
+    }
+    for k in &spec.ssh_keys {
+        let (n, key) = split("--ssh-key", k)?;
+        user(&mut users, n).ssh_keys.push(key.trim().to_string());
+    }
+    for kf in &spec.ssh_key_files {
+        let (n, path) = split("--ssh-key-file", kf)?;
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io { op: "read SSH key file", path: path.into(), source })?;
+        let keys: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        if keys.is_empty() {
+            return Err(NodeError::Flag { flag: "--ssh-key-file", value: kf.clone(), msg: "the file holds no key".into() });
+        }
+        user(&mut users, n).ssh_keys.extend(keys);
+    }
+    for s in &spec.shells {
+        let (n, sh) = split("--shell", s)?;
+        user(&mut users, n).shell = Some(sh.trim().to_string());
+    }
+    let cfg = NodeConfig { hostname: spec.hostname.clone(), users };
+    cfg.validate().map_err(|e| NodeError::Invalid(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// The file's text: a comment header, then the TOML. Parsed back with the
+/// agent's parser before it is returned.
+pub fn render(cfg: &NodeConfig) -> Result<String, NodeError> {
+    let body = toml::to_string(cfg).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let text = format!(
+        "# edgeimg node file: read by edgeimg-agent on first boot from the boot\n\
+         # partition's {}. Written by `edgeimg node`; edit freely.\n\n{body}",
+        edgeimg_agent::schema::NODE_CONFIG_RELPATH
+    );
+    let back = NodeConfig::from_toml(&text, Path::new("node.toml")).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    if back != *cfg {
+        return Err(NodeError::Invalid("the written file does not read back the same".into()));
+    }
+    Ok(text)
+}
+
+/// Writes `text` to `out` (mode 0600: node files will carry join tokens), or
+/// to stdout when `out` is None.
+pub fn write(text: &str, out: Option<&Path>, force: bool) -> Result<(), NodeError> {
+    match out {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(p) => {
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).mode(0o600);
+            if force {
+                o.create(true).truncate(true);
+            } else {
+                o.create_new(true);
+            }
+            let mut f = o.open(p).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AlreadyExists {
+                    NodeError::Exists(p.into())
+                } else {
+                    NodeError::Io { op: "create", path: p.into(), source }
+                }
+            })?;
+            f.write_all(text.as_bytes()).map_err(|source| NodeError::Io { op: "write", path: p.into(), source })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_make_a_file_the_agent_reads() {
+        let spec = NodeSpec {
+            hostname: Some("edge-07".into()),
+            users: vec!["ops".into()],
+            groups: vec!["ops:sudo,adm".into(), "ops:sudo".into()],
+            ssh_keys: vec!["ops:ssh-ed25519 AAAAC3Nza ops@laptop".into(), "deploy:ssh-ed25519 AAAAB deploy".into()],
+            ssh_key_files: vec![],
+            shells: vec!["deploy:/bin/sh".into()],
+        };
+        let cfg = make(&spec).unwrap();
+        assert_eq!(cfg.users.len(), 2);
+        assert_eq!(cfg.users[0].groups, vec!["sudo", "adm"]);
+        assert_eq!(cfg.users[1].shell.as_deref(), Some("/bin/sh"));
+        let text = render(&cfg).unwrap();
+        assert_eq!(NodeConfig::from_toml(&text, Path::new("n")).unwrap(), cfg);
+        assert_eq!(NodeConfig::from_toml(&render(&NodeConfig::default()).unwrap(), Path::new("n")).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag() {
+        let e = make(&NodeSpec { hostname: Some("Bad_Host".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("Bad_Host"), "{e}");
+        let e = make(&NodeSpec { ssh_keys: vec!["nokey".into()], ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("--ssh-key") && e.contains("USER:VALUE"), "{e}");
+        let e = make(&NodeSpec { users: vec!["Root".into()], ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("Root"), "{e}");
+    }
+}

@@ -1,0 +1,166 @@
+//! `edgeimg inspect`: on synthetic GPT/MBR images (fast), and on a real built
+//! image whose filesystems are cross-checked with the reference tools
+//! (dump.erofs, dumpe2fs, fsck.vfat's view via mtools).
+
+mod common;
+#[path = "support/synthetic.rs"]
+mod synthetic;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use synthetic::{MIB, make_image};
+
+fn inspect_json(img: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(edgeimg().args(["inspect", "--json"]).arg(img))).unwrap()
+}
+
+#[test]
+fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
+    let d = tempfile::tempdir().unwrap();
+    for (table, kind) in [("gpt", "gpt"), ("dos", "mbr")] {
+        let img = make_image(d.path(), table);
+        let j = inspect_json(&img);
+        assert_eq!(j["table_kind"], kind);
+        assert_eq!(j["size"], 64 * MIB);
+        let p = j["partitions"].as_array().unwrap();
+        assert_eq!(p.len(), 3, "{j}");
+        assert_eq!((p[0]["number"].as_u64(), p[0]["offset"].as_u64(), p[0]["size"].as_u64()), (Some(1), Some(MIB), Some(40 * MIB)));
+        assert_eq!(p[0]["fs"], "vfat");
+        assert_eq!(p[0]["label"], "EDGEBOOT");
+        assert_eq!(p[0]["detail"], "FAT32");
+        assert_eq!(p[2]["fs"], "empty");
+        if kind == "gpt" {
+            assert_eq!(p[0]["name"], "EDGEBOOT");
+            assert_eq!(p[0]["type_name"], "EFI system");
+        } else {
+            assert_eq!(j["disk_id"], "1234abcd");
+            assert_eq!(p[0]["type_id"], "0x0c");
+            assert_eq!(p[0]["part_uuid"], "1234abcd-01");
+            assert_eq!(p[0]["bootable"], true);
+        }
+        assert_eq!(j["node_file"]["present"], false);
+        assert!(j["manifest"].is_null());
+        let text = ok(edgeimg().arg("inspect").arg(&img));
+        assert!(text.contains("manifest    none beside the image") && text.contains("EDGEBOOT"), "{text}");
+    }
+    // A manifest beside it supplies board, K3s, images, SELinux (whatever the
+    // build recorded), and a compressed image inspects the same.
+    let img = d.path().join("test-gpt.img");
+    let manifest = serde_json::json!({
+        "format": 1, "name": "fleet", "board": "x86_64", "arch": "amd64", "edgeimg_version": "0.1.0",
+        "image": {"file": "test-gpt.img", "size": 64 * MIB, "sha256": "00"},
+        "kernel_cmdline": "root=PARTUUID=x ro",
+        "selinux": {"mode": "enforcing"},
+        "inputs": {
+            "kernel": {"version": "6.12.0-test"},
+            "k3s": {"version": "v1.33.1+k3s1"},
+            "images": [{"ref": "docker.io/library/nginx:1.27", "sha256": "abcdef0123456789"}],
+        },
+        "layout": {"partitions": [{"number": 1, "role": "boot"}]},
+    });
+    std::fs::write(d.path().join("manifest.json"), manifest.to_string()).unwrap();
+    let zst = Path::new(&format!("{}.zst", img.display())).to_path_buf();
+    edgeimg::artifact::compress(&img, &zst, edgeimg::artifact::Compression::Zstd, &|_| {}).unwrap();
+    for i in [&img, &zst] {
+        let j = inspect_json(i);
+        assert_eq!(j["board"], "x86_64");
+        assert_eq!(j["k3s"], "v1.33.1+k3s1");
+        assert_eq!(j["selinux"], "enforcing");
+        assert_eq!(j["preloaded_images"][0], "docker.io/library/nginx:1.27 (sha256 abcdef012345)");
+        assert_eq!(j["partitions"][0]["role"], "boot");
+        assert_eq!(j["partitions"][0]["fs"], "vfat");
+        let text = ok(edgeimg().arg("inspect").arg(i));
+        for want in ["board       x86_64 (amd64)", "k3s         v1.33.1+k3s1", "selinux     enforcing", "nginx:1.27", "kernel      6.12.0-test"] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+    let o = run(edgeimg().arg("inspect").arg(d.path().join("nope.img")));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope.img"));
+}
+
+/// Copies bytes [offset, offset+len) of `img` into `dest`.
+fn extract(img: &Path, offset: u64, len: u64, dest: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(img).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut out = std::fs::File::create(dest).unwrap();
+    std::io::copy(&mut f.by_ref().take(len), &mut out).unwrap();
+}
+
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or_else(|| panic!("no {key:?} in\n{text}"))
+}
+
+#[test]
+fn inspect_a_real_image_agrees_with_the_reference_tools() {
+    let _g = exclusive();
+    let out = tempfile::tempdir().unwrap();
+    let o = run(edgeimg().args(["build", "--quiet", "--config"]).arg(fixtures().join("image.toml")).arg("--out").arg(out.path()).env("SOURCE_DATE_EPOCH", "1750000000"));
+    assert!(o.status.success(), "build failed: {}", String::from_utf8_lossy(&o.stderr));
+    let img = out.path().join("imgtest-x86_64.img");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap()).unwrap();
+    let j = inspect_json(&img);
+    assert_eq!(j["board"], "x86_64");
+    assert_eq!(j["name"], "imgtest");
+    assert_eq!(j["kernel"], manifest["inputs"]["kernel"]["version"]);
+    assert_eq!(j["image_sha256"], manifest["image"]["sha256"]);
+    assert_eq!(j["table_kind"], "gpt");
+    assert_eq!(j["disk_id"], manifest["layout"]["disk_guid"]);
+    let parts = j["partitions"].as_array().unwrap();
+    let layout = manifest["layout"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), layout.len());
+    for (p, l) in parts.iter().zip(layout) {
+        for k in ["number", "offset", "size", "part_uuid", "role"] {
+            assert_eq!(p[k], l[k], "partition {}: {k}", l["number"]);
+        }
+        assert_eq!(p["name"], l["label"]);
+        if l["fs"] != "none" {
+            assert_eq!(p["fs"], l["fs"], "partition {}", l["number"]);
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    for p in parts {
+        let (off, size) = (p["offset"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+        let part = scratch.path().join(format!("p{}", p["number"]));
+        match p["fs"].as_str().unwrap() {
+            "erofs" => {
+                extract(&img, off, size, &part);
+                let d = ok(Command::new("dump.erofs").arg("-s").arg(&part));
+                assert_eq!(field(&d, "Filesystem UUID:"), p["uuid"].as_str().unwrap(), "{d}");
+                if let Some(label) = p["label"].as_str() {
+                    assert!(d.contains(label), "{d}");
+                }
+                let blocks: u64 = field(&d, "Filesystem blocks:").parse().unwrap();
+                let bs: u64 = d.lines().find_map(|l| l.strip_prefix("Filesystem blocksize:")).map_or(4096, |s| s.trim().parse().unwrap());
+                assert_eq!(p["fs_size"].as_u64(), Some(blocks * bs), "{d}");
+            }
+            "ext4" => {
+                extract(&img, off, size, &part);
+                let d = ok(Command::new("dumpe2fs").arg("-h").arg(&part));
+                assert_eq!(field(&d, "Filesystem UUID:"), p["uuid"].as_str().unwrap());
+                let name = field(&d, "Filesystem volume name:");
+                assert_eq!(p["label"].as_str().unwrap_or("<none>"), name);
+                let blocks: u64 = field(&d, "Block count:").parse().unwrap();
+                let bs: u64 = field(&d, "Block size:").parse().unwrap();
+                assert_eq!(p["fs_size"].as_u64(), Some(blocks * bs));
+            }
+            "vfat" => {
+                let info = ok(Command::new("minfo").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{off}", img.display())).arg("::"));
+                let serial = info.lines().find_map(|l| l.trim().strip_prefix("serial number:")).unwrap().trim().to_uppercase();
+                assert_eq!(p["uuid"].as_str().unwrap().replace('-', ""), serial, "{info}");
+                assert!(info.contains(&format!("disk type=\"{}", p["detail"].as_str().unwrap())), "{info}");
+                assert_eq!(p["label"], "EDGEBOOT");
+            }
+            other => assert!(other == "empty" || p["role"] == "root-b", "partition {p}: {other}"),
+        }
+    }
+    let text = ok(edgeimg().arg("inspect").arg(&img));
+    for want in ["board       x86_64 (amd64)", "table       GPT", "EDGEBOOT", "erofs", "ext4", "k3s ", "selinux ", "images ", "node file   none", "inputs", "base      Debian"] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // The compressed copy inspects the same.
+    let z = inspect_json(&out.path().join("imgtest-x86_64.img.zst"));
+    assert_eq!(z["partitions"], j["partitions"]);
+}
