@@ -9,13 +9,31 @@ use crate::cli::{CompressArg, ConfigArgs};
 use crate::config::{self, board};
 use crate::pipeline::{self, BuildOptions};
 
-pub fn build(c: ConfigArgs, out: PathBuf, refresh: bool, compress: Option<CompressArg>, quiet: bool) -> Result<()> {
-    let compression = compress.map(|c| match c {
+/// `edgeimg build`'s own flags.
+pub struct BuildArgs {
+    pub out: PathBuf,
+    pub refresh: bool,
+    pub compress: Option<CompressArg>,
+    pub bundle: Option<PathBuf>,
+    pub lock: Option<PathBuf>,
+}
+
+pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
+    let compression = a.compress.map(|c| match c {
         CompressArg::Zstd => Compression::Zstd,
         CompressArg::Xz => Compression::Xz,
         CompressArg::None => Compression::None,
     });
-    let report = pipeline::build(&BuildOptions { config: c.config, board: c.board, out, refresh, compression, quiet })?;
+    let report = pipeline::build(&BuildOptions {
+        config: c.config,
+        board: c.board,
+        out: a.out,
+        refresh: a.refresh,
+        compression,
+        quiet,
+        bundle: a.bundle,
+        lock: a.lock,
+    })?;
     if !quiet {
         for o in &report.outputs {
             println!("{}", o.display());
@@ -174,10 +192,16 @@ pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
         ssh_keys: a.ssh_keys,
         ssh_key_files: a.ssh_key_files,
         shells: a.shells,
+        role: a.role,
+        server: a.server,
+        cluster_init: a.cluster_init,
+        token: crate::node::read_token(a.token_from.as_deref())?,
+        node_labels: a.node_labels,
+        node_taints: a.node_taints,
     };
     let cfg = crate::node::make(&spec)?;
     let text = crate::node::render(&cfg)?;
-    crate::node::write(&text, a.out.as_deref(), a.force)?;
+    crate::node::write(&text, a.out.as_deref(), a.force, spec.token.is_some())?;
     if let Some(p) = &a.out {
         eprintln!("wrote {}; flash it with: edgeimg flash IMAGE DEVICE --node {}", p.display(), p.display());
     }

@@ -45,15 +45,27 @@ pub fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         Ok(())
     };
     write("edgeimg".into(), c.clone())?;
-    for s in subcommands(&c) {
-        let name = format!("edgeimg-{}", s.get_name());
+    let mut cmds = Vec::new();
+    all_commands(&c, "edgeimg", &mut cmds);
+    for (full, s) in cmds {
+        let name = full.replace(' ', "-");
         let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
         write(name, s.name(leaked).version(crate::VERSION))?;
     }
     Ok(out)
 }
 
-/// The Markdown CLI reference: every subcommand's `--help`.
+/// Every visible command below `c`, depth first, with its full name
+/// (`edgeimg bundle fetch`).
+fn all_commands(c: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
+    for s in subcommands(c) {
+        let name = format!("{prefix} {}", s.get_name());
+        out.push((name.clone(), s.clone()));
+        all_commands(&s, &name, out);
+    }
+}
+
+/// The Markdown CLI reference: every command's `--help`.
 pub fn cli_reference() -> String {
     let mut c = command();
     let mut s = String::new();
@@ -62,17 +74,22 @@ pub fn cli_reference() -> String {
         "<!-- Generated from src/cli/mod.rs by `edgeimg docs --write docs/cli.md`; do not edit by hand.\n     \
          tests/docs.rs fails when this file is stale. -->\n\n",
     );
-    s.push_str("Every subcommand's `--help`. Shell completions: `edgeimg completions bash|zsh|fish`;\nman pages: `edgeimg man --out DIR`.\n\n");
-    let names: Vec<String> = subcommands(&c).iter().map(|x| x.get_name().to_string()).collect();
-    for n in &names {
-        s.push_str(&format!("- [`edgeimg {n}`](#edgeimg-{n})\n"));
+    s.push_str("Every command's `--help`. Shell completions: `edgeimg completions bash|zsh|fish`;\nman pages: `edgeimg man --out DIR`.\n\n");
+    let mut cmds = Vec::new();
+    all_commands(&c, "edgeimg", &mut cmds);
+    for (n, _) in &cmds {
+        let depth = n.matches(' ').count() - 1;
+        s.push_str(&format!("{}- [`{n}`](#{})\n", "  ".repeat(depth), n.replace(' ', "-")));
     }
     s.push_str("\n## edgeimg\n\n```text\n");
     s.push_str(c.render_long_help().to_string().trim_end());
     s.push_str("\n```\n");
-    for n in &names {
-        let sub = c.find_subcommand_mut(n).expect("listed");
-        s.push_str(&format!("\n## edgeimg {n}\n\n```text\n"));
+    for (n, _) in &cmds {
+        let mut sub = &mut c;
+        for part in n.split(' ').skip(1) {
+            sub = sub.find_subcommand_mut(part).expect("listed");
+        }
+        s.push_str(&format!("\n## {n}\n\n```text\n"));
         s.push_str(sub.render_long_help().to_string().trim_end());
         s.push_str("\n```\n");
     }

@@ -251,8 +251,19 @@ pub struct NodeFile {
     pub present: bool,
     pub hostname: Option<String>,
     pub users: Vec<String>,
+    /// K3s role and server from the file's `[k3s]` table.
+    pub k3s_role: Option<String>,
+    pub k3s_server: Option<String>,
+    /// Whether a join token is set (the token itself is never shown).
+    pub token_set: bool,
     /// Set when the file is there but does not parse.
     pub error: Option<String>,
+}
+
+impl NodeFile {
+    fn absent(error: Option<String>) -> NodeFile {
+        NodeFile { present: false, hostname: None, users: vec![], k3s_role: None, k3s_server: None, token_set: false, error }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -397,12 +408,20 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             .map(String::from);
         if p.number == 1 && fs.fs == "vfat" {
             node_file = Some(match read_node_file(raw, p.offset) {
-                Ok(None) => NodeFile { present: false, hostname: None, users: vec![], error: None },
+                Ok(None) => NodeFile::absent(None),
                 Ok(Some(text)) => match edgeimg_agent::schema::NodeConfig::from_toml(&text, Path::new(edgeimg_agent::schema::NODE_CONFIG_RELPATH)) {
-                    Ok(n) => NodeFile { present: true, hostname: n.hostname, users: n.users.into_iter().map(|u| u.name).collect(), error: None },
-                    Err(e) => NodeFile { present: true, hostname: None, users: vec![], error: Some(crate::flash::redact_toml_error(&e.to_string())) },
+                    Ok(n) => NodeFile {
+                        present: true,
+                        hostname: n.hostname,
+                        users: n.users.into_iter().map(|u| u.name).collect(),
+                        k3s_role: n.k3s.as_ref().and_then(|k| k.role).map(|r| r.as_str().to_string()),
+                        k3s_server: n.k3s.as_ref().and_then(|k| k.server.clone()),
+                        token_set: n.k3s.as_ref().is_some_and(|k| k.token.is_some()),
+                        error: None,
+                    },
+                    Err(e) => NodeFile { present: true, ..NodeFile::absent(Some(crate::flash::redact_toml_error(&e.to_string()))) },
                 },
-                Err(e) => NodeFile { present: false, hostname: None, users: vec![], error: Some(e.to_string()) },
+                Err(e) => NodeFile::absent(Some(e.to_string())),
             });
         }
         partitions.push(PartitionReport { table: p.clone(), fs, role });
@@ -448,7 +467,7 @@ impl std::fmt::Display for Report {
             }
         }
         writeln!(f, "table       {} (disk id {})", match self.table_kind { TableKind::Gpt => "GPT", TableKind::Mbr => "MBR (DOS)" }, self.disk_id)?;
-        writeln!(f, "  {:<2} {:>9} {:>9}  {:<20} {:<16} {:<6} {:<12} {:<7} {}", "#", "offset", "size", "type", "name", "fs", "label", "role", "details")?;
+        writeln!(f, "  {:<2} {:>9} {:>9}  {:<20} {:<16} {:<6} {:<12} {:<7} details", "#", "offset", "size", "type", "name", "fs", "label", "role")?;
         for p in &self.partitions {
             let mut details = Vec::new();
             if let Some(u) = &p.fs.uuid {
@@ -490,7 +509,12 @@ impl std::fmt::Display for Report {
             Some(n) if !n.present => writeln!(f, "node file   none ({} absent on the boot partition)", edgeimg_agent::schema::NODE_CONFIG_RELPATH)?,
             Some(n) => match &n.error {
                 Some(e) => writeln!(f, "node file   present but invalid: {e}")?,
-                None => writeln!(f, "node file   {}: hostname {}, users [{}]", edgeimg_agent::schema::NODE_CONFIG_RELPATH, na(&n.hostname, "(image pattern)"), n.users.join(", "))?,
+                None => {
+                    writeln!(f, "node file   {}: hostname {}, users [{}]", edgeimg_agent::schema::NODE_CONFIG_RELPATH, na(&n.hostname, "(image pattern)"), n.users.join(", "))?;
+                    if n.k3s_role.is_some() || n.k3s_server.is_some() || n.token_set {
+                        writeln!(f, "            k3s role {}, server {}, token {}", na(&n.k3s_role, "(image default)"), na(&n.k3s_server, "(none)"), if n.token_set { "set (not shown)" } else { "not set" })?;
+                    }
+                }
             },
         }
         if let Some(i) = self.inputs.as_object() {

@@ -17,6 +17,8 @@ pub mod doctor;
 pub mod flash;
 pub mod fs;
 pub mod ids;
+pub mod images;
+pub mod k3s_inputs;
 pub mod inspect;
 pub mod logging;
 pub mod manifest;

@@ -7,7 +7,9 @@ fn main() {
     let cli = Cli::parse();
     edgeimg::logging::init(cli.quiet, cli.verbose);
     let result = match cli.command {
-        Command::Build { config, out, refresh, compress } => edgeimg::commands::build(config, out, refresh, compress, cli.quiet),
+        Command::Build { config, out, refresh, compress, bundle, lock } => {
+            edgeimg::commands::build(config, edgeimg::commands::BuildArgs { out, refresh, compress, bundle, lock }, cli.quiet)
+        }
         Command::Plan { config, json } => edgeimg::commands::plan(config, json),
         Command::Run { image, board, snapshot, memory, cpus, kvm } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
         Command::Doctor { board } => edgeimg::commands::doctor(&board),

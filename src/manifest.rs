@@ -21,6 +21,7 @@ pub struct Inputs<'a> {
     pub agent: &'a [u8],
     pub overlays: &'a [(PathBuf, Vec<(String, String)>)],
     pub layout: &'a Layout,
+    pub k3s: Option<&'a crate::k3s_inputs::K3sInputs>,
     pub image: &'a Path,
     pub epoch: u64,
 }
@@ -62,6 +63,26 @@ pub struct InputList {
     pub agent: Named,
     pub packages: Vec<Package>,
     pub overlays: Vec<OverlayInput>,
+    /// The K3s bundle and preloaded images (absent for plain appliances).
+    pub k3s: Option<K3sInput>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct K3sInput {
+    pub bundle: String,
+    /// True for edgeimg's labelled test stand-in: NOT K3s.
+    pub stand_in: bool,
+    pub k3s_version: String,
+    pub nerdctl_version: String,
+    pub assets: Vec<Named>,
+    pub preloaded_images: Vec<PreloadedImage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreloadedImage {
+    pub file: String,
+    pub sha256: String,
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +152,7 @@ impl Manifest {
                 kernel: i.kernel.clone(),
                 agent: Named { name: "edgeimg-agent".into(), version: crate::VERSION.into(), sha256: sha256_bytes(i.agent) },
                 packages: i.packages.iter().map(|(n, v, a)| Package { name: n.clone(), version: v.clone(), arch: a.clone() }).collect(),
+                k3s: i.k3s.map(k3s_input).transpose()?,
                 overlays: i.overlays.iter().map(|(o, f)| OverlayInput {
                         path: o.display().to_string(),
                         files: f.iter().map(|(p, h)| OverlayFile { path: p.clone(), sha256: h.clone() }).collect(),
@@ -139,4 +161,24 @@ impl Manifest {
             layout: i.layout.clone(),
         })
     }
+}
+
+fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
+    let b = &k.bundle;
+    let mut preloaded_images = Vec::new();
+    for (path, archive) in &k.preloaded {
+        preloaded_images.push(PreloadedImage {
+            file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: sha256_file(path)?,
+            images: archive.images.iter().map(|i| i.name.clone()).collect(),
+        });
+    }
+    Ok(K3sInput {
+        bundle: b.name.clone(),
+        stand_in: k.stand_in,
+        k3s_version: b.k3s_version.clone(),
+        nerdctl_version: b.nerdctl_version.clone(),
+        assets: b.assets().into_iter().map(|a| Named { name: a.file.clone(), version: a.version.clone(), sha256: a.sha256.clone() }).collect(),
+        preloaded_images,
+    })
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use edgeimg_agent::schema::{NodeConfig, User};
+use edgeimg_agent::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -40,7 +40,44 @@ pub struct NodeSpec {
     pub ssh_key_files: Vec<String>,
     /// `NAME:SHELL`
     pub shells: Vec<String>,
+    /// K3s role: `server` or `agent`.
+    pub role: Option<String>,
+    /// URL of the server to join.
+    pub server: Option<String>,
+    /// Start a new cluster (first server).
+    pub cluster_init: bool,
+    /// The join token (a secret; read from a file or the environment, never a flag value).
+    pub token: Option<String>,
+    /// `key=value` node labels.
+    pub node_labels: Vec<String>,
+    /// `key=value:Effect` node taints.
+    pub node_taints: Vec<String>,
 }
+
+/// Reads the join token: from `path` (`-` for stdin), else from
+/// [`TOKEN_ENV`]. Only the first line counts.
+pub fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
+    let text = match path {
+        Some(p) if p == Path::new("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).map_err(|source| NodeError::Io { op: "read token from", path: p.into(), source })?;
+            s
+        }
+        Some(p) => std::fs::read_to_string(p).map_err(|source| NodeError::Io { op: "read token from", path: p.into(), source })?,
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        },
+    };
+    let t = text.lines().next().unwrap_or("").trim().to_string();
+    if t.is_empty() {
+        return Err(NodeError::Invalid("the join token is empty".into()));
+    }
+    Ok(Some(t))
+}
+
+/// Environment variable `edgeimg node` reads the join token from.
+pub const TOKEN_ENV: &str = "EDGEIMG_K3S_TOKEN";
 
 fn split<'a>(flag: &'static str, v: &'a str) -> Result<(&'a str, &'a str), NodeError> {
     v.split_once(':')
@@ -88,9 +125,33 @@ pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
         let (n, sh) = split("--shell", s)?;
         user(&mut users, n).shell = Some(sh.trim().to_string());
     }
-    let cfg = NodeConfig { hostname: spec.hostname.clone(), users };
-    cfg.validate().map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let role = match spec.role.as_deref() {
+        None => None,
+        Some("server") => Some(K3sRole::Server),
+        Some("agent") => Some(K3sRole::Agent),
+        Some(r) => return Err(NodeError::Flag { flag: "--role", value: r.into(), msg: "expected server or agent".into() }),
+    };
+    let k3s = K3sNodeSettings {
+        role,
+        server: spec.server.clone(),
+        token: spec.token.clone(),
+        cluster_init: spec.cluster_init.then_some(true),
+        node_labels: (!spec.node_labels.is_empty()).then(|| spec.node_labels.clone()),
+        node_taints: (!spec.node_taints.is_empty()).then(|| spec.node_taints.clone()),
+        ..Default::default()
+    };
+    let k3s = (k3s != K3sNodeSettings::default()).then_some(k3s);
+    let cfg = NodeConfig { hostname: spec.hostname.clone(), users, k3s, ..Default::default() };
+    // The agent's messages quote values; never let one quote the token.
+    cfg.validate().map_err(|e| NodeError::Invalid(redact(&e.to_string(), spec.token.as_deref())))?;
     Ok(cfg)
+}
+
+fn redact(msg: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(t) if !t.is_empty() => msg.replace(t, "<redacted>"),
+        _ => msg.to_string(),
+    }
 }
 
 /// The file's text: a comment header, then the TOML. Parsed back with the
@@ -102,7 +163,8 @@ pub fn render(cfg: &NodeConfig) -> Result<String, NodeError> {
          # partition's {}. Written by `edgeimg node`; edit freely.\n\n{body}",
         edgeimg_agent::schema::NODE_CONFIG_RELPATH
     );
-    let back = NodeConfig::from_toml(&text, Path::new("node.toml")).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let secret = cfg.k3s.as_ref().and_then(|k| k.token.as_deref());
+    let back = NodeConfig::from_toml(&text, Path::new("node.toml")).map_err(|e| NodeError::Invalid(redact(&e.to_string(), secret)))?;
     if back != *cfg {
         return Err(NodeError::Invalid("the written file does not read back the same".into()));
     }
@@ -111,8 +173,9 @@ pub fn render(cfg: &NodeConfig) -> Result<String, NodeError> {
 
 /// Writes `text` to `out` (mode 0600: node files will carry join tokens), or
 /// to stdout when `out` is None.
-pub fn write(text: &str, out: Option<&Path>, force: bool) -> Result<(), NodeError> {
+pub fn write(text: &str, out: Option<&Path>, force: bool, has_secret: bool) -> Result<(), NodeError> {
     match out {
+        None if has_secret => Err(NodeError::Invalid("the file holds the join token, a secret: write it to a file with --out (mode 0600) instead of stdout".into())),
         None => {
             print!("{text}");
             Ok(())
@@ -150,11 +213,19 @@ mod tests {
             ssh_keys: vec!["ops:ssh-ed25519 AAAAC3Nza ops@laptop".into(), "deploy:ssh-ed25519 AAAAB deploy".into()],
             ssh_key_files: vec![],
             shells: vec!["deploy:/bin/sh".into()],
+            role: Some("agent".into()),
+            server: Some("https://10.0.0.1:6443".into()),
+            token: Some("K10secret::server:abc".into()),
+            node_labels: vec!["site=berlin".into()],
+            ..Default::default()
         };
         let cfg = make(&spec).unwrap();
         assert_eq!(cfg.users.len(), 2);
         assert_eq!(cfg.users[0].groups, vec!["sudo", "adm"]);
         assert_eq!(cfg.users[1].shell.as_deref(), Some("/bin/sh"));
+        let k = cfg.k3s.as_ref().unwrap();
+        assert_eq!((k.role, k.server.as_deref(), k.token.as_deref()), (Some(K3sRole::Agent), Some("https://10.0.0.1:6443"), Some("K10secret::server:abc")));
+        assert!(write("x", None, false, true).unwrap_err().to_string().contains("--out"));
         let text = render(&cfg).unwrap();
         assert_eq!(NodeConfig::from_toml(&text, Path::new("n")).unwrap(), cfg);
         assert_eq!(NodeConfig::from_toml(&render(&NodeConfig::default()).unwrap(), Path::new("n")).unwrap(), NodeConfig::default());
@@ -168,5 +239,9 @@ mod tests {
         assert!(e.contains("--ssh-key") && e.contains("USER:VALUE"), "{e}");
         let e = make(&NodeSpec { users: vec!["Root".into()], ..Default::default() }).unwrap_err().to_string();
         assert!(e.contains("Root"), "{e}");
+        let e = make(&NodeSpec { role: Some("boss".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("--role") && e.contains("boss"), "{e}");
+        let e = make(&NodeSpec { server: Some("http://x".into()), token: Some("TOPSECRET\nx".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(!e.contains("TOPSECRET"), "{e}");
     }
 }

@@ -26,6 +26,10 @@ pub struct BuildOptions {
     pub refresh: bool,
     pub compression: Option<Compression>,
     pub quiet: bool,
+    /// A directory holding the K3s bundle assets (upstream file names).
+    pub bundle: Option<PathBuf>,
+    /// The bundle lock file (default: edgeimg.lock beside the config).
+    pub lock: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -57,6 +61,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .prefix(".edgeimg-build-")
         .tempdir_in(&out_dir)
         .with_context(|| format!("output directory {} is not writable", out_dir.display()))?;
+    // Bundle and images are checked before anything long runs.
+    let lock = opts.lock.clone().unwrap_or_else(|| cfg.base_dir.join(crate::bundle::DEFAULT_LOCK));
+    let k3s = match &cfg.k3s {
+        Some(k) => Some(crate::k3s_inputs::prepare(k, &cfg.board.arch, opts.bundle.as_deref(), &lock)?),
+        None => None,
+    };
 
     let cache = crate::cache::dir();
     std::fs::create_dir_all(cache.join("work")).with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
@@ -79,6 +89,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         hostname_pattern: cfg.hostname_pattern.clone(),
         users: cfg.users.clone(),
         boot_mount: "/boot/efi".into(),
+        k3s: match (&cfg.k3s, &k3s) {
+            (Some(k), Some(inputs)) => Some(edgeimg_agent::schema::K3sSettings { stand_in: inputs.stand_in, ..k.settings.clone() }),
+            _ => None,
+        },
     };
     let system = stage::system::SystemInput {
         agent,
@@ -91,6 +105,29 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         ],
     };
     let mut placed = stage::system::apply(&tree, &system)?;
+    if let (Some(k), Some(inputs)) = (&cfg.k3s, &k3s) {
+        let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
+        let settings = image_config.k3s.clone().expect("set above");
+        placed.extend(stage::k3s::place(
+            &tree,
+            work.path(),
+            &stage::k3s::K3sInput {
+                bundle: &inputs.bundle,
+                settings: &settings,
+                token: k.token.as_deref(),
+                registries_yaml: k.registries_yaml.clone(),
+                preloaded: &preloaded,
+                buildkit: k.buildkit,
+            },
+        )?);
+        progress.note(&format!(
+            "stage: {} {} placed with {} preloaded image archive(s){}",
+            if inputs.stand_in { "STAND-IN bundle" } else { "K3s" },
+            inputs.bundle.k3s_version,
+            preloaded.len(),
+            if k.buildkit { " and BuildKit" } else { "" }
+        ));
+    }
     let ctx = minijinja::context! {
         image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => &cfg.board.arch, suite => &cfg.suite },
         users => cfg.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
@@ -173,6 +210,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         agent,
         overlays: &overlay_files,
         layout: &layout,
+        k3s: k3s.as_ref(),
         image: &img_path,
         epoch,
     })?;

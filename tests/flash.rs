@@ -81,7 +81,7 @@ fn json_progress_lines_for_scripts() {
     assert_eq!(kinds.last(), Some(&"done"));
     for phase in ["write", "verify"] {
         assert!(events.iter().any(|e| e["event"] == "phase" && e["phase"] == phase), "{kinds:?}");
-        let last = events.iter().filter(|e| e["event"] == "progress" && e["phase"] == phase).last().expect("progress line");
+        let last = events.iter().rfind(|e| e["event"] == "progress" && e["phase"] == phase).expect("progress line");
         assert_eq!(last["bytes"], last["total"]);
     }
     let done = &events.last().unwrap()["report"];
@@ -342,7 +342,7 @@ fn flash_to_a_loop_device_verifies_and_places_the_node_file() {
     let bmap = edgeimg::flash::bmap::Bmap::read(&d.path().join("test-gpt.img.bmap")).unwrap();
     let (i, l) = (std::fs::File::open(&img).unwrap(), std::fs::File::open(dev).unwrap());
     for (s, e) in bmap.byte_ranges() {
-        if s < MIB || s >= 41 * MIB {
+        if !(MIB..41 * MIB).contains(&s) {
             // (the boot partition changed: the node file was added)
             let (mut a, mut b) = (vec![0u8; (e - s) as usize], vec![0u8; (e - s) as usize]);
             i.read_exact_at(&mut a, s).unwrap();
@@ -418,4 +418,40 @@ fn the_disk_holding_root_is_refused_by_the_checks() {
     }
     let e = check_target(&t, false, Path::new("/nonexistent.img"), &host).unwrap_err();
     assert!(matches!(&e, Refusal::SystemDisk { mountpoint, .. } if mountpoint == "/"), "{e}");
+}
+
+#[test]
+fn k3s_role_server_and_token_travel_in_the_node_file_without_being_printed() {
+    let d = tempfile::tempdir().unwrap();
+    let secret = "K10b7e3f5a9c1d0e2f4::server:5f2c8a9d1e3b";
+    let tok = d.path().join("token");
+    std::fs::write(&tok, format!("{secret}\n")).unwrap();
+    let node = d.path().join("edge-7.toml");
+    let o = run(edgeimg()
+        .args(["node", "--hostname", "edge-7", "--role", "agent", "--server", "https://10.0.0.1:6443", "--node-label", "site=berlin", "--token-from"])
+        .arg(&tok)
+        .arg("-o")
+        .arg(&node));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+    assert!(!all(&o).contains(secret));
+    let cfg = NodeConfig::from_toml(&std::fs::read_to_string(&node).unwrap(), &node).unwrap();
+    let k = cfg.k3s.clone().unwrap();
+    assert_eq!((k.server.as_deref(), k.token.as_deref()), (Some("https://10.0.0.1:6443"), Some(secret)));
+    // To stdout with a token: refused. From the environment: same file.
+    let o = run(edgeimg().args(["node", "--role", "agent"]).env("EDGEIMG_K3S_TOKEN", secret));
+    assert!(!o.status.success() && stderr(&o).contains("--out") && !all(&o).contains(secret), "{}", all(&o));
+
+    let img = make_image(d.path(), "gpt");
+    let t = d.path().join("card.img");
+    let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
+    assert!(o.status.success() && !all(&o).contains(secret), "{}", all(&o));
+    let back = NodeConfig::from_toml(&mtype(&t, MIB, "edgeimg/node.toml"), Path::new("n")).unwrap();
+    assert_eq!(back, cfg);
+    let o = run(edgeimg().arg("inspect").arg(&t));
+    let out = all(&o);
+    assert!(out.contains("k3s role agent, server https://10.0.0.1:6443, token set (not shown)"), "{out}");
+    assert!(!out.contains(secret));
+    let o = run(edgeimg().args(["inspect", "--json"]).arg(&t));
+    assert!(!all(&o).contains(secret));
 }

@@ -135,7 +135,7 @@ fn image_artifacts_pass_reference_tools_and_builds_reproduce() {
 fn too_small_size_says_how_much_is_needed() {
     let _g = exclusive();
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("edgeimg.toml"), "[image]\nname = \"small\"\nsize = \"300M\"\n").unwrap();
+    std::fs::write(d.path().join("edgeimg.toml"), "[image]\nname = \"small\"\nsize = \"300M\"\n[k3s]\nenabled = false\n").unwrap();
     let o = run(edgeimg().args(["build", "--out", "out"]).current_dir(d.path()));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());

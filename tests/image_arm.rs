@@ -56,7 +56,7 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
     ok(Command::new("fsck.vfat").arg("-n").arg(&boot));
     let listing = ok(Command::new("mdir").args(["-/", "-b", "-i"]).arg(&boot).arg("::/"));
     for f in [
-        "start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4.dtb",
+        "start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb",
         "vmlinuz", "initrd.img", "config.txt", "cmdline.txt", "edgeimg/node.toml.example",
     ] {
         assert!(listing.lines().any(|l| l.trim_start_matches("::/") == f || l.ends_with(&format!("/{f}"))), "boot partition lacks {f}:\n{listing}");
@@ -70,7 +70,7 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
     assert_eq!(cmdline.lines().count(), 1, "cmdline.txt must be one line: {cmdline:?}");
     assert!(cmdline.contains(&format!("root=PARTUUID={disk_id}-02")), "cmdline.txt root must be the MBR disk id: {cmdline}");
     assert!(cmdline.contains(&format!("edgeimg.data=PARTUUID={disk_id}-04")), "{cmdline}");
-    assert!(cmdline.contains("console=ttyAMA0,115200"), "{cmdline}");
+    assert!(cmdline.trim_end().ends_with("console=ttyS1,115200"), "the mini UART must be /dev/console on a Pi: {cmdline}");
 
     // The root carries the aarch64 agent.
     let root = work.path().join("root.erofs");

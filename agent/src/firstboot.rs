@@ -7,7 +7,7 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::root::Root;
-use crate::schema::{merge_users, FIRSTBOOT_STAMP};
+use crate::schema::{merge_users, K3sRole, FIRSTBOOT_STAMP};
 use crate::timefmt::rfc3339_utc;
 use serde::{Deserialize, Serialize};
 
@@ -24,12 +24,15 @@ pub struct Stamp {
     pub hostname: String,
     /// What each step did, in order.
     pub steps: Vec<StepRecord>,
+    /// The K3s role first boot set up; absent for a plain appliance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_role: Option<K3sRole>,
 }
 
 /// One step's name and outcome in the stamp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// Step name: grow, machine-id, hostname, ssh-host-keys, users.
+    /// Step name: grow, machine-id, hostname, ssh-host-keys, users, k3s.
     pub name: String,
     /// What it did (no secrets).
     pub detail: String,
@@ -58,6 +61,17 @@ pub fn run(root: &Root) -> Result<()> {
         Some(_) => crate::log("using node configuration from the boot partition"),
         None => crate::log("no node configuration on the boot partition"),
     }
+    let node_k3s = node.as_ref().and_then(|n| n.k3s.as_ref());
+    // Merge and check K3s settings before any step, so a bad node.toml changes nothing.
+    let k3s_plan = match &image.k3s {
+        Some(k) => Some(crate::k3s::plan(k, node_k3s).map_err(step_err("config"))?),
+        None => {
+            if node_k3s.is_some() {
+                crate::log("node.toml has a [k3s] table but the image was built without K3s; ignoring it");
+            }
+            None
+        }
+    };
     let users = merge_users(&image.users, node.as_ref().map(|n| n.users.as_slice()).unwrap_or(&[]));
 
     let mut steps = Vec::new();
@@ -72,6 +86,9 @@ pub fn run(root: &Root) -> Result<()> {
     let hostname = record("hostname", crate::hostname::step(root, &image, node.as_ref()))?;
     record("ssh-host-keys", crate::sshkeys::ensure(root))?;
     record("users", crate::users::step(root, &users))?;
+    if let Some(plan) = &k3s_plan {
+        record("k3s", crate::k3s::step(root, plan, &hostname))?;
+    }
 
     let stamp = Stamp {
         completed_at: config::now_secs(),
@@ -79,6 +96,7 @@ pub fn run(root: &Root) -> Result<()> {
         agent_version: crate::AGENT_VERSION.into(),
         hostname,
         steps,
+        k3s_role: k3s_plan.map(|p| p.settings.role),
     };
     let json = serde_json::to_string_pretty(&stamp).expect("stamp serializes");
     fsutil::write_atomic(&root.path(FIRSTBOOT_STAMP), format!("{json}\n").as_bytes(), 0o644)

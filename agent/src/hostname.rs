@@ -238,6 +238,7 @@ mod tests {
             hostname_pattern: "{name}-{mac}-{serial}".into(),
             users: vec![],
             boot_mount: "/boot/efi".into(),
+            k3s: None,
         };
         let f = Facts::gather(&root, &image).unwrap();
         assert_eq!(f.mac.as_deref(), Some("dca632010203"));

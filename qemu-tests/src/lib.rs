@@ -32,6 +32,8 @@ pub fn build(config: &str, board: Option<&str>, out: &Path) -> Result<BuildRepor
         refresh: false,
         compression: Some(edgeimg::artifact::Compression::None),
         quiet: false,
+        bundle: None,
+        lock: None,
     })
 }
 

@@ -49,6 +49,13 @@ pub enum Command {
         /// Compression of the distributable copy (overrides image.compression).
         #[arg(long, value_enum)]
         compress: Option<CompressArg>,
+        /// Directory holding the K3s bundle's assets under their upstream names
+        /// (instead of the cache filled by `edgeimg bundle fetch`/`import`).
+        #[arg(long, value_name = "DIR", env = "EDGEIMG_K3S_BUNDLE")]
+        bundle: Option<PathBuf>,
+        /// Bundle lock file (default: edgeimg.lock beside the config).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
     },
     /// Print the resolved plan (packages, partitions, UUIDs, files) without building.
     Plan {
@@ -176,7 +183,26 @@ pub struct NodeArgs {
     /// Login shell of a user, as USER:SHELL.
     #[arg(long = "shell", value_name = "USER:SHELL")]
     pub shells: Vec<String>,
-    /// Write to this file (mode 0600) instead of stdout.
+    /// K3s role of this node: server or agent.
+    #[arg(long, value_parser = ["server", "agent"])]
+    pub role: Option<String>,
+    /// URL of the K3s server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Start a new cluster (the first server).
+    #[arg(long)]
+    pub cluster_init: bool,
+    /// Read the K3s join token from this file ("-" for stdin); default: $EDGEIMG_K3S_TOKEN.
+    /// Never passed as a flag value, so it stays out of shell history and `ps`.
+    #[arg(long, value_name = "PATH")]
+    pub token_from: Option<PathBuf>,
+    /// A K3s node label key=value (repeatable).
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    pub node_labels: Vec<String>,
+    /// A K3s node taint key=value:Effect (repeatable).
+    #[arg(long = "node-taint", value_name = "TAINT")]
+    pub node_taints: Vec<String>,
+    /// Write to this file (mode 0600) instead of stdout (required when a token is set).
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
     /// Replace --out if it exists.

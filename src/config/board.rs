@@ -89,6 +89,9 @@ pub struct QemuSpec {
     /// Guest memory when the machine fixes it (raspi4b has exactly 2 GiB).
     #[serde(default)]
     pub memory_mib: Option<u32>,
+    /// Which of the machine's serial ports is the console (QEMU's -serial order).
+    #[serde(default)]
+    pub serial_port: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

@@ -2,6 +2,7 @@
 //! one validated [`Config`]. Pure: reads files, runs nothing.
 
 pub mod board;
+pub mod k3s;
 pub mod schema;
 pub mod size;
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub extra_packages: Vec<String>,
     pub users: Vec<User>,
     pub overlays: Vec<PathBuf>,
+    /// None: `[k3s] enabled = false`, a plain immutable appliance.
+    pub k3s: Option<k3s::K3sConfig>,
 }
 
 /// Loads `path` (or the embedded default when `path` is None and
@@ -132,6 +135,8 @@ pub fn parse(source: &str, text: &str, base_dir: &Path, board_override: Option<&
         overlays.push(p);
     }
 
+    let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
+
     let seed = file.image.seed.clone().unwrap_or_else(|| format!("{name}/{}", board.name));
     Ok(Config {
         source: source.to_string(),
@@ -147,6 +152,7 @@ pub fn parse(source: &str, text: &str, base_dir: &Path, board_override: Option<&
         extra_packages,
         users: file.users.clone(),
         overlays,
+        k3s,
     })
 }
 

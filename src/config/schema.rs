@@ -16,6 +16,9 @@ pub struct ConfigFile {
     pub base: BaseSection,
     #[serde(default)]
     pub users: Vec<User>,
+    /// Absent: K3s on with the defaults (it is what the product is for).
+    #[serde(default)]
+    pub k3s: super::k3s::K3sSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -107,9 +107,17 @@ impl Vm {
         c
     }
 
+    /// Serial ports before the console one are connected to nothing.
+    fn unused_serial_ports(&self, c: &mut Command) {
+        for _ in 0..self.qemu.serial_port {
+            c.args(["-serial", "null"]);
+        }
+    }
+
     /// Runs with the serial console (and QEMU's monitor, Ctrl-A c) on this terminal.
     pub fn run_interactive(&self) -> Result<std::process::ExitStatus> {
         let mut c = self.command();
+        self.unused_serial_ports(&mut c);
         c.args(["-serial", "mon:stdio"]);
         c.status().with_context(|| format!("cannot start {}", self.qemu.binary))
     }
@@ -118,6 +126,7 @@ impl Vm {
     /// is also appended to `log` (kept for failed tests).
     pub fn spawn_captured(&self, log: &Path) -> Result<RunningVm> {
         let mut c = self.command();
+        self.unused_serial_ports(&mut c);
         c.args(["-serial", "stdio", "-monitor", "none"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().with_context(|| format!("cannot start {}", self.qemu.binary))?;
         let stdout = child.stdout.take().expect("piped");

@@ -22,7 +22,10 @@ pub const PI4_DTB: &str = "bcm2711-rpi-4-b.dtb";
 
 /// /soc children QEMU's raspi4b does not model: each crashes the kernel early
 /// unless disabled (measured on Debian's 6.1 and 6.12 kernels).
-const DISABLE_SOC_NODES: &[&str] = &["interrupt-controller@7ef00100", "i2c@7ef04500", "i2c@7ef09500", "clock@7ef00000"];
+const DISABLE_SOC_NODES: &[&str] = &["interrupt-controller@7ef00100", "i2c@7ef04500", "i2c@7ef09500", "clock@7ef00000", MINI_UART];
+/// The mini UART (ttyS1, the console on real hardware): the kernel stalls with
+/// it under QEMU 10's raspi4b, whose console is the PL011 (ttyAMA0) instead.
+const MINI_UART: &str = "serial@7e215040";
 const DISABLE_SOC_PREFIXES: &[&str] = &["hdmi@"];
 
 /// Extracts the boot files from the boot partition of `disk` into `work`.

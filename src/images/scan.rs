@@ -1,0 +1,213 @@
+//! One streaming pass over an image tarball: record every member's size, keep
+//! the small JSON members in memory, hash `blobs/sha256/<hex>` members.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use super::{ImageError, InspectOptions, MAX_JSON_MEMBER};
+
+#[derive(Default, Debug)]
+pub(crate) struct Scan {
+    /// Regular members: normalised path -> size.
+    files: HashMap<String, u64>,
+    /// Symlinks and hard links: normalised path -> normalised target.
+    links: HashMap<String, String>,
+    /// Small members that look like JSON: normalised path -> content.
+    json: HashMap<String, Vec<u8>>,
+}
+
+impl Scan {
+    fn resolve<'a>(&'a self, mut p: &'a str) -> Option<&'a str> {
+        for _ in 0..16 {
+            if self.files.contains_key(p) {
+                return Some(p);
+            }
+            p = self.links.get(p)?;
+        }
+        None
+    }
+
+    pub(crate) fn exists(&self, p: &str) -> bool {
+        self.resolve(p).is_some()
+    }
+
+    /// Size of a member (following links).
+    pub(crate) fn size(&self, p: &str) -> Option<u64> {
+        self.resolve(p).and_then(|r| self.files.get(r).copied())
+    }
+
+    /// Content of a small JSON-looking member (following links).
+    pub(crate) fn json(&self, p: &str) -> Option<&[u8]> {
+        self.resolve(p)
+            .and_then(|r| self.json.get(r))
+            .map(Vec::as_slice)
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .keys()
+            .chain(self.links.keys())
+            .map(String::as_str)
+    }
+}
+
+/// Reader wrapper noting whether the tar reader ever hit end-of-file: a tar
+/// that ends properly stops at its zero end-of-archive block first.
+struct EofWatch<R> {
+    inner: R,
+    hit_eof: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for EofWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit_eof.set(true);
+        }
+        Ok(n)
+    }
+}
+
+/// `a/b/../c` -> `a/c`; strips `./` and leading `/`.
+pub(crate) fn normalize(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+fn blob_sha256(p: &str) -> Option<&str> {
+    let hex = p.strip_prefix("blobs/sha256/")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+fn wants_json(p: &str, size: u64) -> bool {
+    size <= MAX_JSON_MEMBER
+        && (p.ends_with(".json") || p == "oci-layout" || p.starts_with("blobs/"))
+}
+
+pub(crate) fn scan<R: Read>(
+    path: &Path,
+    reader: R,
+    opts: &InspectOptions,
+    compressed: bool,
+) -> Result<Scan, ImageError> {
+    let corrupt = |reason: String| ImageError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let hit_eof = Rc::new(Cell::new(false));
+    let mut archive = tar::Archive::new(EofWatch {
+        inner: reader,
+        hit_eof: hit_eof.clone(),
+    });
+    let mut scan = Scan::default();
+    let entries = archive
+        .entries()
+        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
+    let mut count = 0usize;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| corrupt(format!("after {count} members: {e}")))?;
+        count += 1;
+        let raw = entry
+            .path()
+            .map_err(|e| corrupt(format!("bad member name: {e}")))?;
+        let name = normalize(&raw.to_string_lossy());
+        let kind = entry.header().entry_type();
+        if kind.is_dir() || name.is_empty() {
+            continue;
+        }
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(|e| corrupt(format!("{name}: bad link target: {e}")))?
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let target = if kind.is_symlink() && !target.starts_with('/') {
+                let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                normalize(&format!("{dir}/{target}"))
+            } else {
+                normalize(&target)
+            };
+            scan.links.insert(name, target);
+            continue;
+        }
+        if !(kind.is_file() || kind.is_contiguous()) {
+            continue;
+        }
+        let size = entry.size();
+        let hash_it =
+            blob_sha256(&name).filter(|_| opts.verify_blob_digests || wants_json(&name, size));
+        let mut hasher = hash_it.map(|_| Sha256::new());
+        let read_err = |e: io::Error| corrupt(format!("{name}: {e}"));
+        let mut got: u64 = 0;
+        if wants_json(&name, size) {
+            let mut buf = Vec::with_capacity(size as usize);
+            got = entry.read_to_end(&mut buf).map_err(read_err)? as u64;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf);
+            }
+            let looks_json = buf
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'{' || *b == b'[');
+            if looks_json || !name.starts_with("blobs/") {
+                scan.json.insert(name.clone(), buf);
+            }
+        } else if let Some(h) = hasher.as_mut() {
+            let mut buf = vec![0u8; 128 * 1024];
+            loop {
+                let n = entry.read(&mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+                h.update(&buf[..n]);
+            }
+        } else {
+            got = io::copy(&mut entry, &mut io::sink()).map_err(read_err)?;
+        }
+        if got != size {
+            // The tar reader returns a short member at end-of-file without error.
+            return Err(corrupt(format!(
+                "{name} is cut short: {got} of its {size} bytes are there"
+            )));
+        }
+        if let (Some(expected), Some(h)) = (hash_it, hasher) {
+            let actual = hex::encode(h.finalize());
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(ImageError::DigestMismatch {
+                    path: path.to_path_buf(),
+                    member: name,
+                    actual: format!("sha256:{actual}"),
+                });
+            }
+        }
+        scan.files.insert(name, size);
+    }
+    if hit_eof.get() {
+        return Err(corrupt(format!(
+            "the tar stream ends after {count} members without its end-of-archive marker (cut short?)"
+        )));
+    }
+    if compressed {
+        // Read the rest of the compressed stream (tar padding) so its own
+        // integrity checks (gzip CRC, zstd frame ends) run.
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| corrupt(format!("compressed stream: {e}")))?;
+    }
+    Ok(scan)
+}

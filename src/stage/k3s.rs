@@ -1,0 +1,206 @@
+//! K3s in the image, following K3s' own conventions: the binary at
+//! /usr/local/bin/k3s with the kubectl/crictl/ctr links the installer makes,
+//! units equivalent to the installer's, /etc/rancher/k3s/config.yaml (0600),
+//! registries.yaml, nerdctl wired to K3s' containerd, BuildKit when asked, and
+//! the airgap tarball plus every preloaded image where K3s imports them.
+//!
+//! The images live on the read-only root (verified, replaced whole by an
+//! update) under /usr/lib/edgeimg/k3s-images and appear at K3s' images
+//! directory through an overlay mount, whose writable upper layer on the data
+//! partition lets K3s keep its import cache (.cache.json) there.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use edgeimg_agent::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
+
+use super::system::{enable, write};
+use crate::bundle::ResolvedBundle;
+use crate::cmd::{self, Cmd};
+
+/// Where the images sit on the root, and where K3s looks for them.
+pub const IMAGES_ON_ROOT: &str = "usr/lib/edgeimg/k3s-images";
+pub const K3S_IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
+const IMAGES_MOUNT_UNIT: &str = "var-lib-rancher-k3s-agent-images.mount";
+
+pub struct K3sInput<'a> {
+    pub bundle: &'a ResolvedBundle,
+    pub settings: &'a K3sSettings,
+    /// A join token given at build time (secret: written 0600, never logged).
+    pub token: Option<&'a str>,
+    pub registries_yaml: Option<String>,
+    /// Validated image archives to preload.
+    pub preloaded: &'a [PathBuf],
+    pub buildkit: bool,
+}
+
+pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
+    let b = input.bundle;
+
+    // The binary and the links K3s' installer creates.
+    let k3s = std::fs::read(&b.k3s.path).with_context(|| format!("cannot read {}", b.k3s.path.display()))?;
+    write(tree, "usr/local/bin/k3s", &k3s, 0o755)?;
+    for link in ["kubectl", "crictl", "ctr"] {
+        let p = tree.join("usr/local/bin").join(link);
+        let _ = std::fs::remove_file(&p);
+        std::os::unix::fs::symlink("k3s", &p)?;
+    }
+    placed.push("usr/local/bin/k3s".into());
+
+    // Units for both roles; the agent enables the one node.toml/edgeimg.toml chooses.
+    write(tree, "usr/lib/systemd/system/k3s.service", unit("server", "Lightweight Kubernetes (server)").as_bytes(), 0o644)?;
+    write(tree, "usr/lib/systemd/system/k3s-agent.service", unit("agent", "Lightweight Kubernetes (agent)").as_bytes(), 0o644)?;
+    placed.extend(["usr/lib/systemd/system/k3s.service".into(), "usr/lib/systemd/system/k3s-agent.service".into()]);
+
+    // Config (0600: it may point at a token). The agent rewrites it on first
+    // boot with the node's hostname and node.toml's overrides.
+    let token_file = match input.token {
+        Some(t) => {
+            write(tree, K3S_TOKEN_FILE.trim_start_matches('/'), format!("{t}\n").as_bytes(), 0o600)?;
+            Some(K3S_TOKEN_FILE)
+        }
+        None => input.settings.token_file.as_deref(),
+    };
+    let yaml = edgeimg_agent::k3s::render_config_yaml(input.settings, None, "", token_file);
+    write(tree, K3S_CONFIG.trim_start_matches('/'), yaml.as_bytes(), 0o600)?;
+    placed.push(K3S_CONFIG.trim_start_matches('/').into());
+    if let Some(r) = &input.registries_yaml {
+        write(tree, "etc/rancher/k3s/registries.yaml", r.as_bytes(), 0o600)?;
+        placed.push("etc/rancher/k3s/registries.yaml".into());
+    }
+
+    // nerdctl talking to K3s' containerd, in the namespace pods use.
+    let nerdctl_dir = work.join("nerdctl");
+    extract(&b.nerdctl.path, &nerdctl_dir, &["nerdctl"])?;
+    copy_exec(&nerdctl_dir.join("nerdctl"), tree, "usr/local/bin/nerdctl")?;
+    write(tree, "etc/nerdctl/nerdctl.toml", NERDCTL_TOML.as_bytes(), 0o644)?;
+    placed.extend(["usr/local/bin/nerdctl".into(), "etc/nerdctl/nerdctl.toml".into()]);
+
+    if input.buildkit {
+        let full = b.nerdctl_full.as_ref().context("BuildKit was asked for but the bundle has no nerdctl-full archive (fetch with --buildkit)")?;
+        let full_dir = work.join("nerdctl-full");
+        extract(&full.path, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
+        copy_exec(&full_dir.join("bin/buildkitd"), tree, "usr/local/bin/buildkitd")?;
+        copy_exec(&full_dir.join("bin/buildctl"), tree, "usr/local/bin/buildctl")?;
+        write(tree, "usr/lib/systemd/system/buildkit.service", BUILDKIT_UNIT.as_bytes(), 0o644)?;
+        enable(tree, "buildkit.service", "multi-user.target")?;
+        placed.extend(["usr/local/bin/buildkitd".into(), "usr/local/bin/buildctl".into(), "usr/lib/systemd/system/buildkit.service".into()]);
+    }
+
+    // Images: airgap tarball and preloaded archives on the root, overlaid onto K3s' directory.
+    let images = tree.join(IMAGES_ON_ROOT);
+    std::fs::create_dir_all(&images)?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut add_image = |src: &Path, name: &str| -> Result<()> {
+        anyhow::ensure!(names.insert(name.to_string()), "two preloaded images are both named {name}; rename one");
+        std::fs::copy(src, images.join(name)).with_context(|| format!("cannot copy {}", src.display()))?;
+        placed.push(format!("{IMAGES_ON_ROOT}/{name}"));
+        Ok(())
+    };
+    add_image(&b.airgap_images.path, &b.airgap_images.file)?;
+    for p in input.preloaded {
+        let name = p.file_name().and_then(|n| n.to_str()).context("image archive without a file name")?;
+        add_image(p, name)?;
+    }
+    std::fs::create_dir_all(tree.join(K3S_IMAGES_DIR))?;
+    for d in ["var/lib/edgeimg/k3s-images/upper", "var/lib/edgeimg/k3s-images/work"] {
+        std::fs::create_dir_all(tree.join(d))?;
+    }
+    // An existing .cache.json turns on K3s' import cache: unchanged tarballs
+    // are not imported again on every start.
+    write(tree, "var/lib/edgeimg/k3s-images/upper/.cache.json", b"{}\n", 0o644)?;
+    write(tree, &format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}"), IMAGES_MOUNT.as_bytes(), 0o644)?;
+    enable(tree, IMAGES_MOUNT_UNIT, "local-fs.target")?;
+    Ok(placed)
+}
+
+/// Unpacks `members` of a .tar.gz release archive into `dest`.
+fn extract(archive: &Path, dest: &Path, members: &[&str]) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    Cmd::new(cmd::TAR)
+        .arg("-xzf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .args(members)
+        .run()
+        .with_context(|| format!("{} lacks {}", archive.display(), members.join(", ")))?;
+    Ok(())
+}
+
+fn copy_exec(src: &Path, tree: &Path, rel: &str) -> Result<()> {
+    let bytes = std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+    write(tree, rel, &bytes, 0o755)
+}
+
+/// The installer's unit, plus the images mount and ordering after first boot.
+fn unit(cmd: &str, description: &str) -> String {
+    format!(
+        "# Equivalent to the unit K3s' install.sh writes; installed by edgeimg.\n\
+[Unit]\n\
+Description={description}\n\
+Documentation=https://k3s.io\n\
+Wants=network-online.target\n\
+After=network-online.target edgeimg-firstboot.service\n\
+Requires={IMAGES_MOUNT_UNIT}\n\
+After={IMAGES_MOUNT_UNIT}\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n\
+\n\
+[Service]\n\
+Type=notify\n\
+NotifyAccess=all\n\
+EnvironmentFile=-/etc/default/%N\n\
+EnvironmentFile=-/etc/sysconfig/%N\n\
+EnvironmentFile=-/etc/systemd/system/%N.service.env\n\
+KillMode=process\n\
+Delegate=yes\n\
+User=root\n\
+LimitNOFILE=1048576\n\
+LimitNPROC=infinity\n\
+LimitCORE=infinity\n\
+TasksMax=infinity\n\
+TimeoutStartSec=0\n\
+Restart=always\n\
+RestartSec=5s\n\
+ExecStartPre=-/sbin/modprobe br_netfilter\n\
+ExecStartPre=-/sbin/modprobe overlay\n\
+ExecStart=/usr/local/bin/k3s {cmd}\n"
+    )
+}
+
+const IMAGES_MOUNT: &str = "# edgeimg: the images on the read-only root, seen where K3s imports them;\n\
+# the upper layer (data partition) holds K3s' .cache.json.\n\
+[Unit]\n\
+Description=K3s images directory (edgeimg)\n\
+RequiresMountsFor=/var /usr\n\
+\n\
+[Mount]\n\
+What=overlay\n\
+Where=/var/lib/rancher/k3s/agent/images\n\
+Type=overlay\n\
+Options=lowerdir=/usr/lib/edgeimg/k3s-images,upperdir=/var/lib/edgeimg/k3s-images/upper,workdir=/var/lib/edgeimg/k3s-images/work\n\
+\n\
+[Install]\n\
+WantedBy=local-fs.target\n";
+
+const NERDCTL_TOML: &str = "# edgeimg: nerdctl talks to K3s' containerd, in the namespace Kubernetes uses,\n\
+# so `nerdctl ps` shows the cluster's containers and built images are usable by pods.\n\
+address = \"unix:///run/k3s/containerd/containerd.sock\"\n\
+namespace = \"k8s.io\"\n";
+
+const BUILDKIT_UNIT: &str = "# edgeimg: BuildKit with its containerd worker on K3s' containerd (OCI worker off),\n\
+# so `nerdctl build` makes images pods can use at once.\n\
+[Unit]\n\
+Description=BuildKit (containerd worker on K3s' containerd)\n\
+After=k3s.service k3s-agent.service\n\
+\n\
+[Service]\n\
+ExecStart=/usr/local/bin/buildkitd --oci-worker=false --containerd-worker=true --containerd-worker-addr=/run/k3s/containerd/containerd.sock --containerd-worker-namespace=k8s.io\n\
+Restart=always\n\
+RestartSec=5s\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n";
