@@ -90,10 +90,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         users: cfg.users.clone(),
         boot_mount: "/boot/efi".into(),
         k3s: match (&cfg.k3s, &k3s) {
-            (Some(k), Some(inputs)) => Some(edgeimg_agent::schema::K3sSettings { stand_in: inputs.stand_in, ..k.settings.clone() }),
+            (Some(k), Some(inputs)) => Some(edgeimg_agent::schema::K3sSettings {
+                stand_in: inputs.stand_in,
+                // A token given at build time is placed in the agent's token file.
+                token_file: if k.token.is_some() { Some(edgeimg_agent::schema::K3S_TOKEN_FILE.to_string()) } else { k.settings.token_file.clone() },
+                ..k.settings.clone()
+            }),
             _ => None,
         },
     };
+    // What the agent would reject on every device must stop the build instead.
+    image_config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
     let system = stage::system::SystemInput {
         agent,
         image_config: &image_config,
@@ -149,7 +156,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // Filesystems.
     let t = Instant::now();
     let root_img = work.path().join("root.erofs");
-    let root_bytes = erofs::make(&tree, &root_img, plan.ids.root_a_fs_uuid, epoch)?;
+    let root_bytes = erofs::make(&tree, &root_img, plan.ids.root_a_fs_uuid, epoch, cfg.root_compression)?;
     progress.note(&format!("fs: EROFS root {} ({:.1}s)", config::size::human(root_bytes), t.elapsed().as_secs_f64()));
     let fixed = match cfg.size {
         ImageSize::Auto => None,

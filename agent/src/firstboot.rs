@@ -64,7 +64,7 @@ pub fn run(root: &Root) -> Result<()> {
     let node_k3s = node.as_ref().and_then(|n| n.k3s.as_ref());
     // Merge and check K3s settings before any step, so a bad node.toml changes nothing.
     let k3s_plan = match &image.k3s {
-        Some(k) => Some(crate::k3s::plan(k, node_k3s).map_err(step_err("config"))?),
+        Some(k) => Some(crate::k3s::plan_on_device(root, k, node_k3s).map_err(step_err("config"))?),
         None => {
             if node_k3s.is_some() {
                 crate::log("node.toml has a [k3s] table but the image was built without K3s; ignoring it");

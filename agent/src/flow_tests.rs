@@ -152,6 +152,7 @@ fn fake_k3s(root: &Root, script: &str) -> ReadyOptions {
     let bin = root.path("/usr/local/bin/k3s");
     let count = root.path("/tmp/k3s-calls");
     let args = root.path("/tmp/k3s-args");
+    fs::create_dir_all(root.path("/tmp")).unwrap();
     write(
         root,
         "/usr/local/bin/k3s",
@@ -163,6 +164,8 @@ fn fake_k3s(root: &Root, script: &str) -> ReadyOptions {
     );
     ReadyOptions {
         poll_interval: Duration::from_millis(20),
+        // Bounded so a broken fake fails the test quickly.
+        timeout: Some(Duration::from_secs(20)),
         kubectl: Some(vec!["/bin/sh".into(), bin.to_string_lossy().into_owned(), "kubectl".into()]),
         ..ReadyOptions::default()
     }

@@ -73,7 +73,8 @@ pub fn merge(image: &K3sSettings, node: Option<&K3sNodeSettings>) -> K3sSettings
 /// K3s' config.yaml for `settings` merged with `node` (see [`merge`]), with
 /// keys spelled as K3s spells its flags. `token_file`, when given, overrides
 /// the merged `token-file` (first boot passes [`K3S_TOKEN_FILE`] after
-/// storing a token there). `hostname` is always the first `tls-san`.
+/// storing a token there). `hostname` is always the first `tls-san` (none
+/// when it is empty, as at build time).
 /// Server-only keys (`write-kubeconfig-mode`, `cluster-init`, `tls-san`,
 /// `disable`) are left out for agents. Every string is a quoted scalar
 /// ([`yaml_quote`]), so no value can inject a key; values are expected to
@@ -103,7 +104,8 @@ pub fn render_config_yaml(settings: &K3sSettings, node: Option<&K3sNodeSettings>
         y.push_str(&format!("token-file: {}\n", yaml_quote(t)));
     }
     if server {
-        let mut sans: Vec<&str> = vec![hostname];
+        // The builder renders the image's default before any hostname exists.
+        let mut sans: Vec<&str> = if hostname.is_empty() { vec![] } else { vec![hostname] };
         for s in &m.tls_san {
             if !sans.contains(&s.as_str()) {
                 sans.push(s);
@@ -175,6 +177,18 @@ pub fn plan(image: &K3sSettings, node: Option<&K3sNodeSettings>) -> Result<K3sPl
         ),
     };
     Ok(K3sPlan { settings: m, node: node.cloned(), token })
+}
+
+/// [`plan`] on the device: a token file already at [`K3S_TOKEN_FILE`] (baked
+/// by the builder from edgeimg.toml's token, or stored by an earlier,
+/// interrupted first boot) counts as the image's `token_file` when the image
+/// names none, so a joining node needs no token in node.toml then.
+pub fn plan_on_device(root: &Root, image: &K3sSettings, node: Option<&K3sNodeSettings>) -> Result<K3sPlan> {
+    let mut image = image.clone();
+    if image.token_file.is_none() && fsutil::read_opt(&root.path(K3S_TOKEN_FILE))?.is_some_and(|t| !t.trim().is_empty()) {
+        image.token_file = Some(K3S_TOKEN_FILE.into());
+    }
+    plan(&image, node)
 }
 
 /// 32 random bytes as 64 hex characters.
@@ -350,6 +364,9 @@ disable:
   - "servicelb"
 "#
         );
+        // Build time (no hostname yet): no empty SAN.
+        let y = render_config_yaml(&K3sSettings::default(), None, "", None);
+        assert!(!y.contains("tls-san") && !y.contains("\"\""), "{y}");
         // Minimal server: only the mode and the hostname.
         assert_eq!(
             render_config_yaml(&K3sSettings::default(), None, "n", None),
@@ -442,6 +459,20 @@ node-taint:
         // node says cluster_init together with a server: refused.
         let bad = K3sNodeSettings { server: Some("https://s:6443".into()), cluster_init: Some(true), ..Default::default() };
         assert!(plan(&img_file, Some(&bad)).unwrap_err().to_string().contains("exclusive"));
+    }
+
+    #[test]
+    fn baked_token_file_counts_on_device() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let agent = K3sNodeSettings { role: Some(K3sRole::Agent), server: Some("https://s:6443".into()), ..Default::default() };
+        assert!(plan_on_device(&root, &K3sSettings::default(), Some(&agent)).is_err());
+        fsutil::write_atomic(&root.path(K3S_TOKEN_FILE), b"baked\n", 0o600).unwrap();
+        let p = plan_on_device(&root, &K3sSettings::default(), Some(&agent)).unwrap();
+        assert_eq!(p.token, TokenSource::File(K3S_TOKEN_FILE.into()));
+        // node.toml's token still wins.
+        let agent = K3sNodeSettings { token: Some("n".into()), ..agent };
+        assert_eq!(plan_on_device(&root, &K3sSettings::default(), Some(&agent)).unwrap().token, TokenSource::Node("n".into()));
     }
 
     #[test]

@@ -8,9 +8,13 @@ usage: edgeimg-agent <command>
 
 commands:
   firstboot        one-time device setup (grow /var, machine-id, hostname,
-                   SSH host keys, users); a no-op once it has completed
-  ready            mark this boot ready and print `edgeimg: node ready`
-  status [--json]  report readiness; exit 0 when ready, 1 otherwise
+                   SSH host keys, users, K3s config and unit); a no-op once
+                   it has completed
+  ready            mark this boot ready and print `edgeimg: node ready`; with
+                   K3s, wait for the node to report Ready and print
+                   `edgeimg: cluster ready`
+  status [--json]  report readiness; exit 0 when ready (with K3s: and the
+                   cluster), 1 otherwise
 
 options:
   -h, --help       show this help

@@ -80,15 +80,34 @@ pub fn append_boot(log: &str, boot_id: &str) -> Option<String> {
     Some(s)
 }
 
-/// Print `line` on `out` and on the console (appending: the console may be a
+/// Print `line` on `out` and on every console (appending: a console may be a
 /// plain file under a test root).
 fn announce(root: &Root, out: &mut dyn Write, line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-    // The console may be absent or busy; the journal still has the stdout line.
-    if let Ok(mut c) = std::fs::OpenOptions::new().append(true).open(root.path("/dev/console")) {
-        let _ = c.write_all(format!("\r\n{line}\n").as_bytes());
+    // The consoles may be absent or busy; the journal still has the stdout line.
+    for dev in console_devices(root) {
+        if let Ok(mut c) = std::fs::OpenOptions::new().append(true).open(root.path(&dev)) {
+            let _ = c.write_all(format!("\r\n{line}\n").as_bytes());
+        }
     }
+}
+
+/// /dev/console plus every console the kernel has active: /dev/console is
+/// only the last `console=`, and an operator may watch another one (a Pi's
+/// HDMI tty1 and its serial port; QEMU's raspi4b serial port is ttyAMA0 while
+/// the card's last console is the real Pi's mini UART).
+fn console_devices(root: &Root) -> Vec<String> {
+    let mut devs = vec!["/dev/console".to_string()];
+    let active = std::fs::read_to_string(root.path("/sys/class/tty/console/active")).unwrap_or_default();
+    for name in active.split_whitespace() {
+        let dev = format!("/dev/{name}");
+        // /dev/console already is the last active one: don't print it twice there.
+        if name != active.split_whitespace().last().unwrap_or_default() && !devs.contains(&dev) {
+            devs.push(dev);
+        }
+    }
+    devs
 }
 
 /// Run `command` once, killing it (and its process group) after `limit`.
@@ -122,7 +141,7 @@ fn probe_once(command: &[String], limit: Duration) -> std::result::Result<String
             // thread has not returned), so the group id is still ours.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = rx.recv_timeout(Duration::from_secs(1));
-            Err(format!("kubectl did not answer within {} s", limit.as_secs()))
+            Err(format!("kubectl did not answer within {} s", limit.as_secs_f64()))
         }
     }
 }
@@ -208,7 +227,22 @@ pub fn run_with(root: &Root, opts: &ReadyOptions, out: &mut dyn Write) -> Result
 
 #[cfg(test)]
 mod tests {
-    use super::append_boot;
+    use super::{append_boot, wait_cluster_ready};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn hung_probe_is_killed_and_reported() {
+        let t = Instant::now();
+        // The shell's child `sleep` holds the pipes: the whole group must die.
+        let cmd = ["/bin/sh".to_string(), "-c".into(), "sleep 30; echo True".into()];
+        let w = wait_cluster_ready(&cmd, "n", Duration::from_millis(50), Duration::from_millis(300), Duration::from_millis(200));
+        assert!(!w.ready);
+        assert!(w.last_error.contains("did not answer"), "{w:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let w = wait_cluster_ready(&["/nonexistent/k3s".to_string()], "n", Duration::from_millis(10), Duration::ZERO, Duration::from_secs(1));
+        assert_eq!((w.ready, w.polls), (false, 1));
+        assert!(w.last_error.starts_with("cannot run /nonexistent/k3s"), "{w:?}");
+    }
 
     #[test]
     fn boots_log_appends_once() {

@@ -23,18 +23,49 @@ pub fn exclusive() -> edgeimg::cache::Lock {
     edgeimg::cache::Lock::acquire(&edgeimg::cache::dir().join("vm-tests.lock")).expect("VM test lock")
 }
 
-/// Builds the image described by `config` (relative to qemu-tests/) into `out`.
-pub fn build(config: &str, board: Option<&str>, out: &Path) -> Result<BuildReport> {
+/// Builds the image described by `config` into `out`, with K3s from `bundle`.
+pub fn build(config: &Path, board: Option<&str>, out: &Path, bundle: Option<&Path>) -> Result<BuildReport> {
     edgeimg::pipeline::build(&BuildOptions {
-        config: Some(repo_root().join("qemu-tests").join(config)),
+        config: Some(config.to_path_buf()),
         board: board.map(String::from),
         out: out.to_path_buf(),
         refresh: false,
         compression: Some(edgeimg::artifact::Compression::None),
         quiet: false,
-        bundle: None,
+        bundle: bundle.map(Path::to_path_buf),
         lock: None,
     })
+}
+
+/// The K3s bundle for the VM tests: `EDGEIMG_K3S_BUNDLE` (a directory of
+/// real upstream assets) when set, else edgeimg's labelled STAND-IN bundle made
+/// by qemu-tests/standin/make-bundle (NOT K3s). Returns the directory and
+/// whether it is the stand-in.
+pub fn k3s_bundle(arch: &str, work: &Path) -> Result<(PathBuf, bool)> {
+    if let Some(real) = std::env::var_os("EDGEIMG_K3S_BUNDLE") {
+        return Ok((PathBuf::from(real), false));
+    }
+    let dir = work.join("standin-bundle");
+    let script = repo_root().join("qemu-tests/standin/make-bundle");
+    let st = std::process::Command::new(&script).args(["--arch", arch, "--out"]).arg(&dir).status()?;
+    anyhow::ensure!(st.success(), "{} --arch {arch} failed", script.display());
+    Ok((dir, true))
+}
+
+/// The self-check image's config: users, the self-check overlay, K3s with a
+/// preloaded image (docker.io/edgeimg/hello:1, made by make-bundle).
+pub fn selfcheck_config(arch: &str, work: &Path) -> Result<PathBuf> {
+    let hello = work.join("hello.tar");
+    let script = repo_root().join("qemu-tests/standin/make-bundle");
+    let st = std::process::Command::new(&script).args(["--preload-image", "--arch", arch, "--out"]).arg(&hello).status()?;
+    anyhow::ensure!(st.success(), "{} --preload-image failed", script.display());
+    let base = std::fs::read_to_string(repo_root().join("qemu-tests/selfcheck.toml"))?;
+    let overlay = repo_root().join("qemu-tests/overlays/selfcheck");
+    let text = base.replace("overlays = [\"overlays/selfcheck\"]", &format!("overlays = [{:?}]", overlay.display().to_string()))
+        + "\n[k3s]\nimages = [\"hello.tar\"]\n";
+    let path = work.join("edgeimg.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// A sparse copy of `image` grown to `size` bytes: a medium larger than the image.
@@ -52,7 +83,8 @@ pub fn boot_once(board: &str, disk: &Path, work: &Path, log_name: &str) -> Resul
     let vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work)?;
     let log = log_dir().join(log_name);
     let mut running = vm.spawn_captured(&log)?;
-    let ready = running.wait_for(edgeimg_agent::schema::READY_LINE, READY_TIMEOUT).context("waiting for the ready line")?;
+    running.wait_for(edgeimg_agent::schema::READY_LINE, READY_TIMEOUT).context("waiting for the node-ready line")?;
+    let ready = running.wait_for("edgeimg: cluster ready", READY_TIMEOUT).context("waiting for the cluster-ready line")?;
     let line = running.wait_for("EDGEIMG-SELFCHECK {", SELFCHECK_TIMEOUT).context("waiting for the guest self-check")?;
     let json = &line[line.find('{').unwrap()..];
     let v: serde_json::Value = serde_json::from_str(json).with_context(|| format!("self-check line is not JSON: {line}"))?;
@@ -78,7 +110,10 @@ const MIB: u64 = 1024 * 1024;
 pub fn check_two_boots(board: &str) {
     let _guard = exclusive();
     let out = tempfile::tempdir().unwrap();
-    let report = build("selfcheck.toml", Some(board), out.path()).unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
+    let arch = edgeimg::config::board::load(board).unwrap().arch;
+    let (bundle, stand_in) = k3s_bundle(&arch, out.path()).expect("K3s bundle for the VM test");
+    let config = selfcheck_config(&arch, out.path()).expect("self-check config");
+    let report = build(&config, Some(board), out.path(), Some(&bundle)).unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
     let image_len = std::fs::metadata(&report.image).unwrap().len();
     // A bigger medium; a power of two so QEMU's SD card model takes it as is.
     let disk_len = (image_len + 2 * GIB).next_power_of_two();
@@ -86,7 +121,19 @@ pub fn check_two_boots(board: &str) {
     disk_copy(&report.image, &disk, disk_len).unwrap();
 
     let (first, ready) = boot_once(board, &disk, out.path(), &format!("{board}-boot1.log")).unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
-    assert!(ready.contains("edgeimg: node ready"), "{ready}");
+    // The cluster-ready line; the stand-in says it is not K3s.
+    assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
+    assert_eq!(ready.contains("stand-in"), stand_in, "{ready}");
+    assert_eq!(first["status"]["cluster_ready"], true, "{first}");
+    let k = &first["k3s"];
+    assert_eq!(k["active_units"], 1, "k3s.service must be running: {first}");
+    assert!(k["images"].as_str().unwrap().contains("docker.io/edgeimg/hello:1"), "preloaded image imported: {first}");
+    assert!(k["hello"].as_str().unwrap().contains("hello from a preloaded image"), "the preloaded image runs: {first}");
+    assert!(k["nerdctl_sees_hello"].as_u64().unwrap() >= 1, "nerdctl reaches K3s' containerd in k8s.io: {first}");
+    assert_eq!(k["config_mode"], "600", "{first}");
+    if stand_in {
+        assert_eq!(k["imported"], 2, "airgap tarball and preloaded image imported on first boot: {first}");
+    }
     assert_eq!(first["usr_ro"], true, "/usr must be read-only: {first}");
     assert_eq!(first["root_fstype"], "erofs", "{first}");
     assert_eq!(first["etc_fstype"], "overlay", "{first}");
@@ -117,4 +164,11 @@ pub fn check_two_boots(board: &str) {
     assert_eq!(second["status"]["boots"], 2, "{second}");
     assert_eq!(second["hostname"], first["hostname"], "hostname must persist: {second}");
     assert_eq!(second["usr_ro"], true);
+    assert_eq!(second["k3s"]["active_units"], 1, "{second}");
+    assert!(second["k3s"]["hello"].as_str().unwrap().contains("hello from a preloaded image"), "{second}");
+    if stand_in {
+        // K3s' import cache: unchanged archives are not imported again.
+        assert_eq!(second["k3s"]["imported"], 0, "re-imported on the second boot: {second}");
+        assert_eq!(second["k3s"]["cached"], 2, "{second}");
+    }
 }

@@ -34,10 +34,30 @@ CONFIG=$P/etc/rancher/k3s/config.yaml
 KUBECONFIG_OUT=$P/etc/rancher/k3s/k3s.yaml
 KUBELET_KUBECONFIG=$AGENT_DIR/kubelet.kubeconfig
 IMPORT_LOG=$AGENT_DIR/standin-imported.log
-# Debian's binaries, by absolute path: /usr/local/bin/ctr may be a link to this
-# script, and PATH puts /usr/local/bin first.
-REAL_CTR=${EDGEIMG_STANDIN_CTR:-/usr/bin/ctr}
-REAL_CONTAINERD=${EDGEIMG_STANDIN_CONTAINERD:-/usr/bin/containerd}
+# Like K3s, the stand-in carries its runtime: Debian's containerd, its runc
+# shim, ctr and runc, in a tar.gz appended to this script after the marker
+# line, unpacked once into the data dir (K3s uses /var/lib/rancher/k3s/data/<hash>).
+SELF=$(readlink -f "$0")
+DATA=$P/var/lib/rancher/k3s/data/edgeimg-standin
+PAYLOAD_MARKER=__EDGEIMG_STANDIN_PAYLOAD__
+# By absolute path: /usr/local/bin/ctr may be a link to this script, and PATH
+# puts /usr/local/bin first.
+REAL_CTR=${EDGEIMG_STANDIN_CTR:-$DATA/bin/ctr}
+REAL_CONTAINERD=${EDGEIMG_STANDIN_CONTAINERD:-$DATA/bin/containerd}
+
+# Unpacks the appended runtime unless it is there already.
+ensure_runtime() {
+    [ -x "$DATA/bin/containerd" ] && return 0
+    line=$(grep -an "^$PAYLOAD_MARKER\$" "$SELF" | head -n1 | cut -d: -f1)
+    [ -n "$line" ] || return 0
+    rm -rf "$DATA.tmp" && mkdir -p "$DATA.tmp" || die "cannot create $DATA.tmp"
+    tail -n +"$((line + 1))" "$SELF" | tar -xzf - -C "$DATA.tmp" || die "cannot unpack the runtime from $SELF"
+    rm -rf "$DATA" && mv "$DATA.tmp" "$DATA" || die "cannot move the runtime to $DATA"
+}
+ensure_runtime
+# containerd finds its shim, and the shim runc, on PATH.
+PATH=$DATA/bin:$PATH
+export PATH
 SOCKET_TIMEOUT=${EDGEIMG_STANDIN_SOCKET_TIMEOUT:-120}
 NO_API='edgeimg stand-in: no Kubernetes API (this is not K3s)'
 VERSION_LINE='k3s version v0.0.0-standin (edgeimg STAND-IN for K3s, NOT K3s)'
@@ -230,8 +250,8 @@ run_node() {
     else
         log "no $CONFIG"
     fi
-    [ -x "$REAL_CONTAINERD" ] || die "$REAL_CONTAINERD not found (the image needs Debian's containerd package)"
-    [ -x "$REAL_CTR" ] || die "$REAL_CTR not found (the image needs Debian's containerd package)"
+    [ -x "$REAL_CONTAINERD" ] || die "$REAL_CONTAINERD not found (the runtime payload did not unpack)"
+    [ -x "$REAL_CTR" ] || die "$REAL_CTR not found (the runtime payload did not unpack)"
     if containerd_answers; then die "something already serves $SOCK"; fi
     rm -f "$IMPORT_LOG" "$IMPORT_LOG.tmp"
     write_containerd_config
@@ -320,3 +340,4 @@ case $cmd in
         echo "usage: k3s server|agent [flags] | k3s kubectl get node NAME -o jsonpath=... | k3s ctr ..." >&2
         exit 1 ;;
 esac
+exit $?
