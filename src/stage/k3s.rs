@@ -137,12 +137,13 @@ fn copy_exec(src: &Path, tree: &Path, rel: &str) -> Result<()> {
 /// The installer's unit, plus the images mount and ordering after first boot.
 fn unit(cmd: &str, description: &str) -> String {
     format!(
-        "# Equivalent to the unit K3s' install.sh writes; installed by edgeimg.\n\
+        "# Equivalent to the unit K3s' install.sh writes; installed by edgeimg. One\n\
+# change: it does not wait for network-online.target, which an air-gapped\n\
+# device may never reach (systemd-networkd-wait-online would hold K3s 2 minutes).\n\
 [Unit]\n\
 Description={description}\n\
 Documentation=https://k3s.io\n\
-Wants=network-online.target\n\
-After=network-online.target edgeimg-firstboot.service\n\
+After=network.target edgeimg-firstboot.service\n\
 Requires={IMAGES_MOUNT_UNIT}\n\
 After={IMAGES_MOUNT_UNIT}\n\
 \n\

@@ -50,9 +50,14 @@ ensure_runtime() {
     [ -x "$DATA/bin/containerd" ] && return 0
     line=$(grep -an "^$PAYLOAD_MARKER\$" "$SELF" | head -n1 | cut -d: -f1)
     [ -n "$line" ] || return 0
-    rm -rf "$DATA.tmp" && mkdir -p "$DATA.tmp" || die "cannot create $DATA.tmp"
-    tail -n +"$((line + 1))" "$SELF" | tar -xzf - -C "$DATA.tmp" || die "cannot unpack the runtime from $SELF"
-    rm -rf "$DATA" && mv "$DATA.tmp" "$DATA" || die "cannot move the runtime to $DATA"
+    # Several invocations may race (k3s server and the agent's kubectl polls):
+    # each unpacks into its own directory and renames it into place; a rename
+    # onto a directory another one already filled fails, and that one is kept.
+    tmp=$DATA.tmp.$$
+    rm -rf "$tmp" && mkdir -p "$tmp" || die "cannot create $tmp"
+    tail -n +"$((line + 1))" "$SELF" | tar -xzf - -C "$tmp" || { rm -rf "$tmp"; die "cannot unpack the runtime from $SELF"; }
+    mv -T "$tmp" "$DATA" 2>/dev/null || rm -rf "$tmp"
+    [ -x "$DATA/bin/containerd" ] || die "no runtime in $DATA after unpacking"
 }
 ensure_runtime
 # containerd finds its shim, and the shim runc, on PATH.
