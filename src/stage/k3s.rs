@@ -146,9 +146,8 @@ Documentation=https://k3s.io\n\
 After=network.target edgeimg-firstboot.service\n\
 Requires={IMAGES_MOUNT_UNIT}\n\
 After={IMAGES_MOUNT_UNIT}\n\
-\n\
-[Install]\n\
-WantedBy=multi-user.target\n\
+# No [Install] section: systemd's first-boot preset-all would enable both\n\
+# roles' units. The first-boot agent enables the one for this node's role.\n\
 \n\
 [Service]\n\
 Type=notify\n\
