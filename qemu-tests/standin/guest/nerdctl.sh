@@ -13,7 +13,8 @@
 # then the toml ($NERDCTL_TOML, default /etc/nerdctl/nerdctl.toml), then the
 # defaults (/run/containerd/containerd.sock, namespace default).
 set -u
-REAL_CTR=${EDGEIMG_STANDIN_CTR:-/usr/bin/ctr}
+# The ctr the stand-in k3s unpacked (it carries its runtime, as K3s does).
+REAL_CTR=${EDGEIMG_STANDIN_CTR:-${EDGEIMG_STANDIN_PREFIX:-}/var/lib/rancher/k3s/data/edgeimg-standin/bin/ctr}
 TOML=${NERDCTL_TOML:-/etc/nerdctl/nerdctl.toml}
 LABEL='edgeimg stand-in nerdctl (NOT nerdctl)'
 
