@@ -11,6 +11,8 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("x86_64", include_str!("../../boards/x86_64.toml")),
     ("arm64", include_str!("../../boards/arm64.toml")),
     ("rpi4", include_str!("../../boards/rpi4.toml")),
+    ("pi400", include_str!("../../boards/pi400.toml")),
+    ("cm4", include_str!("../../boards/cm4.toml")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -151,7 +153,22 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
         .find(|(n, _)| *n == name)
         .ok_or_else(|| ConfigError::UnknownBoard { name: name.to_string(), known: names().join(", "), at: None })?;
     let file = format!("boards/{name}.toml (embedded)");
-    let board: Board = toml::from_str(text).map_err(|e| ConfigError::Toml { file: file.clone(), message: e.to_string() })?;
+    let bad = |e: toml::de::Error| ConfigError::Toml { file: file.clone(), message: e.to_string() };
+    let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
+    // `inherits = "other"`: a board that differs from another only in a few keys
+    // (Pi 400 and CM4 from rpi4) names it and overrides top-level keys.
+    if let Some(parent) = table.remove("inherits") {
+        let parent = parent.as_str().ok_or_else(|| ConfigError::Toml { file: file.clone(), message: "`inherits` must be a board name".into() })?;
+        let (_, parent_text) = EMBEDDED.iter().find(|(n, _)| *n == parent && *n != name).ok_or_else(|| ConfigError::UnknownBoard {
+            name: parent.to_string(),
+            known: names().join(", "),
+            at: Some(format!("{file}: key `inherits`")),
+        })?;
+        let mut merged: toml::Table = toml::from_str(parent_text).map_err(bad)?;
+        merged.extend(table);
+        table = merged;
+    }
+    let board: Board = table.try_into().map_err(bad)?;
     board.validate(&file)?;
     Ok(board)
 }
