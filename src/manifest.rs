@@ -22,6 +22,8 @@ pub struct Inputs<'a> {
     pub overlays: &'a [(PathBuf, Vec<(String, String)>)],
     pub layout: &'a Layout,
     pub k3s: Option<&'a crate::k3s_inputs::K3sInputs>,
+    /// Files edgeimg itself placed into the root (relative paths).
+    pub placed: &'a [String],
     pub image: &'a Path,
     pub epoch: u64,
 }
@@ -46,6 +48,8 @@ pub struct Manifest {
     pub kernel_cmdline: String,
     pub inputs: InputList,
     pub layout: Layout,
+    /// Files edgeimg placed into the root on top of the Debian base, sorted.
+    pub placed_files: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,6 +163,12 @@ impl Manifest {
                     }).collect(),
             },
             layout: i.layout.clone(),
+            placed_files: {
+                let mut v = i.placed.to_vec();
+                v.sort();
+                v.dedup();
+                v
+            },
         })
     }
 }

@@ -218,6 +218,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         overlays: &overlay_files,
         layout: &layout,
         k3s: k3s.as_ref(),
+        placed: &placed,
         image: &img_path,
         epoch,
     })?;
@@ -235,7 +236,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         std::fs::rename(staging_out.path().join(n), &dest).with_context(|| format!("cannot publish {}", dest.display()))?;
         outputs.push(dest);
     }
-    let _ = placed;
     let seconds = started.elapsed().as_secs_f64();
     progress.note(&format!("edgeimg: wrote {} in {:.1}s", out_dir.join(&img_name).display(), seconds));
     Ok(BuildReport { image: out_dir.join(&img_name), outputs, base_reused: base.reused, seconds })
