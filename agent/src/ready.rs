@@ -100,10 +100,12 @@ fn announce(root: &Root, out: &mut dyn Write, line: &str) {
 fn console_devices(root: &Root) -> Vec<String> {
     let mut devs = vec!["/dev/console".to_string()];
     let active = std::fs::read_to_string(root.path("/sys/class/tty/console/active")).unwrap_or_default();
+    // Which of them /dev/console is cannot be told reliably from here (the
+    // order of `active` differs between setups), so a line may show twice on
+    // the console device; never missing on one is what matters.
     for name in active.split_whitespace() {
         let dev = format!("/dev/{name}");
-        // /dev/console already is the last active one: don't print it twice there.
-        if name != active.split_whitespace().last().unwrap_or_default() && !devs.contains(&dev) {
+        if !devs.contains(&dev) {
             devs.push(dev);
         }
     }
