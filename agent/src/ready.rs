@@ -91,6 +91,13 @@ fn announce(root: &Root, out: &mut dyn Write, line: &str) {
             let _ = c.write_all(format!("\r\n{line}\n").as_bytes());
         }
     }
+    // And through the kernel log, which the kernel prints on every console by
+    // polling: a serial port whose tty path does not deliver user writes (the
+    // PL011 of QEMU's raspi4b) still shows it. Level 4 (warning) passes the
+    // default console log level.
+    if let Ok(mut k) = std::fs::OpenOptions::new().append(true).open(root.path("/dev/kmsg")) {
+        let _ = k.write_all(format!("<4>{line}\n").as_bytes());
+    }
 }
 
 /// /dev/console plus every console the kernel has active: /dev/console is
