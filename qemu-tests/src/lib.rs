@@ -131,6 +131,8 @@ pub fn check_two_boots(board: &str) {
     assert!(k["hello"].as_str().unwrap().contains("hello from a preloaded image"), "the preloaded image runs: {first}");
     assert!(k["nerdctl_sees_hello"].as_u64().unwrap() >= 1, "nerdctl reaches K3s' containerd in k8s.io: {first}");
     assert_eq!(k["config_mode"], "600", "{first}");
+    // A first server generates its token; it must be in no log line.
+    assert_eq!(k["token_logged"], 0, "the join token is in the journal (or no token file): {first}");
     if stand_in {
         assert_eq!(k["imported"], 2, "airgap tarball and preloaded image imported on first boot: {first}");
     }
