@@ -8,7 +8,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const TARGETS: &[(&str, &str)] = &[("x86_64", "x86_64-unknown-linux-musl"), ("aarch64", "aarch64-unknown-linux-musl")];
+const TARGETS: &[(&str, &str)] = &[
+    ("x86_64", "x86_64-unknown-linux-musl"),
+    ("aarch64", "aarch64-unknown-linux-musl"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -17,30 +20,55 @@ fn main() {
     println!("cargo:rerun-if-changed=agent/Cargo.toml");
     println!("cargo:rerun-if-changed=agent/units");
     for (arch, _) in TARGETS {
-        println!("cargo:rerun-if-env-changed=EDGEIMG_AGENT_{}", arch.to_uppercase());
+        println!(
+            "cargo:rerun-if-env-changed=EDGEIMG_AGENT_{}",
+            arch.to_uppercase()
+        );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = out_dir.join("agent-target");
     for (arch, triple) in TARGETS {
         let dest = out_dir.join(format!("edgeimg-agent-{arch}"));
         if let Ok(prebuilt) = std::env::var(format!("EDGEIMG_AGENT_{}", arch.to_uppercase())) {
-            std::fs::copy(&prebuilt, &dest).unwrap_or_else(|e| panic!("cannot copy EDGEIMG_AGENT_{arch}={prebuilt}: {e}"));
+            std::fs::copy(&prebuilt, &dest)
+                .unwrap_or_else(|e| panic!("cannot copy EDGEIMG_AGENT_{arch}={prebuilt}: {e}"));
             continue;
         }
         let mut cmd = Command::new(&cargo);
         // Only keep the environment a plain cargo invocation would see.
         for (k, _) in std::env::vars() {
-            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_MAKEFLAGS") || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_MAKEFLAGS")
+                || k == "RUSTFLAGS"
+                || k == "RUSTC_WRAPPER"
+            {
                 cmd.env_remove(&k);
             }
         }
-        let linker_var = format!("CARGO_TARGET_{}_LINKER", triple.to_uppercase().replace('-', "_"));
+        let linker_var = format!(
+            "CARGO_TARGET_{}_LINKER",
+            triple.to_uppercase().replace('-', "_")
+        );
         let status = cmd
             .current_dir(&manifest_dir)
-            .args(["build", "--release", "--locked", "-p", "edgeimg-agent", "--target", triple])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "edgeimg-agent",
+                "--target",
+                triple,
+            ])
             .arg("--target-dir")
             .arg(&target_dir)
-            .args(["--config", "profile.release.opt-level=\"s\"", "--config", "profile.release.strip=true", "--config", "profile.release.panic=\"abort\""])
+            .args([
+                "--config",
+                "profile.release.opt-level=\"s\"",
+                "--config",
+                "profile.release.strip=true",
+                "--config",
+                "profile.release.panic=\"abort\"",
+            ])
             // Pure Rust + musl's self-contained CRT: rust-lld links it without a C cross toolchain.
             .env(linker_var, "rust-lld")
             .status()
@@ -51,7 +79,11 @@ fn main() {
                 arch.to_uppercase()
             );
         }
-        let built = target_dir.join(triple).join("release").join("edgeimg-agent");
-        std::fs::copy(&built, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+        let built = target_dir
+            .join(triple)
+            .join("release")
+            .join("edgeimg-agent");
+        std::fs::copy(&built, &dest)
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
     }
 }

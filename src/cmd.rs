@@ -17,30 +17,88 @@ pub struct Tool {
     pub purpose: &'static str,
 }
 
-pub const MMDEBSTRAP: Tool = Tool { name: "mmdebstrap", package: "mmdebstrap", purpose: "bootstrap the Debian root filesystem" };
-pub const NEWUIDMAP: Tool = Tool { name: "newuidmap", package: "uidmap", purpose: "user namespaces for mmdebstrap --mode=unshare" };
-pub const TAR: Tool = Tool { name: "tar", package: "tar", purpose: "unpack the cached base root" };
-pub const MKFS_EROFS: Tool = Tool { name: "mkfs.erofs", package: "erofs-utils", purpose: "make the read-only EROFS root" };
-pub const MKFS_VFAT: Tool = Tool { name: "mkfs.vfat", package: "dosfstools", purpose: "make the FAT32 boot partition" };
-pub const MCOPY: Tool = Tool { name: "mcopy", package: "mtools", purpose: "fill the boot partition without mounting it" };
-pub const MMD: Tool = Tool { name: "mmd", package: "mtools", purpose: "make directories on the boot partition" };
-pub const MKE2FS: Tool = Tool { name: "mke2fs", package: "e2fsprogs", purpose: "make the ext4 data partition" };
-pub const QEMU_X86_64: Tool = Tool { name: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "boot x86_64 images (edgeimg run, VM tests)" };
-pub const QEMU_AARCH64: Tool = Tool { name: "qemu-system-aarch64", package: "qemu-system-arm", purpose: "boot arm64 images (edgeimg run, VM tests)" };
+pub const MMDEBSTRAP: Tool = Tool {
+    name: "mmdebstrap",
+    package: "mmdebstrap",
+    purpose: "bootstrap the Debian root filesystem",
+};
+pub const NEWUIDMAP: Tool = Tool {
+    name: "newuidmap",
+    package: "uidmap",
+    purpose: "user namespaces for mmdebstrap --mode=unshare",
+};
+pub const TAR: Tool = Tool {
+    name: "tar",
+    package: "tar",
+    purpose: "unpack the cached base root",
+};
+pub const MKFS_EROFS: Tool = Tool {
+    name: "mkfs.erofs",
+    package: "erofs-utils",
+    purpose: "make the read-only EROFS root",
+};
+pub const MKFS_VFAT: Tool = Tool {
+    name: "mkfs.vfat",
+    package: "dosfstools",
+    purpose: "make the FAT32 boot partition",
+};
+pub const MCOPY: Tool = Tool {
+    name: "mcopy",
+    package: "mtools",
+    purpose: "fill the boot partition without mounting it",
+};
+pub const MMD: Tool = Tool {
+    name: "mmd",
+    package: "mtools",
+    purpose: "make directories on the boot partition",
+};
+pub const MKE2FS: Tool = Tool {
+    name: "mke2fs",
+    package: "e2fsprogs",
+    purpose: "make the ext4 data partition",
+};
+pub const QEMU_X86_64: Tool = Tool {
+    name: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+    purpose: "boot x86_64 images (edgeimg run, VM tests)",
+};
+pub const QEMU_AARCH64: Tool = Tool {
+    name: "qemu-system-aarch64",
+    package: "qemu-system-arm",
+    purpose: "boot arm64 images (edgeimg run, VM tests)",
+};
 
-pub const FDTPUT: Tool = Tool { name: "fdtput", package: "device-tree-compiler", purpose: "patch a Raspberry Pi DTB for QEMU's raspi4b" };
-pub const FDTGET: Tool = Tool { name: "fdtget", package: "device-tree-compiler", purpose: "read a Raspberry Pi DTB for QEMU's raspi4b" };
-pub const QEMU_AARCH64_STATIC: Tool = Tool { name: "qemu-aarch64-static", package: "qemu-user-static", purpose: "run arm64 programs while bootstrapping an arm64 root on another host" };
+pub const FDTPUT: Tool = Tool {
+    name: "fdtput",
+    package: "device-tree-compiler",
+    purpose: "patch a Raspberry Pi DTB for QEMU's raspi4b",
+};
+pub const FDTGET: Tool = Tool {
+    name: "fdtget",
+    package: "device-tree-compiler",
+    purpose: "read a Raspberry Pi DTB for QEMU's raspi4b",
+};
+pub const QEMU_AARCH64_STATIC: Tool = Tool {
+    name: "qemu-aarch64-static",
+    package: "qemu-user-static",
+    purpose: "run arm64 programs while bootstrapping an arm64 root on another host",
+};
 
 /// The tools every build needs, whatever the board.
-pub const BUILD_TOOLS: &[Tool] = &[MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, MKFS_VFAT, MCOPY, MMD, MKE2FS];
+pub const BUILD_TOOLS: &[Tool] = &[
+    MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, MKFS_VFAT, MCOPY, MMD, MKE2FS,
+];
 
 impl Tool {
     /// A tool named at run time (from a board file). Board files are loaded a
     /// handful of times per process, so leaking these few strings is fine.
     pub fn owned(name: &str, package: &str, purpose: &'static str) -> Tool {
         let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
-        Tool { name: leak(name), package: leak(package), purpose }
+        Tool {
+            name: leak(name),
+            package: leak(package),
+            purpose,
+        }
     }
 }
 
@@ -49,9 +107,16 @@ pub enum CmdError {
     #[error("missing host tool `{}` (Debian package: {}); install it with `apt-get install {}` or see `edgeimg doctor`", .0.name, .0.package, .0.package)]
     Missing(Tool),
     #[error("could not start `{cmdline}`: {source}")]
-    Spawn { cmdline: String, source: std::io::Error },
+    Spawn {
+        cmdline: String,
+        source: std::io::Error,
+    },
     #[error("`{cmdline}` failed ({status}){}", stderr_tail(.stderr))]
-    Failed { cmdline: String, status: String, stderr: String },
+    Failed {
+        cmdline: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 fn stderr_tail(stderr: &str) -> String {
@@ -66,12 +131,16 @@ fn stderr_tail(stderr: &str) -> String {
 /// Finds `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Fails with one error naming the first missing tool and its package.
@@ -90,7 +159,10 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(tool: Tool) -> Self {
-        Cmd { tool, cmd: Command::new(tool.name) }
+        Cmd {
+            tool,
+            cmd: Command::new(tool.name),
+        }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
         self.cmd.arg(a);
@@ -134,7 +206,10 @@ impl Cmd {
             .cmd
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| CmdError::Spawn { cmdline: cmdline.clone(), source })?;
+            .map_err(|source| CmdError::Spawn {
+                cmdline: cmdline.clone(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(CmdError::Failed {
                 cmdline,
@@ -160,7 +235,10 @@ impl Cmd {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| CmdError::Spawn { cmdline: cmdline.clone(), source })?;
+            .map_err(|source| CmdError::Spawn {
+                cmdline: cmdline.clone(),
+                source,
+            })?;
         let mut tail: std::collections::VecDeque<String> = Default::default();
         let stderr = child.stderr.take().expect("piped");
         for line in BufReader::new(stderr).lines() {
@@ -171,7 +249,10 @@ impl Cmd {
             }
             tail.push_back(line);
         }
-        let status = child.wait().map_err(|source| CmdError::Spawn { cmdline: cmdline.clone(), source })?;
+        let status = child.wait().map_err(|source| CmdError::Spawn {
+            cmdline: cmdline.clone(),
+            source,
+        })?;
         if !status.success() {
             return Err(CmdError::Failed {
                 cmdline,
@@ -189,15 +270,30 @@ mod tests {
 
     #[test]
     fn missing_tool_names_package() {
-        let t = Tool { name: "edgeimg-no-such-tool", package: "no-such-pkg", purpose: "test" };
+        let t = Tool {
+            name: "edgeimg-no-such-tool",
+            package: "no-such-pkg",
+            purpose: "test",
+        };
         let e = Cmd::new(t).run().unwrap_err().to_string();
-        assert!(e.contains("edgeimg-no-such-tool") && e.contains("no-such-pkg"), "{e}");
+        assert!(
+            e.contains("edgeimg-no-such-tool") && e.contains("no-such-pkg"),
+            "{e}"
+        );
     }
 
     #[test]
     fn failure_carries_stderr_tail() {
-        let t = Tool { name: "sh", package: "dash", purpose: "test" };
-        let e = Cmd::new(t).args(["-c", "echo boom >&2; exit 3"]).run().unwrap_err().to_string();
+        let t = Tool {
+            name: "sh",
+            package: "dash",
+            purpose: "test",
+        };
+        let e = Cmd::new(t)
+            .args(["-c", "echo boom >&2; exit 3"])
+            .run()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("boom") && e.contains("sh -c"), "{e}");
     }
 }

@@ -61,22 +61,39 @@ pub fn board_of_image(image: &Path, board: Option<&str>) -> Result<board::Board>
     }
     let manifest = image.with_file_name("manifest.json");
     if let Ok(text) = std::fs::read_to_string(&manifest) {
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", manifest.display()))?;
-        let file_matches = v["image"]["file"].as_str() == image.file_name().and_then(|n| n.to_str());
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", manifest.display()))?;
+        let file_matches =
+            v["image"]["file"].as_str() == image.file_name().and_then(|n| n.to_str());
         if let (true, Some(b)) = (file_matches, v["board"].as_str()) {
             return Ok(board::load(b)?);
         }
     }
-    let stem = image.file_name().and_then(|n| n.to_str()).unwrap_or_default().trim_end_matches(".img");
+    let stem = image
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .trim_end_matches(".img");
     for name in board::names() {
         if stem.ends_with(&format!("-{name}")) {
             return Ok(board::load(name)?);
         }
     }
-    anyhow::bail!("cannot tell the board of {}; pass --board ({})", image.display(), board::names().join(", "))
+    anyhow::bail!(
+        "cannot tell the board of {}; pass --board ({})",
+        image.display(),
+        board::names().join(", ")
+    )
 }
 
-pub fn run(image: &Path, board: Option<&str>, snapshot: bool, memory: u32, cpus: u32, kvm: bool) -> Result<()> {
+pub fn run(
+    image: &Path,
+    board: Option<&str>,
+    snapshot: bool,
+    memory: u32,
+    cpus: u32,
+    kvm: bool,
+) -> Result<()> {
     if !image.is_file() {
         anyhow::bail!("{} is not an image file", image.display());
     }
@@ -87,7 +104,13 @@ pub fn run(image: &Path, board: Option<&str>, snapshot: bool, memory: u32, cpus:
     vm.memory_mib = memory;
     vm.cpus = cpus;
     vm.kvm |= kvm;
-    eprintln!("edgeimg: booting {} as {} ({}, {}); quit with Ctrl-A x", image.display(), b.name, b.qemu.machine, if vm.kvm { "KVM" } else { "TCG" });
+    eprintln!(
+        "edgeimg: booting {} as {} ({}, {}); quit with Ctrl-A x",
+        image.display(),
+        b.name,
+        b.qemu.machine,
+        if vm.kvm { "KVM" } else { "TCG" }
+    );
     let status = vm.run_interactive()?;
     if !status.success() {
         anyhow::bail!("{} exited with {status}", b.qemu.binary);
@@ -103,23 +126,39 @@ pub fn doctor(boards: &[String]) -> Result<()> {
         match &c.found {
             Some(p) => println!("ok       {:<40} {}", c.what, p),
             None => {
-                println!("MISSING  {:<40} package {} ({})", c.what, c.package, c.purpose);
+                println!(
+                    "MISSING  {:<40} package {} ({})",
+                    c.what, c.package, c.purpose
+                );
                 missing.push(c.package.clone());
             }
         }
     }
     if missing.is_empty() {
-        println!("all tools for {} present", boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "all tools for {} present",
+            boards
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         Ok(())
     } else {
         missing.sort();
         missing.dedup();
-        anyhow::bail!("missing tools; install with: apt-get install {} (QEMU and firmware from bookworm-backports on bookworm)", missing.join(" "))
+        anyhow::bail!(
+            "missing tools; install with: apt-get install {} (QEMU and firmware from bookworm-backports on bookworm)",
+            missing.join(" ")
+        )
     }
 }
 
 pub fn boards() -> Result<()> {
-    println!("{:<10} {:<6} {:<6} {:<26} {:<10} description", "board", "arch", "table", "firmware", "qemu");
+    println!(
+        "{:<10} {:<6} {:<6} {:<26} {:<10} description",
+        "board", "arch", "table", "firmware", "qemu"
+    );
     for name in board::names() {
         let b = board::load(name)?;
         println!(
@@ -160,14 +199,21 @@ pub fn flash(a: crate::cli::FlashArgs, quiet: bool) -> Result<()> {
                     r.ranges,
                     secs,
                     r.written as f64 / secs / 1048576.0,
-                    if r.node_file { "; node file written" } else { "" }
+                    if r.node_file {
+                        "; node file written"
+                    } else {
+                        ""
+                    }
                 );
             }
             Ok(())
         }
         Err(e) => {
             if a.json {
-                println!("{}", serde_json::json!({"event": "error", "message": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "error", "message": e.to_string()})
+                );
             }
             Err(e.into())
         }
@@ -203,7 +249,11 @@ pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
     let text = crate::node::render(&cfg)?;
     crate::node::write(&text, a.out.as_deref(), a.force, spec.token.is_some())?;
     if let Some(p) = &a.out {
-        eprintln!("wrote {}; flash it with: edgeimg flash IMAGE DEVICE --node {}", p.display(), p.display());
+        eprintln!(
+            "wrote {}; flash it with: edgeimg flash IMAGE DEVICE --node {}",
+            p.display(),
+            p.display()
+        );
     }
     Ok(())
 }
@@ -214,7 +264,8 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
 }
 
 pub fn man(out: &Path) -> Result<()> {
-    let files = crate::docgen::man_pages(out).with_context(|| format!("writing man pages into {}", out.display()))?;
+    let files = crate::docgen::man_pages(out)
+        .with_context(|| format!("writing man pages into {}", out.display()))?;
     for f in files {
         println!("{}", f.display());
     }
@@ -226,9 +277,14 @@ pub fn docs(write: Option<&Path>, check: Option<&Path>) -> Result<()> {
     if let Some(p) = write {
         std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
     } else if let Some(p) = check {
-        let have = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let have =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         if have != text {
-            anyhow::bail!("{} is stale: regenerate it with `edgeimg docs --write {}`", p.display(), p.display());
+            anyhow::bail!(
+                "{} is stale: regenerate it with `edgeimg docs --write {}`",
+                p.display(),
+                p.display()
+            );
         }
     } else {
         print!("{text}");
@@ -246,40 +302,93 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
     };
     let size = |n: u64| config::size::human(n);
     match c {
-        BundleCommand::Fetch { manifest, arch, buildkit, lock, mirror } => {
+        BundleCommand::Fetch {
+            manifest,
+            arch,
+            buildkit,
+            lock,
+            mirror,
+        } => {
             let m = Manifest::find(&manifest)?;
             let mirror = mirror.filter(|m| !m.is_empty());
-            let opts = bundle::FetchOptions { arch: arch_of(arch), buildkit, lock: lock.clone(), mirror, quiet };
+            let opts = bundle::FetchOptions {
+                arch: arch_of(arch),
+                buildkit,
+                lock: lock.clone(),
+                mirror,
+                quiet,
+            };
             let r = bundle::fetch(&m, &opts)?;
             if !quiet {
                 for a in r.bundle.assets() {
-                    let how = if r.downloaded.contains(&a.file) { "fetched" } else { "cached " };
-                    println!("{how} {:<44} {:>10}  sha256 {}", a.file, size(a.size), a.sha256);
+                    let how = if r.downloaded.contains(&a.file) {
+                        "fetched"
+                    } else {
+                        "cached "
+                    };
+                    println!(
+                        "{how} {:<44} {:>10}  sha256 {}",
+                        a.file,
+                        size(a.size),
+                        a.sha256
+                    );
                 }
-                println!("{} ({}) ready; lock {}", r.bundle.name, r.bundle.arch, lock.display());
+                println!(
+                    "{} ({}) ready; lock {}",
+                    r.bundle.name,
+                    r.bundle.arch,
+                    lock.display()
+                );
             }
         }
-        BundleCommand::Import { dir, manifest, arch, buildkit, lock } => {
+        BundleCommand::Import {
+            dir,
+            manifest,
+            arch,
+            buildkit,
+            lock,
+        } => {
             let m = Manifest::find(&manifest)?;
             let r = bundle::import(&dir, &m, arch_of(arch), buildkit, &lock)?;
             if !quiet {
                 for a in r.bundle.assets() {
-                    println!("imported {:<44} {:>10}  sha256 {}", a.file, size(a.size), a.sha256);
+                    println!(
+                        "imported {:<44} {:>10}  sha256 {}",
+                        a.file,
+                        size(a.size),
+                        a.sha256
+                    );
                 }
-                println!("{} ({}) imported; lock {}", r.bundle.name, r.bundle.arch, lock.display());
+                println!(
+                    "{} ({}) imported; lock {}",
+                    r.bundle.name,
+                    r.bundle.arch,
+                    lock.display()
+                );
             }
         }
         BundleCommand::Verify { lock } => {
             let n = bundle::verify(&lock)?;
             if !quiet {
-                println!("{n} file(s) in {} verified against the cache", lock.display());
+                println!(
+                    "{n} file(s) in {} verified against the cache",
+                    lock.display()
+                );
             }
         }
         BundleCommand::List => {
             println!("shipped manifests:");
             for m in bundle::manifest::shipped()? {
-                let arches = m.arches.keys().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
-                println!("  {:<24} k3s {:<16} nerdctl {:<8} {}", m.name, m.k3s_version, m.nerdctl_version, arches);
+                let arches = m
+                    .arches
+                    .keys()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!(
+                    "  {:<24} k3s {:<16} nerdctl {:<8} {}",
+                    m.name, m.k3s_version, m.nerdctl_version, arches
+                );
             }
             let store = bundle::Store::open_default();
             let listing = store.listing()?;
@@ -287,14 +396,28 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             if listing.is_empty() {
                 println!("  (nothing)");
             }
-            let mut groups: std::collections::BTreeMap<(String, Arch), Vec<bundle::store::IndexRecord>> = Default::default();
+            let mut groups: std::collections::BTreeMap<
+                (String, Arch),
+                Vec<bundle::store::IndexRecord>,
+            > = Default::default();
             for r in listing {
-                groups.entry((r.bundle.clone(), r.arch)).or_default().push(r);
+                groups
+                    .entry((r.bundle.clone(), r.arch))
+                    .or_default()
+                    .push(r);
             }
             for ((name, arch), files) in groups {
-                let k3s_version = files.iter().find(|f| f.role == bundle::Role::K3s).map(|f| f.version.clone()).unwrap_or_else(|| "?".into());
+                let k3s_version = files
+                    .iter()
+                    .find(|f| f.role == bundle::Role::K3s)
+                    .map(|f| f.version.clone())
+                    .unwrap_or_else(|| "?".into());
                 let total: u64 = files.iter().map(|f| f.size).sum();
-                println!("  {name:<24} {arch:<6} k3s {k3s_version:<16} {:>10}  {} file(s)", size(total), files.len());
+                println!(
+                    "  {name:<24} {arch:<6} k3s {k3s_version:<16} {:>10}  {} file(s)",
+                    size(total),
+                    files.len()
+                );
                 for f in files {
                     println!("      {:<44} {:>10}  {}", f.file, size(f.size), f.version);
                 }

@@ -27,7 +27,10 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
 
 /// Visible subcommands, in definition order (no `help`).
 fn subcommands(c: &clap::Command) -> Vec<clap::Command> {
-    c.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help").cloned().collect()
+    c.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .cloned()
+        .collect()
 }
 
 /// Writes `edgeimg.1` and one `edgeimg-<subcommand>.1` per subcommand into
@@ -79,7 +82,11 @@ pub fn cli_reference() -> String {
     all_commands(&c, "edgeimg", &mut cmds);
     for (n, _) in &cmds {
         let depth = n.matches(' ').count() - 1;
-        s.push_str(&format!("{}- [`{n}`](#{})\n", "  ".repeat(depth), n.replace(' ', "-")));
+        s.push_str(&format!(
+            "{}- [`{n}`](#{})\n",
+            "  ".repeat(depth),
+            n.replace(' ', "-")
+        ));
     }
     s.push_str("\n## edgeimg\n\n```text\n");
     s.push_str(c.render_long_help().to_string().trim_end());

@@ -17,7 +17,11 @@ pub struct Check {
 pub fn checks(boards: &[Board]) -> Vec<Check> {
     let mut out: Vec<Check> = cmd::BUILD_TOOLS.iter().map(tool_check).collect();
     for b in boards {
-        let mut tools = vec![Tool::owned(&b.qemu.binary, &b.qemu.package, "boot images (edgeimg run, VM tests)")];
+        let mut tools = vec![Tool::owned(
+            &b.qemu.binary,
+            &b.qemu.package,
+            "boot images (edgeimg run, VM tests)",
+        )];
         if b.qemu.boot == QemuBoot::DirectKernel {
             tools.extend([cmd::FDTPUT, cmd::FDTGET]);
         }
@@ -26,7 +30,10 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
                 out.push(tool_check(&t));
             }
         }
-        for f in [&b.qemu.firmware_code, &b.qemu.firmware_vars].into_iter().flatten() {
+        for f in [&b.qemu.firmware_code, &b.qemu.firmware_vars]
+            .into_iter()
+            .flatten()
+        {
             if !out.iter().any(|c| &c.what == f) {
                 out.push(Check {
                     what: f.clone(),
@@ -55,9 +62,16 @@ pub fn host_arch() -> &'static str {
 
 /// Why a root for `arch` cannot be bootstrapped on this host, with the fix.
 pub fn foreign_arch_problem(arch: &str) -> Option<String> {
-    let b = Board { arch: arch.to_string(), ..board::load(if arch == "arm64" { "arm64" } else { "x86_64" }).ok()? };
+    let b = Board {
+        arch: arch.to_string(),
+        ..board::load(if arch == "arm64" { "arm64" } else { "x86_64" }).ok()?
+    };
     let c = foreign_arch_check(&b)?;
-    if c.found.is_some() { None } else { Some(c.purpose) }
+    if c.found.is_some() {
+        None
+    } else {
+        Some(c.purpose)
+    }
 }
 
 /// Bootstrapping a foreign-arch root runs its programs through qemu-user via
@@ -67,8 +81,18 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
         return None;
     }
     let (handler, qemu) = match b.arch.as_str() {
-        "arm64" => ("/proc/sys/fs/binfmt_misc/qemu-aarch64", "qemu-aarch64-static"),
-        other => return Some(Check { what: format!("binfmt for {other}"), package: "qemu-user-static".into(), purpose: "foreign-arch bootstrap".into(), found: None }),
+        "arm64" => (
+            "/proc/sys/fs/binfmt_misc/qemu-aarch64",
+            "qemu-aarch64-static",
+        ),
+        other => {
+            return Some(Check {
+                what: format!("binfmt for {other}"),
+                package: "qemu-user-static".into(),
+                purpose: "foreign-arch bootstrap".into(),
+                found: None,
+            });
+        }
     };
     let registered = std::fs::read_to_string(handler).is_ok_and(|s| s.starts_with("enabled"));
     let installed = cmd::which(qemu).is_some();
@@ -76,11 +100,15 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
         what: format!("binfmt_misc {handler}"),
         package: "qemu-user-static binfmt-support".into(),
         purpose: if !installed {
-            format!("run {} programs while bootstrapping: install qemu-user-static", b.arch)
+            format!(
+                "run {} programs while bootstrapping: install qemu-user-static",
+                b.arch
+            )
         } else if !Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
             "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable qemu-aarch64`".into()
         } else {
-            "register the handler: `update-binfmts --enable qemu-aarch64` (package binfmt-support)".into()
+            "register the handler: `update-binfmts --enable qemu-aarch64` (package binfmt-support)"
+                .into()
         },
         found: (registered && installed).then(|| format!("{handler} (enabled)")),
     })
@@ -96,6 +124,13 @@ fn tool_check(t: &Tool) -> Check {
 }
 
 pub fn boards_for(names: &[String]) -> anyhow::Result<Vec<Board>> {
-    let names: Vec<String> = if names.is_empty() { board::names().into_iter().map(String::from).collect() } else { names.to_vec() };
-    names.iter().map(|n| board::load(n).map_err(Into::into)).collect()
+    let names: Vec<String> = if names.is_empty() {
+        board::names().into_iter().map(String::from).collect()
+    } else {
+        names.to_vec()
+    };
+    names
+        .iter()
+        .map(|n| board::load(n).map_err(Into::into))
+        .collect()
 }

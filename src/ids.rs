@@ -10,7 +10,11 @@ pub struct Uuid(pub [u8; 16]);
 
 impl Uuid {
     pub fn derive(seed: &str, purpose: &str) -> Uuid {
-        let d = Sha256::new().chain_update(seed.as_bytes()).chain_update([0u8]).chain_update(purpose.as_bytes()).finalize();
+        let d = Sha256::new()
+            .chain_update(seed.as_bytes())
+            .chain_update([0u8])
+            .chain_update(purpose.as_bytes())
+            .finalize();
         let mut b = [0u8; 16];
         b.copy_from_slice(&d[..16]);
         b[6] = (b[6] & 0x0f) | 0x40; // version 4
@@ -38,7 +42,15 @@ impl Uuid {
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = hex::encode(self.0);
-        write!(f, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 }
 

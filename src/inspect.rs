@@ -15,7 +15,11 @@ use serde::Serialize;
 use crate::cmd::{Cmd, Tool};
 use crate::config::size::human;
 
-pub const MTYPE: Tool = Tool { name: "mtype", package: "mtools", purpose: "read files on the boot partition (inspect, flash --node)" };
+pub const MTYPE: Tool = Tool {
+    name: "mtype",
+    package: "mtools",
+    purpose: "read files on the boot partition (inspect, flash --node)",
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -31,7 +35,11 @@ pub enum InspectError {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InspectError + 'a {
-    move |source| InspectError::Io { op, path: path.into(), source }
+    move |source| InspectError::Io {
+        op,
+        path: path.into(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,7 +84,14 @@ impl Table {
 fn guid(b: &[u8; 16]) -> String {
     let h = hex::encode([b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]]);
     let t = hex::encode(&b[8..]);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &t[0..4], &t[4..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &t[0..4],
+        &t[4..]
+    )
 }
 
 fn gpt_type_name(g: &str) -> Option<&'static str> {
@@ -106,7 +121,10 @@ fn mbr_type_name(t: u8) -> Option<&'static str> {
 /// Reads the partition table of a disk image or device: GPT when there is
 /// one (512- or 4096-byte sectors), else MBR.
 pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
-    let invalid = |msg: String| InspectError::Invalid { path: path.into(), msg };
+    let invalid = |msg: String| InspectError::Invalid {
+        path: path.into(),
+        msg,
+    };
     f.seek(SeekFrom::Start(0)).map_err(io("seek", path))?;
     if let Ok(gpt) = gptman::GPT::find_from(f) {
         let partitions = gpt
@@ -126,15 +144,22 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
                 }
             })
             .collect();
-        return Ok(Table { kind: TableKind::Gpt, disk_id: guid(&gpt.header.disk_guid), sector_size: gpt.sector_size, partitions });
+        return Ok(Table {
+            kind: TableKind::Gpt,
+            disk_id: guid(&gpt.header.disk_guid),
+            sector_size: gpt.sector_size,
+            partitions,
+        });
     }
     let mut sector = [0u8; 512];
-    f.read_exact_at(&mut sector, 0).map_err(io("read partition table of", path))?;
+    f.read_exact_at(&mut sector, 0)
+        .map_err(io("read partition table of", path))?;
     if sector[510..512] != [0x55, 0xaa] {
         return Err(invalid("no partition table (neither GPT nor MBR)".into()));
     }
     f.seek(SeekFrom::Start(0)).map_err(io("seek", path))?;
-    let mbr = mbrman::MBR::read_from(f, 512).map_err(|e| invalid(format!("cannot read the MBR: {e}")))?;
+    let mbr =
+        mbrman::MBR::read_from(f, 512).map_err(|e| invalid(format!("cannot read the MBR: {e}")))?;
     let disk_id = u32::from_le_bytes(mbr.header.disk_signature);
     let partitions = mbr
         .iter()
@@ -150,7 +175,12 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
             bootable: p.boot == mbrman::BOOT_ACTIVE,
         })
         .collect();
-    Ok(Table { kind: TableKind::Mbr, disk_id: format!("{disk_id:08x}"), sector_size: 512, partitions })
+    Ok(Table {
+        kind: TableKind::Mbr,
+        disk_id: format!("{disk_id:08x}"),
+        sector_size: 512,
+        partitions,
+    })
 }
 
 /// What a partition's first bytes say its filesystem is.
@@ -168,7 +198,9 @@ pub struct FsInfo {
 }
 
 fn cstr(b: &[u8]) -> Option<String> {
-    let s = String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(&[])).trim().to_string();
+    let s = String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(&[]))
+        .trim()
+        .to_string();
     (!s.is_empty()).then_some(s)
 }
 
@@ -177,7 +209,14 @@ fn uuid_str(b: &[u8]) -> Option<String> {
         return None;
     }
     let h = hex::encode(b);
-    Some(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -187,7 +226,13 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// Identifies the filesystem from its first 4 KiB (FAT boot sector, EROFS or
 /// ext4 superblock at 1024).
 pub fn probe_fs(head: &[u8]) -> FsInfo {
-    let mut i = FsInfo { fs: "unknown".into(), label: None, uuid: None, fs_size: None, detail: None };
+    let mut i = FsInfo {
+        fs: "unknown".into(),
+        label: None,
+        uuid: None,
+        fs_size: None,
+        detail: None,
+    };
     if head.len() < 4096 {
         return i;
     }
@@ -198,7 +243,11 @@ pub fn probe_fs(head: &[u8]) -> FsInfo {
         i.fs_size = Some((le32(sb, 36) as u64) << blkbits);
         i.uuid = uuid_str(&sb[48..64]);
         i.label = cstr(&sb[64..80]);
-        i.detail = Some(format!("{} inodes, block size {}", u64::from_le_bytes(sb[16..24].try_into().unwrap()), 1u64 << blkbits));
+        i.detail = Some(format!(
+            "{} inodes, block size {}",
+            u64::from_le_bytes(sb[16..24].try_into().unwrap()),
+            1u64 << blkbits
+        ));
         return i;
     }
     if u16::from_le_bytes([sb[56], sb[57]]) == 0xEF53 {
@@ -209,25 +258,45 @@ pub fn probe_fs(head: &[u8]) -> FsInfo {
         let free = le32(sb, 12) as u64 | hi(0x158);
         let has_journal = le32(sb, 92) & 0x4 != 0;
         let extents = le32(sb, 96) & 0x40 != 0;
-        i.fs = if extents { "ext4" } else if has_journal { "ext3" } else { "ext2" }.into();
+        i.fs = if extents {
+            "ext4"
+        } else if has_journal {
+            "ext3"
+        } else {
+            "ext2"
+        }
+        .into();
         i.fs_size = Some(blocks * bs);
         i.uuid = uuid_str(&sb[104..120]);
         i.label = cstr(&sb[120..136]);
         i.detail = Some(format!("{} free, block size {bs}", human(free * bs)));
         return i;
     }
-    if head[510..512] == [0x55, 0xaa] && (&head[82..87] == b"FAT32" || &head[54..59] == b"FAT16" || &head[54..59] == b"FAT12") {
+    if head[510..512] == [0x55, 0xaa]
+        && (&head[82..87] == b"FAT32" || &head[54..59] == b"FAT16" || &head[54..59] == b"FAT12")
+    {
         let fat32 = &head[82..87] == b"FAT32";
         let (id_at, label_at) = if fat32 { (67, 71) } else { (39, 43) };
         let bps = u16::from_le_bytes([head[11], head[12]]) as u64;
         let small = u16::from_le_bytes([head[19], head[20]]) as u64;
-        let sectors = if small != 0 { small } else { le32(head, 32) as u64 };
+        let sectors = if small != 0 {
+            small
+        } else {
+            le32(head, 32) as u64
+        };
         i.fs = "vfat".into();
         let id = le32(head, id_at);
         i.uuid = Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff));
         i.label = cstr(&head[label_at..label_at + 11]).filter(|l| l != "NO NAME");
         i.fs_size = Some(sectors * bps);
-        i.detail = Some(if fat32 { "FAT32" } else { std::str::from_utf8(&head[54..59]).unwrap_or("FAT") }.to_string());
+        i.detail = Some(
+            if fat32 {
+                "FAT32"
+            } else {
+                std::str::from_utf8(&head[54..59]).unwrap_or("FAT")
+            }
+            .to_string(),
+        );
         return i;
     }
     if head.iter().all(|&b| b == 0) {
@@ -262,7 +331,15 @@ pub struct NodeFile {
 
 impl NodeFile {
     fn absent(error: Option<String>) -> NodeFile {
-        NodeFile { present: false, hostname: None, users: vec![], k3s_role: None, k3s_server: None, token_set: false, error }
+        NodeFile {
+            present: false,
+            hostname: None,
+            users: vec![],
+            k3s_role: None,
+            k3s_server: None,
+            token_set: false,
+            error,
+        }
     }
 }
 
@@ -313,18 +390,28 @@ pub fn manifest_for(image: &Path) -> Option<(PathBuf, serde_json::Value)> {
 fn first_str(v: &serde_json::Value, paths: &[&str]) -> Option<String> {
     paths.iter().find_map(|p| {
         let x = v.pointer(p)?;
-        x.as_str().map(String::from).or_else(|| x.get("version").and_then(|s| s.as_str()).map(String::from)).or_else(|| x.get("mode").and_then(|s| s.as_str()).map(String::from))
+        x.as_str()
+            .map(String::from)
+            .or_else(|| x.get("version").and_then(|s| s.as_str()).map(String::from))
+            .or_else(|| x.get("mode").and_then(|s| s.as_str()).map(String::from))
     })
 }
 
 fn image_list(v: &serde_json::Value) -> Vec<String> {
-    for p in ["/inputs/images", "/images", "/inputs/preloaded_images", "/preloaded_images"] {
+    for p in [
+        "/inputs/images",
+        "/images",
+        "/inputs/preloaded_images",
+        "/preloaded_images",
+    ] {
         if let Some(a) = v.pointer(p).and_then(|x| x.as_array()) {
             return a
                 .iter()
                 .filter_map(|i| {
                     i.as_str().map(String::from).or_else(|| {
-                        let name = ["ref", "reference", "name", "image"].iter().find_map(|k| i.get(*k)?.as_str())?;
+                        let name = ["ref", "reference", "name", "image"]
+                            .iter()
+                            .find_map(|k| i.get(*k)?.as_str())?;
                         Some(match i.get("sha256").and_then(|s| s.as_str()) {
                             Some(s) => format!("{name} (sha256 {})", &s[..s.len().min(12)]),
                             None => name.to_string(),
@@ -341,9 +428,19 @@ fn image_list(v: &serde_json::Value) -> Vec<String> {
 /// without mounting. `Ok(None)` when the file is absent.
 pub fn read_node_file(disk: &Path, offset: u64) -> Result<Option<String>, crate::cmd::CmdError> {
     let spec = format!("{}@@{offset}", disk.display());
-    match Cmd::new(MTYPE).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &spec, &format!("::{}", edgeimg_agent::schema::NODE_CONFIG_RELPATH)]).run() {
+    match Cmd::new(MTYPE)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args([
+            "-i",
+            &spec,
+            &format!("::{}", edgeimg_agent::schema::NODE_CONFIG_RELPATH),
+        ])
+        .run()
+    {
         Ok(o) => Ok(Some(String::from_utf8_lossy(&o.stdout).into_owned())),
-        Err(crate::cmd::CmdError::Failed { stderr, .. }) if stderr.contains("not found") => Ok(None),
+        Err(crate::cmd::CmdError::Failed { stderr, .. }) if stderr.contains("not found") => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -351,7 +448,9 @@ pub fn read_node_file(disk: &Path, offset: u64) -> Result<Option<String>, crate:
 /// Decompresses `image` into a sparse temporary file (zero chunks become holes).
 fn decompress_to_temp(image: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
     let mut r = crate::artifact::decompressing_reader(image)?;
-    let tmp = tempfile::Builder::new().prefix(".edgeimg-inspect").tempfile_in(std::env::temp_dir())?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".edgeimg-inspect")
+        .tempfile_in(std::env::temp_dir())?;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
@@ -378,13 +477,15 @@ fn decompress_to_temp(image: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 /// Inspects `image` (`.img`, `.img.zst`, `.img.xz`).
 pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     use anyhow::Context;
-    let meta = std::fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?;
+    let meta =
+        std::fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?;
     if !meta.is_file() {
         anyhow::bail!("{} is not an image file", image.display());
     }
     let tmp;
     let raw: &Path = if uncompressed_name(image) != image {
-        tmp = decompress_to_temp(image).with_context(|| format!("decompressing {}", image.display()))?;
+        tmp = decompress_to_temp(image)
+            .with_context(|| format!("decompressing {}", image.display()))?;
         tmp.path()
     } else {
         image
@@ -393,44 +494,70 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     let rmeta = f.metadata().map_err(io("stat", raw))?;
     let table = read_table(&mut f, image)?;
     let manifest = manifest_for(image);
-    let mv = manifest.as_ref().map(|(_, v)| v.clone()).unwrap_or(serde_json::Value::Null);
+    let mv = manifest
+        .as_ref()
+        .map(|(_, v)| v.clone())
+        .unwrap_or(serde_json::Value::Null);
     let mut partitions = Vec::new();
     let mut node_file = None;
     for p in &table.partitions {
         let mut head = vec![0u8; 4096];
-        let n = f.read_at(&mut head, p.offset).map_err(io("read partition of", image))?;
+        let n = f
+            .read_at(&mut head, p.offset)
+            .map_err(io("read partition of", image))?;
         head.truncate(n);
         let fs = probe_fs(&head);
         let role = mv["layout"]["partitions"]
             .as_array()
-            .and_then(|a| a.iter().find(|x| x["number"].as_u64() == Some(p.number as u64)))
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x["number"].as_u64() == Some(p.number as u64))
+            })
             .and_then(|x| x["role"].as_str())
             .map(String::from);
         if p.number == 1 && fs.fs == "vfat" {
             node_file = Some(match read_node_file(raw, p.offset) {
                 Ok(None) => NodeFile::absent(None),
-                Ok(Some(text)) => match edgeimg_agent::schema::NodeConfig::from_toml(&text, Path::new(edgeimg_agent::schema::NODE_CONFIG_RELPATH)) {
+                Ok(Some(text)) => match edgeimg_agent::schema::NodeConfig::from_toml(
+                    &text,
+                    Path::new(edgeimg_agent::schema::NODE_CONFIG_RELPATH),
+                ) {
                     Ok(n) => NodeFile {
                         present: true,
                         hostname: n.hostname,
                         users: n.users.into_iter().map(|u| u.name).collect(),
-                        k3s_role: n.k3s.as_ref().and_then(|k| k.role).map(|r| r.as_str().to_string()),
+                        k3s_role: n
+                            .k3s
+                            .as_ref()
+                            .and_then(|k| k.role)
+                            .map(|r| r.as_str().to_string()),
                         k3s_server: n.k3s.as_ref().and_then(|k| k.server.clone()),
                         token_set: n.k3s.as_ref().is_some_and(|k| k.token.is_some()),
                         error: None,
                     },
-                    Err(e) => NodeFile { present: true, ..NodeFile::absent(Some(crate::flash::redact_toml_error(&e.to_string()))) },
+                    Err(e) => NodeFile {
+                        present: true,
+                        ..NodeFile::absent(Some(crate::flash::redact_toml_error(&e.to_string())))
+                    },
                 },
                 Err(e) => NodeFile::absent(Some(e.to_string())),
             });
         }
-        partitions.push(PartitionReport { table: p.clone(), fs, role });
+        partitions.push(PartitionReport {
+            table: p.clone(),
+            fs,
+            role,
+        });
     }
     let s = |p: &str| mv.pointer(p).and_then(|x| x.as_str()).map(String::from);
     Ok(Report {
         image: image.display().to_string(),
         size: rmeta.len(),
-        allocated: if raw == image { meta.blocks() * 512 } else { meta.len() },
+        allocated: if raw == image {
+            meta.blocks() * 512
+        } else {
+            meta.len()
+        },
         manifest: manifest.as_ref().map(|(p, _)| p.display().to_string()),
         name: s("/name"),
         board: s("/board"),
@@ -453,21 +580,47 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let na = |o: &Option<String>, none: &str| o.clone().unwrap_or_else(|| none.to_string());
-        writeln!(f, "image       {} ({}, {} allocated)", self.image, human(self.size), human(self.allocated))?;
+        writeln!(
+            f,
+            "image       {} ({}, {} allocated)",
+            self.image,
+            human(self.size),
+            human(self.allocated)
+        )?;
         match &self.manifest {
             Some(m) => writeln!(f, "manifest    {m}")?,
-            None => writeln!(f, "manifest    none beside the image (board, inputs and versions unknown)")?,
+            None => writeln!(
+                f,
+                "manifest    none beside the image (board, inputs and versions unknown)"
+            )?,
         }
         if self.manifest.is_some() {
             writeln!(f, "name        {}", na(&self.name, "?"))?;
-            writeln!(f, "board       {} ({})", na(&self.board, "?"), na(&self.arch, "?"))?;
+            writeln!(
+                f,
+                "board       {} ({})",
+                na(&self.board, "?"),
+                na(&self.arch, "?")
+            )?;
             writeln!(f, "built by    edgeimg {}", na(&self.edgeimg_version, "?"))?;
             if let Some(s) = &self.image_sha256 {
                 writeln!(f, "sha256      {s}")?;
             }
         }
-        writeln!(f, "table       {} (disk id {})", match self.table_kind { TableKind::Gpt => "GPT", TableKind::Mbr => "MBR (DOS)" }, self.disk_id)?;
-        writeln!(f, "  {:<2} {:>9} {:>9}  {:<20} {:<16} {:<6} {:<12} {:<7} details", "#", "offset", "size", "type", "name", "fs", "label", "role")?;
+        writeln!(
+            f,
+            "table       {} (disk id {})",
+            match self.table_kind {
+                TableKind::Gpt => "GPT",
+                TableKind::Mbr => "MBR (DOS)",
+            },
+            self.disk_id
+        )?;
+        writeln!(
+            f,
+            "  {:<2} {:>9} {:>9}  {:<20} {:<16} {:<6} {:<12} {:<7} details",
+            "#", "offset", "size", "type", "name", "fs", "label", "role"
+        )?;
         for p in &self.partitions {
             let mut details = Vec::new();
             if let Some(u) = &p.fs.uuid {
@@ -485,7 +638,10 @@ impl std::fmt::Display for Report {
                 p.table.number,
                 human(p.table.offset),
                 human(p.table.size),
-                p.table.type_name.clone().unwrap_or_else(|| p.table.type_id.clone()),
+                p.table
+                    .type_name
+                    .clone()
+                    .unwrap_or_else(|| p.table.type_id.clone()),
                 na(&p.table.name, "-"),
                 p.fs.fs,
                 na(&p.fs.label, "-"),
@@ -497,52 +653,128 @@ impl std::fmt::Display for Report {
         if let Some(c) = &self.kernel_cmdline {
             writeln!(f, "cmdline     {c}")?;
         }
-        writeln!(f, "k3s         {}", na(&self.k3s, "none recorded (no K3s bundle in the manifest)"))?;
+        writeln!(
+            f,
+            "k3s         {}",
+            na(&self.k3s, "none recorded (no K3s bundle in the manifest)")
+        )?;
         if self.preloaded_images.is_empty() {
             writeln!(f, "images      none preloaded")?;
         } else {
-            writeln!(f, "images      {}", self.preloaded_images.join("\n            "))?;
+            writeln!(
+                f,
+                "images      {}",
+                self.preloaded_images.join("\n            ")
+            )?;
         }
-        writeln!(f, "selinux     {}", na(&self.selinux, "not enabled (none recorded in the manifest)"))?;
+        writeln!(
+            f,
+            "selinux     {}",
+            na(&self.selinux, "not enabled (none recorded in the manifest)")
+        )?;
         match &self.node_file {
             None => writeln!(f, "node file   no FAT boot partition")?,
-            Some(n) if !n.present => writeln!(f, "node file   none ({} absent on the boot partition)", edgeimg_agent::schema::NODE_CONFIG_RELPATH)?,
+            Some(n) if !n.present => writeln!(
+                f,
+                "node file   none ({} absent on the boot partition)",
+                edgeimg_agent::schema::NODE_CONFIG_RELPATH
+            )?,
             Some(n) => match &n.error {
                 Some(e) => writeln!(f, "node file   present but invalid: {e}")?,
                 None => {
-                    writeln!(f, "node file   {}: hostname {}, users [{}]", edgeimg_agent::schema::NODE_CONFIG_RELPATH, na(&n.hostname, "(image pattern)"), n.users.join(", "))?;
+                    writeln!(
+                        f,
+                        "node file   {}: hostname {}, users [{}]",
+                        edgeimg_agent::schema::NODE_CONFIG_RELPATH,
+                        na(&n.hostname, "(image pattern)"),
+                        n.users.join(", ")
+                    )?;
                     if n.k3s_role.is_some() || n.k3s_server.is_some() || n.token_set {
-                        writeln!(f, "            k3s role {}, server {}, token {}", na(&n.k3s_role, "(image default)"), na(&n.k3s_server, "(none)"), if n.token_set { "set (not shown)" } else { "not set" })?;
+                        writeln!(
+                            f,
+                            "            k3s role {}, server {}, token {}",
+                            na(&n.k3s_role, "(image default)"),
+                            na(&n.k3s_server, "(none)"),
+                            if n.token_set {
+                                "set (not shown)"
+                            } else {
+                                "not set"
+                            }
+                        )?;
                     }
                 }
             },
         }
         if let Some(i) = self.inputs.as_object() {
             writeln!(f, "inputs")?;
-            let s = |p: &str| self.inputs.pointer(p).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+            let s = |p: &str| {
+                self.inputs
+                    .pointer(p)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("?")
+                    .to_string()
+            };
             if i.contains_key("config") {
-                writeln!(f, "  config    {} (sha256 {})", s("/config/name"), s("/config/sha256"))?;
+                writeln!(
+                    f,
+                    "  config    {} (sha256 {})",
+                    s("/config/name"),
+                    s("/config/sha256")
+                )?;
             }
             if i.contains_key("base") {
-                writeln!(f, "  base      Debian {} {} from {} (rootfs sha256 {})", s("/base/suite"), s("/base/arch"), s("/base/mirror"), s("/base/tarball_sha256"))?;
+                writeln!(
+                    f,
+                    "  base      Debian {} {} from {} (rootfs sha256 {})",
+                    s("/base/suite"),
+                    s("/base/arch"),
+                    s("/base/mirror"),
+                    s("/base/tarball_sha256")
+                )?;
             }
             if i.contains_key("kernel") {
-                writeln!(f, "  kernel    {} (vmlinuz sha256 {})", s("/kernel/version"), s("/kernel/vmlinuz_sha256"))?;
+                writeln!(
+                    f,
+                    "  kernel    {} (vmlinuz sha256 {})",
+                    s("/kernel/version"),
+                    s("/kernel/vmlinuz_sha256")
+                )?;
             }
             if i.contains_key("agent") {
-                writeln!(f, "  agent     {} {} (sha256 {})", s("/agent/name"), s("/agent/version"), s("/agent/sha256"))?;
+                writeln!(
+                    f,
+                    "  agent     {} {} (sha256 {})",
+                    s("/agent/name"),
+                    s("/agent/version"),
+                    s("/agent/sha256")
+                )?;
             }
             if let Some(p) = i.get("packages").and_then(|p| p.as_array()) {
-                writeln!(f, "  packages  {} Debian packages (--json lists them)", p.len())?;
+                writeln!(
+                    f,
+                    "  packages  {} Debian packages (--json lists them)",
+                    p.len()
+                )?;
             }
             if let Some(o) = i.get("overlays").and_then(|p| p.as_array()) {
                 for ov in o {
-                    writeln!(f, "  overlay   {} ({} files)", ov["path"].as_str().unwrap_or("?"), ov["files"].as_array().map_or(0, |a| a.len()))?;
+                    writeln!(
+                        f,
+                        "  overlay   {} ({} files)",
+                        ov["path"].as_str().unwrap_or("?"),
+                        ov["files"].as_array().map_or(0, |a| a.len())
+                    )?;
                 }
             }
             for (k, v) in i {
-                if !["config", "base", "kernel", "agent", "packages", "overlays"].contains(&k.as_str()) {
-                    writeln!(f, "  {k:<9} {}", serde_json::to_string(v).unwrap_or_default())?;
+                if !["config", "base", "kernel", "agent", "packages", "overlays"]
+                    .contains(&k.as_str())
+                {
+                    writeln!(
+                        f,
+                        "  {k:<9} {}",
+                        serde_json::to_string(v).unwrap_or_default()
+                    )?;
                 }
             }
         }
@@ -557,7 +789,10 @@ mod tests {
     #[test]
     fn gpt_guids_are_mixed_endian() {
         let u = crate::ids::Uuid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").unwrap();
-        assert_eq!(guid(&u.to_gpt_bytes()), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+        assert_eq!(
+            guid(&u.to_gpt_bytes()),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+        );
     }
 
     #[test]
@@ -569,7 +804,10 @@ mod tests {
         h[1024 + 36..1024 + 40].copy_from_slice(&10u32.to_le_bytes());
         h[1024 + 64..1024 + 68].copy_from_slice(b"root");
         let i = probe_fs(&h);
-        assert_eq!((i.fs.as_str(), i.label.as_deref(), i.fs_size), ("erofs", Some("root"), Some(40960)));
+        assert_eq!(
+            (i.fs.as_str(), i.label.as_deref(), i.fs_size),
+            ("erofs", Some("root"), Some(40960))
+        );
         assert_eq!(probe_fs(&h[..100]).fs, "unknown");
     }
 }

@@ -24,7 +24,12 @@ pub struct K3sInputs {
     pub airgap: images::ImageArchive,
 }
 
-pub fn prepare(k: &K3sConfig, debian_arch: &str, bundle_dir: Option<&Path>, lock: &Path) -> Result<K3sInputs> {
+pub fn prepare(
+    k: &K3sConfig,
+    debian_arch: &str,
+    bundle_dir: Option<&Path>,
+    lock: &Path,
+) -> Result<K3sInputs> {
     let arch = Arch::from_str(debian_arch)?;
     let bundle = match bundle_dir {
         Some(dir) => {
@@ -43,19 +48,26 @@ pub fn prepare(k: &K3sConfig, debian_arch: &str, bundle_dir: Option<&Path>, lock
     let k3s = &bundle.k3s.path;
     let stand_in = images::elf::is_script(k3s) && file_head(k3s)?.contains(STAND_IN_LABEL);
     if !stand_in {
-        images::elf::check_elf_arch(k3s, debian_arch).with_context(|| format!("bundle {}: k3s binary {}", bundle.name, bundle.k3s.file))?;
+        images::elf::check_elf_arch(k3s, debian_arch)
+            .with_context(|| format!("bundle {}: k3s binary {}", bundle.name, bundle.k3s.file))?;
     }
 
     let airgap = images::inspect_archive(&bundle.airgap_images.path)
         .with_context(|| format!("bundle {}: {}", bundle.name, bundle.airgap_images.file))?;
-    images::validate_for_board(&airgap, debian_arch).with_context(|| format!("bundle {}: {}", bundle.name, bundle.airgap_images.file))?;
+    images::validate_for_board(&airgap, debian_arch)
+        .with_context(|| format!("bundle {}: {}", bundle.name, bundle.airgap_images.file))?;
     let mut preloaded = Vec::new();
     for p in &k.images {
         let a = images::inspect_archive(p)?;
         images::validate_for_board(&a, debian_arch)?;
         preloaded.push((p.clone(), a));
     }
-    Ok(K3sInputs { bundle, stand_in, preloaded, airgap })
+    Ok(K3sInputs {
+        bundle,
+        stand_in,
+        preloaded,
+        airgap,
+    })
 }
 
 fn file_head(p: &Path) -> Result<String> {

@@ -7,11 +7,33 @@ fn main() {
     let cli = Cli::parse();
     edgeimg::logging::init(cli.quiet, cli.verbose);
     let result = match cli.command {
-        Command::Build { config, out, refresh, compress, bundle, lock } => {
-            edgeimg::commands::build(config, edgeimg::commands::BuildArgs { out, refresh, compress, bundle, lock }, cli.quiet)
-        }
+        Command::Build {
+            config,
+            out,
+            refresh,
+            compress,
+            bundle,
+            lock,
+        } => edgeimg::commands::build(
+            config,
+            edgeimg::commands::BuildArgs {
+                out,
+                refresh,
+                compress,
+                bundle,
+                lock,
+            },
+            cli.quiet,
+        ),
         Command::Plan { config, json } => edgeimg::commands::plan(config, json),
-        Command::Run { image, board, snapshot, memory, cpus, kvm } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
+        Command::Run {
+            image,
+            board,
+            snapshot,
+            memory,
+            cpus,
+            kvm,
+        } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
         Command::Doctor { board } => edgeimg::commands::doctor(&board),
         Command::Boards => edgeimg::commands::boards(),
         Command::Flash(a) => edgeimg::commands::flash(a, cli.quiet),
@@ -20,7 +42,9 @@ fn main() {
         Command::Bundle(c) => edgeimg::commands::bundle(c, cli.quiet),
         Command::Completions { shell } => edgeimg::commands::completions(shell),
         Command::Man { out } => edgeimg::commands::man(&out),
-        Command::Docs { write, check } => edgeimg::commands::docs(write.as_deref(), check.as_deref()),
+        Command::Docs { write, check } => {
+            edgeimg::commands::docs(write.as_deref(), check.as_deref())
+        }
     };
     if let Err(e) = result {
         eprintln!("edgeimg: error: {e:#}");

@@ -144,7 +144,11 @@ impl Manifest {
             },
             kernel_cmdline: p.kernel_cmdline.clone(),
             inputs: InputList {
-                config: Named { name: p.config_source.clone(), version: String::new(), sha256: sha256_bytes(i.config_text.as_bytes()) },
+                config: Named {
+                    name: p.config_source.clone(),
+                    version: String::new(),
+                    sha256: sha256_bytes(i.config_text.as_bytes()),
+                },
                 base: BaseInput {
                     suite: i.base.suite.clone(),
                     arch: i.base.arch.clone(),
@@ -154,13 +158,35 @@ impl Manifest {
                     requested_packages: p.base.packages.clone(),
                 },
                 kernel: i.kernel.clone(),
-                agent: Named { name: "edgeimg-agent".into(), version: crate::VERSION.into(), sha256: sha256_bytes(i.agent) },
-                packages: i.packages.iter().map(|(n, v, a)| Package { name: n.clone(), version: v.clone(), arch: a.clone() }).collect(),
+                agent: Named {
+                    name: "edgeimg-agent".into(),
+                    version: crate::VERSION.into(),
+                    sha256: sha256_bytes(i.agent),
+                },
+                packages: i
+                    .packages
+                    .iter()
+                    .map(|(n, v, a)| Package {
+                        name: n.clone(),
+                        version: v.clone(),
+                        arch: a.clone(),
+                    })
+                    .collect(),
                 k3s: i.k3s.map(k3s_input).transpose()?,
-                overlays: i.overlays.iter().map(|(o, f)| OverlayInput {
+                overlays: i
+                    .overlays
+                    .iter()
+                    .map(|(o, f)| OverlayInput {
                         path: o.display().to_string(),
-                        files: f.iter().map(|(p, h)| OverlayFile { path: p.clone(), sha256: h.clone() }).collect(),
-                    }).collect(),
+                        files: f
+                            .iter()
+                            .map(|(p, h)| OverlayFile {
+                                path: p.clone(),
+                                sha256: h.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
             },
             layout: i.layout.clone(),
             placed_files: {
@@ -178,7 +204,10 @@ fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
     let mut preloaded_images = Vec::new();
     for (path, archive) in &k.preloaded {
         preloaded_images.push(PreloadedImage {
-            file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             sha256: sha256_file(path)?,
             images: archive.images.iter().map(|i| i.name.clone()).collect(),
         });
@@ -188,7 +217,15 @@ fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
         stand_in: k.stand_in,
         k3s_version: b.k3s_version.clone(),
         nerdctl_version: b.nerdctl_version.clone(),
-        assets: b.assets().into_iter().map(|a| Named { name: a.file.clone(), version: a.version.clone(), sha256: a.sha256.clone() }).collect(),
+        assets: b
+            .assets()
+            .into_iter()
+            .map(|a| Named {
+                name: a.file.clone(),
+                version: a.version.clone(),
+                sha256: a.sha256.clone(),
+            })
+            .collect(),
         preloaded_images,
     })
 }

@@ -12,7 +12,11 @@ use edgeimg_agent::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("{flag} {value:?}: {msg}")]
-    Flag { flag: &'static str, value: String, msg: String },
+    Flag {
+        flag: &'static str,
+        value: String,
+        msg: String,
+    },
     #[error("the node file would be invalid: {0}")]
     Invalid(String),
     #[error("{op} {}: {source}", path.display())]
@@ -60,10 +64,20 @@ pub fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
     let text = match path {
         Some(p) if p == Path::new("-") => {
             let mut s = String::new();
-            std::io::stdin().read_line(&mut s).map_err(|source| NodeError::Io { op: "read token from", path: p.into(), source })?;
+            std::io::stdin()
+                .read_line(&mut s)
+                .map_err(|source| NodeError::Io {
+                    op: "read token from",
+                    path: p.into(),
+                    source,
+                })?;
             s
         }
-        Some(p) => std::fs::read_to_string(p).map_err(|source| NodeError::Io { op: "read token from", path: p.into(), source })?,
+        Some(p) => std::fs::read_to_string(p).map_err(|source| NodeError::Io {
+            op: "read token from",
+            path: p.into(),
+            source,
+        })?,
         None => match std::env::var(TOKEN_ENV) {
             Ok(t) => t,
             Err(_) => return Ok(None),
@@ -82,14 +96,23 @@ pub const TOKEN_ENV: &str = "EDGEIMG_K3S_TOKEN";
 fn split<'a>(flag: &'static str, v: &'a str) -> Result<(&'a str, &'a str), NodeError> {
     v.split_once(':')
         .filter(|(n, rest)| !n.is_empty() && !rest.trim().is_empty())
-        .ok_or_else(|| NodeError::Flag { flag, value: v.to_string(), msg: "expected USER:VALUE".into() })
+        .ok_or_else(|| NodeError::Flag {
+            flag,
+            value: v.to_string(),
+            msg: "expected USER:VALUE".into(),
+        })
 }
 
 fn user<'a>(users: &'a mut Vec<User>, name: &str) -> &'a mut User {
     if let Some(i) = users.iter().position(|u| u.name == name) {
         return &mut users[i];
     }
-    users.push(User { name: name.to_string(), groups: vec![], ssh_keys: vec![], shell: None });
+    users.push(User {
+        name: name.to_string(),
+        groups: vec![],
+        ssh_keys: vec![],
+        shell: None,
+    });
     users.last_mut().unwrap()
 }
 
@@ -114,10 +137,23 @@ pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
     }
     for kf in &spec.ssh_key_files {
         let (n, path) = split("--ssh-key-file", kf)?;
-        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io { op: "read SSH key file", path: path.into(), source })?;
-        let keys: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io {
+            op: "read SSH key file",
+            path: path.into(),
+            source,
+        })?;
+        let keys: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
         if keys.is_empty() {
-            return Err(NodeError::Flag { flag: "--ssh-key-file", value: kf.clone(), msg: "the file holds no key".into() });
+            return Err(NodeError::Flag {
+                flag: "--ssh-key-file",
+                value: kf.clone(),
+                msg: "the file holds no key".into(),
+            });
         }
         user(&mut users, n).ssh_keys.extend(keys);
     }
@@ -129,7 +165,13 @@ pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
         None => None,
         Some("server") => Some(K3sRole::Server),
         Some("agent") => Some(K3sRole::Agent),
-        Some(r) => return Err(NodeError::Flag { flag: "--role", value: r.into(), msg: "expected server or agent".into() }),
+        Some(r) => {
+            return Err(NodeError::Flag {
+                flag: "--role",
+                value: r.into(),
+                msg: "expected server or agent".into(),
+            });
+        }
     };
     let k3s = K3sNodeSettings {
         role,
@@ -141,9 +183,15 @@ pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
         ..Default::default()
     };
     let k3s = (k3s != K3sNodeSettings::default()).then_some(k3s);
-    let cfg = NodeConfig { hostname: spec.hostname.clone(), users, k3s, ..Default::default() };
+    let cfg = NodeConfig {
+        hostname: spec.hostname.clone(),
+        users,
+        k3s,
+        ..Default::default()
+    };
     // The agent's messages quote values; never let one quote the token.
-    cfg.validate().map_err(|e| NodeError::Invalid(redact(&e.to_string(), spec.token.as_deref())))?;
+    cfg.validate()
+        .map_err(|e| NodeError::Invalid(redact(&e.to_string(), spec.token.as_deref())))?;
     Ok(cfg)
 }
 
@@ -164,16 +212,24 @@ pub fn render(cfg: &NodeConfig) -> Result<String, NodeError> {
         edgeimg_agent::schema::NODE_CONFIG_RELPATH
     );
     let secret = cfg.k3s.as_ref().and_then(|k| k.token.as_deref());
-    let back = NodeConfig::from_toml(&text, Path::new("node.toml")).map_err(|e| NodeError::Invalid(redact(&e.to_string(), secret)))?;
+    let back = NodeConfig::from_toml(&text, Path::new("node.toml"))
+        .map_err(|e| NodeError::Invalid(redact(&e.to_string(), secret)))?;
     if back != *cfg {
-        return Err(NodeError::Invalid("the written file does not read back the same".into()));
+        return Err(NodeError::Invalid(
+            "the written file does not read back the same".into(),
+        ));
     }
     Ok(text)
 }
 
 /// Writes `text` to `out` (mode 0600: node files will carry join tokens), or
 /// to stdout when `out` is None.
-pub fn write(text: &str, out: Option<&Path>, force: bool, has_secret: bool) -> Result<(), NodeError> {
+pub fn write(
+    text: &str,
+    out: Option<&Path>,
+    force: bool,
+    has_secret: bool,
+) -> Result<(), NodeError> {
     match out {
         None if has_secret => Err(NodeError::Invalid("the file holds the join token, a secret: write it to a file with --out (mode 0600) instead of stdout".into())),
         None => {
@@ -210,7 +266,10 @@ mod tests {
             hostname: Some("edge-07".into()),
             users: vec!["ops".into()],
             groups: vec!["ops:sudo,adm".into(), "ops:sudo".into()],
-            ssh_keys: vec!["ops:ssh-ed25519 AAAAC3Nza ops@laptop".into(), "deploy:ssh-ed25519 AAAAB deploy".into()],
+            ssh_keys: vec![
+                "ops:ssh-ed25519 AAAAC3Nza ops@laptop".into(),
+                "deploy:ssh-ed25519 AAAAB deploy".into(),
+            ],
             ssh_key_files: vec![],
             shells: vec!["deploy:/bin/sh".into()],
             role: Some("agent".into()),
@@ -224,24 +283,66 @@ mod tests {
         assert_eq!(cfg.users[0].groups, vec!["sudo", "adm"]);
         assert_eq!(cfg.users[1].shell.as_deref(), Some("/bin/sh"));
         let k = cfg.k3s.as_ref().unwrap();
-        assert_eq!((k.role, k.server.as_deref(), k.token.as_deref()), (Some(K3sRole::Agent), Some("https://10.0.0.1:6443"), Some("K10secret::server:abc")));
-        assert!(write("x", None, false, true).unwrap_err().to_string().contains("--out"));
+        assert_eq!(
+            (k.role, k.server.as_deref(), k.token.as_deref()),
+            (
+                Some(K3sRole::Agent),
+                Some("https://10.0.0.1:6443"),
+                Some("K10secret::server:abc")
+            )
+        );
+        assert!(
+            write("x", None, false, true)
+                .unwrap_err()
+                .to_string()
+                .contains("--out")
+        );
         let text = render(&cfg).unwrap();
         assert_eq!(NodeConfig::from_toml(&text, Path::new("n")).unwrap(), cfg);
-        assert_eq!(NodeConfig::from_toml(&render(&NodeConfig::default()).unwrap(), Path::new("n")).unwrap(), NodeConfig::default());
+        assert_eq!(
+            NodeConfig::from_toml(&render(&NodeConfig::default()).unwrap(), Path::new("n"))
+                .unwrap(),
+            NodeConfig::default()
+        );
     }
 
     #[test]
     fn bad_values_are_refused_with_the_flag() {
-        let e = make(&NodeSpec { hostname: Some("Bad_Host".into()), ..Default::default() }).unwrap_err().to_string();
+        let e = make(&NodeSpec {
+            hostname: Some("Bad_Host".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("Bad_Host"), "{e}");
-        let e = make(&NodeSpec { ssh_keys: vec!["nokey".into()], ..Default::default() }).unwrap_err().to_string();
+        let e = make(&NodeSpec {
+            ssh_keys: vec!["nokey".into()],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--ssh-key") && e.contains("USER:VALUE"), "{e}");
-        let e = make(&NodeSpec { users: vec!["Root".into()], ..Default::default() }).unwrap_err().to_string();
+        let e = make(&NodeSpec {
+            users: vec!["Root".into()],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("Root"), "{e}");
-        let e = make(&NodeSpec { role: Some("boss".into()), ..Default::default() }).unwrap_err().to_string();
+        let e = make(&NodeSpec {
+            role: Some("boss".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--role") && e.contains("boss"), "{e}");
-        let e = make(&NodeSpec { server: Some("http://x".into()), token: Some("TOPSECRET\nx".into()), ..Default::default() }).unwrap_err().to_string();
+        let e = make(&NodeSpec {
+            server: Some("http://x".into()),
+            token: Some("TOPSECRET\nx".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(!e.contains("TOPSECRET"), "{e}");
     }
 }

@@ -62,19 +62,34 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .tempdir_in(&out_dir)
         .with_context(|| format!("output directory {} is not writable", out_dir.display()))?;
     // Bundle and images are checked before anything long runs.
-    let lock = opts.lock.clone().unwrap_or_else(|| cfg.base_dir.join(crate::bundle::DEFAULT_LOCK));
+    let lock = opts
+        .lock
+        .clone()
+        .unwrap_or_else(|| cfg.base_dir.join(crate::bundle::DEFAULT_LOCK));
     let k3s = match &cfg.k3s {
-        Some(k) => Some(crate::k3s_inputs::prepare(k, &cfg.board.arch, opts.bundle.as_deref(), &lock)?),
+        Some(k) => Some(crate::k3s_inputs::prepare(
+            k,
+            &cfg.board.arch,
+            opts.bundle.as_deref(),
+            &lock,
+        )?),
         None => None,
     };
 
     let cache = crate::cache::dir();
-    std::fs::create_dir_all(cache.join("work")).with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
-    progress.note(&format!("edgeimg: building {} for {} ({}), config {}", plan.name, plan.board, plan.arch, plan.config_source));
+    std::fs::create_dir_all(cache.join("work"))
+        .with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
+    progress.note(&format!(
+        "edgeimg: building {} for {} ({}), config {}",
+        plan.name, plan.board, plan.arch, plan.config_source
+    ));
     let base = crate::base::ensure(&plan.base, &cache, opts.refresh, &progress)?;
     let epoch = source_date_epoch()?.unwrap_or(base.meta.created);
 
-    let work = tempfile::Builder::new().prefix("build-").tempdir_in(cache.join("work")).context("cannot create a work directory")?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(cache.join("work"))
+        .context("cannot create a work directory")?;
     let tree = work.path().join("root");
     let t = Instant::now();
     stage::unpack(&base.tar, &tree)?;
@@ -93,14 +108,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             (Some(k), Some(inputs)) => Some(edgeimg_agent::schema::K3sSettings {
                 stand_in: inputs.stand_in,
                 // A token given at build time is placed in the agent's token file.
-                token_file: if k.token.is_some() { Some(edgeimg_agent::schema::K3S_TOKEN_FILE.to_string()) } else { k.settings.token_file.clone() },
+                token_file: if k.token.is_some() {
+                    Some(edgeimg_agent::schema::K3S_TOKEN_FILE.to_string())
+                } else {
+                    k.settings.token_file.clone()
+                },
                 ..k.settings.clone()
             }),
             _ => None,
         },
     };
     // What the agent would reject on every device must stop the build instead.
-    image_config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
+    image_config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
     let system = stage::system::SystemInput {
         agent,
         image_config: &image_config,
@@ -129,7 +150,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         )?);
         progress.note(&format!(
             "stage: {} {} placed with {} preloaded image archive(s){}",
-            if inputs.stand_in { "STAND-IN bundle" } else { "K3s" },
+            if inputs.stand_in {
+                "STAND-IN bundle"
+            } else {
+                "K3s"
+            },
             inputs.bundle.k3s_version,
             preloaded.len(),
             if k.buildkit { " and BuildKit" } else { "" }
@@ -146,39 +171,89 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let mut hashed = Vec::new();
         for f in files {
             let p = tree.join(&f);
-            let sha = if p.is_symlink() { format!("symlink:{}", std::fs::read_link(&p)?.display()) } else { artifact::checksums::sha256_file(&p)? };
+            let sha = if p.is_symlink() {
+                format!("symlink:{}", std::fs::read_link(&p)?.display())
+            } else {
+                artifact::checksums::sha256_file(&p)?
+            };
             hashed.push((f, sha));
         }
         overlay_files.push((o.clone(), hashed));
     }
-    progress.note(&format!("stage: root tree composed ({:.1}s)", t.elapsed().as_secs_f64()));
+    progress.note(&format!(
+        "stage: root tree composed ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    ));
 
     // Filesystems.
     let t = Instant::now();
     let root_img = work.path().join("root.erofs");
-    let root_bytes = erofs::make(&tree, &root_img, plan.ids.root_a_fs_uuid, epoch, cfg.root_compression)?;
-    progress.note(&format!("fs: EROFS root {} ({:.1}s)", config::size::human(root_bytes), t.elapsed().as_secs_f64()));
+    let root_bytes = erofs::make(
+        &tree,
+        &root_img,
+        plan.ids.root_a_fs_uuid,
+        epoch,
+        cfg.root_compression,
+    )?;
+    progress.note(&format!(
+        "fs: EROFS root {} ({:.1}s)",
+        config::size::human(root_bytes),
+        t.elapsed().as_secs_f64()
+    ));
     let fixed = match cfg.size {
         ImageSize::Auto => None,
         ImageSize::Fixed(b) => Some(b.0),
     };
-    let mbr_disk_id = (cfg.board.partition_table == PartitionTable::Mbr).then(|| crate::ids::mbr_disk_id(&cfg.seed));
-    let layout = disk::layout::compute(&cfg.seed, &cfg.board.arch, mbr_disk_id, cfg.board.partitions.boot.0, root_bytes, cfg.board.partitions.data.0, fixed)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
+    let mbr_disk_id = (cfg.board.partition_table == PartitionTable::Mbr)
+        .then(|| crate::ids::mbr_disk_id(&cfg.seed));
+    let layout = disk::layout::compute(
+        &cfg.seed,
+        &cfg.board.arch,
+        mbr_disk_id,
+        cfg.board.partitions.boot.0,
+        root_bytes,
+        cfg.board.partitions.data.0,
+        fixed,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
     let boot_files = match (cfg.board.firmware, &cfg.board.rpi) {
-        (Firmware::Rpi, Some(rpi)) => crate::boot::rpi::boot_files(&tree, rpi, &kernel, &plan.kernel_cmdline, &cfg.name)?,
-        _ => crate::boot::uefi::boot_files(&tree, cfg.board.rust_arch(), &kernel, &plan.kernel_cmdline, &cfg.name)?,
+        (Firmware::Rpi, Some(rpi)) => {
+            crate::boot::rpi::boot_files(&tree, rpi, &kernel, &plan.kernel_cmdline, &cfg.name)?
+        }
+        _ => crate::boot::uefi::boot_files(
+            &tree,
+            cfg.board.rust_arch(),
+            &kernel,
+            &plan.kernel_cmdline,
+            &cfg.name,
+        )?,
     };
     let boot_img = work.path().join("boot.vfat");
-    vfat::make(&boot_img, layout.get(Role::Boot).size, "EDGEBOOT", crate::ids::fat_volume_id(&cfg.seed), &boot_files, work.path(), epoch)?;
+    vfat::make(
+        &boot_img,
+        layout.get(Role::Boot).size,
+        "EDGEBOOT",
+        crate::ids::fat_volume_id(&cfg.seed),
+        &boot_files,
+        work.path(),
+        epoch,
+    )?;
     let data_img = work.path().join("data.ext4");
-    ext4::make(&data_img, layout.get(Role::Data).size, "edgeimg-data", plan.ids.data_fs_uuid, plan.ids.data_hash_seed, epoch)?;
+    ext4::make(
+        &data_img,
+        layout.get(Role::Data).size,
+        "edgeimg-data",
+        plan.ids.data_fs_uuid,
+        plan.ids.data_hash_seed,
+        epoch,
+    )?;
 
     // Disk.
     let t = Instant::now();
     let img_name = plan.image_file();
     let img_path = staging_out.path().join(&img_name);
-    let img = std::fs::File::create(&img_path).with_context(|| format!("cannot create {}", img_path.display()))?;
+    let img = std::fs::File::create(&img_path)
+        .with_context(|| format!("cannot create {}", img_path.display()))?;
     match mbr_disk_id {
         Some(id) => disk::write_mbr(&layout, id, &img)?,
         None => disk::write_gpt(&layout, &img)?,
@@ -190,7 +265,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     drop(img);
     let kernel_info = kernel_info(&kernel)?;
     drop(work); // the tree is big; free it before compressing
-    progress.note(&format!("disk: {} ({}) assembled ({:.1}s)", img_name, config::size::human(layout.size), t.elapsed().as_secs_f64()));
+    progress.note(&format!(
+        "disk: {} ({}) assembled ({:.1}s)",
+        img_name,
+        config::size::human(layout.size),
+        t.elapsed().as_secs_f64()
+    ));
 
     // Artifacts.
     let mut names = vec![img_name.clone()];
@@ -198,9 +278,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let t = Instant::now();
         let name = format!("{img_name}.{ext}");
         let bar = progress.bytes(&format!("compress {ext}"), layout.size);
-        artifact::compress::compress(&img_path, &staging_out.path().join(&name), cfg.compression, &|n| bar.set_position(n))?;
+        artifact::compress::compress(
+            &img_path,
+            &staging_out.path().join(&name),
+            cfg.compression,
+            &|n| bar.set_position(n),
+        )?;
         bar.finish_and_clear();
-        progress.note(&format!("artifact: {name} ({:.1}s)", t.elapsed().as_secs_f64()));
+        progress.note(&format!(
+            "artifact: {name} ({:.1}s)",
+            t.elapsed().as_secs_f64()
+        ));
         names.push(name);
     }
     let bmap_name = format!("{img_name}.bmap");
@@ -222,7 +310,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         image: &img_path,
         epoch,
     })?;
-    std::fs::write(staging_out.path().join("manifest.json"), serde_json::to_vec_pretty(&m)?)?;
+    std::fs::write(
+        staging_out.path().join("manifest.json"),
+        serde_json::to_vec_pretty(&m)?,
+    )?;
     names.push("manifest.json".into());
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut sums = std::fs::File::create(staging_out.path().join("SHA256SUMS"))?;
@@ -233,12 +324,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut outputs = Vec::new();
     for n in &names {
         let dest = out_dir.join(n);
-        std::fs::rename(staging_out.path().join(n), &dest).with_context(|| format!("cannot publish {}", dest.display()))?;
+        std::fs::rename(staging_out.path().join(n), &dest)
+            .with_context(|| format!("cannot publish {}", dest.display()))?;
         outputs.push(dest);
     }
     let seconds = started.elapsed().as_secs_f64();
-    progress.note(&format!("edgeimg: wrote {} in {:.1}s", out_dir.join(&img_name).display(), seconds));
-    Ok(BuildReport { image: out_dir.join(&img_name), outputs, base_reused: base.reused, seconds })
+    progress.note(&format!(
+        "edgeimg: wrote {} in {:.1}s",
+        out_dir.join(&img_name).display(),
+        seconds
+    ));
+    Ok(BuildReport {
+        image: out_dir.join(&img_name),
+        outputs,
+        base_reused: base.reused,
+        seconds,
+    })
 }
 
 fn cfg_text(cfg: &config::Config) -> Result<String> {
@@ -260,22 +361,33 @@ fn kernel_info(k: &stage::KernelFiles) -> Result<manifest::KernelInfo> {
 /// `SOURCE_DATE_EPOCH` if set (must be a number).
 pub fn source_date_epoch() -> Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().map(Some).map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
         Err(_) => Ok(None),
     }
 }
 
 fn prepare_out_dir(out: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
-    let probe = tempfile::Builder::new().prefix(".edgeimg-probe-").tempfile_in(out);
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let probe = tempfile::Builder::new()
+        .prefix(".edgeimg-probe-")
+        .tempfile_in(out);
     probe.with_context(|| format!("output directory {} is not writable", out.display()))?;
-    out.canonicalize().with_context(|| format!("cannot resolve {}", out.display()))
+    out.canonicalize()
+        .with_context(|| format!("cannot resolve {}", out.display()))
 }
 
 /// Temporary output directories of builds that were killed.
 fn remove_stale_temps(out: &Path) {
     for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(".edgeimg-build-") {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(".edgeimg-build-")
+        {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

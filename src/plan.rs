@@ -115,21 +115,56 @@ pub fn make(config: &Config) -> Plan {
     let ids = Ids::derive(&config.seed, board.partition_table);
     let slot = "auto (root size + 25%, at least +64 MiB)".to_string();
     let data = match config.size {
-        ImageSize::Auto => format!("{} (grows to the medium on first boot)", board.partitions.data),
+        ImageSize::Auto => format!(
+            "{} (grows to the medium on first boot)",
+            board.partitions.data
+        ),
         ImageSize::Fixed(_) => "rest of the image (grows to the medium on first boot)".into(),
     };
     let partitions = vec![
-        PartitionPlan { number: 1, label: "EDGEBOOT", fs: "vfat", size: board.partitions.boot.to_string(), part_uuid: ids.boot_partuuid.clone(), role: "boot (ESP)" },
-        PartitionPlan { number: 2, label: "edgeimg-root-a", fs: "erofs", size: slot.clone(), part_uuid: ids.root_a_partuuid.clone(), role: "root, slot A" },
-        PartitionPlan { number: 3, label: "edgeimg-root-b", fs: "none", size: slot, part_uuid: ids.root_b_partuuid.clone(), role: "root, slot B (updates)" },
-        PartitionPlan { number: 4, label: "edgeimg-data", fs: "ext4", size: data, part_uuid: ids.data_partuuid.clone(), role: "/var, /etc upper layer" },
+        PartitionPlan {
+            number: 1,
+            label: "EDGEBOOT",
+            fs: "vfat",
+            size: board.partitions.boot.to_string(),
+            part_uuid: ids.boot_partuuid.clone(),
+            role: "boot (ESP)",
+        },
+        PartitionPlan {
+            number: 2,
+            label: "edgeimg-root-a",
+            fs: "erofs",
+            size: slot.clone(),
+            part_uuid: ids.root_a_partuuid.clone(),
+            role: "root, slot A",
+        },
+        PartitionPlan {
+            number: 3,
+            label: "edgeimg-root-b",
+            fs: "none",
+            size: slot,
+            part_uuid: ids.root_b_partuuid.clone(),
+            role: "root, slot B (updates)",
+        },
+        PartitionPlan {
+            number: 4,
+            label: "edgeimg-data",
+            fs: "ext4",
+            size: data,
+            part_uuid: ids.data_partuuid.clone(),
+            role: "/var, /etc upper layer",
+        },
     ];
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {
         outputs.push(format!("{name}.img.{ext}"));
     }
-    outputs.extend([format!("{name}.img.bmap"), "manifest.json".into(), "SHA256SUMS".into()]);
+    outputs.extend([
+        format!("{name}.img.bmap"),
+        "manifest.json".into(),
+        "SHA256SUMS".into(),
+    ]);
     Plan {
         name: config.name.clone(),
         board: board.name.clone(),
@@ -144,8 +179,16 @@ pub fn make(config: &Config) -> Plan {
         partitions,
         compression: format!("{:?}", config.compression).to_lowercase(),
         hostname_pattern: config.hostname_pattern.clone(),
-        users: config.users.iter().map(|u| format!("{} ({} keys)", u.name, u.ssh_keys.len())).collect(),
-        overlays: config.overlays.iter().map(|p| p.display().to_string()).collect(),
+        users: config
+            .users
+            .iter()
+            .map(|u| format!("{} ({} keys)", u.name, u.ssh_keys.len()))
+            .collect(),
+        overlays: config
+            .overlays
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         files: vec![
             "/usr/lib/edgeimg/edgeimg-agent".into(),
             "/usr/lib/edgeimg/image.json".into(),
@@ -153,7 +196,8 @@ pub fn make(config: &Config) -> Plan {
             "/usr/lib/systemd/system/edgeimg-ready.service".into(),
             "/etc/fstab".into(),
             "/etc/systemd/network/80-edgeimg-dhcp.network".into(),
-            "boot: EFI/BOOT, loader/, edgeimg/a/{vmlinuz,initrd.img}, edgeimg/node.toml.example".into(),
+            "boot: EFI/BOOT, loader/, edgeimg/a/{vmlinuz,initrd.img}, edgeimg/node.toml.example"
+                .into(),
         ],
         outputs,
     }
@@ -161,22 +205,58 @@ pub fn make(config: &Config) -> Plan {
 
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "image      {} for board {} ({})", self.name, self.board, self.arch)?;
+        writeln!(
+            f,
+            "image      {} for board {} ({})",
+            self.name, self.board, self.arch
+        )?;
         writeln!(f, "config     {}", self.config_source)?;
         writeln!(f, "seed       {}", self.seed)?;
-        writeln!(f, "base       Debian {} {} from {}", self.base.suite, self.base.arch, self.base.mirror)?;
+        writeln!(
+            f,
+            "base       Debian {} {} from {}",
+            self.base.suite, self.base.arch, self.base.mirror
+        )?;
         writeln!(f, "packages   {}", self.base.packages.join(" "))?;
         match &self.ids.mbr_disk_id {
-            Some(id) => writeln!(f, "disk       {} table, size {}, disk id {id}", self.partition_table, self.image_size)?,
-            None => writeln!(f, "disk       {} table, size {}, disk GUID {}", self.partition_table, self.image_size, self.ids.disk_guid)?,
+            Some(id) => writeln!(
+                f,
+                "disk       {} table, size {}, disk id {id}",
+                self.partition_table, self.image_size
+            )?,
+            None => writeln!(
+                f,
+                "disk       {} table, size {}, disk GUID {}",
+                self.partition_table, self.image_size, self.ids.disk_guid
+            )?,
         }
         for p in &self.partitions {
-            writeln!(f, "  {} {:<15} {:<6} {:<44} {}  {}", p.number, p.label, p.fs, p.size, p.part_uuid, p.role)?;
+            writeln!(
+                f,
+                "  {} {:<15} {:<6} {:<44} {}  {}",
+                p.number, p.label, p.fs, p.size, p.part_uuid, p.role
+            )?;
         }
         writeln!(f, "cmdline    {}", self.kernel_cmdline)?;
         writeln!(f, "hostname   {}", self.hostname_pattern)?;
-        writeln!(f, "users      {}", if self.users.is_empty() { "(none)".into() } else { self.users.join(", ") })?;
-        writeln!(f, "overlays   {}", if self.overlays.is_empty() { "(none)".into() } else { self.overlays.join(", ") })?;
+        writeln!(
+            f,
+            "users      {}",
+            if self.users.is_empty() {
+                "(none)".into()
+            } else {
+                self.users.join(", ")
+            }
+        )?;
+        writeln!(
+            f,
+            "overlays   {}",
+            if self.overlays.is_empty() {
+                "(none)".into()
+            } else {
+                self.overlays.join(", ")
+            }
+        )?;
         writeln!(f, "files")?;
         for x in &self.files {
             writeln!(f, "  {x}")?;

@@ -14,7 +14,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool) -> Self {
-        Progress { quiet, tty: std::io::stderr().is_terminal() }
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     /// A line on stderr describing a step.
@@ -30,7 +33,9 @@ impl Progress {
             return ProgressBar::hidden();
         }
         let pb = ProgressBar::new_spinner();
-        pb.set_style(ProgressStyle::with_template("  {spinner} {prefix} [{elapsed}] {wide_msg}").unwrap());
+        pb.set_style(
+            ProgressStyle::with_template("  {spinner} {prefix} [{elapsed}] {wide_msg}").unwrap(),
+        );
         pb.set_prefix(prefix.to_string());
         pb.enable_steady_tick(Duration::from_millis(120));
         pb
@@ -43,9 +48,11 @@ impl Progress {
         }
         let pb = ProgressBar::new(total);
         pb.set_style(
-            ProgressStyle::with_template("  {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                .unwrap()
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "  {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
         );
         pb.set_prefix(prefix.to_string());
         pb

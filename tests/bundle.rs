@@ -25,8 +25,11 @@ fn sha(b: &[u8]) -> String {
 
 /// Deterministic filler bytes, labelled as a synthetic test asset.
 fn synthetic(label: &str, len: usize) -> Vec<u8> {
-    let mut v = format!("synthetic edgeimg test asset `{label}` (not a real release file)\n").into_bytes();
-    let mut x: u64 = label.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let mut v =
+        format!("synthetic edgeimg test asset `{label}` (not a real release file)\n").into_bytes();
+    let mut x: u64 = label.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     while v.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
@@ -70,21 +73,39 @@ impl Server {
             let bin = synthetic(k3s, 200_000);
             let airgap = synthetic(&format!("airgap-{arch}"), 700_000);
             let other = synthetic(&format!("k3s-airgap-images-{arch}.tar.gz"), 1000);
-            let sums = format!("{}  {k3s}\n{}  k3s-airgap-images-{arch}.tar.zst\n{}  k3s-airgap-images-{arch}.tar.gz\n", sha(&bin), sha(&airgap), sha(&other));
+            let sums = format!(
+                "{}  {k3s}\n{}  k3s-airgap-images-{arch}.tar.zst\n{}  k3s-airgap-images-{arch}.tar.gz\n",
+                sha(&bin),
+                sha(&airgap),
+                sha(&other)
+            );
             files.insert(format!("{K3S}/{k3s}"), bin);
             files.insert(format!("{K3S}/k3s-airgap-images-{arch}.tar.zst"), airgap);
             files.insert(format!("{K3S}/sha256sum-{arch}.txt"), sums.into_bytes());
         }
         let mut sums = String::new();
         for arch in ["amd64", "arm64"] {
-            for name in [format!("nerdctl-2.1.6-linux-{arch}.tar.gz"), format!("nerdctl-full-2.1.6-linux-{arch}.tar.gz")] {
-                let data = synthetic(&name, if name.contains("full") { 300_000 } else { 90_000 });
+            for name in [
+                format!("nerdctl-2.1.6-linux-{arch}.tar.gz"),
+                format!("nerdctl-full-2.1.6-linux-{arch}.tar.gz"),
+            ] {
+                let data = synthetic(
+                    &name,
+                    if name.contains("full") {
+                        300_000
+                    } else {
+                        90_000
+                    },
+                );
                 sums.push_str(&format!("{}  {name}\n", sha(&data)));
                 files.insert(format!("{NERDCTL}/{name}"), data);
             }
         }
         files.insert(format!("{NERDCTL}/SHA256SUMS"), sums.into_bytes());
-        let state = Arc::new(Mutex::new(State { files, ..Default::default() }));
+        let state = Arc::new(Mutex::new(State {
+            files,
+            ..Default::default()
+        }));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -99,7 +120,12 @@ impl Server {
                 std::thread::spawn(move || handle(conn, &st));
             }
         });
-        Server { port, state, stop, thread: Some(thread) }
+        Server {
+            port,
+            state,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn url(&self) -> String {
@@ -166,16 +192,27 @@ fn handle(conn: TcpStream, state: &Mutex<State>) {
         let target = parts.next().unwrap_or_default().to_string();
         // Absolute-form (plain proxy) → path.
         let path = match target.split_once("://") {
-            Some((_, rest)) => rest.find('/').map(|i| rest[i..].to_string()).unwrap_or("/".into()),
+            Some((_, rest)) => rest
+                .find('/')
+                .map(|i| rest[i..].to_string())
+                .unwrap_or("/".into()),
             None => target.clone(),
         };
-        state.lock().unwrap().requests.push((request_line.clone(), path.clone(), range.clone()));
+        state
+            .lock()
+            .unwrap()
+            .requests
+            .push((request_line.clone(), path.clone(), range.clone()));
         if method == "CONNECT" {
-            out.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").unwrap();
+            out.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
             continue;
         }
         let (status, headers, body, cut) = respond(state, &path, range.as_deref());
-        let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -195,7 +232,12 @@ type Response = (String, Vec<(String, String)>, Vec<u8>, Option<usize>);
 fn respond(state: &Mutex<State>, path: &str, range: Option<&str>) -> Response {
     let mut s = state.lock().unwrap();
     if let Some(to) = s.redirect.get(path) {
-        return ("302 Found".into(), vec![("Location".into(), to.clone())], vec![], None);
+        return (
+            "302 Found".into(),
+            vec![("Location".into(), to.clone())],
+            vec![],
+            None,
+        );
     }
     if s.missing.contains(path) || !s.files.contains_key(path) {
         return ("404 Not Found".into(), vec![], b"Not Found".to_vec(), None);
@@ -205,16 +247,41 @@ fn respond(state: &Mutex<State>, path: &str, range: Option<&str>) -> Response {
         let i = data.len() / 2;
         data[i] ^= 0xff;
     }
-    let cut = s.cut_once.remove(path).or_else(|| s.cut_always.get(path).copied());
+    let cut = s
+        .cut_once
+        .remove(path)
+        .or_else(|| s.cut_always.get(path).copied());
     let len = data.len();
     if let Some(r) = range {
-        let start: usize = r.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')).and_then(|n| n.parse().ok()).expect("open-ended byte range");
+        let start: usize = r
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .expect("open-ended byte range");
         if start >= len {
-            return ("416 Range Not Satisfiable".into(), vec![("Content-Range".into(), format!("bytes */{len}"))], vec![], None);
+            return (
+                "416 Range Not Satisfiable".into(),
+                vec![("Content-Range".into(), format!("bytes */{len}"))],
+                vec![],
+                None,
+            );
         }
-        return ("206 Partial Content".into(), vec![("Content-Range".into(), format!("bytes {start}-{}/{len}", len - 1))], data[start..].to_vec(), cut);
+        return (
+            "206 Partial Content".into(),
+            vec![(
+                "Content-Range".into(),
+                format!("bytes {start}-{}/{len}", len - 1),
+            )],
+            data[start..].to_vec(),
+            cut,
+        );
     }
-    ("200 OK".into(), vec![("Content-Type".into(), "application/octet-stream".into())], data, cut)
+    (
+        "200 OK".into(),
+        vec![("Content-Type".into(), "application/octet-stream".into())],
+        data,
+        cut,
+    )
 }
 
 // ---------------------------------------------------------------- the client side
@@ -225,7 +292,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn cache(&self) -> PathBuf {
         self.dir.path().join("cache")
@@ -238,8 +307,20 @@ impl Env {
     }
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_edgeimg"));
-        c.args(args).current_dir(self.dir.path()).env("EDGEIMG_CACHE_DIR", self.cache()).env_remove("EDGEIMG_BUNDLE_MIRROR");
-        for v in ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"] {
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("EDGEIMG_CACHE_DIR", self.cache())
+            .env_remove("EDGEIMG_BUNDLE_MIRROR");
+        for v in [
+            "ALL_PROXY",
+            "all_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
             c.env_remove(v);
         }
         c
@@ -249,32 +330,56 @@ impl Env {
     }
     fn fetch(&self, server: &str, extra: &[&str]) -> Output {
         let lock = self.lock();
-        let mut args = vec!["bundle", "fetch", BUNDLE, "--arch", "amd64", "--mirror", server, "--lock", lock.to_str().unwrap()];
+        let mut args = vec![
+            "bundle",
+            "fetch",
+            BUNDLE,
+            "--arch",
+            "amd64",
+            "--mirror",
+            server,
+            "--lock",
+            lock.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         self.run(&args)
     }
     /// SHA-256 names of the files in the store.
     fn stored(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.cache().join("bundles/sha256"))
-            .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
     }
     fn partials(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.cache().join("bundles/partial")).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+        std::fs::read_dir(self.cache().join("bundles/partial"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
     }
 }
 
 fn ok(o: &Output) -> String {
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "failed: {}\nstdout: {stdout}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}\nstdout: {stdout}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     stdout
 }
 
 fn fails(o: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "should have failed; stdout: {}\nstderr: {err}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "should have failed; stdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     for n in needles {
         assert!(err.contains(n), "stderr lacks `{n}`:\n{err}");
     }
@@ -285,9 +390,18 @@ fn fails(o: &Output, needles: &[&str]) -> String {
 fn amd64_files(server: &Server) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("k3s", server.file(&format!("{K3S}/k3s"))),
-        ("k3s-airgap-images-amd64.tar.zst", server.file(&format!("{K3S}/k3s-airgap-images-amd64.tar.zst"))),
-        ("sha256sum-amd64.txt", server.file(&format!("{K3S}/sha256sum-amd64.txt"))),
-        ("nerdctl-2.1.6-linux-amd64.tar.gz", server.file(&format!("{NERDCTL}/nerdctl-2.1.6-linux-amd64.tar.gz"))),
+        (
+            "k3s-airgap-images-amd64.tar.zst",
+            server.file(&format!("{K3S}/k3s-airgap-images-amd64.tar.zst")),
+        ),
+        (
+            "sha256sum-amd64.txt",
+            server.file(&format!("{K3S}/sha256sum-amd64.txt")),
+        ),
+        (
+            "nerdctl-2.1.6-linux-amd64.tar.gz",
+            server.file(&format!("{NERDCTL}/nerdctl-2.1.6-linux-amd64.tar.gz")),
+        ),
         ("SHA256SUMS", server.file(&format!("{NERDCTL}/SHA256SUMS"))),
     ]
 }
@@ -307,19 +421,31 @@ fn good_fetch_stores_and_locks_then_hits_the_cache_offline() {
     want.sort();
     assert_eq!(env.stored(), want);
     for h in &want {
-        assert_eq!(&sha(&std::fs::read(env.cache().join("bundles/sha256").join(h)).unwrap()), h);
+        assert_eq!(
+            &sha(&std::fs::read(env.cache().join("bundles/sha256").join(h)).unwrap()),
+            h
+        );
     }
     assert!(env.partials().is_empty(), "{:?}", env.partials());
 
     // Lock: name, version, arch, every file → sha256 and size.
     let text = std::fs::read_to_string(env.lock()).unwrap();
-    assert!(text.contains("name = \"k3s-v1.36.4+k3s1\"") && text.contains("arch = \"amd64\"") && text.contains("version = \"v1.36.4+k3s1\""), "{text}");
+    assert!(
+        text.contains("name = \"k3s-v1.36.4+k3s1\"")
+            && text.contains("arch = \"amd64\"")
+            && text.contains("version = \"v1.36.4+k3s1\""),
+        "{text}"
+    );
     let lock = LockFile::load_or_empty(&env.lock()).unwrap();
     let entry = lock.entry(BUNDLE, Arch::Amd64).unwrap();
     assert_eq!(entry.assets.len(), 5);
     for (name, data) in &files {
         let a = &entry.assets[*name];
-        assert_eq!((a.sha256.as_str(), a.size), (sha(data).as_str(), data.len() as u64), "{name}");
+        assert_eq!(
+            (a.sha256.as_str(), a.size),
+            (sha(data).as_str(), data.len() as u64),
+            "{name}"
+        );
     }
     let n_requests = server.requests().len();
     assert_eq!(n_requests, 5, "{:?}", server.requests());
@@ -332,25 +458,47 @@ fn good_fetch_stores_and_locks_then_hits_the_cache_offline() {
     assert_eq!(r.airgap_images.file, "k3s-airgap-images-amd64.tar.zst");
     assert_eq!(r.nerdctl.version, "2.1.6");
     assert!(r.nerdctl_full.is_none());
-    let e = bundle::resolve_in(&env.store(), &m, &env.lock(), Arch::Amd64, true).unwrap_err().to_string();
-    assert!(e.contains("nerdctl-full-2.1.6-linux-amd64.tar.gz not locked") && e.contains("--buildkit") && e.contains("--bundle"), "{e}");
+    let e = bundle::resolve_in(&env.store(), &m, &env.lock(), Arch::Amd64, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nerdctl-full-2.1.6-linux-amd64.tar.gz not locked")
+            && e.contains("--buildkit")
+            && e.contains("--bundle"),
+        "{e}"
+    );
 
     // Second fetch: no network at all.
     server.stop();
     let out = ok(&env.fetch(&server.url(), &[]));
-    assert!(out.contains("cached  k3s ") && !out.contains("fetched"), "{out}");
+    assert!(
+        out.contains("cached  k3s ") && !out.contains("fetched"),
+        "{out}"
+    );
     assert_eq!(server.requests().len(), n_requests);
 
     // verify and list.
     let out = ok(&env.run(&["bundle", "verify", "--lock", env.lock().to_str().unwrap()]));
     assert!(out.contains("5 file(s)"), "{out}");
     let out = ok(&env.run(&["bundle", "list"]));
-    assert!(out.contains("shipped manifests:") && out.contains("k3s-v1.36.4+k3s1"), "{out}");
+    assert!(
+        out.contains("shipped manifests:") && out.contains("k3s-v1.36.4+k3s1"),
+        "{out}"
+    );
     let cached = out.split("cached in").nth(1).unwrap();
-    assert!(cached.contains("k3s-v1.36.4+k3s1") && cached.contains("amd64") && cached.contains("v1.36.4+k3s1") && cached.contains("5 file(s)"), "{out}");
+    assert!(
+        cached.contains("k3s-v1.36.4+k3s1")
+            && cached.contains("amd64")
+            && cached.contains("v1.36.4+k3s1")
+            && cached.contains("5 file(s)"),
+        "{out}"
+    );
 
     // BuildKit needs one more file, which is not cached and the server is gone.
-    fails(&env.fetch(&server.url(), &["--buildkit"]), &["nerdctl-full-2.1.6-linux-amd64.tar.gz"]);
+    fails(
+        &env.fetch(&server.url(), &["--buildkit"]),
+        &["nerdctl-full-2.1.6-linux-amd64.tar.gz"],
+    );
 }
 
 #[test]
@@ -361,13 +509,22 @@ fn buildkit_adds_nerdctl_full_to_the_same_lock_entry() {
     let before = server.requests().len();
     ok(&env.fetch(&server.url(), &["--buildkit"]));
     // Only nerdctl-full and its checksum list (already stored: from the cache) are needed.
-    let new: Vec<_> = server.requests()[before..].iter().map(|r| r.1.clone()).collect();
-    assert_eq!(new, vec![format!("{NERDCTL}/nerdctl-full-2.1.6-linux-amd64.tar.gz")]);
+    let new: Vec<_> = server.requests()[before..]
+        .iter()
+        .map(|r| r.1.clone())
+        .collect();
+    assert_eq!(
+        new,
+        vec![format!("{NERDCTL}/nerdctl-full-2.1.6-linux-amd64.tar.gz")]
+    );
     let lock = LockFile::load_or_empty(&env.lock()).unwrap();
     assert_eq!(lock.entry(BUNDLE, Arch::Amd64).unwrap().assets.len(), 6);
     let m = Manifest::find(BUNDLE).unwrap();
     let r = bundle::resolve_in(&env.store(), &m, &env.lock(), Arch::Amd64, true).unwrap();
-    assert_eq!(r.nerdctl_full.unwrap().file, "nerdctl-full-2.1.6-linux-amd64.tar.gz");
+    assert_eq!(
+        r.nerdctl_full.unwrap().file,
+        "nerdctl-full-2.1.6-linux-amd64.tar.gz"
+    );
 }
 
 #[test]
@@ -377,15 +534,35 @@ fn corrupted_asset_is_refused_and_nothing_is_cached() {
     server.with(|s| s.corrupt.insert(path.clone()));
     let env = Env::new();
     let good = sha(&server.file(&path));
-    let err = fails(&env.fetch(&server.url(), &[]), &["k3s-airgap-images-amd64.tar.zst", &good, "does not match", "sha256sum-amd64.txt", "refused"]);
+    let err = fails(
+        &env.fetch(&server.url(), &[]),
+        &[
+            "k3s-airgap-images-amd64.tar.zst",
+            &good,
+            "does not match",
+            "sha256sum-amd64.txt",
+            "refused",
+        ],
+    );
     assert_eq!(err.matches("error:").count(), 1, "{err}");
     let mut bad = server.file(&path);
     let i = bad.len() / 2;
     bad[i] ^= 0xff;
     assert!(err.contains(&sha(&bad)), "names the hash it got: {err}");
-    assert!(!env.stored().contains(&good) && !env.stored().contains(&sha(&bad)), "{:?}", env.stored());
-    assert!(env.partials().is_empty(), "the partial is deleted: {:?}", env.partials());
-    assert!(!env.lock().exists(), "no lock is written for a failed fetch");
+    assert!(
+        !env.stored().contains(&good) && !env.stored().contains(&sha(&bad)),
+        "{:?}",
+        env.stored()
+    );
+    assert!(
+        env.partials().is_empty(),
+        "the partial is deleted: {:?}",
+        env.partials()
+    );
+    assert!(
+        !env.lock().exists(),
+        "no lock is written for a failed fetch"
+    );
 }
 
 #[test]
@@ -394,11 +571,21 @@ fn truncated_asset_is_detected_and_not_cached() {
     let path = format!("{K3S}/k3s");
     server.with(|s| s.cut_always.insert(path.clone(), 50_000));
     let env = Env::new();
-    fails(&env.fetch(&server.url(), &[]), &["/k3s-io/k3s/releases/download/v1.36.4%2Bk3s1/k3s", "interrupted after 50000 of 200000 bytes", "resume"]);
+    fails(
+        &env.fetch(&server.url(), &[]),
+        &[
+            "/k3s-io/k3s/releases/download/v1.36.4%2Bk3s1/k3s",
+            "interrupted after 50000 of 200000 bytes",
+            "resume",
+        ],
+    );
     assert!(!env.stored().contains(&sha(&server.file(&path))));
     assert!(!env.lock().exists());
     // The server keeps cutting: the resumed attempt is cut too, never stored.
-    fails(&env.fetch(&server.url(), &[]), &["interrupted after 100000 of 200000 bytes"]);
+    fails(
+        &env.fetch(&server.url(), &[]),
+        &["interrupted after 100000 of 200000 bytes"],
+    );
     assert!(!env.stored().contains(&sha(&server.file(&path))));
 
     // A file truncated on the server (honest, shorter length) fails its checksum.
@@ -420,7 +607,10 @@ fn not_found_names_the_url() {
     let path = format!("{NERDCTL}/nerdctl-2.1.6-linux-amd64.tar.gz");
     server.with(|s| s.missing.insert(path.clone()));
     let env = Env::new();
-    fails(&env.fetch(&server.url(), &[]), &[&format!("{}{path}", server.url()), "404"]);
+    fails(
+        &env.fetch(&server.url(), &[]),
+        &[&format!("{}{path}", server.url()), "404"],
+    );
     assert!(!env.lock().exists());
 }
 
@@ -430,14 +620,31 @@ fn interrupted_download_resumes_with_range() {
     let path = format!("{K3S}/k3s-airgap-images-amd64.tar.zst");
     server.with(|s| s.cut_once.insert(path.clone(), 300_000));
     let env = Env::new();
-    fails(&env.fetch(&server.url(), &[]), &["interrupted after 300000 of 700000 bytes", "run the same command again to resume"]);
+    fails(
+        &env.fetch(&server.url(), &[]),
+        &[
+            "interrupted after 300000 of 700000 bytes",
+            "run the same command again to resume",
+        ],
+    );
     let partials = env.partials();
     assert_eq!(partials.len(), 1, "{partials:?}");
-    assert!(partials[0].file_name().unwrap().to_str().unwrap().starts_with("k3s-airgap-images-amd64.tar.zst-"));
+    assert!(
+        partials[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("k3s-airgap-images-amd64.tar.zst-")
+    );
     assert_eq!(std::fs::metadata(&partials[0]).unwrap().len(), 300_000);
 
     ok(&env.fetch(&server.url(), &[]));
-    let ranged: Vec<_> = server.requests().into_iter().filter(|r| r.1 == path).collect();
+    let ranged: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.1 == path)
+        .collect();
     assert_eq!(ranged.len(), 2, "{ranged:?}");
     assert_eq!(ranged[0].2, None);
     assert_eq!(ranged[1].2.as_deref(), Some("bytes=300000-"));
@@ -457,12 +664,25 @@ fn redirected_download_resumes_at_the_redirect_target() {
         s.cut_once.insert(object.clone(), 123_456);
     });
     let env = Env::new();
-    fails(&env.fetch(&server.url(), &[]), &["interrupted after 123456 of 700000 bytes"]);
+    fails(
+        &env.fetch(&server.url(), &[]),
+        &["interrupted after 123456 of 700000 bytes"],
+    );
     ok(&env.fetch(&server.url(), &[]));
-    let reqs: Vec<_> = server.requests().into_iter().filter(|r| r.1 == path || r.1 == object).map(|r| (r.1, r.2)).collect();
+    let reqs: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.1 == path || r.1 == object)
+        .map(|r| (r.1, r.2))
+        .collect();
     assert_eq!(
         reqs,
-        vec![(path.clone(), None), (object.clone(), None), (path.clone(), Some("bytes=123456-".into())), (object.clone(), Some("bytes=123456-".into()))]
+        vec![
+            (path.clone(), None),
+            (object.clone(), None),
+            (path.clone(), Some("bytes=123456-".into())),
+            (object.clone(), Some("bytes=123456-".into()))
+        ]
     );
     assert!(env.stored().contains(&sha(&server.file(&path))));
 }
@@ -478,9 +698,18 @@ fn resumed_download_that_does_not_verify_starts_again() {
     let url = m.url_for(spec, Some(&server.url())).unwrap();
     let dir = env.cache().join("bundles/partial");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("k3s-{}.part", &sha(url.as_bytes())[..12])), vec![b'x'; 1000]).unwrap();
+    std::fs::write(
+        dir.join(format!("k3s-{}.part", &sha(url.as_bytes())[..12])),
+        vec![b'x'; 1000],
+    )
+    .unwrap();
     ok(&env.fetch(&server.url(), &[]));
-    let reqs: Vec<_> = server.requests().into_iter().filter(|r| r.1 == path).map(|r| r.2).collect();
+    let reqs: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.1 == path)
+        .map(|r| r.2)
+        .collect();
     assert_eq!(reqs, vec![Some("bytes=1000-".to_string()), None]);
     assert!(env.stored().contains(&sha(&server.file(&path))));
 }
@@ -500,14 +729,35 @@ fn import_from_a_directory_good_and_tampered() {
     let env = Env::new();
     let dir = bundle_dir(&server, env.dir.path());
     let lock = env.lock();
-    let import = |env: &Env| env.run(&["bundle", "import", dir.to_str().unwrap(), "--manifest", BUNDLE, "--arch", "amd64", "--lock", lock.to_str().unwrap()]);
+    let import = |env: &Env| {
+        env.run(&[
+            "bundle",
+            "import",
+            dir.to_str().unwrap(),
+            "--manifest",
+            BUNDLE,
+            "--arch",
+            "amd64",
+            "--lock",
+            lock.to_str().unwrap(),
+        ])
+    };
 
     // Tampered first: nothing stored, no lock.
     let k3s = std::fs::read(dir.join("k3s")).unwrap();
     let mut bad = k3s.clone();
     bad[100] ^= 1;
     std::fs::write(dir.join("k3s"), &bad).unwrap();
-    fails(&import(&env), &["k3s", &dir.join("k3s").display().to_string(), &sha(&k3s), &sha(&bad), "does not match"]);
+    fails(
+        &import(&env),
+        &[
+            "k3s",
+            &dir.join("k3s").display().to_string(),
+            &sha(&k3s),
+            &sha(&bad),
+            "does not match",
+        ],
+    );
     assert!(env.stored().is_empty(), "{:?}", env.stored());
     assert!(!lock.exists());
 
@@ -526,11 +776,18 @@ fn import_from_a_directory_good_and_tampered() {
     assert_eq!(d.k3s.path, dir.join("k3s"));
     assert_eq!(d.k3s.sha256, sha(&k3s));
     d.check_lock(&lock).unwrap();
-    let e = bundle::from_dir(&dir, &m, Arch::Amd64, true).unwrap_err().to_string();
-    assert!(e.contains("nerdctl-full-2.1.6-linux-amd64.tar.gz is missing"), "{e}");
+    let e = bundle::from_dir(&dir, &m, Arch::Amd64, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nerdctl-full-2.1.6-linux-amd64.tar.gz is missing"),
+        "{e}"
+    );
     // A directory whose checksum file was edited to match a tampered binary still differs from the lock.
     std::fs::write(dir.join("k3s"), &bad).unwrap();
-    let sums = std::fs::read_to_string(dir.join("sha256sum-amd64.txt")).unwrap().replace(&sha(&k3s), &sha(&bad));
+    let sums = std::fs::read_to_string(dir.join("sha256sum-amd64.txt"))
+        .unwrap()
+        .replace(&sha(&k3s), &sha(&bad));
     std::fs::write(dir.join("sha256sum-amd64.txt"), sums).unwrap();
     let d = bundle::from_dir(&dir, &m, Arch::Amd64, false).unwrap();
     let e = d.check_lock(&lock).unwrap_err().to_string();
@@ -539,7 +796,10 @@ fn import_from_a_directory_good_and_tampered() {
 
     // A missing file is named.
     std::fs::remove_file(dir.join("SHA256SUMS")).unwrap();
-    fails(&import(&env), &["SHA256SUMS is missing from the bundle directory"]);
+    fails(
+        &import(&env),
+        &["SHA256SUMS is missing from the bundle directory"],
+    );
 }
 
 #[test]
@@ -556,16 +816,29 @@ fn verify_detects_a_modified_store_file_and_fetch_repairs_it() {
     let mut data = std::fs::read(&p).unwrap();
     data[10] ^= 1;
     std::fs::write(&p, &data).unwrap();
-    fails(&env.run(&["bundle", "verify", "--lock", lock.to_str().unwrap()]), &["1 problem", "nerdctl-2.1.6-linux-amd64.tar.gz", &h, &sha(&data)]);
+    fails(
+        &env.run(&["bundle", "verify", "--lock", lock.to_str().unwrap()]),
+        &[
+            "1 problem",
+            "nerdctl-2.1.6-linux-amd64.tar.gz",
+            &h,
+            &sha(&data),
+        ],
+    );
     let m = Manifest::find(BUNDLE).unwrap();
-    let e = bundle::resolve_in(&env.store(), &m, &lock, Arch::Amd64, false).unwrap_err().to_string();
+    let e = bundle::resolve_in(&env.store(), &m, &lock, Arch::Amd64, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("store is corrupt") && e.contains(&h), "{e}");
     // fetch notices, drops the bad copy and downloads it again.
     ok(&env.fetch(&server.url(), &[]));
     ok(&env.run(&["bundle", "verify", "--lock", lock.to_str().unwrap()]));
     // A file missing from the store is a problem too.
     std::fs::remove_file(&p).unwrap();
-    fails(&env.run(&["bundle", "verify", "--lock", lock.to_str().unwrap()]), &["missing from the store"]);
+    fails(
+        &env.run(&["bundle", "verify", "--lock", lock.to_str().unwrap()]),
+        &["missing from the store"],
+    );
 }
 
 #[test]
@@ -580,20 +853,34 @@ fn lock_mismatch_names_both_hashes() {
     // a fresh cache with the committed lock refuses it, naming both hashes.
     let new = synthetic("k3s rebuilt", 200_000);
     server.with(|s| {
-        let sums = String::from_utf8(s.files[&format!("{K3S}/sha256sum-amd64.txt")].clone()).unwrap().replace(&real, &sha(&new));
-        s.files.insert(format!("{K3S}/sha256sum-amd64.txt"), sums.into_bytes());
+        let sums = String::from_utf8(s.files[&format!("{K3S}/sha256sum-amd64.txt")].clone())
+            .unwrap()
+            .replace(&real, &sha(&new));
+        s.files
+            .insert(format!("{K3S}/sha256sum-amd64.txt"), sums.into_bytes());
         s.files.insert(format!("{K3S}/k3s"), new.clone());
     });
     let other = Env::new();
     std::fs::copy(&lock, other.lock()).unwrap();
-    let err = fails(&other.fetch(&server.url(), &[]), &["k3s:", &real, &sha(&new), "lock", "sha256sum-amd64.txt"]);
-    assert!(!err.contains("sha256sum-amd64.txt:"), "names the asset, not the list: {err}");
+    let err = fails(
+        &other.fetch(&server.url(), &[]),
+        &["k3s:", &real, &sha(&new), "lock", "sha256sum-amd64.txt"],
+    );
+    assert!(
+        !err.contains("sha256sum-amd64.txt:"),
+        "names the asset, not the list: {err}"
+    );
     assert!(!other.stored().contains(&sha(&new)));
 
     // An edited lock against the cached checksum list.
-    let text = std::fs::read_to_string(&lock).unwrap().replace(&real, &"0".repeat(64));
+    let text = std::fs::read_to_string(&lock)
+        .unwrap()
+        .replace(&real, &"0".repeat(64));
     std::fs::write(&lock, text).unwrap();
-    fails(&env.fetch(&server.url(), &[]), &[&real, &"0".repeat(64), "k3s"]);
+    fails(
+        &env.fetch(&server.url(), &[]),
+        &[&real, &"0".repeat(64), "k3s"],
+    );
 }
 
 #[test]
@@ -602,26 +889,55 @@ fn proxy_from_the_environment_is_used() {
     let env = Env::new();
     let lock = env.lock();
     let o = env
-        .cmd(&["bundle", "fetch", BUNDLE, "--arch", "arm64", "--lock", lock.to_str().unwrap()])
+        .cmd(&[
+            "bundle",
+            "fetch",
+            BUNDLE,
+            "--arch",
+            "arm64",
+            "--lock",
+            lock.to_str().unwrap(),
+        ])
         .env("EDGEIMG_BUNDLE_MIRROR", "http://mirror.invalid")
         .env("HTTP_PROXY", server.url())
         .output()
         .unwrap();
     ok(&o);
     let reqs = server.requests();
-    assert!(reqs.iter().any(|r| r.0 == "CONNECT mirror.invalid:80 HTTP/1.1"), "{reqs:?}");
-    assert!(reqs.iter().any(|r| r.1 == format!("{K3S}/k3s-arm64")), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.0 == "CONNECT mirror.invalid:80 HTTP/1.1"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.1 == format!("{K3S}/k3s-arm64")),
+        "{reqs:?}"
+    );
     let l = LockFile::load_or_empty(&lock).unwrap();
-    assert!(l.entry(BUNDLE, Arch::Arm64).unwrap().assets.contains_key("k3s-airgap-images-arm64.tar.zst"));
+    assert!(
+        l.entry(BUNDLE, Arch::Arm64)
+            .unwrap()
+            .assets
+            .contains_key("k3s-airgap-images-arm64.tar.zst")
+    );
 }
 
 #[test]
 fn unknown_manifest_and_bad_manifest_file() {
     let env = Env::new();
-    fails(&env.run(&["bundle", "fetch", "k3s-v9.9.9", "--arch", "amd64"]), &["unknown bundle manifest `k3s-v9.9.9`", BUNDLE]);
+    fails(
+        &env.run(&["bundle", "fetch", "k3s-v9.9.9", "--arch", "amd64"]),
+        &["unknown bundle manifest `k3s-v9.9.9`", BUNDLE],
+    );
     let p = env.dir.path().join("m.toml");
     std::fs::write(&p, "schema = 1\nname = \"x\"\nfrobnicate = 2\n").unwrap();
-    fails(&env.run(&["bundle", "fetch", p.to_str().unwrap(), "--arch", "amd64"]), &[&format!("{}:3: key `frobnicate`", p.display()), "unknown field"]);
+    fails(
+        &env.run(&["bundle", "fetch", p.to_str().unwrap(), "--arch", "amd64"]),
+        &[
+            &format!("{}:3: key `frobnicate`", p.display()),
+            "unknown field",
+        ],
+    );
     fails(&env.run(&["bundle", "verify"]), &["edgeimg.lock"]);
 }
 

@@ -17,7 +17,11 @@ fn fails_with(args: &[&str], cwd: &std::path::Path, needles: &[&str]) -> String 
     for n in needles {
         assert!(err.contains(n), "stderr of {args:?} lacks `{n}`:\n{err}");
     }
-    assert_eq!(err.matches("error:").count(), 1, "one error, not several:\n{err}");
+    assert_eq!(
+        err.matches("error:").count(),
+        1,
+        "one error, not several:\n{err}"
+    );
     err
 }
 
@@ -25,29 +29,47 @@ fn fails_with(args: &[&str], cwd: &std::path::Path, needles: &[&str]) -> String 
 fn malformed_toml_names_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     write_config(d.path(), "[image]\nname = \"x\"\nsize = \n");
-    fails_with(&["build", "--out", "out"], d.path(), &["edgeimg.toml", "line 3"]);
+    fails_with(
+        &["build", "--out", "out"],
+        d.path(),
+        &["edgeimg.toml", "line 3"],
+    );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
 
 #[test]
 fn unknown_key_names_key_and_line() {
     let d = tempfile::tempdir().unwrap();
-    write_config(d.path(), "[image]\nname = \"x\"\n\n[base]\nsuite = \"trixie\"\npackagez = [\"vim\"]\n");
-    fails_with(&["build", "--out", "out"], d.path(), &["edgeimg.toml", "line 6", "packagez"]);
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\n\n[base]\nsuite = \"trixie\"\npackagez = [\"vim\"]\n",
+    );
+    fails_with(
+        &["build", "--out", "out"],
+        d.path(),
+        &["edgeimg.toml", "line 6", "packagez"],
+    );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
 
 #[test]
 fn wrong_type_is_rejected() {
     let d = tempfile::tempdir().unwrap();
-    write_config(d.path(), "[image]\nname = \"x\"\noverlays = \"not-a-list\"\n");
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\noverlays = \"not-a-list\"\n",
+    );
     fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 3", "overlays"]);
 }
 
 #[test]
 fn unknown_board_lists_the_known_ones() {
     let d = tempfile::tempdir().unwrap();
-    fails_with(&["build", "--board", "vax", "--out", "out"], d.path(), &["unknown board `vax`", "x86_64", "--board"]);
+    fails_with(
+        &["build", "--board", "vax", "--out", "out"],
+        d.path(),
+        &["unknown board `vax`", "x86_64", "--board"],
+    );
     write_config(d.path(), "[image]\nname = \"x\"\nboard = \"pdp11\"\n");
     fails_with(&["plan"], d.path(), &["edgeimg.toml:3", "pdp11"]);
 }
@@ -58,14 +80,24 @@ fn missing_host_tool_names_tool_and_package() {
     let d = tempfile::tempdir().unwrap();
     let bin = d.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for t in edgeimg::cmd::BUILD_TOOLS.iter().filter(|t| t.name != "mkfs.erofs") {
-        let real = edgeimg::cmd::which(t.name).unwrap_or_else(|| panic!("{} must be installed for this test", t.name));
+    for t in edgeimg::cmd::BUILD_TOOLS
+        .iter()
+        .filter(|t| t.name != "mkfs.erofs")
+    {
+        let real = edgeimg::cmd::which(t.name)
+            .unwrap_or_else(|| panic!("{} must be installed for this test", t.name));
         std::os::unix::fs::symlink(real, bin.join(t.name)).unwrap();
     }
-    let o = run(edgeimg().args(["build", "--out", "out"]).current_dir(d.path()).env("PATH", &bin));
+    let o = run(edgeimg()
+        .args(["build", "--out", "out"])
+        .current_dir(d.path())
+        .env("PATH", &bin));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("mkfs.erofs") && err.contains("erofs-utils"), "{err}");
+    assert!(
+        err.contains("mkfs.erofs") && err.contains("erofs-utils"),
+        "{err}"
+    );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
 
@@ -73,7 +105,11 @@ fn missing_host_tool_names_tool_and_package() {
 fn unwritable_output_directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
     // Even root cannot create directories in /proc.
-    fails_with(&["build", "--out", "/proc/edgeimg-out"], d.path(), &["/proc/edgeimg-out"]);
+    fails_with(
+        &["build", "--out", "/proc/edgeimg-out"],
+        d.path(),
+        &["/proc/edgeimg-out"],
+    );
     // A file where the directory should be.
     std::fs::write(d.path().join("afile"), "x").unwrap();
     fails_with(&["build", "--out", "afile/out"], d.path(), &["afile/out"]);
@@ -83,29 +119,59 @@ fn unwritable_output_directory_is_refused() {
 fn bad_values_name_key_and_line() {
     let d = tempfile::tempdir().unwrap();
     write_config(d.path(), "[image]\nname = \"x\"\nsize = \"12 parsecs\"\n");
-    fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 3", "12 parsecs"]);
-    write_config(d.path(), "[image]\nname = \"x\"\noverlays = [\"missing-dir\"]\n");
-    fails_with(&["plan"], d.path(), &["edgeimg.toml:3", "image.overlays", "missing-dir"]);
+    fails_with(
+        &["plan"],
+        d.path(),
+        &["edgeimg.toml", "line 3", "12 parsecs"],
+    );
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\noverlays = [\"missing-dir\"]\n",
+    );
+    fails_with(
+        &["plan"],
+        d.path(),
+        &["edgeimg.toml:3", "image.overlays", "missing-dir"],
+    );
 }
 
 #[test]
 fn plan_without_config_uses_the_embedded_default() {
     let d = tempfile::tempdir().unwrap();
     let out = ok(edgeimg().arg("plan").current_dir(d.path()));
-    assert!(out.contains("built-in default") && out.contains("edgeimg-root-a") && out.contains("root=PARTUUID="), "{out}");
+    assert!(
+        out.contains("built-in default")
+            && out.contains("edgeimg-root-a")
+            && out.contains("root=PARTUUID="),
+        "{out}"
+    );
     let json = ok(edgeimg().args(["plan", "--json"]).current_dir(d.path()));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let root = v["ids"]["root_a_partuuid"].as_str().unwrap();
-    assert!(v["kernel_cmdline"].as_str().unwrap().contains(&format!("root=PARTUUID={root}")));
+    assert!(
+        v["kernel_cmdline"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("root=PARTUUID={root}"))
+    );
 }
 
 #[test]
 fn boards_and_doctor_list_x86_64() {
     let d = tempfile::tempdir().unwrap();
     let out = ok(edgeimg().arg("boards").current_dir(d.path()));
-    assert!(out.contains("x86_64") && out.contains("gpt") && out.contains("q35"), "{out}");
-    let o = run(edgeimg().arg("doctor").current_dir(d.path()).env("PATH", "/nonexistent"));
+    assert!(
+        out.contains("x86_64") && out.contains("gpt") && out.contains("q35"),
+        "{out}"
+    );
+    let o = run(edgeimg()
+        .arg("doctor")
+        .current_dir(d.path())
+        .env("PATH", "/nonexistent"));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(!o.status.success());
-    assert!(text.contains("MISSING  mkfs.erofs") && text.contains("erofs-utils"), "{text}");
+    assert!(
+        text.contains("MISSING  mkfs.erofs") && text.contains("erofs-utils"),
+        "{text}"
+    );
 }

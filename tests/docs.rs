@@ -31,8 +31,23 @@ fn cli_reference_is_current() {
     let o = run(edgeimg().args(["docs", "--check"]).arg(tmp.path()));
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is stale"));
     // Every subcommand has its section.
-    for sub in ["build", "plan", "run", "doctor", "boards", "flash", "inspect", "node", "completions", "man", "docs"] {
-        assert!(want.contains(&format!("\n## edgeimg {sub}\n")), "no section for {sub}");
+    for sub in [
+        "build",
+        "plan",
+        "run",
+        "doctor",
+        "boards",
+        "flash",
+        "inspect",
+        "node",
+        "completions",
+        "man",
+        "docs",
+    ] {
+        assert!(
+            want.contains(&format!("\n## edgeimg {sub}\n")),
+            "no section for {sub}"
+        );
     }
 }
 
@@ -40,7 +55,10 @@ fn cli_reference_is_current() {
 fn completions_come_from_the_clap_definitions() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let s = ok(edgeimg().args(["completions", shell]));
-        assert!(s.contains("flash") && s.contains("inspect") && s.contains("to-file"), "{shell} completion lacks flash/--to-file");
+        assert!(
+            s.contains("flash") && s.contains("inspect") && s.contains("to-file"),
+            "{shell} completion lacks flash/--to-file"
+        );
     }
     let bash = ok(edgeimg().args(["completions", "bash"]));
     let f = tempfile::NamedTempFile::new().unwrap();
@@ -53,7 +71,10 @@ fn man_pages_for_every_subcommand() {
     let d = tempfile::tempdir().unwrap();
     let listed = ok(edgeimg().args(["man", "--out"]).arg(d.path().join("man1")));
     let files = visible_files(&d.path().join("man1"));
-    assert!(files.contains(&"edgeimg.1".to_string()) && files.contains(&"edgeimg-flash.1".to_string()), "{files:?}");
+    assert!(
+        files.contains(&"edgeimg.1".to_string()) && files.contains(&"edgeimg-flash.1".to_string()),
+        "{files:?}"
+    );
     assert_eq!(listed.lines().count(), files.len());
     let flash = std::fs::read_to_string(d.path().join("man1/edgeimg-flash.1")).unwrap();
     assert!(flash.starts_with(".ie") || flash.contains(".TH"), "{flash}");
@@ -65,16 +86,24 @@ fn quickstart_only_uses_real_subcommands() {
     let q = std::fs::read_to_string(repo().join("docs/quickstart.md")).unwrap();
     let subs: Vec<String> = {
         use clap::CommandFactory;
-        edgeimg::cli::Cli::command().get_subcommands().map(|s| s.get_name().to_string()).collect()
+        edgeimg::cli::Cli::command()
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect()
     };
     let mut seen = 0;
     for line in q.lines() {
-        let Some(rest) = line.trim_start().strip_prefix("edgeimg ") else { continue };
+        let Some(rest) = line.trim_start().strip_prefix("edgeimg ") else {
+            continue;
+        };
         let sub = rest.split_whitespace().next().unwrap_or("");
         if sub.starts_with('-') {
             continue;
         }
-        assert!(subs.iter().any(|s| s == sub), "docs/quickstart.md uses unknown subcommand {sub:?}: {line}");
+        assert!(
+            subs.iter().any(|s| s == sub),
+            "docs/quickstart.md uses unknown subcommand {sub:?}: {line}"
+        );
         seen += 1;
     }
     assert!(seen >= 5, "quickstart shows too few commands");

@@ -59,7 +59,11 @@ fn flash_to_file_writes_only_mapped_ranges_and_verifies() {
         // Only mapped blocks were written: the target stays sparse.
         let m = std::fs::metadata(&t).unwrap();
         assert_eq!(m.len(), 64 * MIB);
-        assert!(m.blocks() * 512 < 48 * MIB, "target not sparse: {} bytes allocated", m.blocks() * 512);
+        assert!(
+            m.blocks() * 512 < 48 * MIB,
+            "target not sparse: {} bytes allocated",
+            m.blocks() * 512
+        );
     }
     // An existing, larger file is replaced, not merged into.
     let t = d.path().join("big.img");
@@ -75,13 +79,27 @@ fn json_progress_lines_for_scripts() {
     let t = d.path().join("t.img");
     let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect(l)).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"start"));
     assert_eq!(kinds.last(), Some(&"done"));
     for phase in ["write", "verify"] {
-        assert!(events.iter().any(|e| e["event"] == "phase" && e["phase"] == phase), "{kinds:?}");
-        let last = events.iter().rfind(|e| e["event"] == "progress" && e["phase"] == phase).expect("progress line");
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "phase" && e["phase"] == phase),
+            "{kinds:?}"
+        );
+        let last = events
+            .iter()
+            .rfind(|e| e["event"] == "progress" && e["phase"] == phase)
+            .expect("progress line");
         assert_eq!(last["bytes"], last["total"]);
     }
     let done = &events.last().unwrap()["report"];
@@ -90,7 +108,8 @@ fn json_progress_lines_for_scripts() {
     // Failures are a JSON line too.
     let o = flash(&[&img, &t, &"--yes", &"--json"]);
     assert!(!o.status.success());
-    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "error");
     assert!(last["message"].as_str().unwrap().contains("--to-file"));
 }
@@ -117,12 +136,23 @@ fn a_corrupted_write_is_caught_by_the_verify_pass() {
     let img = make_image(d.path(), "gpt");
     let t = d.path().join("t.img");
     let at = DATA_AT + 1000;
-    let o = run(edgeimg().args(["flash", "--to-file", "--yes"]).arg(&img).arg(&t).env("EDGEIMG_FLASH_CORRUPT_AT", at.to_string()));
+    let o = run(edgeimg()
+        .args(["flash", "--to-file", "--yes"])
+        .arg(&img)
+        .arg(&t)
+        .env("EDGEIMG_FLASH_CORRUPT_AT", at.to_string()));
     assert!(!o.status.success(), "corruption not caught");
     let e = stderr(&o);
-    assert!(e.contains("verify failed on") && e.contains(&t.display().to_string()), "{e}");
+    assert!(
+        e.contains("verify failed on") && e.contains(&t.display().to_string()),
+        "{e}"
+    );
     // The message names the range holding the flipped byte.
-    let range = e.split("first: bytes ").nth(1).and_then(|r| r.split(' ').next()).expect(&e);
+    let range = e
+        .split("first: bytes ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect(&e);
     let (s, end) = range.split_once("..").unwrap();
     let (s, end): (u64, u64) = (s.parse().unwrap(), end.parse().unwrap());
     assert!(s <= at && at < end, "{range} does not hold {at}: {e}");
@@ -139,13 +169,28 @@ fn a_damaged_image_is_caught_against_its_bmap() {
     let o = flash(&[&img, &t, &"--to-file", &"--yes"]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains(&img.display().to_string()) && e.contains("bmap says"), "{e}");
+    assert!(
+        e.contains(&img.display().to_string()) && e.contains("bmap says"),
+        "{e}"
+    );
     // A bmap of another size is refused before anything is written.
     let other = d.path().join("other.img");
     std::fs::copy(&img, &other).unwrap();
-    std::fs::OpenOptions::new().write(true).open(&other).unwrap().set_len(32 * MIB).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
     let t2 = d.path().join("t2.img");
-    let o = flash(&[&other, &t2, &"--to-file", &"--yes", &"--bmap", &d.path().join("test-gpt.img.bmap")]);
+    let o = flash(&[
+        &other,
+        &t2,
+        &"--to-file",
+        &"--yes",
+        &"--bmap",
+        &d.path().join("test-gpt.img.bmap"),
+    ]);
     assert!(stderr(&o).contains("different builds"), "{}", stderr(&o));
     assert!(!t2.exists());
 }
@@ -158,7 +203,11 @@ fn refuses_a_regular_file_without_to_file() {
     std::fs::write(&t, b"keep me").unwrap();
     let o = flash(&[&img, &t, &"--yes"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("precious.dat: it is a regular file; pass --to-file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("precious.dat: it is a regular file; pass --to-file"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read(&t).unwrap(), b"keep me");
     // Nor a directory, a character device, or the image itself.
     let o = flash(&[&img, &d.path(), &"--yes", &"--to-file"]);
@@ -166,7 +215,11 @@ fn refuses_a_regular_file_without_to_file() {
     let o = flash(&[&img, &"/dev/null", &"--yes"]);
     assert!(stderr(&o).contains("a character device"), "{}", stderr(&o));
     let o = flash(&[&img, &img, &"--yes", &"--to-file"]);
-    assert!(stderr(&o).contains("it is the image being flashed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("it is the image being flashed"),
+        "{}",
+        stderr(&o)
+    );
     let o = flash(&[&img, &"/dev/edgeimg-no-such-disk", &"--yes"]);
     assert!(stderr(&o).contains("no such device"), "{}", stderr(&o));
 }
@@ -179,19 +232,37 @@ fn asks_before_writing_and_no_means_nothing_is_written() {
     std::fs::write(&t, b"old").unwrap();
     for answer in ["no\n", "", "yess\n"] {
         let mut c = edgeimg();
-        c.args(["flash", "--to-file"]).arg(&img).arg(&t).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(["flash", "--to-file"])
+            .arg(&img)
+            .arg(&t)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
         let o = child.wait_with_output().unwrap();
         assert!(!o.status.success());
         let e = stderr(&o);
-        assert!(e.contains("Continue? Type yes") && e.contains("not confirmed: nothing was written"), "{e}");
+        assert!(
+            e.contains("Continue? Type yes") && e.contains("not confirmed: nothing was written"),
+            "{e}"
+        );
         assert!(e.contains("64 MiB") && e.contains("mapped"), "{e}");
         assert_eq!(std::fs::read(&t).unwrap(), b"old");
     }
     let mut c = edgeimg();
-    c.args(["flash", "--to-file"]).arg(&img).arg(&t).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(["flash", "--to-file"])
+        .arg(&img)
+        .arg(&t)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
@@ -201,7 +272,11 @@ fn asks_before_writing_and_no_means_nothing_is_written() {
 }
 
 fn mtype(disk: &Path, offset: u64, path: &str) -> String {
-    ok(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{offset}", disk.display())).arg(format!("::{path}")))
+    ok(Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg(format!("::{path}")))
 }
 
 #[test]
@@ -211,19 +286,35 @@ fn node_file_goes_onto_the_flashed_boot_partition() {
     std::fs::write(&keys, "# team keys\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB ops@laptop\n\nssh-rsa AAAAB3Nza ops@desk\n").unwrap();
     let node = d.path().join("node.toml");
     ok(edgeimg()
-        .args(["node", "--hostname", "edge-0042", "--user", "ops", "--group", "ops:sudo,adm", "--ssh-key-file"])
+        .args([
+            "node",
+            "--hostname",
+            "edge-0042",
+            "--user",
+            "ops",
+            "--group",
+            "ops:sudo,adm",
+            "--ssh-key-file",
+        ])
         .arg(format!("ops:{}", keys.display()))
         .args(["--ssh-key", "deploy:ssh-ed25519 AAAAdeploy deploy@ci", "-o"])
         .arg(&node));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&node).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&node).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let written = NodeConfig::from_toml(&std::fs::read_to_string(&node).unwrap(), &node).unwrap();
     assert_eq!(written.hostname.as_deref(), Some("edge-0042"));
     assert_eq!(written.users[0].ssh_keys.len(), 2);
     assert_eq!(written.users[1].name, "deploy");
     // Refuses to clobber without --force.
     let o = run(edgeimg().args(["node", "--hostname", "x", "-o"]).arg(&node));
-    assert!(stderr(&o).contains("exists; pass --force"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("exists; pass --force"),
+        "{}",
+        stderr(&o)
+    );
 
     for table in ["gpt", "dos"] {
         let img = make_image(d.path(), table);
@@ -231,18 +322,36 @@ fn node_file_goes_onto_the_flashed_boot_partition() {
         let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
         assert!(o.status.success(), "{table}: {}", stderr(&o));
         let back = mtype(&t, MIB, "edgeimg/node.toml");
-        assert_eq!(NodeConfig::from_toml(&back, Path::new("node.toml")).unwrap(), written, "{table}");
+        assert_eq!(
+            NodeConfig::from_toml(&back, Path::new("node.toml")).unwrap(),
+            written,
+            "{table}"
+        );
         // The rest of the boot partition is intact and the FAT is clean.
-        assert_eq!(mtype(&t, MIB, "hello.txt"), "hello from the boot partition\n");
+        assert_eq!(
+            mtype(&t, MIB, "hello.txt"),
+            "hello from the boot partition\n"
+        );
         let part = d.path().join("p1.fat");
         let data = std::fs::read(&t).unwrap();
         std::fs::write(&part, &data[MIB as usize..(41 * MIB) as usize]).unwrap();
         ok(Command::new("fsck.vfat").arg("-n").arg(&part));
         // inspect sees it.
         let out = ok(edgeimg().arg("inspect").arg(&t));
-        assert!(out.contains("hostname edge-0042") && out.contains("ops, deploy"), "{out}");
+        assert!(
+            out.contains("hostname edge-0042") && out.contains("ops, deploy"),
+            "{out}"
+        );
         // Flashing again over a card that already has edgeimg/ works (mmd skipped).
-        let o = flash(&[&t, &d.path().join("again.img"), &"--to-file", &"--yes", &"--node", &node, &"--no-bmap"]);
+        let o = flash(&[
+            &t,
+            &d.path().join("again.img"),
+            &"--to-file",
+            &"--yes",
+            &"--node",
+            &node,
+            &"--no-bmap",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
 }
@@ -252,13 +361,20 @@ fn an_invalid_node_file_is_refused_before_writing_and_secrets_are_not_printed() 
     let d = tempfile::tempdir().unwrap();
     let img = make_image(d.path(), "gpt");
     let node = d.path().join("node.toml");
-    std::fs::write(&node, "hostname = \"edge-1\"\ntoken = \"K10SECRET-abcdef::server:0123456789\"\n").unwrap();
+    std::fs::write(
+        &node,
+        "hostname = \"edge-1\"\ntoken = \"K10SECRET-abcdef::server:0123456789\"\n",
+    )
+    .unwrap();
     let t = d.path().join("t.img");
     let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("node.toml") && e.contains("token"), "{e}");
-    assert!(!e.contains("K10SECRET") && !String::from_utf8_lossy(&o.stdout).contains("K10SECRET"), "secret printed: {e}");
+    assert!(
+        !e.contains("K10SECRET") && !String::from_utf8_lossy(&o.stdout).contains("K10SECRET"),
+        "secret printed: {e}"
+    );
     assert!(!t.exists(), "target written despite an invalid node file");
     std::fs::write(&node, "hostname = \"Not_Valid\"\n").unwrap();
     let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
@@ -279,15 +395,28 @@ impl Loop {
             eprintln!("skipping: loop devices need root");
             return None;
         }
-        let o = Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(file).output().ok()?;
+        let o = Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(file)
+            .output()
+            .ok()?;
         if !o.status.success() {
-            eprintln!("skipping: losetup failed: {}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "skipping: losetup failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             return None;
         }
         let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
         // --partscan alone does not always create the partition devices here; add them explicitly.
-        let _ = Command::new("partx").args(["-a", &dev]).stderr(Stdio::null()).status();
-        Some(Loop { dev, mounts: vec![] })
+        let _ = Command::new("partx")
+            .args(["-a", &dev])
+            .stderr(Stdio::null())
+            .status();
+        Some(Loop {
+            dev,
+            mounts: vec![],
+        })
     }
 
     fn part(&self, n: u32) -> String {
@@ -337,10 +466,19 @@ fn flash_to_a_loop_device_verifies_and_places_the_node_file() {
     assert!(o.status.success(), "{}", stderr(&o));
     let dev = Path::new(&lo.dev);
     let back_cfg = mtype(dev, MIB, "edgeimg/node.toml");
-    assert_eq!(NodeConfig::from_toml(&back_cfg, Path::new("n")).unwrap().hostname.as_deref(), Some("loop-node"));
+    assert_eq!(
+        NodeConfig::from_toml(&back_cfg, Path::new("n"))
+            .unwrap()
+            .hostname
+            .as_deref(),
+        Some("loop-node")
+    );
     // Every mapped range of the image is on the device.
     let bmap = edgeimg::flash::bmap::Bmap::read(&d.path().join("test-gpt.img.bmap")).unwrap();
-    let (i, l) = (std::fs::File::open(&img).unwrap(), std::fs::File::open(dev).unwrap());
+    let (i, l) = (
+        std::fs::File::open(&img).unwrap(),
+        std::fs::File::open(dev).unwrap(),
+    );
     for (s, e) in bmap.byte_ranges() {
         if !(MIB..41 * MIB).contains(&s) {
             // (the boot partition changed: the node file was added)
@@ -359,7 +497,9 @@ fn refuses_a_mounted_device_a_partition_and_a_system_disk() {
     // A "card" that already holds an image, with its boot partition mounted.
     let card = d.path().join("card.img");
     std::fs::copy(&img, &card).unwrap();
-    let Some(mut lo) = Loop::new(&card) else { return };
+    let Some(mut lo) = Loop::new(&card) else {
+        return;
+    };
     // (This kernel may lack vfat: mount an ext4 made on partition 2.)
     let p1 = lo.part(2);
     ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&p1));
@@ -372,14 +512,31 @@ fn refuses_a_mounted_device_a_partition_and_a_system_disk() {
     let e = stderr(&o);
     assert!(!o.status.success());
     let p1_name = p1.trim_start_matches("/dev/");
-    assert!(e.contains(&format!("refusing to write to {}", lo.dev)) && e.contains(&format!("/dev/{p1_name} is mounted at {}", mnt.display())), "{e}");
+    assert!(
+        e.contains(&format!("refusing to write to {}", lo.dev))
+            && e.contains(&format!("/dev/{p1_name} is mounted at {}", mnt.display())),
+        "{e}"
+    );
 
     let o = flash(&[&img, &p1, &"--yes"]);
-    assert!(stderr(&o).contains(&format!("is partition {p1_name} of {}", lo.dev)), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("is partition {p1_name} of {}", lo.dev)),
+        "{}",
+        stderr(&o)
+    );
 
     // The same loop device treated as if it held /boot (test-only knob that can only add mount points).
-    let o = run(edgeimg().args(["flash", "--yes"]).arg(&img).arg(&lo.dev).env("EDGEIMG_FLASH_EXTRA_SYSTEM_MOUNTS", &mnt));
-    assert!(stderr(&o).contains(&format!("it holds {}", mnt.display())) && stderr(&o).contains("this machine's own disk"), "{}", stderr(&o));
+    let o = run(edgeimg()
+        .args(["flash", "--yes"])
+        .arg(&img)
+        .arg(&lo.dev)
+        .env("EDGEIMG_FLASH_EXTRA_SYSTEM_MOUNTS", &mnt));
+    assert!(
+        stderr(&o).contains(&format!("it holds {}", mnt.display()))
+            && stderr(&o).contains("this machine's own disk"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(sha(&card), before, "a refused flash wrote to the card");
 }
 
@@ -392,19 +549,33 @@ fn refuses_a_device_smaller_than_the_image() {
     let o = flash(&[&img, &lo.dev, &"--yes"]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains(&lo.dev) && e.contains("it is 32 MiB but the image needs 64 MiB"), "{e}");
+    assert!(
+        e.contains(&lo.dev) && e.contains("it is 32 MiB but the image needs 64 MiB"),
+        "{e}"
+    );
     // Compressed without a bmap the size is only known while writing: still refused, by the write.
     let zst = compress(&img, edgeimg::artifact::Compression::Zstd);
     std::fs::remove_file(d.path().join("test-gpt.img.bmap")).unwrap();
     let o = flash(&[&zst, &lo.dev, &"--yes"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("smaller than the image"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("smaller than the image"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn the_disk_holding_root_is_refused_by_the_checks() {
     // Library-level (no write can happen): the real device behind `/`.
-    let src = String::from_utf8(Command::new("findmnt").args(["-n", "-o", "SOURCE", "/"]).output().unwrap().stdout).unwrap();
+    let src = String::from_utf8(
+        Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE", "/"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let src = src.trim();
     if !src.starts_with("/dev/") {
         eprintln!("skipping: / is on {src}, not a block device");
@@ -417,7 +588,10 @@ fn the_disk_holding_root_is_refused_by_the_checks() {
         t = probe(&PathBuf::from(format!("/dev/{disk}")), &host).unwrap();
     }
     let e = check_target(&t, false, Path::new("/nonexistent.img"), &host).unwrap_err();
-    assert!(matches!(&e, Refusal::SystemDisk { mountpoint, .. } if mountpoint == "/"), "{e}");
+    assert!(
+        matches!(&e, Refusal::SystemDisk { mountpoint, .. } if mountpoint == "/"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -428,29 +602,57 @@ fn k3s_role_server_and_token_travel_in_the_node_file_without_being_printed() {
     std::fs::write(&tok, format!("{secret}\n")).unwrap();
     let node = d.path().join("edge-7.toml");
     let o = run(edgeimg()
-        .args(["node", "--hostname", "edge-7", "--role", "agent", "--server", "https://10.0.0.1:6443", "--node-label", "site=berlin", "--token-from"])
+        .args([
+            "node",
+            "--hostname",
+            "edge-7",
+            "--role",
+            "agent",
+            "--server",
+            "https://10.0.0.1:6443",
+            "--node-label",
+            "site=berlin",
+            "--token-from",
+        ])
         .arg(&tok)
         .arg("-o")
         .arg(&node));
     assert!(o.status.success(), "{}", stderr(&o));
-    let all = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+    let all =
+        |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
     assert!(!all(&o).contains(secret));
     let cfg = NodeConfig::from_toml(&std::fs::read_to_string(&node).unwrap(), &node).unwrap();
     let k = cfg.k3s.clone().unwrap();
-    assert_eq!((k.server.as_deref(), k.token.as_deref()), (Some("https://10.0.0.1:6443"), Some(secret)));
+    assert_eq!(
+        (k.server.as_deref(), k.token.as_deref()),
+        (Some("https://10.0.0.1:6443"), Some(secret))
+    );
     // To stdout with a token: refused. From the environment: same file.
-    let o = run(edgeimg().args(["node", "--role", "agent"]).env("EDGEIMG_K3S_TOKEN", secret));
-    assert!(!o.status.success() && stderr(&o).contains("--out") && !all(&o).contains(secret), "{}", all(&o));
+    let o = run(edgeimg()
+        .args(["node", "--role", "agent"])
+        .env("EDGEIMG_K3S_TOKEN", secret));
+    assert!(
+        !o.status.success() && stderr(&o).contains("--out") && !all(&o).contains(secret),
+        "{}",
+        all(&o)
+    );
 
     let img = make_image(d.path(), "gpt");
     let t = d.path().join("card.img");
     let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
-    assert!(o.status.success() && !all(&o).contains(secret), "{}", all(&o));
+    assert!(
+        o.status.success() && !all(&o).contains(secret),
+        "{}",
+        all(&o)
+    );
     let back = NodeConfig::from_toml(&mtype(&t, MIB, "edgeimg/node.toml"), Path::new("n")).unwrap();
     assert_eq!(back, cfg);
     let o = run(edgeimg().arg("inspect").arg(&t));
     let out = all(&o);
-    assert!(out.contains("k3s role agent, server https://10.0.0.1:6443, token set (not shown)"), "{out}");
+    assert!(
+        out.contains("k3s role agent, server https://10.0.0.1:6443, token set (not shown)"),
+        "{out}"
+    );
     assert!(!out.contains(secret));
     let o = run(edgeimg().args(["inspect", "--json"]).arg(&t));
     assert!(!all(&o).contains(secret));

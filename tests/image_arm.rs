@@ -15,14 +15,22 @@ fn build(board: &str, out: &Path) {
         .arg("--out")
         .arg(out)
         .env("SOURCE_DATE_EPOCH", "1750000000"));
-    assert!(o.status.success(), "{board} build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{board} build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn extract_partition(img: &Path, start: u64, size: u64, dest: &Path) {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(img).unwrap();
     f.seek(SeekFrom::Start(start)).unwrap();
-    std::io::copy(&mut f.by_ref().take(size), &mut std::fs::File::create(dest).unwrap()).unwrap();
+    std::io::copy(
+        &mut f.by_ref().take(size),
+        &mut std::fs::File::create(dest).unwrap(),
+    )
+    .unwrap();
 }
 
 /// ELF e_machine of a binary: 62 x86_64, 183 aarch64.
@@ -39,45 +47,115 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
     let img = out.path().join("imgtest-rpi4.img");
 
     // MBR (DOS) with four primary partitions; the first is bootable FAT32 LBA.
-    let table: serde_json::Value = serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let table: serde_json::Value =
+        serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
     let t = &table["partitiontable"];
     assert_eq!(t["label"], "dos");
-    let disk_id = t["id"].as_str().unwrap().trim_start_matches("0x").to_lowercase();
+    let disk_id = t["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x")
+        .to_lowercase();
     let parts = t["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 4);
     assert_eq!(parts[0]["type"], "c");
     assert_eq!(parts[0]["bootable"], true);
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["layout"]["mbr_disk_id"].as_u64().map(|d| format!("{d:08x}")), Some(disk_id.clone()));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["layout"]["mbr_disk_id"]
+            .as_u64()
+            .map(|d| format!("{d:08x}")),
+        Some(disk_id.clone())
+    );
 
     let work = tempfile::tempdir().unwrap();
     let boot = work.path().join("boot.vfat");
-    extract_partition(&img, parts[0]["start"].as_u64().unwrap() * 512, parts[0]["size"].as_u64().unwrap() * 512, &boot);
+    extract_partition(
+        &img,
+        parts[0]["start"].as_u64().unwrap() * 512,
+        parts[0]["size"].as_u64().unwrap() * 512,
+        &boot,
+    );
     ok(Command::new("fsck.vfat").arg("-n").arg(&boot));
-    let listing = ok(Command::new("mdir").args(["-/", "-b", "-i"]).arg(&boot).arg("::/"));
+    let listing = ok(Command::new("mdir")
+        .args(["-/", "-b", "-i"])
+        .arg(&boot)
+        .arg("::/"));
     for f in [
-        "start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb",
-        "vmlinuz", "initrd.img", "config.txt", "cmdline.txt", "edgeimg/node.toml.example",
+        "start4.elf",
+        "fixup4.dat",
+        "bcm2711-rpi-4-b.dtb",
+        "bcm2711-rpi-400.dtb",
+        "bcm2711-rpi-cm4-io.dtb",
+        "vmlinuz",
+        "initrd.img",
+        "config.txt",
+        "cmdline.txt",
+        "edgeimg/node.toml.example",
     ] {
-        assert!(listing.lines().any(|l| l.trim_start_matches("::/") == f || l.ends_with(&format!("/{f}"))), "boot partition lacks {f}:\n{listing}");
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.trim_start_matches("::/") == f || l.ends_with(&format!("/{f}"))),
+            "boot partition lacks {f}:\n{listing}"
+        );
     }
 
-    let config = ok(Command::new("mtype").arg("-i").arg(&boot).arg("::/config.txt"));
-    for line in ["arm_64bit=1", "kernel=vmlinuz", "initramfs initrd.img followkernel", "enable_uart=1", "cmdline=cmdline.txt"] {
-        assert!(config.lines().any(|l| l.trim() == line), "config.txt lacks `{line}`:\n{config}");
+    let config = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(&boot)
+        .arg("::/config.txt"));
+    for line in [
+        "arm_64bit=1",
+        "kernel=vmlinuz",
+        "initramfs initrd.img followkernel",
+        "enable_uart=1",
+        "cmdline=cmdline.txt",
+    ] {
+        assert!(
+            config.lines().any(|l| l.trim() == line),
+            "config.txt lacks `{line}`:\n{config}"
+        );
     }
-    let cmdline = ok(Command::new("mtype").arg("-i").arg(&boot).arg("::/cmdline.txt"));
-    assert_eq!(cmdline.lines().count(), 1, "cmdline.txt must be one line: {cmdline:?}");
-    assert!(cmdline.contains(&format!("root=PARTUUID={disk_id}-02")), "cmdline.txt root must be the MBR disk id: {cmdline}");
-    assert!(cmdline.contains(&format!("edgeimg.data=PARTUUID={disk_id}-04")), "{cmdline}");
-    assert!(cmdline.trim_end().ends_with("console=ttyS1,115200"), "the mini UART must be /dev/console on a Pi: {cmdline}");
+    let cmdline = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(&boot)
+        .arg("::/cmdline.txt"));
+    assert_eq!(
+        cmdline.lines().count(),
+        1,
+        "cmdline.txt must be one line: {cmdline:?}"
+    );
+    assert!(
+        cmdline.contains(&format!("root=PARTUUID={disk_id}-02")),
+        "cmdline.txt root must be the MBR disk id: {cmdline}"
+    );
+    assert!(
+        cmdline.contains(&format!("edgeimg.data=PARTUUID={disk_id}-04")),
+        "{cmdline}"
+    );
+    assert!(
+        cmdline.trim_end().ends_with("console=ttyS1,115200"),
+        "the mini UART must be /dev/console on a Pi: {cmdline}"
+    );
 
     // The root carries the aarch64 agent.
     let root = work.path().join("root.erofs");
-    extract_partition(&img, parts[1]["start"].as_u64().unwrap() * 512, parts[1]["size"].as_u64().unwrap() * 512, &root);
+    extract_partition(
+        &img,
+        parts[1]["start"].as_u64().unwrap() * 512,
+        parts[1]["size"].as_u64().unwrap() * 512,
+        &root,
+    );
     let tree = work.path().join("tree");
-    ok(Command::new("fsck.erofs").arg(format!("--extract={}", tree.display())).arg(&root));
-    assert_eq!(elf_machine(&std::fs::read(tree.join("usr/lib/edgeimg/edgeimg-agent")).unwrap()), 183);
+    ok(Command::new("fsck.erofs")
+        .arg(format!("--extract={}", tree.display()))
+        .arg(&root));
+    assert_eq!(
+        elf_machine(&std::fs::read(tree.join("usr/lib/edgeimg/edgeimg-agent")).unwrap()),
+        183
+    );
 }
 
 #[test]
@@ -88,19 +166,39 @@ fn arm64_uefi_image_has_aarch64_bootloader_and_agent() {
     let img = out.path().join("imgtest-arm64.img");
     let v = ok(Command::new("sgdisk").arg("-v").arg(&img));
     assert!(v.contains("No problems found"), "{v}");
-    let table: serde_json::Value = serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let table: serde_json::Value =
+        serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
     let parts = table["partitiontable"]["partitions"].as_array().unwrap();
     // The root slots carry the Discoverable Partitions type for arm64 roots.
-    assert_eq!(parts[1]["type"].as_str().unwrap().to_uppercase(), "B921B045-1DF0-41C3-AF44-4C6F280D3FAE");
+    assert_eq!(
+        parts[1]["type"].as_str().unwrap().to_uppercase(),
+        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"
+    );
     let work = tempfile::tempdir().unwrap();
     let boot = work.path().join("boot.vfat");
-    extract_partition(&img, parts[0]["start"].as_u64().unwrap() * 512, parts[0]["size"].as_u64().unwrap() * 512, &boot);
+    extract_partition(
+        &img,
+        parts[0]["start"].as_u64().unwrap() * 512,
+        parts[0]["size"].as_u64().unwrap() * 512,
+        &boot,
+    );
     ok(Command::new("fsck.vfat").arg("-n").arg(&boot));
     let efi = work.path().join("BOOTAA64.EFI");
-    ok(Command::new("mcopy").arg("-i").arg(&boot).arg("::/EFI/BOOT/BOOTAA64.EFI").arg(&efi));
+    ok(Command::new("mcopy")
+        .arg("-i")
+        .arg(&boot)
+        .arg("::/EFI/BOOT/BOOTAA64.EFI")
+        .arg(&efi));
     let pe = std::fs::read(&efi).unwrap();
     let pe_off = u32::from_le_bytes(pe[0x3c..0x40].try_into().unwrap()) as usize;
-    assert_eq!(u16::from_le_bytes([pe[pe_off + 4], pe[pe_off + 5]]), 0xaa64, "systemd-boot must be the AArch64 build");
-    let entry = ok(Command::new("mtype").arg("-i").arg(&boot).arg("::/loader/entries/edgeimg-a.conf"));
+    assert_eq!(
+        u16::from_le_bytes([pe[pe_off + 4], pe[pe_off + 5]]),
+        0xaa64,
+        "systemd-boot must be the AArch64 build"
+    );
+    let entry = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(&boot)
+        .arg("::/loader/entries/edgeimg-a.conf"));
     assert!(entry.contains("console=ttyAMA0,115200"), "{entry}");
 }

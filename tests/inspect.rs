@@ -26,7 +26,14 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         assert_eq!(j["size"], 64 * MIB);
         let p = j["partitions"].as_array().unwrap();
         assert_eq!(p.len(), 3, "{j}");
-        assert_eq!((p[0]["number"].as_u64(), p[0]["offset"].as_u64(), p[0]["size"].as_u64()), (Some(1), Some(MIB), Some(40 * MIB)));
+        assert_eq!(
+            (
+                p[0]["number"].as_u64(),
+                p[0]["offset"].as_u64(),
+                p[0]["size"].as_u64()
+            ),
+            (Some(1), Some(MIB), Some(40 * MIB))
+        );
         assert_eq!(p[0]["fs"], "vfat");
         assert_eq!(p[0]["label"], "EDGEBOOT");
         assert_eq!(p[0]["detail"], "FAT32");
@@ -43,7 +50,10 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         assert_eq!(j["node_file"]["present"], false);
         assert!(j["manifest"].is_null());
         let text = ok(edgeimg().arg("inspect").arg(&img));
-        assert!(text.contains("manifest    none beside the image") && text.contains("EDGEBOOT"), "{text}");
+        assert!(
+            text.contains("manifest    none beside the image") && text.contains("EDGEBOOT"),
+            "{text}"
+        );
     }
     // A manifest beside it supplies board, K3s, images, SELinux (whatever the
     // build recorded), and a compressed image inspects the same.
@@ -68,11 +78,20 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         assert_eq!(j["board"], "x86_64");
         assert_eq!(j["k3s"], "v1.33.1+k3s1");
         assert_eq!(j["selinux"], "enforcing");
-        assert_eq!(j["preloaded_images"][0], "docker.io/library/nginx:1.27 (sha256 abcdef012345)");
+        assert_eq!(
+            j["preloaded_images"][0],
+            "docker.io/library/nginx:1.27 (sha256 abcdef012345)"
+        );
         assert_eq!(j["partitions"][0]["role"], "boot");
         assert_eq!(j["partitions"][0]["fs"], "vfat");
         let text = ok(edgeimg().arg("inspect").arg(i));
-        for want in ["board       x86_64 (amd64)", "k3s         v1.33.1+k3s1", "selinux     enforcing", "nginx:1.27", "kernel      6.12.0-test"] {
+        for want in [
+            "board       x86_64 (amd64)",
+            "k3s         v1.33.1+k3s1",
+            "selinux     enforcing",
+            "nginx:1.27",
+            "kernel      6.12.0-test",
+        ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
     }
@@ -90,17 +109,31 @@ fn extract(img: &Path, offset: u64, len: u64, dest: &Path) {
 }
 
 fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or_else(|| panic!("no {key:?} in\n{text}"))
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key:?} in\n{text}"))
 }
 
 #[test]
 fn inspect_a_real_image_agrees_with_the_reference_tools() {
     let _g = exclusive();
     let out = tempfile::tempdir().unwrap();
-    let o = run(edgeimg().args(["build", "--quiet", "--config"]).arg(fixtures().join("image.toml")).arg("--out").arg(out.path()).env("SOURCE_DATE_EPOCH", "1750000000"));
-    assert!(o.status.success(), "build failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(edgeimg()
+        .args(["build", "--quiet", "--config"])
+        .arg(fixtures().join("image.toml"))
+        .arg("--out")
+        .arg(out.path())
+        .env("SOURCE_DATE_EPOCH", "1750000000"));
+    assert!(
+        o.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let img = out.path().join("imgtest-x86_64.img");
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap())
+            .unwrap();
     let j = inspect_json(&img);
     assert_eq!(j["board"], "x86_64");
     assert_eq!(j["name"], "imgtest");
@@ -128,12 +161,19 @@ fn inspect_a_real_image_agrees_with_the_reference_tools() {
             "erofs" => {
                 extract(&img, off, size, &part);
                 let d = ok(Command::new("dump.erofs").arg("-s").arg(&part));
-                assert_eq!(field(&d, "Filesystem UUID:"), p["uuid"].as_str().unwrap(), "{d}");
+                assert_eq!(
+                    field(&d, "Filesystem UUID:"),
+                    p["uuid"].as_str().unwrap(),
+                    "{d}"
+                );
                 if let Some(label) = p["label"].as_str() {
                     assert!(d.contains(label), "{d}");
                 }
                 let blocks: u64 = field(&d, "Filesystem blocks:").parse().unwrap();
-                let bs: u64 = d.lines().find_map(|l| l.strip_prefix("Filesystem blocksize:")).map_or(4096, |s| s.trim().parse().unwrap());
+                let bs: u64 = d
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Filesystem blocksize:"))
+                    .map_or(4096, |s| s.trim().parse().unwrap());
                 assert_eq!(p["fs_size"].as_u64(), Some(blocks * bs), "{d}");
             }
             "ext4" => {
@@ -147,17 +187,48 @@ fn inspect_a_real_image_agrees_with_the_reference_tools() {
                 assert_eq!(p["fs_size"].as_u64(), Some(blocks * bs));
             }
             "vfat" => {
-                let info = ok(Command::new("minfo").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{off}", img.display())).arg("::"));
-                let serial = info.lines().find_map(|l| l.trim().strip_prefix("serial number:")).unwrap().trim().to_uppercase();
-                assert_eq!(p["uuid"].as_str().unwrap().replace('-', ""), serial, "{info}");
-                assert!(info.contains(&format!("disk type=\"{}", p["detail"].as_str().unwrap())), "{info}");
+                let info = ok(Command::new("minfo")
+                    .env("MTOOLS_SKIP_CHECK", "1")
+                    .arg("-i")
+                    .arg(format!("{}@@{off}", img.display()))
+                    .arg("::"));
+                let serial = info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("serial number:"))
+                    .unwrap()
+                    .trim()
+                    .to_uppercase();
+                assert_eq!(
+                    p["uuid"].as_str().unwrap().replace('-', ""),
+                    serial,
+                    "{info}"
+                );
+                assert!(
+                    info.contains(&format!("disk type=\"{}", p["detail"].as_str().unwrap())),
+                    "{info}"
+                );
                 assert_eq!(p["label"], "EDGEBOOT");
             }
-            other => assert!(other == "empty" || p["role"] == "root-b", "partition {p}: {other}"),
+            other => assert!(
+                other == "empty" || p["role"] == "root-b",
+                "partition {p}: {other}"
+            ),
         }
     }
     let text = ok(edgeimg().arg("inspect").arg(&img));
-    for want in ["board       x86_64 (amd64)", "table       GPT", "EDGEBOOT", "erofs", "ext4", "k3s ", "selinux ", "images ", "node file   none", "inputs", "base      Debian"] {
+    for want in [
+        "board       x86_64 (amd64)",
+        "table       GPT",
+        "EDGEBOOT",
+        "erofs",
+        "ext4",
+        "k3s ",
+        "selinux ",
+        "images ",
+        "node file   none",
+        "inputs",
+        "base      Debian",
+    ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     // The compressed copy inspects the same.

@@ -11,23 +11,35 @@ use std::process::Command;
 
 fn make_bundle(arch: &str, out: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/standin/make-bundle");
-    ok(Command::new(script).args(["--arch", arch, "--out"]).arg(out));
+    ok(Command::new(script)
+        .args(["--arch", arch, "--out"])
+        .arg(out));
 }
 
 fn make_hello(arch: &str, out: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/standin/make-bundle");
-    ok(Command::new(script).args(["--preload-image", "--arch", arch, "--out"]).arg(out));
+    ok(Command::new(script)
+        .args(["--preload-image", "--arch", arch, "--out"])
+        .arg(out));
 }
 
 fn config(dir: &Path, k3s: &str) -> PathBuf {
     let p = dir.join("edgeimg.toml");
-    std::fs::write(&p, format!("[image]\nname = \"k3stest\"\ncompression = \"none\"\n\n[k3s]\n{k3s}")).unwrap();
+    std::fs::write(
+        &p,
+        format!("[image]\nname = \"k3stest\"\ncompression = \"none\"\n\n[k3s]\n{k3s}"),
+    )
+    .unwrap();
     p
 }
 
 fn build(cfg: &Path, board: &str, bundle: Option<&Path>, out: &Path) -> std::process::Output {
     let mut c = edgeimg();
-    c.args(["build", "--board", board, "--config"]).arg(cfg).arg("--out").arg(out).env_remove("EDGEIMG_K3S_BUNDLE");
+    c.args(["build", "--board", board, "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .env_remove("EDGEIMG_K3S_BUNDLE");
     if let Some(b) = bundle {
         c.arg("--bundle").arg(b);
     }
@@ -40,7 +52,10 @@ fn fails(o: &std::process::Output, needles: &[&str], out: &Path) {
     for n in needles {
         assert!(err.contains(n), "stderr lacks `{n}`:\n{err}");
     }
-    assert!(visible_files(out).is_empty(), "no output under a final name");
+    assert!(
+        visible_files(out).is_empty(),
+        "no output under a final name"
+    );
 }
 
 #[test]
@@ -48,7 +63,11 @@ fn missing_bundle_names_every_way_to_get_one() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), "");
     let out = d.path().join("out");
-    fails(&build(&cfg, "x86_64", None, &out), &["bundle fetch", "bundle import", "--bundle"], &out);
+    fails(
+        &build(&cfg, "x86_64", None, &out),
+        &["bundle fetch", "bundle import", "--bundle"],
+        &out,
+    );
 }
 
 #[test]
@@ -64,7 +83,16 @@ fn wrong_arch_k3s_binary_and_images_are_refused_before_building() {
     std::fs::copy("/bin/true", arm.join("k3s-arm64")).unwrap();
     let sha = edgeimg::artifact::checksums::sha256_file(&arm.join("k3s-arm64")).unwrap();
     let sums = std::fs::read_to_string(arm.join("sha256sum-arm64.txt")).unwrap();
-    let sums: String = sums.lines().map(|l| if l.ends_with("  k3s-arm64") { format!("{sha}  k3s-arm64\n") } else { format!("{l}\n") }).collect();
+    let sums: String = sums
+        .lines()
+        .map(|l| {
+            if l.ends_with("  k3s-arm64") {
+                format!("{sha}  k3s-arm64\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
     std::fs::write(arm.join("sha256sum-arm64.txt"), &sums).unwrap();
     let manifest = std::fs::read_to_string(arm.join("bundle.toml")).unwrap();
     let manifest: String = manifest
@@ -73,7 +101,8 @@ fn wrong_arch_k3s_binary_and_images_are_refused_before_building() {
             if l.starts_with("k3s = { file = \"k3s-arm64\"") {
                 format!("k3s = {{ file = \"k3s-arm64\", sha256 = \"{sha}\" }}\n")
             } else if l.starts_with("k3s_checksums = { file = \"sha256sum-arm64.txt\"") {
-                let s = edgeimg::artifact::checksums::sha256_file(&arm.join("sha256sum-arm64.txt")).unwrap();
+                let s = edgeimg::artifact::checksums::sha256_file(&arm.join("sha256sum-arm64.txt"))
+                    .unwrap();
                 format!("k3s_checksums = {{ file = \"sha256sum-arm64.txt\", sha256 = \"{s}\" }}\n")
             } else {
                 format!("{l}\n")
@@ -83,27 +112,46 @@ fn wrong_arch_k3s_binary_and_images_are_refused_before_building() {
     std::fs::write(arm.join("bundle.toml"), manifest).unwrap();
     let out = d.path().join("out");
     let cfg = config(d.path(), "");
-    fails(&build(&cfg, "arm64", Some(&arm), &out), &["k3s", "x86", "arm64"], &out);
+    fails(
+        &build(&cfg, "arm64", Some(&arm), &out),
+        &["k3s", "x86", "arm64"],
+        &out,
+    );
 
     // A preloaded image for the wrong architecture.
     make_hello("arm64", &d.path().join("hello-arm64.tar"));
     let cfg = config(d.path(), "images = [\"hello-arm64.tar\"]\n");
-    fails(&build(&cfg, "x86_64", Some(&bundle), &out), &["hello-arm64.tar", "linux/arm64", "amd64"], &out);
+    fails(
+        &build(&cfg, "x86_64", Some(&bundle), &out),
+        &["hello-arm64.tar", "linux/arm64", "amd64"],
+        &out,
+    );
 
     // A truncated image archive.
     make_hello("amd64", &d.path().join("hello.tar"));
     let bytes = std::fs::read(d.path().join("hello.tar")).unwrap();
     std::fs::write(d.path().join("cut.tar"), &bytes[..bytes.len() / 2]).unwrap();
     let cfg = config(d.path(), "images = [\"cut.tar\"]\n");
-    fails(&build(&cfg, "x86_64", Some(&bundle), &out), &["cut.tar"], &out);
+    fails(
+        &build(&cfg, "x86_64", Some(&bundle), &out),
+        &["cut.tar"],
+        &out,
+    );
 
     // A tampered bundle file (checksum mismatch).
     let bad = d.path().join("bad");
     make_bundle("amd64", &bad);
-    let mut f = std::fs::OpenOptions::new().append(true).open(bad.join("k3s-airgap-images-amd64.tar.zst")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(bad.join("k3s-airgap-images-amd64.tar.zst"))
+        .unwrap();
     std::io::Write::write_all(&mut f, b"x").unwrap();
     let cfg = config(d.path(), "");
-    fails(&build(&cfg, "x86_64", Some(&bad), &out), &["k3s-airgap-images-amd64.tar.zst"], &out);
+    fails(
+        &build(&cfg, "x86_64", Some(&bad), &out),
+        &["k3s-airgap-images-amd64.tar.zst"],
+        &out,
+    );
 }
 
 #[test]
@@ -121,13 +169,26 @@ fn k3s_nerdctl_buildkit_and_images_are_placed_as_k3s_expects() {
     let o = build(&cfg, "x86_64", Some(&bundle), &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("STAND-IN"), "the build log must say it used the stand-in: {err}");
+    assert!(
+        err.contains("STAND-IN"),
+        "the build log must say it used the stand-in: {err}"
+    );
 
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let k = &manifest["inputs"]["k3s"];
     assert_eq!(k["stand_in"], true);
-    assert_eq!(k["preloaded_images"][0]["images"][0], "docker.io/edgeimg/hello:1");
-    assert!(k["assets"].as_array().unwrap().iter().any(|a| a["name"] == "k3s" && a["sha256"].as_str().unwrap().len() == 64));
+    assert_eq!(
+        k["preloaded_images"][0]["images"][0],
+        "docker.io/edgeimg/hello:1"
+    );
+    assert!(
+        k["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "k3s" && a["sha256"].as_str().unwrap().len() == 64)
+    );
 
     // Extract the root and look at what K3s will see.
     let img = out.join("k3stest-x86_64.img");
@@ -136,37 +197,82 @@ fn k3s_nerdctl_buildkit_and_images_are_placed_as_k3s_expects() {
     {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(&img).unwrap();
-        f.seek(SeekFrom::Start(root_part["offset"].as_u64().unwrap())).unwrap();
-        std::io::copy(&mut f.by_ref().take(root_part["size"].as_u64().unwrap()), &mut std::fs::File::create(&root).unwrap()).unwrap();
+        f.seek(SeekFrom::Start(root_part["offset"].as_u64().unwrap()))
+            .unwrap();
+        std::io::copy(
+            &mut f.by_ref().take(root_part["size"].as_u64().unwrap()),
+            &mut std::fs::File::create(&root).unwrap(),
+        )
+        .unwrap();
     }
     let tree = d.path().join("tree");
-    ok(Command::new("fsck.erofs").arg(format!("--extract={}", tree.display())).arg(&root));
-    let mode = |p: &str| std::fs::metadata(tree.join(p)).unwrap().permissions().mode() & 0o777;
-    let read = |p: &str| std::fs::read_to_string(tree.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    ok(Command::new("fsck.erofs")
+        .arg(format!("--extract={}", tree.display()))
+        .arg(&root));
+    let mode = |p: &str| {
+        std::fs::metadata(tree.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let read =
+        |p: &str| std::fs::read_to_string(tree.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
 
     assert_eq!(mode("usr/local/bin/k3s"), 0o755);
     for l in ["kubectl", "crictl", "ctr"] {
-        assert_eq!(std::fs::read_link(tree.join("usr/local/bin").join(l)).unwrap().to_str(), Some("k3s"));
+        assert_eq!(
+            std::fs::read_link(tree.join("usr/local/bin").join(l))
+                .unwrap()
+                .to_str(),
+            Some("k3s")
+        );
     }
-    assert!(read("usr/lib/systemd/system/k3s.service").contains("ExecStart=/usr/local/bin/k3s server"));
-    assert!(read("usr/lib/systemd/system/k3s-agent.service").contains("ExecStart=/usr/local/bin/k3s agent"));
+    assert!(
+        read("usr/lib/systemd/system/k3s.service").contains("ExecStart=/usr/local/bin/k3s server")
+    );
+    assert!(
+        read("usr/lib/systemd/system/k3s-agent.service")
+            .contains("ExecStart=/usr/local/bin/k3s agent")
+    );
     assert_eq!(mode("etc/rancher/k3s/config.yaml"), 0o600);
     let cfg_yaml = read("etc/rancher/k3s/config.yaml");
-    assert!(cfg_yaml.contains("\"traefik\"") && cfg_yaml.contains("\"site=lab\""), "{cfg_yaml}");
+    assert!(
+        cfg_yaml.contains("\"traefik\"") && cfg_yaml.contains("\"site=lab\""),
+        "{cfg_yaml}"
+    );
     assert_eq!(mode("etc/rancher/k3s/registries.yaml"), 0o600);
     assert!(read("etc/rancher/k3s/registries.yaml").contains("\"https://registry.local:5000\""));
     let nerdctl = read("etc/nerdctl/nerdctl.toml");
-    assert!(nerdctl.contains("address = \"unix:///run/k3s/containerd/containerd.sock\"") && nerdctl.contains("namespace = \"k8s.io\""));
+    assert!(
+        nerdctl.contains("address = \"unix:///run/k3s/containerd/containerd.sock\"")
+            && nerdctl.contains("namespace = \"k8s.io\"")
+    );
     assert_eq!(mode("usr/local/bin/nerdctl"), 0o755);
     let bk = read("usr/lib/systemd/system/buildkit.service");
-    assert!(bk.contains("--oci-worker=false") && bk.contains("--containerd-worker=true") && bk.contains("--containerd-worker-addr=/run/k3s/containerd/containerd.sock") && bk.contains("--containerd-worker-namespace=k8s.io"));
-    assert!(tree.join("etc/systemd/system/multi-user.target.wants/buildkit.service").is_symlink());
+    assert!(
+        bk.contains("--oci-worker=false")
+            && bk.contains("--containerd-worker=true")
+            && bk.contains("--containerd-worker-addr=/run/k3s/containerd/containerd.sock")
+            && bk.contains("--containerd-worker-namespace=k8s.io")
+    );
+    assert!(
+        tree.join("etc/systemd/system/multi-user.target.wants/buildkit.service")
+            .is_symlink()
+    );
     for f in ["hello.tar", "k3s-airgap-images-amd64.tar.zst"] {
-        assert!(tree.join("usr/lib/edgeimg/k3s-images").join(f).is_file(), "{f} on the root");
+        assert!(
+            tree.join("usr/lib/edgeimg/k3s-images").join(f).is_file(),
+            "{f} on the root"
+        );
     }
     assert!(read("var/lib/edgeimg/k3s-images/upper/.cache.json").starts_with('{'));
     let mount = read("usr/lib/systemd/system/var-lib-rancher-k3s-agent-images.mount");
-    assert!(mount.contains("Where=/var/lib/rancher/k3s/agent/images") && mount.contains("lowerdir=/usr/lib/edgeimg/k3s-images"));
-    let image_json: serde_json::Value = serde_json::from_str(&read("usr/lib/edgeimg/image.json")).unwrap();
+    assert!(
+        mount.contains("Where=/var/lib/rancher/k3s/agent/images")
+            && mount.contains("lowerdir=/usr/lib/edgeimg/k3s-images")
+    );
+    let image_json: serde_json::Value =
+        serde_json::from_str(&read("usr/lib/edgeimg/image.json")).unwrap();
     assert_eq!(image_json["k3s"]["stand_in"], true);
 }

@@ -4,7 +4,7 @@
 use crate::error::{Context, Result};
 use crate::fsutil;
 use crate::root::Root;
-use crate::schema::{ImageConfig, NodeConfig, IMAGE_CONFIG_PATH, NODE_CONFIG_RELPATH};
+use crate::schema::{IMAGE_CONFIG_PATH, ImageConfig, NODE_CONFIG_RELPATH, NodeConfig};
 use std::path::Path;
 
 /// Read the image configuration the builder embedded; it must exist.
@@ -31,13 +31,18 @@ pub fn boot_id(root: &Root) -> Result<String> {
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Parse a JSON file into `T`, naming the path on error; `None` when missing.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fsutil::read_opt(path)? {
         None => Ok(None),
-        Some(text) => serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display())).map(Some),
+        Some(text) => serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", path.display()))
+            .map(Some),
     }
 }

@@ -7,7 +7,7 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::root::Root;
-use crate::schema::{merge_users, K3sRole, FIRSTBOOT_STAMP};
+use crate::schema::{FIRSTBOOT_STAMP, K3sRole, merge_users};
 use crate::timefmt::rfc3339_utc;
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,10 @@ fn step_err(name: &str) -> impl Fn(Error) -> Error + '_ {
 /// Run first boot unless the stamp exists. Errors name the failed step.
 pub fn run(root: &Root) -> Result<()> {
     if let Some(stamp) = read_stamp(root)? {
-        crate::log(format!("first boot already done on {}", rfc3339_utc(stamp.completed_at)));
+        crate::log(format!(
+            "first boot already done on {}",
+            rfc3339_utc(stamp.completed_at)
+        ));
         return Ok(());
     }
     let boot_id = config::boot_id(root).map_err(step_err("config"))?;
@@ -67,23 +70,34 @@ pub fn run(root: &Root) -> Result<()> {
         Some(k) => Some(crate::k3s::plan_on_device(root, k, node_k3s).map_err(step_err("config"))?),
         None => {
             if node_k3s.is_some() {
-                crate::log("node.toml has a [k3s] table but the image was built without K3s; ignoring it");
+                crate::log(
+                    "node.toml has a [k3s] table but the image was built without K3s; ignoring it",
+                );
             }
             None
         }
     };
-    let users = merge_users(&image.users, node.as_ref().map(|n| n.users.as_slice()).unwrap_or(&[]));
+    let users = merge_users(
+        &image.users,
+        node.as_ref().map(|n| n.users.as_slice()).unwrap_or(&[]),
+    );
 
     let mut steps = Vec::new();
     let mut record = |name: &str, res: Result<String>| -> Result<String> {
         let detail = res.map_err(step_err(name))?;
         crate::log(format!("{name}: {detail}"));
-        steps.push(StepRecord { name: name.into(), detail: detail.clone() });
+        steps.push(StepRecord {
+            name: name.into(),
+            detail: detail.clone(),
+        });
         Ok(detail)
     };
     record("grow", crate::grow::step(root))?;
     record("machine-id", crate::machine_id::ensure(root))?;
-    let hostname = record("hostname", crate::hostname::step(root, &image, node.as_ref()))?;
+    let hostname = record(
+        "hostname",
+        crate::hostname::step(root, &image, node.as_ref()),
+    )?;
     record("ssh-host-keys", crate::sshkeys::ensure(root))?;
     record("users", crate::users::step(root, &users))?;
     if let Some(plan) = &k3s_plan {
@@ -99,8 +113,12 @@ pub fn run(root: &Root) -> Result<()> {
         k3s_role: k3s_plan.map(|p| p.settings.role),
     };
     let json = serde_json::to_string_pretty(&stamp).expect("stamp serializes");
-    fsutil::write_atomic(&root.path(FIRSTBOOT_STAMP), format!("{json}\n").as_bytes(), 0o644)
-        .map_err(step_err("stamp"))?;
+    fsutil::write_atomic(
+        &root.path(FIRSTBOOT_STAMP),
+        format!("{json}\n").as_bytes(),
+        0o644,
+    )
+    .map_err(step_err("stamp"))?;
     crate::log("first boot complete");
     Ok(())
 }

@@ -3,10 +3,10 @@
 use crate::grow::tests::fake_disk;
 use crate::ready::{ReadyInfo, ReadyOptions};
 use crate::schema::{
-    ImageConfig, K3sRole, K3sSettings, User, CLUSTER_READY_LINE, FIRSTBOOT_STAMP, IMAGE_CONFIG_PATH, K3S_CONFIG, K3S_TOKEN_FILE,
-    READY_FILE, READY_LINE,
+    CLUSTER_READY_LINE, FIRSTBOOT_STAMP, IMAGE_CONFIG_PATH, ImageConfig, K3S_CONFIG,
+    K3S_TOKEN_FILE, K3sRole, K3sSettings, READY_FILE, READY_LINE, User,
 };
-use crate::{firstboot, ready, status, Root};
+use crate::{Root, firstboot, ready, status};
 use std::fs;
 use std::time::Duration;
 
@@ -21,7 +21,11 @@ fn device(pattern: &str) -> (tempfile::TempDir, Root) {
     let d = tempfile::tempdir().unwrap();
     let root = Root::new(d.path());
     fake_disk(&root);
-    write(&root, "/proc/sys/kernel/random/boot_id", "11111111-aaaa-bbbb-cccc-000000000001\n");
+    write(
+        &root,
+        "/proc/sys/kernel/random/boot_id",
+        "11111111-aaaa-bbbb-cccc-000000000001\n",
+    );
     write(&root, "/etc/machine-id", "uninitialized\n");
     write(&root, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
     write(&root, "/etc/group", "root:x:0:\nsudo:x:27:\n");
@@ -34,37 +38,73 @@ fn device(pattern: &str) -> (tempfile::TempDir, Root) {
         arch: "amd64".into(),
         edgeimg_version: "0.1.0".into(),
         hostname_pattern: pattern.into(),
-        users: vec![User { name: "root".into(), groups: vec![], ssh_keys: vec!["ssh-ed25519 AAAA img".into()], shell: None }],
+        users: vec![User {
+            name: "root".into(),
+            groups: vec![],
+            ssh_keys: vec!["ssh-ed25519 AAAA img".into()],
+            shell: None,
+        }],
         boot_mount: "/boot/efi".into(),
         k3s: None,
     };
-    write(&root, IMAGE_CONFIG_PATH, &serde_json::to_string(&image).unwrap());
+    write(
+        &root,
+        IMAGE_CONFIG_PATH,
+        &serde_json::to_string(&image).unwrap(),
+    );
     (d, root)
 }
 
 #[test]
 fn firstboot_runs_once_and_writes_stamp() {
     let (_d, root) = device("{name}-{serial}");
-    write(&root, "/boot/efi/edgeimg/node.toml", "[[users]]\nname = \"root\"\nssh_keys = [\"ssh-ed25519 BBBB node\"]\n");
+    write(
+        &root,
+        "/boot/efi/edgeimg/node.toml",
+        "[[users]]\nname = \"root\"\nssh_keys = [\"ssh-ed25519 BBBB node\"]\n",
+    );
     firstboot::run(&root).unwrap();
 
     let stamp = firstboot::read_stamp(&root).unwrap().unwrap();
     assert_eq!(stamp.hostname, "edge-sn-42");
     assert_eq!(stamp.boot_id, "11111111-aaaa-bbbb-cccc-000000000001");
     let names: Vec<&str> = stamp.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["grow", "machine-id", "hostname", "ssh-host-keys", "users"]);
-    assert_eq!(stamp.steps[0].detail, "/dev/vda4 grown from 31 MiB to 118 MiB");
-    assert_eq!(fs::read_to_string(root.path("/etc/hostname")).unwrap(), "edge-sn-42\n");
-    assert!(fs::read_to_string(root.path("/etc/hosts")).unwrap().contains("127.0.1.1\tedge-sn-42\n"));
+    assert_eq!(
+        names,
+        ["grow", "machine-id", "hostname", "ssh-host-keys", "users"]
+    );
+    assert_eq!(
+        stamp.steps[0].detail,
+        "/dev/vda4 grown from 31 MiB to 118 MiB"
+    );
+    assert_eq!(
+        fs::read_to_string(root.path("/etc/hostname")).unwrap(),
+        "edge-sn-42\n"
+    );
+    assert!(
+        fs::read_to_string(root.path("/etc/hosts"))
+            .unwrap()
+            .contains("127.0.1.1\tedge-sn-42\n")
+    );
     assert!(crate::machine_id::read(&root).is_ok());
     assert_eq!(
         fs::read_to_string(root.path("/var/roothome/.ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAA img\nssh-ed25519 BBBB node\n"
     );
-    assert_eq!(root.skipped_commands(), ["resize2fs /dev/vda4", "ssh-keygen -A"]);
+    assert_eq!(
+        root.skipped_commands(),
+        ["resize2fs /dev/vda4", "ssh-keygen -A"]
+    );
     // Stamp JSON has the documented fields.
-    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(root.path(FIRSTBOOT_STAMP)).unwrap()).unwrap();
-    for k in ["completed_at", "boot_id", "agent_version", "hostname", "steps"] {
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.path(FIRSTBOOT_STAMP)).unwrap()).unwrap();
+    for k in [
+        "completed_at",
+        "boot_id",
+        "agent_version",
+        "hostname",
+        "steps",
+    ] {
         assert!(v.get(k).is_some(), "stamp lacks {k}");
     }
 
@@ -78,21 +118,38 @@ fn firstboot_runs_once_and_writes_stamp() {
 #[test]
 fn node_hostname_wins() {
     let (_d, root) = device("{name}-{serial}");
-    write(&root, "/boot/efi/edgeimg/node.toml", "hostname = \"edge-7\"\n");
+    write(
+        &root,
+        "/boot/efi/edgeimg/node.toml",
+        "hostname = \"edge-7\"\n",
+    );
     firstboot::run(&root).unwrap();
-    assert_eq!(firstboot::read_stamp(&root).unwrap().unwrap().hostname, "edge-7");
+    assert_eq!(
+        firstboot::read_stamp(&root).unwrap().unwrap().hostname,
+        "edge-7"
+    );
 }
 
 #[test]
 fn failing_step_is_named_and_leaves_no_stamp() {
     let (_d, root) = device("{name}-{colour}");
     let err = firstboot::run(&root).unwrap_err().to_string();
-    assert!(err.contains("step `hostname`") && err.contains("{colour}"), "{err}");
+    assert!(
+        err.contains("step `hostname`") && err.contains("{colour}"),
+        "{err}"
+    );
     assert!(firstboot::read_stamp(&root).unwrap().is_none());
 
-    write(&root, "/boot/efi/edgeimg/node.toml", "hostname = \"a\"\nbogus = 1\n");
+    write(
+        &root,
+        "/boot/efi/edgeimg/node.toml",
+        "hostname = \"a\"\nbogus = 1\n",
+    );
     let err = firstboot::run(&root).unwrap_err().to_string();
-    assert!(err.contains("step `config`") && err.contains("node.toml") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("step `config`") && err.contains("node.toml") && err.contains("line 2"),
+        "{err}"
+    );
     assert!(firstboot::read_stamp(&root).unwrap().is_none());
 }
 
@@ -101,13 +158,24 @@ fn ready_and_status() {
     let (_d, root) = device("{name}");
     let s = status::collect(&root).unwrap();
     assert!(!s.ready && !s.firstboot_done);
-    assert!(status::render_human(&s).starts_with("edgeimg: node not ready: first boot did not complete\n"));
-    assert!(ready::run(&root).unwrap_err().to_string().contains("first boot did not complete"));
+    assert!(
+        status::render_human(&s)
+            .starts_with("edgeimg: node not ready: first boot did not complete\n")
+    );
+    assert!(
+        ready::run(&root)
+            .unwrap_err()
+            .to_string()
+            .contains("first boot did not complete")
+    );
 
     firstboot::run(&root).unwrap();
     let s = status::collect(&root).unwrap();
     assert!(!s.ready && s.firstboot_done && s.firstboot_this_boot);
-    assert!(status::render_human(&s).starts_with("edgeimg: node not ready: edgeimg-ready.service has not run"));
+    assert!(
+        status::render_human(&s)
+            .starts_with("edgeimg: node not ready: edgeimg-ready.service has not run")
+    );
 
     ready::run(&root).unwrap();
     ready::run(&root).unwrap(); // restarted in the same boot: counted once
@@ -119,12 +187,23 @@ fn ready_and_status() {
     assert_eq!(human.lines().next(), Some(crate::schema::READY_LINE));
     assert!(human.contains("(this boot)"));
     let v: serde_json::Value = serde_json::to_value(&s).unwrap();
-    for k in ["ready", "firstboot_done", "firstboot_boot_id", "firstboot_this_boot", "boots", "hostname"] {
+    for k in [
+        "ready",
+        "firstboot_done",
+        "firstboot_boot_id",
+        "firstboot_this_boot",
+        "boots",
+        "hostname",
+    ] {
         assert!(v.get(k).is_some(), "status json lacks {k}");
     }
 
     // Next boot: not ready until the ready service runs again.
-    write(&root, "/proc/sys/kernel/random/boot_id", "11111111-aaaa-bbbb-cccc-000000000002\n");
+    write(
+        &root,
+        "/proc/sys/kernel/random/boot_id",
+        "11111111-aaaa-bbbb-cccc-000000000002\n",
+    );
     let s = status::collect(&root).unwrap();
     assert!(!s.ready && !s.firstboot_this_boot);
     ready::run(&root).unwrap();
@@ -136,11 +215,20 @@ fn ready_and_status() {
 /// `device` with K3s in image.json and both K3s units installed.
 fn k3s_device(k3s: K3sSettings) -> (tempfile::TempDir, Root) {
     let (d, root) = device("{name}");
-    let mut image: ImageConfig = serde_json::from_str(&fs::read_to_string(root.path(IMAGE_CONFIG_PATH)).unwrap()).unwrap();
+    let mut image: ImageConfig =
+        serde_json::from_str(&fs::read_to_string(root.path(IMAGE_CONFIG_PATH)).unwrap()).unwrap();
     image.k3s = Some(k3s);
-    write(&root, IMAGE_CONFIG_PATH, &serde_json::to_string(&image).unwrap());
+    write(
+        &root,
+        IMAGE_CONFIG_PATH,
+        &serde_json::to_string(&image).unwrap(),
+    );
     write(&root, "/usr/lib/systemd/system/k3s.service", "[Unit]\n");
-    write(&root, "/usr/lib/systemd/system/k3s-agent.service", "[Unit]\n");
+    write(
+        &root,
+        "/usr/lib/systemd/system/k3s-agent.service",
+        "[Unit]\n",
+    );
     write(&root, "/dev/console", "");
     (d, root)
 }
@@ -166,13 +254,21 @@ fn fake_k3s(root: &Root, script: &str) -> ReadyOptions {
         poll_interval: Duration::from_millis(20),
         // Bounded so a broken fake fails the test quickly.
         timeout: Some(Duration::from_secs(20)),
-        kubectl: Some(vec!["/bin/sh".into(), bin.to_string_lossy().into_owned(), "kubectl".into()]),
+        kubectl: Some(vec![
+            "/bin/sh".into(),
+            bin.to_string_lossy().into_owned(),
+            "kubectl".into(),
+        ]),
         ..ReadyOptions::default()
     }
 }
 
 fn calls(root: &Root) -> u32 {
-    fs::read_to_string(root.path("/tmp/k3s-calls")).unwrap().trim().parse().unwrap()
+    fs::read_to_string(root.path("/tmp/k3s-calls"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn ready_info(root: &Root) -> ReadyInfo {
@@ -181,7 +277,11 @@ fn ready_info(root: &Root) -> ReadyInfo {
 
 #[test]
 fn k3s_firstboot_merges_node_and_keeps_token_secret() {
-    let (_d, root) = k3s_device(K3sSettings { cluster_init: true, disable: vec!["traefik".into()], ..Default::default() });
+    let (_d, root) = k3s_device(K3sSettings {
+        cluster_init: true,
+        disable: vec!["traefik".into()],
+        ..Default::default()
+    });
     write(
         &root,
         "/boot/efi/edgeimg/node.toml",
@@ -190,12 +290,28 @@ fn k3s_firstboot_merges_node_and_keeps_token_secret() {
     firstboot::run(&root).unwrap();
     let stamp = firstboot::read_stamp(&root).unwrap().unwrap();
     let names: Vec<&str> = stamp.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["grow", "machine-id", "hostname", "ssh-host-keys", "users", "k3s"]);
+    assert_eq!(
+        names,
+        [
+            "grow",
+            "machine-id",
+            "hostname",
+            "ssh-host-keys",
+            "users",
+            "k3s"
+        ]
+    );
     assert_eq!(stamp.k3s_role, Some(K3sRole::Agent));
     let stamp_text = fs::read_to_string(root.path(FIRSTBOOT_STAMP)).unwrap();
     assert!(!stamp_text.contains("topsecret"), "{stamp_text}");
-    assert!(stamp_text.contains("token: set from node.toml"), "{stamp_text}");
-    assert_eq!(fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(), "K10topsecret::server:xyz\n");
+    assert!(
+        stamp_text.contains("token: set from node.toml"),
+        "{stamp_text}"
+    );
+    assert_eq!(
+        fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(),
+        "K10topsecret::server:xyz\n"
+    );
     let cfg = fs::read_to_string(root.path(K3S_CONFIG)).unwrap();
     assert_eq!(
         cfg,
@@ -204,57 +320,113 @@ fn k3s_firstboot_merges_node_and_keeps_token_secret() {
          token-file: \"/etc/rancher/k3s/edgeimg-token\"\n\
          node-label:\n  - \"zone=b\"\n"
     );
-    assert_eq!(root.skipped_commands().last().unwrap(), "systemctl --no-block start k3s-agent.service");
-    assert!(root.skipped_commands().iter().all(|c| !c.contains("topsecret")));
+    assert_eq!(
+        root.skipped_commands().last().unwrap(),
+        "systemctl --no-block start k3s-agent.service"
+    );
+    assert!(
+        root.skipped_commands()
+            .iter()
+            .all(|c| !c.contains("topsecret"))
+    );
 }
 
 #[test]
 fn k3s_bad_node_config_changes_nothing() {
     let (_d, root) = k3s_device(K3sSettings::default());
-    write(&root, "/boot/efi/edgeimg/node.toml", "[k3s]\nrole = \"agent\"\n");
+    write(
+        &root,
+        "/boot/efi/edgeimg/node.toml",
+        "[k3s]\nrole = \"agent\"\n",
+    );
     let err = firstboot::run(&root).unwrap_err().to_string();
-    assert!(err.contains("step `config`") && err.contains("needs server"), "{err}");
-    assert!(root.skipped_commands().is_empty(), "{:?}", root.skipped_commands());
-    write(&root, "/boot/efi/edgeimg/node.toml", "[k3s]\nserver = \"http://10.0.0.1:6443\"\n");
+    assert!(
+        err.contains("step `config`") && err.contains("needs server"),
+        "{err}"
+    );
+    assert!(
+        root.skipped_commands().is_empty(),
+        "{:?}",
+        root.skipped_commands()
+    );
+    write(
+        &root,
+        "/boot/efi/edgeimg/node.toml",
+        "[k3s]\nserver = \"http://10.0.0.1:6443\"\n",
+    );
     let err = firstboot::run(&root).unwrap_err().to_string();
-    assert!(err.contains("node.toml") && err.contains("https://"), "{err}");
+    assert!(
+        err.contains("node.toml") && err.contains("https://"),
+        "{err}"
+    );
 }
 
 #[test]
 fn k3s_ready_polls_until_node_ready() {
-    let (_d, root) = k3s_device(K3sSettings { cluster_init: true, ..Default::default() });
+    let (_d, root) = k3s_device(K3sSettings {
+        cluster_init: true,
+        ..Default::default()
+    });
     firstboot::run(&root).unwrap();
-    let opts = fake_k3s(&root, "if [ $n -ge 3 ]; then echo True; else echo False; fi");
+    let opts = fake_k3s(
+        &root,
+        "if [ $n -ge 3 ]; then echo True; else echo False; fi",
+    );
     let mut out = Vec::new();
     ready::run_with(&root, &opts, &mut out).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), format!("{READY_LINE}\n{CLUSTER_READY_LINE}\n"));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("{READY_LINE}\n{CLUSTER_READY_LINE}\n")
+    );
     assert_eq!(calls(&root), 3);
     assert_eq!(
-        fs::read_to_string(root.path("/tmp/k3s-args")).unwrap().trim(),
+        fs::read_to_string(root.path("/tmp/k3s-args"))
+            .unwrap()
+            .trim(),
         r#"kubectl get node edge -o jsonpath={.status.conditions[?(@.type=="Ready")].status} --request-timeout=10s"#
     );
-    assert_eq!(fs::read_to_string(root.path("/dev/console")).unwrap(), format!("\r\n{READY_LINE}\n\r\n{CLUSTER_READY_LINE}\n"));
+    assert_eq!(
+        fs::read_to_string(root.path("/dev/console")).unwrap(),
+        format!("\r\n{READY_LINE}\n\r\n{CLUSTER_READY_LINE}\n")
+    );
     assert_eq!(ready_info(&root).cluster_ready, Some(true));
     let s = status::collect(&root).unwrap();
-    assert_eq!((s.ready, s.cluster_ready, s.k3s_role), (true, Some(true), Some(K3sRole::Server)));
+    assert_eq!(
+        (s.ready, s.cluster_ready, s.k3s_role),
+        (true, Some(true), Some(K3sRole::Server))
+    );
     let human = status::render_human(&s);
-    assert!(human.starts_with(&format!("{READY_LINE}\n{CLUSTER_READY_LINE}\n")), "{human}");
+    assert!(
+        human.starts_with(&format!("{READY_LINE}\n{CLUSTER_READY_LINE}\n")),
+        "{human}"
+    );
     let v = serde_json::to_value(&s).unwrap();
-    assert_eq!((v["cluster_ready"].clone(), v["k3s_role"].clone()), (serde_json::json!(true), serde_json::json!("server")));
+    assert_eq!(
+        (v["cluster_ready"].clone(), v["k3s_role"].clone()),
+        (serde_json::json!(true), serde_json::json!("server"))
+    );
 }
 
 #[test]
 fn k3s_ready_times_out_with_last_error() {
     let (_d, root) = k3s_device(K3sSettings::default());
     firstboot::run(&root).unwrap();
-    let mut opts = fake_k3s(&root, "echo 'Error from server (NotFound): nodes \"edge\" not found' >&2; exit 1");
+    let mut opts = fake_k3s(
+        &root,
+        "echo 'Error from server (NotFound): nodes \"edge\" not found' >&2; exit 1",
+    );
     opts.timeout = Some(Duration::from_millis(300));
     let mut out = Vec::new();
-    let err = ready::run_with(&root, &opts, &mut out).unwrap_err().to_string();
+    let err = ready::run_with(&root, &opts, &mut out)
+        .unwrap_err()
+        .to_string();
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], READY_LINE);
-    assert!(lines[1].starts_with("edgeimg: cluster not ready: kubectl failed"), "{out}");
+    assert!(
+        lines[1].starts_with("edgeimg: cluster not ready: kubectl failed"),
+        "{out}"
+    );
     assert!(lines[1].contains(r#"nodes "edge" not found"#), "{out}");
     assert!(err.contains("cluster not ready"), "{err}");
     assert!(calls(&root) >= 2, "polled {} times", calls(&root));
@@ -262,22 +434,41 @@ fn k3s_ready_times_out_with_last_error() {
     assert_eq!(info.cluster_ready, Some(false));
     let s = status::collect(&root).unwrap();
     assert!(s.ready && s.cluster_ready == Some(false));
-    assert!(s.cluster_reason.as_deref().unwrap().contains("not found"), "{s:?}");
-    assert!(status::render_human(&s).lines().nth(1).unwrap().starts_with("edgeimg: cluster not ready: kubectl failed"));
+    assert!(
+        s.cluster_reason.as_deref().unwrap().contains("not found"),
+        "{s:?}"
+    );
+    assert!(
+        status::render_human(&s)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("edgeimg: cluster not ready: kubectl failed")
+    );
 }
 
 #[test]
 fn k3s_stand_in_is_labelled() {
-    let (_d, root) = k3s_device(K3sSettings { stand_in: true, ..Default::default() });
+    let (_d, root) = k3s_device(K3sSettings {
+        stand_in: true,
+        ..Default::default()
+    });
     firstboot::run(&root).unwrap();
     let opts = fake_k3s(&root, "echo True");
     let mut out = Vec::new();
     ready::run_with(&root, &opts, &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
-    assert_eq!(out.lines().nth(1), Some("edgeimg: cluster ready (stand-in bundle, not K3s)"));
+    assert_eq!(
+        out.lines().nth(1),
+        Some("edgeimg: cluster ready (stand-in bundle, not K3s)")
+    );
     assert_eq!(calls(&root), 1);
     let human = status::render_human(&status::collect(&root).unwrap());
-    assert!(human.contains("stand-in bundle, not K3s") && !human.lines().any(|l| l == CLUSTER_READY_LINE), "{human}");
+    assert!(
+        human.contains("stand-in bundle, not K3s")
+            && !human.lines().any(|l| l == CLUSTER_READY_LINE),
+        "{human}"
+    );
 }
 
 #[test]
@@ -288,6 +479,13 @@ fn plain_appliance_has_null_cluster_fields() {
     ready::run_with(&root, &ReadyOptions::default(), &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), format!("{READY_LINE}\n"));
     let v = serde_json::to_value(status::collect(&root).unwrap()).unwrap();
-    assert!(v["cluster_ready"].is_null() && v["k3s_role"].is_null(), "{v}");
-    assert!(!fs::read_to_string(root.path(READY_FILE)).unwrap().contains("cluster"));
+    assert!(
+        v["cluster_ready"].is_null() && v["k3s_role"].is_null(),
+        "{v}"
+    );
+    assert!(
+        !fs::read_to_string(root.path(READY_FILE))
+            .unwrap()
+            .contains("cluster")
+    );
 }

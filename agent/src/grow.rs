@@ -37,13 +37,10 @@ pub struct DataDevice {
 pub fn find_mount_devnum(mountinfo: &str, mount_point: &str) -> Option<String> {
     // Fields: id parent major:minor root mount-point ...; later lines are
     // mounted on top of earlier ones, so the last match is what is visible.
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 4 && f[4] == mount_point).then(|| f[2].to_string())
-        })
+    mountinfo.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 4 && f[4] == mount_point).then(|| f[2].to_string())
+    })
 }
 
 /// Map /var to its partition and disk via /proc/self/mountinfo and sysfs.
@@ -59,15 +56,33 @@ pub fn find_data_device(root: &Root) -> Result<Option<DataDevice>> {
     let Some(number) = fsutil::read_opt(&part_file)? else {
         return Ok(None); // a whole disk or a virtual device: nothing to grow
     };
-    let number: u32 =
-        number.trim().parse().with_context(|| format!("{}: bad partition number {:?}", part_file.display(), number.trim()))?;
+    let number: u32 = number.trim().parse().with_context(|| {
+        format!(
+            "{}: bad partition number {:?}",
+            part_file.display(),
+            number.trim()
+        )
+    })?;
     // /sys/dev/block/M:m -> .../block/<disk>/<partition>
-    let real = sys.canonicalize().with_context(|| format!("resolving {}", sys.display()))?;
-    let name = |p: Option<&Path>| p.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
-    let (Some(part), Some(disk)) = (name(Some(&real)), name(real.parent())) else {
-        crate::bail!("{}: unexpected sysfs path {}", sys.display(), real.display());
+    let real = sys
+        .canonicalize()
+        .with_context(|| format!("resolving {}", sys.display()))?;
+    let name = |p: Option<&Path>| {
+        p.and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
     };
-    Ok(Some(DataDevice { partition: format!("/dev/{part}"), disk: format!("/dev/{disk}"), number }))
+    let (Some(part), Some(disk)) = (name(Some(&real)), name(real.parent())) else {
+        crate::bail!(
+            "{}: unexpected sysfs path {}",
+            sys.display(),
+            real.display()
+        );
+    };
+    Ok(Some(DataDevice {
+        partition: format!("/dev/{part}"),
+        disk: format!("/dev/{disk}"),
+        number,
+    }))
 }
 
 /// What the table rewrite decided.
@@ -113,17 +128,28 @@ pub fn grow_gpt<D: Read + Write + Seek>(disk: &mut D, number: u32) -> Result<Out
     let ss = gpt.sector_size;
     let old_backup = gpt.header.backup_lba;
     // Recompute backup LBA and last usable LBA for the (bigger) medium.
-    gpt.header.update_from(disk, ss).context("sizing GPT to the disk")?;
-    let last = gpt.iter().filter(|(_, p)| p.is_used()).max_by_key(|(_, p)| p.ending_lba).map(|(i, _)| i);
+    gpt.header
+        .update_from(disk, ss)
+        .context("sizing GPT to the disk")?;
+    let last = gpt
+        .iter()
+        .filter(|(_, p)| p.is_used())
+        .max_by_key(|(_, p)| p.ending_lba)
+        .map(|(i, _)| i);
     if last != Some(number) {
-        return Ok(Outcome::Skipped(format!("partition {number} is not the last one on the disk")));
+        return Ok(Outcome::Skipped(format!(
+            "partition {number} is not the last one on the disk"
+        )));
     }
     let p = &gpt[number];
     let (start, end) = (p.starting_lba, p.ending_lba);
     let old_size = (end - start + 1) * ss;
     let new_end = plan_end(start, end, gpt.header.last_usable_lba, ss);
     if new_end.is_none() && old_backup == gpt.header.backup_lba {
-        return Ok(Outcome::AlreadyMax { start: start * ss, size: old_size });
+        return Ok(Outcome::AlreadyMax {
+            start: start * ss,
+            size: old_size,
+        });
     }
     if let Some(e) = new_end {
         gpt[number].ending_lba = e;
@@ -132,8 +158,15 @@ pub fn grow_gpt<D: Read + Write + Seek>(disk: &mut D, number: u32) -> Result<Out
     fix_protective_mbr(disk, ss)?;
     let new_size = (gpt[number].ending_lba - start + 1) * ss;
     Ok(match new_end {
-        Some(_) => Outcome::Grown { start: start * ss, old_size, new_size },
-        None => Outcome::AlreadyMax { start: start * ss, size: old_size }, // only the backup header moved
+        Some(_) => Outcome::Grown {
+            start: start * ss,
+            old_size,
+            new_size,
+        },
+        None => Outcome::AlreadyMax {
+            start: start * ss,
+            size: old_size,
+        }, // only the backup header moved
     })
 }
 
@@ -141,7 +174,9 @@ pub fn grow_gpt<D: Read + Write + Seek>(disk: &mut D, number: u32) -> Result<Out
 /// new size (keeping its boot flag) so tools like `sgdisk -v` stay quiet.
 fn fix_protective_mbr<D: Read + Write + Seek>(disk: &mut D, ss: u64) -> Result<()> {
     let mut entry = [0u8; 16];
-    disk.seek(SeekFrom::Start(446)).and_then(|_| disk.read_exact(&mut entry)).context("reading protective MBR")?;
+    disk.seek(SeekFrom::Start(446))
+        .and_then(|_| disk.read_exact(&mut entry))
+        .context("reading protective MBR")?;
     if entry[4] != 0xEE {
         return Ok(()); // hybrid or missing: leave it alone
     }
@@ -155,23 +190,39 @@ fn fix_protective_mbr<D: Read + Write + Seek>(disk: &mut D, ss: u64) -> Result<(
 
 /// Rewrite an MBR so primary partition `number` fills the disk (capped at the
 /// 2 TiB an MBR can address).
-pub fn grow_mbr<D: Read + Write + Seek>(disk: &mut D, number: u32, sector_size: u32) -> Result<Outcome> {
+pub fn grow_mbr<D: Read + Write + Seek>(
+    disk: &mut D,
+    number: u32,
+    sector_size: u32,
+) -> Result<Outcome> {
     let mut mbr = MBR::read_from(disk, sector_size).context("reading MBR")?;
     if !(1..=4).contains(&number) {
-        return Ok(Outcome::Skipped(format!("partition {number} is a logical MBR partition")));
+        return Ok(Outcome::Skipped(format!(
+            "partition {number} is a logical MBR partition"
+        )));
     }
     let n = number as usize;
-    let end_of = |p: &mbrman::MBRPartitionEntry| u64::from(p.starting_lba) + u64::from(p.sectors) - 1;
-    let last = mbr.iter().filter(|(_, p)| p.is_used()).max_by_key(|(_, p)| end_of(p)).map(|(i, _)| i);
+    let end_of =
+        |p: &mbrman::MBRPartitionEntry| u64::from(p.starting_lba) + u64::from(p.sectors) - 1;
+    let last = mbr
+        .iter()
+        .filter(|(_, p)| p.is_used())
+        .max_by_key(|(_, p)| end_of(p))
+        .map(|(i, _)| i);
     if last != Some(n) || mbr[n].is_extended() {
-        return Ok(Outcome::Skipped(format!("partition {number} is not the last primary partition")));
+        return Ok(Outcome::Skipped(format!(
+            "partition {number} is not the last primary partition"
+        )));
     }
     let ss = u64::from(sector_size);
     let (start, end) = (u64::from(mbr[n].starting_lba), end_of(&mbr[n]));
     let old_size = (end - start + 1) * ss;
     let last_sector = u64::from(mbr.disk_size).min(u64::from(u32::MAX)) - 1;
     let Some(new_end) = plan_end(start, end, last_sector, ss) else {
-        return Ok(Outcome::AlreadyMax { start: start * ss, size: old_size });
+        return Ok(Outcome::AlreadyMax {
+            start: start * ss,
+            size: old_size,
+        });
     };
     let sectors = new_end - start + 1;
     mbr[n].sectors = u32::try_from(sectors).context("partition size")?;
@@ -180,7 +231,11 @@ pub fn grow_mbr<D: Read + Write + Seek>(disk: &mut D, number: u32, sector_size: 
         mbr[n].last_chs = mbrman::CHS::new(1023, 254, 63);
     }
     mbr.write_into(disk).context("writing MBR")?;
-    Ok(Outcome::Grown { start: start * ss, old_size, new_size: sectors * ss })
+    Ok(Outcome::Grown {
+        start: start * ss,
+        old_size,
+        new_size: sectors * ss,
+    })
 }
 
 /// Rewrite the table of `disk` (GPT if present, else MBR) and sync it.
@@ -264,8 +319,9 @@ fn blkpg_resize(disk: &File, number: u32, start: u64, length: u64) -> Result<()>
     // SAFETY: arg points at a live blkpg_partition of the declared size.
     let rc = unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG as _, &mut arg) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("BLKPG_RESIZE_PARTITION (partition {number}, start {start}, length {length})"));
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!("BLKPG_RESIZE_PARTITION (partition {number}, start {start}, length {length})")
+        });
     }
     Ok(())
 }
@@ -280,17 +336,46 @@ pub fn step(root: &Root) -> Result<String> {
         return Ok("/var is not on a partition; nothing to grow".into());
     };
     let disk_path: PathBuf = root.path(&dev.disk);
-    let mut disk = OpenOptions::new().read(true).write(true).open(&disk_path).with_context(|| format!("opening {}", disk_path.display()))?;
-    let is_block = disk.metadata().map(|m| m.file_type().is_block_device()).unwrap_or(false);
+    let mut disk = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk_path)
+        .with_context(|| format!("opening {}", disk_path.display()))?;
+    let is_block = disk
+        .metadata()
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
     let size = disk_size(&disk, is_block).with_context(|| disk_path.display().to_string())?;
-    crate::log(format!("data partition {} (#{}) on {} ({})", dev.partition, dev.number, dev.disk, mib(size)));
-    let outcome = grow_table(&mut disk, dev.number, is_block).with_context(|| disk_path.display().to_string())?;
+    crate::log(format!(
+        "data partition {} (#{}) on {} ({})",
+        dev.partition,
+        dev.number,
+        dev.disk,
+        mib(size)
+    ));
+    let outcome = grow_table(&mut disk, dev.number, is_block)
+        .with_context(|| disk_path.display().to_string())?;
     let (start, new_size, note) = match outcome {
         Outcome::Skipped(why) => return Ok(format!("{}: not grown: {why}", dev.partition)),
-        Outcome::AlreadyMax { start, size } => (start, size, format!("{} already fills the disk ({})", dev.partition, mib(size))),
-        Outcome::Grown { start, old_size, new_size } => {
-            (start, new_size, format!("{} grown from {} to {}", dev.partition, mib(old_size), mib(new_size)))
-        }
+        Outcome::AlreadyMax { start, size } => (
+            start,
+            size,
+            format!("{} already fills the disk ({})", dev.partition, mib(size)),
+        ),
+        Outcome::Grown {
+            start,
+            old_size,
+            new_size,
+        } => (
+            start,
+            new_size,
+            format!(
+                "{} grown from {} to {}",
+                dev.partition,
+                mib(old_size),
+                mib(new_size)
+            ),
+        ),
     };
     crate::log(&note);
     // Repeated even when the table was already grown: a crash may have come
@@ -314,7 +399,13 @@ pub(crate) mod tests {
 
     /// A 64 MiB file with a GPT: p1 at 1..9 MiB, p4 (data) at 9..40 MiB.
     fn gpt_file(path: &Path) {
-        let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
         f.set_len(64 * MIB).unwrap();
         let mut gpt = GPT::new_from(&mut f, SS, [7; 16]).unwrap();
         let mk = |start: u64, end: u64, g: u8| gptman::GPTPartitionEntry {
@@ -334,7 +425,10 @@ pub(crate) mod tests {
     #[test]
     fn plan_rounds_to_mib() {
         // usable area ends mid-MiB: size rounds down to whole MiB
-        assert_eq!(plan_end(2048, 4095, 2048 * 10 + 100, 512), Some(2048 + 2048 * 9 - 1));
+        assert_eq!(
+            plan_end(2048, 4095, 2048 * 10 + 100, 512),
+            Some(2048 + 2048 * 9 - 1)
+        );
         assert_eq!(plan_end(2048, 2048 * 10 - 1, 2048 * 10 + 100, 512), None); // gain < 1 MiB
     }
 
@@ -343,7 +437,11 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("disk.img");
         gpt_file(&path);
-        let mut f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         f.set_len(128 * MIB).unwrap();
         let out = grow_table(&mut f, 4, false).unwrap();
         let total = 128 * MIB / SS;
@@ -355,7 +453,14 @@ pub(crate) mod tests {
         assert_eq!((p.ending_lba + 1 - p.starting_lba) * SS % MIB, 0);
         // 128 MiB minus the 33-sector backup GPT: the last whole MiB is lost.
         assert_eq!(p.ending_lba, 127 * 2048 - 1);
-        assert_eq!(out, Outcome::Grown { start: 9 * MIB, old_size: 31 * MIB, new_size: 118 * MIB });
+        assert_eq!(
+            out,
+            Outcome::Grown {
+                start: 9 * MIB,
+                old_size: 31 * MIB,
+                new_size: 118 * MIB
+            }
+        );
         // The backup header really is at the last LBA.
         let mut sig = [0u8; 8];
         f.seek(SeekFrom::Start((total - 1) * SS)).unwrap();
@@ -365,16 +470,28 @@ pub(crate) mod tests {
         let mbr = MBR::read_from(&mut f, 512).unwrap();
         assert_eq!(u64::from(mbr[1].sectors), total - 1);
         // Idempotent.
-        assert!(matches!(grow_table(&mut f, 4, false).unwrap(), Outcome::AlreadyMax { .. }));
+        assert!(matches!(
+            grow_table(&mut f, 4, false).unwrap(),
+            Outcome::AlreadyMax { .. }
+        ));
         // Not the last partition: left alone.
-        assert!(matches!(grow_table(&mut f, 1, false).unwrap(), Outcome::Skipped(_)));
+        assert!(matches!(
+            grow_table(&mut f, 1, false).unwrap(),
+            Outcome::Skipped(_)
+        ));
     }
 
     #[test]
     fn mbr_grows_on_file() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("disk.img");
-        let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         f.set_len(64 * MIB).unwrap();
         let mut mbr = MBR::new_from(&mut f, 512, [1, 2, 3, 4]).unwrap();
         let mk = |start: u32, sectors: u32, sys: u8| mbrman::MBRPartitionEntry {
@@ -390,12 +507,25 @@ pub(crate) mod tests {
         mbr.write_into(&mut f).unwrap();
         f.set_len(128 * MIB + 4096).unwrap(); // odd size: the tail is not a whole MiB
         let out = grow_table(&mut f, 2, false).unwrap();
-        assert_eq!(out, Outcome::Grown { start: 17 * MIB, old_size: 20 * MIB, new_size: 111 * MIB });
+        assert_eq!(
+            out,
+            Outcome::Grown {
+                start: 17 * MIB,
+                old_size: 20 * MIB,
+                new_size: 111 * MIB
+            }
+        );
         let mbr = MBR::read_from(&mut f, 512).unwrap();
         assert_eq!(mbr[2].starting_lba, 17 * 2048);
         assert_eq!(mbr[2].sectors, 111 * 2048);
-        assert!(matches!(grow_table(&mut f, 2, false).unwrap(), Outcome::AlreadyMax { .. }));
-        assert!(matches!(grow_table(&mut f, 1, false).unwrap(), Outcome::Skipped(_)));
+        assert!(matches!(
+            grow_table(&mut f, 2, false).unwrap(),
+            Outcome::AlreadyMax { .. }
+        ));
+        assert!(matches!(
+            grow_table(&mut f, 1, false).unwrap(),
+            Outcome::Skipped(_)
+        ));
     }
 
     #[test]
@@ -414,13 +544,25 @@ pub(crate) mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, s).unwrap();
         };
-        w("/proc/self/mountinfo", "30 22 254:4 / /var rw,relatime - ext4 /dev/vda4 rw\n");
+        w(
+            "/proc/self/mountinfo",
+            "30 22 254:4 / /var rw,relatime - ext4 /dev/vda4 rw\n",
+        );
         w("/sys/devices/virtual/block/vda/vda4/partition", "4\n");
         std::fs::create_dir_all(root.path("/sys/dev/block")).unwrap();
-        std::os::unix::fs::symlink("../../devices/virtual/block/vda/vda4", root.path("/sys/dev/block/254:4")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/block/vda/vda4",
+            root.path("/sys/dev/block/254:4"),
+        )
+        .unwrap();
         std::fs::create_dir_all(root.path("/dev")).unwrap();
         gpt_file(&root.path("/dev/vda"));
-        OpenOptions::new().write(true).open(root.path("/dev/vda")).unwrap().set_len(128 * MIB).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(root.path("/dev/vda"))
+            .unwrap()
+            .set_len(128 * MIB)
+            .unwrap();
     }
 
     #[test]
@@ -429,8 +571,18 @@ pub(crate) mod tests {
         let root = Root::new(d.path());
         fake_disk(&root);
         let dev = find_data_device(&root).unwrap().unwrap();
-        assert_eq!(dev, DataDevice { partition: "/dev/vda4".into(), disk: "/dev/vda".into(), number: 4 });
-        assert_eq!(step(&root).unwrap(), "/dev/vda4 grown from 31 MiB to 118 MiB");
+        assert_eq!(
+            dev,
+            DataDevice {
+                partition: "/dev/vda4".into(),
+                disk: "/dev/vda".into(),
+                number: 4
+            }
+        );
+        assert_eq!(
+            step(&root).unwrap(),
+            "/dev/vda4 grown from 31 MiB to 118 MiB"
+        );
         assert_eq!(root.skipped_commands(), ["resize2fs /dev/vda4"]);
     }
 
@@ -442,19 +594,33 @@ pub(crate) mod tests {
     #[ignore]
     fn real_block_device() {
         let disk_path = std::env::var("EDGEIMG_AGENT_TEST_DISK").expect("EDGEIMG_AGENT_TEST_DISK");
-        let mut disk = OpenOptions::new().read(true).write(true).open(&disk_path).unwrap();
+        let mut disk = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk_path)
+            .unwrap();
         assert!(disk.metadata().unwrap().file_type().is_block_device());
         let size = disk_size(&disk, true).unwrap();
         let out = grow_table(&mut disk, 4, true).unwrap();
         let (start, len) = match out {
-            Outcome::Grown { start, new_size, .. } => (start, new_size),
+            Outcome::Grown {
+                start, new_size, ..
+            } => (start, new_size),
             Outcome::AlreadyMax { start, size } => (start, size),
             Outcome::Skipped(w) => panic!("{w}"),
         };
         blkpg_resize(&disk, 4, start, len).unwrap();
-        let name = Path::new(&disk_path).file_name().unwrap().to_string_lossy().into_owned();
+        let name = Path::new(&disk_path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let sys = format!("/sys/block/{name}/{name}p4/size");
-        let sectors: u64 = std::fs::read_to_string(&sys).unwrap().trim().parse().unwrap();
+        let sectors: u64 = std::fs::read_to_string(&sys)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert_eq!(sectors * 512, len, "{sys}");
         assert!(start + len <= size);
     }

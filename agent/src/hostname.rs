@@ -28,17 +28,31 @@ impl Facts {
     pub fn gather(root: &Root, image: &ImageConfig) -> Result<Facts> {
         let machine_id: String = crate::machine_id::read(root)?.chars().take(8).collect();
         let serial = read_serial(root).unwrap_or_else(|| machine_id.clone());
-        Ok(Facts { name: image.name.clone(), board: image.board.clone(), machine_id, mac: first_mac(root), serial })
+        Ok(Facts {
+            name: image.name.clone(),
+            board: image.board.clone(),
+            machine_id,
+            mac: first_mac(root),
+            serial,
+        })
     }
 }
 
 /// First non-empty serial from the device tree (NUL-terminated there) or DMI.
 fn read_serial(root: &Root) -> Option<String> {
-    ["/sys/firmware/devicetree/base/serial-number", "/sys/class/dmi/id/product_serial"]
-        .iter()
-        .filter_map(|p| fs::read(root.path(p)).ok())
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', "").trim().to_string())
-        .find(|s| !s.is_empty())
+    [
+        "/sys/firmware/devicetree/base/serial-number",
+        "/sys/class/dmi/id/product_serial",
+    ]
+    .iter()
+    .filter_map(|p| fs::read(root.path(p)).ok())
+    .map(|b| {
+        String::from_utf8_lossy(&b)
+            .replace('\0', "")
+            .trim()
+            .to_string()
+    })
+    .find(|s| !s.is_empty())
 }
 
 /// MAC (no colons) of the first interface, in name order, that is not `lo`
@@ -53,7 +67,12 @@ fn first_mac(root: &Root) -> Option<String> {
     names.sort();
     names.iter().find_map(|n| {
         let addr = fs::read_to_string(root.path(format!("/sys/class/net/{n}/address"))).ok()?;
-        let hex: String = addr.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+        let hex: String = addr
+            .trim()
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
         (!hex.is_empty() && hex.chars().any(|c| c != '0')).then_some(hex)
     })
 }
@@ -77,7 +96,9 @@ pub fn render(pattern: &str, facts: &Facts) -> Result<String> {
             "serial" => facts.serial.clone(),
             "mac" => match &facts.mac {
                 Some(m) => m.clone(),
-                None => crate::bail!("hostname_pattern {pattern:?}: {{mac}} used but no network interface has a MAC address"),
+                None => crate::bail!(
+                    "hostname_pattern {pattern:?}: {{mac}} used but no network interface has a MAC address"
+                ),
             },
             other => crate::bail!(
                 "hostname_pattern {pattern:?}: unknown placeholder {{{other}}} (known: name, board, machine_id, mac, serial)"
@@ -95,7 +116,11 @@ pub fn render(pattern: &str, facts: &Facts) -> Result<String> {
 pub fn sanitize(raw: &str) -> Result<String> {
     let mut s = String::new();
     for c in raw.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
         if !(c == '-' && s.ends_with('-')) {
             s.push(c);
         }
@@ -143,7 +168,11 @@ pub fn update_hosts(hosts: &str, hostname: &str) -> String {
 
 /// Write /etc/hostname and /etc/hosts and set the kernel hostname.
 pub fn apply(root: &Root, hostname: &str) -> Result<()> {
-    fsutil::write_atomic(&root.path("/etc/hostname"), format!("{hostname}\n").as_bytes(), 0o644)?;
+    fsutil::write_atomic(
+        &root.path("/etc/hostname"),
+        format!("{hostname}\n").as_bytes(),
+        0o644,
+    )?;
     let hosts_path = root.path("/etc/hosts");
     let hosts = fsutil::read_opt(&hosts_path)?.unwrap_or_else(|| "127.0.0.1\tlocalhost\n".into());
     let new = update_hosts(&hosts, hostname);
@@ -154,7 +183,8 @@ pub fn apply(root: &Root, hostname: &str) -> Result<()> {
         // SAFETY: pointer and length describe a live byte slice.
         let rc = unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("sethostname({hostname:?})"));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sethostname({hostname:?})"));
         }
     }
     Ok(())
@@ -183,17 +213,33 @@ mod tests {
 
     #[test]
     fn renders_placeholders() {
-        assert_eq!(render("{name}-{board}-{serial}", &facts()).unwrap(), "Edge-rpi4-10000000ABCDEF");
-        assert_eq!(render("n{machine_id}.{mac}", &facts()).unwrap(), "n0123abcd.dca632aabbcc");
+        assert_eq!(
+            render("{name}-{board}-{serial}", &facts()).unwrap(),
+            "Edge-rpi4-10000000ABCDEF"
+        );
+        assert_eq!(
+            render("n{machine_id}.{mac}", &facts()).unwrap(),
+            "n0123abcd.dca632aabbcc"
+        );
         assert_eq!(render("plain", &facts()).unwrap(), "plain");
     }
 
     #[test]
     fn unknown_placeholder_named() {
-        let e = render("{name}-{seriall}", &facts()).unwrap_err().to_string();
+        let e = render("{name}-{seriall}", &facts())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("{seriall}"), "{e}");
-        assert!(render("{name", &facts()).unwrap_err().to_string().contains("unclosed"));
-        let f = Facts { mac: None, ..facts() };
+        assert!(
+            render("{name", &facts())
+                .unwrap_err()
+                .to_string()
+                .contains("unclosed")
+        );
+        let f = Facts {
+            mac: None,
+            ..facts()
+        };
         assert!(render("{mac}", &f).unwrap_err().to_string().contains("MAC"));
     }
 
@@ -202,15 +248,24 @@ mod tests {
         assert_eq!(sanitize("Edge_Node.01").unwrap(), "edge-node-01");
         assert_eq!(sanitize("--a  b--").unwrap(), "a-b");
         assert_eq!(sanitize(&"x".repeat(70)).unwrap().len(), 63);
-        assert_eq!(sanitize(&format!("{}-y", "x".repeat(62))).unwrap(), "x".repeat(62));
+        assert_eq!(
+            sanitize(&format!("{}-y", "x".repeat(62))).unwrap(),
+            "x".repeat(62)
+        );
         assert!(sanitize("__").is_err());
     }
 
     #[test]
     fn hosts_update() {
         let h = "127.0.0.1\tlocalhost\n127.0.1.1\told\n::1 localhost\n";
-        assert_eq!(update_hosts(h, "new"), "127.0.0.1\tlocalhost\n127.0.1.1\tnew\n::1 localhost\n");
-        assert_eq!(update_hosts("127.0.0.1 localhost", "n"), "127.0.0.1 localhost\n127.0.1.1\tn\n");
+        assert_eq!(
+            update_hosts(h, "new"),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tnew\n::1 localhost\n"
+        );
+        assert_eq!(
+            update_hosts("127.0.0.1 localhost", "n"),
+            "127.0.0.1 localhost\n127.0.1.1\tn\n"
+        );
         let twice = update_hosts(&update_hosts(h, "n"), "n");
         assert_eq!(twice.matches("127.0.1.1").count(), 1);
     }
@@ -229,7 +284,10 @@ mod tests {
         w("/sys/class/net/tunl0/address", b"00:00:00:00:00:00\n");
         w("/sys/class/net/eth0/address", b"DC:A6:32:01:02:03\n");
         w("/sys/class/net/wlan0/address", b"dc:a6:32:09:09:09\n");
-        w("/sys/firmware/devicetree/base/serial-number", b"10000000abc\0");
+        w(
+            "/sys/firmware/devicetree/base/serial-number",
+            b"10000000abc\0",
+        );
         let image = ImageConfig {
             name: "edge".into(),
             board: "rpi4".into(),
@@ -243,6 +301,9 @@ mod tests {
         let f = Facts::gather(&root, &image).unwrap();
         assert_eq!(f.mac.as_deref(), Some("dca632010203"));
         assert_eq!(f.serial, "10000000abc");
-        assert_eq!(decide(&root, &image, None).unwrap(), "edge-dca632010203-10000000abc");
+        assert_eq!(
+            decide(&root, &image, None).unwrap(),
+            "edge-dca632010203-10000000abc"
+        );
     }
 }

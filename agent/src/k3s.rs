@@ -11,8 +11,8 @@ use crate::error::{Context, Result};
 use crate::fsutil;
 use crate::root::Root;
 use crate::schema::{
-    K3sNodeSettings, K3sRole, K3sSettings, K3S_AGENT_KUBECONFIG, K3S_BIN, K3S_CONFIG, K3S_TOKEN_FILE, MULTI_USER_WANTS_DIR,
-    SYSTEMD_UNIT_DIR,
+    K3S_AGENT_KUBECONFIG, K3S_BIN, K3S_CONFIG, K3S_TOKEN_FILE, K3sNodeSettings, K3sRole,
+    K3sSettings, MULTI_USER_WANTS_DIR, SYSTEMD_UNIT_DIR,
 };
 use std::fs;
 use std::io::{ErrorKind, Read};
@@ -79,10 +79,19 @@ pub fn merge(image: &K3sSettings, node: Option<&K3sNodeSettings>) -> K3sSettings
 /// `disable`) are left out for agents. Every string is a quoted scalar
 /// ([`yaml_quote`]), so no value can inject a key; values are expected to
 /// have been validated already ([`K3sSettings::validate`]).
-pub fn render_config_yaml(settings: &K3sSettings, node: Option<&K3sNodeSettings>, hostname: &str, token_file: Option<&str>) -> String {
+pub fn render_config_yaml(
+    settings: &K3sSettings,
+    node: Option<&K3sNodeSettings>,
+    hostname: &str,
+    token_file: Option<&str>,
+) -> String {
     let m = merge(settings, node);
     let server = m.role == K3sRole::Server;
-    let mut y = format!("# K3s configuration written by edgeimg (role: {}, unit {}).\n", m.role, m.role.unit());
+    let mut y = format!(
+        "# K3s configuration written by edgeimg (role: {}, unit {}).\n",
+        m.role,
+        m.role.unit()
+    );
     let list = |y: &mut String, key: &str, items: &[&str]| {
         if !items.is_empty() {
             y.push_str(&format!("{key}:\n"));
@@ -105,7 +114,11 @@ pub fn render_config_yaml(settings: &K3sSettings, node: Option<&K3sNodeSettings>
     }
     if server {
         // The builder renders the image's default before any hostname exists.
-        let mut sans: Vec<&str> = if hostname.is_empty() { vec![] } else { vec![hostname] };
+        let mut sans: Vec<&str> = if hostname.is_empty() {
+            vec![]
+        } else {
+            vec![hostname]
+        };
         for s in &m.tls_san {
             if !sans.contains(&s.as_str()) {
                 sans.push(s);
@@ -113,10 +126,22 @@ pub fn render_config_yaml(settings: &K3sSettings, node: Option<&K3sNodeSettings>
         }
         list(&mut y, "tls-san", &sans);
     }
-    list(&mut y, "node-label", &m.node_labels.iter().map(String::as_str).collect::<Vec<_>>());
-    list(&mut y, "node-taint", &m.node_taints.iter().map(String::as_str).collect::<Vec<_>>());
+    list(
+        &mut y,
+        "node-label",
+        &m.node_labels.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    list(
+        &mut y,
+        "node-taint",
+        &m.node_taints.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     if server {
-        list(&mut y, "disable", &m.disable.iter().map(String::as_str).collect::<Vec<_>>());
+        list(
+            &mut y,
+            "disable",
+            &m.disable.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
     }
     y
 }
@@ -159,7 +184,8 @@ pub struct K3sPlan {
 /// any first-boot step so a bad node.toml changes nothing.
 pub fn plan(image: &K3sSettings, node: Option<&K3sNodeSettings>) -> Result<K3sPlan> {
     let m = merge(image, node);
-    m.validate().context("k3s (image.json merged with node.toml)")?;
+    m.validate()
+        .context("k3s (image.json merged with node.toml)")?;
     let node_token = node.and_then(|n| n.token.clone());
     if m.role == K3sRole::Agent && m.server.is_none() {
         crate::bail!(
@@ -176,16 +202,26 @@ pub fn plan(image: &K3sSettings, node: Option<&K3sNodeSettings>) -> Result<K3sPl
             m.role
         ),
     };
-    Ok(K3sPlan { settings: m, node: node.cloned(), token })
+    Ok(K3sPlan {
+        settings: m,
+        node: node.cloned(),
+        token,
+    })
 }
 
 /// [`plan`] on the device: a token file already at [`K3S_TOKEN_FILE`] (baked
 /// by the builder from edgeimg.toml's token, or stored by an earlier,
 /// interrupted first boot) counts as the image's `token_file` when the image
 /// names none, so a joining node needs no token in node.toml then.
-pub fn plan_on_device(root: &Root, image: &K3sSettings, node: Option<&K3sNodeSettings>) -> Result<K3sPlan> {
+pub fn plan_on_device(
+    root: &Root,
+    image: &K3sSettings,
+    node: Option<&K3sNodeSettings>,
+) -> Result<K3sPlan> {
     let mut image = image.clone();
-    if image.token_file.is_none() && fsutil::read_opt(&root.path(K3S_TOKEN_FILE))?.is_some_and(|t| !t.trim().is_empty()) {
+    if image.token_file.is_none()
+        && fsutil::read_opt(&root.path(K3S_TOKEN_FILE))?.is_some_and(|t| !t.trim().is_empty())
+    {
         image.token_file = Some(K3S_TOKEN_FILE.into());
     }
     plan(&image, node)
@@ -195,14 +231,17 @@ pub fn plan_on_device(root: &Root, image: &K3sSettings, node: Option<&K3sNodeSet
 fn generate_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     // The running system's /dev/urandom even under a test root: only a source of bytes.
-    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Create `dir` (and parents) and set it to mode 0700.
 fn private_dir(dir: &Path) -> Result<()> {
     fsutil::mkdir_p(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod 0700 {}", dir.display()))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))
 }
 
 /// Store the token as the plan says; returns the token file's path and a
@@ -229,7 +268,10 @@ fn store_token(root: &Root, token: &TokenSource) -> Result<(String, &'static str
             if fsutil::read_opt(&path)?.is_some_and(|t| !t.trim().is_empty()) {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
                     .with_context(|| format!("chmod 0600 {}", path.display()))?;
-                return Ok((K3S_TOKEN_FILE.into(), "token: kept the one generated earlier"));
+                return Ok((
+                    K3S_TOKEN_FILE.into(),
+                    "token: kept the one generated earlier",
+                ));
             }
             fsutil::write_atomic(&path, format!("{}\n", generate_token()?).as_bytes(), 0o600)?;
             Ok((K3S_TOKEN_FILE.into(), "token: generated"))
@@ -256,7 +298,8 @@ fn enable_unit(root: &Root, role: K3sRole) -> Result<()> {
     if fs::read_link(&link).ok().as_deref() != Some(Path::new(&unit_file)) {
         let tmp = wants.join(format!(".{unit}.tmp.{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&unit_file, &tmp).with_context(|| format!("creating symlink {}", tmp.display()))?;
+        std::os::unix::fs::symlink(&unit_file, &tmp)
+            .with_context(|| format!("creating symlink {}", tmp.display()))?;
         fs::rename(&tmp, &link).with_context(|| format!("creating symlink {}", link.display()))?;
     }
     let other_link = wants.join(other);
@@ -295,7 +338,10 @@ pub fn step(root: &Root, plan: &K3sPlan, hostname: &str) -> Result<String> {
         (K3sRole::Server, false, Some(s)) => format!("server joining {s}"),
         (K3sRole::Agent, _, s) => format!("agent of {}", s.as_deref().unwrap_or_default()),
     };
-    Ok(format!("{mode}; {token_note}; wrote {K3S_CONFIG}; {} enabled and started", role.unit()))
+    Ok(format!(
+        "{mode}; {token_note}; wrote {K3S_CONFIG}; {} enabled and started",
+        role.unit()
+    ))
 }
 
 /// The readiness question `ready` asks, without the program: appended to
@@ -322,7 +368,10 @@ pub fn kubectl_ready_args(role: K3sRole, hostname: &str) -> Vec<String> {
 
 /// The full default readiness command on the device.
 pub fn kubectl_ready_command(root: &Root, role: K3sRole, hostname: &str) -> Vec<String> {
-    let mut c = vec![root.path(K3S_BIN).to_string_lossy().into_owned(), "kubectl".to_string()];
+    let mut c = vec![
+        root.path(K3S_BIN).to_string_lossy().into_owned(),
+        "kubectl".to_string(),
+    ];
     c.extend(kubectl_ready_args(role, hostname));
     c
 }
@@ -397,35 +446,101 @@ node-taint:
         );
         assert!(!y.contains("K10secret"));
         // A joining server drops the image's cluster-init.
-        let join = K3sNodeSettings { server: Some("https://a:6443".into()), ..Default::default() };
+        let join = K3sNodeSettings {
+            server: Some("https://a:6443".into()),
+            ..Default::default()
+        };
         let y = render_config_yaml(&settings(), Some(&join), "edge-3", None);
-        assert!(!y.contains("cluster-init") && y.contains("server: \"https://a:6443\"\n"), "{y}");
+        assert!(
+            !y.contains("cluster-init") && y.contains("server: \"https://a:6443\"\n"),
+            "{y}"
+        );
     }
 
     #[test]
     fn hostile_strings_are_rejected_or_quoted() {
         // Rendering alone never lets a value escape its scalar.
         let evil = K3sSettings {
-            tls_san: vec!["a\"\nserver: \"https://evil".into(), "b: c # d".into(), "é\u{2028}x😀".into()],
+            tls_san: vec![
+                "a\"\nserver: \"https://evil".into(),
+                "b: c # d".into(),
+                "é\u{2028}x😀".into(),
+            ],
             ..K3sSettings::default()
         };
         let y = render_config_yaml(&evil, None, "h", None);
-        assert!(y.contains("  - \"a\\\"\\nserver: \\\"https://evil\"\n"), "{y}");
+        assert!(
+            y.contains("  - \"a\\\"\\nserver: \\\"https://evil\"\n"),
+            "{y}"
+        );
         assert!(y.contains("  - \"b: c # d\"\n"), "{y}");
         assert!(y.contains("  - \"\\u00E9\\u2028x\\U0001F600\"\n"), "{y}");
         assert!(y.is_ascii());
         assert_eq!(y.lines().filter(|l| l.starts_with("server")).count(), 0);
         // And validation refuses them in the first place.
-        assert!(evil.validate().unwrap_err().to_string().contains("tls_san[0]"));
+        assert!(
+            evil.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tls_san[0]")
+        );
         for (field, bad) in [
-            ("server", K3sSettings { server: Some("http://a:6443".into()), ..Default::default() }),
-            ("server", K3sSettings { server: Some("https://a:6443\nx: y".into()), ..Default::default() }),
-            ("node_labels[0]", K3sSettings { node_labels: vec!["a=b\nc".into()], ..Default::default() }),
-            ("node_labels[0]", K3sSettings { node_labels: vec!["a: b".into()], ..Default::default() }),
-            ("node_taints[0]", K3sSettings { node_taints: vec!["a=b:Sometimes".into()], ..Default::default() }),
-            ("disable[0]", K3sSettings { disable: vec!["traefik\"".into()], ..Default::default() }),
-            ("token_file", K3sSettings { token_file: Some("relative".into()), ..Default::default() }),
-            ("cluster_ready_timeout_secs", K3sSettings { cluster_ready_timeout_secs: 0, ..Default::default() }),
+            (
+                "server",
+                K3sSettings {
+                    server: Some("http://a:6443".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "server",
+                K3sSettings {
+                    server: Some("https://a:6443\nx: y".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "node_labels[0]",
+                K3sSettings {
+                    node_labels: vec!["a=b\nc".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "node_labels[0]",
+                K3sSettings {
+                    node_labels: vec!["a: b".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "node_taints[0]",
+                K3sSettings {
+                    node_taints: vec!["a=b:Sometimes".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "disable[0]",
+                K3sSettings {
+                    disable: vec!["traefik\"".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "token_file",
+                K3sSettings {
+                    token_file: Some("relative".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cluster_ready_timeout_secs",
+                K3sSettings {
+                    cluster_ready_timeout_secs: 0,
+                    ..Default::default()
+                },
+            ),
         ] {
             let err = bad.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{field}: {err}");
@@ -434,7 +549,13 @@ node-taint:
 
     #[test]
     fn yaml_quote_round_trips_through_json() {
-        for s in ["plain", "with \"quotes\" and \\", "colon: x", "tab\tnl\n", "ünï"] {
+        for s in [
+            "plain",
+            "with \"quotes\" and \\",
+            "colon: x",
+            "tab\tnl\n",
+            "ünï",
+        ] {
             let q = yaml_quote(s);
             // serde_json reads \uXXXX too, so the quoted form is still JSON.
             assert_eq!(serde_json::from_str::<String>(&q).unwrap(), s);
@@ -445,34 +566,80 @@ node-taint:
     fn plan_rules() {
         let img = K3sSettings::default();
         assert_eq!(plan(&img, None).unwrap().token, TokenSource::Generate);
-        let agent = K3sNodeSettings { role: Some(K3sRole::Agent), ..Default::default() };
-        assert!(plan(&img, Some(&agent)).unwrap_err().to_string().contains("needs server"));
-        let agent = K3sNodeSettings { server: Some("https://s:6443".into()), ..agent };
-        assert!(plan(&img, Some(&agent)).unwrap_err().to_string().contains("needs a token"));
-        let agent = K3sNodeSettings { token: Some("tok".into()), ..agent };
+        let agent = K3sNodeSettings {
+            role: Some(K3sRole::Agent),
+            ..Default::default()
+        };
+        assert!(
+            plan(&img, Some(&agent))
+                .unwrap_err()
+                .to_string()
+                .contains("needs server")
+        );
+        let agent = K3sNodeSettings {
+            server: Some("https://s:6443".into()),
+            ..agent
+        };
+        assert!(
+            plan(&img, Some(&agent))
+                .unwrap_err()
+                .to_string()
+                .contains("needs a token")
+        );
+        let agent = K3sNodeSettings {
+            token: Some("tok".into()),
+            ..agent
+        };
         let p = plan(&img, Some(&agent)).unwrap();
         assert_eq!(p.token, TokenSource::Node("tok".into()));
         assert!(!format!("{p:?}").contains("tok\""), "{p:?}");
         assert!(!format!("{agent:?}").contains("\"tok\""), "{agent:?}");
-        let img_file = K3sSettings { token_file: Some("/etc/t".into()), ..img };
-        assert_eq!(plan(&img_file, None).unwrap().token, TokenSource::File("/etc/t".into()));
+        let img_file = K3sSettings {
+            token_file: Some("/etc/t".into()),
+            ..img
+        };
+        assert_eq!(
+            plan(&img_file, None).unwrap().token,
+            TokenSource::File("/etc/t".into())
+        );
         // node says cluster_init together with a server: refused.
-        let bad = K3sNodeSettings { server: Some("https://s:6443".into()), cluster_init: Some(true), ..Default::default() };
-        assert!(plan(&img_file, Some(&bad)).unwrap_err().to_string().contains("exclusive"));
+        let bad = K3sNodeSettings {
+            server: Some("https://s:6443".into()),
+            cluster_init: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            plan(&img_file, Some(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains("exclusive")
+        );
     }
 
     #[test]
     fn baked_token_file_counts_on_device() {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
-        let agent = K3sNodeSettings { role: Some(K3sRole::Agent), server: Some("https://s:6443".into()), ..Default::default() };
+        let agent = K3sNodeSettings {
+            role: Some(K3sRole::Agent),
+            server: Some("https://s:6443".into()),
+            ..Default::default()
+        };
         assert!(plan_on_device(&root, &K3sSettings::default(), Some(&agent)).is_err());
         fsutil::write_atomic(&root.path(K3S_TOKEN_FILE), b"baked\n", 0o600).unwrap();
         let p = plan_on_device(&root, &K3sSettings::default(), Some(&agent)).unwrap();
         assert_eq!(p.token, TokenSource::File(K3S_TOKEN_FILE.into()));
         // node.toml's token still wins.
-        let agent = K3sNodeSettings { token: Some("n".into()), ..agent };
-        assert_eq!(plan_on_device(&root, &K3sSettings::default(), Some(&agent)).unwrap().token, TokenSource::Node("n".into()));
+        let agent = K3sNodeSettings {
+            token: Some("n".into()),
+            ..agent
+        };
+        assert_eq!(
+            plan_on_device(&root, &K3sSettings::default(), Some(&agent))
+                .unwrap()
+                .token,
+            TokenSource::Node("n".into())
+        );
     }
 
     #[test]
@@ -480,11 +647,20 @@ node-taint:
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
         for u in ["k3s.service", "k3s-agent.service"] {
-            fsutil::write_atomic(&root.path(format!("{SYSTEMD_UNIT_DIR}/{u}")), b"[Unit]\n", 0o644).unwrap();
+            fsutil::write_atomic(
+                &root.path(format!("{SYSTEMD_UNIT_DIR}/{u}")),
+                b"[Unit]\n",
+                0o644,
+            )
+            .unwrap();
         }
         // A stale server link from an earlier attempt must go.
         fsutil::mkdir_p(&root.path(MULTI_USER_WANTS_DIR)).unwrap();
-        std::os::unix::fs::symlink("/usr/lib/systemd/system/k3s.service", root.path(MULTI_USER_WANTS_DIR).join("k3s.service")).unwrap();
+        std::os::unix::fs::symlink(
+            "/usr/lib/systemd/system/k3s.service",
+            root.path(MULTI_USER_WANTS_DIR).join("k3s.service"),
+        )
+        .unwrap();
         let node = K3sNodeSettings {
             role: Some(K3sRole::Agent),
             server: Some("https://10.0.0.1:6443".into()),
@@ -499,16 +675,29 @@ node-taint:
         );
         assert!(!detail.contains("s3cr3t"));
         let mode = |p: &str| fs::metadata(root.path(p)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(), "s3cr3t-token\n");
+        assert_eq!(
+            fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(),
+            "s3cr3t-token\n"
+        );
         assert_eq!(mode(K3S_TOKEN_FILE), 0o600);
         assert_eq!(mode("/etc/rancher/k3s"), 0o700);
         assert_eq!(mode(K3S_CONFIG), 0o600);
         let cfg = fs::read_to_string(root.path(K3S_CONFIG)).unwrap();
-        assert!(cfg.contains("token-file: \"/etc/rancher/k3s/edgeimg-token\"\n") && !cfg.contains("s3cr3t"), "{cfg}");
+        assert!(
+            cfg.contains("token-file: \"/etc/rancher/k3s/edgeimg-token\"\n")
+                && !cfg.contains("s3cr3t"),
+            "{cfg}"
+        );
         let wants = root.path(MULTI_USER_WANTS_DIR);
-        assert_eq!(fs::read_link(wants.join("k3s-agent.service")).unwrap(), Path::new("/usr/lib/systemd/system/k3s-agent.service"));
+        assert_eq!(
+            fs::read_link(wants.join("k3s-agent.service")).unwrap(),
+            Path::new("/usr/lib/systemd/system/k3s-agent.service")
+        );
         assert!(fs::symlink_metadata(wants.join("k3s.service")).is_err());
-        assert_eq!(root.skipped_commands(), ["systemctl --no-block start k3s-agent.service"]);
+        assert_eq!(
+            root.skipped_commands(),
+            ["systemctl --no-block start k3s-agent.service"]
+        );
         // Idempotent.
         step(&root, &p, "edge-2").unwrap();
     }
@@ -517,18 +706,42 @@ node-taint:
     fn first_server_token_generated_once() {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
-        fsutil::write_atomic(&root.path("/usr/lib/systemd/system/k3s.service"), b"", 0o644).unwrap();
-        let p = plan(&K3sSettings { cluster_init: true, ..Default::default() }, None).unwrap();
+        fsutil::write_atomic(
+            &root.path("/usr/lib/systemd/system/k3s.service"),
+            b"",
+            0o644,
+        )
+        .unwrap();
+        let p = plan(
+            &K3sSettings {
+                cluster_init: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
         let detail = step(&root, &p, "edge-1").unwrap();
-        assert!(detail.starts_with("server, new cluster (cluster-init); token: generated;"), "{detail}");
+        assert!(
+            detail.starts_with("server, new cluster (cluster-init); token: generated;"),
+            "{detail}"
+        );
         let tok = fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap();
         assert_eq!(tok.trim().len(), 64);
         assert!(!detail.contains(tok.trim()));
-        assert!(step(&root, &p, "edge-1").unwrap().contains("token: kept the one generated earlier"));
+        assert!(
+            step(&root, &p, "edge-1")
+                .unwrap()
+                .contains("token: kept the one generated earlier")
+        );
         assert_eq!(fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(), tok);
         // Missing unit: a clear error.
         fs::remove_file(root.path("/usr/lib/systemd/system/k3s.service")).unwrap();
-        assert!(step(&root, &p, "edge-1").unwrap_err().to_string().contains("k3s.service is missing"));
+        assert!(
+            step(&root, &p, "edge-1")
+                .unwrap_err()
+                .to_string()
+                .contains("k3s.service is missing")
+        );
     }
 
     #[test]
@@ -538,6 +751,9 @@ node-taint:
             kubectl_ready_command(&root, K3sRole::Server, "edge-1").join(" "),
             r#"/usr/local/bin/k3s kubectl get node edge-1 -o jsonpath={.status.conditions[?(@.type=="Ready")].status} --request-timeout=10s"#
         );
-        assert!(kubectl_ready_args(K3sRole::Agent, "e").starts_with(&["--kubeconfig".into(), K3S_AGENT_KUBECONFIG.into()]));
+        assert!(
+            kubectl_ready_args(K3sRole::Agent, "e")
+                .starts_with(&["--kubeconfig".into(), K3S_AGENT_KUBECONFIG.into()])
+        );
     }
 }

@@ -13,7 +13,9 @@ pub const MACHINE_ID: &str = "/etc/machine-id";
 /// True when the content is a usable id (32 lowercase hex chars).
 pub fn is_set(content: &str) -> bool {
     let t = content.trim();
-    t.len() == 32 && t.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    t.len() == 32
+        && t.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// Ensure /etc/machine-id holds an id; returns a short description.
@@ -24,7 +26,10 @@ pub fn ensure(root: &Root) -> Result<String> {
         return Ok("machine-id already set".into());
     }
     if !current.trim().is_empty() && current.trim() != "uninitialized" {
-        crate::log(format!("{}: replacing malformed machine id", path.display()));
+        crate::log(format!(
+            "{}: replacing malformed machine id",
+            path.display()
+        ));
     }
     // /dev/urandom of the running system even under a test root: it's only a source of bytes.
     let mut bytes = [0u8; 16];
@@ -41,7 +46,11 @@ pub fn read(root: &Root) -> Result<String> {
     let path = root.path(MACHINE_ID);
     let s = fsutil::read(&path)?;
     if !is_set(&s) {
-        crate::bail!("{}: no machine id set (content {:?})", path.display(), s.trim());
+        crate::bail!(
+            "{}: no machine id set (content {:?})",
+            path.display(),
+            s.trim()
+        );
     }
     Ok(s.trim().to_string())
 }

@@ -1,6 +1,6 @@
 //! edgeimg-agent: argument parsing and dispatch only; the work is in the library.
 
-use edgeimg_agent::{firstboot, ready, status, Root, AGENT_VERSION};
+use edgeimg_agent::{AGENT_VERSION, Root, firstboot, ready, status};
 use std::process::ExitCode;
 
 const USAGE: &str = "\

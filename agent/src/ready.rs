@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::root::Root;
 use crate::schema::{
-    BOOTS_LOG, CLUSTER_NOT_READY_PREFIX, CLUSTER_READY_LINE, CLUSTER_READY_STAND_IN_LINE, K3S_BIN, READY_FILE, READY_LINE,
+    BOOTS_LOG, CLUSTER_NOT_READY_PREFIX, CLUSTER_READY_LINE, CLUSTER_READY_STAND_IN_LINE, K3S_BIN,
+    READY_FILE, READY_LINE,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -50,7 +51,12 @@ pub struct ReadyOptions {
 
 impl Default for ReadyOptions {
     fn default() -> Self {
-        ReadyOptions { poll_interval: Duration::from_secs(2), attempt_timeout: Duration::from_secs(30), kubectl: None, timeout: None }
+        ReadyOptions {
+            poll_interval: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(30),
+            kubectl: None,
+            timeout: None,
+        }
     }
 }
 
@@ -87,7 +93,10 @@ fn announce(root: &Root, out: &mut dyn Write, line: &str) {
     let _ = out.flush();
     // The consoles may be absent or busy; the journal still has the stdout line.
     for dev in console_devices(root) {
-        if let Ok(mut c) = std::fs::OpenOptions::new().append(true).open(root.path(&dev)) {
+        if let Ok(mut c) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.path(&dev))
+        {
             let _ = c.write_all(format!("\r\n{line}\n").as_bytes());
         }
     }
@@ -95,7 +104,10 @@ fn announce(root: &Root, out: &mut dyn Write, line: &str) {
     // polling: a serial port whose tty path does not deliver user writes (the
     // PL011 of QEMU's raspi4b) still shows it. Level 4 (warning) passes the
     // default console log level.
-    if let Ok(mut k) = std::fs::OpenOptions::new().append(true).open(root.path("/dev/kmsg")) {
+    if let Ok(mut k) = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.path("/dev/kmsg"))
+    {
         let _ = k.write_all(format!("<4>{line}\n").as_bytes());
     }
 }
@@ -106,7 +118,8 @@ fn announce(root: &Root, out: &mut dyn Write, line: &str) {
 /// the card's last console is the real Pi's mini UART).
 fn console_devices(root: &Root) -> Vec<String> {
     let mut devs = vec!["/dev/console".to_string()];
-    let active = std::fs::read_to_string(root.path("/sys/class/tty/console/active")).unwrap_or_default();
+    let active =
+        std::fs::read_to_string(root.path("/sys/class/tty/console/active")).unwrap_or_default();
     // Which of them /dev/console is cannot be told reliably from here (the
     // order of `active` differs between setups), so a line may show twice on
     // the console device; never missing on one is what matters.
@@ -137,10 +150,17 @@ fn probe_once(command: &[String], limit: Duration) -> std::result::Result<String
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(limit) {
-        Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        Ok(Ok(out)) if out.status.success() => {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let last = stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output");
+            let last = stderr
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("no error output");
             let last: String = last.chars().take(300).collect();
             Err(format!("kubectl failed ({}): {last}", out.status))
         }
@@ -150,28 +170,50 @@ fn probe_once(command: &[String], limit: Duration) -> std::result::Result<String
             // thread has not returned), so the group id is still ours.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = rx.recv_timeout(Duration::from_secs(1));
-            Err(format!("kubectl did not answer within {} s", limit.as_secs_f64()))
+            Err(format!(
+                "kubectl did not answer within {} s",
+                limit.as_secs_f64()
+            ))
         }
     }
 }
 
 /// Poll `command` every `interval` until it prints `True` (the node's Ready
 /// condition) or `timeout` has passed; at least one poll is made.
-pub fn wait_cluster_ready(command: &[String], hostname: &str, interval: Duration, timeout: Duration, attempt_timeout: Duration) -> ClusterWait {
+pub fn wait_cluster_ready(
+    command: &[String],
+    hostname: &str,
+    interval: Duration,
+    timeout: Duration,
+    attempt_timeout: Duration,
+) -> ClusterWait {
     let deadline = Instant::now() + timeout;
     let mut polls = 0;
     loop {
         polls += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        let last_error = match probe_once(command, attempt_timeout.min(left.max(Duration::from_secs(1)))) {
-            Ok(s) if s == "True" => return ClusterWait { ready: true, polls, last_error: String::new() },
+        let last_error = match probe_once(
+            command,
+            attempt_timeout.min(left.max(Duration::from_secs(1))),
+        ) {
+            Ok(s) if s == "True" => {
+                return ClusterWait {
+                    ready: true,
+                    polls,
+                    last_error: String::new(),
+                };
+            }
             Ok(s) if s.is_empty() => format!("node {hostname} has no Ready condition yet"),
             Ok(s) => format!("node {hostname} is not Ready (Ready={s})"),
             Err(e) => e,
         };
         let now = Instant::now();
         if now >= deadline {
-            return ClusterWait { ready: false, polls, last_error };
+            return ClusterWait {
+                ready: false,
+                polls,
+                last_error,
+            };
         }
         std::thread::sleep(interval.min(deadline - now));
     }
@@ -185,7 +227,10 @@ pub fn run(root: &Root) -> Result<()> {
 /// [`run`] with explicit options and output (tests).
 pub fn run_with(root: &Root, opts: &ReadyOptions, out: &mut dyn Write) -> Result<()> {
     let Some(stamp) = crate::firstboot::read_stamp(root)? else {
-        crate::bail!("first boot did not complete (no {})", crate::schema::FIRSTBOOT_STAMP);
+        crate::bail!(
+            "first boot did not complete (no {})",
+            crate::schema::FIRSTBOOT_STAMP
+        );
     };
     let boot_id = config::boot_id(root)?;
     let image = config::load_image(root)?;
@@ -197,7 +242,11 @@ pub fn run_with(root: &Root, opts: &ReadyOptions, out: &mut dyn Write) -> Result
     };
     let write_info = |info: &ReadyInfo| -> Result<()> {
         let json = serde_json::to_string(info).expect("ready info serializes");
-        fsutil::write_atomic(&root.path(READY_FILE), format!("{json}\n").as_bytes(), 0o644)
+        fsutil::write_atomic(
+            &root.path(READY_FILE),
+            format!("{json}\n").as_bytes(),
+            0o644,
+        )
     };
     write_info(&info)?;
 
@@ -212,21 +261,52 @@ pub fn run_with(root: &Root, opts: &ReadyOptions, out: &mut dyn Write) -> Result
     let role = stamp.k3s_role.unwrap_or(k3s.role);
     let mut command = match &opts.kubectl {
         Some(prefix) => prefix.clone(),
-        None => vec![root.path(K3S_BIN).to_string_lossy().into_owned(), "kubectl".into()],
+        None => vec![
+            root.path(K3S_BIN).to_string_lossy().into_owned(),
+            "kubectl".into(),
+        ],
     };
     command.extend(crate::k3s::kubectl_ready_args(role, &stamp.hostname));
-    let timeout = opts.timeout.unwrap_or(Duration::from_secs(k3s.cluster_ready_timeout_secs));
-    crate::log(format!("waiting up to {} s for node {} ({role}) to report Ready", timeout.as_secs(), stamp.hostname));
-    let w = wait_cluster_ready(&command, &stamp.hostname, opts.poll_interval, timeout, opts.attempt_timeout);
+    let timeout = opts
+        .timeout
+        .unwrap_or(Duration::from_secs(k3s.cluster_ready_timeout_secs));
+    crate::log(format!(
+        "waiting up to {} s for node {} ({role}) to report Ready",
+        timeout.as_secs(),
+        stamp.hostname
+    ));
+    let w = wait_cluster_ready(
+        &command,
+        &stamp.hostname,
+        opts.poll_interval,
+        timeout,
+        opts.attempt_timeout,
+    );
     info.cluster_ready = Some(w.ready);
     if w.ready {
         write_info(&info)?;
-        crate::log(format!("node {} reported Ready after {} poll(s)", stamp.hostname, w.polls));
+        crate::log(format!(
+            "node {} reported Ready after {} poll(s)",
+            stamp.hostname, w.polls
+        ));
         // The stand-in bundle is labelled as such wherever it shows.
-        announce(root, out, if k3s.stand_in { CLUSTER_READY_STAND_IN_LINE } else { CLUSTER_READY_LINE });
+        announce(
+            root,
+            out,
+            if k3s.stand_in {
+                CLUSTER_READY_STAND_IN_LINE
+            } else {
+                CLUSTER_READY_LINE
+            },
+        );
         Ok(())
     } else {
-        let reason = format!("{} (gave up after {} s, {} polls)", w.last_error, timeout.as_secs(), w.polls);
+        let reason = format!(
+            "{} (gave up after {} s, {} polls)",
+            w.last_error,
+            timeout.as_secs(),
+            w.polls
+        );
         info.cluster_error = Some(reason.clone());
         write_info(&info)?;
         announce(root, out, &format!("{CLUSTER_NOT_READY_PREFIX}{reason}"));
@@ -243,14 +323,33 @@ mod tests {
     fn hung_probe_is_killed_and_reported() {
         let t = Instant::now();
         // The shell's child `sleep` holds the pipes: the whole group must die.
-        let cmd = ["/bin/sh".to_string(), "-c".into(), "sleep 30; echo True".into()];
-        let w = wait_cluster_ready(&cmd, "n", Duration::from_millis(50), Duration::from_millis(300), Duration::from_millis(200));
+        let cmd = [
+            "/bin/sh".to_string(),
+            "-c".into(),
+            "sleep 30; echo True".into(),
+        ];
+        let w = wait_cluster_ready(
+            &cmd,
+            "n",
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+            Duration::from_millis(200),
+        );
         assert!(!w.ready);
         assert!(w.last_error.contains("did not answer"), "{w:?}");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-        let w = wait_cluster_ready(&["/nonexistent/k3s".to_string()], "n", Duration::from_millis(10), Duration::ZERO, Duration::from_secs(1));
+        let w = wait_cluster_ready(
+            &["/nonexistent/k3s".to_string()],
+            "n",
+            Duration::from_millis(10),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        );
         assert_eq!((w.ready, w.polls), (false, 1));
-        assert!(w.last_error.starts_with("cannot run /nonexistent/k3s"), "{w:?}");
+        assert!(
+            w.last_error.starts_with("cannot run /nonexistent/k3s"),
+            "{w:?}"
+        );
     }
 
     #[test]

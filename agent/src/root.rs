@@ -25,7 +25,10 @@ impl Root {
 
     /// A root at `prefix` (a temp dir in tests).
     pub fn new(prefix: impl Into<PathBuf>) -> Self {
-        Root { prefix: prefix.into(), skipped: RefCell::new(Vec::new()) }
+        Root {
+            prefix: prefix.into(),
+            skipped: RefCell::new(Vec::new()),
+        }
     }
 
     /// True when this is the running system's "/", i.e. side effects are real.
@@ -49,12 +52,18 @@ impl Root {
     /// the command line is recorded instead (see [`Root::skipped_commands`]).
     /// Errors carry the command line, exit status and the tail of stderr.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
-        let cmdline = std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+        let cmdline = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         if !self.is_host() {
             self.skipped.borrow_mut().push(cmdline);
             return Ok(String::new());
         }
-        let out = Command::new(program).args(args).output().with_context(|| format!("running `{cmdline}`"))?;
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("running `{cmdline}`"))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(10).collect();

@@ -263,7 +263,9 @@ pub fn is_valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 32
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 /// True for a single-label hostname: 1–63 of `[a-z0-9-]`, not starting or
@@ -273,7 +275,8 @@ pub fn is_valid_hostname(h: &str) -> bool {
         && h.len() <= 63
         && !h.starts_with('-')
         && !h.ends_with('-')
-        && h.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && h.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
 impl User {
@@ -288,18 +291,27 @@ impl User {
         }
         for g in &self.groups {
             if !is_valid_name(g) {
-                crate::bail!("user {:?}: group name {g:?} is invalid (must match ^[a-z_][a-z0-9_-]{{0,31}}$)", self.name);
+                crate::bail!(
+                    "user {:?}: group name {g:?} is invalid (must match ^[a-z_][a-z0-9_-]{{0,31}}$)",
+                    self.name
+                );
             }
         }
         if let Some(shell) = &self.shell
             && (!shell.starts_with('/') || shell.contains(char::is_whitespace))
         {
-            crate::bail!("user {:?}: shell {shell:?} must be an absolute path", self.name);
+            crate::bail!(
+                "user {:?}: shell {shell:?} must be an absolute path",
+                self.name
+            );
         }
         for (i, key) in self.ssh_keys.iter().enumerate() {
             // A newline would smuggle a second entry into authorized_keys.
             if key.trim().is_empty() || key.contains(['\n', '\r']) {
-                crate::bail!("user {:?}: ssh_keys[{i}] must be one non-empty line", self.name);
+                crate::bail!(
+                    "user {:?}: ssh_keys[{i}] must be one non-empty line",
+                    self.name
+                );
             }
         }
         Ok(())
@@ -309,7 +321,8 @@ impl User {
 impl ImageConfig {
     /// Parse the JSON written by the builder; errors name `path`.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
-        let cfg: ImageConfig = serde_json::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
+        let cfg: ImageConfig =
+            serde_json::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
         cfg.validate().map_err(|e| e.context(path.display()))?;
         Ok(cfg)
     }
@@ -333,7 +346,8 @@ impl NodeConfig {
     /// Parse node.toml; errors name `path` and, for syntax and unknown keys,
     /// the line and column (from the toml crate).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let cfg: NodeConfig = toml::from_str(text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let cfg: NodeConfig =
+            toml::from_str(text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
         cfg.validate().map_err(|e| e.context(path.display()))?;
         Ok(cfg)
     }
@@ -344,7 +358,9 @@ impl NodeConfig {
         if let Some(h) = &self.hostname
             && !is_valid_hostname(h)
         {
-            crate::bail!("hostname = {h:?} is invalid: use 1-63 of a-z 0-9 '-', not starting or ending with '-'");
+            crate::bail!(
+                "hostname = {h:?} is invalid: use 1-63 of a-z 0-9 '-', not starting or ending with '-'"
+            );
         }
         for u in &self.users {
             u.validate()?;
@@ -362,7 +378,10 @@ fn check_line(what: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() {
         crate::bail!("{what} is empty");
     }
-    if value.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')) {
+    if value
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
+    {
         crate::bail!("{what} = {value:?} must be one line without control characters");
     }
     if value.trim() != value {
@@ -375,17 +394,29 @@ fn check_line(what: &str, value: &str) -> Result<()> {
 /// or `[IPv6]` address, PORT 1-65535 (K3s' is 6443).
 pub fn validate_server_url(url: &str) -> Result<()> {
     check_line("server", url)?;
-    let bad = |why: &str| Error::msg(format!("server = {url:?} is invalid: {why} (expected e.g. \"https://10.0.0.1:6443\")"));
+    let bad = |why: &str| {
+        Error::msg(format!(
+            "server = {url:?} is invalid: {why} (expected e.g. \"https://10.0.0.1:6443\")"
+        ))
+    };
     let Some(rest) = url.strip_prefix("https://") else {
         return Err(bad("the scheme must be https://"));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#', '@', ' ', '\\']) {
-        return Err(bad("only https://host:port is allowed, no path, query or user"));
+        return Err(bad(
+            "only https://host:port is allowed, no path, query or user",
+        ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((h, after)) = v6.split_once(']') else { return Err(bad("unclosed '[' in IPv6 address")) };
-        if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        let Some((h, after)) = v6.split_once(']') else {
+            return Err(bad("unclosed '[' in IPv6 address"));
+        };
+        if h.is_empty()
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return Err(bad("malformed IPv6 address"));
         }
         match after {
@@ -405,12 +436,17 @@ pub fn validate_server_url(url: &str) -> Result<()> {
         && (host.is_empty()
             || host.starts_with(['-', '.'])
             || host.ends_with('-')
-            || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
     {
         return Err(bad("the host must be a DNS name or IP address"));
     }
     if let Some(p) = port
-        && !(!p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && matches!(p.parse::<u32>(), Ok(1..=65535)))
+        && !(!p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && matches!(p.parse::<u32>(), Ok(1..=65535)))
     {
         return Err(bad("the port must be a number 1-65535"));
     }
@@ -432,7 +468,8 @@ fn is_qualified_name(key: &str) -> bool {
                     && l.len() <= 63
                     && !l.starts_with('-')
                     && !l.ends_with('-')
-                    && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && l.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
             })
     });
     prefix_ok && !name.is_empty() && is_label_value(name)
@@ -445,20 +482,27 @@ fn is_label_value(v: &str) -> bool {
         || (v.len() <= 63
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
 }
 
 /// True for a `key=value` node label (Kubernetes syntax for both parts).
 pub fn is_valid_node_label(label: &str) -> bool {
-    label.split_once('=').is_some_and(|(k, v)| is_qualified_name(k) && is_label_value(v))
+    label
+        .split_once('=')
+        .is_some_and(|(k, v)| is_qualified_name(k) && is_label_value(v))
 }
 
 /// True for a `key[=value]:Effect` node taint, Effect one of NoSchedule,
 /// PreferNoSchedule, NoExecute.
 pub fn is_valid_node_taint(taint: &str) -> bool {
-    let Some((kv, effect)) = taint.rsplit_once(':') else { return false };
+    let Some((kv, effect)) = taint.rsplit_once(':') else {
+        return false;
+    };
     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-    matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") && is_qualified_name(k) && is_label_value(v)
+    matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+        && is_qualified_name(k)
+        && is_label_value(v)
 }
 
 fn check_token_file(path: &str) -> Result<()> {
@@ -473,7 +517,9 @@ fn check_labels_taints(labels: &[String], taints: &[String]) -> Result<()> {
     for (i, l) in labels.iter().enumerate() {
         check_line(&format!("node_labels[{i}]"), l)?;
         if !is_valid_node_label(l) {
-            crate::bail!("node_labels[{i}] = {l:?} is invalid: use key=value (Kubernetes label syntax, e.g. \"topology.kubernetes.io/zone=lab\")");
+            crate::bail!(
+                "node_labels[{i}] = {l:?} is invalid: use key=value (Kubernetes label syntax, e.g. \"topology.kubernetes.io/zone=lab\")"
+            );
         }
     }
     for (i, t) in taints.iter().enumerate() {
@@ -498,7 +544,9 @@ impl K3sSettings {
             validate_server_url(s)?;
         }
         if self.cluster_init && self.server.is_some() {
-            crate::bail!("cluster_init = true and server are exclusive: a node either starts a cluster or joins one");
+            crate::bail!(
+                "cluster_init = true and server are exclusive: a node either starts a cluster or joins one"
+            );
         }
         if let Some(t) = &self.token_file {
             check_token_file(t)?;
@@ -511,8 +559,14 @@ impl K3sSettings {
         }
         check_labels_taints(&self.node_labels, &self.node_taints)?;
         for (i, d) in self.disable.iter().enumerate() {
-            if d.is_empty() || !d.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
-                crate::bail!("disable[{i}] = {d:?} is invalid: name a K3s component such as traefik, servicelb, metrics-server, local-storage");
+            if d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            {
+                crate::bail!(
+                    "disable[{i}] = {d:?} is invalid: name a K3s component such as traefik, servicelb, metrics-server, local-storage"
+                );
             }
         }
         if !(1..=MAX_CLUSTER_READY_TIMEOUT_SECS).contains(&self.cluster_ready_timeout_secs) {
@@ -532,7 +586,9 @@ impl K3sNodeSettings {
             validate_server_url(s)?;
         }
         if self.cluster_init == Some(true) && self.server.is_some() {
-            crate::bail!("cluster_init = true and server are exclusive: a node either starts a cluster or joins one");
+            crate::bail!(
+                "cluster_init = true and server are exclusive: a node either starts a cluster or joins one"
+            );
         }
         if let Some(t) = &self.token {
             // Say what is wrong without quoting the secret.
@@ -540,7 +596,9 @@ impl K3sNodeSettings {
                 crate::bail!("token is empty");
             }
             if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                crate::bail!("token must be one line without spaces or control characters (value not shown)");
+                crate::bail!(
+                    "token must be one line without spaces or control characters (value not shown)"
+                );
             }
             if self.token_file.is_some() {
                 crate::bail!("token and token_file are exclusive");
@@ -593,7 +651,9 @@ mod tests {
 
     #[test]
     fn node_toml_unknown_key_names_file_and_line() {
-        let err = NodeConfig::from_toml("hostname = \"a\"\n\nhostnme = \"b\"\n", p()).unwrap_err().to_string();
+        let err = NodeConfig::from_toml("hostname = \"a\"\n\nhostnme = \"b\"\n", p())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("/boot/efi/edgeimg/node.toml:"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("hostnme"), "{err}");
@@ -608,7 +668,10 @@ mod tests {
 
     #[test]
     fn node_toml_parses_all_optional() {
-        assert_eq!(NodeConfig::from_toml("", p()).unwrap(), NodeConfig::default());
+        assert_eq!(
+            NodeConfig::from_toml("", p()).unwrap(),
+            NodeConfig::default()
+        );
         let n = NodeConfig::from_toml(
             "hostname = \"edge-1\"\n[[users]]\nname = \"ops\"\nssh_keys = [\"ssh-ed25519 AAAA ops\"]\n",
             p(),
@@ -621,8 +684,13 @@ mod tests {
 
     #[test]
     fn node_hostname_invalid_named() {
-        let err = NodeConfig::from_toml("hostname = \"Edge_1\"\n", p()).unwrap_err().to_string();
-        assert!(err.contains("node.toml") && err.contains("\"Edge_1\""), "{err}");
+        let err = NodeConfig::from_toml("hostname = \"Edge_1\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("node.toml") && err.contains("\"Edge_1\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -633,11 +701,26 @@ mod tests {
         for bad in ["", "Ops", "1ops", "-ops", "op s", "op.s", &"a".repeat(33)] {
             assert!(!is_valid_name(bad), "{bad}");
         }
-        let u = User { name: "Bad".into(), groups: vec![], ssh_keys: vec![], shell: None };
+        let u = User {
+            name: "Bad".into(),
+            groups: vec![],
+            ssh_keys: vec![],
+            shell: None,
+        };
         let err = u.validate().unwrap_err().to_string();
         assert!(err.contains("\"Bad\"") && err.contains("^[a-z_]"), "{err}");
-        let u = User { name: "ok".into(), groups: vec![], ssh_keys: vec!["a\nb".into()], shell: None };
-        assert!(u.validate().unwrap_err().to_string().contains("ssh_keys[0]"));
+        let u = User {
+            name: "ok".into(),
+            groups: vec![],
+            ssh_keys: vec!["a\nb".into()],
+            shell: None,
+        };
+        assert!(
+            u.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ssh_keys[0]")
+        );
     }
 
     #[test]
@@ -650,8 +733,13 @@ mod tests {
         let back = serde_json::to_string(&c).unwrap();
         assert_eq!(ImageConfig::from_json(&back, Path::new("x")).unwrap(), c);
         let bad = j.replace("\"arch\"", "\"archh\"");
-        let err = ImageConfig::from_json(&bad, Path::new(IMAGE_CONFIG_PATH)).unwrap_err().to_string();
-        assert!(err.contains(IMAGE_CONFIG_PATH) && err.contains("archh"), "{err}");
+        let err = ImageConfig::from_json(&bad, Path::new(IMAGE_CONFIG_PATH))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(IMAGE_CONFIG_PATH) && err.contains("archh"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -662,11 +750,23 @@ mod tests {
             ssh_keys: k.iter().map(|x| x.to_string()).collect(),
             shell: s.map(Into::into),
         };
-        let image = vec![u("ops", &["sudo"], &["k1"], None), u("root", &[], &["r1"], None)];
-        let node = vec![u("dev", &[], &["d1"], Some("/bin/sh")), u("ops", &["sudo", "adm"], &["k1", "k2"], Some("/bin/zsh"))];
+        let image = vec![
+            u("ops", &["sudo"], &["k1"], None),
+            u("root", &[], &["r1"], None),
+        ];
+        let node = vec![
+            u("dev", &[], &["d1"], Some("/bin/sh")),
+            u("ops", &["sudo", "adm"], &["k1", "k2"], Some("/bin/zsh")),
+        ];
         let m = merge_users(&image, &node);
-        assert_eq!(m.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["ops", "root", "dev"]);
-        assert_eq!(m[0], u("ops", &["sudo", "adm"], &["k1", "k2"], Some("/bin/zsh")));
+        assert_eq!(
+            m.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+            ["ops", "root", "dev"]
+        );
+        assert_eq!(
+            m[0],
+            u("ops", &["sudo", "adm"], &["k1", "k2"], Some("/bin/zsh"))
+        );
         assert_eq!(m[2].shell.as_deref(), Some("/bin/sh"));
     }
 }

@@ -5,7 +5,10 @@ use crate::error::Result;
 use crate::fsutil;
 use crate::ready::ReadyInfo;
 use crate::root::Root;
-use crate::schema::{K3sRole, BOOTS_LOG, CLUSTER_NOT_READY_PREFIX, CLUSTER_READY_LINE, CLUSTER_READY_STAND_IN_LINE, READY_FILE, READY_LINE};
+use crate::schema::{
+    BOOTS_LOG, CLUSTER_NOT_READY_PREFIX, CLUSTER_READY_LINE, CLUSTER_READY_STAND_IN_LINE, K3sRole,
+    READY_FILE, READY_LINE,
+};
 use crate::timefmt::rfc3339_utc;
 use serde::Serialize;
 
@@ -49,14 +52,18 @@ pub fn collect(root: &Root) -> Result<Status> {
     let stamp = crate::firstboot::read_stamp(root)?;
     let stamp_role = stamp.as_ref().and_then(|s| s.k3s_role);
     let ready_info: Option<ReadyInfo> = config::read_json(&root.path(READY_FILE))?;
-    let boots = fsutil::read_opt(&root.path(BOOTS_LOG))?.map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() as u64).unwrap_or(0);
+    let boots = fsutil::read_opt(&root.path(BOOTS_LOG))?
+        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+        .unwrap_or(0);
     let hostname = ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|p| fsutil::read_opt(&root.path(p)).ok().flatten())
         .map(|s| s.trim().to_string())
         .find(|s| !s.is_empty());
     // /run is a tmpfs, but compare boot ids anyway so a stale file can't lie.
-    let ready_now = ready_info.as_ref().is_some_and(|r| boot_id.as_deref() == Some(r.boot_id.as_str()));
+    let ready_now = ready_info
+        .as_ref()
+        .is_some_and(|r| boot_id.as_deref() == Some(r.boot_id.as_str()));
     let reason = if stamp.is_none() {
         Some("first boot did not complete".to_string())
     } else if !ready_now {
@@ -67,14 +74,18 @@ pub fn collect(root: &Root) -> Result<Status> {
     // image.json is on the read-only root; if it cannot be read, `status`
     // still reports what it can (no K3s fields).
     let k3s = config::load_image(root).ok().and_then(|i| i.k3s);
-    let cluster_ready = k3s.as_ref().map(|_| ready_now && ready_info.as_ref().and_then(|r| r.cluster_ready) == Some(true));
+    let cluster_ready = k3s
+        .as_ref()
+        .map(|_| ready_now && ready_info.as_ref().and_then(|r| r.cluster_ready) == Some(true));
     let cluster_reason = match (cluster_ready, &reason) {
         (Some(false), Some(_)) => Some("the node is not ready".to_string()),
         (Some(false), None) => Some(
             ready_info
                 .as_ref()
                 .and_then(|r| r.cluster_error.clone())
-                .unwrap_or_else(|| "waiting for the node to report Ready (edgeimg-ready.service)".to_string()),
+                .unwrap_or_else(|| {
+                    "waiting for the node to report Ready (edgeimg-ready.service)".to_string()
+                }),
         ),
         _ => None,
     };
@@ -82,7 +93,9 @@ pub fn collect(root: &Root) -> Result<Status> {
         ready: reason.is_none(),
         firstboot_done: stamp.is_some(),
         firstboot_completed_at: stamp.as_ref().map(|s| s.completed_at),
-        firstboot_this_boot: stamp.as_ref().is_some_and(|s| boot_id.as_deref() == Some(s.boot_id.as_str())),
+        firstboot_this_boot: stamp
+            .as_ref()
+            .is_some_and(|s| boot_id.as_deref() == Some(s.boot_id.as_str())),
         firstboot_boot_id: stamp.as_ref().map(|s| s.boot_id.clone()),
         boots,
         hostname,
@@ -103,21 +116,43 @@ pub fn render_human(s: &Status) -> String {
     match (s.cluster_ready, &s.cluster_reason) {
         (Some(true), _) if s.stand_in => out += &format!("{CLUSTER_READY_STAND_IN_LINE}\n"),
         (Some(true), _) => out += &format!("{CLUSTER_READY_LINE}\n"),
-        (Some(false), r) => out += &format!("{CLUSTER_NOT_READY_PREFIX}{}\n", r.as_deref().unwrap_or("unknown")),
+        (Some(false), r) => {
+            out += &format!(
+                "{CLUSTER_NOT_READY_PREFIX}{}\n",
+                r.as_deref().unwrap_or("unknown")
+            )
+        }
         (None, _) => {}
     }
     match (s.firstboot_completed_at, &s.firstboot_boot_id) {
         (Some(at), Some(id)) => {
-            let when = if s.firstboot_this_boot { " (this boot)" } else { "" };
+            let when = if s.firstboot_this_boot {
+                " (this boot)"
+            } else {
+                ""
+            };
             out += &format!("first boot: done {} in boot {id}{when}\n", rfc3339_utc(at));
         }
         _ => out += "first boot: not done\n",
     }
-    out += &format!("hostname:   {}\n", s.hostname.as_deref().unwrap_or("(unknown)"));
+    out += &format!(
+        "hostname:   {}\n",
+        s.hostname.as_deref().unwrap_or("(unknown)")
+    );
     out += &format!("boots:      {}\n", s.boots);
     if s.cluster_ready.is_some() {
-        let role = s.k3s_role.map(|r| format!("{r} ({})", r.unit())).unwrap_or_else(|| "(not set up yet)".into());
-        out += &format!("k3s role:   {role}{}\n", if s.stand_in { ", stand-in bundle (not K3s)" } else { "" });
+        let role = s
+            .k3s_role
+            .map(|r| format!("{r} ({})", r.unit()))
+            .unwrap_or_else(|| "(not set up yet)".into());
+        out += &format!(
+            "k3s role:   {role}{}\n",
+            if s.stand_in {
+                ", stand-in bundle (not K3s)"
+            } else {
+                ""
+            }
+        );
     }
     out
 }

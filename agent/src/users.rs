@@ -32,18 +32,29 @@ pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
             if f.len() < 7 {
                 return None;
             }
-            Some(PasswdEntry { name: f[0].into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5].into() })
+            Some(PasswdEntry {
+                name: f[0].into(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].into(),
+            })
         })
         .collect()
 }
 
 /// Group names defined in /etc/group text.
 pub fn parse_group_names(text: &str) -> Vec<String> {
-    text.lines().filter_map(|l| l.split(':').next()).filter(|n| !n.is_empty() && !n.starts_with('#')).map(Into::into).collect()
+    text.lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .map(Into::into)
+        .collect()
 }
 
 fn read_passwd(root: &Root) -> Result<Vec<PasswdEntry>> {
-    Ok(parse_passwd(&fsutil::read_opt(&root.path("/etc/passwd"))?.unwrap_or_default()))
+    Ok(parse_passwd(
+        &fsutil::read_opt(&root.path("/etc/passwd"))?.unwrap_or_default(),
+    ))
 }
 
 /// Where the home directory really lives. /root and /home are symlinks into
@@ -77,17 +88,27 @@ fn chown(path: &PathBuf, uid: u32, gid: u32, strict: bool) -> Result<()> {
 pub fn ensure_user(root: &Root, user: &User) -> Result<String> {
     let mut note = String::new();
     if user.name != "root" && !read_passwd(root)?.iter().any(|e| e.name == user.name) {
-        let known = parse_group_names(&fsutil::read_opt(&root.path("/etc/group"))?.unwrap_or_default());
-        let (groups, missing): (Vec<&String>, Vec<&String>) = user.groups.iter().partition(|g| known.contains(g));
+        let known =
+            parse_group_names(&fsutil::read_opt(&root.path("/etc/group"))?.unwrap_or_default());
+        let (groups, missing): (Vec<&String>, Vec<&String>) =
+            user.groups.iter().partition(|g| known.contains(g));
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            crate::log(format!("user {}: skipping groups not in /etc/group: {}", user.name, names.join(",")));
+            crate::log(format!(
+                "user {}: skipping groups not in /etc/group: {}",
+                user.name,
+                names.join(",")
+            ));
         }
         // Older useradd does not create missing parents of --home-dir.
         fsutil::mkdir_p(&root.path("/var/home"))?;
         let home = format!("/var/home/{}", user.name);
         let shell = user.shell.as_deref().unwrap_or("/bin/bash");
-        let group_list = groups.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+        let group_list = groups
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut args = vec!["--create-home", "--home-dir", &home, "--shell", shell];
         if !group_list.is_empty() {
             args.extend(["--groups", &group_list]);
@@ -101,17 +122,29 @@ pub fn ensure_user(root: &Root, user: &User) -> Result<String> {
             crate::bail!("user {}: not in /etc/passwd after useradd", user.name);
         }
         // Under a test root useradd was not executed.
-        return Ok(format!("{}: {note}not in passwd (useradd skipped)", user.name));
+        return Ok(format!(
+            "{}: {note}not in passwd (useradd skipped)",
+            user.name
+        ));
     };
     let home = root.path(real_home(&entry));
     let ssh = home.join(".ssh");
     fsutil::mkdir_p(&ssh)?;
-    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod 0700 {}", ssh.display()))?;
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", ssh.display()))?;
     chown(&ssh, entry.uid, entry.gid, root.is_host())?;
     let keys_path = ssh.join("authorized_keys");
-    fsutil::write_atomic(&keys_path, authorized_keys(&user.ssh_keys).as_bytes(), 0o600)?;
+    fsutil::write_atomic(
+        &keys_path,
+        authorized_keys(&user.ssh_keys).as_bytes(),
+        0o600,
+    )?;
     chown(&keys_path, entry.uid, entry.gid, root.is_host())?;
-    Ok(format!("{}: {note}{} ssh key(s)", user.name, user.ssh_keys.len()))
+    Ok(format!(
+        "{}: {note}{} ssh key(s)",
+        user.name,
+        user.ssh_keys.len()
+    ))
 }
 
 /// The users step of first boot: every merged user, in order.
@@ -122,7 +155,11 @@ pub fn step(root: &Root, users: &[User]) -> Result<String> {
         crate::log(&n);
         notes.push(n);
     }
-    Ok(if notes.is_empty() { "no users".into() } else { notes.join("; ") })
+    Ok(if notes.is_empty() {
+        "no users".into()
+    } else {
+        notes.join("; ")
+    })
 }
 
 #[cfg(test)]
@@ -131,12 +168,28 @@ mod tests {
 
     #[test]
     fn parses_passwd_and_group() {
-        let p = parse_passwd("root:x:0:0:root:/root:/bin/bash\nops:x:1000:1000::/var/home/ops:/bin/bash\nbad\n");
+        let p = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\nops:x:1000:1000::/var/home/ops:/bin/bash\nbad\n",
+        );
         assert_eq!(p.len(), 2);
-        assert_eq!(p[1], PasswdEntry { name: "ops".into(), uid: 1000, gid: 1000, home: "/var/home/ops".into() });
-        assert_eq!(parse_group_names("sudo:x:27:\nadm:x:4:ops\n"), ["sudo", "adm"]);
+        assert_eq!(
+            p[1],
+            PasswdEntry {
+                name: "ops".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/var/home/ops".into()
+            }
+        );
+        assert_eq!(
+            parse_group_names("sudo:x:27:\nadm:x:4:ops\n"),
+            ["sudo", "adm"]
+        );
         assert_eq!(real_home(&p[0]), "/var/roothome");
-        let h = PasswdEntry { home: "/home/x".into(), ..p[1].clone() };
+        let h = PasswdEntry {
+            home: "/home/x".into(),
+            ..p[1].clone()
+        };
         assert_eq!(real_home(&h), "/var/home/x");
     }
 
@@ -145,24 +198,58 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
         fs::create_dir_all(root.path("/etc")).unwrap();
-        fs::write(root.path("/etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        fs::write(
+            root.path("/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\n",
+        )
+        .unwrap();
         fs::write(root.path("/etc/group"), "root:x:0:\nsudo:x:27:\n").unwrap();
         let uid = unsafe { libc::getuid() };
         let gid = unsafe { libc::getgid() };
         let users = vec![
-            User { name: "root".into(), groups: vec![], ssh_keys: vec!["ssh-ed25519 AAAA r".into()], shell: None },
-            User { name: "ops".into(), groups: vec!["sudo".into(), "docker".into()], ssh_keys: vec!["k1".into(), "k2".into()], shell: None },
+            User {
+                name: "root".into(),
+                groups: vec![],
+                ssh_keys: vec!["ssh-ed25519 AAAA r".into()],
+                shell: None,
+            },
+            User {
+                name: "ops".into(),
+                groups: vec!["sudo".into(), "docker".into()],
+                ssh_keys: vec!["k1".into(), "k2".into()],
+                shell: None,
+            },
         ];
         step(&root, &users).unwrap();
-        assert_eq!(root.skipped_commands(), ["useradd --create-home --home-dir /var/home/ops --shell /bin/bash --groups sudo ops"]);
+        assert_eq!(
+            root.skipped_commands(),
+            ["useradd --create-home --home-dir /var/home/ops --shell /bin/bash --groups sudo ops"]
+        );
         let rk = root.path("/var/roothome/.ssh/authorized_keys");
         assert_eq!(fs::read_to_string(&rk).unwrap(), "ssh-ed25519 AAAA r\n");
-        assert_eq!(fs::metadata(&rk).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(rk.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&rk).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(rk.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         // Now "useradd" has happened: keys are replaced, not appended.
-        fs::write(root.path("/etc/passwd"), format!("ops:x:{uid}:{gid}::/var/home/ops:/bin/bash\n")).unwrap();
+        fs::write(
+            root.path("/etc/passwd"),
+            format!("ops:x:{uid}:{gid}::/var/home/ops:/bin/bash\n"),
+        )
+        .unwrap();
         step(&root, &users).unwrap();
         step(&root, &users).unwrap();
-        assert_eq!(fs::read_to_string(root.path("/var/home/ops/.ssh/authorized_keys")).unwrap(), "k1\nk2\n");
+        assert_eq!(
+            fs::read_to_string(root.path("/var/home/ops/.ssh/authorized_keys")).unwrap(),
+            "k1\nk2\n"
+        );
     }
 }

@@ -14,17 +14,26 @@ pub const SELFCHECK_TIMEOUT: Duration = Duration::from_secs(180);
 pub const POWEROFF_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Serialises builds and boots across test binaries and threads: on two cores,
 /// parallel TCG guests and builds slow each other 1.5-2.5x.
 pub fn exclusive() -> edgeimg::cache::Lock {
-    edgeimg::cache::Lock::acquire(&edgeimg::cache::dir().join("vm-tests.lock")).expect("VM test lock")
+    edgeimg::cache::Lock::acquire(&edgeimg::cache::dir().join("vm-tests.lock"))
+        .expect("VM test lock")
 }
 
 /// Builds the image described by `config` into `out`, with K3s from `bundle`.
-pub fn build(config: &Path, board: Option<&str>, out: &Path, bundle: Option<&Path>) -> Result<BuildReport> {
+pub fn build(
+    config: &Path,
+    board: Option<&str>,
+    out: &Path,
+    bundle: Option<&Path>,
+) -> Result<BuildReport> {
     edgeimg::pipeline::build(&BuildOptions {
         config: Some(config.to_path_buf()),
         board: board.map(String::from),
@@ -47,7 +56,10 @@ pub fn k3s_bundle(arch: &str, work: &Path) -> Result<(PathBuf, bool)> {
     }
     let dir = work.join("standin-bundle");
     let script = repo_root().join("qemu-tests/standin/make-bundle");
-    let st = std::process::Command::new(&script).args(["--arch", arch, "--out"]).arg(&dir).status()?;
+    let st = std::process::Command::new(&script)
+        .args(["--arch", arch, "--out"])
+        .arg(&dir)
+        .status()?;
     anyhow::ensure!(st.success(), "{} --arch {arch} failed", script.display());
     Ok((dir, true))
 }
@@ -57,12 +69,17 @@ pub fn k3s_bundle(arch: &str, work: &Path) -> Result<(PathBuf, bool)> {
 pub fn selfcheck_config(arch: &str, work: &Path) -> Result<PathBuf> {
     let hello = work.join("hello.tar");
     let script = repo_root().join("qemu-tests/standin/make-bundle");
-    let st = std::process::Command::new(&script).args(["--preload-image", "--arch", arch, "--out"]).arg(&hello).status()?;
+    let st = std::process::Command::new(&script)
+        .args(["--preload-image", "--arch", arch, "--out"])
+        .arg(&hello)
+        .status()?;
     anyhow::ensure!(st.success(), "{} --preload-image failed", script.display());
     let base = std::fs::read_to_string(repo_root().join("qemu-tests/selfcheck.toml"))?;
     let overlay = repo_root().join("qemu-tests/overlays/selfcheck");
-    let text = base.replace("overlays = [\"overlays/selfcheck\"]", &format!("overlays = [{:?}]", overlay.display().to_string()))
-        + "\n[k3s]\nimages = [\"hello.tar\"]\n";
+    let text = base.replace(
+        "overlays = [\"overlays/selfcheck\"]",
+        &format!("overlays = [{:?}]", overlay.display().to_string()),
+    ) + "\n[k3s]\nimages = [\"hello.tar\"]\n";
     let path = work.join("edgeimg.toml");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -78,16 +95,28 @@ pub fn disk_copy(image: &Path, dest: &Path, size: u64) -> Result<()> {
 
 /// One boot: waits for the ready line and the self-check, then for power-off.
 /// Returns the self-check's JSON and the ready line.
-pub fn boot_once(board: &str, disk: &Path, work: &Path, log_name: &str) -> Result<(serde_json::Value, String)> {
+pub fn boot_once(
+    board: &str,
+    disk: &Path,
+    work: &Path,
+    log_name: &str,
+) -> Result<(serde_json::Value, String)> {
     let b = edgeimg::config::board::load(board)?;
     let vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work)?;
     let log = log_dir().join(log_name);
     let mut running = vm.spawn_captured(&log)?;
-    running.wait_for(edgeimg_agent::schema::READY_LINE, READY_TIMEOUT).context("waiting for the node-ready line")?;
-    let ready = running.wait_for("edgeimg: cluster ready", READY_TIMEOUT).context("waiting for the cluster-ready line")?;
-    let line = running.wait_for("EDGEIMG-SELFCHECK {", SELFCHECK_TIMEOUT).context("waiting for the guest self-check")?;
+    running
+        .wait_for(edgeimg_agent::schema::READY_LINE, READY_TIMEOUT)
+        .context("waiting for the node-ready line")?;
+    let ready = running
+        .wait_for("edgeimg: cluster ready", READY_TIMEOUT)
+        .context("waiting for the cluster-ready line")?;
+    let line = running
+        .wait_for("EDGEIMG-SELFCHECK {", SELFCHECK_TIMEOUT)
+        .context("waiting for the guest self-check")?;
     let json = &line[line.find('{').unwrap()..];
-    let v: serde_json::Value = serde_json::from_str(json).with_context(|| format!("self-check line is not JSON: {line}"))?;
+    let v: serde_json::Value = serde_json::from_str(json)
+        .with_context(|| format!("self-check line is not JSON: {line}"))?;
     let status = running.wait_exit(POWEROFF_TIMEOUT)?;
     anyhow::ensure!(status.success(), "QEMU exited with {status}");
     Ok((v, ready))
@@ -113,28 +142,51 @@ pub fn check_two_boots(board: &str) {
     let arch = edgeimg::config::board::load(board).unwrap().arch;
     let (bundle, stand_in) = k3s_bundle(&arch, out.path()).expect("K3s bundle for the VM test");
     let config = selfcheck_config(&arch, out.path()).expect("self-check config");
-    let report = build(&config, Some(board), out.path(), Some(&bundle)).unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
+    let report = build(&config, Some(board), out.path(), Some(&bundle))
+        .unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
     let image_len = std::fs::metadata(&report.image).unwrap().len();
     // A bigger medium; a power of two so QEMU's SD card model takes it as is.
     let disk_len = (image_len + 2 * GIB).next_power_of_two();
     let disk = out.path().join("disk.raw");
     disk_copy(&report.image, &disk, disk_len).unwrap();
 
-    let (first, ready) = boot_once(board, &disk, out.path(), &format!("{board}-boot1.log")).unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
+    let (first, ready) = boot_once(board, &disk, out.path(), &format!("{board}-boot1.log"))
+        .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
     // The cluster-ready line; the stand-in says it is not K3s.
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     assert_eq!(ready.contains("stand-in"), stand_in, "{ready}");
     assert_eq!(first["status"]["cluster_ready"], true, "{first}");
     let k = &first["k3s"];
     assert_eq!(k["active_units"], 1, "k3s.service must be running: {first}");
-    assert!(k["images"].as_str().unwrap().contains("docker.io/edgeimg/hello:1"), "preloaded image imported: {first}");
-    assert!(k["hello"].as_str().unwrap().contains("hello from a preloaded image"), "the preloaded image runs: {first}");
-    assert!(k["nerdctl_sees_hello"].as_u64().unwrap() >= 1, "nerdctl reaches K3s' containerd in k8s.io: {first}");
+    assert!(
+        k["images"]
+            .as_str()
+            .unwrap()
+            .contains("docker.io/edgeimg/hello:1"),
+        "preloaded image imported: {first}"
+    );
+    assert!(
+        k["hello"]
+            .as_str()
+            .unwrap()
+            .contains("hello from a preloaded image"),
+        "the preloaded image runs: {first}"
+    );
+    assert!(
+        k["nerdctl_sees_hello"].as_u64().unwrap() >= 1,
+        "nerdctl reaches K3s' containerd in k8s.io: {first}"
+    );
     assert_eq!(k["config_mode"], "600", "{first}");
     // A first server generates its token; it must be in no log line.
-    assert_eq!(k["token_logged"], 0, "the join token is in the journal (or no token file): {first}");
+    assert_eq!(
+        k["token_logged"], 0,
+        "the join token is in the journal (or no token file): {first}"
+    );
     if stand_in {
-        assert_eq!(k["imported"], 2, "airgap tarball and preloaded image imported on first boot: {first}");
+        assert_eq!(
+            k["imported"], 2,
+            "airgap tarball and preloaded image imported on first boot: {first}"
+        );
     }
     assert_eq!(first["usr_ro"], true, "/usr must be read-only: {first}");
     assert_eq!(first["root_fstype"], "erofs", "{first}");
@@ -143,34 +195,82 @@ pub fn check_two_boots(board: &str) {
     assert_eq!(first["disk_bytes"].as_u64(), Some(disk_len), "{first}");
     let part_end = first["part_start"].as_u64().unwrap() + first["part_bytes"].as_u64().unwrap();
     // Grown to the end of the medium, less the backup GPT and 1 MiB alignment.
-    assert!(part_end + 2 * MIB > disk_len && part_end <= disk_len, "data partition ends at {part_end} of {disk_len}: {first}");
-    assert!(first["part_bytes"].as_u64().unwrap() > 2 * GIB, "data partition did not grow: {first}");
-    assert!(first["fs_bytes"].as_u64().unwrap() * 100 > first["part_bytes"].as_u64().unwrap() * 90, "filesystem did not grow: {first}");
-    assert_eq!(first["etc_marker"], "", "the /etc marker must not exist before the first boot: {first}");
+    assert!(
+        part_end + 2 * MIB > disk_len && part_end <= disk_len,
+        "data partition ends at {part_end} of {disk_len}: {first}"
+    );
+    assert!(
+        first["part_bytes"].as_u64().unwrap() > 2 * GIB,
+        "data partition did not grow: {first}"
+    );
+    assert!(
+        first["fs_bytes"].as_u64().unwrap() * 100 > first["part_bytes"].as_u64().unwrap() * 90,
+        "filesystem did not grow: {first}"
+    );
+    assert_eq!(
+        first["etc_marker"], "",
+        "the /etc marker must not exist before the first boot: {first}"
+    );
     assert_eq!(first["firstboot_condition"], "yes", "{first}");
     assert_eq!(first["status"]["ready"], true, "{first}");
     assert_eq!(first["status"]["firstboot_this_boot"], true, "{first}");
     assert_eq!(first["status"]["boots"], 1, "{first}");
-    assert!(first["hostname"].as_str().unwrap().starts_with("vm-"), "hostname from the pattern: {first}");
+    assert!(
+        first["hostname"].as_str().unwrap().starts_with("vm-"),
+        "hostname from the pattern: {first}"
+    );
     assert_eq!(first["ops_keys"], 1, "user ops gets its key: {first}");
-    assert!(first["ops_groups"].as_str().unwrap().split(',').any(|g| g == "sudo"), "{first}");
-    assert_eq!(first["host_key"], true, "SSH host keys made on first boot: {first}");
+    assert!(
+        first["ops_groups"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .any(|g| g == "sudo"),
+        "{first}"
+    );
+    assert_eq!(
+        first["host_key"], true,
+        "SSH host keys made on first boot: {first}"
+    );
 
-    let (second, _) = boot_once(board, &disk, out.path(), &format!("{board}-boot2.log")).unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
+    let (second, _) = boot_once(board, &disk, out.path(), &format!("{board}-boot2.log"))
+        .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
     let boot1 = first["boot_id"].as_str().unwrap();
     assert_ne!(second["boot_id"], first["boot_id"]);
-    assert_eq!(second["etc_marker"], format!("written-on-{boot1}"), "/etc change lost: {second}");
-    assert_eq!(second["firstboot_condition"], "no", "first-boot unit ran again: {second}");
-    assert_eq!(second["status"]["firstboot_boot_id"], first["boot_id"], "{second}");
+    assert_eq!(
+        second["etc_marker"],
+        format!("written-on-{boot1}"),
+        "/etc change lost: {second}"
+    );
+    assert_eq!(
+        second["firstboot_condition"], "no",
+        "first-boot unit ran again: {second}"
+    );
+    assert_eq!(
+        second["status"]["firstboot_boot_id"], first["boot_id"],
+        "{second}"
+    );
     assert_eq!(second["status"]["firstboot_this_boot"], false, "{second}");
     assert_eq!(second["status"]["boots"], 2, "{second}");
-    assert_eq!(second["hostname"], first["hostname"], "hostname must persist: {second}");
+    assert_eq!(
+        second["hostname"], first["hostname"],
+        "hostname must persist: {second}"
+    );
     assert_eq!(second["usr_ro"], true);
     assert_eq!(second["k3s"]["active_units"], 1, "{second}");
-    assert!(second["k3s"]["hello"].as_str().unwrap().contains("hello from a preloaded image"), "{second}");
+    assert!(
+        second["k3s"]["hello"]
+            .as_str()
+            .unwrap()
+            .contains("hello from a preloaded image"),
+        "{second}"
+    );
     if stand_in {
         // K3s' import cache: unchanged archives are not imported again.
-        assert_eq!(second["k3s"]["imported"], 0, "re-imported on the second boot: {second}");
+        assert_eq!(
+            second["k3s"]["imported"], 0,
+            "re-imported on the second boot: {second}"
+        );
         assert_eq!(second["k3s"]["cached"], 2, "{second}");
     }
 }

@@ -18,8 +18,18 @@ const BASE_FORMAT: u32 = 1;
 
 /// Packages every edgeimg image needs, whatever the board.
 pub const REQUIRED_PACKAGES: &[&str] = &[
-    "systemd-sysv", "udev", "kmod", "initramfs-tools", "busybox", "e2fsprogs",
-    "openssh-server", "dbus", "sudo", "procps", "iproute2", "zstd",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "initramfs-tools",
+    "busybox",
+    "e2fsprogs",
+    "openssh-server",
+    "dbus",
+    "sudo",
+    "procps",
+    "iproute2",
+    "zstd",
 ];
 
 /// dpkg filters that keep docs, man pages and translations out of the image
@@ -69,15 +79,31 @@ impl BaseSpec {
         let mut modules = self.initramfs_modules.join("\n");
         modules.push('\n');
         vec![
-            ("etc/initramfs-tools/conf.d/edgeimg.conf", INITRAMFS_CONF.to_string(), 0o644),
-            ("etc/initramfs-tools/scripts/local-bottom/edgeimg", LOCAL_BOTTOM.to_string(), 0o755),
-            ("usr/share/initramfs-tools/modules.d/edgeimg", modules, 0o644),
+            (
+                "etc/initramfs-tools/conf.d/edgeimg.conf",
+                INITRAMFS_CONF.to_string(),
+                0o644,
+            ),
+            (
+                "etc/initramfs-tools/scripts/local-bottom/edgeimg",
+                LOCAL_BOTTOM.to_string(),
+                0o755,
+            ),
+            (
+                "usr/share/initramfs-tools/modules.d/edgeimg",
+                modules,
+                0o644,
+            ),
         ]
     }
 
     /// The cache key: a hash of every input of the bootstrap.
     pub fn key(&self) -> String {
-        let files: Vec<_> = self.files().into_iter().map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m)).collect();
+        let files: Vec<_> = self
+            .files()
+            .into_iter()
+            .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
+            .collect();
         let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
@@ -92,16 +118,37 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     // Concurrent builds of the same base wait for one bootstrap.
     let _lock = crate::cache::Lock::acquire(&tar.with_extension("lock"))?;
     if !refresh && tar.exists() && meta_path.exists() {
-        let meta: BaseMeta = serde_json::from_slice(&std::fs::read(&meta_path)?)
-            .with_context(|| format!("corrupt cache entry {}; rerun with --refresh", meta_path.display()))?;
-        progress.note(&format!("base: reusing cached {} {} root ({})", spec.suite, spec.arch, tar.display()));
-        return Ok(Base { tar, meta, reused: true });
+        let meta: BaseMeta =
+            serde_json::from_slice(&std::fs::read(&meta_path)?).with_context(|| {
+                format!(
+                    "corrupt cache entry {}; rerun with --refresh",
+                    meta_path.display()
+                )
+            })?;
+        progress.note(&format!(
+            "base: reusing cached {} {} root ({})",
+            spec.suite,
+            spec.arch,
+            tar.display()
+        ));
+        return Ok(Base {
+            tar,
+            meta,
+            reused: true,
+        });
     }
     cmd::require(&[cmd::MMDEBSTRAP])?;
     if let Some(problem) = crate::doctor::foreign_arch_problem(&spec.arch) {
-        anyhow::bail!("cannot bootstrap an {} root on this {} host: {problem}", spec.arch, crate::doctor::host_arch());
+        anyhow::bail!(
+            "cannot bootstrap an {} root on this {} host: {problem}",
+            spec.arch,
+            crate::doctor::host_arch()
+        );
     }
-    let work = tempfile::Builder::new().prefix("edgeimg-base-").tempdir_in(&dir).context("cannot create a work directory in the cache")?;
+    let work = tempfile::Builder::new()
+        .prefix("edgeimg-base-")
+        .tempdir_in(&dir)
+        .context("cannot create a work directory in the cache")?;
     let files = work.path().join("files");
     for (rel, content, mode) in spec.files() {
         let p = files.join(rel);
@@ -130,18 +177,35 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         .arg(&spec.suite)
         .arg(&partial)
         .arg(&spec.mirror);
-    progress.note(&format!("base: bootstrapping Debian {} {} with mmdebstrap (cached for later builds)", spec.suite, spec.arch));
+    progress.note(&format!(
+        "base: bootstrapping Debian {} {} with mmdebstrap (cached for later builds)",
+        spec.suite, spec.arch
+    ));
     let bar = progress.spinner("mmdebstrap");
     c.run_streaming(&mut |line| bar.set_message(line.to_string()))
         .context("bootstrapping the base root filesystem failed")?;
     bar.finish_and_clear();
     let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let meta = BaseMeta { key, created, sha256, suite: spec.suite.clone(), arch: spec.arch.clone(), mirror: spec.mirror.clone() };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let meta = BaseMeta {
+        key,
+        created,
+        sha256,
+        suite: spec.suite.clone(),
+        arch: spec.arch.clone(),
+        mirror: spec.mirror.clone(),
+    };
     // The tarball first, then its metadata: a base counts as cached only when both exist.
     std::fs::rename(&partial, &tar).with_context(|| format!("cannot store {}", tar.display()))?;
     let meta_tmp = work.path().join("meta.json");
     std::fs::write(&meta_tmp, serde_json::to_vec_pretty(&meta)?)?;
     std::fs::rename(&meta_tmp, &meta_path)?;
-    Ok(Base { tar, meta, reused: false })
+    Ok(Base {
+        tar,
+        meta,
+        reused: false,
+    })
 }

@@ -13,7 +13,13 @@ use crate::stage::KernelFiles;
 /// Where Debian's raspi-firmware package keeps the firmware in the root.
 const FIRMWARE_DIR: &str = "usr/lib/raspi-firmware";
 
-pub fn boot_files(tree: &Path, rpi: &RpiSpec, kernel: &KernelFiles, cmdline: &str, image: &str) -> Result<BootFiles> {
+pub fn boot_files(
+    tree: &Path,
+    rpi: &RpiSpec,
+    kernel: &KernelFiles,
+    cmdline: &str,
+    image: &str,
+) -> Result<BootFiles> {
     let mut files = BootFiles::default();
     let fw = tree.join(FIRMWARE_DIR);
     let mut found_start = false;
@@ -30,14 +36,21 @@ pub fn boot_files(tree: &Path, rpi: &RpiSpec, kernel: &KernelFiles, cmdline: &st
     let dtb_dir = tree.join(format!("usr/lib/linux-image-{}/broadcom", kernel.version));
     for dtb in &rpi.dtbs {
         let p = dtb_dir.join(dtb);
-        anyhow::ensure!(p.exists(), "device tree {dtb} is not in the kernel package ({})", dtb_dir.display());
+        anyhow::ensure!(
+            p.exists(),
+            "device tree {dtb} is not in the kernel package ({})",
+            dtb_dir.display()
+        );
         files.add_file(dtb, p);
     }
     // Overlays (for dtoverlay= lines) where the firmware package ships them.
     let overlays = fw.join("overlays");
     if overlays.is_dir() {
         for e in std::fs::read_dir(&overlays)?.flatten() {
-            files.add_file(&format!("overlays/{}", e.file_name().to_string_lossy()), e.path());
+            files.add_file(
+                &format!("overlays/{}", e.file_name().to_string_lossy()),
+                e.path(),
+            );
         }
     }
     files.add_file("vmlinuz", kernel.vmlinuz.clone());
@@ -51,7 +64,10 @@ pub fn boot_files(tree: &Path, rpi: &RpiSpec, kernel: &KernelFiles, cmdline: &st
 pub fn render_config(template: &str, image: &str) -> Result<String> {
     let env = minijinja::Environment::new();
     let text = env
-        .render_str(template, minijinja::context! { kernel => "vmlinuz", initrd => "initrd.img", image => image })
+        .render_str(
+            template,
+            minijinja::context! { kernel => "vmlinuz", initrd => "initrd.img", image => image },
+        )
         .map_err(|e| anyhow::anyhow!("the board's config.txt template: {e:#}"))?;
     Ok(format!("{}\n", text.trim()))
 }

@@ -17,16 +17,28 @@ fn efi_names(rust_arch: &str) -> (&'static str, &'static str) {
 }
 
 /// Boot files for slot A (slot B's entry is written by updates).
-pub fn boot_files(tree: &Path, rust_arch: &str, kernel: &KernelFiles, cmdline: &str, title: &str) -> Result<BootFiles> {
+pub fn boot_files(
+    tree: &Path,
+    rust_arch: &str,
+    kernel: &KernelFiles,
+    cmdline: &str,
+    title: &str,
+) -> Result<BootFiles> {
     let (suffix, removable) = efi_names(rust_arch);
     let sdboot = tree.join(format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi"));
     if !sdboot.exists() {
-        anyhow::bail!("{} is missing from the base; the board must include the systemd-boot-efi package", sdboot.display());
+        anyhow::bail!(
+            "{} is missing from the base; the board must include the systemd-boot-efi package",
+            sdboot.display()
+        );
     }
     let mut files = BootFiles::default();
     files.add_file(&format!("EFI/BOOT/{removable}"), sdboot.clone());
     files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), sdboot);
-    files.add_bytes("loader/loader.conf", "default edgeimg-a.conf\ntimeout 0\neditor no\nconsole-mode keep\n");
+    files.add_bytes(
+        "loader/loader.conf",
+        "default edgeimg-a.conf\ntimeout 0\neditor no\nconsole-mode keep\n",
+    );
     files.add_bytes(
         "loader/entries/edgeimg-a.conf",
         format!(

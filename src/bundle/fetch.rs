@@ -11,7 +11,9 @@ use std::time::Duration;
 use super::lock::{LockEntry, LockFile, LockedAsset};
 use super::store::IndexRecord;
 use super::sums::Checksums;
-use super::{Arch, AssetSpec, BundleError, Manifest, ResolvedAsset, ResolvedBundle, Role, Store, redact};
+use super::{
+    Arch, AssetSpec, BundleError, Manifest, ResolvedAsset, ResolvedBundle, Role, Store, redact,
+};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone)]
@@ -40,7 +42,11 @@ pub fn fetch(manifest: &Manifest, opts: &FetchOptions) -> Result<FetchReport, Bu
     fetch_into(&Store::open_default(), manifest, opts)
 }
 
-pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Result<FetchReport, BundleError> {
+pub fn fetch_into(
+    store: &Store,
+    manifest: &Manifest,
+    opts: &FetchOptions,
+) -> Result<FetchReport, BundleError> {
     let arch = opts.arch;
     let required = manifest.required(arch, opts.buildkit)?;
     let progress = Progress::new(opts.quiet);
@@ -56,13 +62,20 @@ pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Re
         if let Some(l) = locked(&spec.file) {
             match store.check(&l.sha256, &spec.file) {
                 Ok(Some(path)) => {
-                    resolved.insert(spec.role, asset(manifest, spec, path, l.sha256.clone(), l.size));
+                    resolved.insert(
+                        spec.role,
+                        asset(manifest, spec, path, l.sha256.clone(), l.size),
+                    );
                     cached.push(spec.file.clone());
                     continue;
                 }
                 Ok(None) => {}
                 Err(BundleError::StoreCorrupt { path, .. }) => {
-                    progress.note(&format!("warning: cached {} ({}) is corrupt; removing it and fetching again", spec.file, path.display()));
+                    progress.note(&format!(
+                        "warning: cached {} ({}) is corrupt; removing it and fetching again",
+                        spec.file,
+                        path.display()
+                    ));
                     let _ = std::fs::remove_file(&path);
                 }
                 Err(e) => return Err(e),
@@ -73,17 +86,39 @@ pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Re
     let mut downloaded = Vec::new();
     if !todo.is_empty() {
         let agent = agent();
-        let fetcher = Fetcher { agent: &agent, store, manifest, mirror: opts.mirror.as_deref(), progress: &progress };
+        let fetcher = Fetcher {
+            agent: &agent,
+            store,
+            manifest,
+            mirror: opts.mirror.as_deref(),
+            progress: &progress,
+        };
         // Checksum files first: from the store when locked and present, else downloaded.
         let mut sums: BTreeMap<Role, Checksums> = BTreeMap::new();
         for role in [Role::K3sChecksums, Role::NerdctlChecksums] {
-            if !todo.iter().any(|s| s.role == role || s.role.checksums() == Some(role)) {
+            if !todo
+                .iter()
+                .any(|s| s.role == role || s.role.checksums() == Some(role))
+            {
                 continue;
             }
-            let spec = required.iter().find(|s| s.role == role).expect("checksum files are required");
+            let spec = required
+                .iter()
+                .find(|s| s.role == role)
+                .expect("checksum files are required");
             if let Some(a) = resolved.get(&role) {
-                let text = std::fs::read_to_string(&a.path).map_err(|source| BundleError::Io { path: a.path.clone(), action: "read", source })?;
-                sums.insert(role, Checksums::parse(&format!("{} (cached {})", spec.file, a.path.display()), &text)?);
+                let text = std::fs::read_to_string(&a.path).map_err(|source| BundleError::Io {
+                    path: a.path.clone(),
+                    action: "read",
+                    source,
+                })?;
+                sums.insert(
+                    role,
+                    Checksums::parse(
+                        &format!("{} (cached {})", spec.file, a.path.display()),
+                        &text,
+                    )?,
+                );
                 continue;
             }
             let (part, url, sha256, size) = fetcher.download_checksums(spec)?;
@@ -91,7 +126,11 @@ pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Re
                 let _ = std::fs::remove_file(&part);
                 Err(e)
             };
-            let text = std::fs::read_to_string(&part).map_err(|source| BundleError::Io { path: part.clone(), action: "read", source })?;
+            let text = std::fs::read_to_string(&part).map_err(|source| BundleError::Io {
+                path: part.clone(),
+                action: "read",
+                source,
+            })?;
             let list = match Checksums::parse(&spec.file, &text) {
                 Ok(l) => l,
                 Err(e) => return refuse(e),
@@ -100,12 +139,17 @@ pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Re
                 && l.sha256 != sha256
             {
                 // Name the asset whose upstream checksum changed, else the checksum file itself.
-                let changed = required.iter().filter(|a| a.role.checksums() == Some(role)).find_map(|a| {
-                    let la = locked(&a.file)?;
-                    let listed = list.get(&a.file).ok()?;
-                    (la.sha256 != listed).then(|| (a.file.clone(), la.sha256, listed.to_string()))
-                });
-                let (asset_name, locked_hash, upstream) = changed.unwrap_or((spec.file.clone(), l.sha256, sha256));
+                let changed = required
+                    .iter()
+                    .filter(|a| a.role.checksums() == Some(role))
+                    .find_map(|a| {
+                        let la = locked(&a.file)?;
+                        let listed = list.get(&a.file).ok()?;
+                        (la.sha256 != listed)
+                            .then(|| (a.file.clone(), la.sha256, listed.to_string()))
+                    });
+                let (asset_name, locked_hash, upstream) =
+                    changed.unwrap_or((spec.file.clone(), l.sha256, sha256));
                 return refuse(BundleError::LockMismatch(Box::new(super::LockMismatch {
                     asset: asset_name,
                     lock: opts.lock.clone(),
@@ -122,12 +166,17 @@ pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Re
             sums.insert(role, list);
         }
         for spec in todo.iter().filter(|s| !s.role.is_checksums()) {
-            let listed = sums[&spec.role.checksums().expect("asset has a checksum file")].get(&spec.file)?.to_string();
+            let listed = sums[&spec.role.checksums().expect("asset has a checksum file")]
+                .get(&spec.file)?
+                .to_string();
             let expected = match &spec.sha256 {
                 Some(pin) if *pin != listed => {
                     return Err(BundleError::ChecksumMismatch {
                         asset: spec.file.clone(),
-                        source_desc: format!("listed in {}", sums[&spec.role.checksums().unwrap()].source),
+                        source_desc: format!(
+                            "listed in {}",
+                            sums[&spec.role.checksums().unwrap()].source
+                        ),
                         expected: pin.clone(),
                         actual: listed,
                         against: format!("the sha256 pinned in manifest {}", manifest.source),
@@ -145,26 +194,51 @@ pub fn fetch_into(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Re
                     arch,
                     locked: l.sha256,
                     upstream: expected,
-                    source_desc: format!("the upstream checksum file {}", sums[&spec.role.checksums().unwrap()].source),
+                    source_desc: format!(
+                        "the upstream checksum file {}",
+                        sums[&spec.role.checksums().unwrap()].source
+                    ),
                 })));
             }
-            let against = format!("the checksum file {}", sums[&spec.role.checksums().unwrap()].source);
+            let against = format!(
+                "the checksum file {}",
+                sums[&spec.role.checksums().unwrap()].source
+            );
             let (path, size) = fetcher.download_verified(spec, &expected, &against)?;
             resolved.insert(spec.role, asset(manifest, spec, path, expected, size));
             downloaded.push(spec.file.clone());
         }
     }
     let assets: Vec<ResolvedAsset> = resolved.into_values().collect();
-    if !downloaded.is_empty() || entry.is_none() || assets.iter().any(|a| locked(&a.file).is_none()) {
+    if !downloaded.is_empty() || entry.is_none() || assets.iter().any(|a| locked(&a.file).is_none())
+    {
         lock.upsert(lock_entry(manifest, arch, &assets));
         lock.save(&opts.lock)?;
     }
     store.record(index_records(manifest, arch, &assets))?;
-    Ok(FetchReport { bundle: ResolvedBundle::from_assets(manifest, arch, assets, None), downloaded, cached })
+    Ok(FetchReport {
+        bundle: ResolvedBundle::from_assets(manifest, arch, assets, None),
+        downloaded,
+        cached,
+    })
 }
 
-pub(crate) fn asset(m: &Manifest, spec: &AssetSpec, path: PathBuf, sha256: String, size: u64) -> ResolvedAsset {
-    ResolvedAsset { role: spec.role, file: spec.file.clone(), path, sha256, size, version: m.version_of(spec.role).to_string(), url: spec.url.clone() }
+pub(crate) fn asset(
+    m: &Manifest,
+    spec: &AssetSpec,
+    path: PathBuf,
+    sha256: String,
+    size: u64,
+) -> ResolvedAsset {
+    ResolvedAsset {
+        role: spec.role,
+        file: spec.file.clone(),
+        path,
+        sha256,
+        size,
+        version: m.version_of(spec.role).to_string(),
+        url: spec.url.clone(),
+    }
 }
 
 pub(crate) fn lock_entry(m: &Manifest, arch: Arch, assets: &[ResolvedAsset]) -> LockEntry {
@@ -173,11 +247,27 @@ pub(crate) fn lock_entry(m: &Manifest, arch: Arch, assets: &[ResolvedAsset]) -> 
         arch,
         version: m.k3s_version.clone(),
         nerdctl_version: m.nerdctl_version.clone(),
-        assets: assets.iter().map(|a| (a.file.clone(), LockedAsset { role: a.role, sha256: a.sha256.clone(), size: a.size })).collect(),
+        assets: assets
+            .iter()
+            .map(|a| {
+                (
+                    a.file.clone(),
+                    LockedAsset {
+                        role: a.role,
+                        sha256: a.sha256.clone(),
+                        size: a.size,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
-pub(crate) fn index_records(m: &Manifest, arch: Arch, assets: &[ResolvedAsset]) -> Vec<IndexRecord> {
+pub(crate) fn index_records(
+    m: &Manifest,
+    arch: Arch,
+    assets: &[ResolvedAsset],
+) -> Vec<IndexRecord> {
     assets
         .iter()
         .map(|a| IndexRecord {
@@ -215,23 +305,40 @@ struct Fetcher<'a> {
 
 impl Fetcher<'_> {
     fn url(&self, spec: &AssetSpec) -> Result<String, BundleError> {
-        self.manifest.url_for(spec, self.mirror).ok_or_else(|| BundleError::NoUrl { asset: spec.file.clone(), manifest: self.manifest.source.clone() })
+        self.manifest
+            .url_for(spec, self.mirror)
+            .ok_or_else(|| BundleError::NoUrl {
+                asset: spec.file.clone(),
+                manifest: self.manifest.source.clone(),
+            })
     }
 
     fn partial(&self, spec: &AssetSpec, url: &str) -> Result<PathBuf, BundleError> {
         let dir = self.store.partial_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| BundleError::Io { path: dir.clone(), action: "create", source })?;
-        Ok(dir.join(format!("{}-{}.part", spec.file, &super::hash_bytes(url.as_bytes())[..12])))
+        std::fs::create_dir_all(&dir).map_err(|source| BundleError::Io {
+            path: dir.clone(),
+            action: "create",
+            source,
+        })?;
+        Ok(dir.join(format!(
+            "{}-{}.part",
+            spec.file,
+            &super::hash_bytes(url.as_bytes())[..12]
+        )))
     }
 
     /// A checksum file: downloaded whole (small) into `partial/` and checked
     /// against any manifest pin. Returns (partial path, url, sha256, size); the
     /// caller checks the lock and stores it.
-    fn download_checksums(&self, spec: &AssetSpec) -> Result<(PathBuf, String, String, u64), BundleError> {
+    fn download_checksums(
+        &self,
+        spec: &AssetSpec,
+    ) -> Result<(PathBuf, String, String, u64), BundleError> {
         let url = self.url(spec)?;
         let part = self.partial(spec, &url)?;
         let _ = std::fs::remove_file(&part);
-        self.progress.note(&format!("fetching {} from {}", spec.file, redact(&url)));
+        self.progress
+            .note(&format!("fetching {} from {}", spec.file, redact(&url)));
         download(self.agent, &url, &part, self.progress, &spec.file)?;
         let (sha256, size) = super::hash_file(&part)?;
         if let Some(pin) = &spec.sha256
@@ -252,21 +359,35 @@ impl Fetcher<'_> {
     /// An asset: downloaded (resuming a partial), hashed, and stored only when
     /// it matches `expected`. A resumed download that does not match is
     /// retried once from the start.
-    fn download_verified(&self, spec: &AssetSpec, expected: &str, against: &str) -> Result<(PathBuf, u64), BundleError> {
+    fn download_verified(
+        &self,
+        spec: &AssetSpec,
+        expected: &str,
+        against: &str,
+    ) -> Result<(PathBuf, u64), BundleError> {
         let url = self.url(spec)?;
         let part = self.partial(spec, &url)?;
         for attempt in 0..2 {
             let resumed = part.metadata().map(|m| m.len() > 0).unwrap_or(false);
             if resumed {
-                self.progress.note(&format!("resuming {} from {} at byte {}", spec.file, redact(&url), part.metadata().map(|m| m.len()).unwrap_or(0)));
+                self.progress.note(&format!(
+                    "resuming {} from {} at byte {}",
+                    spec.file,
+                    redact(&url),
+                    part.metadata().map(|m| m.len()).unwrap_or(0)
+                ));
             } else {
-                self.progress.note(&format!("fetching {} from {}", spec.file, redact(&url)));
+                self.progress
+                    .note(&format!("fetching {} from {}", spec.file, redact(&url)));
             }
             download(self.agent, &url, &part, self.progress, &spec.file)?;
             let (actual, size) = super::hash_file(&part)?;
             if actual == expected {
                 let path = self.store.insert(&part, expected)?;
-                self.progress.note(&format!("  {} verified: sha256 {actual}, {size} bytes", spec.file));
+                self.progress.note(&format!(
+                    "  {} verified: sha256 {actual}, {size} bytes",
+                    spec.file
+                ));
                 return Ok((path, size));
             }
             let _ = std::fs::remove_file(&part);
@@ -279,7 +400,10 @@ impl Fetcher<'_> {
                     against: against.to_string(),
                 });
             }
-            self.progress.note(&format!("  {}: the resumed download does not verify; starting again from the beginning", spec.file));
+            self.progress.note(&format!(
+                "  {}: the resumed download does not verify; starting again from the beginning",
+                spec.file
+            ));
         }
         unreachable!("the loop returns")
     }
@@ -288,10 +412,23 @@ impl Fetcher<'_> {
 /// Downloads `url` into `part`, appending with `Range: bytes=<len>-` when
 /// `part` already holds a prefix. Returns when the body was received in full.
 /// An interrupted body keeps `part` for the next call.
-pub fn download(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress, label: &str) -> Result<(), BundleError> {
+pub fn download(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    progress: &Progress,
+    label: &str,
+) -> Result<(), BundleError> {
     let shown = redact(url);
-    let transport = |e: ureq::Error| BundleError::Transport { url: shown.clone(), message: e.to_string() };
-    let io = |source| BundleError::Io { path: part.to_path_buf(), action: "write", source };
+    let transport = |e: ureq::Error| BundleError::Transport {
+        url: shown.clone(),
+        message: e.to_string(),
+    };
+    let io = |source| BundleError::Io {
+        path: part.to_path_buf(),
+        action: "write",
+        source,
+    };
     for _ in 0..2 {
         let offset = part.metadata().map(|m| m.len()).unwrap_or(0);
         let mut req = agent.get(url);
@@ -300,7 +437,12 @@ pub fn download(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress
         }
         let resp = req.call().map_err(transport)?;
         let status = resp.status().as_u16();
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let (append, total) = match status {
             206 if offset > 0 => {
                 let range = header("content-range").and_then(|v| parse_content_range(&v));
@@ -319,9 +461,21 @@ pub fn download(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress
                 continue;
             }
             404 => return Err(BundleError::NotFound { url: shown }),
-            s => return Err(BundleError::HttpStatus { url: shown, status: s }),
+            s => {
+                return Err(BundleError::HttpStatus {
+                    url: shown,
+                    status: s,
+                });
+            }
         };
-        let mut file = if append { std::fs::OpenOptions::new().append(true).open(part).map_err(io)? } else { std::fs::File::create(part).map_err(io)? };
+        let mut file = if append {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(part)
+                .map_err(io)?
+        } else {
+            std::fs::File::create(part).map_err(io)?
+        };
         let start = if append { offset } else { 0 };
         let pb = progress.bytes(label, total.unwrap_or(0));
         pb.set_position(start);
@@ -340,7 +494,13 @@ pub fn download(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress
                 Err(e) => {
                     file.flush().map_err(io)?;
                     pb.abandon();
-                    return Err(BundleError::Interrupted { url: shown, got, expected: total, partial: part.to_path_buf(), message: e.to_string() });
+                    return Err(BundleError::Interrupted {
+                        url: shown,
+                        got,
+                        expected: total,
+                        partial: part.to_path_buf(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
@@ -349,11 +509,19 @@ pub fn download(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress
         if let Some(t) = total
             && got != t
         {
-            return Err(BundleError::Truncated { url: shown, got, expected: t, partial: part.to_path_buf() });
+            return Err(BundleError::Truncated {
+                url: shown,
+                got,
+                expected: t,
+                partial: part.to_path_buf(),
+            });
         }
         return Ok(());
     }
-    Err(BundleError::Transport { url: shown, message: "the server did not honour the Range request twice".into() })
+    Err(BundleError::Transport {
+        url: shown,
+        message: "the server did not honour the Range request twice".into(),
+    })
 }
 
 /// `bytes <start>-<end>/<total>` → (start, total).
@@ -361,7 +529,11 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, _end) = range.split_once('-')?;
-    let total = if total == "*" { None } else { Some(total.parse().ok()?) };
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
     Some((start.parse().ok()?, total))
 }
 
@@ -371,7 +543,10 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
     }

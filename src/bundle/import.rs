@@ -19,15 +19,28 @@ pub struct ImportReport {
 
 /// Verifies the assets in `dir` against the checksum files in `dir` and any
 /// manifest pins; returns them with their paths in `dir`. Nothing is written.
-pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, arch: Arch, buildkit: bool) -> Result<Vec<ResolvedAsset>, BundleError> {
-    let mut wanted = manifest.required(arch, buildkit)?.into_iter().cloned().collect::<Vec<_>>();
+pub(crate) fn verify_dir(
+    dir: &Path,
+    manifest: &Manifest,
+    arch: Arch,
+    buildkit: bool,
+) -> Result<Vec<ResolvedAsset>, BundleError> {
+    let mut wanted = manifest
+        .required(arch, buildkit)?
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
     if !buildkit
         && let Some(full) = manifest.asset(arch, Role::NerdctlFull)?
         && dir.join(&full.file).is_file()
     {
         wanted.push(full.clone());
     }
-    let missing = |spec: &super::AssetSpec| BundleError::MissingInDir { asset: spec.role.key().to_string(), file: spec.file.clone(), dir: dir.to_path_buf() };
+    let missing = |spec: &super::AssetSpec| BundleError::MissingInDir {
+        asset: spec.role.key().to_string(),
+        file: spec.file.clone(),
+        dir: dir.to_path_buf(),
+    };
     let mut out = Vec::new();
     let mut sums: Vec<(Role, Checksums)> = Vec::new();
     // Checksum files first.
@@ -48,8 +61,15 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, arch: Arch, buildkit: 
                 against: format!("the sha256 pinned in manifest {}", manifest.source),
             });
         }
-        let text = std::fs::read_to_string(&p).map_err(|source| BundleError::Io { path: p.clone(), action: "read", source })?;
-        sums.push((spec.role, Checksums::parse(&p.display().to_string(), &text)?));
+        let text = std::fs::read_to_string(&p).map_err(|source| BundleError::Io {
+            path: p.clone(),
+            action: "read",
+            source,
+        })?;
+        sums.push((
+            spec.role,
+            Checksums::parse(&p.display().to_string(), &text)?,
+        ));
         out.push(asset(manifest, spec, p, sha256, size));
     }
     for spec in wanted.iter().filter(|s| !s.role.is_checksums()) {
@@ -57,17 +77,36 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, arch: Arch, buildkit: 
         if !p.is_file() {
             return Err(missing(spec));
         }
-        let list = &sums.iter().find(|(r, _)| Some(*r) == spec.role.checksums()).expect("checksum file verified").1;
-        let expected = spec.sha256.clone().unwrap_or(list.get(&spec.file)?.to_string());
+        let list = &sums
+            .iter()
+            .find(|(r, _)| Some(*r) == spec.role.checksums())
+            .expect("checksum file verified")
+            .1;
+        let expected = spec
+            .sha256
+            .clone()
+            .unwrap_or(list.get(&spec.file)?.to_string());
         let listed = list.get(&spec.file)?;
         let (actual, size) = super::hash_file(&p)?;
         if actual != listed || actual != expected {
             let (expected, against) = if actual != listed {
-                (listed.to_string(), format!("the checksum file {}", list.source))
+                (
+                    listed.to_string(),
+                    format!("the checksum file {}", list.source),
+                )
             } else {
-                (expected, format!("the sha256 pinned in manifest {}", manifest.source))
+                (
+                    expected,
+                    format!("the sha256 pinned in manifest {}", manifest.source),
+                )
             };
-            return Err(BundleError::ChecksumMismatch { asset: spec.file.clone(), source_desc: p.display().to_string(), expected, actual, against });
+            return Err(BundleError::ChecksumMismatch {
+                asset: spec.file.clone(),
+                source_desc: p.display().to_string(),
+                expected,
+                actual,
+                against,
+            });
         }
         out.push(asset(manifest, spec, p, actual, size));
     }
@@ -77,12 +116,30 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, arch: Arch, buildkit: 
 /// `edgeimg bundle import DIR`: verify everything in `dir` (nothing is stored
 /// unless every wanted file verifies), check it against `lock`'s entry if
 /// there is one, copy into the store and update the lock.
-pub fn import(dir: &Path, manifest: &Manifest, arch: Arch, buildkit: bool, lock: &Path) -> Result<ImportReport, BundleError> {
+pub fn import(
+    dir: &Path,
+    manifest: &Manifest,
+    arch: Arch,
+    buildkit: bool,
+    lock: &Path,
+) -> Result<ImportReport, BundleError> {
     import_into(&Store::open_default(), dir, manifest, arch, buildkit, lock)
 }
 
-pub fn import_into(store: &Store, dir: &Path, manifest: &Manifest, arch: Arch, buildkit: bool, lock: &Path) -> Result<ImportReport, BundleError> {
-    let from_dir = ResolvedBundle::from_assets(manifest, arch, verify_dir(dir, manifest, arch, buildkit)?, Some(dir.to_path_buf()));
+pub fn import_into(
+    store: &Store,
+    dir: &Path,
+    manifest: &Manifest,
+    arch: Arch,
+    buildkit: bool,
+    lock: &Path,
+) -> Result<ImportReport, BundleError> {
+    let from_dir = ResolvedBundle::from_assets(
+        manifest,
+        arch,
+        verify_dir(dir, manifest, arch, buildkit)?,
+        Some(dir.to_path_buf()),
+    );
     from_dir.check_lock(lock)?;
     let _guard = store.lock()?;
     let mut stored = Vec::new();
@@ -94,7 +151,10 @@ pub fn import_into(store: &Store, dir: &Path, manifest: &Manifest, arch: Arch, b
     l.upsert(lock_entry(manifest, arch, &stored));
     l.save(lock)?;
     store.record(index_records(manifest, arch, &stored))?;
-    Ok(ImportReport { bundle: ResolvedBundle::from_assets(manifest, arch, stored, None), lock: lock.to_path_buf() })
+    Ok(ImportReport {
+        bundle: ResolvedBundle::from_assets(manifest, arch, stored, None),
+        lock: lock.to_path_buf(),
+    })
 }
 
 /// One problem `bundle verify` found.
@@ -116,7 +176,9 @@ pub fn verify(lock: &Path) -> Result<usize, BundleError> {
 
 pub fn verify_in(store: &Store, lock: &Path) -> Result<usize, BundleError> {
     if !lock.exists() {
-        return Err(BundleError::NoLock { lock: lock.to_path_buf() });
+        return Err(BundleError::NoLock {
+            lock: lock.to_path_buf(),
+        });
     }
     let l = LockFile::load_or_empty(lock)?;
     let mut problems = Vec::new();
@@ -129,17 +191,43 @@ pub fn verify_in(store: &Store, lock: &Path) -> Result<usize, BundleError> {
                 Some("missing from the store".to_string())
             } else {
                 let (actual, size) = super::hash_file(&path)?;
-                (actual != a.sha256 || size != a.size).then(|| format!("hashes to {actual} ({size} bytes), locked {} ({} bytes)", a.sha256, a.size))
+                (actual != a.sha256 || size != a.size).then(|| {
+                    format!(
+                        "hashes to {actual} ({size} bytes), locked {} ({} bytes)",
+                        a.sha256, a.size
+                    )
+                })
             };
             if let Some(problem) = problem {
-                problems.push(VerifyProblem { bundle: e.name.clone(), arch: e.arch, file: file.clone(), path, problem });
+                problems.push(VerifyProblem {
+                    bundle: e.name.clone(),
+                    arch: e.arch,
+                    file: file.clone(),
+                    path,
+                    problem,
+                });
             }
         }
     }
     if problems.is_empty() {
         return Ok(n);
     }
-    let details =
-        problems.iter().map(|p| format!("  {} ({}) {}: {}: {}", p.bundle, p.arch, p.file, p.path.display(), p.problem)).collect::<Vec<_>>().join("\n");
-    Err(BundleError::VerifyFailed { count: problems.len(), details })
+    let details = problems
+        .iter()
+        .map(|p| {
+            format!(
+                "  {} ({}) {}: {}: {}",
+                p.bundle,
+                p.arch,
+                p.file,
+                p.path.display(),
+                p.problem
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(BundleError::VerifyFailed {
+        count: problems.len(),
+        details,
+    })
 }

@@ -49,22 +49,46 @@ impl LockFile {
     pub fn load_or_empty(path: &Path) -> Result<LockFile, BundleError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockFile { lock_version: 1, bundles: Vec::new() }),
-            Err(source) => return Err(BundleError::Io { path: path.to_path_buf(), action: "read lock file", source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LockFile {
+                    lock_version: 1,
+                    bundles: Vec::new(),
+                });
+            }
+            Err(source) => {
+                return Err(BundleError::Io {
+                    path: path.to_path_buf(),
+                    action: "read lock file",
+                    source,
+                });
+            }
         };
         let l: LockFile = toml::from_str(&text).map_err(|e| BundleError::LockInvalid {
             file: path.to_path_buf(),
-            line: e.span().map(|s| super::manifest::line_of(&text, s.start)).unwrap_or(1),
+            line: e
+                .span()
+                .map(|s| super::manifest::line_of(&text, s.start))
+                .unwrap_or(1),
             message: e.message().trim().to_string(),
         })?;
-        let invalid = |message: String| BundleError::LockInvalid { file: path.to_path_buf(), line: 1, message };
+        let invalid = |message: String| BundleError::LockInvalid {
+            file: path.to_path_buf(),
+            line: 1,
+            message,
+        };
         if l.lock_version != 1 {
-            return Err(invalid(format!("unsupported lock_version {} (this edgeimg reads 1)", l.lock_version)));
+            return Err(invalid(format!(
+                "unsupported lock_version {} (this edgeimg reads 1)",
+                l.lock_version
+            )));
         }
         for e in &l.bundles {
             for (file, a) in &e.assets {
                 if !super::is_sha256(&a.sha256) {
-                    return Err(invalid(format!("bundle {} ({}) asset `{file}`: `{}` is not a lowercase SHA-256", e.name, e.arch, a.sha256)));
+                    return Err(invalid(format!(
+                        "bundle {} ({}) asset `{file}`: `{}` is not a lowercase SHA-256",
+                        e.name, e.arch, a.sha256
+                    )));
                 }
             }
         }
@@ -72,13 +96,19 @@ impl LockFile {
     }
 
     pub fn entry(&self, name: &str, arch: Arch) -> Option<&LockEntry> {
-        self.bundles.iter().find(|e| e.name == name && e.arch == arch)
+        self.bundles
+            .iter()
+            .find(|e| e.name == name && e.arch == arch)
     }
 
     /// Adds `entry`, merging its assets into an existing entry of the same
     /// name and arch (so a later `--buildkit` fetch adds nerdctl_full).
     pub fn upsert(&mut self, entry: LockEntry) {
-        match self.bundles.iter_mut().find(|e| e.name == entry.name && e.arch == entry.arch) {
+        match self
+            .bundles
+            .iter_mut()
+            .find(|e| e.name == entry.name && e.arch == entry.arch)
+        {
             Some(e) => {
                 e.version = entry.version;
                 e.nerdctl_version = entry.nerdctl_version;
@@ -86,17 +116,30 @@ impl LockFile {
             }
             None => self.bundles.push(entry),
         }
-        self.bundles.sort_by(|a, b| (&a.name, a.arch).cmp(&(&b.name, b.arch)));
+        self.bundles
+            .sort_by(|a, b| (&a.name, a.arch).cmp(&(&b.name, b.arch)));
     }
 
     pub fn to_text(&self) -> String {
-        format!("{HEADER}{}", toml::to_string(self).expect("lock serialises"))
+        format!(
+            "{HEADER}{}",
+            toml::to_string(self).expect("lock serialises")
+        )
     }
 
     /// Writes the lock atomically (temporary file + rename).
     pub fn save(&self, path: &Path) -> Result<(), BundleError> {
-        let io = |source| BundleError::Io { path: path.to_path_buf(), action: "write lock file", source };
-        let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("edgeimg.lock")));
+        let io = |source| BundleError::Io {
+            path: path.to_path_buf(),
+            action: "write lock file",
+            source,
+        };
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("edgeimg.lock")
+        ));
         std::fs::write(&tmp, self.to_text()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
@@ -112,7 +155,15 @@ mod tests {
             arch: Arch::Amd64,
             version: "v1.36.4+k3s1".into(),
             nerdctl_version: "2.1.6".into(),
-            assets: [(file.to_string(), LockedAsset { role: Role::K3s, sha256: hash.to_string().repeat(64), size: 3 })].into(),
+            assets: [(
+                file.to_string(),
+                LockedAsset {
+                    role: Role::K3s,
+                    sha256: hash.to_string().repeat(64),
+                    size: 3,
+                },
+            )]
+            .into(),
         }
     }
 
@@ -125,17 +176,30 @@ mod tests {
         l.upsert(entry("nerdctl-full-2.1.6-linux-amd64.tar.gz", 'b'));
         l.save(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("[[bundle]]") && text.contains("[bundle.assets.k3s]"), "{text}");
+        assert!(
+            text.contains("[[bundle]]") && text.contains("[bundle.assets.k3s]"),
+            "{text}"
+        );
         let back = LockFile::load_or_empty(&p).unwrap();
         assert_eq!(back, l);
-        assert_eq!(back.entry("k3s-v1.36.4+k3s1", Arch::Amd64).unwrap().assets.len(), 2);
+        assert_eq!(
+            back.entry("k3s-v1.36.4+k3s1", Arch::Amd64)
+                .unwrap()
+                .assets
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn bad_lock_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("edgeimg.lock");
-        std::fs::write(&p, "lock_version = 1\n\n[[bundle]]\nname = \"x\"\narch = \"mips\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "lock_version = 1\n\n[[bundle]]\nname = \"x\"\narch = \"mips\"\n",
+        )
+        .unwrap();
         let e = LockFile::load_or_empty(&p).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}:5:", p.display())), "{e}");
     }

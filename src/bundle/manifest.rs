@@ -11,7 +11,10 @@ use toml::Spanned;
 use super::{Arch, BundleError, Role};
 
 /// Manifests shipped with edgeimg: (file name without `.toml`, text).
-pub const SHIPPED: &[(&str, &str)] = &[("k3s-v1.36.4+k3s1", include_str!("../../airgap-bundles/k3s-v1.36.4+k3s1.toml"))];
+pub const SHIPPED: &[(&str, &str)] = &[(
+    "k3s-v1.36.4+k3s1",
+    include_str!("../../airgap-bundles/k3s-v1.36.4+k3s1.toml"),
+)];
 
 /// The name of a bundle's own manifest inside a bundle directory (optional;
 /// see [`Manifest::in_dir`]).
@@ -97,38 +100,69 @@ impl Manifest {
         if is_path || p.is_file() {
             return Manifest::load(p);
         }
-        Err(BundleError::UnknownManifest { name: name_or_path.to_string(), known: shipped_names().join(", ") })
+        Err(BundleError::UnknownManifest {
+            name: name_or_path.to_string(),
+            known: shipped_names().join(", "),
+        })
     }
 
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, BundleError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BundleError::Io { path: path.to_path_buf(), action: "read manifest", source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| BundleError::Io {
+            path: path.to_path_buf(),
+            action: "read manifest",
+            source,
+        })?;
         Manifest::parse(&path.display().to_string(), &text)
     }
 
     /// `DIR/bundle.toml` when a bundle directory carries its own manifest.
     pub fn in_dir(dir: &Path) -> Result<Option<Manifest>, BundleError> {
         let p = dir.join(DIR_MANIFEST);
-        if p.is_file() { Manifest::load(&p).map(Some) } else { Ok(None) }
+        if p.is_file() {
+            Manifest::load(&p).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Parses and validates manifest text; `source` names it in errors.
     pub fn parse(source: &str, text: &str) -> Result<Manifest, BundleError> {
         let f: ManifestFile = toml::from_str(text).map_err(|e| toml_error(source, text, &e))?;
-        let invalid = |span: std::ops::Range<usize>, key: &str, message: String| BundleError::ManifestInvalid {
-            file: source.to_string(),
-            line: line_of(text, span.start),
-            key: key.to_string(),
-            message,
+        let invalid = |span: std::ops::Range<usize>, key: &str, message: String| {
+            BundleError::ManifestInvalid {
+                file: source.to_string(),
+                line: line_of(text, span.start),
+                key: key.to_string(),
+                message,
+            }
         };
         if *f.schema.get_ref() != 1 {
-            return Err(invalid(f.schema.span(), "schema", format!("unsupported schema {} (this edgeimg reads 1)", f.schema.get_ref())));
+            return Err(invalid(
+                f.schema.span(),
+                "schema",
+                format!(
+                    "unsupported schema {} (this edgeimg reads 1)",
+                    f.schema.get_ref()
+                ),
+            ));
         }
         let name = f.name.get_ref().clone();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
-            return Err(invalid(f.name.span(), "name", format!("`{name}` must be letters, digits, '-', '_', '.' or '+'")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+        {
+            return Err(invalid(
+                f.name.span(),
+                "name",
+                format!("`{name}` must be letters, digits, '-', '_', '.' or '+'"),
+            ));
         }
-        for (key, v) in [("k3s.version", &f.k3s.version), ("nerdctl.version", &f.nerdctl.version)] {
+        for (key, v) in [
+            ("k3s.version", &f.k3s.version),
+            ("nerdctl.version", &f.nerdctl.version),
+        ] {
             if v.get_ref().trim().is_empty() {
                 return Err(invalid(v.span(), key, "must not be empty".into()));
             }
@@ -137,7 +171,11 @@ impl Manifest {
             Some(u) => {
                 let s = u.get_ref().trim_end_matches('/').to_string();
                 if !(s.starts_with("https://") || s.starts_with("http://")) {
-                    return Err(invalid(u.span(), "upstream", format!("`{s}` is not an http(s) URL")));
+                    return Err(invalid(
+                        u.span(),
+                        "upstream",
+                        format!("`{s}` is not an http(s) URL"),
+                    ));
                 }
                 s
             }
@@ -145,10 +183,13 @@ impl Manifest {
         };
         let mut arches = BTreeMap::new();
         for (arch_key, a) in &f.arch {
-            let arch: Arch = arch_key
-                .get_ref()
-                .parse()
-                .map_err(|_| invalid(arch_key.span(), &format!("arch.{}", arch_key.get_ref()), "unknown architecture (amd64 or arm64)".into()))?;
+            let arch: Arch = arch_key.get_ref().parse().map_err(|_| {
+                invalid(
+                    arch_key.span(),
+                    &format!("arch.{}", arch_key.get_ref()),
+                    "unknown architecture (amd64 or arm64)".into(),
+                )
+            })?;
             let mut assets = Vec::new();
             let entries: [(Role, Option<&AssetFile>); 6] = [
                 (Role::K3s, Some(&a.k3s)),
@@ -165,7 +206,11 @@ impl Manifest {
                     Some(u) => {
                         let s = u.get_ref().clone();
                         if !s.starts_with(&format!("{upstream}/")) {
-                            return Err(invalid(u.span(), &format!("{key}.url"), format!("`{s}` does not start with upstream `{upstream}/`")));
+                            return Err(invalid(
+                                u.span(),
+                                &format!("{key}.url"),
+                                format!("`{s}` does not start with upstream `{upstream}/`"),
+                            ));
                         }
                         Some(s)
                     }
@@ -175,24 +220,50 @@ impl Manifest {
                     (Some(f), _) => f.get_ref().clone(),
                     (None, Some(u)) => u.rsplit('/').next().unwrap_or_default().to_string(),
                     (None, None) => {
-                        return Err(invalid(arch_key.span(), &key, "needs `url` or `file`".into()));
+                        return Err(invalid(
+                            arch_key.span(),
+                            &key,
+                            "needs `url` or `file`".into(),
+                        ));
                     }
                 };
-                if file.is_empty() || file.contains('/') || file.contains('%') || file.starts_with('.') {
-                    let span = asset.file.as_ref().map(|f| f.span()).or(asset.url.as_ref().map(|u| u.span())).unwrap_or(arch_key.span());
-                    return Err(invalid(span, &format!("{key}.file"), format!("`{file}` is not a plain file name (set `file` explicitly)")));
+                if file.is_empty()
+                    || file.contains('/')
+                    || file.contains('%')
+                    || file.starts_with('.')
+                {
+                    let span = asset
+                        .file
+                        .as_ref()
+                        .map(|f| f.span())
+                        .or(asset.url.as_ref().map(|u| u.span()))
+                        .unwrap_or(arch_key.span());
+                    return Err(invalid(
+                        span,
+                        &format!("{key}.file"),
+                        format!("`{file}` is not a plain file name (set `file` explicitly)"),
+                    ));
                 }
                 let sha256 = match &asset.sha256 {
                     Some(h) => {
                         let v = h.get_ref().to_ascii_lowercase();
                         if !super::is_sha256(&v) {
-                            return Err(invalid(h.span(), &format!("{key}.sha256"), format!("`{}` is not a SHA-256 (64 hex digits)", h.get_ref())));
+                            return Err(invalid(
+                                h.span(),
+                                &format!("{key}.sha256"),
+                                format!("`{}` is not a SHA-256 (64 hex digits)", h.get_ref()),
+                            ));
                         }
                         Some(v)
                     }
                     None => None,
                 };
-                assets.push(AssetSpec { role, file, url, sha256 });
+                assets.push(AssetSpec {
+                    role,
+                    file,
+                    url,
+                    sha256,
+                });
             }
             arches.insert(arch, assets);
         }
@@ -217,11 +288,19 @@ impl Manifest {
 
     /// The assets of one architecture.
     pub fn assets(&self, arch: Arch) -> Result<&[AssetSpec], BundleError> {
-        self.arches.get(&arch).map(Vec::as_slice).ok_or_else(|| BundleError::ArchNotInManifest {
-            manifest: self.source.clone(),
-            arch,
-            known: self.arches.keys().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
-        })
+        self.arches
+            .get(&arch)
+            .map(Vec::as_slice)
+            .ok_or_else(|| BundleError::ArchNotInManifest {
+                manifest: self.source.clone(),
+                arch,
+                known: self
+                    .arches
+                    .keys()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// The asset of `role` for `arch`, if the manifest has it.
@@ -240,7 +319,10 @@ impl Manifest {
                 message: "BuildKit was asked for but the manifest has no nerdctl_full asset".into(),
             });
         }
-        Ok(assets.iter().filter(|a| buildkit || a.role != Role::NerdctlFull).collect())
+        Ok(assets
+            .iter()
+            .filter(|a| buildkit || a.role != Role::NerdctlFull)
+            .collect())
     }
 
     /// The version of the component an asset belongs to.
@@ -269,7 +351,10 @@ pub fn shipped_names() -> Vec<&'static str> {
 
 /// Every shipped manifest, parsed.
 pub fn shipped() -> Result<Vec<Manifest>, BundleError> {
-    SHIPPED.iter().map(|(n, t)| Manifest::parse(&format!("built-in {n}"), t)).collect()
+    SHIPPED
+        .iter()
+        .map(|(n, t)| Manifest::parse(&format!("built-in {n}"), t))
+        .collect()
 }
 
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
@@ -283,15 +368,28 @@ pub(crate) fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> Bundl
             let line = line_of(text, span.start);
             let line_text = text.lines().nth(line - 1).unwrap_or_default().trim();
             let key = if line_text.starts_with('[') {
-                line_text.trim_matches(|c| c == '[' || c == ']').trim().to_string()
+                line_text
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .trim()
+                    .to_string()
             } else {
-                line_text.split('=').next().unwrap_or_default().trim().to_string()
+                line_text
+                    .split('=')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
             };
             (line, key)
         }
         None => (1, String::new()),
     };
-    BundleError::ManifestInvalid { file: source.to_string(), line, key, message: e.message().trim().to_string() }
+    BundleError::ManifestInvalid {
+        file: source.to_string(),
+        line,
+        key,
+        message: e.message().trim().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -321,35 +419,67 @@ mod tests {
         let f = |arch, role| m.asset(arch, role).unwrap().unwrap().file.clone();
         assert_eq!(f(Arch::Amd64, Role::K3s), "k3s");
         assert_eq!(f(Arch::Arm64, Role::K3s), "k3s-arm64");
-        assert_eq!(f(Arch::Arm64, Role::AirgapImages), "k3s-airgap-images-arm64.tar.zst");
+        assert_eq!(
+            f(Arch::Arm64, Role::AirgapImages),
+            "k3s-airgap-images-arm64.tar.zst"
+        );
         assert_eq!(f(Arch::Amd64, Role::K3sChecksums), "sha256sum-amd64.txt");
-        assert_eq!(f(Arch::Amd64, Role::Nerdctl), "nerdctl-2.1.6-linux-amd64.tar.gz");
-        assert_eq!(f(Arch::Arm64, Role::NerdctlFull), "nerdctl-full-2.1.6-linux-arm64.tar.gz");
+        assert_eq!(
+            f(Arch::Amd64, Role::Nerdctl),
+            "nerdctl-2.1.6-linux-amd64.tar.gz"
+        );
+        assert_eq!(
+            f(Arch::Arm64, Role::NerdctlFull),
+            "nerdctl-full-2.1.6-linux-arm64.tar.gz"
+        );
         assert_eq!(f(Arch::Amd64, Role::NerdctlChecksums), "SHA256SUMS");
         assert_eq!(m.k3s_version, "v1.36.4+k3s1");
         let k3s = m.asset(Arch::Amd64, Role::K3s).unwrap().unwrap();
-        assert_eq!(m.url_for(k3s, Some("http://127.0.0.1:8080/")).unwrap(), "http://127.0.0.1:8080/k3s-io/k3s/releases/download/v1.36.4%2Bk3s1/k3s");
+        assert_eq!(
+            m.url_for(k3s, Some("http://127.0.0.1:8080/")).unwrap(),
+            "http://127.0.0.1:8080/k3s-io/k3s/releases/download/v1.36.4%2Bk3s1/k3s"
+        );
         assert_eq!(m.required(Arch::Amd64, false).unwrap().len(), 5);
         assert_eq!(m.required(Arch::Amd64, true).unwrap().len(), 6);
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let text = SHIPPED[0].1.replace("[nerdctl]\nversion", "[nerdctl]\nversoin");
+        let text = SHIPPED[0]
+            .1
+            .replace("[nerdctl]\nversion", "[nerdctl]\nversoin");
         let e = Manifest::parse("x.toml", &text).unwrap_err().to_string();
         let line = text.lines().position(|l| l.starts_with("versoin")).unwrap() + 1;
-        assert!(e.starts_with(&format!("x.toml:{line}: key `versoin`")), "{e}");
+        assert!(
+            e.starts_with(&format!("x.toml:{line}: key `versoin`")),
+            "{e}"
+        );
         assert!(e.contains("unknown field"), "{e}");
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let text = SHIPPED[0].1.replacen("{ url = \"https://github.com/k3s-io", "{ sha256 = \"xyz\", url = \"https://github.com/k3s-io", 1);
+        let text = SHIPPED[0].1.replacen(
+            "{ url = \"https://github.com/k3s-io",
+            "{ sha256 = \"xyz\", url = \"https://github.com/k3s-io",
+            1,
+        );
         let e = Manifest::parse("x.toml", &text).unwrap_err().to_string();
-        assert!(e.contains("key `arch.amd64.k3s.sha256`") && e.contains("`xyz` is not a SHA-256"), "{e}");
-        let text = SHIPPED[0].1.replacen("https://github.com/containerd", "https://example.com/containerd", 1);
+        assert!(
+            e.contains("key `arch.amd64.k3s.sha256`") && e.contains("`xyz` is not a SHA-256"),
+            "{e}"
+        );
+        let text = SHIPPED[0].1.replacen(
+            "https://github.com/containerd",
+            "https://example.com/containerd",
+            1,
+        );
         let e = Manifest::parse("x.toml", &text).unwrap_err().to_string();
-        assert!(e.contains("key `arch.amd64.nerdctl.url`") && e.contains("does not start with upstream"), "{e}");
+        assert!(
+            e.contains("key `arch.amd64.nerdctl.url`")
+                && e.contains("does not start with upstream"),
+            "{e}"
+        );
         let text = SHIPPED[0].1.replace("[arch.arm64]", "[arch.riscv64]");
         let e = Manifest::parse("x.toml", &text).unwrap_err().to_string();
         assert!(e.contains("key `arch.riscv64`"), "{e}");

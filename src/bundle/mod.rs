@@ -134,27 +134,63 @@ impl fmt::Display for Role {
 #[derive(Debug, Error)]
 pub enum BundleError {
     #[error("{file}:{line}: key `{key}`: {message}")]
-    ManifestInvalid { file: String, line: usize, key: String, message: String },
-    #[error("unknown bundle manifest `{name}` (shipped: {known}; a manifest file is named by a path ending in .toml)")]
+    ManifestInvalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "unknown bundle manifest `{name}` (shipped: {known}; a manifest file is named by a path ending in .toml)"
+    )]
     UnknownManifest { name: String, known: String },
     #[error("unknown architecture `{0}` (amd64 or arm64)")]
     UnknownArch(String),
     #[error("manifest {manifest} has no assets for {arch} (it has: {known})")]
-    ArchNotInManifest { manifest: String, arch: Arch, known: String },
+    ArchNotInManifest {
+        manifest: String,
+        arch: Arch,
+        known: String,
+    },
     #[error("cannot {action} {}: {source}", path.display())]
-    Io { path: PathBuf, action: &'static str, source: std::io::Error },
-    #[error("{url}: not found (HTTP 404); check the manifest's URL and the mirror (--mirror / EDGEIMG_BUNDLE_MIRROR)")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "{url}: not found (HTTP 404); check the manifest's URL and the mirror (--mirror / EDGEIMG_BUNDLE_MIRROR)"
+    )]
     NotFound { url: String },
     #[error("{url}: HTTP {status}")]
     HttpStatus { url: String, status: u16 },
     #[error("{url}: {message}")]
     Transport { url: String, message: String },
     #[error("{url}: download interrupted after {got} of {} bytes ({message}); the partial file {} is kept: run the same command again to resume", expected.map(|e| e.to_string()).unwrap_or_else(|| "?".into()), partial.display())]
-    Interrupted { url: String, got: u64, expected: Option<u64>, partial: PathBuf, message: String },
+    Interrupted {
+        url: String,
+        got: u64,
+        expected: Option<u64>,
+        partial: PathBuf,
+        message: String,
+    },
     #[error("{url}: the server sent {got} bytes but announced {expected} (truncated); the partial file {} is kept: run again to resume", partial.display())]
-    Truncated { url: String, got: u64, expected: u64, partial: PathBuf },
-    #[error("{asset} ({source_desc}): SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached")]
-    ChecksumMismatch { asset: String, source_desc: String, expected: String, actual: String, against: String },
+    Truncated {
+        url: String,
+        got: u64,
+        expected: u64,
+        partial: PathBuf,
+    },
+    #[error(
+        "{asset} ({source_desc}): SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached"
+    )]
+    ChecksumMismatch {
+        asset: String,
+        source_desc: String,
+        expected: String,
+        actual: String,
+        against: String,
+    },
     #[error("{asset} is not listed in the checksum file {checksums}")]
     NotInChecksums { asset: String, checksums: String },
     #[error("{file}:{line}: not a checksum line (`<sha256>  <file>`)")]
@@ -162,7 +198,11 @@ pub enum BundleError {
     #[error(transparent)]
     LockMismatch(Box<LockMismatch>),
     #[error("{}:{line}: {message}", file.display())]
-    LockInvalid { file: PathBuf, line: usize, message: String },
+    LockInvalid {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error(
         "K3s bundle {bundle} ({arch}) is not cached{}: {missing}. Get it with `edgeimg bundle fetch {bundle} --arch {arch}{buildkit_flag}` on a connected machine, \
          or carry the files in and run `edgeimg bundle import DIR --manifest {bundle} --arch {arch}{buildkit_flag}`, \
@@ -170,12 +210,29 @@ pub enum BundleError {
         lock.as_ref().map(|l| format!(" (lock {})", l.display())).unwrap_or_default(),
         buildkit_flag = if *buildkit { " --buildkit" } else { "" }
     )]
-    NotCached { bundle: String, arch: Arch, buildkit: bool, lock: Option<PathBuf>, missing: String },
+    NotCached {
+        bundle: String,
+        arch: Arch,
+        buildkit: bool,
+        lock: Option<PathBuf>,
+        missing: String,
+    },
     #[error("{asset}: the cached file {} hashes to {actual}, not {expected} as locked; the store is corrupt: delete that file and run `edgeimg bundle fetch` (or `bundle import`) again", path.display())]
-    StoreCorrupt { asset: String, path: PathBuf, expected: String, actual: String },
+    StoreCorrupt {
+        asset: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("{asset}: {} is missing from the bundle directory {}", file, dir.display())]
-    MissingInDir { asset: String, file: String, dir: PathBuf },
-    #[error("{asset}: the manifest {manifest} has no URL for it; carry it in with `edgeimg bundle import`")]
+    MissingInDir {
+        asset: String,
+        file: String,
+        dir: PathBuf,
+    },
+    #[error(
+        "{asset}: the manifest {manifest} has no URL for it; carry it in with `edgeimg bundle import`"
+    )]
     NoUrl { asset: String, manifest: String },
     #[error("no lock file {}: run `edgeimg bundle fetch` or `edgeimg bundle import` first, or pass --lock", lock.display())]
     NoLock { lock: PathBuf },
@@ -240,14 +297,29 @@ pub struct ResolvedBundle {
 impl ResolvedBundle {
     /// Every asset, checksum files included, in role order.
     pub fn assets(&self) -> Vec<&ResolvedAsset> {
-        let mut v = vec![&self.k3s, &self.airgap_images, &self.k3s_checksums, &self.nerdctl];
+        let mut v = vec![
+            &self.k3s,
+            &self.airgap_images,
+            &self.k3s_checksums,
+            &self.nerdctl,
+        ];
         v.extend(self.nerdctl_full.as_ref());
         v.push(&self.nerdctl_checksums);
         v
     }
 
-    fn from_assets(m: &Manifest, arch: Arch, mut assets: Vec<ResolvedAsset>, dir: Option<PathBuf>) -> ResolvedBundle {
-        let mut take = |role: Role| assets.iter().position(|a| a.role == role).map(|i| assets.swap_remove(i));
+    fn from_assets(
+        m: &Manifest,
+        arch: Arch,
+        mut assets: Vec<ResolvedAsset>,
+        dir: Option<PathBuf>,
+    ) -> ResolvedBundle {
+        let mut take = |role: Role| {
+            assets
+                .iter()
+                .position(|a| a.role == role)
+                .map(|i| assets.swap_remove(i))
+        };
         let k3s = take(Role::K3s).expect("k3s resolved");
         let airgap_images = take(Role::AirgapImages).expect("airgap resolved");
         let nerdctl = take(Role::Nerdctl).expect("nerdctl resolved");
@@ -274,7 +346,9 @@ impl ResolvedBundle {
     /// silently differ from what was locked). A missing lock file is fine.
     pub fn check_lock(&self, lock: &Path) -> Result<(), BundleError> {
         let l = LockFile::load_or_empty(lock)?;
-        let Some(entry) = l.entry(&self.name, self.arch) else { return Ok(()) };
+        let Some(entry) = l.entry(&self.name, self.arch) else {
+            return Ok(());
+        };
         for a in self.assets() {
             if let Some(locked) = entry.assets.get(&a.file)
                 && locked.sha256 != a.sha256
@@ -303,17 +377,38 @@ impl ResolvedBundle {
 /// `edgeimg bundle import` and `--bundle`) when the lock has no entry or a file
 /// is not in the store; [`BundleError::StoreCorrupt`] when a stored file's hash
 /// differs from the lock.
-pub fn resolve(manifest: &Manifest, lock: &Path, arch: Arch, buildkit: bool) -> Result<ResolvedBundle, BundleError> {
+pub fn resolve(
+    manifest: &Manifest,
+    lock: &Path,
+    arch: Arch,
+    buildkit: bool,
+) -> Result<ResolvedBundle, BundleError> {
     resolve_in(&Store::open_default(), manifest, lock, arch, buildkit)
 }
 
 /// [`resolve`] against a given store.
-pub fn resolve_in(store: &Store, manifest: &Manifest, lock: &Path, arch: Arch, buildkit: bool) -> Result<ResolvedBundle, BundleError> {
+pub fn resolve_in(
+    store: &Store,
+    manifest: &Manifest,
+    lock: &Path,
+    arch: Arch,
+    buildkit: bool,
+) -> Result<ResolvedBundle, BundleError> {
     let required = manifest.required(arch, buildkit)?;
     let l = LockFile::load_or_empty(lock)?;
-    let not_cached = |missing: String| BundleError::NotCached { bundle: manifest.name.clone(), arch, buildkit, lock: Some(lock.to_path_buf()), missing };
+    let not_cached = |missing: String| BundleError::NotCached {
+        bundle: manifest.name.clone(),
+        arch,
+        buildkit,
+        lock: Some(lock.to_path_buf()),
+        missing,
+    };
     let Some(entry) = l.entry(&manifest.name, arch) else {
-        return Err(not_cached(if lock.exists() { "the lock has no entry for it".into() } else { "no lock file".into() }));
+        return Err(not_cached(if lock.exists() {
+            "the lock has no entry for it".into()
+        } else {
+            "no lock file".into()
+        }));
     };
     let mut missing = Vec::new();
     let mut assets = Vec::new();
@@ -348,18 +443,34 @@ pub fn resolve_in(store: &Store, manifest: &Manifest, lock: &Path, arch: Arch, b
 /// taken when present otherwise. Does not consult a lock: see
 /// [`ResolvedBundle::check_lock`]. Use [`Manifest::in_dir`] first when the
 /// directory may carry its own `bundle.toml`.
-pub fn from_dir(dir: &Path, manifest: &Manifest, arch: Arch, buildkit: bool) -> Result<ResolvedBundle, BundleError> {
+pub fn from_dir(
+    dir: &Path,
+    manifest: &Manifest,
+    arch: Arch,
+    buildkit: bool,
+) -> Result<ResolvedBundle, BundleError> {
     let assets = import::verify_dir(dir, manifest, arch, buildkit)?;
-    Ok(ResolvedBundle::from_assets(manifest, arch, assets, Some(dir.to_path_buf())))
+    Ok(ResolvedBundle::from_assets(
+        manifest,
+        arch,
+        assets,
+        Some(dir.to_path_buf()),
+    ))
 }
 
 pub(crate) fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// SHA-256 and length of a file.
 pub fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
-    let io = |source| BundleError::Io { path: path.to_path_buf(), action: "read", source };
+    let io = |source| BundleError::Io {
+        path: path.to_path_buf(),
+        action: "read",
+        source,
+    };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -398,12 +509,21 @@ mod tests {
     fn arch_parses_board_spellings() {
         assert_eq!("x86_64".parse::<Arch>().unwrap(), Arch::Amd64);
         assert_eq!("aarch64".parse::<Arch>().unwrap(), Arch::Arm64);
-        assert!("riscv64".parse::<Arch>().unwrap_err().to_string().contains("riscv64"));
+        assert!(
+            "riscv64"
+                .parse::<Arch>()
+                .unwrap_err()
+                .to_string()
+                .contains("riscv64")
+        );
     }
 
     #[test]
     fn redact_hides_credentials() {
-        assert_eq!(redact("https://u:tok@mirror.example/x@y"), "https://***@mirror.example/x@y");
+        assert_eq!(
+            redact("https://u:tok@mirror.example/x@y"),
+            "https://***@mirror.example/x@y"
+        );
         assert_eq!(redact("https://github.com/a"), "https://github.com/a");
     }
 
@@ -412,8 +532,20 @@ mod tests {
         let m = Manifest::find("k3s-v1.36.4+k3s1").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("bundles"));
-        let e = resolve_in(&store, &m, &dir.path().join("edgeimg.lock"), Arch::Arm64, true).unwrap_err().to_string();
-        for s in ["edgeimg bundle fetch k3s-v1.36.4+k3s1 --arch arm64 --buildkit", "edgeimg bundle import", "--bundle"] {
+        let e = resolve_in(
+            &store,
+            &m,
+            &dir.path().join("edgeimg.lock"),
+            Arch::Arm64,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        for s in [
+            "edgeimg bundle fetch k3s-v1.36.4+k3s1 --arch arm64 --buildkit",
+            "edgeimg bundle import",
+            "--bundle",
+        ] {
             assert!(e.contains(s), "{e}");
         }
     }

@@ -73,7 +73,12 @@ impl Store {
         }
         let (actual, _) = super::hash_file(&p)?;
         if actual != sha256 {
-            return Err(BundleError::StoreCorrupt { asset: asset.to_string(), path: p, expected: sha256.to_string(), actual });
+            return Err(BundleError::StoreCorrupt {
+                asset: asset.to_string(),
+                path: p,
+                expected: sha256.to_string(),
+                actual,
+            });
         }
         Ok(Some(p))
     }
@@ -83,8 +88,16 @@ impl Store {
     pub fn insert(&self, verified: &Path, sha256: &str) -> Result<PathBuf, BundleError> {
         let dest = self.path(sha256);
         let dir = dest.parent().expect("store path has a parent");
-        std::fs::create_dir_all(dir).map_err(|source| BundleError::Io { path: dir.to_path_buf(), action: "create", source })?;
-        let io = |source| BundleError::Io { path: dest.clone(), action: "store", source };
+        std::fs::create_dir_all(dir).map_err(|source| BundleError::Io {
+            path: dir.to_path_buf(),
+            action: "create",
+            source,
+        })?;
+        let io = |source| BundleError::Io {
+            path: dest.clone(),
+            action: "store",
+            source,
+        };
         std::fs::set_permissions(verified, std::fs::Permissions::from_mode(0o444)).map_err(io)?;
         std::fs::rename(verified, &dest).map_err(io)?;
         Ok(dest)
@@ -92,15 +105,28 @@ impl Store {
 
     /// Copies `src` into the store through a temporary file whose hash is
     /// checked against `sha256` (so a file changing under us cannot slip in).
-    pub fn insert_copy(&self, src: &Path, sha256: &str, asset: &str) -> Result<PathBuf, BundleError> {
+    pub fn insert_copy(
+        &self,
+        src: &Path,
+        sha256: &str,
+        asset: &str,
+    ) -> Result<PathBuf, BundleError> {
         let dest = self.path(sha256);
         if dest.is_file() && self.check(sha256, asset).is_ok() {
             return Ok(dest);
         }
         let pd = self.partial_dir();
-        std::fs::create_dir_all(&pd).map_err(|source| BundleError::Io { path: pd.clone(), action: "create", source })?;
+        std::fs::create_dir_all(&pd).map_err(|source| BundleError::Io {
+            path: pd.clone(),
+            action: "create",
+            source,
+        })?;
         let tmp = pd.join(format!("{sha256}.import"));
-        std::fs::copy(src, &tmp).map_err(|source| BundleError::Io { path: src.to_path_buf(), action: "copy into the store", source })?;
+        std::fs::copy(src, &tmp).map_err(|source| BundleError::Io {
+            path: src.to_path_buf(),
+            action: "copy into the store",
+            source,
+        })?;
         let (actual, _) = super::hash_file(&tmp)?;
         if actual != sha256 {
             let _ = std::fs::remove_file(&tmp);
@@ -109,7 +135,9 @@ impl Store {
                 source_desc: src.display().to_string(),
                 expected: sha256.to_string(),
                 actual,
-                against: "the hash checked a moment earlier (the file changed while being imported)".into(),
+                against:
+                    "the hash checked a moment earlier (the file changed while being imported)"
+                        .into(),
             });
         }
         if dest.exists() {
@@ -122,7 +150,11 @@ impl Store {
     /// Serialises fetches and imports on this store.
     pub fn lock(&self) -> Result<crate::cache::Lock, BundleError> {
         let p = self.root.join(".lock");
-        crate::cache::Lock::acquire(&p).map_err(|e| BundleError::Io { path: p, action: "lock", source: std::io::Error::other(format!("{e:#}")) })
+        crate::cache::Lock::acquire(&p).map_err(|e| BundleError::Io {
+            path: p,
+            action: "lock",
+            source: std::io::Error::other(format!("{e:#}")),
+        })
     }
 
     fn index_path(&self) -> PathBuf {
@@ -136,32 +168,56 @@ impl Store {
         let text = match std::fs::read_to_string(&p) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(BundleError::Io { path: p, action: "read", source }),
+            Err(source) => {
+                return Err(BundleError::Io {
+                    path: p,
+                    action: "read",
+                    source,
+                });
+            }
         };
         let i: Index = toml::from_str(&text).map_err(|e| BundleError::LockInvalid {
             file: p.clone(),
-            line: e.span().map(|s| super::manifest::line_of(&text, s.start)).unwrap_or(1),
+            line: e
+                .span()
+                .map(|s| super::manifest::line_of(&text, s.start))
+                .unwrap_or(1),
             message: e.message().trim().to_string(),
         })?;
         Ok(i.files)
     }
 
     /// Records where stored files came from (call with the store lock held).
-    pub fn record(&self, records: impl IntoIterator<Item = IndexRecord>) -> Result<(), BundleError> {
+    pub fn record(
+        &self,
+        records: impl IntoIterator<Item = IndexRecord>,
+    ) -> Result<(), BundleError> {
         let mut files = self.index()?;
         files.extend(records);
         files.sort();
         files.dedup();
         let p = self.index_path();
         let tmp = self.root.join(".index.toml.tmp");
-        let io = |source| BundleError::Io { path: p.clone(), action: "write", source };
+        let io = |source| BundleError::Io {
+            path: p.clone(),
+            action: "write",
+            source,
+        };
         std::fs::create_dir_all(&self.root).map_err(io)?;
-        std::fs::write(&tmp, toml::to_string(&Index { files }).expect("index serialises")).map_err(io)?;
+        std::fs::write(
+            &tmp,
+            toml::to_string(&Index { files }).expect("index serialises"),
+        )
+        .map_err(io)?;
         std::fs::rename(&tmp, &p).map_err(io)
     }
 
     /// Index records whose file is present in the store (not re-hashed).
     pub fn listing(&self) -> Result<Vec<IndexRecord>, BundleError> {
-        Ok(self.index()?.into_iter().filter(|r| self.path(&r.sha256).is_file()).collect())
+        Ok(self
+            .index()?
+            .into_iter()
+            .filter(|r| self.path(&r.sha256).is_file())
+            .collect())
     }
 }

@@ -21,7 +21,10 @@ impl Checksums {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || BundleError::ChecksumSyntax { file: source.to_string(), line: i + 1 };
+            let bad = || BundleError::ChecksumSyntax {
+                file: source.to_string(),
+                line: i + 1,
+            };
             let (hash, name) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
             let hash = hash.to_ascii_lowercase();
             let name = name.trim_start().trim_start_matches('*');
@@ -31,12 +34,21 @@ impl Checksums {
             let base = name.rsplit('/').next().unwrap_or(name);
             sums.insert(base.to_string(), hash);
         }
-        Ok(Checksums { source: source.to_string(), sums })
+        Ok(Checksums {
+            source: source.to_string(),
+            sums,
+        })
     }
 
     /// The SHA-256 listed for `file`.
     pub fn get(&self, file: &str) -> Result<&str, BundleError> {
-        self.sums.get(file).map(String::as_str).ok_or_else(|| BundleError::NotInChecksums { asset: file.to_string(), checksums: self.source.clone() })
+        self.sums
+            .get(file)
+            .map(String::as_str)
+            .ok_or_else(|| BundleError::NotInChecksums {
+                asset: file.to_string(),
+                checksums: self.source.clone(),
+            })
     }
 }
 
@@ -51,13 +63,23 @@ mod tests {
         let text = format!("{a}  k3s\n\n{b} *./dist/k3s-airgap-images-amd64.tar.zst\n");
         let c = Checksums::parse("sha256sum-amd64.txt", &text).unwrap();
         assert_eq!(c.get("k3s").unwrap(), a);
-        assert_eq!(c.get("k3s-airgap-images-amd64.tar.zst").unwrap(), "b".repeat(64));
-        assert!(c.get("k3s-arm64").unwrap_err().to_string().contains("sha256sum-amd64.txt"));
+        assert_eq!(
+            c.get("k3s-airgap-images-amd64.tar.zst").unwrap(),
+            "b".repeat(64)
+        );
+        assert!(
+            c.get("k3s-arm64")
+                .unwrap_err()
+                .to_string()
+                .contains("sha256sum-amd64.txt")
+        );
     }
 
     #[test]
     fn rejects_garbage_with_line() {
-        let e = Checksums::parse("SHA256SUMS", "\nnot a hash  x\n").unwrap_err().to_string();
+        let e = Checksums::parse("SHA256SUMS", "\nnot a hash  x\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "SHA256SUMS:2: not a checksum line (`<sha256>  <file>`)");
     }
 }

@@ -94,12 +94,14 @@ pub enum Command {
     /// List the boards edgeimg can build for.
     Boards,
     /// Write an image to an SD card, USB stick or disk (only mapped blocks), then verify it.
-    #[command(long_about = "Write an image (.img, .img.zst or .img.xz) to an SD card, USB stick or disk.\n\n\
+    #[command(
+        long_about = "Write an image (.img, .img.zst or .img.xz) to an SD card, USB stick or disk.\n\n\
 Decompresses as it streams, writes only the blocks the .bmap beside the image maps, syncs, then \
 reads every written range back and checks its SHA-256. Refuses a device that is mounted (or any \
 of its partitions is), the disk holding / or /boot, a partition, a target smaller than the image, \
 and a regular file unless --to-file is given. Without --yes it shows the device's model, size \
-and partitions and asks.")]
+and partitions and asks."
+    )]
     Flash(FlashArgs),
     /// Show an image's partition table, filesystems, board, K3s, images, SELinux mode and inputs.
     Inspect {

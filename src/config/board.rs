@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-use super::size::Bytes;
 use super::ConfigError;
+use super::size::Bytes;
 
 /// Board files shipped with edgeimg, by name.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -127,16 +127,29 @@ impl Board {
 
     /// Checks the combinations serde cannot (firmware vs. table vs. QEMU boot).
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let bad = |message: String| ConfigError::Toml { file: file.to_string(), message };
+        let bad = |message: String| ConfigError::Toml {
+            file: file.to_string(),
+            message,
+        };
         match self.firmware {
-            Firmware::Rpi if self.rpi.is_none() => return Err(bad("firmware = \"rpi\" needs an [rpi] section".into())),
-            Firmware::Uefi if self.qemu.boot == QemuBoot::Uefi && (self.qemu.firmware_code.is_none() || self.qemu.firmware_vars.is_none()) => {
-                return Err(bad("qemu.boot = \"uefi\" needs qemu.firmware_code and qemu.firmware_vars".into()))
+            Firmware::Rpi if self.rpi.is_none() => {
+                return Err(bad("firmware = \"rpi\" needs an [rpi] section".into()));
+            }
+            Firmware::Uefi
+                if self.qemu.boot == QemuBoot::Uefi
+                    && (self.qemu.firmware_code.is_none() || self.qemu.firmware_vars.is_none()) =>
+            {
+                return Err(bad(
+                    "qemu.boot = \"uefi\" needs qemu.firmware_code and qemu.firmware_vars".into(),
+                ));
             }
             _ => {}
         }
         if !["amd64", "arm64"].contains(&self.arch.as_str()) {
-            return Err(bad(format!("arch `{}` is not supported (amd64, arm64)", self.arch)));
+            return Err(bad(format!(
+                "arch `{}` is not supported (amd64, arm64)",
+                self.arch
+            )));
         }
         Ok(())
     }
@@ -148,22 +161,36 @@ pub fn names() -> Vec<&'static str> {
 
 /// Loads an embedded board by name.
 pub fn load(name: &str) -> Result<Board, ConfigError> {
-    let (_, text) = EMBEDDED
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| ConfigError::UnknownBoard { name: name.to_string(), known: names().join(", "), at: None })?;
+    let (_, text) =
+        EMBEDDED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| ConfigError::UnknownBoard {
+                name: name.to_string(),
+                known: names().join(", "),
+                at: None,
+            })?;
     let file = format!("boards/{name}.toml (embedded)");
-    let bad = |e: toml::de::Error| ConfigError::Toml { file: file.clone(), message: e.to_string() };
+    let bad = |e: toml::de::Error| ConfigError::Toml {
+        file: file.clone(),
+        message: e.to_string(),
+    };
     let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
     // `inherits = "other"`: a board that differs from another only in a few keys
     // (Pi 400 and CM4 from rpi4) names it and overrides top-level keys.
     if let Some(parent) = table.remove("inherits") {
-        let parent = parent.as_str().ok_or_else(|| ConfigError::Toml { file: file.clone(), message: "`inherits` must be a board name".into() })?;
-        let (_, parent_text) = EMBEDDED.iter().find(|(n, _)| *n == parent && *n != name).ok_or_else(|| ConfigError::UnknownBoard {
-            name: parent.to_string(),
-            known: names().join(", "),
-            at: Some(format!("{file}: key `inherits`")),
+        let parent = parent.as_str().ok_or_else(|| ConfigError::Toml {
+            file: file.clone(),
+            message: "`inherits` must be a board name".into(),
         })?;
+        let (_, parent_text) = EMBEDDED
+            .iter()
+            .find(|(n, _)| *n == parent && *n != name)
+            .ok_or_else(|| ConfigError::UnknownBoard {
+                name: parent.to_string(),
+                known: names().join(", "),
+                at: Some(format!("{file}: key `inherits`")),
+            })?;
         let mut merged: toml::Table = toml::from_str(parent_text).map_err(bad)?;
         merged.extend(table);
         table = merged;

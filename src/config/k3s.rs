@@ -91,27 +91,60 @@ pub fn validate(
     }
     if let Some(server) = &s.server {
         if !server.get_ref().starts_with("https://") {
-            return Err(invalid(server.span(), "k3s.server", format!("`{}` must be an https:// URL (e.g. https://10.0.0.1:6443)", server.get_ref())));
+            return Err(invalid(
+                server.span(),
+                "k3s.server",
+                format!(
+                    "`{}` must be an https:// URL (e.g. https://10.0.0.1:6443)",
+                    server.get_ref()
+                ),
+            ));
         }
     } else if s.role == K3sRole::Agent {
-        return Err(invalid(0..0, "k3s.role", "role \"agent\" needs k3s.server (or set it per node in node.toml)".into()));
+        return Err(invalid(
+            0..0,
+            "k3s.role",
+            "role \"agent\" needs k3s.server (or set it per node in node.toml)".into(),
+        ));
     }
     for l in &s.node_labels {
         if !l.get_ref().contains('=') || l.get_ref().contains(char::is_whitespace) {
-            return Err(invalid(l.span(), "k3s.node_labels", format!("`{}` is not key=value", l.get_ref())));
+            return Err(invalid(
+                l.span(),
+                "k3s.node_labels",
+                format!("`{}` is not key=value", l.get_ref()),
+            ));
         }
     }
     for t in &s.node_taints {
-        let ok = t.get_ref().split_once(':').is_some_and(|(_, e)| ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e));
+        let ok = t
+            .get_ref()
+            .split_once(':')
+            .is_some_and(|(_, e)| ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e));
         if !ok {
-            return Err(invalid(t.span(), "k3s.node_taints", format!("`{}` is not key=value:Effect (NoSchedule, PreferNoSchedule, NoExecute)", t.get_ref())));
+            return Err(invalid(
+                t.span(),
+                "k3s.node_taints",
+                format!(
+                    "`{}` is not key=value:Effect (NoSchedule, PreferNoSchedule, NoExecute)",
+                    t.get_ref()
+                ),
+            ));
         }
     }
     let mut images = Vec::new();
     for i in &s.images {
         let p = base_dir.join(i.get_ref());
         if !p.is_file() {
-            return Err(invalid(i.span(), "k3s.images", format!("`{}` is not a file (resolved to {})", i.get_ref(), p.display())));
+            return Err(invalid(
+                i.span(),
+                "k3s.images",
+                format!(
+                    "`{}` is not a file (resolved to {})",
+                    i.get_ref(),
+                    p.display()
+                ),
+            ));
         }
         images.push(p);
     }

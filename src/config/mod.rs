@@ -25,13 +25,25 @@ pub const HOSTNAME_PLACEHOLDERS: &[&str] = &["name", "board", "machine_id", "mac
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
     #[error("{}unknown board `{name}` (known boards: {known})", at.as_deref().map(|a| format!("{a}: ")).unwrap_or_default())]
-    UnknownBoard { name: String, known: String, at: Option<String> },
+    UnknownBoard {
+        name: String,
+        known: String,
+        at: Option<String>,
+    },
     #[error("{file}:{line}: key `{key}`: {message}")]
-    Invalid { file: String, line: usize, key: String, message: String },
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
 }
 
 /// Everything a build needs to know, merged and validated.
@@ -62,11 +74,24 @@ pub struct Config {
 pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config, ConfigError> {
     let (source, text, base_dir) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: p.display().to_string(), source })?;
-            (p.display().to_string(), text, p.parent().map(Path::to_path_buf).unwrap_or_default())
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                file: p.display().to_string(),
+                source,
+            })?;
+            (
+                p.display().to_string(),
+                text,
+                p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            )
         }
-        None if Path::new("edgeimg.toml").exists() => return load(Some(Path::new("edgeimg.toml")), board_override),
-        None => ("built-in default".to_string(), DEFAULT_CONFIG.to_string(), PathBuf::from(".")),
+        None if Path::new("edgeimg.toml").exists() => {
+            return load(Some(Path::new("edgeimg.toml")), board_override);
+        }
+        None => (
+            "built-in default".to_string(),
+            DEFAULT_CONFIG.to_string(),
+            PathBuf::from("."),
+        ),
     };
     parse(&source, &text, &base_dir, board_override)
 }
@@ -76,8 +101,16 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-pub fn parse(source: &str, text: &str, base_dir: &Path, board_override: Option<&str>) -> Result<Config, ConfigError> {
-    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Toml { file: source.to_string(), message: e.to_string() })?;
+pub fn parse(
+    source: &str,
+    text: &str,
+    base_dir: &Path,
+    board_override: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Toml {
+        file: source.to_string(),
+        message: e.to_string(),
+    })?;
     let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
         file: source.to_string(),
         line: line_of(text, span.start),
@@ -86,8 +119,17 @@ pub fn parse(source: &str, text: &str, base_dir: &Path, board_override: Option<&
     };
 
     let name = file.image.name.get_ref().clone();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
-        return Err(invalid(file.image.name.span(), "image.name", format!("`{name}` must be letters, digits, '-', '_' or '.' (it becomes a file name)")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || name.starts_with('.')
+    {
+        return Err(invalid(
+            file.image.name.span(),
+            "image.name",
+            format!("`{name}` must be letters, digits, '-', '_' or '.' (it becomes a file name)"),
+        ));
     }
 
     let board_name = match (board_override, &file.image.board) {
@@ -95,50 +137,96 @@ pub fn parse(source: &str, text: &str, base_dir: &Path, board_override: Option<&
         (None, Some(b)) => b.get_ref().clone(),
         (None, None) => "x86_64".to_string(),
     };
-    let board = board::load(&board_name).map_err(|e| match (e, board_override, &file.image.board) {
-        (ConfigError::UnknownBoard { name, known, .. }, None, Some(b)) => {
-            ConfigError::UnknownBoard { name, known, at: Some(format!("{source}:{}: key `image.board`", line_of(text, b.span().start))) }
-        }
-        (ConfigError::UnknownBoard { name, known, .. }, Some(_), _) => ConfigError::UnknownBoard { name, known, at: Some("--board".into()) },
-        (e, _, _) => e,
-    })?;
+    let board =
+        board::load(&board_name).map_err(|e| match (e, board_override, &file.image.board) {
+            (ConfigError::UnknownBoard { name, known, .. }, None, Some(b)) => {
+                ConfigError::UnknownBoard {
+                    name,
+                    known,
+                    at: Some(format!(
+                        "{source}:{}: key `image.board`",
+                        line_of(text, b.span().start)
+                    )),
+                }
+            }
+            (ConfigError::UnknownBoard { name, known, .. }, Some(_), _) => {
+                ConfigError::UnknownBoard {
+                    name,
+                    known,
+                    at: Some("--board".into()),
+                }
+            }
+            (e, _, _) => e,
+        })?;
 
     let suite = file.base.suite.get_ref().clone();
     if !SUITES.contains(&suite.as_str()) {
-        return Err(invalid(file.base.suite.span(), "base.suite", format!("unsupported suite `{suite}` (supported: {})", SUITES.join(", "))));
+        return Err(invalid(
+            file.base.suite.span(),
+            "base.suite",
+            format!(
+                "unsupported suite `{suite}` (supported: {})",
+                SUITES.join(", ")
+            ),
+        ));
     }
 
     let pattern = file.image.hostname.get_ref().clone();
-    validate_hostname_pattern(&pattern).map_err(|m| invalid(file.image.hostname.span(), "image.hostname", m))?;
+    validate_hostname_pattern(&pattern)
+        .map_err(|m| invalid(file.image.hostname.span(), "image.hostname", m))?;
 
     let mut extra_packages = Vec::new();
     for p in &file.base.packages {
         let n = p.get_ref();
         let ok = n.len() >= 2
-            && n.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
         if !ok {
-            return Err(invalid(p.span(), "base.packages", format!("`{n}` is not a Debian package name")));
+            return Err(invalid(
+                p.span(),
+                "base.packages",
+                format!("`{n}` is not a Debian package name"),
+            ));
         }
         extra_packages.push(n.clone());
     }
 
     for (i, u) in file.users.iter().enumerate() {
-        u.validate().map_err(|m| ConfigError::Invalid { file: source.to_string(), line: 0, key: format!("users[{i}]"), message: m.to_string() })?;
+        u.validate().map_err(|m| ConfigError::Invalid {
+            file: source.to_string(),
+            line: 0,
+            key: format!("users[{i}]"),
+            message: m.to_string(),
+        })?;
     }
 
     let mut overlays = Vec::new();
     for o in &file.image.overlays {
         let p = base_dir.join(o.get_ref());
         if !p.is_dir() {
-            return Err(invalid(o.span(), "image.overlays", format!("`{}` is not a directory (resolved to {})", o.get_ref(), p.display())));
+            return Err(invalid(
+                o.span(),
+                "image.overlays",
+                format!(
+                    "`{}` is not a directory (resolved to {})",
+                    o.get_ref(),
+                    p.display()
+                ),
+            ));
         }
         overlays.push(p);
     }
 
     let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
 
-    let seed = file.image.seed.clone().unwrap_or_else(|| format!("{name}/{}", board.name));
+    let seed = file
+        .image
+        .seed
+        .clone()
+        .unwrap_or_else(|| format!("{name}/{}", board.name));
     Ok(Config {
         source: source.to_string(),
         base_dir: base_dir.to_path_buf(),
@@ -164,16 +252,27 @@ pub fn validate_hostname_pattern(p: &str) -> Result<(), String> {
     let mut literal = String::new();
     while let Some(open) = rest.find('{') {
         literal.push_str(&rest[..open]);
-        let close = rest[open..].find('}').ok_or_else(|| format!("`{p}` has an unclosed `{{`"))? + open;
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("`{p}` has an unclosed `{{`"))?
+            + open;
         let name = &rest[open + 1..close];
         if !HOSTNAME_PLACEHOLDERS.contains(&name) {
-            return Err(format!("unknown placeholder `{{{name}}}` in `{p}` (known: {})", HOSTNAME_PLACEHOLDERS.join(", ")));
+            return Err(format!(
+                "unknown placeholder `{{{name}}}` in `{p}` (known: {})",
+                HOSTNAME_PLACEHOLDERS.join(", ")
+            ));
         }
         rest = &rest[close + 1..];
     }
     literal.push_str(rest);
-    if let Some(c) = literal.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
-        return Err(format!("`{p}` contains `{c}`; hostnames allow letters, digits and '-'"));
+    if let Some(c) = literal
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(format!(
+            "`{p}` contains `{c}`; hostnames allow letters, digits and '-'"
+        ));
     }
     if p.is_empty() {
         return Err("the hostname pattern is empty".into());
@@ -199,8 +298,13 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let e = p("[image]\nname = \"x\"\ncolour = \"blue\"\n").unwrap_err().to_string();
-        assert!(e.contains("edgeimg.toml") && e.contains("line 3") && e.contains("colour"), "{e}");
+        let e = p("[image]\nname = \"x\"\ncolour = \"blue\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("edgeimg.toml") && e.contains("line 3") && e.contains("colour"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -211,29 +315,49 @@ mod tests {
 
     #[test]
     fn bad_size_names_line() {
-        let e = p("[image]\nname = \"x\"\nsize = \"4Q\"\n").unwrap_err().to_string();
+        let e = p("[image]\nname = \"x\"\nsize = \"4Q\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("4Q"), "{e}");
     }
 
     #[test]
     fn unknown_board_lists_known() {
-        let e = p("[image]\nname = \"x\"\nboard = \"vax\"\n").unwrap_err().to_string();
-        assert!(e.contains("edgeimg.toml:3") && e.contains("vax") && e.contains("x86_64"), "{e}");
-        let e = parse("f", "[image]\nname=\"x\"\n", Path::new("."), Some("pdp11")).unwrap_err().to_string();
+        let e = p("[image]\nname = \"x\"\nboard = \"vax\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("edgeimg.toml:3") && e.contains("vax") && e.contains("x86_64"),
+            "{e}"
+        );
+        let e = parse("f", "[image]\nname=\"x\"\n", Path::new("."), Some("pdp11"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--board") && e.contains("pdp11"), "{e}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = p("[image]\nname = \"x\"\nhostname = \"n-{foo}\"\n").unwrap_err().to_string();
-        assert!(e.contains(":3") && e.contains("image.hostname") && e.contains("{foo}"), "{e}");
-        let e = p("[image]\nname = \"x\"\n[base]\nsuite = \"sid2\"\n").unwrap_err().to_string();
+        let e = p("[image]\nname = \"x\"\nhostname = \"n-{foo}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":3") && e.contains("image.hostname") && e.contains("{foo}"),
+            "{e}"
+        );
+        let e = p("[image]\nname = \"x\"\n[base]\nsuite = \"sid2\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":4") && e.contains("base.suite"), "{e}");
-        let e = p("[image]\nname = \"x\"\n[base]\npackages = [\"Bad Pkg\"]\n").unwrap_err().to_string();
+        let e = p("[image]\nname = \"x\"\n[base]\npackages = [\"Bad Pkg\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("base.packages") && e.contains("Bad Pkg"), "{e}");
         let e = p("[image]\nname = \"../x\"\n").unwrap_err().to_string();
         assert!(e.contains("image.name"), "{e}");
-        let e = p("[image]\nname = \"x\"\ncompression = \"rar\"\n").unwrap_err().to_string();
+        let e = p("[image]\nname = \"x\"\ncompression = \"rar\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("rar"), "{e}");
     }
 

@@ -61,7 +61,11 @@ pub struct BaseSection {
 
 impl Default for BaseSection {
     fn default() -> Self {
-        BaseSection { suite: default_suite(), mirror: default_mirror(), packages: vec![] }
+        BaseSection {
+            suite: default_suite(),
+            mirror: default_mirror(),
+            packages: vec![],
+        }
     }
 }
 

@@ -15,16 +15,24 @@ impl Bytes {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (examples: \"512M\", \"4G\")"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (examples: \"512M\", \"4G\")"))?;
         let mult = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" | "kib" => 1024,
             "m" | "mb" | "mib" => MIB,
             "g" | "gb" | "gib" => 1024 * MIB,
             "t" | "tb" | "tib" => 1024 * 1024 * MIB,
-            _ => return Err(format!("`{s}` has an unknown unit `{unit}` (use K, M, G or T)")),
+            _ => {
+                return Err(format!(
+                    "`{s}` has an unknown unit `{unit}` (use K, M, G or T)"
+                ));
+            }
         };
-        n.checked_mul(mult).map(Bytes).ok_or_else(|| format!("`{s}` is too large"))
+        n.checked_mul(mult)
+            .map(Bytes)
+            .ok_or_else(|| format!("`{s}` is too large"))
     }
     pub fn mib(self) -> u64 {
         self.0.div_ceil(MIB)
@@ -68,7 +76,9 @@ impl<'de> Deserialize<'de> for ImageSize {
         }
         let b = Bytes::parse(&s).map_err(serde::de::Error::custom)?;
         if b.0 < 64 * MIB {
-            return Err(serde::de::Error::custom(format!("size `{s}` is below the 64 MiB minimum (or use \"auto\")")));
+            return Err(serde::de::Error::custom(format!(
+                "size `{s}` is below the 64 MiB minimum (or use \"auto\")"
+            )));
         }
         Ok(ImageSize::Fixed(b))
     }

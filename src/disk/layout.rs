@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::size::{human, MIB};
+use crate::config::size::{MIB, human};
 use crate::ids::Uuid;
 
 /// Partition type GUIDs (UEFI spec and the Discoverable Partitions Specification).
@@ -54,7 +54,10 @@ pub struct Layout {
 
 impl Layout {
     pub fn get(&self, role: Role) -> &Partition {
-        self.partitions.iter().find(|p| p.role == role).expect("every role is laid out")
+        self.partitions
+            .iter()
+            .find(|p| p.role == role)
+            .expect("every role is laid out")
     }
 }
 
@@ -75,7 +78,15 @@ pub struct TooSmall {
 
 /// Lays out the four partitions. With `fixed`, the data partition takes what is
 /// left; otherwise it gets `data` bytes (first boot grows it to the medium).
-pub fn compute(seed: &str, arch: &str, mbr_disk_id: Option<u32>, boot: u64, root_bytes: u64, data: u64, fixed: Option<u64>) -> Result<Layout, TooSmall> {
+pub fn compute(
+    seed: &str,
+    arch: &str,
+    mbr_disk_id: Option<u32>,
+    boot: u64,
+    root_bytes: u64,
+    data: u64,
+    fixed: Option<u64>,
+) -> Result<Layout, TooSmall> {
     let boot = boot.next_multiple_of(MIB);
     let wanted_slot = slot_size(root_bytes);
     let min_slot = root_bytes.next_multiple_of(MIB);
@@ -89,14 +100,27 @@ pub fn compute(seed: &str, arch: &str, mbr_disk_id: Option<u32>, boot: u64, root
             let total = total / MIB * MIB;
             let needed = fixed_part + 2 * min_slot + MIN_DATA;
             if total < needed {
-                return Err(TooSmall { requested: total, needed, boot, slot: min_slot });
+                return Err(TooSmall {
+                    requested: total,
+                    needed,
+                    boot,
+                    slot: min_slot,
+                });
             }
             // Prefer room for growth in the slots, but never below the minimum data.
-            let slot = if fixed_part + 2 * wanted_slot + MIN_DATA <= total { wanted_slot } else { min_slot };
+            let slot = if fixed_part + 2 * wanted_slot + MIN_DATA <= total {
+                wanted_slot
+            } else {
+                min_slot
+            };
             (slot, total - fixed_part - 2 * slot, total)
         }
     };
-    let root_type = if arch == "arm64" { TYPE_ROOT_ARM64 } else { TYPE_ROOT_X86_64 };
+    let root_type = if arch == "arm64" {
+        TYPE_ROOT_ARM64
+    } else {
+        TYPE_ROOT_X86_64
+    };
     let specs: [(&'static str, Role, &'static str, &str, u64); 4] = [
         (LABELS[0], Role::Boot, "vfat", TYPE_ESP, boot),
         (LABELS[1], Role::RootA, "erofs", root_type, slot),
@@ -122,7 +146,12 @@ pub fn compute(seed: &str, arch: &str, mbr_disk_id: Option<u32>, boot: u64, root
             p
         })
         .collect();
-    Ok(Layout { disk_guid: Uuid::derive(seed, "disk"), mbr_disk_id, size, partitions })
+    Ok(Layout {
+        disk_guid: Uuid::derive(seed, "disk"),
+        mbr_disk_id,
+        size,
+        partitions,
+    })
 }
 
 /// The PARTUUID of partition `number` (labelled `label`): derived from the seed
@@ -135,7 +164,12 @@ pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) 
 }
 
 /// Labels of the four partitions, in order.
-pub const LABELS: [&str; 4] = ["EDGEBOOT", "edgeimg-root-a", "edgeimg-root-b", "edgeimg-data"];
+pub const LABELS: [&str; 4] = [
+    "EDGEBOOT",
+    "edgeimg-root-a",
+    "edgeimg-root-b",
+    "edgeimg-data",
+];
 
 #[cfg(test)]
 mod tests {
@@ -143,7 +177,16 @@ mod tests {
 
     #[test]
     fn auto_layout_is_aligned_and_contiguous() {
-        let l = compute("s", "amd64", None, 256 * MIB, 300 * MIB + 5, 256 * MIB, None).unwrap();
+        let l = compute(
+            "s",
+            "amd64",
+            None,
+            256 * MIB,
+            300 * MIB + 5,
+            256 * MIB,
+            None,
+        )
+        .unwrap();
         let mut end = HEAD;
         for p in &l.partitions {
             assert_eq!(p.offset % MIB, 0);
@@ -159,7 +202,16 @@ mod tests {
 
     #[test]
     fn fixed_size_gives_rest_to_data() {
-        let l = compute("s", "amd64", None, 256 * MIB, 300 * MIB, 256 * MIB, Some(4096 * MIB)).unwrap();
+        let l = compute(
+            "s",
+            "amd64",
+            None,
+            256 * MIB,
+            300 * MIB,
+            256 * MIB,
+            Some(4096 * MIB),
+        )
+        .unwrap();
         assert_eq!(l.size, 4096 * MIB);
         let d = l.get(Role::Data);
         assert_eq!(d.offset + d.size + TAIL, l.size);
@@ -167,7 +219,16 @@ mod tests {
 
     #[test]
     fn too_small_says_how_much_is_needed() {
-        let e = compute("s", "amd64", None, 256 * MIB, 300 * MIB, 256 * MIB, Some(512 * MIB)).unwrap_err();
+        let e = compute(
+            "s",
+            "amd64",
+            None,
+            256 * MIB,
+            300 * MIB,
+            256 * MIB,
+            Some(512 * MIB),
+        )
+        .unwrap_err();
         assert_eq!(e.needed, HEAD + 256 * MIB + 600 * MIB + MIN_DATA + TAIL);
         let msg = e.to_string();
         assert!(msg.contains("too small") && msg.contains("922M"), "{msg}");
@@ -179,7 +240,13 @@ mod tests {
         let b = compute("two", "amd64", None, MIB, MIB, MIB, None).unwrap();
         assert_ne!(a.disk_guid, b.disk_guid);
         assert_ne!(a.partitions[1].part_uuid, b.partitions[1].part_uuid);
-        assert_eq!(a.partitions[1].part_uuid, compute("one", "amd64", None, MIB, 9 * MIB, MIB, None).unwrap().partitions[1].part_uuid);
+        assert_eq!(
+            a.partitions[1].part_uuid,
+            compute("one", "amd64", None, MIB, 9 * MIB, MIB, None)
+                .unwrap()
+                .partitions[1]
+                .part_uuid
+        );
     }
 
     #[test]

@@ -8,22 +8,27 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use layout::{Layout, Partition, Role};
 use crate::ids::Uuid;
+pub use layout::{Layout, Partition, Role};
 
 const SECTOR: u64 = 512;
 
 /// Writes an empty sparse image of `layout.size` with its GPT into `out`.
 pub fn write_gpt(layout: &Layout, out: &File) -> Result<()> {
-    out.set_len(layout.size).context("cannot size the image file")?;
+    out.set_len(layout.size)
+        .context("cannot size the image file")?;
     let mut f = out;
-    gptman::GPT::write_protective_mbr_into(&mut f, SECTOR).context("cannot write the protective MBR")?;
-    let mut gpt = gptman::GPT::new_from(&mut f, SECTOR, layout.disk_guid.to_gpt_bytes()).context("cannot create the GPT")?;
+    gptman::GPT::write_protective_mbr_into(&mut f, SECTOR)
+        .context("cannot write the protective MBR")?;
+    let mut gpt = gptman::GPT::new_from(&mut f, SECTOR, layout.disk_guid.to_gpt_bytes())
+        .context("cannot create the GPT")?;
     for p in &layout.partitions {
         let ty = Uuid::parse(&p.type_guid).expect("type GUID constants are valid");
         gpt[p.number] = gptman::GPTPartitionEntry {
             partition_type_guid: ty.to_gpt_bytes(),
-            unique_partition_guid: Uuid::parse(&p.part_uuid).context("GPT partitions have GUID PARTUUIDs")?.to_gpt_bytes(),
+            unique_partition_guid: Uuid::parse(&p.part_uuid)
+                .context("GPT partitions have GUID PARTUUIDs")?
+                .to_gpt_bytes(),
             starting_lba: p.offset / SECTOR,
             ending_lba: (p.offset + p.size) / SECTOR - 1,
             attribute_bits: 0,
@@ -36,11 +41,20 @@ pub fn write_gpt(layout: &Layout, out: &File) -> Result<()> {
 
 /// Copies a filesystem image into its partition, refusing one that does not fit.
 pub fn splice(image: &File, part: &Partition, fs_image: &Path) -> Result<()> {
-    let len = std::fs::metadata(fs_image).with_context(|| format!("cannot read {}", fs_image.display()))?.len();
+    let len = std::fs::metadata(fs_image)
+        .with_context(|| format!("cannot read {}", fs_image.display()))?
+        .len();
     if len > part.size {
-        anyhow::bail!("{} ({} bytes) does not fit partition {} ({} bytes)", fs_image.display(), len, part.label, part.size);
+        anyhow::bail!(
+            "{} ({} bytes) does not fit partition {} ({} bytes)",
+            fs_image.display(),
+            len,
+            part.label,
+            part.size
+        );
     }
-    crate::sparse::splice_into(fs_image, image, part.offset).with_context(|| format!("cannot write {} into the image", part.label))?;
+    crate::sparse::splice_into(fs_image, image, part.offset)
+        .with_context(|| format!("cannot write {} into the image", part.label))?;
     Ok(())
 }
 
@@ -51,9 +65,13 @@ pub fn boot_partition(path: &Path) -> Result<(u64, u64)> {
     if let Ok(gpt) = gptman::GPT::find_from(&mut f) {
         let p = &gpt[1];
         anyhow::ensure!(p.is_used(), "{} has no partition 1", path.display());
-        return Ok((p.starting_lba * gpt.sector_size, (p.ending_lba - p.starting_lba + 1) * gpt.sector_size));
+        return Ok((
+            p.starting_lba * gpt.sector_size,
+            (p.ending_lba - p.starting_lba + 1) * gpt.sector_size,
+        ));
     }
-    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32).with_context(|| format!("{} has neither a GPT nor an MBR", path.display()))?;
+    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32)
+        .with_context(|| format!("{} has neither a GPT nor an MBR", path.display()))?;
     let p = &mbr[1];
     anyhow::ensure!(p.is_used(), "{} has no partition 1", path.display());
     Ok((p.starting_lba as u64 * SECTOR, p.sectors as u64 * SECTOR))
@@ -62,16 +80,22 @@ pub fn boot_partition(path: &Path) -> Result<(u64, u64)> {
 /// Writes an empty sparse image of `layout.size` with an MBR (DOS) table whose
 /// disk signature is `disk_id` (Linux shows MBR PARTUUIDs as `<id>-<nn>`).
 pub fn write_mbr(layout: &Layout, disk_id: u32, out: &File) -> Result<()> {
-    out.set_len(layout.size).context("cannot size the image file")?;
+    out.set_len(layout.size)
+        .context("cannot size the image file")?;
     let mut f = out;
-    let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR as u32, disk_id.to_le_bytes()).context("cannot create the MBR")?;
+    let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR as u32, disk_id.to_le_bytes())
+        .context("cannot create the MBR")?;
     for p in &layout.partitions {
         let sys = match p.role {
             Role::Boot => 0x0c, // FAT32 with LBA: what the Pi firmware looks for
             _ => 0x83,
         };
         mbr[p.number as usize] = mbrman::MBRPartitionEntry {
-            boot: if p.role == Role::Boot { mbrman::BOOT_ACTIVE } else { mbrman::BOOT_INACTIVE },
+            boot: if p.role == Role::Boot {
+                mbrman::BOOT_ACTIVE
+            } else {
+                mbrman::BOOT_INACTIVE
+            },
             first_chs: mbrman::CHS::empty(),
             sys,
             last_chs: mbrman::CHS::empty(),

@@ -38,7 +38,12 @@ impl Bmap {
     pub fn byte_ranges(&self) -> Vec<(u64, u64)> {
         self.ranges
             .iter()
-            .map(|r| (r.first * self.block_size, ((r.last + 1) * self.block_size).min(self.image_size)))
+            .map(|r| {
+                (
+                    r.first * self.block_size,
+                    ((r.last + 1) * self.block_size).min(self.image_size),
+                )
+            })
             .collect()
     }
 
@@ -48,7 +53,10 @@ impl Bmap {
     }
 
     pub fn read(path: &Path) -> Result<Bmap, BmapError> {
-        let text = std::fs::read_to_string(path).map_err(|e| BmapError { path: path.into(), msg: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| BmapError {
+            path: path.into(),
+            msg: format!("cannot read: {e}"),
+        })?;
         parse(&text, path)
     }
 }
@@ -88,17 +96,29 @@ fn attr<'a>(attrs: &'a str, name: &str) -> Option<&'a str> {
 pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
     let stripped = strip_comments(original);
     let text = stripped.as_str();
-    let err = |msg: String| BmapError { path: path.into(), msg };
+    let err = |msg: String| BmapError {
+        path: path.into(),
+        msg,
+    };
     let num = |name: &str| -> Result<u64, BmapError> {
         let v = tag(text, name).ok_or_else(|| err(format!("no <{name}> element")))?;
-        v.parse::<u64>().map_err(|_| err(format!("<{name}> is {v:?}, not a number")))
+        v.parse::<u64>()
+            .map_err(|_| err(format!("<{name}> is {v:?}, not a number")))
     };
-    let root = text.find("<bmap").ok_or_else(|| err("not a bmap file (no <bmap> element)".into()))?;
-    let root_end = root + text[root..].find('>').ok_or_else(|| err("unterminated <bmap> element".into()))?;
-    let version = attr(&text[root..root_end], "version").ok_or_else(|| err("<bmap> has no version".into()))?;
+    let root = text
+        .find("<bmap")
+        .ok_or_else(|| err("not a bmap file (no <bmap> element)".into()))?;
+    let root_end = root
+        + text[root..]
+            .find('>')
+            .ok_or_else(|| err("unterminated <bmap> element".into()))?;
+    let version = attr(&text[root..root_end], "version")
+        .ok_or_else(|| err("<bmap> has no version".into()))?;
     let major = version.split('.').next().unwrap_or("");
     if major != "1" && major != "2" {
-        return Err(err(format!("format version {version} is not supported (1.x and 2.x are)")));
+        return Err(err(format!(
+            "format version {version} is not supported (1.x and 2.x are)"
+        )));
     }
     let image_size = num("ImageSize")?;
     let block_size = num("BlockSize")?;
@@ -108,58 +128,85 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
         return Err(err("ImageSize and BlockSize must be positive".into()));
     }
     if blocks_count != image_size.div_ceil(block_size) {
-        return Err(err(format!("BlocksCount {blocks_count} does not match ImageSize {image_size} / BlockSize {block_size}")));
+        return Err(err(format!(
+            "BlocksCount {blocks_count} does not match ImageSize {image_size} / BlockSize {block_size}"
+        )));
     }
     let checksum_type = tag(text, "ChecksumType").unwrap_or(if major == "1" { "sha1" } else { "" });
     let has_sums = match (major, checksum_type) {
         ("1", _) => false, // 1.x: SHA-1 (ignored; the written data is verified against the image instead)
         (_, "sha256") => true,
-        (_, other) => return Err(err(format!("checksum type {other:?} is not supported (sha256 is)"))),
+        (_, other) => {
+            return Err(err(format!(
+                "checksum type {other:?} is not supported (sha256 is)"
+            )));
+        }
     };
     if has_sums {
-        let want = tag(text, "BmapFileChecksum").ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
-        let pos = original.find("<BmapFileChecksum>").ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
+        let want = tag(text, "BmapFileChecksum")
+            .ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
+        let pos = original
+            .find("<BmapFileChecksum>")
+            .ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
         let vstart = pos + original[pos..].find(want).unwrap_or(0);
         let mut zeroed = original.as_bytes().to_vec();
         zeroed[vstart..vstart + want.len()].fill(b'0');
         let got = hex::encode(Sha256::digest(&zeroed));
         if !got.eq_ignore_ascii_case(want) {
-            return Err(err(format!("file checksum mismatch: BmapFileChecksum says {want}, the file hashes to {got} (damaged or edited bmap)")));
+            return Err(err(format!(
+                "file checksum mismatch: BmapFileChecksum says {want}, the file hashes to {got} (damaged or edited bmap)"
+            )));
         }
     }
 
     let map = {
-        let s = text.find("<BlockMap>").ok_or_else(|| err("no <BlockMap> element".into()))?;
-        let e = text.find("</BlockMap>").ok_or_else(|| err("unterminated <BlockMap>".into()))?;
+        let s = text
+            .find("<BlockMap>")
+            .ok_or_else(|| err("no <BlockMap> element".into()))?;
+        let e = text
+            .find("</BlockMap>")
+            .ok_or_else(|| err("unterminated <BlockMap>".into()))?;
         &text[s + "<BlockMap>".len()..e]
     };
     let mut ranges = Vec::new();
     let mut rest = map;
     while let Some(i) = rest.find("<Range") {
         rest = &rest[i + "<Range".len()..];
-        let gt = rest.find('>').ok_or_else(|| err("unterminated <Range>".into()))?;
+        let gt = rest
+            .find('>')
+            .ok_or_else(|| err("unterminated <Range>".into()))?;
         let attrs = &rest[..gt];
-        let close = rest.find("</Range>").ok_or_else(|| err("unterminated <Range>".into()))?;
+        let close = rest
+            .find("</Range>")
+            .ok_or_else(|| err("unterminated <Range>".into()))?;
         let body = rest[gt + 1..close].trim();
         rest = &rest[close + "</Range>".len()..];
         let bad = || err(format!("range {body:?} is not N or N-M"));
         let (first, last) = match body.split_once('-') {
-            Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
             None => {
                 let n: u64 = body.parse().map_err(|_| bad())?;
                 (n, n)
             }
         };
         if last < first || last >= blocks_count {
-            return Err(err(format!("range {first}-{last} is outside the image's {blocks_count} blocks")));
+            return Err(err(format!(
+                "range {first}-{last} is outside the image's {blocks_count} blocks"
+            )));
         }
         if let Some(prev) = ranges.last().map(|r: &BmapRange| r.last)
             && first <= prev
         {
-            return Err(err(format!("range {first}-{last} overlaps or precedes the one before it")));
+            return Err(err(format!(
+                "range {first}-{last} overlaps or precedes the one before it"
+            )));
         }
         let sha256 = if has_sums {
-            let s = attr(attrs, "chksum").ok_or_else(|| err(format!("range {body} has no chksum")))?;
+            let s =
+                attr(attrs, "chksum").ok_or_else(|| err(format!("range {body} has no chksum")))?;
             if s.len() != 64 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return Err(err(format!("range {body}: chksum {s:?} is not a SHA-256")));
             }
@@ -167,13 +214,25 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
         } else {
             None
         };
-        ranges.push(BmapRange { first, last, sha256 });
+        ranges.push(BmapRange {
+            first,
+            last,
+            sha256,
+        });
     }
     let counted: u64 = ranges.iter().map(|r| r.last - r.first + 1).sum();
     if counted != mapped_blocks {
-        return Err(err(format!("MappedBlocksCount is {mapped_blocks} but the ranges cover {counted} blocks")));
+        return Err(err(format!(
+            "MappedBlocksCount is {mapped_blocks} but the ranges cover {counted} blocks"
+        )));
     }
-    Ok(Bmap { image_size, block_size, blocks_count, mapped_blocks, ranges })
+    Ok(Bmap {
+        image_size,
+        block_size,
+        blocks_count,
+        mapped_blocks,
+        ranges,
+    })
 }
 
 #[cfg(test)]
@@ -203,10 +262,20 @@ mod tests {
         assert_eq!(b.image_size, 10 * 4096 + 100);
         assert_eq!(b.block_size, 4096);
         assert_eq!(b.blocks_count, 11);
-        assert_eq!(b.ranges.iter().map(|r| (r.first, r.last)).collect::<Vec<_>>(), vec![(0, 1), (8, 8), (10, 10)]);
+        assert_eq!(
+            b.ranges
+                .iter()
+                .map(|r| (r.first, r.last))
+                .collect::<Vec<_>>(),
+            vec![(0, 1), (8, 8), (10, 10)]
+        );
         assert_eq!(b.byte_ranges().last(), Some(&(40960, 41060)));
         assert_eq!(b.mapped_bytes(), 2 * 4096 + 4096 + 100);
-        assert!(b.ranges.iter().all(|r| r.sha256.as_ref().is_some_and(|s| s.len() == 64)));
+        assert!(
+            b.ranges
+                .iter()
+                .all(|r| r.sha256.as_ref().is_some_and(|s| s.len() == 64))
+        );
     }
 
     #[test]
@@ -215,10 +284,20 @@ mod tests {
         let edited = text.replacen("> 8 </Range>", "> 9 </Range>", 1);
         assert_ne!(edited, text);
         let e = parse(&edited, Path::new("x.bmap")).unwrap_err().to_string();
-        assert!(e.contains("x.bmap") && e.contains("file checksum mismatch"), "{e}");
-        let e = parse("<foo/>", Path::new("y.bmap")).unwrap_err().to_string();
+        assert!(
+            e.contains("x.bmap") && e.contains("file checksum mismatch"),
+            "{e}"
+        );
+        let e = parse("<foo/>", Path::new("y.bmap"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("y.bmap") && e.contains("not a bmap"), "{e}");
         let v3 = text.replace("version=\"2.0\"", "version=\"3.0\"");
-        assert!(parse(&v3, Path::new("z")).unwrap_err().to_string().contains("3.0"));
+        assert!(
+            parse(&v3, Path::new("z"))
+                .unwrap_err()
+                .to_string()
+                .contains("3.0")
+        );
     }
 }

@@ -27,15 +27,31 @@ pub enum Refusal {
     #[error("refusing to write to {}: it is {what}, neither a block device nor a regular file", path.display())]
     NotATarget { path: PathBuf, what: String },
     #[error("refusing to write to {}: it is partition {partition} of /dev/{disk}; flash the whole disk (/dev/{disk})", path.display())]
-    Partition { path: PathBuf, partition: String, disk: String },
+    Partition {
+        path: PathBuf,
+        partition: String,
+        disk: String,
+    },
     #[error("refusing to write to {}: it holds {mountpoint} (mounted from /dev/{dev}) — that is this machine's own disk", path.display())]
-    SystemDisk { path: PathBuf, mountpoint: String, dev: String },
+    SystemDisk {
+        path: PathBuf,
+        mountpoint: String,
+        dev: String,
+    },
     #[error("refusing to write to {}: /dev/{dev} is mounted at {mountpoint}; unmount it (and every partition of the disk) first", path.display())]
-    Mounted { path: PathBuf, dev: String, mountpoint: String },
+    Mounted {
+        path: PathBuf,
+        dev: String,
+        mountpoint: String,
+    },
     #[error("refusing to write to {}: /dev/{dev} is in use as swap; swapoff it first", path.display())]
     Swap { path: PathBuf, dev: String },
     #[error("refusing to write to {}: it is {} but the image needs {} ({} bytes)", path.display(), human(*size), human(*image_size), image_size)]
-    TooSmall { path: PathBuf, size: u64, image_size: u64 },
+    TooSmall {
+        path: PathBuf,
+        size: u64,
+        image_size: u64,
+    },
     #[error("refusing to write to {}: it is the image being flashed", .0.display())]
     IsTheImage(PathBuf),
 }
@@ -80,7 +96,11 @@ impl Target {
     /// One line for the confirmation prompt and `--json` start event.
     pub fn describe(&self) -> String {
         match self.kind {
-            Kind::RegularFile => format!("{} (regular file, {})", self.path.display(), human(self.size)),
+            Kind::RegularFile => format!(
+                "{} (regular file, {})",
+                self.path.display(),
+                human(self.size)
+            ),
             Kind::Missing => format!("{} (new file)", self.path.display()),
             Kind::BlockDevice => {
                 let mut s = format!("{} ({}", self.path.display(), human(self.size));
@@ -127,7 +147,10 @@ impl HostView {
     }
 
     fn read(&self, p: &Path) -> Option<String> {
-        std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
     }
 
     /// Kernel name of the block device `maj:min`.
@@ -148,7 +171,9 @@ impl HostView {
 
     /// Partition names of a disk.
     pub fn partitions(&self, disk: &str) -> Vec<String> {
-        let Some(dir) = self.block_dir(disk) else { return vec![] };
+        let Some(dir) = self.block_dir(disk) else {
+            return vec![];
+        };
         let mut v: Vec<String> = std::fs::read_dir(&dir)
             .map(|r| {
                 r.flatten()
@@ -164,7 +189,11 @@ impl HostView {
     fn list(&self, name: &str, sub: &str) -> Vec<String> {
         self.block_dir(name)
             .and_then(|d| std::fs::read_dir(d.join(sub)).ok())
-            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -219,7 +248,10 @@ impl HostView {
             {
                 let rdev = meta.rdev();
                 let devno = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
-                names.insert(self.name_of_devno(&devno).unwrap_or_else(|| dev.to_string()));
+                names.insert(
+                    self.name_of_devno(&devno)
+                        .unwrap_or_else(|| dev.to_string()),
+                );
             }
             for n in names {
                 v.push((n, m.mountpoint.clone()));
@@ -242,7 +274,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -263,7 +298,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             if f.len() < 5 || sep + 2 >= f.len() {
                 return None;
             }
-            Some(Mount { devno: f[2].to_string(), mountpoint: unescape(f[4]), source: unescape(f[sep + 2]) })
+            Some(Mount {
+                devno: f[2].to_string(),
+                mountpoint: unescape(f[4]),
+                source: unescape(f[sep + 2]),
+            })
         })
         .collect()
 }
@@ -302,31 +341,46 @@ pub fn probe(path: &Path, host: &HostView) -> Result<Target, Refusal> {
         } else {
             "a special file"
         };
-        return Err(Refusal::NotATarget { path: path.into(), what: what.into() });
+        return Err(Refusal::NotATarget {
+            path: path.into(),
+            what: what.into(),
+        });
     }
     t.kind = Kind::BlockDevice;
     let rdev = meta.rdev();
     let devno = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
-    let name = host.name_of_devno(&devno).ok_or_else(|| Refusal::NotATarget {
-        path: path.into(),
-        what: format!("a block device ({devno}) that sysfs does not list"),
-    })?;
+    let name = host
+        .name_of_devno(&devno)
+        .ok_or_else(|| Refusal::NotATarget {
+            path: path.into(),
+            what: format!("a block device ({devno}) that sysfs does not list"),
+        })?;
     let dir = host.sys.join("class/block").join(&name);
-    t.size = host.read(&dir.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512;
+    t.size = host
+        .read(&dir.join("size"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 512;
     t.parent = host.parent_disk(&name);
     let vendor = host.read(&dir.join("device/vendor"));
     let model = host.read(&dir.join("device/model"));
     t.model = match (vendor, model) {
         (Some(v), Some(m)) => Some(format!("{v} {m}")),
         (None, Some(m)) | (Some(m), None) => Some(m),
-        (None, None) => host.read(&dir.join("loop/backing_file")).map(|b| format!("loop device backed by {b}")),
+        (None, None) => host
+            .read(&dir.join("loop/backing_file"))
+            .map(|b| format!("loop device backed by {b}")),
     };
     t.removable = host.read(&dir.join("removable")).as_deref() == Some("1");
     t.partitions = host
         .partitions(&name)
         .into_iter()
         .map(|p| PartInfo {
-            size: host.read(&dir.join(&p).join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,
+            size: host
+                .read(&dir.join(&p).join("size"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 512,
             label: label_of(&p),
             name: p,
         })
@@ -341,7 +395,9 @@ fn label_of(name: &str) -> Option<String> {
     let dir = std::fs::read_dir("/dev/disk/by-label").ok()?;
     for e in dir.flatten() {
         if std::fs::canonicalize(e.path()).ok()?.file_name()?.to_str() == Some(name) {
-            return Some(unescape(&e.file_name().to_string_lossy().replace("\\x", "\\")));
+            return Some(unescape(
+                &e.file_name().to_string_lossy().replace("\\x", "\\"),
+            ));
         }
     }
     None
@@ -350,10 +406,20 @@ fn label_of(name: &str) -> Option<String> {
 /// Every refusal that does not need the image: not a file without
 /// `--to-file`, not a partition, not the system disk, nothing mounted, no
 /// swap. `image` is the source file (a target must not be the image itself).
-pub fn check_target(t: &Target, to_file: bool, image: &Path, host: &HostView) -> Result<(), Refusal> {
+pub fn check_target(
+    t: &Target,
+    to_file: bool,
+    image: &Path,
+    host: &HostView,
+) -> Result<(), Refusal> {
     match t.kind {
         Kind::Missing if to_file => return Ok(()),
-        Kind::Missing => return Err(Refusal::NotATarget { path: t.path.clone(), what: "missing (no such device; pass --to-file to create a file)".into() }),
+        Kind::Missing => {
+            return Err(Refusal::NotATarget {
+                path: t.path.clone(),
+                what: "missing (no such device; pass --to-file to create a file)".into(),
+            });
+        }
         Kind::RegularFile => {
             if !to_file {
                 return Err(Refusal::RegularFile(t.path.clone()));
@@ -368,7 +434,11 @@ pub fn check_target(t: &Target, to_file: bool, image: &Path, host: &HostView) ->
     }
     let name = t.name.clone().unwrap_or_default();
     if let Some(disk) = &t.parent {
-        return Err(Refusal::Partition { path: t.path.clone(), partition: name, disk: disk.clone() });
+        return Err(Refusal::Partition {
+            path: t.path.clone(),
+            partition: name,
+            disk: disk.clone(),
+        });
     }
     let family = host.family(&name);
     let mounts = host.mounts();
@@ -376,21 +446,41 @@ pub fn check_target(t: &Target, to_file: bool, image: &Path, host: &HostView) ->
     for sm in &host.system_mounts {
         for (dev, mp) in &mounts {
             if mp == sm && host.disks_under(dev).contains(&name) {
-                return Err(Refusal::SystemDisk { path: t.path.clone(), mountpoint: mp.clone(), dev: dev.clone() });
+                return Err(Refusal::SystemDisk {
+                    path: t.path.clone(),
+                    mountpoint: mp.clone(),
+                    dev: dev.clone(),
+                });
             }
         }
     }
     for (dev, mp) in &mounts {
         if family.contains(dev) {
-            return Err(Refusal::Mounted { path: t.path.clone(), dev: dev.clone(), mountpoint: mp.clone() });
+            return Err(Refusal::Mounted {
+                path: t.path.clone(),
+                dev: dev.clone(),
+                mountpoint: mp.clone(),
+            });
         }
     }
     for line in host.swaps.lines().skip(1) {
-        let Some(src) = line.split_whitespace().next() else { continue };
+        let Some(src) = line.split_whitespace().next() else {
+            continue;
+        };
         if let Some(dev) = src.strip_prefix("/dev/")
-            && (family.contains(dev) || std::fs::canonicalize(src).ok().and_then(|p| p.file_name().map(|n| family.contains(n.to_str().unwrap_or("")))).unwrap_or(false))
+            && (family.contains(dev)
+                || std::fs::canonicalize(src)
+                    .ok()
+                    .and_then(|p| {
+                        p.file_name()
+                            .map(|n| family.contains(n.to_str().unwrap_or("")))
+                    })
+                    .unwrap_or(false))
         {
-            return Err(Refusal::Swap { path: t.path.clone(), dev: dev.to_string() });
+            return Err(Refusal::Swap {
+                path: t.path.clone(),
+                dev: dev.to_string(),
+            });
         }
     }
     Ok(())
@@ -399,7 +489,11 @@ pub fn check_target(t: &Target, to_file: bool, image: &Path, host: &HostView) ->
 /// A block device smaller than the image is refused; a file grows.
 pub fn check_size(t: &Target, image_size: u64) -> Result<(), Refusal> {
     if t.kind == Kind::BlockDevice && t.size < image_size {
-        return Err(Refusal::TooSmall { path: t.path.clone(), size: t.size, image_size });
+        return Err(Refusal::TooSmall {
+            path: t.path.clone(),
+            size: t.size,
+            image_size,
+        });
     }
     Ok(())
 }
@@ -473,8 +567,16 @@ mod tests {
 
     #[test]
     fn mountinfo_is_parsed_with_escapes() {
-        let m = parse_mountinfo("25 22 0:30 / /tmp\\040dir rw shared:3 master:1 - tmpfs tmpfs rw\n");
-        assert_eq!(m, vec![Mount { devno: "0:30".into(), mountpoint: "/tmp dir".into(), source: "tmpfs".into() }]);
+        let m =
+            parse_mountinfo("25 22 0:30 / /tmp\\040dir rw shared:3 master:1 - tmpfs tmpfs rw\n");
+        assert_eq!(
+            m,
+            vec![Mount {
+                devno: "0:30".into(),
+                mountpoint: "/tmp dir".into(),
+                source: "tmpfs".into()
+            }]
+        );
     }
 
     #[test]
@@ -482,20 +584,41 @@ mod tests {
         let (_d, host) = fake();
         let img = Path::new("/nonexistent.img");
         let e = check_target(&block(&host, "sda"), false, img, &host).unwrap_err();
-        assert!(matches!(&e, Refusal::SystemDisk { mountpoint, dev, .. } if mountpoint == "/" && dev == "sda1"), "{e}");
-        assert!(e.to_string().contains("/dev/sda") && e.to_string().contains("holds /"), "{e}");
+        assert!(
+            matches!(&e, Refusal::SystemDisk { mountpoint, dev, .. } if mountpoint == "/" && dev == "sda1"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("/dev/sda") && e.to_string().contains("holds /"),
+            "{e}"
+        );
         let e = check_target(&block(&host, "vdb"), false, img, &host).unwrap_err();
-        assert!(matches!(&e, Refusal::SystemDisk { mountpoint, .. } if mountpoint == "/boot"), "{e}");
+        assert!(
+            matches!(&e, Refusal::SystemDisk { mountpoint, .. } if mountpoint == "/boot"),
+            "{e}"
+        );
         let e = check_target(&block(&host, "sda2"), false, img, &host).unwrap_err();
-        assert!(matches!(&e, Refusal::Partition { disk, .. } if disk == "sda"), "{e}");
+        assert!(
+            matches!(&e, Refusal::Partition { disk, .. } if disk == "sda"),
+            "{e}"
+        );
         let e = check_target(&block(&host, "sdc"), false, img, &host).unwrap_err();
-        assert!(matches!(&e, Refusal::Mounted { dev, mountpoint, .. } if dev == "dm-0" && mountpoint == "/srv"), "{e}");
+        assert!(
+            matches!(&e, Refusal::Mounted { dev, mountpoint, .. } if dev == "dm-0" && mountpoint == "/srv"),
+            "{e}"
+        );
         let e = check_target(&block(&host, "sdb"), false, img, &host).unwrap_err();
-        assert!(matches!(&e, Refusal::Swap { dev, .. } if dev == "sdb1"), "{e}");
+        assert!(
+            matches!(&e, Refusal::Swap { dev, .. } if dev == "sdb1"),
+            "{e}"
+        );
         let mut quiet = host.clone();
         quiet.swaps.clear();
         check_target(&block(&quiet, "sdb"), false, img, &quiet).unwrap();
-        assert_eq!(host.disks_under("dm-0"), BTreeSet::from(["sdc".to_string()]));
+        assert_eq!(
+            host.disks_under("dm-0"),
+            BTreeSet::from(["sdc".to_string()])
+        );
     }
 
     #[test]
@@ -503,12 +626,23 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("t.img");
         std::fs::write(&f, b"x").unwrap();
-        let host = HostView { sys: d.path().into(), mountinfo: String::new(), swaps: String::new(), system_mounts: vec![] };
+        let host = HostView {
+            sys: d.path().into(),
+            mountinfo: String::new(),
+            swaps: String::new(),
+            system_mounts: vec![],
+        };
         let t = probe(&f, &host).unwrap();
         assert_eq!(t.kind, Kind::RegularFile);
-        assert_eq!(check_target(&t, false, Path::new("/x.img"), &host), Err(Refusal::RegularFile(f.clone())));
+        assert_eq!(
+            check_target(&t, false, Path::new("/x.img"), &host),
+            Err(Refusal::RegularFile(f.clone()))
+        );
         check_target(&t, true, Path::new("/x.img"), &host).unwrap();
-        assert_eq!(check_target(&t, true, &f, &host), Err(Refusal::IsTheImage(f.clone())));
+        assert_eq!(
+            check_target(&t, true, &f, &host),
+            Err(Refusal::IsTheImage(f.clone()))
+        );
         let missing = probe(&d.path().join("new.img"), &host).unwrap();
         assert_eq!(missing.kind, Kind::Missing);
         assert!(check_target(&missing, false, Path::new("/x.img"), &host).is_err());
@@ -519,6 +653,9 @@ mod tests {
         let mut small = block(&fake_host, "sdb");
         small.size = 1000;
         let e = check_size(&small, 4096).unwrap_err();
-        assert!(e.to_string().contains("/dev/sdb") && e.to_string().contains("4096 bytes"), "{e}");
+        assert!(
+            e.to_string().contains("/dev/sdb") && e.to_string().contains("4096 bytes"),
+            "{e}"
+        );
     }
 }

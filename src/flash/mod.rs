@@ -21,7 +21,11 @@ use crate::cmd::{Cmd, MCOPY, MMD, Tool};
 use crate::config::size::human;
 use device::{HostView, Kind, Refusal};
 
-pub const MDIR: Tool = Tool { name: "mdir", package: "mtools", purpose: "look at the boot partition without mounting it (flash --node)" };
+pub const MDIR: Tool = Tool {
+    name: "mdir",
+    package: "mtools",
+    purpose: "look at the boot partition without mounting it (flash --node)",
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlashError {
@@ -39,15 +43,28 @@ pub enum FlashError {
     #[error("{0}")]
     Image(String),
     #[error("image {}: ends at byte {at}, before byte {wanted} that its bmap maps (truncated download?)", image.display())]
-    Truncated { image: PathBuf, at: u64, wanted: u64 },
+    Truncated {
+        image: PathBuf,
+        at: u64,
+        wanted: u64,
+    },
     #[error("image {}: {range} has SHA-256 {got} but its bmap says {want}: the image or the bmap is damaged, or they belong to different builds", image.display())]
-    ImageMismatch { image: PathBuf, range: String, want: String, got: String },
+    ImageMismatch {
+        image: PathBuf,
+        range: String,
+        want: String,
+        got: String,
+    },
     #[error("{}: no room to write at byte {at}: the target is smaller than the image", target.display())]
     TargetFull { target: PathBuf, at: u64 },
     #[error("refusing to write to {}: it is in use (mounted, or opened exclusively by another program)", .0.display())]
     Busy(PathBuf),
     #[error("verify failed on {}: {} of {total} written ranges read back wrong; first: {} read back with SHA-256 {}, expected {} — the medium did not keep what was written (failing card or reader?)", target.display(), mismatches.len(), mismatches[0].range, mismatches[0].got, mismatches[0].want)]
-    Verify { target: PathBuf, total: usize, mismatches: Vec<writer::Mismatch> },
+    Verify {
+        target: PathBuf,
+        total: usize,
+        mismatches: Vec<writer::Mismatch>,
+    },
     #[error("not confirmed: nothing was written to {}", .0.display())]
     NotConfirmed(PathBuf),
     #[error("node file {}: {msg}", path.display())]
@@ -114,9 +131,15 @@ pub fn redact_toml_error(msg: &str) -> String {
 
 /// Reads and validates a node file with the agent's own schema.
 pub fn load_node(path: &Path) -> Result<String, FlashError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FlashError::Io { op: "read node file", path: path.into(), source })?;
-    edgeimg_agent::schema::NodeConfig::from_toml(&text, path)
-        .map_err(|e| FlashError::Node { path: path.into(), msg: redact_toml_error(&e.to_string()) })?;
+    let text = std::fs::read_to_string(path).map_err(|source| FlashError::Io {
+        op: "read node file",
+        path: path.into(),
+        source,
+    })?;
+    edgeimg_agent::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
+        path: path.into(),
+        msg: redact_toml_error(&e.to_string()),
+    })?;
     Ok(text)
 }
 
@@ -129,7 +152,11 @@ struct Reporter {
 
 impl Reporter {
     fn new(json: bool) -> Self {
-        Reporter { json, bar: indicatif::ProgressBar::hidden(), last: Instant::now() - Duration::from_secs(1) }
+        Reporter {
+            json,
+            bar: indicatif::ProgressBar::hidden(),
+            last: Instant::now() - Duration::from_secs(1),
+        }
     }
     fn event(&self, v: serde_json::Value) {
         if self.json {
@@ -156,13 +183,29 @@ impl Reporter {
 }
 
 /// Asks on the terminal; anything but "yes"/"y" is a no.
-fn confirm(image: &Path, t: &device::Target, image_size: Option<u64>, mapped: Option<u64>) -> Result<(), FlashError> {
+fn confirm(
+    image: &Path,
+    t: &device::Target,
+    image_size: Option<u64>,
+    mapped: Option<u64>,
+) -> Result<(), FlashError> {
     let mut e = std::io::stderr().lock();
     let size = image_size.map_or("size unknown until decompressed".to_string(), human);
-    let _ = writeln!(e, "edgeimg flash: about to write {} ({size}{}) to", image.display(), mapped.map_or(String::new(), |m| format!(", {} mapped", human(m))));
+    let _ = writeln!(
+        e,
+        "edgeimg flash: about to write {} ({size}{}) to",
+        image.display(),
+        mapped.map_or(String::new(), |m| format!(", {} mapped", human(m)))
+    );
     let _ = writeln!(e, "  {}", t.describe());
     for p in &t.partitions {
-        let _ = writeln!(e, "    {:<12} {:>10}  {}", p.name, human(p.size), p.label.clone().unwrap_or_default());
+        let _ = writeln!(
+            e,
+            "    {:<12} {:>10}  {}",
+            p.name,
+            human(p.size),
+            p.label.clone().unwrap_or_default()
+        );
     }
     if t.kind != Kind::Missing {
         let _ = writeln!(e, "Everything on {} will be lost.", t.path.display());
@@ -190,28 +233,60 @@ fn open_target(t: &device::Target) -> Result<File, FlashError> {
             // kernel's own last line of defence behind our checks.
             .custom_flags(libc::O_EXCL)
             .open(p)
-            .map_err(|source| if source.raw_os_error() == Some(libc::EBUSY) { FlashError::Busy(p.clone()) } else { FlashError::Io { op: "open for writing", path: p.clone(), source } }),
+            .map_err(|source| {
+                if source.raw_os_error() == Some(libc::EBUSY) {
+                    FlashError::Busy(p.clone())
+                } else {
+                    FlashError::Io {
+                        op: "open for writing",
+                        path: p.clone(),
+                        source,
+                    }
+                }
+            }),
         Kind::RegularFile | Kind::Missing => OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(p)
-            .map_err(|source| FlashError::Io { op: "create", path: p.clone(), source }),
+            .map_err(|source| FlashError::Io {
+                op: "create",
+                path: p.clone(),
+                source,
+            }),
     }
 }
 
 /// Byte offset of partition 1 (the FAT boot partition) on the written target.
 fn boot_offset(target: &Path) -> Result<u64, FlashError> {
-    let mut f = File::open(target).map_err(|source| FlashError::Io { op: "open", path: target.into(), source })?;
+    let mut f = File::open(target).map_err(|source| FlashError::Io {
+        op: "open",
+        path: target.into(),
+        source,
+    })?;
     let table = crate::inspect::read_table(&mut f, target)?;
-    let p = table.partition(1).ok_or_else(|| FlashError::Image(format!("{}: the image has no partition 1 (boot partition) for the node file", target.display())))?;
+    let p = table.partition(1).ok_or_else(|| {
+        FlashError::Image(format!(
+            "{}: the image has no partition 1 (boot partition) for the node file",
+            target.display()
+        ))
+    })?;
     let mut head = vec![0u8; 4096];
     use std::os::unix::fs::FileExt;
-    f.read_exact_at(&mut head, p.offset).map_err(|source| FlashError::Io { op: "read boot partition of", path: target.into(), source })?;
+    f.read_exact_at(&mut head, p.offset)
+        .map_err(|source| FlashError::Io {
+            op: "read boot partition of",
+            path: target.into(),
+            source,
+        })?;
     let fs = crate::inspect::probe_fs(&head);
     if fs.fs != "vfat" {
-        return Err(FlashError::Image(format!("{}: partition 1 is {}, not the FAT boot partition; cannot place the node file", target.display(), fs.fs)));
+        return Err(FlashError::Image(format!(
+            "{}: partition 1 is {}, not the FAT boot partition; cannot place the node file",
+            target.display(),
+            fs.fs
+        )));
     }
     Ok(p.offset)
 }
@@ -223,11 +298,23 @@ pub fn write_node_file(target: &Path, node: &Path) -> Result<(), FlashError> {
     let spec = format!("{}@@{off}", target.display());
     let rel = edgeimg_agent::schema::NODE_CONFIG_RELPATH;
     let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    let exists = Cmd::new(MDIR).env("MTOOLS_SKIP_CHECK", "1").args(["-b", "-i", &spec, &format!("::{dir}")]).run().is_ok();
+    let exists = Cmd::new(MDIR)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-b", "-i", &spec, &format!("::{dir}")])
+        .run()
+        .is_ok();
     if !exists {
-        Cmd::new(MMD).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &spec, &format!("::{dir}")]).run()?;
+        Cmd::new(MMD)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &spec, &format!("::{dir}")])
+            .run()?;
     }
-    Cmd::new(MCOPY).env("MTOOLS_SKIP_CHECK", "1").args(["-o", "-i", &spec]).arg(node).arg(format!("::{rel}")).run()?;
+    Cmd::new(MCOPY)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-o", "-i", &spec])
+        .arg(node)
+        .arg(format!("::{rel}"))
+        .run()?;
     Ok(())
 }
 
@@ -237,15 +324,26 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let started = Instant::now();
     let progress = crate::progress::Progress::new(o.quiet || o.json);
     let host = HostView::current();
-    let img_meta = std::fs::metadata(&o.image).map_err(|source| FlashError::Io { op: "open image", path: o.image.clone(), source })?;
+    let img_meta = std::fs::metadata(&o.image).map_err(|source| FlashError::Io {
+        op: "open image",
+        path: o.image.clone(),
+        source,
+    })?;
     if !img_meta.is_file() {
-        return Err(FlashError::Image(format!("{} is not an image file", o.image.display())));
+        return Err(FlashError::Image(format!(
+            "{} is not an image file",
+            o.image.display()
+        )));
     }
     let target = device::probe(&o.target, &host)?;
     device::check_target(&target, o.to_file, &o.image, &host)?;
 
     let compressed = crate::inspect::uncompressed_name(&o.image) != o.image;
-    let bmap_path = if o.no_bmap { None } else { o.bmap.clone().or_else(|| bmap_beside(&o.image)) };
+    let bmap_path = if o.no_bmap {
+        None
+    } else {
+        o.bmap.clone().or_else(|| bmap_beside(&o.image))
+    };
     let bmap = bmap_path.as_deref().map(bmap::Bmap::read).transpose()?;
     let image_size = match (&bmap, compressed) {
         (Some(b), false) if b.image_size != img_meta.len() => {
@@ -259,7 +357,9 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
         }
         (Some(b), _) => Some(b.image_size),
         (None, false) => Some(img_meta.len()),
-        (None, true) => crate::inspect::manifest_for(&o.image).and_then(|(_, v)| v["image"]["size"].as_u64()),
+        (None, true) => {
+            crate::inspect::manifest_for(&o.image).and_then(|(_, v)| v["image"]["size"].as_u64())
+        }
     };
     if let Some(s) = image_size {
         device::check_size(&target, s)?;
@@ -274,7 +374,10 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
         }
     };
     if bmap.is_none() {
-        reporter_note(&format!("edgeimg flash: no bmap for {}: writing the whole image", o.image.display()));
+        reporter_note(&format!(
+            "edgeimg flash: no bmap for {}: writing the whole image",
+            o.image.display()
+        ));
     }
     if !o.yes {
         confirm(&o.image, &target, image_size, mapped)?;
@@ -290,25 +393,49 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
             .ranges
             .iter()
             .zip(b.byte_ranges())
-            .map(|(r, (s, e))| writer::Range { start: s, end: e, blocks: Some((r.first, r.last)), sha256: r.sha256.clone() })
+            .map(|(r, (s, e))| writer::Range {
+                start: s,
+                end: e,
+                blocks: Some((r.first, r.last)),
+                sha256: r.sha256.clone(),
+            })
             .collect(),
-        None => vec![writer::Range { start: 0, end: u64::MAX, blocks: None, sha256: None }],
+        None => vec![writer::Range {
+            start: 0,
+            end: u64::MAX,
+            blocks: None,
+            sha256: None,
+        }],
     };
     let file = open_target(&target)?;
     let is_dev = target.kind == Kind::BlockDevice;
     if !is_dev && let Some(s) = image_size {
-        file.set_len(s).map_err(|source| FlashError::Io { op: "size", path: target.path.clone(), source })?;
+        file.set_len(s).map_err(|source| FlashError::Io {
+            op: "size",
+            path: target.path.clone(),
+            source,
+        })?;
     }
     let write_total = mapped.or(image_size).unwrap_or(0);
     rep.phase(&progress, "write", write_total);
     let t_write = Instant::now();
-    let written = writer::write(&o.image, ranges, &file, &target.path, !is_dev, &mut |n| rep.tick("write", n, write_total))?;
+    let written = writer::write(&o.image, ranges, &file, &target.path, !is_dev, &mut |n| {
+        rep.tick("write", n, write_total)
+    })?;
     if !is_dev {
         // Without a known size up front (compressed, no bmap), size it now.
-        file.set_len(written.image_end.max(image_size.unwrap_or(0))).map_err(|source| FlashError::Io { op: "size", path: target.path.clone(), source })?;
+        file.set_len(written.image_end.max(image_size.unwrap_or(0)))
+            .map_err(|source| FlashError::Io {
+                op: "size",
+                path: target.path.clone(),
+                source,
+            })?;
     }
     if let Some(off) = writer::inject_fault(&file, &target.path)? {
-        reporter_note(&format!("edgeimg flash: TEST FAULT INJECTION ({}): flipped the byte at {off}", writer::CORRUPT_AT_ENV));
+        reporter_note(&format!(
+            "edgeimg flash: TEST FAULT INJECTION ({}): flipped the byte at {off}",
+            writer::CORRUPT_AT_ENV
+        ));
     }
     rep.bar.finish_and_clear();
     let write_seconds = t_write.elapsed().as_secs_f64();
@@ -319,20 +446,38 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let t_verify = Instant::now();
     let verify_total: u64 = written.ranges.iter().map(|r| r.end - r.start).sum();
     rep.phase(&progress, "verify", verify_total);
-    let mismatches = writer::verify(&file, &target.path, &written, &mut |n| rep.tick("verify", n, verify_total))?;
+    let mismatches = writer::verify(&file, &target.path, &written, &mut |n| {
+        rep.tick("verify", n, verify_total)
+    })?;
     rep.bar.finish_and_clear();
     let verify_seconds = t_verify.elapsed().as_secs_f64();
     if !mismatches.is_empty() {
-        return Err(FlashError::Verify { target: target.path.clone(), total: written.ranges.len(), mismatches });
+        return Err(FlashError::Verify {
+            target: target.path.clone(),
+            total: written.ranges.len(),
+            mismatches,
+        });
     }
     drop(file);
     if let Some(n) = &o.node {
         write_node_file(&target.path, n)?;
         if is_dev {
-            let f = File::open(&target.path).map_err(|source| FlashError::Io { op: "open", path: target.path.clone(), source })?;
-            f.sync_all().map_err(|source| FlashError::Io { op: "sync", path: target.path.clone(), source })?;
+            let f = File::open(&target.path).map_err(|source| FlashError::Io {
+                op: "open",
+                path: target.path.clone(),
+                source,
+            })?;
+            f.sync_all().map_err(|source| FlashError::Io {
+                op: "sync",
+                path: target.path.clone(),
+                source,
+            })?;
         }
-        reporter_note(&format!("edgeimg flash: wrote {} to the boot partition as {}", n.display(), edgeimg_agent::schema::NODE_CONFIG_RELPATH));
+        reporter_note(&format!(
+            "edgeimg flash: wrote {} to the boot partition as {}",
+            n.display(),
+            edgeimg_agent::schema::NODE_CONFIG_RELPATH
+        ));
     }
     if is_dev {
         reread_partitions(&target.path);

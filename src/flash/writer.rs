@@ -89,19 +89,30 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// The reader thread: streams `image` (decompressing by extension), skipping
 /// unmapped bytes.
-fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>, free: mpsc::Receiver<Vec<u8>>) {
+fn read_ranges(
+    image: PathBuf,
+    ranges: Vec<Range>,
+    tx: mpsc::SyncSender<Msg>,
+    free: mpsc::Receiver<Vec<u8>>,
+) {
     let io = |op: &'static str, image: &Path| {
         let path = image.to_path_buf();
         move |source| FlashError::Io { op, path, source }
     };
-    let plain = !matches!(image.extension().and_then(|e| e.to_str()), Some("zst" | "xz"));
+    let plain = !matches!(
+        image.extension().and_then(|e| e.to_str()),
+        Some("zst" | "xz")
+    );
     let run = || -> Result<(), FlashError> {
         let mut plain_file = None;
         let mut stream = None;
         if plain {
             plain_file = Some(File::open(&image).map_err(io("open image", &image))?);
         } else {
-            stream = Some(crate::artifact::decompressing_reader(&image).map_err(|e| FlashError::Image(e.to_string()))?);
+            stream = Some(
+                crate::artifact::decompressing_reader(&image)
+                    .map_err(|e| FlashError::Image(e.to_string()))?,
+            );
         }
         let mut pos = 0u64;
         let mut skip = vec![0u8; 1 << 20];
@@ -110,9 +121,14 @@ fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>, fr
             if let Some(s) = stream.as_mut() {
                 while pos < r.start {
                     let n = ((r.start - pos) as usize).min(skip.len());
-                    let got = read_full(s.as_mut(), &mut skip[..n]).map_err(io("decompress image", &image))?;
+                    let got = read_full(s.as_mut(), &mut skip[..n])
+                        .map_err(io("decompress image", &image))?;
                     if got == 0 {
-                        return Err(FlashError::Truncated { image: image.clone(), at: pos, wanted: r.start });
+                        return Err(FlashError::Truncated {
+                            image: image.clone(),
+                            at: pos,
+                            wanted: r.start,
+                        });
                     }
                     pos += got as u64;
                 }
@@ -120,11 +136,17 @@ fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>, fr
             pos = r.start;
             while pos < r.end {
                 let n = ((r.end - pos).min(CHUNK as u64)) as usize;
-                let Ok(mut buf) = free.recv() else { return Ok(()) };
+                let Ok(mut buf) = free.recv() else {
+                    return Ok(());
+                };
                 buf.resize(n, 0);
                 let got = match (&plain_file, stream.as_mut()) {
-                    (Some(f), _) => read_full_at(f, &mut buf, pos).map_err(io("read image", &image))?,
-                    (None, Some(s)) => read_full(s.as_mut(), &mut buf).map_err(io("decompress image", &image))?,
+                    (Some(f), _) => {
+                        read_full_at(f, &mut buf, pos).map_err(io("read image", &image))?
+                    }
+                    (None, Some(s)) => {
+                        read_full(s.as_mut(), &mut buf).map_err(io("decompress image", &image))?
+                    }
                     _ => unreachable!(),
                 };
                 buf.truncate(got);
@@ -132,7 +154,11 @@ fn read_ranges(image: PathBuf, ranges: Vec<Range>, tx: mpsc::SyncSender<Msg>, fr
                     if r.end == u64::MAX {
                         break;
                     }
-                    return Err(FlashError::Truncated { image: image.clone(), at: pos, wanted: r.end });
+                    return Err(FlashError::Truncated {
+                        image: image.clone(),
+                        at: pos,
+                        wanted: r.end,
+                    });
                 }
                 let off = pos;
                 pos += got as u64;
@@ -173,7 +199,11 @@ enum HashMsg {
 
 /// Hashes ranges in order on its own thread; returns `(range index, sha256)`
 /// for each range as it ends.
-fn hasher(rx: mpsc::Receiver<HashMsg>, free: mpsc::SyncSender<Vec<u8>>, done: mpsc::Sender<(usize, String)>) {
+fn hasher(
+    rx: mpsc::Receiver<HashMsg>,
+    free: mpsc::SyncSender<Vec<u8>>,
+    done: mpsc::Sender<(usize, String)>,
+) {
     let mut h = Sha256::new();
     for m in rx {
         match m {
@@ -192,7 +222,14 @@ fn hasher(rx: mpsc::Receiver<HashMsg>, free: mpsc::SyncSender<Vec<u8>>, done: mp
 /// and a device's dirty pages do not pile up (Linux sync_file_range).
 fn start_writeback(target: &File, from: u64, to: u64) {
     // SAFETY: advisory syscall on our own fd.
-    unsafe { libc::sync_file_range(target.as_raw_fd(), from as i64, (to - from) as i64, libc::SYNC_FILE_RANGE_WRITE) };
+    unsafe {
+        libc::sync_file_range(
+            target.as_raw_fd(),
+            from as i64,
+            (to - from) as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
 }
 
 /// Writes `ranges` of `image` to `target`. With `skip_zeros` (a freshly
@@ -227,7 +264,12 @@ pub fn write(
         if let Some(want) = &r.sha256
             && *want != sum
         {
-            return Err(FlashError::ImageMismatch { image: image.into(), range: r.describe(), want: want.clone(), got: sum });
+            return Err(FlashError::ImageMismatch {
+                image: image.into(),
+                range: r.describe(),
+                want: want.clone(),
+                got: sum,
+            });
         }
         r.sha256 = Some(sum);
         Ok(())
@@ -237,9 +279,18 @@ pub fn write(
             match msg {
                 Msg::Data(off, buf) => {
                     if !(skip_zeros && buf.iter().all(|&b| b == 0)) {
-                        target.write_all_at(&buf, off).map_err(|source| match source.raw_os_error() {
-                            Some(libc::ENOSPC) | Some(libc::EFBIG) => FlashError::TargetFull { target: target_path.into(), at: off },
-                            _ => FlashError::Io { op: "write to", path: target_path.into(), source },
+                        target.write_all_at(&buf, off).map_err(|source| {
+                            match source.raw_os_error() {
+                                Some(libc::ENOSPC) | Some(libc::EFBIG) => FlashError::TargetFull {
+                                    target: target_path.into(),
+                                    at: off,
+                                },
+                                _ => FlashError::Io {
+                                    op: "write to",
+                                    path: target_path.into(),
+                                    source,
+                                },
+                            }
                         })?;
                     }
                     let end = off + buf.len() as u64;
@@ -272,24 +323,49 @@ pub fn write(
     for (i, sum) in drx.try_iter() {
         check(&mut out, i, sum)?;
     }
-    Ok(Written { ranges: out, bytes, image_end })
+    Ok(Written {
+        ranges: out,
+        bytes,
+        image_end,
+    })
 }
 
 /// Fault injection for tests: flips the byte at `EDGEIMG_FLASH_CORRUPT_AT`.
 pub fn inject_fault(target: &File, target_path: &Path) -> Result<Option<u64>, FlashError> {
-    let Ok(v) = std::env::var(CORRUPT_AT_ENV) else { return Ok(None) };
-    let off: u64 = v.trim().parse().map_err(|_| FlashError::Image(format!("{CORRUPT_AT_ENV}={v:?} is not a byte offset")))?;
+    let Ok(v) = std::env::var(CORRUPT_AT_ENV) else {
+        return Ok(None);
+    };
+    let off: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| FlashError::Image(format!("{CORRUPT_AT_ENV}={v:?} is not a byte offset")))?;
     let mut b = [0u8; 1];
-    target.read_exact_at(&mut b, off).map_err(|source| FlashError::Io { op: "read (fault injection)", path: target_path.into(), source })?;
+    target
+        .read_exact_at(&mut b, off)
+        .map_err(|source| FlashError::Io {
+            op: "read (fault injection)",
+            path: target_path.into(),
+            source,
+        })?;
     b[0] ^= 0xff;
-    target.write_all_at(&b, off).map_err(|source| FlashError::Io { op: "write (fault injection)", path: target_path.into(), source })?;
+    target
+        .write_all_at(&b, off)
+        .map_err(|source| FlashError::Io {
+            op: "write (fault injection)",
+            path: target_path.into(),
+            source,
+        })?;
     Ok(Some(off))
 }
 
 /// Flushes the target to the medium and, for a block device, drops its cached
 /// pages so the verify pass reads the medium rather than memory.
 pub fn sync(target: &File, target_path: &Path, drop_cache: bool) -> Result<(), FlashError> {
-    target.sync_all().map_err(|source| FlashError::Io { op: "sync", path: target_path.into(), source })?;
+    target.sync_all().map_err(|source| FlashError::Io {
+        op: "sync",
+        path: target_path.into(),
+        source,
+    })?;
     if drop_cache {
         // SAFETY: advisory syscall on our own fd.
         unsafe { libc::posix_fadvise(target.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -307,8 +383,17 @@ pub struct Mismatch {
 
 /// Reads every written range back from `target` and compares its SHA-256.
 /// Two threads: one reads, this one hashes.
-pub fn verify(target: &File, target_path: &Path, written: &Written, progress: &mut dyn FnMut(u64)) -> Result<Vec<Mismatch>, FlashError> {
-    let f = target.try_clone().map_err(|source| FlashError::Io { op: "reopen", path: target_path.into(), source })?;
+pub fn verify(
+    target: &File,
+    target_path: &Path,
+    written: &Written,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<Mismatch>, FlashError> {
+    let f = target.try_clone().map_err(|source| FlashError::Io {
+        op: "reopen",
+        path: target_path.into(),
+        source,
+    })?;
     let ranges = written.ranges.clone();
     let (tx, rx) = mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(POOL);
     let (free_tx, free_rx) = pool();
@@ -318,9 +403,15 @@ pub fn verify(target: &File, target_path: &Path, written: &Written, progress: &m
             let mut pos = r.start;
             while pos < r.end {
                 let n = ((r.end - pos).min(CHUNK as u64)) as usize;
-                let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
+                let Ok(mut buf) = free_rx.recv() else {
+                    return Ok(());
+                };
                 buf.resize(n, 0);
-                let got = read_full_at(&f, &mut buf, pos).map_err(|source| FlashError::Io { op: "read back", path: path.clone(), source })?;
+                let got = read_full_at(&f, &mut buf, pos).map_err(|source| FlashError::Io {
+                    op: "read back",
+                    path: path.clone(),
+                    source,
+                })?;
                 buf.truncate(got);
                 if got == 0 {
                     break; // short target: the hash will not match
@@ -352,7 +443,11 @@ pub fn verify(target: &File, target_path: &Path, written: &Written, progress: &m
                 let r = &written.ranges[i];
                 let want = r.sha256.clone().unwrap_or_default();
                 if got != want {
-                    mismatches.push(Mismatch { range: r.describe(), want, got });
+                    mismatches.push(Mismatch {
+                        range: r.describe(),
+                        want,
+                        got,
+                    });
                 }
             }
         }

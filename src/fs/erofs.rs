@@ -10,7 +10,13 @@ use crate::ids::Uuid;
 
 /// Makes `out` from `tree`. Every timestamp becomes `epoch` and the UUID is
 /// fixed, so the same tree gives the same bytes.
-pub fn make(tree: &Path, out: &Path, uuid: Uuid, epoch: u64, compression: RootCompression) -> Result<u64> {
+pub fn make(
+    tree: &Path,
+    out: &Path,
+    uuid: Uuid,
+    epoch: u64,
+    compression: RootCompression,
+) -> Result<u64> {
     Cmd::new(cmd::MKFS_EROFS)
         .args(compression.mkfs_arg())
         .arg(format!("-T{epoch}"))

@@ -8,8 +8,16 @@ use anyhow::{Context, Result};
 use crate::cmd::{self, Cmd};
 use crate::ids::Uuid;
 
-pub fn make(out: &Path, size: u64, label: &str, uuid: Uuid, hash_seed: Uuid, epoch: u64) -> Result<()> {
-    let f = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+pub fn make(
+    out: &Path,
+    size: u64,
+    label: &str,
+    uuid: Uuid,
+    hash_seed: Uuid,
+    epoch: u64,
+) -> Result<()> {
+    let f =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     f.set_len(size)?;
     drop(f);
     Cmd::new(cmd::MKE2FS)
@@ -19,7 +27,9 @@ pub fn make(out: &Path, size: u64, label: &str, uuid: Uuid, hash_seed: Uuid, epo
         // hash_seed and the faked clock make the bytes reproducible; resize_inode
         // reserve lets first boot grow it far online.
         .arg("-E")
-        .arg(format!("hash_seed={hash_seed},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0"))
+        .arg(format!(
+            "hash_seed={hash_seed},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0"
+        ))
         .arg(out)
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .run()

@@ -25,13 +25,16 @@ impl BootFiles {
         self.files.insert(dest.to_string(), Source::File(src));
     }
     pub fn add_bytes(&mut self, dest: &str, content: impl Into<Vec<u8>>) {
-        self.files.insert(dest.to_string(), Source::Bytes(content.into()));
+        self.files
+            .insert(dest.to_string(), Source::Bytes(content.into()));
     }
     pub fn total_bytes(&self) -> Result<u64> {
         let mut n = 0;
         for s in self.files.values() {
             n += match s {
-                Source::File(p) => std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?.len(),
+                Source::File(p) => std::fs::metadata(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?
+                    .len(),
                 Source::Bytes(b) => b.len() as u64,
             };
         }
@@ -39,13 +42,26 @@ impl BootFiles {
     }
 }
 
-pub fn make(out: &Path, size: u64, label: &str, volume_id: u32, files: &BootFiles, work: &Path, epoch: u64) -> Result<()> {
+pub fn make(
+    out: &Path,
+    size: u64,
+    label: &str,
+    volume_id: u32,
+    files: &BootFiles,
+    work: &Path,
+    epoch: u64,
+) -> Result<()> {
     let needed = files.total_bytes()?;
     // FAT32 metadata (two FATs, reserved sectors) takes a few percent.
     if needed + size / 16 > size {
-        anyhow::bail!("boot files ({} bytes) do not fit a {} byte boot partition; raise the board's partitions.boot", needed, size);
+        anyhow::bail!(
+            "boot files ({} bytes) do not fit a {} byte boot partition; raise the board's partitions.boot",
+            needed,
+            size
+        );
     }
-    let f = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let f =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     f.set_len(size)?;
     drop(f);
     Cmd::new(cmd::MKFS_VFAT)
@@ -63,7 +79,11 @@ pub fn make(out: &Path, size: u64, label: &str, volume_id: u32, files: &BootFile
         let (dir, name) = dest.rsplit_once('/').unwrap_or(("", dest));
         let mut d = String::new();
         for comp in dir.split('/').filter(|c| !c.is_empty()) {
-            d = if d.is_empty() { comp.to_string() } else { format!("{d}/{comp}") };
+            d = if d.is_empty() {
+                comp.to_string()
+            } else {
+                format!("{d}/{comp}")
+            };
             dirs.insert(d.clone());
         }
         let local = staging.join(i.to_string()).join(name);

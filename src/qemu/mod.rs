@@ -20,7 +20,12 @@ pub enum BootMode {
     /// UEFI firmware in pflash with a writable copy of its variable store.
     Uefi { code: String, vars: PathBuf },
     /// Kernel, initrd and DTB passed by QEMU (taken from the image's boot partition).
-    Direct { kernel: PathBuf, initrd: PathBuf, dtb: PathBuf, append: String },
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        dtb: PathBuf,
+        append: String,
+    },
 }
 
 /// One VM: a board's QEMU description plus the disk to boot.
@@ -45,20 +50,36 @@ impl Vm {
     /// SD card that is not a power of two in size is replaced by a padded copy
     /// in `work` (QEMU's SD model needs one).
     pub fn new(qemu: &QemuSpec, disk: &Path, work: &Path) -> Result<Vm> {
-        crate::cmd::require(&[crate::cmd::Tool::owned(&qemu.binary, &qemu.package, "boot images")])?;
+        crate::cmd::require(&[crate::cmd::Tool::owned(
+            &qemu.binary,
+            &qemu.package,
+            "boot images",
+        )])?;
         let mut disk = disk.to_path_buf();
         let boot = match qemu.boot {
             QemuBoot::Uefi => {
-                let code = qemu.firmware_code.clone().context("board has no qemu.firmware_code")?;
-                let vars_src = qemu.firmware_vars.clone().context("board has no qemu.firmware_vars")?;
-                let package = qemu.firmware_package.as_deref().unwrap_or("the board's firmware package");
+                let code = qemu
+                    .firmware_code
+                    .clone()
+                    .context("board has no qemu.firmware_code")?;
+                let vars_src = qemu
+                    .firmware_vars
+                    .clone()
+                    .context("board has no qemu.firmware_vars")?;
+                let package = qemu
+                    .firmware_package
+                    .as_deref()
+                    .unwrap_or("the board's firmware package");
                 for f in [&code, &vars_src] {
                     if !Path::new(f).exists() {
-                        anyhow::bail!("firmware file {f} is missing (Debian package: {package}; on bookworm install it from bookworm-backports)");
+                        anyhow::bail!(
+                            "firmware file {f} is missing (Debian package: {package}; on bookworm install it from bookworm-backports)"
+                        );
                     }
                 }
                 let vars = work.join("efi-vars.fd");
-                std::fs::copy(&vars_src, &vars).with_context(|| format!("cannot copy {vars_src}"))?;
+                std::fs::copy(&vars_src, &vars)
+                    .with_context(|| format!("cannot copy {vars_src}"))?;
                 BootMode::Uefi { code, vars }
             }
             QemuBoot::DirectKernel => {
@@ -66,7 +87,12 @@ impl Vm {
                 if qemu.disk_interface == "sd" {
                     disk = rpi::pad_sd_card(&disk, work)?;
                 }
-                BootMode::Direct { kernel: files.kernel, initrd: files.initrd, dtb: files.dtb, append: files.cmdline }
+                BootMode::Direct {
+                    kernel: files.kernel,
+                    initrd: files.initrd,
+                    dtb: files.dtb,
+                    append: files.cmdline,
+                }
             }
         };
         Ok(Vm {
@@ -91,14 +117,35 @@ impl Vm {
         c.args(["-m", &self.memory_mib.to_string()]);
         match &self.boot {
             BootMode::Uefi { code, vars } => {
-                c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"));
-                c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                c.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+                ));
+                c.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
             }
-            BootMode::Direct { kernel, initrd, dtb, append } => {
-                c.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-dtb").arg(dtb).arg("-append").arg(append);
+            BootMode::Direct {
+                kernel,
+                initrd,
+                dtb,
+                append,
+            } => {
+                c.arg("-kernel")
+                    .arg(kernel)
+                    .arg("-initrd")
+                    .arg(initrd)
+                    .arg("-dtb")
+                    .arg(dtb)
+                    .arg("-append")
+                    .arg(append);
             }
         }
-        c.arg("-drive").arg(format!("file={},format=raw,if={},cache=unsafe", self.disk.display(), self.qemu.disk_interface));
+        c.arg("-drive").arg(format!(
+            "file={},format=raw,if={},cache=unsafe",
+            self.disk.display(),
+            self.qemu.disk_interface
+        ));
         // Air-gapped by design: no network device unless the operator adds one.
         c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
         if self.snapshot {
@@ -119,7 +166,8 @@ impl Vm {
         let mut c = self.command();
         self.unused_serial_ports(&mut c);
         c.args(["-serial", "mon:stdio"]);
-        c.status().with_context(|| format!("cannot start {}", self.qemu.binary))
+        c.status()
+            .with_context(|| format!("cannot start {}", self.qemu.binary))
     }
 
     /// Starts the VM with its serial console captured line by line. Every line
@@ -127,11 +175,17 @@ impl Vm {
     pub fn spawn_captured(&self, log: &Path) -> Result<RunningVm> {
         let mut c = self.command();
         self.unused_serial_ports(&mut c);
-        c.args(["-serial", "stdio", "-monitor", "none"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().with_context(|| format!("cannot start {}", self.qemu.binary))?;
+        c.args(["-serial", "stdio", "-monitor", "none"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.qemu.binary))?;
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
-        let mut logf = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut logf = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
         std::thread::spawn(move || {
             use std::io::Write;
             let mut r = BufReader::new(stdout);
@@ -142,7 +196,10 @@ impl Vm {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let _ = logf.write_all(&buf);
-                        let line = String::from_utf8_lossy(&buf).replace('\r', "").trim_end().to_string();
+                        let line = String::from_utf8_lossy(&buf)
+                            .replace('\r', "")
+                            .trim_end()
+                            .to_string();
                         if tx.send(line).is_err() {
                             break;
                         }
@@ -150,7 +207,11 @@ impl Vm {
                 }
             }
         });
-        Ok(RunningVm { child, lines: rx, log: log.to_path_buf() })
+        Ok(RunningVm {
+            child,
+            lines: rx,
+            log: log.to_path_buf(),
+        })
     }
 }
 
@@ -171,7 +232,11 @@ impl RunningVm {
                 Ok(line) if line.contains(needle) => return Ok(line),
                 Ok(_) => continue,
                 Err(RecvTimeoutError::Timeout) => {
-                    anyhow::bail!("no `{needle}` on the console within {}s{}", timeout.as_secs(), self.tail())
+                    anyhow::bail!(
+                        "no `{needle}` on the console within {}s{}",
+                        timeout.as_secs(),
+                        self.tail()
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     anyhow::bail!("the VM stopped before `{needle}` appeared{}", self.tail())
@@ -189,7 +254,11 @@ impl RunningVm {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                anyhow::bail!("the VM did not power off within {}s{}", timeout.as_secs(), self.tail());
+                anyhow::bail!(
+                    "the VM did not power off within {}s{}",
+                    timeout.as_secs(),
+                    self.tail()
+                );
             }
             // Drain console lines while waiting; this also paces the loop.
             let _ = self.lines.recv_timeout(Duration::from_millis(200));
@@ -204,7 +273,11 @@ impl RunningVm {
     fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("; last console lines ({}):\n  {}", self.log.display(), lines[lines.len().saturating_sub(30)..].join("\n  "))
+        format!(
+            "; last console lines ({}):\n  {}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n  ")
+        )
     }
 }
 

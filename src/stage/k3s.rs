@@ -39,7 +39,8 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     let b = input.bundle;
 
     // The binary and the links K3s' installer creates.
-    let k3s = std::fs::read(&b.k3s.path).with_context(|| format!("cannot read {}", b.k3s.path.display()))?;
+    let k3s = std::fs::read(&b.k3s.path)
+        .with_context(|| format!("cannot read {}", b.k3s.path.display()))?;
     write(tree, "usr/local/bin/k3s", &k3s, 0o755)?;
     for link in ["kubectl", "crictl", "ctr"] {
         let p = tree.join("usr/local/bin").join(link);
@@ -49,21 +50,44 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     placed.push("usr/local/bin/k3s".into());
 
     // Units for both roles; the agent enables the one node.toml/edgeimg.toml chooses.
-    write(tree, "usr/lib/systemd/system/k3s.service", unit("server", "Lightweight Kubernetes (server)").as_bytes(), 0o644)?;
-    write(tree, "usr/lib/systemd/system/k3s-agent.service", unit("agent", "Lightweight Kubernetes (agent)").as_bytes(), 0o644)?;
-    placed.extend(["usr/lib/systemd/system/k3s.service".into(), "usr/lib/systemd/system/k3s-agent.service".into()]);
+    write(
+        tree,
+        "usr/lib/systemd/system/k3s.service",
+        unit("server", "Lightweight Kubernetes (server)").as_bytes(),
+        0o644,
+    )?;
+    write(
+        tree,
+        "usr/lib/systemd/system/k3s-agent.service",
+        unit("agent", "Lightweight Kubernetes (agent)").as_bytes(),
+        0o644,
+    )?;
+    placed.extend([
+        "usr/lib/systemd/system/k3s.service".into(),
+        "usr/lib/systemd/system/k3s-agent.service".into(),
+    ]);
 
     // Config (0600: it may point at a token). The agent rewrites it on first
     // boot with the node's hostname and node.toml's overrides.
     let token_file = match input.token {
         Some(t) => {
-            write(tree, K3S_TOKEN_FILE.trim_start_matches('/'), format!("{t}\n").as_bytes(), 0o600)?;
+            write(
+                tree,
+                K3S_TOKEN_FILE.trim_start_matches('/'),
+                format!("{t}\n").as_bytes(),
+                0o600,
+            )?;
             Some(K3S_TOKEN_FILE)
         }
         None => input.settings.token_file.as_deref(),
     };
     let yaml = edgeimg_agent::k3s::render_config_yaml(input.settings, None, "", token_file);
-    write(tree, K3S_CONFIG.trim_start_matches('/'), yaml.as_bytes(), 0o600)?;
+    write(
+        tree,
+        K3S_CONFIG.trim_start_matches('/'),
+        yaml.as_bytes(),
+        0o600,
+    )?;
     placed.push(K3S_CONFIG.trim_start_matches('/').into());
     if let Some(r) = &input.registries_yaml {
         write(tree, "etc/rancher/k3s/registries.yaml", r.as_bytes(), 0o600)?;
@@ -74,18 +98,43 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     let nerdctl_dir = work.join("nerdctl");
     extract(&b.nerdctl.path, &nerdctl_dir, &["nerdctl"])?;
     copy_exec(&nerdctl_dir.join("nerdctl"), tree, "usr/local/bin/nerdctl")?;
-    write(tree, "etc/nerdctl/nerdctl.toml", NERDCTL_TOML.as_bytes(), 0o644)?;
-    placed.extend(["usr/local/bin/nerdctl".into(), "etc/nerdctl/nerdctl.toml".into()]);
+    write(
+        tree,
+        "etc/nerdctl/nerdctl.toml",
+        NERDCTL_TOML.as_bytes(),
+        0o644,
+    )?;
+    placed.extend([
+        "usr/local/bin/nerdctl".into(),
+        "etc/nerdctl/nerdctl.toml".into(),
+    ]);
 
     if input.buildkit {
         let full = b.nerdctl_full.as_ref().context("BuildKit was asked for but the bundle has no nerdctl-full archive (fetch with --buildkit)")?;
         let full_dir = work.join("nerdctl-full");
         extract(&full.path, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
-        copy_exec(&full_dir.join("bin/buildkitd"), tree, "usr/local/bin/buildkitd")?;
-        copy_exec(&full_dir.join("bin/buildctl"), tree, "usr/local/bin/buildctl")?;
-        write(tree, "usr/lib/systemd/system/buildkit.service", BUILDKIT_UNIT.as_bytes(), 0o644)?;
+        copy_exec(
+            &full_dir.join("bin/buildkitd"),
+            tree,
+            "usr/local/bin/buildkitd",
+        )?;
+        copy_exec(
+            &full_dir.join("bin/buildctl"),
+            tree,
+            "usr/local/bin/buildctl",
+        )?;
+        write(
+            tree,
+            "usr/lib/systemd/system/buildkit.service",
+            BUILDKIT_UNIT.as_bytes(),
+            0o644,
+        )?;
         enable(tree, "buildkit.service", "multi-user.target")?;
-        placed.extend(["usr/local/bin/buildkitd".into(), "usr/local/bin/buildctl".into(), "usr/lib/systemd/system/buildkit.service".into()]);
+        placed.extend([
+            "usr/local/bin/buildkitd".into(),
+            "usr/local/bin/buildctl".into(),
+            "usr/lib/systemd/system/buildkit.service".into(),
+        ]);
     }
 
     // Images: airgap tarball and preloaded archives on the root, overlaid onto K3s' directory.
@@ -93,24 +142,44 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     std::fs::create_dir_all(&images)?;
     let mut names = std::collections::BTreeSet::new();
     let mut add_image = |src: &Path, name: &str| -> Result<()> {
-        anyhow::ensure!(names.insert(name.to_string()), "two preloaded images are both named {name}; rename one");
-        std::fs::copy(src, images.join(name)).with_context(|| format!("cannot copy {}", src.display()))?;
+        anyhow::ensure!(
+            names.insert(name.to_string()),
+            "two preloaded images are both named {name}; rename one"
+        );
+        std::fs::copy(src, images.join(name))
+            .with_context(|| format!("cannot copy {}", src.display()))?;
         placed.push(format!("{IMAGES_ON_ROOT}/{name}"));
         Ok(())
     };
     add_image(&b.airgap_images.path, &b.airgap_images.file)?;
     for p in input.preloaded {
-        let name = p.file_name().and_then(|n| n.to_str()).context("image archive without a file name")?;
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("image archive without a file name")?;
         add_image(p, name)?;
     }
     std::fs::create_dir_all(tree.join(K3S_IMAGES_DIR))?;
-    for d in ["var/lib/edgeimg/k3s-images/upper", "var/lib/edgeimg/k3s-images/work"] {
+    for d in [
+        "var/lib/edgeimg/k3s-images/upper",
+        "var/lib/edgeimg/k3s-images/work",
+    ] {
         std::fs::create_dir_all(tree.join(d))?;
     }
     // An existing .cache.json turns on K3s' import cache: unchanged tarballs
     // are not imported again on every start.
-    write(tree, "var/lib/edgeimg/k3s-images/upper/.cache.json", b"{}\n", 0o644)?;
-    write(tree, &format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}"), IMAGES_MOUNT.as_bytes(), 0o644)?;
+    write(
+        tree,
+        "var/lib/edgeimg/k3s-images/upper/.cache.json",
+        b"{}\n",
+        0o644,
+    )?;
+    write(
+        tree,
+        &format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}"),
+        IMAGES_MOUNT.as_bytes(),
+        0o644,
+    )?;
     enable(tree, IMAGES_MOUNT_UNIT, "local-fs.target")?;
     Ok(placed)
 }

@@ -44,7 +44,9 @@ pub fn take_kernel(tree: &Path, dest: &Path) -> Result<KernelFiles> {
         .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
         .collect();
     versions.sort();
-    let version = versions.pop().context("the base root has no kernel in /boot (is the board's kernel_package right?)")?;
+    let version = versions
+        .pop()
+        .context("the base root has no kernel in /boot (is the board's kernel_package right?)")?;
     if !versions.is_empty() {
         tracing::warn!("several kernels in the base; using {version}");
     }
@@ -52,8 +54,13 @@ pub fn take_kernel(tree: &Path, dest: &Path) -> Result<KernelFiles> {
     let vmlinuz = dest.join("vmlinuz");
     let initrd = dest.join("initrd.img");
     move_file(&boot.join(format!("vmlinuz-{version}")), &vmlinuz)?;
-    move_file(&boot.join(format!("initrd.img-{version}")), &initrd).context("the base root has no initrd")?;
-    Ok(KernelFiles { version, vmlinuz, initrd })
+    move_file(&boot.join(format!("initrd.img-{version}")), &initrd)
+        .context("the base root has no initrd")?;
+    Ok(KernelFiles {
+        version,
+        vmlinuz,
+        initrd,
+    })
 }
 
 fn move_file(from: &Path, to: &Path) -> Result<()> {
@@ -66,12 +73,24 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
 
 /// Debian packages and versions installed in the tree (from dpkg's status file).
 pub fn installed_packages(tree: &Path) -> Result<Vec<(String, String, String)>> {
-    let status = std::fs::read_to_string(tree.join("var/lib/dpkg/status")).context("cannot read dpkg status of the base")?;
+    let status = std::fs::read_to_string(tree.join("var/lib/dpkg/status"))
+        .context("cannot read dpkg status of the base")?;
     let mut out = Vec::new();
     for para in status.split("\n\n") {
-        let field = |name: &str| para.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
-        if let (Some(p), Some(v), Some(a), Some(s)) = (field("Package:"), field("Version:"), field("Architecture:"), field("Status:")) {
-            if s.ends_with("installed") && !s.contains("not-installed") && !s.contains("config-files") {
+        let field = |name: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        if let (Some(p), Some(v), Some(a), Some(s)) = (
+            field("Package:"),
+            field("Version:"),
+            field("Architecture:"),
+            field("Status:"),
+        ) {
+            if s.ends_with("installed")
+                && !s.contains("not-installed")
+                && !s.contains("config-files")
+            {
                 out.push((p, v, a));
             }
         }

@@ -15,8 +15,16 @@ pub fn apply(src: &Path, tree: &Path, ctx: &minijinja::Value) -> Result<Vec<Stri
     Ok(placed)
 }
 
-fn walk(root: &Path, dir: &Path, tree: &Path, ctx: &minijinja::Value, placed: &mut Vec<String>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("cannot read overlay {}", dir.display()))?.collect::<Result<_, _>>()?;
+fn walk(
+    root: &Path,
+    dir: &Path,
+    tree: &Path,
+    ctx: &minijinja::Value,
+    placed: &mut Vec<String>,
+) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read overlay {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
@@ -27,32 +35,46 @@ fn walk(root: &Path, dir: &Path, tree: &Path, ctx: &minijinja::Value, placed: &m
         if ft.is_dir() {
             if !dest.exists() {
                 std::fs::create_dir_all(&dest)?;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+                std::fs::set_permissions(
+                    &dest,
+                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+                )?;
             }
             walk(root, &path, tree, ctx, placed)?;
             continue;
         }
         if dest.symlink_metadata().is_ok() && dest.is_dir() && !ft.is_symlink() {
-            anyhow::bail!("overlay file {} would replace the directory {}", path.display(), dest.display());
+            anyhow::bail!(
+                "overlay file {} would replace the directory {}",
+                path.display(),
+                dest.display()
+            );
         }
         if ft.is_symlink() {
             let target = std::fs::read_link(&path)?;
             let _ = std::fs::remove_file(&dest);
-            std::os::unix::fs::symlink(&target, &dest).with_context(|| format!("cannot place symlink {}", dest.display()))?;
+            std::os::unix::fs::symlink(&target, &dest)
+                .with_context(|| format!("cannot place symlink {}", dest.display()))?;
         } else if ft.is_file() {
-            let content = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let content =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let content = if path.extension().is_some_and(|x| x == "j2") {
                 dest.set_extension("");
-                let text = String::from_utf8(content).with_context(|| format!("template {} is not UTF-8", path.display()))?;
+                let text = String::from_utf8(content)
+                    .with_context(|| format!("template {} is not UTF-8", path.display()))?;
                 render(&text, &path, ctx)?.into_bytes()
             } else {
                 content
             };
             let _ = std::fs::remove_file(&dest);
-            std::fs::write(&dest, content).with_context(|| format!("cannot write {}", dest.display()))?;
+            std::fs::write(&dest, content)
+                .with_context(|| format!("cannot write {}", dest.display()))?;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         } else {
-            anyhow::bail!("overlay entry {} is not a file, directory or symlink", path.display());
+            anyhow::bail!(
+                "overlay entry {} is not a file, directory or symlink",
+                path.display()
+            );
         }
         std::os::unix::fs::lchown(&dest, Some(0), Some(0)).ok();
         placed.push(dest.strip_prefix(tree).unwrap().display().to_string());
@@ -64,8 +86,14 @@ fn render(text: &str, path: &Path, ctx: &minijinja::Value) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // Config files end in a newline; keep it.
-    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("default syntax builds"));
-    env.render_str(text, ctx).map_err(|e| anyhow::anyhow!("template {}: {e:#}", path.display()))
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("default syntax builds"),
+    );
+    env.render_str(text, ctx)
+        .map_err(|e| anyhow::anyhow!("template {}: {e:#}", path.display()))
 }
 
 #[cfg(test)]
@@ -77,13 +105,25 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let tree = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(src.path().join("etc/motd.d")).unwrap();
-        std::fs::write(src.path().join("etc/motd.d/hello.j2"), "image {{ image.name }}\n").unwrap();
+        std::fs::write(
+            src.path().join("etc/motd.d/hello.j2"),
+            "image {{ image.name }}\n",
+        )
+        .unwrap();
         std::fs::write(src.path().join("etc/plain"), "x").unwrap();
         std::os::unix::fs::symlink("plain", src.path().join("etc/link")).unwrap();
         let ctx = minijinja::context! { image => minijinja::context! { name => "demo" } };
         let placed = apply(src.path(), tree.path(), &ctx).unwrap();
-        assert_eq!(std::fs::read_to_string(tree.path().join("etc/motd.d/hello")).unwrap(), "image demo\n");
-        assert_eq!(std::fs::read_link(tree.path().join("etc/link")).unwrap().to_str(), Some("plain"));
+        assert_eq!(
+            std::fs::read_to_string(tree.path().join("etc/motd.d/hello")).unwrap(),
+            "image demo\n"
+        );
+        assert_eq!(
+            std::fs::read_link(tree.path().join("etc/link"))
+                .unwrap()
+                .to_str(),
+            Some("plain")
+        );
         assert_eq!(placed, vec!["etc/link", "etc/motd.d/hello", "etc/plain"]);
     }
 
@@ -92,7 +132,9 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let tree = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("x.j2"), "{{ nope }}").unwrap();
-        let e = apply(src.path(), tree.path(), &minijinja::context! {}).unwrap_err().to_string();
+        let e = apply(src.path(), tree.path(), &minijinja::context! {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.j2"), "{e}");
     }
 }

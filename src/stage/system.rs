@@ -25,7 +25,11 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     // ("uninitialized" marks first boot), the agent makes SSH host keys.
     write(tree, "etc/machine-id", b"uninitialized\n", 0o444)?;
     let _ = std::fs::remove_file(tree.join("var/lib/dbus/machine-id"));
-    for e in std::fs::read_dir(tree.join("etc/ssh")).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(tree.join("etc/ssh"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if e.file_name().to_string_lossy().starts_with("ssh_host_") {
             std::fs::remove_file(e.path())?;
         }
@@ -44,19 +48,46 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         std::fs::create_dir(&fw)?;
     }
 
-    write(tree, "etc/fstab", fstab(&input.boot_partuuid).as_bytes(), 0o644)?;
+    write(
+        tree,
+        "etc/fstab",
+        fstab(&input.boot_partuuid).as_bytes(),
+        0o644,
+    )?;
     placed.push("etc/fstab".into());
 
     write(tree, agents::AGENT_PATH, input.agent, 0o755)?;
     placed.push(agents::AGENT_PATH.into());
-    write(tree, "usr/lib/edgeimg/README.md", agents::README.as_bytes(), 0o644)?;
+    write(
+        tree,
+        "usr/lib/edgeimg/README.md",
+        agents::README.as_bytes(),
+        0o644,
+    )?;
     let image_json = serde_json::to_vec_pretty(input.image_config)?;
-    write(tree, edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'), &image_json, 0o644)?;
-    placed.push(edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/').into());
+    write(
+        tree,
+        edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'),
+        &image_json,
+        0o644,
+    )?;
+    placed.push(
+        edgeimg_agent::schema::IMAGE_CONFIG_PATH
+            .trim_start_matches('/')
+            .into(),
+    );
 
     for (name, text, target) in [
-        ("edgeimg-firstboot.service", agents::FIRSTBOOT_UNIT, "sysinit.target"),
-        ("edgeimg-ready.service", agents::READY_UNIT, "multi-user.target"),
+        (
+            "edgeimg-firstboot.service",
+            agents::FIRSTBOOT_UNIT,
+            "sysinit.target",
+        ),
+        (
+            "edgeimg-ready.service",
+            agents::READY_UNIT,
+            "multi-user.target",
+        ),
     ] {
         let unit = format!("usr/lib/systemd/system/{name}");
         write(tree, &unit, text.as_bytes(), 0o644)?;
@@ -65,17 +96,29 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     }
 
     // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
-    if tree.join("usr/lib/systemd/system/systemd-networkd.service").exists() {
-        write(tree, "etc/systemd/network/80-edgeimg-dhcp.network", NETWORK_DHCP.as_bytes(), 0o644)?;
+    if tree
+        .join("usr/lib/systemd/system/systemd-networkd.service")
+        .exists()
+    {
+        write(
+            tree,
+            "etc/systemd/network/80-edgeimg-dhcp.network",
+            NETWORK_DHCP.as_bytes(),
+            0o644,
+        )?;
         enable(tree, "systemd-networkd.service", "multi-user.target")?;
-        if tree.join("usr/lib/systemd/system/systemd-networkd.socket").exists() {
+        if tree
+            .join("usr/lib/systemd/system/systemd-networkd.socket")
+            .exists()
+        {
             enable(tree, "systemd-networkd.socket", "sockets.target")?;
         }
         placed.push("etc/systemd/network/80-edgeimg-dhcp.network".into());
     }
 
     let os_release = tree.join("usr/lib/os-release");
-    let mut text = std::fs::read_to_string(&os_release).context("the base has no /usr/lib/os-release")?;
+    let mut text =
+        std::fs::read_to_string(&os_release).context("the base has no /usr/lib/os-release")?;
     for (k, v) in &input.os_release_extra {
         text.push_str(&format!("{k}=\"{v}\"\n"));
     }
@@ -102,7 +145,8 @@ fn relocate_to_var(tree: &Path, dir: &str, target: &str) -> Result<()> {
         return Ok(());
     }
     if from.is_dir() {
-        std::fs::rename(&from, &to).with_context(|| format!("cannot move /{dir} to /var/{target}"))?;
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("cannot move /{dir} to /var/{target}"))?;
     } else {
         std::fs::create_dir_all(&to)?;
     }
@@ -112,11 +156,14 @@ fn relocate_to_var(tree: &Path, dir: &str, target: &str) -> Result<()> {
 
 /// `systemctl enable` without systemctl: the wants symlink.
 pub fn enable(tree: &Path, unit: &str, target: &str) -> Result<()> {
-    let dir = tree.join("etc/systemd/system").join(format!("{target}.wants"));
+    let dir = tree
+        .join("etc/systemd/system")
+        .join(format!("{target}.wants"));
     std::fs::create_dir_all(&dir)?;
     let link = dir.join(unit);
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), &link).with_context(|| format!("cannot enable {unit}"))?;
+    std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), &link)
+        .with_context(|| format!("cannot enable {unit}"))?;
     Ok(())
 }
 

@@ -7,8 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn ok(cmd: &mut Command) {
-    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 pub const MIB: u64 = 1 << 20;
@@ -28,16 +34,32 @@ pub fn make_image(dir: &Path, table: &str) -> PathBuf {
         "label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=81920, type=c, bootable\nstart=83968, size=32768, type=83\nstart=116736, size=8192, type=83\n"
     };
     let mut c = Command::new("sfdisk");
-    c.arg("--quiet").arg(&img).stdin(Stdio::piped()).stdout(Stdio::null());
+    c.arg("--quiet")
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
     let mut child = c.spawn().expect("sfdisk");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success(), "sfdisk failed");
     let fat = dir.join(format!("fat-{table}.img"));
     let _ = std::fs::remove_file(&fat);
-    ok(Command::new("mkfs.vfat").args(["-C", "-F", "32", "-n", "EDGEBOOT", "--invariant"]).arg(&fat).arg("40960"));
+    ok(Command::new("mkfs.vfat")
+        .args(["-C", "-F", "32", "-n", "EDGEBOOT", "--invariant"])
+        .arg(&fat)
+        .arg("40960"));
     std::fs::write(dir.join("hello.txt"), "hello from the boot partition\n").unwrap();
-    ok(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(&fat).arg(dir.join("hello.txt")).arg("::hello.txt"));
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&fat)
+        .arg(dir.join("hello.txt"))
+        .arg("::hello.txt"));
     // Splice the FAT in, writing only non-zero chunks (the image stays sparse).
     let out = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     let fatf = std::fs::File::open(&fat).unwrap();
@@ -55,7 +77,11 @@ pub fn make_image(dir: &Path, table: &str) -> PathBuf {
     }
     // Deterministic pseudo-random data spots in p2.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for (off, len) in [(DATA_AT, 300_000u64), (DATA_AT + 3 * MIB, 4096), (DATA_AT + 7 * MIB + 17, 1_000_000)] {
+    for (off, len) in [
+        (DATA_AT, 300_000u64),
+        (DATA_AT + 3 * MIB, 4096),
+        (DATA_AT + 7 * MIB + 17, 1_000_000),
+    ] {
         let data: Vec<u8> = (0..len)
             .map(|_| {
                 x ^= x << 13;
@@ -73,4 +99,3 @@ pub fn make_image(dir: &Path, table: &str) -> PathBuf {
     std::fs::write(dir.join(format!("test-{table}.img.bmap")), bmap).unwrap();
     img
 }
-
