@@ -47,6 +47,11 @@ pub const MCOPY: Tool = Tool {
     package: "mtools",
     purpose: "fill the boot partition without mounting it",
 };
+pub const MTYPE: Tool = Tool {
+    name: "mtype",
+    package: "mtools",
+    purpose: "read files on the boot partition (inspect, flash --node)",
+};
 pub const MMD: Tool = Tool {
     name: "mmd",
     package: "mtools",

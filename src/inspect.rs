@@ -12,14 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cmd::{Cmd, Tool};
+use crate::cmd::{self, Cmd};
 use crate::config::size::human;
-
-pub const MTYPE: Tool = Tool {
-    name: "mtype",
-    package: "mtools",
-    purpose: "read files on the boot partition (inspect, flash --node)",
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -428,7 +422,7 @@ fn image_list(v: &serde_json::Value) -> Vec<String> {
 /// without mounting. `Ok(None)` when the file is absent.
 pub fn read_node_file(disk: &Path, offset: u64) -> Result<Option<String>, crate::cmd::CmdError> {
     let spec = format!("{}@@{offset}", disk.display());
-    match Cmd::new(MTYPE)
+    match Cmd::new(cmd::MTYPE)
         .env("MTOOLS_SKIP_CHECK", "1")
         .args([
             "-i",
