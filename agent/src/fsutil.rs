@@ -59,3 +59,19 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     }
     res.with_context(|| format!("writing {}", path.display()))
 }
+
+/// Read a file's bytes; `Ok(None)` when it does not exist.
+pub fn read_bytes_opt(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// fsync a directory, so renames and unlinks in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}

@@ -18,6 +18,7 @@ pub mod schema;
 pub mod sshkeys;
 pub mod status;
 pub mod timefmt;
+pub mod update;
 pub mod users;
 
 #[cfg(test)]

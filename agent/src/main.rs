@@ -1,6 +1,6 @@
 //! edgeimg-agent: argument parsing and dispatch only; the work is in the library.
 
-use edgeimg_agent::{AGENT_VERSION, Root, firstboot, ready, status};
+use edgeimg_agent::{AGENT_VERSION, Root, firstboot, ready, status, update};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -15,6 +15,15 @@ commands:
                    `edgeimg: cluster ready`
   status [--json]  report readiness; exit 0 when ready (with K3s: and the
                    cluster), 1 otherwise
+  update apply FILE [--tries N]
+                   verify a signed update (signature, board, architecture,
+                   every hash) before writing anything, install it into the
+                   inactive root slot and make it the next boot, with N
+                   tries (default 3) before falling back to this slot
+  update verify FILE
+                   verify an update against this image's trusted key only
+  update health    on a trial boot of a new slot: mark it good when the node
+                   is ready, else exit 1 (the unit then reboots)
 
 options:
   -h, --help       show this help
@@ -46,6 +55,19 @@ fn main() -> ExitCode {
                 }
             };
         }
+        ["update", "apply", file] => update::apply::run(&root, file.as_ref(), update::DEFAULT_TRIES),
+        ["update", "apply", file, "--tries", n] | ["update", "apply", "--tries", n, file] => {
+            match n.parse() {
+                Ok(n) => update::apply::run(&root, file.as_ref(), n),
+                Err(_) => Err(edgeimg_agent::Error::msg(format!("--tries {n}: not a number"))),
+            }
+        }
+        ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
+        ["update", "health"] => match update::health::run(&root) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         _ => {
             eprint!("edgeimg-agent: unrecognized arguments: {args:?}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -54,7 +76,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edgeimg-agent: {} failed: {e}", args[0]);
+            eprintln!("edgeimg-agent: {} failed: {e}", args[..args.len().min(2)].join(" "));
             ExitCode::from(1)
         }
     }
