@@ -16,6 +16,8 @@ pub struct BuildArgs {
     pub compress: Option<CompressArg>,
     pub bundle: Option<PathBuf>,
     pub lock: Option<PathBuf>,
+    pub signing_key: Option<PathBuf>,
+    pub update: bool,
 }
 
 pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
@@ -33,6 +35,8 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
         quiet,
         bundle: a.bundle,
         lock: a.lock,
+        signing_key: a.signing_key,
+        update: a.update,
     })?;
     if !quiet {
         for o in &report.outputs {
@@ -40,6 +44,44 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn keygen(prefix: &Path) -> Result<()> {
+    let (key, public) = crate::update::keygen(prefix)?;
+    println!("{}", key.display());
+    println!("{}", public.display());
+    Ok(())
+}
+
+pub fn update(c: crate::cli::UpdateCommand) -> Result<()> {
+    match c {
+        crate::cli::UpdateCommand::Verify {
+            file,
+            key,
+            board,
+            arch,
+        } => {
+            let h = crate::update::verify(
+                &file,
+                &key,
+                &crate::update::Expect {
+                    board: board.as_deref(),
+                    arch: arch.as_deref(),
+                },
+            )?;
+            println!(
+                "{}: OK: {} build {} for {} ({}), kernel {}, signed with key {}",
+                file.display(),
+                h.name,
+                h.build_id,
+                h.board,
+                h.arch,
+                h.kernel_version,
+                h.key_id
+            );
+            Ok(())
+        }
+    }
 }
 
 pub fn plan(c: ConfigArgs, json: bool) -> Result<()> {

@@ -29,6 +29,7 @@ pub mod progress;
 pub mod qemu;
 pub mod sparse;
 pub mod stage;
+pub mod update;
 
 /// edgeimg's version, recorded in every image and manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

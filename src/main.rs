@@ -14,6 +14,8 @@ fn main() {
             compress,
             bundle,
             lock,
+            signing_key,
+            update,
         } => edgeimg::commands::build(
             config,
             edgeimg::commands::BuildArgs {
@@ -22,9 +24,13 @@ fn main() {
                 compress,
                 bundle,
                 lock,
+                signing_key,
+                update,
             },
             cli.quiet,
         ),
+        Command::Keygen { out } => edgeimg::commands::keygen(&out),
+        Command::Update(c) => edgeimg::commands::update(c),
         Command::Plan { config, json } => edgeimg::commands::plan(config, json),
         Command::Run {
             image,

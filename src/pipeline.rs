@@ -30,6 +30,10 @@ pub struct BuildOptions {
     pub bundle: Option<PathBuf>,
     /// The bundle lock file (default: edgeimg.lock beside the config).
     pub lock: Option<PathBuf>,
+    /// Update signing key: the image trusts its public key.
+    pub signing_key: Option<PathBuf>,
+    /// Also write the signed update file (needs `signing_key`).
+    pub update: bool,
 }
 
 /// What a build produced.
@@ -54,6 +58,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut tools: Vec<cmd::Tool> = cmd::BUILD_TOOLS.to_vec();
     tools.retain(|t| t.name != "mmdebstrap" && t.name != "newuidmap"); // only needed on a cache miss
     cmd::require(&tools)?;
+    anyhow::ensure!(
+        !opts.update || opts.signing_key.is_some(),
+        "--update needs --signing-key: an update is only useful signed"
+    );
+    let signing_key = opts
+        .signing_key
+        .as_deref()
+        .map(crate::update::load_signing_key)
+        .transpose()?;
     let out_dir = prepare_out_dir(&opts.out)?;
     let _out_lock = crate::cache::Lock::acquire(&out_dir.join(".edgeimg.lock"))?;
     remove_stale_temps(&out_dir);
@@ -133,6 +146,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         ],
     };
     let mut placed = stage::system::apply(&tree, &system)?;
+    if let Some(sk) = &signing_key {
+        let rel = edgeimg_agent::update::TRUSTED_KEY_PATH.trim_start_matches('/');
+        stage::system::write(
+            &tree,
+            rel,
+            edgeimg_agent::update::keys::public_text(&sk.verifying_key()).as_bytes(),
+            0o644,
+        )?;
+        placed.push(rel.into());
+    }
     if let (Some(k), Some(inputs)) = (&cfg.k3s, &k3s) {
         let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
         let settings = image_config.k3s.clone().expect("set above");
@@ -264,6 +287,53 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     img.sync_all()?;
     drop(img);
     let kernel_info = kernel_info(&kernel)?;
+    let mut names = vec![img_name.clone()];
+    if let (true, Some(sk)) = (opts.update, &signing_key) {
+        let t = Instant::now();
+        let name = format!("{}-{}.update", plan.name, plan.board);
+        let root_sha = artifact::checksums::sha256_file(&root_img)?;
+        let mut payloads: Vec<(String, PathBuf)> = vec![
+            (edgeimg_agent::update::format::ROOT.into(), root_img.clone()),
+            (edgeimg_agent::update::format::VMLINUZ.into(), kernel.vmlinuz.clone()),
+            (edgeimg_agent::update::format::INITRD.into(), kernel.initrd.clone()),
+        ];
+        // The Pi firmware's files (firmware, DTBs, config.txt, cmdline.txt)
+        // travel too: a Pi slot switch swaps the whole boot directory.
+        if cfg.board.firmware == Firmware::Rpi {
+            for (dest, src) in boot_files.materialize(work.path())? {
+                payloads.push((
+                    format!("{}{dest}", edgeimg_agent::update::format::BOOT_PREFIX),
+                    src,
+                ));
+            }
+        }
+        let refs: Vec<(String, &Path)> = payloads
+            .iter()
+            .map(|(n, p)| (n.clone(), p.as_path()))
+            .collect();
+        crate::update::write_file(
+            &staging_out.path().join(&name),
+            crate::update::Header {
+                name: cfg.name.clone(),
+                board: cfg.board.name.clone(),
+                arch: cfg.board.arch.clone(),
+                build_id: root_sha[..16].to_string(),
+                edgeimg_version: crate::VERSION.into(),
+                kernel_version: kernel.version.clone(),
+                cmdline: plan.kernel_cmdline.clone(),
+                created: epoch,
+                key_id: String::new(),
+                payloads: vec![],
+            },
+            &refs,
+            sk,
+        )?;
+        progress.note(&format!(
+            "update: {name} signed ({:.1}s)",
+            t.elapsed().as_secs_f64()
+        ));
+        names.push(name);
+    }
     drop(work); // the tree is big; free it before compressing
     progress.note(&format!(
         "disk: {} ({}) assembled ({:.1}s)",
@@ -273,7 +343,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     ));
 
     // Artifacts.
-    let mut names = vec![img_name.clone()];
     if let Some(ext) = cfg.compression.extension() {
         let t = Instant::now();
         let name = format!("{img_name}.{ext}");

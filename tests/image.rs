@@ -138,7 +138,7 @@ fn image_artifacts_pass_reference_tools_and_builds_reproduce() {
     let entry = ok(std::process::Command::new("mtype")
         .args(["-i"])
         .arg(&boot)
-        .arg("::/loader/entries/edgeimg-a.conf"));
+        .arg("::/loader/entries/edgeimg-1-a.conf"));
     let root_uuid = layout[1]["part_uuid"].as_str().unwrap();
     assert!(
         entry.contains(&format!("root=PARTUUID={root_uuid}")) && entry.contains("rootfstype=erofs"),

@@ -199,6 +199,6 @@ fn arm64_uefi_image_has_aarch64_bootloader_and_agent() {
     let entry = ok(Command::new("mtype")
         .arg("-i")
         .arg(&boot)
-        .arg("::/loader/entries/edgeimg-a.conf"));
+        .arg("::/loader/entries/edgeimg-1-a.conf"));
     assert!(entry.contains("console=ttyAMA0,115200"), "{entry}");
 }

@@ -43,6 +43,8 @@ pub fn build(
         quiet: false,
         bundle: bundle.map(Path::to_path_buf),
         lock: None,
+        signing_key: None,
+        update: false,
     })
 }
 

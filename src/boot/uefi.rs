@@ -17,6 +17,11 @@ fn efi_names(rust_arch: &str) -> (&'static str, &'static str) {
 }
 
 /// Boot files for slot A (slot B's entry is written by updates).
+///
+/// Entries are named `edgeimg-<generation>-<slot>.conf` and loader.conf's
+/// default is the pattern `edgeimg-*`: systemd-boot picks the first match in
+/// its order (newest id first, entries with no boot tries left last), which
+/// is what makes an update's trial boot fall back by itself (docs/updates.md).
 pub fn boot_files(
     tree: &Path,
     rust_arch: &str,
@@ -37,10 +42,10 @@ pub fn boot_files(
     files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), sdboot);
     files.add_bytes(
         "loader/loader.conf",
-        "default edgeimg-a.conf\ntimeout 0\neditor no\nconsole-mode keep\n",
+        "default edgeimg-*\ntimeout 0\neditor no\nconsole-mode keep\n",
     );
     files.add_bytes(
-        "loader/entries/edgeimg-a.conf",
+        "loader/entries/edgeimg-1-a.conf",
         format!(
             "title {title} (slot A)\nversion {}\nlinux /edgeimg/a/vmlinuz\ninitrd /edgeimg/a/initrd.img\noptions {cmdline}\n",
             kernel.version

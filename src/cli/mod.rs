@@ -35,6 +35,25 @@ pub struct ConfigArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Verify an update file as a device would (signature, board, architecture,
+    /// length, every payload's SHA-256); exit 1 with the reason if refused.
+    Verify {
+        /// The .update file.
+        file: PathBuf,
+        /// The public key (PREFIX.pub) the devices trust.
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// Refuse an update that is not for this board.
+        #[arg(long)]
+        board: Option<String>,
+        /// Refuse an update that is not for this architecture (amd64, arm64).
+        #[arg(long)]
+        arch: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the image: out/<name>-<board>.img plus .zst/.xz, .bmap, manifest.json, SHA256SUMS.
     Build {
@@ -56,7 +75,24 @@ pub enum Command {
         /// Bundle lock file (default: edgeimg.lock beside the config).
         #[arg(long, value_name = "FILE")]
         lock: Option<PathBuf>,
+        /// Update signing key (PREFIX.key from `edgeimg keygen`): the image trusts
+        /// its public key for updates (/usr/share/edgeimg/update.pub).
+        #[arg(long, value_name = "KEY")]
+        signing_key: Option<PathBuf>,
+        /// Also write out/<name>-<board>.update: the signed update to this image
+        /// (root, kernel, initrd, boot files), for `edgeimg-agent update apply`.
+        #[arg(long, requires = "signing_key")]
+        update: bool,
     },
+    /// Make an ed25519 update signing key pair: PREFIX.key (mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files; existing files are never overwritten.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Signed update files (see docs/updates.md).
+    #[command(subcommand)]
+    Update(UpdateCommand),
     /// Print the resolved plan (packages, partitions, UUIDs, files) without building.
     Plan {
         #[command(flatten)]

@@ -28,6 +28,25 @@ impl BootFiles {
         self.files
             .insert(dest.to_string(), Source::Bytes(content.into()));
     }
+    /// Every file as (destination, path on disk); in-memory contents are
+    /// written under `work/boot-files/` first.
+    pub fn materialize(&self, work: &Path) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        for (dest, s) in &self.files {
+            let path = match s {
+                Source::File(p) => p.clone(),
+                Source::Bytes(b) => {
+                    let p = work.join("boot-files").join(dest);
+                    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+                    std::fs::write(&p, b)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    p
+                }
+            };
+            out.push((dest.clone(), path));
+        }
+        Ok(out)
+    }
     pub fn total_bytes(&self) -> Result<u64> {
         let mut n = 0;
         for s in self.files.values() {

@@ -40,6 +40,9 @@ pub struct Vm {
     /// Discard disk writes (QEMU's -snapshot).
     pub snapshot: bool,
     pub boot: BootMode,
+    /// More raw disks, attached read-only after the boot disk (e.g. a test's
+    /// update medium).
+    pub extra_disks: Vec<PathBuf>,
 }
 
 impl Vm {
@@ -103,6 +106,7 @@ impl Vm {
             kvm: std::env::var("EDGEIMG_QEMU_KVM").is_ok_and(|v| v == "1"),
             snapshot: false,
             boot,
+            extra_disks: Vec::new(),
         })
     }
 
@@ -147,6 +151,13 @@ impl Vm {
             self.qemu.disk_interface
         ));
         // Air-gapped by design: no network device unless the operator adds one.
+        for d in &self.extra_disks {
+            c.arg("-drive").arg(format!(
+                "file={},format=raw,if={},readonly=on",
+                d.display(),
+                self.qemu.disk_interface
+            ));
+        }
         c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
         if self.snapshot {
             c.arg("-snapshot");

@@ -88,6 +88,11 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
             agents::READY_UNIT,
             "multi-user.target",
         ),
+        (
+            "edgeimg-update-health.service",
+            agents::UPDATE_HEALTH_UNIT,
+            "multi-user.target",
+        ),
     ] {
         let unit = format!("usr/lib/systemd/system/{name}");
         write(tree, &unit, text.as_bytes(), 0o644)?;

@@ -1,0 +1,239 @@
+//! VM test of signed A/B updates on x86_64 (OVMF -> systemd-boot): one v1
+//! image and two update files (v2, and v2 whose health check fails) are
+//! built once; each scenario boots its own sparse copy of the v1 disk.
+//!
+//! The test-only overlay qemu-tests/overlays/updatetest prints one
+//! `EDGEIMG-UPDATETEST slot=.. version=.. ...` line per boot and applies the
+//! update from a second disk labelled EDGEUPD with `edgeimg-agent update
+//! apply`, then reboots (QEMU runs with -no-reboot: a guest reboot ends the
+//! QEMU process and the test starts the next boot on the same disk).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edgeimg_qemu_tests::{disk_copy, exclusive, log_dir, repo_root};
+
+const BOOT: Duration = Duration::from_secs(600);
+const EXIT: Duration = Duration::from_secs(180);
+const GIB: u64 = 1024 * 1024 * 1024;
+
+fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
+    let vdir = dir.join(format!("overlay-{version}"));
+    let vfile = vdir.join("usr/share/edgeimg-test/version");
+    std::fs::create_dir_all(vfile.parent().unwrap()).unwrap();
+    std::fs::write(&vfile, format!("{version}\n")).unwrap();
+    let mut overlays = vec![
+        repo_root().join("qemu-tests/overlays/updatetest"),
+        vdir.clone(),
+    ];
+    if unhealthy {
+        // The new version's node never becomes ready: its health check fails.
+        let d = dir.join("overlay-unhealthy");
+        let f = d.join("etc/systemd/system/edgeimg-ready.service.d/unhealthy.conf");
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "[Service]\nExecStartPre=/bin/false\n").unwrap();
+        overlays.push(d);
+    }
+    let list: Vec<String> = overlays
+        .iter()
+        .map(|o| format!("{:?}", o.display().to_string()))
+        .collect();
+    let path = dir.join(format!("{version}{}.toml", if unhealthy { "-bad" } else { "" }));
+    std::fs::write(
+        &path,
+        format!(
+            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn build_signed(cfg: &Path, out: &Path, key: &Path, update: bool) -> PathBuf {
+    let r = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
+        config: Some(cfg.to_path_buf()),
+        board: None,
+        out: out.to_path_buf(),
+        compression: Some(edgeimg::artifact::Compression::None),
+        signing_key: Some(key.to_path_buf()),
+        update,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("build {}: {e:#}", cfg.display()));
+    if update {
+        out.join("updtest-x86_64.update")
+    } else {
+        r.image
+    }
+}
+
+/// A FAT disk labelled EDGEUPD holding update.bin and the number of tries.
+fn update_disk(update: &Path, tries: u32, dest: &Path, work: &Path) {
+    let mut files = edgeimg::fs::vfat::BootFiles::default();
+    files.add_file("update.bin", update.to_path_buf());
+    files.add_bytes("tries", format!("{tries}\n"));
+    let size = (std::fs::metadata(update).unwrap().len() + 64 * 1024 * 1024)
+        .next_multiple_of(1024 * 1024);
+    edgeimg::fs::vfat::make(dest, size, "EDGEUPD", 0x0ed6e0d, &files, work, 0)
+        .unwrap_or_else(|e| panic!("update disk: {e:#}"));
+}
+
+struct Boot {
+    vm: edgeimg::qemu::RunningVm,
+    started: Instant,
+    name: String,
+}
+
+fn start(disk: &Path, extra: Option<&Path>, work: &Path, name: &str) -> Boot {
+    let b = edgeimg::config::board::load("x86_64").unwrap();
+    let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work).unwrap();
+    vm.extra_disks = extra.into_iter().map(Path::to_path_buf).collect();
+    let vm = vm.spawn_captured(&log_dir().join(format!("{name}.log"))).unwrap();
+    Boot {
+        vm,
+        started: Instant::now(),
+        name: name.into(),
+    }
+}
+
+impl Boot {
+    fn wait(&mut self, needle: &str) -> String {
+        self.vm
+            .wait_for(needle, BOOT)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
+    }
+    /// The boot's report line as key=value pairs.
+    fn report(&mut self) -> HashMap<String, String> {
+        let line = self.wait("EDGEIMG-UPDATETEST slot=");
+        let at = line.find("EDGEIMG-UPDATETEST").unwrap();
+        line[at..]
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+    fn exits(mut self) {
+        let st = self
+            .vm
+            .wait_exit(EXIT)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name));
+        assert!(st.success(), "{}: QEMU exited with {st}", self.name);
+        eprintln!(
+            "{}: {:.0}s",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn entries(r: &HashMap<String, String>) -> Vec<String> {
+    let mut v: Vec<String> = r["entries"]
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Boots v1 with the update disk attached: it reports slot A / v1, applies
+/// the update and reboots.
+fn boot_and_apply(disk: &Path, upd: &Path, work: &Path, name: &str) {
+    let mut b = start(disk, Some(upd), work, name);
+    let r = b.report();
+    assert_eq!(
+        (r["slot"].as_str(), r["version"].as_str()),
+        ("a", "v1"),
+        "{r:?}"
+    );
+    assert_eq!(entries(&r), ["edgeimg-1-a.conf"], "{r:?}");
+    b.wait("edgeimg: update ");
+    b.wait("EDGEIMG-UPDATETEST applied");
+    b.exits();
+}
+
+#[test]
+fn x86_64_update_good_bad_and_interrupted() {
+    let _guard = exclusive();
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let (key, _) = edgeimg::update::keygen(&w.join("fleet")).unwrap();
+    let v1 = build_signed(&config(w, "v1", false), &w.join("out-v1"), &key, false);
+    let good = build_signed(&config(w, "v2", false), &w.join("out-v2"), &key, true);
+    let bad = build_signed(&config(w, "v2", true), &w.join("out-v2bad"), &key, true);
+    // The host runs the device's verification.
+    let pubkey = w.join("fleet.pub");
+    let expect = edgeimg::update::Expect {
+        board: Some("x86_64"),
+        arch: Some("amd64"),
+    };
+    edgeimg::update::verify(&good, &pubkey, &expect).unwrap();
+    update_disk(&good, 2, &w.join("upd-good.raw"), w);
+    update_disk(&bad, 1, &w.join("upd-bad.raw"), w);
+    let disk_len = std::fs::metadata(&v1).unwrap().len() + GIB;
+    eprintln!("builds: {:.0}s", t0.elapsed().as_secs_f64());
+
+    // (a) A good update: slot B runs v2, is marked good, data kept.
+    let disk = w.join("disk-a.raw");
+    disk_copy(&v1, &disk, disk_len).unwrap();
+    boot_and_apply(&disk, &w.join("upd-good.raw"), w, "update-good-1");
+    let mut b = start(&disk, None, w, "update-good-2");
+    b.wait("edgeimg: update good: boot entry edgeimg-2-b.conf");
+    let r = b.report();
+    assert_eq!(r["slot"], "b", "{r:?}");
+    assert_eq!(r["version"], "v2", "{r:?}");
+    assert_eq!(r["health"], "active", "{r:?}");
+    assert_eq!(r["data"], "data-v1", "data partition kept: {r:?}");
+    assert_eq!(r["etc"], "etc-v1", "/etc overlay kept: {r:?}");
+    assert_eq!(
+        entries(&r),
+        ["edgeimg-1-a.conf", "edgeimg-2-b.conf"],
+        "blessed: {r:?}"
+    );
+    b.exits();
+
+    // (b) An update whose health check fails: one try, then slot A by itself.
+    let disk = w.join("disk-b.raw");
+    disk_copy(&v1, &disk, disk_len).unwrap();
+    boot_and_apply(&disk, &w.join("upd-bad.raw"), w, "update-bad-1");
+    let mut b = start(&disk, None, w, "update-bad-2");
+    b.wait("edgeimg: update health check failed on trial boot of edgeimg-2-b+0-1.conf");
+    b.exits(); // FailureAction=reboot
+    let mut b = start(&disk, None, w, "update-bad-3");
+    let r = b.report();
+    assert_eq!(
+        (r["slot"].as_str(), r["version"].as_str()),
+        ("a", "v1"),
+        "fell back: {r:?}"
+    );
+    assert_eq!(r["data"], "data-v1", "{r:?}");
+    assert_eq!(
+        entries(&r),
+        ["edgeimg-1-a.conf", "edgeimg-2-b+0-1.conf"],
+        "{r:?}"
+    );
+    b.exits();
+
+    // (c) Power lost while the slot is written: the old slot boots, intact.
+    let disk = w.join("disk-c.raw");
+    disk_copy(&v1, &disk, disk_len).unwrap();
+    let mut b = start(&disk, Some(&w.join("upd-good.raw")), w, "update-killed-1");
+    b.wait("update: writing slot b");
+    b.vm.kill();
+    drop(b);
+    let mut b = start(&disk, None, w, "update-killed-2");
+    let r = b.report();
+    assert_eq!(
+        (r["slot"].as_str(), r["version"].as_str()),
+        ("a", "v1"),
+        "{r:?}"
+    );
+    assert_eq!(r["data"], "data-v1", "{r:?}");
+    assert_eq!(entries(&r), ["edgeimg-1-a.conf"], "{r:?}");
+    b.exits();
+    eprintln!("total: {:.0}s", t0.elapsed().as_secs_f64());
+}

@@ -1,0 +1,99 @@
+//! Signed updates on the host: key generation, writing the update file at
+//! build time, and `edgeimg update verify`. The file format and the
+//! verification are the agent's own code ([`edgeimg_agent::update`]), so the
+//! host checks exactly what a device checks.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use edgeimg_agent::update::{format, keys};
+
+pub use format::{Expect, Header};
+
+/// The two files of a key pair made from `prefix`.
+pub fn key_paths(prefix: &Path) -> (PathBuf, PathBuf) {
+    let s = prefix.as_os_str().to_string_lossy();
+    (
+        PathBuf::from(format!("{s}.key")),
+        PathBuf::from(format!("{s}.pub")),
+    )
+}
+
+fn random_seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    let mut f = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut seed).context("reading /dev/urandom")?;
+    Ok(seed)
+}
+
+/// `edgeimg keygen --out PREFIX`: PREFIX.key (0600) and PREFIX.pub; never
+/// overwrites either.
+pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (key_path, pub_path) = key_paths(prefix);
+    for p in [&key_path, &pub_path] {
+        if p.exists() || p.is_symlink() {
+            anyhow::bail!(
+                "{} already exists; refusing to overwrite a key (choose another --out)",
+                p.display()
+            );
+        }
+    }
+    let sk = ed25519_dalek::SigningKey::from_bytes(&random_seed()?);
+    let write_new = |p: &Path, text: &str, mode: u32| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(p)
+            .with_context(|| format!("cannot create {}", p.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("cannot write {}", p.display()))
+    };
+    write_new(&key_path, &keys::secret_text(&sk), 0o600)?;
+    if let Err(e) = write_new(&pub_path, &keys::public_text(&sk.verifying_key()), 0o644) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e);
+    }
+    Ok((key_path, pub_path))
+}
+
+/// The signing key for a build, read before any long work.
+pub fn load_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("signing key {}", path.display()))?;
+    if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
+        anyhow::bail!(
+            "signing key {} is readable by other users; chmod 600 it",
+            path.display()
+        );
+    }
+    keys::read_secret(path).map_err(|e| anyhow::anyhow!("signing key: {e}"))
+}
+
+/// Writes the update file `dest` (payloads in order) signed with `key`.
+pub fn write_file(
+    dest: &Path,
+    header: Header,
+    payloads: &[(String, &Path)],
+    key: &ed25519_dalek::SigningKey,
+) -> Result<Header> {
+    let f = std::fs::File::create(dest)
+        .with_context(|| format!("cannot create {}", dest.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let h = format::write(&mut w, header, payloads, key)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
+    let f = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    f.sync_all()?;
+    Ok(h)
+}
+
+/// `edgeimg update verify`: the agent's verification, on the host.
+pub fn verify(file: &Path, key: &Path, expect: &Expect) -> Result<Header> {
+    let key = keys::read_public(key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let v = format::verify_file(file, &key, expect)
+        .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
+    Ok(v.header)
+}
