@@ -294,8 +294,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let root_sha = artifact::checksums::sha256_file(&root_img)?;
         let mut payloads: Vec<(String, PathBuf)> = vec![
             (edgeimg_agent::update::format::ROOT.into(), root_img.clone()),
-            (edgeimg_agent::update::format::VMLINUZ.into(), kernel.vmlinuz.clone()),
-            (edgeimg_agent::update::format::INITRD.into(), kernel.initrd.clone()),
+            (
+                edgeimg_agent::update::format::VMLINUZ.into(),
+                kernel.vmlinuz.clone(),
+            ),
+            (
+                edgeimg_agent::update::format::INITRD.into(),
+                kernel.initrd.clone(),
+            ),
         ];
         // The Pi firmware's files (firmware, DTBs, config.txt, cmdline.txt)
         // travel too: a Pi slot switch swaps the whole boot directory.

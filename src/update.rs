@@ -62,8 +62,8 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// The signing key for a build, read before any long work.
 pub fn load_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("signing key {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("signing key {}", path.display()))?;
     if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
         anyhow::bail!(
             "signing key {} is readable by other users; chmod 600 it",
@@ -80,8 +80,8 @@ pub fn write_file(
     payloads: &[(String, &Path)],
     key: &ed25519_dalek::SigningKey,
 ) -> Result<Header> {
-    let f = std::fs::File::create(dest)
-        .with_context(|| format!("cannot create {}", dest.display()))?;
+    let f =
+        std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let mut w = std::io::BufWriter::new(f);
     let h = format::write(&mut w, header, payloads, key)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;

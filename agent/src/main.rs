@@ -55,11 +55,15 @@ fn main() -> ExitCode {
                 }
             };
         }
-        ["update", "apply", file] => update::apply::run(&root, file.as_ref(), update::DEFAULT_TRIES),
+        ["update", "apply", file] => {
+            update::apply::run(&root, file.as_ref(), update::DEFAULT_TRIES)
+        }
         ["update", "apply", file, "--tries", n] | ["update", "apply", "--tries", n, file] => {
             match n.parse() {
                 Ok(n) => update::apply::run(&root, file.as_ref(), n),
-                Err(_) => Err(edgeimg_agent::Error::msg(format!("--tries {n}: not a number"))),
+                Err(_) => Err(edgeimg_agent::Error::msg(format!(
+                    "--tries {n}: not a number"
+                ))),
             }
         }
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
@@ -76,7 +80,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edgeimg-agent: {} failed: {e}", args[..args.len().min(2)].join(" "));
+            eprintln!(
+                "edgeimg-agent: {} failed: {e}",
+                args[..args.len().min(2)].join(" ")
+            );
             ExitCode::from(1)
         }
     }

@@ -39,7 +39,10 @@ fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
         .iter()
         .map(|o| format!("{:?}", o.display().to_string()))
         .collect();
-    let path = dir.join(format!("{version}{}.toml", if unhealthy { "-bad" } else { "" }));
+    let path = dir.join(format!(
+        "{version}{}.toml",
+        if unhealthy { "-bad" } else { "" }
+    ));
     std::fs::write(
         &path,
         format!(
@@ -74,8 +77,8 @@ fn update_disk(update: &Path, tries: u32, dest: &Path, work: &Path) {
     let mut files = edgeimg::fs::vfat::BootFiles::default();
     files.add_file("update.bin", update.to_path_buf());
     files.add_bytes("tries", format!("{tries}\n"));
-    let size = (std::fs::metadata(update).unwrap().len() + 64 * 1024 * 1024)
-        .next_multiple_of(1024 * 1024);
+    let size =
+        (std::fs::metadata(update).unwrap().len() + 64 * 1024 * 1024).next_multiple_of(1024 * 1024);
     edgeimg::fs::vfat::make(dest, size, "EDGEUPD", 0x0ed6e0d, &files, work, 0)
         .unwrap_or_else(|e| panic!("update disk: {e:#}"));
 }
@@ -90,7 +93,9 @@ fn start(disk: &Path, extra: Option<&Path>, work: &Path, name: &str) -> Boot {
     let b = edgeimg::config::board::load("x86_64").unwrap();
     let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work).unwrap();
     vm.extra_disks = extra.into_iter().map(Path::to_path_buf).collect();
-    let vm = vm.spawn_captured(&log_dir().join(format!("{name}.log"))).unwrap();
+    let vm = vm
+        .spawn_captured(&log_dir().join(format!("{name}.log")))
+        .unwrap();
     Boot {
         vm,
         started: Instant::now(),

@@ -127,8 +127,13 @@ fn find_target(root: &Root, current: char) -> Result<Target> {
             partuuid = Some(e.file_name().to_string_lossy().into_owned());
         }
     }
-    let partuuid = partuuid
-        .ok_or_else(|| Error::msg(format!("no PARTUUID for {} in {}", real.display(), dir.display())))?;
+    let partuuid = partuuid.ok_or_else(|| {
+        Error::msg(format!(
+            "no PARTUUID for {} in {}",
+            real.display(),
+            dir.display()
+        ))
+    })?;
     Ok(Target {
         slot,
         device,
@@ -235,7 +240,10 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
     fsutil::sync_dir(&entries)?;
 
     // 3. The root image.
-    crate::log(format!("update: writing slot {} ({} bytes)", t.slot, rootp.size));
+    crate::log(format!(
+        "update: writing slot {} ({} bytes)",
+        t.slot, rootp.size
+    ));
     let mut f = File::open(file).with_context(|| file.display().to_string())?;
     let mut dev = OpenOptions::new()
         .read(true)
@@ -243,7 +251,8 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         .open(&t.device)
         .with_context(|| t.device.display().to_string())?;
     copy_payload(&mut f, &v, ROOT, &mut dev).with_context(|| t.device.display().to_string())?;
-    dev.sync_all().with_context(|| t.device.display().to_string())?;
+    dev.sync_all()
+        .with_context(|| t.device.display().to_string())?;
     // Read back what the medium holds, not what the page cache remembers.
     unsafe {
         libc::posix_fadvise(
@@ -294,7 +303,10 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         "update: slot {} installed as boot entry {id} with {tries} tries; reboot to try it",
         t.slot
     ));
-    println!("edgeimg: update {} installed in slot {}", h.build_id, t.slot);
+    println!(
+        "edgeimg: update {} installed in slot {}",
+        h.build_id, t.slot
+    );
     Ok(())
 }
 
@@ -313,7 +325,8 @@ mod tests {
 
     #[test]
     fn cmdline_takes_this_devices_partitions() {
-        let new = "root=PARTUUID=111 rootfstype=erofs ro edgeimg.data=PARTUUID=999 edgeimg.slot=a quiet";
+        let new =
+            "root=PARTUUID=111 rootfstype=erofs ro edgeimg.data=PARTUUID=999 edgeimg.slot=a quiet";
         let cur = "root=PARTUUID=aaa ro edgeimg.data=PARTUUID=ddd edgeimg.slot=a";
         assert_eq!(
             device_cmdline(new, cur, 'b', "bbb"),

@@ -113,7 +113,11 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// SHA-256 of the next `len` bytes of `r`, hex; errors if `r` ends early.
-pub fn sha256_of(r: &mut impl Read, len: u64, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<String> {
+pub fn sha256_of(
+    r: &mut impl Read,
+    len: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
     let mut left = len;
@@ -165,7 +169,8 @@ pub fn write(
     signed.extend_from_slice(&json);
     let sig = key.sign(&signed);
     out.write_all(&signed).context("writing the header")?;
-    out.write_all(&sig.to_bytes()).context("writing the signature")?;
+    out.write_all(&sig.to_bytes())
+        .context("writing the signature")?;
     for (name, path) in payloads {
         let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         std::io::copy(&mut f, out).with_context(|| format!("writing payload {name}"))?;
@@ -189,7 +194,8 @@ pub fn verify_header(
             return Err(truncated("magic"));
         }
     }
-    f.read_exact(&mut pre[..len.min(16) as usize]).context("reading")?;
+    f.read_exact(&mut pre[..len.min(16) as usize])
+        .context("reading")?;
     if &pre[..8] != MAGIC {
         crate::bail!("not an edgeimg update file (bad magic)");
     }
@@ -263,10 +269,7 @@ pub fn verify_header(
         crate::bail!("truncated: {len} bytes, the header describes {want}");
     }
     if len > want {
-        crate::bail!(
-            "{} unexpected bytes after the last payload",
-            len - want
-        );
+        crate::bail!("{} unexpected bytes after the last payload", len - want);
     }
     Ok(Verified {
         header,

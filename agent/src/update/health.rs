@@ -33,7 +33,9 @@ pub fn run(root: &Root) -> Result<bool> {
     };
     let image = config::load_image(root)?;
     let rel = count_path.replace('\\', "/");
-    let file = root.path(&image.boot_mount).join(rel.trim_start_matches('/'));
+    let file = root
+        .path(&image.boot_mount)
+        .join(rel.trim_start_matches('/'));
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -65,8 +67,14 @@ pub fn run(root: &Root) -> Result<bool> {
 mod tests {
     #[test]
     fn blessing_drops_the_counter() {
-        assert_eq!(super::blessed_name("edgeimg-2-b+1-2.conf").unwrap(), "edgeimg-2-b.conf");
-        assert_eq!(super::blessed_name("edgeimg-2-b+3.conf").unwrap(), "edgeimg-2-b.conf");
+        assert_eq!(
+            super::blessed_name("edgeimg-2-b+1-2.conf").unwrap(),
+            "edgeimg-2-b.conf"
+        );
+        assert_eq!(
+            super::blessed_name("edgeimg-2-b+3.conf").unwrap(),
+            "edgeimg-2-b.conf"
+        );
         assert_eq!(super::blessed_name("edgeimg-1-a.conf"), None);
     }
 }

@@ -49,9 +49,7 @@ fn parse_line(text: &str, tag: &str, what: &str) -> Result<[u8; 32]> {
     };
     let bytes = crate::update::format::unhex(hexkey)
         .filter(|b| b.len() == 32)
-        .ok_or_else(|| {
-            crate::error::Error::msg(format!("the {what} is not 64 hex digits"))
-        })?;
+        .ok_or_else(|| crate::error::Error::msg(format!("the {what} is not 64 hex digits")))?;
     let mut out = [0u8; 32];
     out.copy_from_slice(&bytes);
     Ok(out)
@@ -72,13 +70,15 @@ pub fn parse_secret(text: &str) -> Result<SigningKey> {
 }
 
 pub fn read_public(path: &Path) -> Result<VerifyingKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_public(&text).with_context(|| path.display().to_string())
 }
 
 /// Reads a secret key file. The error never contains the file's content.
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_secret(&text).with_context(|| path.display().to_string())
 }
 

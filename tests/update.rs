@@ -1,0 +1,189 @@
+//! `edgeimg keygen` and `edgeimg update verify` through the real binary. The
+//! update files are written by the same library code `build --update` uses,
+//! with small payloads (a real build is exercised by the x86_64 update VM test).
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    let o = ok(edgeimg().arg("keygen").arg("--out").arg(&prefix));
+    assert!(o.contains(".key") && o.contains(".pub"), "{o}");
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
+    let root = dir.join("root.erofs");
+    std::fs::write(&root, vec![0xe5u8; 1 << 20]).unwrap();
+    let kernel = dir.join("vmlinuz");
+    std::fs::write(&kernel, b"a kernel").unwrap();
+    let initrd = dir.join("initrd.img");
+    std::fs::write(&initrd, b"an initrd").unwrap();
+    let sk = edgeimg::update::load_signing_key(key).unwrap();
+    let out = dir.join(format!("t-{board}-{arch}.update"));
+    edgeimg::update::write_file(
+        &out,
+        edgeimg::update::Header {
+            name: "t".into(),
+            board: board.into(),
+            arch: arch.into(),
+            build_id: "00112233aabbccdd".into(),
+            edgeimg_version: "0".into(),
+            kernel_version: "6.12".into(),
+            cmdline: "root=PARTUUID=x edgeimg.slot=a".into(),
+            created: 0,
+            key_id: String::new(),
+            payloads: vec![],
+        },
+        &[
+            ("root.erofs".into(), root.as_path()),
+            ("vmlinuz".into(), kernel.as_path()),
+            ("initrd.img".into(), initrd.as_path()),
+        ],
+        &sk,
+    )
+    .unwrap();
+    out
+}
+
+fn verify(file: &Path, public: &Path) -> std::process::Output {
+    run(edgeimg()
+        .args(["update", "verify"])
+        .arg(file)
+        .arg("--key")
+        .arg(public)
+        .args(["--board", "x86_64", "--arch", "amd64"]))
+}
+
+fn refused(file: &Path, public: &Path, needle: &str) {
+    let o = verify(file, public);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{} was accepted", file.display());
+    assert!(
+        err.contains("update refused") && err.contains(needle),
+        "{err}"
+    );
+    assert!(
+        err.contains(&file.display().to_string()),
+        "names the file: {err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
+#[test]
+fn keygen_makes_a_private_key_and_never_overwrites() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "fleet");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&public).unwrap();
+    assert!(text.contains("edgeimg-update-ed25519-public "), "{text}");
+    let before = std::fs::read(&key).unwrap();
+    let o = run(edgeimg()
+        .arg("keygen")
+        .arg("--out")
+        .arg(d.path().join("fleet")));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&key).unwrap(), before, "key overwritten");
+    // The secret never reaches the output.
+    let secret = std::fs::read_to_string(&key).unwrap();
+    let hex = secret
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap();
+    let o = run(edgeimg()
+        .arg("keygen")
+        .arg("--out")
+        .arg(d.path().join("other")));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(hex));
+}
+
+#[test]
+fn verify_accepts_a_good_update_and_refuses_every_bad_one() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "fleet");
+    let good = make_update(d.path(), &key, "x86_64", "amd64");
+    let o = verify(&good, &public);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("OK") && out.contains("00112233aabbccdd"),
+        "{out}"
+    );
+
+    let bytes = std::fs::read(&good).unwrap();
+    let tampered = d.path().join("tampered.update");
+    let mut b = bytes.clone();
+    let n = b.len();
+    b[n - 5000] ^= 0x40; // inside root.erofs
+    std::fs::write(&tampered, &b).unwrap();
+    refused(
+        &tampered,
+        &public,
+        "payload root.erofs is corrupt or tampered with",
+    );
+
+    let header = d.path().join("header.update");
+    let mut b = bytes.clone();
+    let at = b.windows(6).position(|w| w == b"x86_64").unwrap();
+    b[at..at + 6].copy_from_slice(b"x86_65");
+    std::fs::write(&header, &b).unwrap();
+    refused(&header, &public, "bad signature");
+
+    let truncated = d.path().join("truncated.update");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 1]).unwrap();
+    refused(&truncated, &public, "truncated");
+
+    let (_, other_pub) = keygen(d.path(), "other");
+    refused(&good, &other_pub, "bad signature: signed with key");
+
+    let rpi = make_update(d.path(), &key, "rpi4", "arm64");
+    refused(
+        &rpi,
+        &public,
+        "the update is for board rpi4, this is a x86_64",
+    );
+    let arm = make_update(d.path(), &key, "x86_64", "arm64");
+    refused(
+        &arm,
+        &public,
+        "the update is for architecture arm64, this is amd64",
+    );
+}
+
+#[test]
+fn build_refuses_update_without_key_and_a_world_readable_key() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(edgeimg()
+        .args(["build", "--update", "-o"])
+        .arg(d.path().join("out")));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--signing-key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (key, _) = keygen(d.path(), "fleet");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(edgeimg()
+        .args(["build", "--update", "--signing-key"])
+        .arg(&key)
+        .arg("-o")
+        .arg(d.path().join("out")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("chmod 600"), "{err}");
+    assert!(
+        !d.path().join("out").exists(),
+        "no output for a refused build"
+    );
+}
