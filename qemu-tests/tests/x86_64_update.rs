@@ -46,7 +46,7 @@ fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n",
+            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n\n# No K3s: the update path does not need it, and boots are faster.\n[k3s]\nenabled = false\n",
             list.join(", ")
         ),
     )

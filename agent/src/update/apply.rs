@@ -144,7 +144,12 @@ fn find_target(root: &Root, current: char) -> Result<Target> {
 
 /// Copies payload `name` from `f` to `out`, re-hashing on the way (the file
 /// could change after verification), and returns nothing but errors.
-fn copy_payload(f: &mut File, v: &Verified, name: &str, out: &mut impl Write) -> Result<()> {
+pub(crate) fn copy_payload(
+    f: &mut File,
+    v: &Verified,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<()> {
     let p = v.header.payload(name)?;
     f.seek(SeekFrom::Start(v.offset(p))).context("seek")?;
     let got = format::sha256_of(f, p.size, |b| out.write_all(b).context("writing"))?;
@@ -154,7 +159,7 @@ fn copy_payload(f: &mut File, v: &Verified, name: &str, out: &mut impl Write) ->
     Ok(())
 }
 
-fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Path) -> Result<()> {
+pub(crate) fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Path) -> Result<()> {
     let dir = dest.parent().expect("has a parent");
     fsutil::mkdir_p(dir)?;
     let tmp = dir.join(format!(
@@ -198,12 +203,16 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
     };
     let esp = root.path(&image.boot_mount);
     let entries = esp.join("loader/entries");
-    if !esp.join("loader/loader.conf").exists() {
+    let pi = if esp.join("loader/loader.conf").exists() {
+        false
+    } else if esp.join("config.txt").exists() {
+        true
+    } else {
         crate::bail!(
-            "{} has no loader/loader.conf: updates on this board's boot path are not supported by this agent",
+            "{} has neither loader/loader.conf (systemd-boot) nor config.txt (Raspberry Pi): is the boot partition mounted?",
             esp.display()
         );
-    }
+    };
     let t = find_target(root, current)?;
     let rootp = h.payload(ROOT)?;
     if rootp.size > t.size {
@@ -225,10 +234,18 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
 
     // 2. Nothing may boot the slot while it is being overwritten.
     let mut generation = 0;
-    for e in std::fs::read_dir(&entries)
-        .with_context(|| entries.display().to_string())?
-        .flatten()
-    {
+    if pi {
+        crate::update::rpi::forget_trial(&esp)?;
+    }
+    let listing: Vec<std::fs::DirEntry> = if pi {
+        Vec::new()
+    } else {
+        std::fs::read_dir(&entries)
+            .with_context(|| entries.display().to_string())?
+            .flatten()
+            .collect()
+    };
+    for e in listing {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some((g, s)) = parse_entry(&name) {
             generation = generation.max(g);
@@ -237,7 +254,9 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
             }
         }
     }
-    fsutil::sync_dir(&entries)?;
+    if !pi {
+        fsutil::sync_dir(&entries)?;
+    }
 
     // 3. The root image.
     crate::log(format!(
@@ -273,6 +292,19 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         );
     }
     drop(dev);
+    let new_cmdline = device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid);
+    if pi {
+        crate::update::rpi::install(&mut f, &v, &esp, t.slot, &new_cmdline)?;
+        crate::log(format!(
+            "update: slot {} installed with tryboot.txt; reboot with `systemctl reboot '0 tryboot'` to try it once",
+            t.slot
+        ));
+        println!(
+            "edgeimg: update {} installed in slot {}",
+            h.build_id, t.slot
+        );
+        return Ok(());
+    }
 
     // 4. Kernel and initrd.
     let dir = esp.join("edgeimg").join(t.slot.to_string());
@@ -295,7 +327,7 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         h.kernel_version,
         t.slot,
         t.slot,
-        device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid)
+        new_cmdline
     );
     let path = entries.join(format!("{id}+{tries}.conf"));
     fsutil::write_atomic(&path, entry.as_bytes(), 0o644)?;

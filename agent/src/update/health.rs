@@ -25,8 +25,42 @@ pub fn blessed_name(name: &str) -> Option<String> {
     Some(format!("{base}.conf"))
 }
 
+/// Whether the node is healthy, and why not.
+fn verdict(root: &Root) -> Result<Result<(), String>> {
+    let s = status::collect(root)?;
+    if s.ready && s.cluster_ready != Some(false) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(s
+        .reason
+        .or(s.cluster_reason)
+        .unwrap_or_else(|| "not ready".into())))
+}
+
 /// Returns whether this boot is healthy (always true when not a trial boot).
 pub fn run(root: &Root) -> Result<bool> {
+    if crate::update::rpi::is_trial(root)? {
+        let image = config::load_image(root)?;
+        let esp = root.path(&image.boot_mount);
+        if !esp.join(crate::update::rpi::TRYBOOT).exists() {
+            crate::log("update health: tryboot without tryboot.txt, nothing to decide");
+            return Ok(true);
+        }
+        return match verdict(root)? {
+            Ok(()) => {
+                crate::update::rpi::commit(&esp)?;
+                println!("edgeimg: update good: tryboot.txt is now config.txt");
+                Ok(true)
+            }
+            Err(why) => {
+                crate::update::rpi::forget_trial(&esp)?;
+                println!(
+                    "edgeimg: update health check failed on the tryboot: {why}; rebooting to the previous slot"
+                );
+                Ok(false)
+            }
+        };
+    }
     let Some(count_path) = efivar::loader_string(root, "LoaderBootCountPath")? else {
         crate::log("update health: not a trial boot (no boot counting entry), nothing to decide");
         return Ok(true);
@@ -40,13 +74,7 @@ pub fn run(root: &Root) -> Result<bool> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let s = status::collect(root)?;
-    let good = s.ready && s.cluster_ready != Some(false);
-    if !good {
-        let why = s
-            .reason
-            .or(s.cluster_reason)
-            .unwrap_or_else(|| "not ready".into());
+    if let Err(why) = verdict(root)? {
         println!("edgeimg: update health check failed on trial boot of {name}: {why}; rebooting");
         return Ok(false);
     }
