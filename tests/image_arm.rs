@@ -8,12 +8,13 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-fn build(board: &str, out: &Path) {
+fn build(board: &str, out: &Path, extra: &[&std::ffi::OsStr]) {
     let o = run(edgeimg()
         .args(["build", "--board", board, "--compress", "none", "--config"])
         .arg(fixtures().join("image.toml"))
         .arg("--out")
         .arg(out)
+        .args(extra)
         .env("SOURCE_DATE_EPOCH", "1750000000"));
     assert!(
         o.status.success(),
@@ -43,7 +44,21 @@ fn elf_machine(bytes: &[u8]) -> u16 {
 fn rpi4_card_is_laid_out_for_the_pi_firmware() {
     let _g = exclusive();
     let out = tempfile::tempdir().unwrap();
-    build("rpi4", out.path());
+    // Signed, with its update file: the Pi tryboot switch is checked below.
+    let keys = tempfile::tempdir().unwrap();
+    ok(edgeimg()
+        .arg("keygen")
+        .arg("--out")
+        .arg(keys.path().join("fleet")));
+    build(
+        "rpi4",
+        out.path(),
+        &[
+            "--signing-key".as_ref(),
+            keys.path().join("fleet.key").as_os_str(),
+            "--update".as_ref(),
+        ],
+    );
     let img = out.path().join("imgtest-rpi4.img");
 
     // MBR (DOS) with four primary partitions; the first is bootable FAT32 LBA.
@@ -156,13 +171,124 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
         elf_machine(&std::fs::read(tree.join("usr/lib/edgeimg/edgeimg-agent")).unwrap()),
         183
     );
+    assert!(
+        std::fs::read_to_string(tree.join("usr/share/edgeimg/update.pub"))
+            .unwrap()
+            .contains("edgeimg-update-ed25519-public"),
+        "the image trusts the signing key"
+    );
+
+    rpi4_update_switches_slots_with_tryboot(out.path(), &boot, work.path(), keys.path());
+}
+
+/// The rpi4 update file, applied to a copy of the card's boot partition the
+/// way the agent does on a Pi (QEMU cannot run the Pi firmware), then read
+/// back from the FAT image with mtools: what the firmware would find.
+fn rpi4_update_switches_slots_with_tryboot(out: &Path, boot: &Path, work: &Path, keys: &Path) {
+    use edgeimg_agent::update::{format, keys as k, rpi};
+    let upd = out.join("imgtest-rpi4.update");
+    let public = keys.join("fleet.pub");
+    let v = ok(edgeimg()
+        .args(["update", "verify"])
+        .arg(&upd)
+        .arg("--key")
+        .arg(&public)
+        .args(["--board", "rpi4", "--arch", "arm64"]));
+    assert!(v.contains("OK"), "{v}");
+    let o = run(edgeimg()
+        .args(["update", "verify"])
+        .arg(&upd)
+        .arg("--key")
+        .arg(&public)
+        .args(["--board", "x86_64"]));
+    assert!(!o.status.success());
+    let v = format::verify_file(
+        &upd,
+        &k::read_public(&public).unwrap(),
+        &format::Expect {
+            board: Some("rpi4"),
+            arch: Some("arm64"),
+        },
+    )
+    .unwrap();
+    let names: Vec<&str> = v.header.payloads.iter().map(|p| p.name.as_str()).collect();
+    for n in [
+        "root.erofs",
+        "boot/vmlinuz",
+        "boot/initrd.img",
+        "boot/config.txt",
+        "boot/cmdline.txt",
+        "boot/start4.elf",
+        "boot/bcm2711-rpi-4-b.dtb",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+
+    // The boot partition as a directory, updated into slot B, written back.
+    let dir = work.join("bootdir");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(Command::new("mcopy")
+        .args(["-s", "-n", "-i"])
+        .arg(boot)
+        .arg("::/*")
+        .arg(&dir));
+    let mut f = std::fs::File::open(&upd).unwrap();
+    rpi::install(
+        &mut f,
+        &v,
+        &dir,
+        'b',
+        "root=PARTUUID=0badcafe-03 edgeimg.slot=b",
+    )
+    .unwrap();
+    ok(Command::new("mmd").args(["-i"]).arg(boot).arg("::/b"));
+    for e in std::fs::read_dir(dir.join("b")).unwrap().flatten() {
+        ok(Command::new("mcopy")
+            .args(["-s", "-i"])
+            .arg(boot)
+            .arg(e.path())
+            .arg("::/b/"));
+    }
+    ok(Command::new("mcopy")
+        .args(["-i"])
+        .arg(boot)
+        .arg(dir.join("tryboot.txt"))
+        .arg("::/tryboot.txt"));
+
+    let mtype = |p: &str| ok(Command::new("mtype").arg("-i").arg(boot).arg(p));
+    let tryboot = mtype("::/tryboot.txt");
+    assert!(tryboot.contains("\nos_prefix=b/\n"), "{tryboot}");
+    assert!(tryboot.contains("kernel=vmlinuz"), "{tryboot}");
+    assert_eq!(
+        mtype("::/b/cmdline.txt").trim(),
+        "root=PARTUUID=0badcafe-03 edgeimg.slot=b"
+    );
+    // config.txt still boots slot A until the trial boot is found healthy.
+    assert!(!mtype("::/config.txt").contains("os_prefix"));
+    let listing = ok(Command::new("mdir")
+        .args(["-/", "-b", "-i"])
+        .arg(boot)
+        .arg("::/b"));
+    for f in [
+        "vmlinuz",
+        "initrd.img",
+        "bcm2711-rpi-4-b.dtb",
+        "cmdline.txt",
+    ] {
+        assert!(listing.contains(&format!("::/b/{f}")), "{f}: {listing}");
+    }
+    assert!(
+        !listing.contains("start4.elf"),
+        "firmware is shared: {listing}"
+    );
+    ok(Command::new("fsck.vfat").arg("-n").arg(boot));
 }
 
 #[test]
 fn arm64_uefi_image_has_aarch64_bootloader_and_agent() {
     let _g = exclusive();
     let out = tempfile::tempdir().unwrap();
-    build("arm64", out.path());
+    build("arm64", out.path(), &[]);
     let img = out.path().join("imgtest-arm64.img");
     let v = ok(Command::new("sgdisk").arg("-v").arg(&img));
     assert!(v.contains("No problems found"), "{v}");
