@@ -103,7 +103,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -189,10 +189,8 @@ pub fn verify_header(
     let truncated = |what: &str| Error::msg(format!("truncated: the file ends inside the {what}"));
     f.seek(SeekFrom::Start(0)).context("seek")?;
     let mut pre = [0u8; 16];
-    if len < 16 {
-        if len < 8 {
-            return Err(truncated("magic"));
-        }
+    if len < 8 {
+        return Err(truncated("magic"));
     }
     f.read_exact(&mut pre[..len.min(16) as usize])
         .context("reading")?;
