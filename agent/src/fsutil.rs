@@ -30,6 +30,16 @@ pub fn mkdir_p(path: &Path) -> Result<()> {
 /// content, never a torn file: write a temp file beside it, fsync, rename over,
 /// fsync the directory. `mode` is applied to the new file before the rename.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_atomic_inner(path, data, Some(mode))
+}
+
+/// [`write_atomic`] for FAT (the boot partition): no file modes there, and
+/// chmod fails with EPERM under the mount's umask.
+pub fn write_atomic_fat(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_inner(path, data, None)
+}
+
+fn write_atomic_inner(path: &Path, data: &[u8], mode: Option<u32>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -45,10 +55,12 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(mode)
+            .mode(mode.unwrap_or(0o644))
             .open(&tmp)?;
         // The umask may have masked `mode`; set it explicitly.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some(mode) = mode {
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

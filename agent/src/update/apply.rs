@@ -316,7 +316,7 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
     let old = fsutil::read(&lc)?;
     let new = loader_conf(&old);
     if new != old {
-        fsutil::write_atomic(&lc, new.as_bytes(), 0o644)?;
+        fsutil::write_atomic_fat(&lc, new.as_bytes())?;
     }
     let id = format!("{ENTRY_PREFIX}{}-{}", generation + 1, t.slot);
     let entry = format!(
@@ -330,7 +330,7 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         new_cmdline
     );
     let path = entries.join(format!("{id}+{tries}.conf"));
-    fsutil::write_atomic(&path, entry.as_bytes(), 0o644)?;
+    fsutil::write_atomic_fat(&path, entry.as_bytes())?;
     crate::log(format!(
         "update: slot {} installed as boot entry {id} with {tries} tries; reboot to try it",
         t.slot

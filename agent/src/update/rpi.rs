@@ -84,7 +84,7 @@ pub fn install(f: &mut File, v: &Verified, esp: &Path, slot: char, cmdline: &str
             copy_payload(f, v, &p.name, &mut buf)?;
             config = Some(String::from_utf8_lossy(&buf).into_owned());
         } else if rel == "cmdline.txt" {
-            fsutil::write_atomic(&dir.join(rel), format!("{cmdline}\n").as_bytes(), 0o644)?;
+            fsutil::write_atomic_fat(&dir.join(rel), format!("{cmdline}\n").as_bytes())?;
         } else if !shared(rel) {
             write_boot_file(f, v, &p.name, &dir.join(rel))?;
         }
@@ -92,11 +92,9 @@ pub fn install(f: &mut File, v: &Verified, esp: &Path, slot: char, cmdline: &str
     let Some(config) = config else {
         crate::bail!("the update carries no boot/config.txt for the Raspberry Pi firmware");
     };
-    fsutil::write_atomic(
+    fsutil::write_atomic_fat(
         &esp.join(TRYBOOT),
-        with_os_prefix(&config, slot).as_bytes(),
-        0o644,
-    )
+        with_os_prefix(&config, slot).as_bytes())
 }
 
 /// Whether the firmware booted from tryboot.txt this time.
@@ -111,7 +109,7 @@ pub fn is_trial(root: &crate::Root) -> Result<bool> {
 pub fn commit(esp: &Path) -> Result<()> {
     let t = esp.join(TRYBOOT);
     let text = fsutil::read(&t)?;
-    fsutil::write_atomic(&esp.join(CONFIG), text.as_bytes(), 0o644)?;
+    fsutil::write_atomic_fat(&esp.join(CONFIG), text.as_bytes())?;
     forget_trial(esp)
 }
 
