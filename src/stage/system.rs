@@ -136,7 +136,7 @@ const NETWORK_DHCP: &str = "# edgeimg default: DHCP on wired interfaces. Overrid
 fn fstab(boot_partuuid: &str) -> String {
     format!(
         "# edgeimg: / (EROFS, read-only), /var (data) and /etc (overlay) are mounted by the initramfs.\n\
-         PARTUUID={boot_partuuid} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10s 0 2\n\
+         PARTUUID={boot_partuuid} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=90s 0 2\n\
          tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n"
     )
 }
