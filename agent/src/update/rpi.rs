@@ -92,9 +92,7 @@ pub fn install(f: &mut File, v: &Verified, esp: &Path, slot: char, cmdline: &str
     let Some(config) = config else {
         crate::bail!("the update carries no boot/config.txt for the Raspberry Pi firmware");
     };
-    fsutil::write_atomic_fat(
-        &esp.join(TRYBOOT),
-        with_os_prefix(&config, slot).as_bytes())
+    fsutil::write_atomic_fat(&esp.join(TRYBOOT), with_os_prefix(&config, slot).as_bytes())
 }
 
 /// Whether the firmware booted from tryboot.txt this time.
