@@ -30,6 +30,7 @@ fn main() {
     for (arch, triple) in TARGETS {
         let dest = out_dir.join(format!("edgeimg-agent-{arch}"));
         if let Ok(prebuilt) = std::env::var(format!("EDGEIMG_AGENT_{}", arch.to_uppercase())) {
+            let _ = std::fs::remove_file(&dest);
             std::fs::copy(&prebuilt, &dest)
                 .unwrap_or_else(|e| panic!("cannot copy EDGEIMG_AGENT_{arch}={prebuilt}: {e}"));
             continue;
@@ -83,6 +84,10 @@ fn main() {
             .join(triple)
             .join("release")
             .join("edgeimg-agent");
+        // A new file, never a write into the old one: target directories copied
+        // with hard links (cp -al) would otherwise share one inode, and this
+        // build would replace the agent inside every copy.
+        let _ = std::fs::remove_file(&dest);
         std::fs::copy(&built, &dest)
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
     }
