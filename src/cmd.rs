@@ -133,10 +133,12 @@ fn stderr_tail(stderr: &str) -> String {
     format!(":\n  {}", tail.join("\n  "))
 }
 
-/// Finds `name` on PATH.
+/// Finds `name` on PATH, then in the sbin directories: mke2fs and mkfs.vfat
+/// live there, and an unprivileged user's PATH on Debian does not name them.
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
@@ -164,9 +166,11 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(tool: Tool) -> Self {
+        // The resolved path, so tools found only in sbin run too.
+        let program = which(tool.name).unwrap_or_else(|| PathBuf::from(tool.name));
         Cmd {
             tool,
-            cmd: Command::new(tool.name),
+            cmd: Command::new(program),
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -187,7 +191,7 @@ impl Cmd {
     }
 
     pub fn cmdline(&self) -> String {
-        let mut s = self.cmd.get_program().to_string_lossy().into_owned();
+        let mut s = self.tool.name.to_string();
         for a in self.cmd.get_args() {
             s.push(' ');
             let a = a.to_string_lossy();

@@ -26,7 +26,7 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
         CompressArg::Xz => Compression::Xz,
         CompressArg::None => Compression::None,
     });
-    let report = pipeline::build(&BuildOptions {
+    let mut opts = BuildOptions {
         config: c.config,
         board: c.board,
         out: a.out,
@@ -37,7 +37,23 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
         lock: a.lock,
         signing_key: a.signing_key,
         update: a.update,
-    })?;
+    };
+    if crate::rootless::needed() {
+        // Unprivileged: bootstrap (or reuse) the base here, then run the whole
+        // build again as root of a user namespace; it prints its own errors.
+        pipeline::prepare_base(&opts)?;
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        let code = crate::rootless::reexec(&args)?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    if crate::rootless::is_inner() {
+        // The outer half already refreshed the base.
+        opts.refresh = false;
+    }
+    let report = pipeline::build(&opts)?;
     if !quiet {
         for o in &report.outputs {
             println!("{}", o.display());
@@ -164,9 +180,14 @@ pub fn doctor(boards: &[String]) -> Result<()> {
     let boards = crate::doctor::boards_for(boards)?;
     let checks = crate::doctor::checks(&boards);
     let mut missing = Vec::new();
+    let mut fixes = Vec::new();
     for c in &checks {
         match &c.found {
             Some(p) => println!("ok       {:<40} {}", c.what, p),
+            None if c.package.is_empty() => {
+                println!("MISSING  {:<40} fix: {}", c.what, c.purpose);
+                fixes.push(c.what.clone());
+            }
             None => {
                 println!(
                     "MISSING  {:<40} package {} ({})",
@@ -175,6 +196,9 @@ pub fn doctor(boards: &[String]) -> Result<()> {
                 missing.push(c.package.clone());
             }
         }
+    }
+    if missing.is_empty() && !fixes.is_empty() {
+        anyhow::bail!("not ready: {} (see the fix lines above)", fixes.join(", "));
     }
     if missing.is_empty() {
         println!(

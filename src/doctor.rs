@@ -49,6 +49,41 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
             }
         }
     }
+    out.extend(rootless_checks());
+    out
+}
+
+/// As an unprivileged user, builds need user namespaces with sub-ids (root
+/// builds do not). Each missing piece says how to fix it.
+fn rootless_checks() -> Vec<Check> {
+    if crate::rootless::is_root() {
+        return Vec::new();
+    }
+    let problems = crate::rootless::problems();
+    let mut out = vec![
+        tool_check(&crate::rootless::UNSHARE),
+        tool_check(&crate::rootless::NEWGIDMAP),
+    ];
+    out.retain(|c| c.found.is_some());
+    for (what, fix) in &problems {
+        if out.iter().any(|c| &c.what == what) || cmd::which(what).is_some() {
+            continue;
+        }
+        out.push(Check {
+            what: format!("rootless: {what}"),
+            package: String::new(),
+            purpose: fix.clone(),
+            found: None,
+        });
+    }
+    if problems.is_empty() {
+        out.push(Check {
+            what: "rootless: sub-ids and user namespaces".into(),
+            package: String::new(),
+            purpose: String::new(),
+            found: Some("/etc/subuid, /etc/subgid ranges; user namespaces enabled".into()),
+        });
+    }
     out
 }
 

@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod qemu;
+pub mod rootless;
 pub mod sparse;
 pub mod stage;
 pub mod update;

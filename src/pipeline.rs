@@ -45,7 +45,42 @@ pub struct BuildReport {
     pub seconds: f64,
 }
 
+/// The unprivileged half of a rootless build: checks the inputs and makes
+/// sure the base is cached (bootstrapping it with `mmdebstrap --mode=unshare`),
+/// so the half in the user namespace only reuses it. See `rootless`.
+pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
+    let progress = Progress::new(opts.quiet);
+    crate::rootless::check()?;
+    let cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    let plan = plan::make(&cfg);
+    cmd::require(cmd::BUILD_TOOLS)?;
+    cmd::require(&[crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP])?;
+    if let Some(k) = &cfg.k3s {
+        let lock = opts
+            .lock
+            .clone()
+            .unwrap_or_else(|| cfg.base_dir.join(crate::bundle::DEFAULT_LOCK));
+        crate::k3s_inputs::prepare(k, &cfg.board.arch, opts.bundle.as_deref(), &lock)?;
+    }
+    let cache = crate::cache::dir();
+    std::fs::create_dir_all(cache.join("work"))
+        .with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
+    crate::base::ensure(
+        &plan.base,
+        &cache,
+        opts.refresh,
+        source_date_epoch()?,
+        &progress,
+    )?;
+    Ok(())
+}
+
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    if crate::rootless::needed() {
+        anyhow::bail!(
+            "as an unprivileged user, build through the `edgeimg build` command (it runs the staging steps in a user namespace)"
+        );
+    }
     let started = Instant::now();
     let progress = Progress::new(opts.quiet);
     let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
@@ -96,8 +131,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         "edgeimg: building {} for {} ({}), config {}",
         plan.name, plan.board, plan.arch, plan.config_source
     ));
-    let base = crate::base::ensure(&plan.base, &cache, opts.refresh, &progress)?;
-    let epoch = source_date_epoch()?.unwrap_or(base.meta.created);
+    let sde = source_date_epoch()?;
+    let base = crate::base::ensure(&plan.base, &cache, opts.refresh, sde, &progress)?;
+    let epoch = sde.unwrap_or(base.meta.created);
 
     let work = tempfile::Builder::new()
         .prefix("build-")

@@ -97,21 +97,46 @@ impl BaseSpec {
         ]
     }
 
-    /// The cache key: a hash of every input of the bootstrap.
-    pub fn key(&self) -> String {
+    /// The cache key: a hash of every input of the bootstrap. `epoch` is
+    /// `SOURCE_DATE_EPOCH` when set: the base made with it is reproducible
+    /// (mmdebstrap clamps times and drops logs), so it keys the base; without
+    /// it the key is what it always was.
+    pub fn key(&self, epoch: Option<u64>) -> String {
         let files: Vec<_> = self
             .files()
             .into_iter()
             .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
             .collect();
-        let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES });
+        let mut v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES });
+        if let Some(e) = epoch {
+            v["epoch"] = e.into();
+        }
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
 }
 
+/// The directory sync-in creates for `rel`: its first two components
+/// (`etc/initramfs-tools`, `usr/share`...), which hold only edgeimg's files
+/// at setup time.
+fn top_dir(rel: &str) -> String {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match parts.as_slice() {
+        ["usr", "share", d, ..] => format!("usr/share/{d}"),
+        [a, b, _, ..] => format!("{a}/{b}"),
+        _ => rel.to_string(),
+    }
+}
+
 /// Returns the cached base for `spec`, bootstrapping it first if needed.
-pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress) -> Result<Base> {
-    let key = spec.key();
+/// `epoch` is `SOURCE_DATE_EPOCH` if set.
+pub fn ensure(
+    spec: &BaseSpec,
+    cache: &Path,
+    refresh: bool,
+    epoch: Option<u64>,
+    progress: &Progress,
+) -> Result<Base> {
+    let key = spec.key(epoch);
     let dir = cache.join("base");
     let tar = dir.join(format!("{}-{}-{key}.tar", spec.suite, spec.arch));
     let meta_path = tar.with_extension("json");
@@ -137,6 +162,13 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
             reused: true,
         });
     }
+    if crate::rootless::is_inner() {
+        // The outer half bootstrapped it; mmdebstrap cannot run as a namespace's root.
+        anyhow::bail!(
+            "base {} is not in the cache of this rootless build",
+            tar.display()
+        );
+    }
     cmd::require(&[cmd::MMDEBSTRAP])?;
     if let Some(problem) = crate::doctor::foreign_arch_problem(&spec.arch) {
         anyhow::bail!(
@@ -161,17 +193,42 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     let mut packages = spec.packages.clone();
     packages.sort();
     packages.dedup();
+    let created = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    });
     let mut c = Cmd::new(cmd::MMDEBSTRAP)
+        // mmdebstrap is reproducible with it: the same root and unshare bases.
+        .env("SOURCE_DATE_EPOCH", created.to_string())
         .arg("--variant=minbase")
         .arg(format!("--architectures={}", spec.arch))
         .arg(format!("--include={}", packages.join(",")))
         .arg("--aptopt=Acquire::Retries \"3\"")
         .arg("--components=main,non-free-firmware");
+    if !crate::rootless::is_root() {
+        // Explicit, so a host without user namespaces fails here, clearly.
+        c = c.arg("--mode=unshare");
+    }
     for d in DPKG_EXCLUDES {
         c = c.arg(format!("--dpkgopt={d}"));
     }
     c = c
         .arg(format!("--setup-hook=sync-in {} /", files.display()))
+        // sync-in keeps the caller's owner: as a user that is its uid, not root.
+        // Hooks run as root of mmdebstrap's namespace, so this makes them root's
+        // as in a root-mode bootstrap (where it changes nothing).
+        .arg(format!(
+            "--setup-hook=chown -R 0:0 {}",
+            spec.files()
+                .iter()
+                .map(|(rel, _, _)| format!("\"$1/{}\"", top_dir(rel)))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
         // A base without an initrd cannot boot: fail here, not at image time.
         .arg("--customize-hook=ls \"$1\"/boot/initrd.img-* >/dev/null || { echo 'no initrd was built' >&2; exit 1; }")
         .arg(&spec.suite)
@@ -186,10 +243,6 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         .context("bootstrapping the base root filesystem failed")?;
     bar.finish_and_clear();
     let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let meta = BaseMeta {
         key,
         created,

@@ -22,11 +22,16 @@ pub struct KernelFiles {
 }
 
 /// Unpacks the base tarball into `tree` (which must be empty), keeping owners,
-/// modes and xattrs.
+/// modes and xattrs. The device nodes mmdebstrap puts in /dev are left out:
+/// devtmpfs provides /dev on the device, and a rootless build (in a user
+/// namespace) cannot make device nodes, so root builds leave them out too and
+/// both give the same bytes.
 pub fn unpack(base_tar: &Path, tree: &Path) -> Result<()> {
     std::fs::create_dir_all(tree)?;
     Cmd::new(cmd::TAR)
-        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf"])
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*"])
+        .arg("--exclude=./dev/*")
+        .arg("-xpf")
         .arg(base_tar)
         .arg("-C")
         .arg(tree)
