@@ -54,21 +54,19 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
 }
 
 /// As an unprivileged user, builds need user namespaces with sub-ids (root
-/// builds do not). Each missing piece says how to fix it.
+/// builds do not): one line per prerequisite, each missing one with its fix.
 fn rootless_checks() -> Vec<Check> {
     if crate::rootless::is_root() {
         return Vec::new();
     }
     let problems = crate::rootless::problems();
-    let mut out = vec![
-        tool_check(&crate::rootless::UNSHARE),
-        tool_check(&crate::rootless::NEWGIDMAP),
-    ];
-    out.retain(|c| c.found.is_some());
-    for (what, fix) in &problems {
-        if out.iter().any(|c| &c.what == what) || cmd::which(what).is_some() {
-            continue;
-        }
+    let mut out: Vec<Check> = [crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP]
+        .iter()
+        .map(tool_check)
+        .collect();
+    for (what, fix) in problems.iter().filter(|(w, _)| {
+        !out.iter().any(|c| &c.what == w) && !cmd::BUILD_TOOLS.iter().any(|t| t.name == w)
+    }) {
         out.push(Check {
             what: format!("rootless: {what}"),
             package: String::new(),
@@ -78,10 +76,10 @@ fn rootless_checks() -> Vec<Check> {
     }
     if problems.is_empty() {
         out.push(Check {
-            what: "rootless: sub-ids and user namespaces".into(),
+            what: "rootless: sub-ids, user namespaces".into(),
             package: String::new(),
             purpose: String::new(),
-            found: Some("/etc/subuid, /etc/subgid ranges; user namespaces enabled".into()),
+            found: Some("/etc/subuid and /etc/subgid ranges; user namespaces enabled".into()),
         });
     }
     out

@@ -65,13 +65,8 @@ pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     let cache = crate::cache::dir();
     std::fs::create_dir_all(cache.join("work"))
         .with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
-    crate::base::ensure(
-        &plan.base,
-        &cache,
-        opts.refresh,
-        source_date_epoch()?,
-        &progress,
-    )?;
+    source_date_epoch()?;
+    crate::base::ensure(&plan.base, &cache, opts.refresh, &progress)?;
     Ok(())
 }
 
@@ -82,6 +77,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         );
     }
     let started = Instant::now();
+    // Directories the stage makes get their mode from the umask: fix it, so the
+    // caller's (pam_umask gives users 002) cannot change the image bytes.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o022) };
     let progress = Progress::new(opts.quiet);
     let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
     if let Some(c) = opts.compression {
@@ -131,9 +130,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         "edgeimg: building {} for {} ({}), config {}",
         plan.name, plan.board, plan.arch, plan.config_source
     ));
-    let sde = source_date_epoch()?;
-    let base = crate::base::ensure(&plan.base, &cache, opts.refresh, sde, &progress)?;
-    let epoch = sde.unwrap_or(base.meta.created);
+    let base = crate::base::ensure(&plan.base, &cache, opts.refresh, &progress)?;
+    let epoch = source_date_epoch()?.unwrap_or(base.meta.created);
 
     let work = tempfile::Builder::new()
         .prefix("build-")

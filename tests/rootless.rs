@@ -223,3 +223,63 @@ fn unprivileged_build_gives_the_same_image_as_root() {
         bad.join("\n")
     );
 }
+
+/// `nobody` has no sub-id range: doctor names what is missing with its fix,
+/// and a build stops at once with the same list, before any work.
+#[test]
+fn without_sub_ids_doctor_and_build_say_what_is_missing() {
+    if !is_root() {
+        eprintln!("\n\n*** SKIPPED: must run as root to act as `nobody` ***\n\n");
+        return;
+    }
+    let has = |f: &str| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("nobody:") || l.starts_with("65534:"))
+    };
+    assert!(
+        !has("/etc/subuid") && !has("/etc/subgid"),
+        "this test needs `nobody` without sub-ids"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = dir.path().join("edgeimg");
+    std::fs::copy(env!("CARGO_BIN_EXE_edgeimg"), &bin).unwrap();
+    let as_nobody = |args: &[&str]| {
+        run(Command::new("runuser")
+            .args([
+                "-u",
+                "nobody",
+                "--",
+                "env",
+                "-i",
+                "HOME=/nonexistent",
+                "PATH=/usr/bin:/bin",
+            ])
+            .arg(&bin)
+            .args(args)
+            .current_dir(dir.path()))
+    };
+    let o = as_nobody(&["doctor", "--board", "x86_64"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "doctor passed without sub-ids:\n{out}");
+    assert!(
+        out.contains("MISSING  rootless: /etc/subuid range for nobody")
+            && out.contains("usermod --add-subuids")
+            && out.contains("rootless: /etc/subgid range for nobody"),
+        "doctor output:\n{out}"
+    );
+    let o = as_nobody(&["build", "--out", "out"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("building as an unprivileged user needs user namespaces with sub-ids")
+            && err.contains("/etc/subuid range for nobody: as root: usermod --add-subuids"),
+        "build error:\n{err}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "the failed build made its output directory"
+    );
+}

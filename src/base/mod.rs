@@ -14,7 +14,17 @@ use crate::progress::Progress;
 const LOCAL_BOTTOM: &str = include_str!("files/local-bottom-edgeimg");
 const INITRAMFS_CONF: &str = include_str!("files/initramfs.conf");
 /// Bumped whenever the way a base is made changes in a way the inputs don't show.
-const BASE_FORMAT: u32 = 1;
+/// 2: bootstrapped with `SOURCE_DATE_EPOCH=BASE_EPOCH`; edgeimg's initramfs
+/// files owned by root in unshare mode too.
+const BASE_FORMAT: u32 = 2;
+
+/// The `SOURCE_DATE_EPOCH` every base is bootstrapped with (2025-01-01 UTC).
+/// With it mmdebstrap's output is reproducible (times clamped, logs dropped),
+/// in root and unshare mode alike, so a base is a function of its key and the
+/// mirror. A constant, not the build's epoch: the image's own times come from
+/// the build's epoch (mkfs.erofs -T, the FAT and ext4 clocks), and one base
+/// serves builds with any epoch.
+pub const BASE_EPOCH: u64 = 1_735_689_600;
 
 /// Packages every edgeimg image needs, whatever the board.
 pub const REQUIRED_PACKAGES: &[&str] = &[
@@ -97,20 +107,14 @@ impl BaseSpec {
         ]
     }
 
-    /// The cache key: a hash of every input of the bootstrap. `epoch` is
-    /// `SOURCE_DATE_EPOCH` when set: the base made with it is reproducible
-    /// (mmdebstrap clamps times and drops logs), so it keys the base; without
-    /// it the key is what it always was.
-    pub fn key(&self, epoch: Option<u64>) -> String {
+    /// The cache key: a hash of every input of the bootstrap.
+    pub fn key(&self) -> String {
         let files: Vec<_> = self
             .files()
             .into_iter()
             .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
             .collect();
-        let mut v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES });
-        if let Some(e) = epoch {
-            v["epoch"] = e.into();
-        }
+        let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
 }
@@ -128,15 +132,8 @@ fn top_dir(rel: &str) -> String {
 }
 
 /// Returns the cached base for `spec`, bootstrapping it first if needed.
-/// `epoch` is `SOURCE_DATE_EPOCH` if set.
-pub fn ensure(
-    spec: &BaseSpec,
-    cache: &Path,
-    refresh: bool,
-    epoch: Option<u64>,
-    progress: &Progress,
-) -> Result<Base> {
-    let key = spec.key(epoch);
+pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress) -> Result<Base> {
+    let key = spec.key();
     let dir = cache.join("base");
     let tar = dir.join(format!("{}-{}-{key}.tar", spec.suite, spec.arch));
     let meta_path = tar.with_extension("json");
@@ -193,15 +190,8 @@ pub fn ensure(
     let mut packages = spec.packages.clone();
     packages.sort();
     packages.dedup();
-    let created = epoch.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    });
     let mut c = Cmd::new(cmd::MMDEBSTRAP)
-        // mmdebstrap is reproducible with it: the same root and unshare bases.
-        .env("SOURCE_DATE_EPOCH", created.to_string())
+        .env("SOURCE_DATE_EPOCH", BASE_EPOCH.to_string())
         .arg("--variant=minbase")
         .arg(format!("--architectures={}", spec.arch))
         .arg(format!("--include={}", packages.join(",")))
@@ -243,6 +233,11 @@ pub fn ensure(
         .context("bootstrapping the base root filesystem failed")?;
     bar.finish_and_clear();
     let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
+    // The default epoch of images made from it (without SOURCE_DATE_EPOCH).
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let meta = BaseMeta {
         key,
         created,
