@@ -64,9 +64,12 @@ fn rootless_checks() -> Vec<Check> {
         .iter()
         .map(tool_check)
         .collect();
-    for (what, fix) in problems.iter().filter(|(w, _)| {
-        !out.iter().any(|c| &c.what == w) && !cmd::BUILD_TOOLS.iter().any(|t| t.name == w)
-    }) {
+    for (what, fix) in &problems {
+        let tool =
+            out.iter().any(|c| &c.what == what) || cmd::BUILD_TOOLS.iter().any(|t| t.name == what);
+        if tool {
+            continue; // listed as a tool, with its package
+        }
         out.push(Check {
             what: format!("rootless: {what}"),
             package: String::new(),

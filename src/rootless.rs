@@ -81,6 +81,18 @@ pub fn subid_range(file: &Path) -> Option<(u64, u64)> {
     })
 }
 
+/// The first id after every range given out in `file` (at least 100000).
+fn free_start(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':').skip(1);
+            Some(f.next()?.trim().parse::<u64>().ok()? + f.next()?.trim().parse::<u64>().ok()?)
+        })
+        .fold(100_000, u64::max)
+}
+
 /// Why this host cannot run a rootless build, each with its fix; empty when it can.
 pub fn problems() -> Vec<(String, String)> {
     let user = user_name().unwrap_or_else(|| "USER".into());
@@ -95,9 +107,10 @@ pub fn problems() -> Vec<(String, String)> {
         ("/etc/subgid", "usermod --add-subgids"),
     ] {
         if subid_range(Path::new(file)).is_none() {
+            let start = free_start(Path::new(file));
             out.push((
                 format!("{file} range for {user}"),
-                format!("as root: {tool} 100000-165535 {user} (a free range of 65536 ids)"),
+                format!("as root: {tool} {start}-{} {user}", start + 65535),
             ));
         }
     }
