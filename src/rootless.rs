@@ -29,7 +29,8 @@ pub const NEWGIDMAP: Tool = Tool {
     purpose: "rootless builds: map the sub-gids of the user into its namespace",
 };
 
-/// True when the process is the real root (not merely root of a namespace we made).
+/// True with euid 0: the host's root, or root of the namespace a rootless
+/// build re-executed itself into.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
