@@ -257,3 +257,28 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         reused: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chown_hook_covers_every_synced_file() {
+        let spec = BaseSpec {
+            suite: "trixie".into(),
+            arch: "amd64".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            packages: vec![],
+            initramfs_modules: vec![],
+        };
+        for (rel, _, _) in spec.files() {
+            let top = top_dir(rel);
+            assert!(rel.starts_with(&format!("{top}/")), "{rel} not under {top}");
+            // Never a directory packages also fill at setup time.
+            assert!(
+                !["etc", "usr", "usr/share"].contains(&top.as_str()),
+                "{top}"
+            );
+        }
+    }
+}
