@@ -83,10 +83,10 @@ pub struct Outcome {
 /// `$KUBECONFIG`'s first path (kubectl's merge order writes there too), else
 /// `~/.kube/config`.
 pub fn default_target() -> Result<PathBuf> {
-    if let Some(list) = std::env::var_os("KUBECONFIG") {
-        if let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty()) {
-            return Ok(first);
-        }
+    if let Some(list) = std::env::var_os("KUBECONFIG")
+        && let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty())
+    {
+        return Ok(first);
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join(".kube").join("config")),
@@ -454,12 +454,12 @@ pub fn merge(o: &Options) -> Result<Outcome> {
         }
         (None, Source::File(_)) => None,
     };
-    if let Some(n) = &o.name {
-        if n.trim().is_empty() || n.chars().any(char::is_control) {
-            return Err(KubeconfigError::Input(format!(
-                "--name {n:?}: expected a non-empty name"
-            )));
-        }
+    if let Some(n) = &o.name
+        && (n.trim().is_empty() || n.chars().any(char::is_control))
+    {
+        return Err(KubeconfigError::Input(format!(
+            "--name {n:?}: expected a non-empty name"
+        )));
     }
     let (text, source_name) = read_source(&o.source)?;
     let e = node_entries(
