@@ -376,10 +376,9 @@ fn bad_input_is_one_error_naming_the_file_and_target_untouched() {
 }
 
 /// A stand-in `ssh` first on PATH: records its arguments and prints the file
-/// (or fails like ssh when FAKE_SSH_FAIL is set). Running a real sshd for
-/// this test would need openssh-server and a user setup; the command line
-/// edgeimg builds is what is checked here, and the rest is the same path as
-/// --from.
+/// (or fails like ssh when FAKE_SSH_FAIL is set). Used for the non-root
+/// command line (`sudo -n cat ...`), which the real-sshd test below cannot
+/// reach without a second user account on this machine.
 fn fake_ssh(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -449,6 +448,198 @@ fn ssh_reads_the_node_file_with_batch_mode_and_sudo() {
             ]
         ),
         "https://edge-2:6443"
+    );
+    assert_eq!(
+        kubectl(
+            &target,
+            &[
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.users[0].user.client-key-data}"
+            ]
+        ),
+        node.key
+    );
+}
+
+/// A real OpenSSH server on a free loopback port, as root, accepting one
+/// client key; its ForceCommand records the command the client asked for
+/// and prints the node file (this machine has no /etc/rancher/k3s/k3s.yaml,
+/// and the test must not make one).
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    client_key: PathBuf,
+    known_hosts: PathBuf,
+    remote_command: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sshd(dir: &Path, node_file: &Path) -> Sshd {
+    use std::io::BufRead;
+    let sshd = Path::new("/usr/sbin/sshd");
+    assert!(
+        sshd.exists(),
+        "/usr/sbin/sshd missing: install openssh-server (.ci/setup does)"
+    );
+    let keygen = |name: &str| {
+        ok(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(name)));
+    };
+    keygen("hostkey");
+    keygen("client");
+    keygen("stranger");
+    std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
+    let remote_command = dir.join("remote-command");
+    let force = dir.join("force.sh");
+    std::fs::write(
+        &force,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" > '{}'\nexec cat '{}'\n",
+            remote_command.display(),
+            node_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&force, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Privilege separation directory (made by the service at boot normally).
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let opt = |k: &str, v: &Path| format!("{k}={}", v.display());
+    let mut child = Command::new(sshd)
+        .args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string()])
+        .args(["-o", "ListenAddress=127.0.0.1", "-h"])
+        .arg(dir.join("hostkey"))
+        .arg("-o")
+        .arg(opt("AuthorizedKeysFile", &dir.join("authorized_keys")))
+        .arg("-o")
+        .arg(opt("ForceCommand", &force))
+        // The temporary directory is under world-writable /tmp.
+        .args([
+            "-o",
+            "StrictModes=no",
+            "-o",
+            "PidFile=none",
+            "-o",
+            "UsePAM=no",
+        ])
+        .args([
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "KbdInteractiveAuthentication=no",
+        ])
+        .args(["-o", "PermitRootLogin=prohibit-password"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sshd");
+    // Wait for its "Server listening" line, with a deadline.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("Server listening") => break,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = child.kill();
+                panic!("sshd did not start listening on port {port}: {e}");
+            }
+        }
+    }
+    Sshd {
+        child,
+        port,
+        client_key: dir.join("client"),
+        known_hosts: dir.join("known_hosts"),
+        remote_command,
+    }
+}
+
+#[test]
+fn ssh_through_a_real_sshd() {
+    let d = tempfile::tempdir().unwrap();
+    let node = k3s_yaml(d.path(), "https://127.0.0.1:6443");
+    let s = sshd(d.path(), &node.path);
+    let target = d.path().join("kube").join("config");
+    let go = |key: &Path| {
+        let o = run(edgeimg()
+            .args([
+                "kubeconfig",
+                "--ssh",
+                "root@127.0.0.1",
+                "--server",
+                "edge-3",
+            ])
+            .args(["--ssh-option", &format!("Port={}", s.port)])
+            .args(["--ssh-option", &format!("IdentityFile={}", key.display())])
+            .args(["--ssh-option", "IdentitiesOnly=yes"])
+            .args([
+                "--ssh-option",
+                &format!("UserKnownHostsFile={}", s.known_hosts.display()),
+            ])
+            .args(["--ssh-option", "StrictHostKeyChecking=accept-new"])
+            .env("KUBECONFIG", &target));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!text.contains(&node.key[..40]), "{text}");
+        (o.status.success(), text)
+    };
+    // A key the server does not accept: BatchMode fails at once, no prompt.
+    let (good, out) = go(&d.path().join("stranger"));
+    assert!(!good, "{out}");
+    assert!(
+        out.contains("ssh root@127.0.0.1") && out.contains("Permission denied"),
+        "{out}"
+    );
+    assert!(!target.exists());
+
+    let (good, out) = go(&s.client_key);
+    assert!(good, "{out}");
+    // root reads the file without sudo.
+    assert_eq!(
+        std::fs::read_to_string(&s.remote_command).unwrap().trim(),
+        "cat /etc/rancher/k3s/k3s.yaml"
+    );
+    // --server names the node; the name defaults to it.
+    assert_eq!(kubectl(&target, &["current-context"]), "edge-3");
+    assert_eq!(
+        kubectl(
+            &target,
+            &[
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}"
+            ]
+        ),
+        "https://edge-3:6443"
     );
     assert_eq!(
         kubectl(
