@@ -192,11 +192,10 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
     assert_eq!(first["status"]["cluster_ready"], true, "{first}");
     assert_eq!(first["status"]["k3s_role"], "server", "{first}");
     let k = &first["k3s"];
-    assert_eq!(k["active_units"], 1, "k3s.service must be running: {first}");
-    assert_eq!(k["server_unit"], "enabled/active", "{first}");
-    assert_eq!(k["agent_unit"], "disabled/inactive", "{first}");
-    assert_eq!(
-        k["config_server"], "",
+    assert_eq!(k["active"], "k3s", "k3s.service must be running: {first}");
+    assert_eq!(k["enabled"], "k3s", "only k3s.service enabled: {first}");
+    assert!(
+        k["join"].is_null(),
         "a single server joins nothing: {first}"
     );
     assert!(
@@ -298,7 +297,7 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         "hostname must persist: {second}"
     );
     assert_eq!(second["usr_ro"], true);
-    assert_eq!(second["k3s"]["active_units"], 1, "{second}");
+    assert_eq!(second["k3s"]["active"], "k3s", "{second}");
     assert!(
         second["k3s"]["hello"]
             .as_str()
@@ -387,12 +386,12 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
     assert_eq!(v["status"]["k3s_role"], "agent", "{v}");
     assert_eq!(v["hostname"], "agent-1", "hostname from node.toml: {v}");
     let k = &v["k3s"];
-    assert!(
-        k["agent_unit"].as_str().unwrap().starts_with("enabled/"),
-        "k3s-agent.service must be enabled: {v}"
+    assert_eq!(
+        k["enabled"], "k3s-agent",
+        "k3s-agent.service, and not k3s.service, enabled: {v}"
     );
     if img.stand_in {
-        assert_eq!(k["agent_unit"], "enabled/active", "{v}");
+        assert_eq!(k["active"], "k3s-agent", "{v}");
         assert!(
             k["hello"]
                 .as_str()
@@ -401,19 +400,16 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
             "the preloaded image runs on the agent: {v}"
         );
     }
+    let join = &k["join"];
+    assert_eq!(join["server"], server.as_str(), "{v}");
     assert_eq!(
-        k["server_unit"], "disabled/inactive",
-        "k3s.service must not be enabled on an agent: {v}"
-    );
-    assert_eq!(k["config_server"], server.as_str(), "{v}");
-    assert_eq!(
-        k["config_token_file"],
+        join["token_file"],
         edgeimg_agent::schema::K3S_TOKEN_FILE,
         "{v}"
     );
     assert_eq!(
-        k["token_sha256"],
-        edgeimg::artifact::sha256_bytes(token.as_bytes()),
+        join["token_sha"],
+        edgeimg::artifact::sha256_bytes(token.as_bytes())[..16],
         "the token file holds node.toml's token: {v}"
     );
     assert_eq!(k["config_mode"], "600", "{v}");
