@@ -324,6 +324,38 @@ pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `edgeimg kubeconfig`: prints what was merged, never a credential.
+pub fn kubeconfig(a: crate::cli::KubeconfigArgs, quiet: bool) -> Result<()> {
+    use crate::kubeconfig::{self, Options, Source};
+    let source = match (a.from, a.ssh) {
+        (Some(f), _) => Source::File(f),
+        (None, Some(target)) => Source::Ssh {
+            target,
+            options: a.ssh_options,
+        },
+        (None, None) => anyhow::bail!("give --from FILE or --ssh USER@HOST"),
+    };
+    let r = kubeconfig::merge(&Options {
+        source,
+        server: a.server,
+        name: a.name,
+        use_context: a.use_context,
+        target: None,
+    })?;
+    if !quiet {
+        println!(
+            "{} cluster, user and context {:?} (server {}) in {}{}; current-context {:?}",
+            if r.replaced { "replaced" } else { "added" },
+            r.name,
+            r.server,
+            r.target.display(),
+            if r.created { " (created)" } else { "" },
+            r.current_context
+        );
+    }
+    Ok(())
+}
+
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     crate::docgen::completions(shell, &mut std::io::stdout());
     Ok(())

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod images;
 pub mod inspect;
 pub mod k3s_inputs;
+pub mod kubeconfig;
 pub mod logging;
 pub mod manifest;
 pub mod node;

@@ -45,6 +45,7 @@ fn main() {
         Command::Flash(a) => edgeimg::commands::flash(a, cli.quiet),
         Command::Inspect { image, json } => edgeimg::commands::inspect(&image, json),
         Command::Node(a) => edgeimg::commands::node(a),
+        Command::Kubeconfig(a) => edgeimg::commands::kubeconfig(a, cli.quiet),
         Command::Bundle(c) => edgeimg::commands::bundle(c, cli.quiet),
         Command::Completions { shell } => edgeimg::commands::completions(shell),
         Command::Man { out } => edgeimg::commands::man(&out),

@@ -110,8 +110,10 @@ pub fn boot_once(
     running
         .wait_for(edgeimg_agent::schema::READY_LINE, READY_TIMEOUT)
         .context("waiting for the node-ready line")?;
+    // "edgeimg: cluster ready..." or "edgeimg: cluster not ready: ...": the
+    // caller asserts which one it expects.
     let ready = running
-        .wait_for("edgeimg: cluster ready", READY_TIMEOUT)
+        .wait_for("edgeimg: cluster ", READY_TIMEOUT)
         .context("waiting for the cluster-ready line")?;
     let line = running
         .wait_for("EDGEIMG-SELFCHECK {", SELFCHECK_TIMEOUT)
@@ -134,23 +136,55 @@ pub fn log_dir() -> PathBuf {
 const GIB: u64 = 1024 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 
+/// A built self-check image, kept in its temporary directory.
+pub struct SelfcheckImage {
+    pub board: String,
+    pub dir: tempfile::TempDir,
+    pub image: PathBuf,
+    /// Built with the labelled stand-in bundle (not `EDGEIMG_K3S_BUNDLE`).
+    pub stand_in: bool,
+}
+
+impl SelfcheckImage {
+    /// The self-check image for `board`, built with the VM tests' bundle.
+    /// Call under [`exclusive`].
+    pub fn build(board: &str) -> SelfcheckImage {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = edgeimg::config::board::load(board).unwrap().arch;
+        let (bundle, stand_in) = k3s_bundle(&arch, dir.path()).expect("K3s bundle for the VM test");
+        let config = selfcheck_config(&arch, dir.path()).expect("self-check config");
+        let report = build(&config, Some(board), dir.path(), Some(&bundle))
+            .unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
+        SelfcheckImage {
+            board: board.to_string(),
+            dir,
+            image: report.image,
+            stand_in,
+        }
+    }
+}
+
 /// The product's proof for one board: build the self-check image, boot it twice
 /// on a medium larger than the image and assert on what the guest reports.
 /// First boot: immutable root, data partition grown to the medium, identity
 /// and users made, ready line. Second boot: /etc change kept, agent not rerun.
 pub fn check_two_boots(board: &str) {
     let _guard = exclusive();
-    let out = tempfile::tempdir().unwrap();
-    let arch = edgeimg::config::board::load(board).unwrap().arch;
-    let (bundle, stand_in) = k3s_bundle(&arch, out.path()).expect("K3s bundle for the VM test");
-    let config = selfcheck_config(&arch, out.path()).expect("self-check config");
-    let report = build(&config, Some(board), out.path(), Some(&bundle))
-        .unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
-    let image_len = std::fs::metadata(&report.image).unwrap().len();
+    let img = SelfcheckImage::build(board);
+    check_server_boots(&img);
+}
+
+/// [`check_two_boots`] on an image already built; returns the first boot's
+/// self-check (a single server, as the image's defaults say).
+pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
+    let board = img.board.as_str();
+    let out = &img.dir;
+    let stand_in = img.stand_in;
+    let image_len = std::fs::metadata(&img.image).unwrap().len();
     // A bigger medium; a power of two so QEMU's SD card model takes it as is.
     let disk_len = (image_len + 2 * GIB).next_power_of_two();
     let disk = out.path().join("disk.raw");
-    disk_copy(&report.image, &disk, disk_len).unwrap();
+    disk_copy(&img.image, &disk, disk_len).unwrap();
 
     let (first, ready) = boot_once(board, &disk, out.path(), &format!("{board}-boot1.log"))
         .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
@@ -158,8 +192,14 @@ pub fn check_two_boots(board: &str) {
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     assert_eq!(ready.contains("stand-in"), stand_in, "{ready}");
     assert_eq!(first["status"]["cluster_ready"], true, "{first}");
+    assert_eq!(first["status"]["k3s_role"], "server", "{first}");
     let k = &first["k3s"];
-    assert_eq!(k["active_units"], 1, "k3s.service must be running: {first}");
+    assert_eq!(k["active"], "k3s", "k3s.service must be running: {first}");
+    assert_eq!(k["enabled"], "k3s", "only k3s.service enabled: {first}");
+    assert!(
+        k["join"].is_null(),
+        "a single server joins nothing: {first}"
+    );
     assert!(
         k["images"]
             .as_str()
@@ -259,7 +299,7 @@ pub fn check_two_boots(board: &str) {
         "hostname must persist: {second}"
     );
     assert_eq!(second["usr_ro"], true);
-    assert_eq!(second["k3s"]["active_units"], 1, "{second}");
+    assert_eq!(second["k3s"]["active"], "k3s", "{second}");
     assert!(
         second["k3s"]["hello"]
             .as_str()
@@ -275,4 +315,112 @@ pub fn check_two_boots(board: &str) {
         );
         assert_eq!(second["k3s"]["cached"], 2, "{second}");
     }
+    first
+}
+
+/// The second scenario on the same image: a second disk of it, flashed the
+/// way an operator does (`edgeimg node --role agent` then `edgeimg flash
+/// --to-file --node`), boots as a K3s agent of `server_hostname`. The two
+/// VMs are not networked (the server is not contacted): this checks what the
+/// node makes of node.toml. Asserts: k3s-agent.service (not k3s.service)
+/// enabled; config.yaml (0600) names the server URL and the token file, which
+/// holds node.toml's token; the token is on no console or journal line.
+/// With the stand-in the agent also reports Ready (the stand-in answers the
+/// readiness question for any role); real K3s cannot join without a server,
+/// so with `EDGEIMG_K3S_BUNDLE` the node reports "cluster not ready" after
+/// `cluster_ready_timeout_secs`.
+pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
+    let board = img.board.as_str();
+    let work = img.dir.path();
+    let mut raw = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut raw).unwrap();
+    let token = format!("K10{}::server:edgeimg-vm-test", hex(&raw));
+    let server = format!("https://{server_hostname}:6443");
+    let spec = edgeimg::node::NodeSpec {
+        hostname: Some("agent-1".into()),
+        role: Some("agent".into()),
+        server: Some(server.clone()),
+        token: Some(token.clone()),
+        ..Default::default()
+    };
+    let node = work.join("agent-node.toml");
+    let text = edgeimg::node::make(&spec)
+        .and_then(|c| edgeimg::node::render(&c))
+        .expect("agent node.toml");
+    edgeimg::node::write(&text, Some(&node), true, true).expect("write agent node.toml");
+
+    let disk = work.join("agent-disk.raw");
+    let r = edgeimg::flash::flash(&edgeimg::flash::FlashOptions {
+        image: img.image.clone(),
+        target: disk.clone(),
+        to_file: true,
+        yes: true,
+        node: Some(node),
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("flash the agent disk: {e:#}"));
+    assert!(r.node_file, "{r:?}");
+    let image_len = std::fs::metadata(&img.image).unwrap().len();
+    let disk_len = (image_len + 2 * GIB).next_power_of_two();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(disk_len)
+        .unwrap();
+
+    let log_name = format!("{board}-agent.log");
+    let (v, ready) = boot_once(board, &disk, work, &log_name)
+        .unwrap_or_else(|e| panic!("{board} agent boot: {e:#}"));
+    let console = std::fs::read_to_string(log_dir().join(&log_name)).unwrap();
+    assert!(
+        !console.contains(&token),
+        "the join token appears on the agent's console (log {log_name})"
+    );
+    if img.stand_in {
+        assert!(ready.contains("cluster ready (stand-in"), "{ready}");
+        assert_eq!(v["status"]["cluster_ready"], true, "{v}");
+    } else {
+        assert!(ready.contains("cluster not ready"), "{ready}");
+    }
+    assert_eq!(v["status"]["ready"], true, "{v}");
+    assert_eq!(v["status"]["k3s_role"], "agent", "{v}");
+    assert_eq!(v["hostname"], "agent-1", "hostname from node.toml: {v}");
+    let k = &v["k3s"];
+    assert_eq!(
+        k["enabled"], "k3s-agent",
+        "k3s-agent.service, and not k3s.service, enabled: {v}"
+    );
+    if img.stand_in {
+        assert_eq!(k["active"], "k3s-agent", "{v}");
+        assert!(
+            k["hello"]
+                .as_str()
+                .unwrap()
+                .contains("hello from a preloaded image"),
+            "the preloaded image runs on the agent: {v}"
+        );
+    }
+    let join = &k["join"];
+    assert_eq!(join["server"], server.as_str(), "{v}");
+    assert_eq!(
+        join["token_file"],
+        edgeimg_agent::schema::K3S_TOKEN_FILE,
+        "{v}"
+    );
+    assert_eq!(
+        join["token_sha"],
+        edgeimg::artifact::sha256_bytes(token.as_bytes())[..16],
+        "the token file holds node.toml's token: {v}"
+    );
+    assert_eq!(k["config_mode"], "600", "{v}");
+    assert_eq!(
+        k["token_logged"], 0,
+        "the join token is in the journal: {v}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

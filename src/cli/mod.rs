@@ -149,6 +149,18 @@ and partitions and asks."
     },
     /// Write a per-node node.toml (hostname, users, SSH keys) for `flash --node`.
     Node(NodeArgs),
+    /// Merge a K3s server node's kubeconfig (/etc/rancher/k3s/k3s.yaml) into yours, for kubectl from here.
+    #[command(
+        long_about = "Merge a K3s server node's kubeconfig (/etc/rancher/k3s/k3s.yaml) into yours, for kubectl from here.\n\n\
+Reads the file from a copy (--from) or over SSH (--ssh USER@HOST runs the system `ssh -o BatchMode=yes \
+USER@HOST sudo -n cat /etc/rancher/k3s/k3s.yaml`, without sudo for root). Replaces the loopback host of \
+its server URL (https://127.0.0.1:6443) with --server (default: the SSH host), names its cluster, user \
+and context after the node (--name, default: that host), and merges them into the first path of \
+$KUBECONFIG, else ~/.kube/config (created 0600 in a 0700 directory if missing). Only entries of the \
+same name are replaced; current-context is kept unless there is none or --use is given. The file is \
+replaced atomically, keeping its mode. Credentials are never printed."
+    )]
+    Kubeconfig(KubeconfigArgs),
     /// K3s air-gap bundles: fetch, import, verify and list (see docs/bundles.md).
     #[command(subcommand)]
     Bundle(BundleCommand),
@@ -246,6 +258,34 @@ pub struct NodeArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KubeconfigArgs {
+    /// A copy of the node's /etc/rancher/k3s/k3s.yaml.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "ssh",
+        conflicts_with = "ssh"
+    )]
+    pub from: Option<PathBuf>,
+    /// Read it over SSH from this server node (key or agent authentication; no prompts).
+    #[arg(long, value_name = "USER@HOST")]
+    pub ssh: Option<String>,
+    /// An ssh option for --ssh, e.g. Port=2222 or StrictHostKeyChecking=accept-new (repeatable).
+    #[arg(long = "ssh-option", value_name = "OPTION", requires = "ssh")]
+    pub ssh_options: Vec<String>,
+    /// Node name or address for the server URL (default: the SSH host; required with --from
+    /// when the file names only 127.0.0.1).
+    #[arg(long, value_name = "NAME|ADDR")]
+    pub server: Option<String>,
+    /// Name of the merged cluster, user and context (default: the server's host).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Make the merged context the current one.
+    #[arg(long = "use")]
+    pub use_context: bool,
 }
 
 /// Architecture of a K3s bundle.

@@ -195,6 +195,9 @@ impl Vm {
             .with_context(|| format!("cannot start {}", self.qemu.binary))?;
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
+        // A new file, not a truncation: target/ of a worktree may be a
+        // hard-linked copy of another's, and its old logs shared inodes.
+        let _ = std::fs::remove_file(log);
         let mut logf = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         std::thread::spawn(move || {

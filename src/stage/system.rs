@@ -133,6 +133,12 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
 
 const NETWORK_DHCP: &str = "# edgeimg default: DHCP on wired interfaces. Override with an overlay.\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n";
 
+/// The boot partition is `nofail` (a node boots without it) with systemd's
+/// usual 90 s device timeout: the initramfs does not run udev, so the
+/// partition's device unit only appears once udev has been triggered in the
+/// real root, which takes well over 10 s on a slow board or under QEMU TCG.
+/// First boot is ordered after this mount (it reads node.toml there), so a
+/// shorter timeout silently dropped node.toml.
 fn fstab(boot_partuuid: &str) -> String {
     format!(
         "# edgeimg: / (EROFS, read-only), /var (data) and /etc (overlay) are mounted by the initramfs.\n\
