@@ -37,6 +37,11 @@ pub const MKFS_EROFS: Tool = Tool {
     package: "erofs-utils",
     purpose: "make the read-only EROFS root",
 };
+pub const DEPMOD: Tool = Tool {
+    name: "depmod",
+    package: "kmod",
+    purpose: "index the kernel modules kept in the root",
+};
 pub const MKFS_VFAT: Tool = Tool {
     name: "mkfs.vfat",
     package: "dosfstools",
@@ -91,7 +96,7 @@ pub const QEMU_AARCH64_STATIC: Tool = Tool {
 
 /// The tools every build needs, whatever the board.
 pub const BUILD_TOOLS: &[Tool] = &[
-    MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, MKFS_VFAT, MCOPY, MMD, MKE2FS,
+    MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS,
 ];
 
 impl Tool {

@@ -141,6 +141,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let t = Instant::now();
     stage::unpack(&base.tar, &tree)?;
     let kernel = stage::take_kernel(&tree, &work.path().join("kernel"))?;
+    let board_file = format!("boards/{}.toml", cfg.board.name);
+    if let Some(wanted) = &cfg.board.modules {
+        // What the initramfs loads must also be there after switch_root.
+        let mut wanted = wanted.clone();
+        wanted.extend(cfg.board.initramfs_modules.iter().cloned());
+        let t = stage::modules::trim_modules(&tree, &kernel.version, &wanted, &board_file)?;
+        progress.note(&format!(
+            "stage: kernel modules trimmed to the board's set: {} kept, {} removed ({})",
+            t.kept,
+            t.removed,
+            config::size::human(t.bytes_removed)
+        ));
+    }
+    if let Some(wanted) = &cfg.board.firmware_files {
+        let t = stage::modules::trim_firmware(&tree, wanted, &board_file)?;
+        progress.note(&format!(
+            "stage: firmware trimmed to the board's set: {} kept, {} removed ({})",
+            t.kept,
+            t.removed,
+            config::size::human(t.bytes_removed)
+        ));
+    }
     let packages = stage::installed_packages(&tree)?;
     let agent = crate::agents::binary(cfg.board.rust_arch());
     let image_config = edgeimg_agent::schema::ImageConfig {

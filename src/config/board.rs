@@ -110,6 +110,14 @@ pub struct Board {
     #[serde(default)]
     pub packages: Vec<String>,
     pub initramfs_modules: Vec<String>,
+    /// Kernel modules the root keeps (names, aliases, or paths/globs under the
+    /// module tree), with their dependency closure. Unset: every module stays.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
+    /// Firmware files the root keeps (paths/globs under /usr/lib/firmware).
+    /// Unset: all of it stays; an empty list removes it all.
+    #[serde(default)]
+    pub firmware_files: Option<Vec<String>>,
     pub partitions: PartitionSizes,
     #[serde(default)]
     pub rpi: Option<RpiSpec>,

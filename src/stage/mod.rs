@@ -3,6 +3,7 @@
 //! operator's overlays. Produces the tree plus the boot files taken out of it.
 
 pub mod k3s;
+pub mod modules;
 pub mod overlay;
 pub mod system;
 

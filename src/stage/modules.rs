@@ -1,0 +1,477 @@
+//! Kernel modules and firmware trimmed to what the board names.
+//!
+//! A board file lists the modules it needs (`modules = [...]`): module names
+//! (`virtio_blk`, `usb-storage`), or paths under the module tree
+//! (`kernel/net` keeps the whole directory, `kernel/drivers/net/*.ko*` a
+//! glob). The build keeps their closure — hard dependencies from
+//! `modules.dep`, soft and weak dependencies from `modules.softdep` and
+//! `modules.weakdep` — deletes every other module and runs `depmod` for the
+//! kept set, so `modprobe` on the device sees a consistent tree. The
+//! initramfs is made when the base is bootstrapped, from the full set, so
+//! trimming the root never touches early boot. Firmware (`firmware_files = [...]`,
+//! paths or globs under /usr/lib/firmware) is kept only where named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{self, Cmd};
+
+/// What trimming did (for the build log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub kept: usize,
+    pub removed: usize,
+    pub bytes_removed: u64,
+}
+
+/// Compression suffixes Debian kernels use for module files.
+const SUFFIXES: &[&str] = &[".xz", ".zst", ".gz"];
+
+/// `kernel/fs/ext4/ext4.ko.xz` -> `ext4`; dashes and underscores are the same
+/// to the kernel, so names are kept with underscores.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    normalize(stem)
+}
+
+fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn strip_suffix(path: &str) -> &str {
+    SUFFIXES
+        .iter()
+        .find_map(|s| path.strip_suffix(s))
+        .unwrap_or(path)
+}
+
+/// Shell-style glob: `*` and `?` within one path segment, `**` across segments.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some(b'*') if p.get(1) == Some(&b'*') => {
+                let rest = &p[2..];
+                let rest = rest.strip_prefix(b"/").unwrap_or(rest);
+                (0..=t.len()).any(|i| go(rest, &t[i..]))
+            }
+            Some(b'*') => {
+                let mut i = 0;
+                loop {
+                    if go(&p[1..], &t[i..]) {
+                        return true;
+                    }
+                    if i == t.len() || t[i] == b'/' {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            Some(b'?') => !t.is_empty() && t[0] != b'/' && go(&p[1..], &t[1..]),
+            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Whether an entry with a `/` selects `path` (relative to the module or
+/// firmware directory): a glob, or a plain path naming a file or directory.
+fn path_selects(entry: &str, path: &str) -> bool {
+    let entry = entry.trim_end_matches('/');
+    if entry.contains(['*', '?']) {
+        glob_match(entry, path) || glob_match(entry, strip_suffix(path))
+    } else {
+        path == entry || strip_suffix(path) == entry || path.starts_with(&format!("{entry}/"))
+    }
+}
+
+/// The module index of one kernel: modules.dep plus names, aliases and soft deps.
+struct Index {
+    /// Module path -> the paths it depends on.
+    deps: BTreeMap<String, Vec<String>>,
+    by_name: BTreeMap<String, String>,
+    builtin: BTreeSet<String>,
+    /// Exact (wildcard-free) alias -> module names.
+    aliases: BTreeMap<String, Vec<String>>,
+    /// Module name -> names from softdep pre/post and weakdep lines.
+    soft: BTreeMap<String, Vec<String>>,
+}
+
+impl Index {
+    fn read(dir: &Path) -> Result<Index> {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .with_context(|| format!("cannot read {}", dir.join(f).display()))
+        };
+        let optional = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let mut deps = BTreeMap::new();
+        let mut by_name = BTreeMap::new();
+        for line in read("modules.dep")?.lines() {
+            let Some((m, d)) = line.split_once(':') else {
+                continue;
+            };
+            by_name.insert(module_name(m), m.to_string());
+            deps.insert(
+                m.to_string(),
+                d.split_whitespace().map(str::to_string).collect(),
+            );
+        }
+        let builtin = optional("modules.builtin")
+            .lines()
+            .map(module_name)
+            .collect();
+        let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in optional("modules.alias").lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("alias"), Some(a), Some(m)) = (w.next(), w.next(), w.next()) {
+                if !a.contains(['*', '?', '[']) {
+                    aliases.entry(a.to_string()).or_default().push(normalize(m));
+                }
+            }
+        }
+        let mut soft: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in optional("modules.softdep")
+            .lines()
+            .chain(optional("modules.weakdep").lines())
+        {
+            let mut w = line.split_whitespace();
+            if let (Some("softdep" | "weakdep"), Some(m)) = (w.next(), w.next()) {
+                soft.entry(normalize(m))
+                    .or_default()
+                    .extend(w.filter(|x| !x.ends_with(':')).map(str::to_string));
+            }
+        }
+        Ok(Index {
+            deps,
+            by_name,
+            builtin,
+            aliases,
+            soft,
+        })
+    }
+
+    /// Module paths a name (or alias) stands for; `None` if it is unknown.
+    fn resolve(&self, name: &str) -> Option<Vec<String>> {
+        let n = normalize(name);
+        if let Some(p) = self.by_name.get(&n) {
+            return Some(vec![p.clone()]);
+        }
+        if self.builtin.contains(&n) {
+            return Some(Vec::new());
+        }
+        let names = self.aliases.get(name)?;
+        Some(
+            names
+                .iter()
+                .filter_map(|m| self.by_name.get(m).cloned())
+                .collect(),
+        )
+    }
+
+    /// `wanted` entries to module paths (before the closure). Every entry must
+    /// select something: a typo would otherwise drop a module silently.
+    fn select(&self, wanted: &[String]) -> std::result::Result<BTreeSet<String>, String> {
+        let mut out = BTreeSet::new();
+        for w in wanted {
+            if w.contains('/') {
+                let hits: Vec<_> = self
+                    .deps
+                    .keys()
+                    .filter(|p| path_selects(w, p))
+                    .cloned()
+                    .collect();
+                if hits.is_empty() {
+                    return Err(format!("`{w}` matches no module file"));
+                }
+                out.extend(hits);
+            } else {
+                match self.resolve(w) {
+                    Some(paths) => out.extend(paths),
+                    None => {
+                        return Err(format!(
+                            "`{w}` is neither a module, a built-in module nor a module alias"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The selection plus everything it needs.
+    fn closure(&self, start: BTreeSet<String>) -> BTreeSet<String> {
+        let mut kept = BTreeSet::new();
+        let mut todo: Vec<String> = start.into_iter().collect();
+        while let Some(p) = todo.pop() {
+            if !kept.insert(p.clone()) {
+                continue;
+            }
+            todo.extend(self.deps.get(&p).into_iter().flatten().cloned());
+            for s in self.soft.get(&module_name(&p)).into_iter().flatten() {
+                // Soft dependencies are optional: unknown names are skipped.
+                todo.extend(self.resolve(s).into_iter().flatten());
+            }
+        }
+        kept
+    }
+}
+
+/// Keeps the closure of `wanted` in `tree`'s modules for kernel `version`
+/// and runs depmod. `source` names the board file for errors.
+pub fn trim_modules(
+    tree: &Path,
+    version: &str,
+    wanted: &[String],
+    source: &str,
+) -> Result<Trimmed> {
+    let dir = tree.join("usr/lib/modules").join(version);
+    let index = Index::read(&dir)?;
+    let start = index.select(wanted).map_err(|e| {
+        anyhow::anyhow!(
+            "{source}: modules entry {e} in kernel {version} ({})",
+            dir.display()
+        )
+    })?;
+    let kept = index.closure(start);
+    let mut t = Trimmed {
+        kept: kept.len(),
+        ..Trimmed::default()
+    };
+    for p in index.deps.keys().filter(|p| !kept.contains(*p)) {
+        let f = dir.join(p);
+        if let Ok(m) = std::fs::symlink_metadata(&f) {
+            t.bytes_removed += m.len();
+            std::fs::remove_file(&f).with_context(|| format!("cannot remove {}", f.display()))?;
+            t.removed += 1;
+        }
+    }
+    remove_empty_dirs(&dir.join("kernel"))?;
+    filter_weakdep(&dir, &index, &kept)?;
+    // depmod from the host, pointed at the tree (-b) and at the tree's own
+    // configuration, so no foreign-architecture binary runs.
+    let conf = tempfile::tempdir()?;
+    for d in ["etc/depmod.d", "usr/lib/depmod.d", "lib/depmod.d"] {
+        for e in std::fs::read_dir(tree.join(d))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            std::fs::copy(e.path(), conf.path().join(e.file_name()))?;
+        }
+    }
+    Cmd::new(cmd::DEPMOD)
+        .arg("-a")
+        .arg("-b")
+        .arg(tree)
+        .arg("-C")
+        .arg(conf.path())
+        .arg(version)
+        .run()
+        .context("depmod for the trimmed module set failed")?;
+    Ok(t)
+}
+
+/// The host's depmod may predate modules.weakdep and leave it as it was:
+/// drop the lines of removed modules so the file only names what is there.
+fn filter_weakdep(dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<()> {
+    let f = dir.join("modules.weakdep");
+    let Ok(text) = std::fs::read_to_string(&f) else {
+        return Ok(());
+    };
+    let kept_names: BTreeSet<String> = kept.iter().map(|p| module_name(p)).collect();
+    let out: String = text
+        .lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some("weakdep"), Some(m)) => {
+                    kept_names.contains(&normalize(m)) || index.builtin.contains(&normalize(m))
+                }
+                _ => true,
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&f, out)?;
+    Ok(())
+}
+
+/// Keeps the firmware files `wanted` selects under /usr/lib/firmware.
+pub fn trim_firmware(tree: &Path, wanted: &[String], source: &str) -> Result<Trimmed> {
+    let dir = tree.join("usr/lib/firmware");
+    let mut t = Trimmed::default();
+    if !dir.is_dir() {
+        return Ok(t);
+    }
+    let mut files = Vec::new();
+    walk(&dir, &dir, &mut files)?;
+    for w in wanted {
+        if !files.iter().any(|f| path_selects(w, f)) {
+            anyhow::bail!(
+                "{source}: firmware_files entry `{w}` matches no file under {}",
+                dir.display()
+            );
+        }
+    }
+    for f in &files {
+        if wanted.iter().any(|w| path_selects(w, f)) {
+            t.kept += 1;
+        } else {
+            let p = dir.join(f);
+            t.bytes_removed += std::fs::symlink_metadata(&p)?.len();
+            std::fs::remove_file(&p)?;
+            t.removed += 1;
+        }
+    }
+    remove_empty_dirs(&dir)?;
+    Ok(t)
+}
+
+/// Files (and symlinks) under `dir`, relative to `root`.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            walk(root, &e.path(), out)?;
+        } else {
+            let rel = e.path().strip_prefix(root)?.to_string_lossy().into_owned();
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Removes directories left empty below `dir` (not `dir` itself).
+fn remove_empty_dirs(dir: &Path) -> Result<bool> {
+    let mut empty = true;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type()?.is_dir() && remove_empty_dirs(&e.path())? {
+            std::fs::remove_dir(e.path())?;
+        } else {
+            empty = false;
+        }
+    }
+    Ok(empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("kernel/net/**", "kernel/net/ipv4/x.ko.xz"));
+        assert!(glob_match(
+            "kernel/drivers/*/veth.ko",
+            "kernel/drivers/net/veth.ko"
+        ));
+        assert!(!glob_match(
+            "kernel/drivers/*.ko",
+            "kernel/drivers/net/veth.ko"
+        ));
+        assert!(glob_match(
+            "**/virtio_*.ko*",
+            "kernel/drivers/block/virtio_blk.ko.xz"
+        ));
+        assert!(path_selects("kernel/net", "kernel/net/bridge/bridge.ko.xz"));
+        assert!(!path_selects("kernel/ne", "kernel/net/bridge/bridge.ko.xz"));
+        assert!(path_selects(
+            "kernel/drivers/net/veth.ko",
+            "kernel/drivers/net/veth.ko.xz"
+        ));
+    }
+
+    fn fake_tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("usr/lib/modules/6.1-test");
+        for m in [
+            "kernel/fs/ext4/ext4.ko.xz",
+            "kernel/fs/jbd2/jbd2.ko.xz",
+            "kernel/arch/x86/crc32c-intel.ko.xz",
+            "kernel/crypto/crc32c_generic.ko.xz",
+            "kernel/drivers/gpu/big.ko.xz",
+            "kernel/drivers/net/veth.ko.xz",
+        ] {
+            std::fs::create_dir_all(d.join(m).parent().unwrap()).unwrap();
+            std::fs::write(d.join(m), b"x").unwrap();
+        }
+        std::fs::write(
+            d.join("modules.dep"),
+            "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n\
+             kernel/fs/jbd2/jbd2.ko.xz:\n\
+             kernel/arch/x86/crc32c-intel.ko.xz:\n\
+             kernel/crypto/crc32c_generic.ko.xz:\n\
+             kernel/drivers/gpu/big.ko.xz:\n\
+             kernel/drivers/net/veth.ko.xz:\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("modules.softdep"),
+            "# soft\nsoftdep ext4 pre: crypto-crc32c\nsoftdep veth pre: missing_thing\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("modules.alias"),
+            "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\nalias pci:v*d* big\n",
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn closure_follows_dep_and_softdep_through_aliases() {
+        let t = fake_tree();
+        let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
+        let sel = idx
+            .select(&[
+                "ext4".into(),
+                "virtio_pci".into(),
+                "kernel/drivers/net".into(),
+            ])
+            .unwrap();
+        let kept = idx.closure(sel);
+        let names: BTreeSet<_> = kept.iter().map(|p| module_name(p)).collect();
+        let want: BTreeSet<_> = ["ext4", "jbd2", "crc32c_intel", "crc32c_generic", "veth"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn unknown_entries_are_errors() {
+        let t = fake_tree();
+        let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
+        let e = idx.select(&["ext5".into()]).unwrap_err();
+        assert!(e.contains("`ext5`"), "{e}");
+        let e = idx.select(&["kernel/sound".into()]).unwrap_err();
+        assert!(e.contains("matches no module"), "{e}");
+        // Dashes and underscores are one.
+        assert!(idx.select(&["crc32c_intel".into()]).is_ok());
+    }
+
+    #[test]
+    fn firmware_keeps_only_named_files() {
+        let t = tempfile::tempdir().unwrap();
+        let fw = t.path().join("usr/lib/firmware");
+        std::fs::create_dir_all(fw.join("brcm")).unwrap();
+        std::fs::create_dir_all(fw.join("amdgpu")).unwrap();
+        std::fs::write(fw.join("brcm/a.bin"), b"a").unwrap();
+        std::fs::write(fw.join("amdgpu/b.bin"), b"bb").unwrap();
+        let r = trim_firmware(t.path(), &["brcm/*".into()], "board").unwrap();
+        assert_eq!((r.kept, r.removed, r.bytes_removed), (1, 1, 2));
+        assert!(fw.join("brcm/a.bin").exists());
+        assert!(!fw.join("amdgpu").exists());
+        let e = trim_firmware(t.path(), &["nope/*".into()], "boards/x.toml").unwrap_err();
+        assert!(format!("{e}").contains("boards/x.toml: firmware_files entry `nope/*`"));
+    }
+}
