@@ -17,19 +17,109 @@ pub fn make(
     epoch: u64,
     compression: RootCompression,
 ) -> Result<u64> {
+    let mut c = Cmd::new(cmd::MKFS_EROFS).args(compression.mkfs_args());
     if let Some(name) = compression.compressor() {
         check_compressor(name)?;
+        let hints = out.with_extension("compress-hints");
+        std::fs::write(&hints, compress_hints(tree)?)
+            .with_context(|| format!("cannot write {}", hints.display()))?;
+        c = c.arg(format!("--compress-hints={}", hints.display()));
     }
-    Cmd::new(cmd::MKFS_EROFS)
-        .args(compression.mkfs_args())
-        .arg(format!("-T{epoch}"))
+    c.arg(format!("-T{epoch}"))
         .arg(format!("-U{uuid}"))
         .arg("--quiet")
         .arg(out)
         .arg(tree)
         .run()
         .context("making the EROFS root filesystem failed")?;
+    let _ = std::fs::remove_file(out.with_extension("compress-hints"));
     Ok(std::fs::metadata(out)?.len())
+}
+
+/// File names that are compressed already (kernel modules are .ko.xz).
+const COMPRESSED_SUFFIXES: &str =
+    r"\.(xz|zst|gz|tgz|bz2|lz4|lzma|zip|jar|png|jpe?g|gif|webp|woff2?)$";
+/// Files at least this big are sampled for compressibility.
+const SAMPLE_FROM: u64 = 1 << 20;
+
+/// mkfs.erofs' `--compress-hints` file: a physical cluster size of 0 stores a
+/// file uncompressed. Already-compressed data (kernel modules, image
+/// archives with gzip/zstd layers) does not shrink, and erofs-utils 1.5
+/// spends minutes failing to compress it with lz4hc (measured: 64 MiB of
+/// random bytes took 96 s with lz4hc, 0.4 s stored). So: every file whose
+/// name says it is compressed, and every big file whose samples do not
+/// compress, is stored as is. Paths are relative to the tree, without a
+/// leading slash, as mkfs.erofs matches them.
+pub fn compress_hints(tree: &Path) -> Result<String> {
+    let suffix = regex_lite_suffix();
+    let mut out = format!("0 {COMPRESSED_SUFFIXES}\n");
+    let mut big = Vec::new();
+    big_files(tree, tree, &mut big)?;
+    big.sort();
+    for rel in big {
+        if suffix(&rel) {
+            continue;
+        }
+        if !compressible(&tree.join(&rel))? {
+            out.push_str(&format!("0 ^{}$\n", ere_escape(&rel)));
+        }
+    }
+    Ok(out)
+}
+
+/// The same test as COMPRESSED_SUFFIXES, in Rust (to skip sampling those).
+fn regex_lite_suffix() -> impl Fn(&str) -> bool {
+    const EXT: &[&str] = &[
+        "xz", "zst", "gz", "tgz", "bz2", "lz4", "lzma", "zip", "jar", "png", "jpg", "jpeg", "gif",
+        "webp", "woff", "woff2",
+    ];
+    |p: &str| p.rsplit_once('.').is_some_and(|(_, e)| EXT.contains(&e))
+}
+
+fn big_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            big_files(root, &e.path(), out)?;
+        } else if ft.is_file() && e.metadata()?.len() >= SAMPLE_FROM {
+            if let Some(rel) = e.path().strip_prefix(root)?.to_str() {
+                out.push(rel.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether three 64 KiB samples (start, middle, end) shrink by at least 5%
+/// under fast zstd.
+fn compressible(path: &Path) -> Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    const SAMPLE: u64 = 64 * 1024;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let (mut raw, mut packed) = (0usize, 0usize);
+    for off in [0, len / 2, len.saturating_sub(SAMPLE)] {
+        let mut buf = Vec::with_capacity(SAMPLE as usize);
+        f.seek(SeekFrom::Start(off))?;
+        (&mut f).take(SAMPLE).read_to_end(&mut buf)?;
+        raw += buf.len();
+        packed += zstd::bulk::compress(&buf, 1)?.len();
+    }
+    Ok(packed * 100 < raw * 95)
+}
+
+/// Escapes a path for a POSIX extended regular expression.
+fn ere_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if ".[]{}()\\*+?^$|".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Fails with one clear message when this host's mkfs.erofs lacks the
@@ -70,6 +160,31 @@ fn available_compressors(help: &str) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hints_store_compressed_and_incompressible_files_as_is() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("var/lib/images");
+        std::fs::create_dir_all(&d).unwrap();
+        // Pseudo-random bytes (xorshift): incompressible, no extension hint.
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let noise: Vec<u8> = (0..2 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(d.join("app (v1).tar"), &noise).unwrap();
+        std::fs::write(d.join("text.tar"), vec![b'a'; 2 << 20]).unwrap();
+        std::fs::write(d.join("small.bin"), &noise[..1000]).unwrap();
+        let h = super::compress_hints(t.path()).unwrap();
+        let lines: Vec<&str> = h.lines().collect();
+        assert_eq!(lines[0], format!("0 {}", super::COMPRESSED_SUFFIXES));
+        assert_eq!(lines[1], r"0 ^var/lib/images/app \(v1\)\.tar$");
+        assert_eq!(lines.len(), 2, "{h}");
+    }
+
     #[test]
     fn compressor_list_from_help() {
         let v15 = "usage: ...\n --quiet  quiet\n\nAvailable compressors are: lz4hc, lz4\nmkfs.erofs 1.5\n";
