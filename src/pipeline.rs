@@ -146,7 +146,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         // What the initramfs loads must also be there after switch_root.
         let mut wanted = wanted.clone();
         wanted.extend(cfg.board.initramfs_modules.iter().cloned());
-        let t = stage::modules::trim_modules(&tree, &kernel.version, &wanted, &board_file)?;
+        let t = stage::modules::trim_modules(
+            &tree,
+            &kernel.version,
+            &wanted,
+            &board_file,
+            &base.meta.key,
+            &cache.join("depmod"),
+        )?;
         progress.note(&format!(
             "stage: kernel modules trimmed to the board's set: {} kept, {} removed ({})",
             t.kept,

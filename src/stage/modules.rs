@@ -220,12 +220,17 @@ impl Index {
 }
 
 /// Keeps the closure of `wanted` in `tree`'s modules for kernel `version`
-/// and runs depmod. `source` names the board file for errors.
+/// and runs depmod. `source` names the board file for errors. depmod reads
+/// every kept module (decompressing each .ko.xz: ~3.5 s of CPU for the x86_64
+/// set), so its output is cached under `cache` keyed by `base_key` (which
+/// fixes the modules' bytes) and the kept set.
 pub fn trim_modules(
     tree: &Path,
     version: &str,
     wanted: &[String],
     source: &str,
+    base_key: &str,
+    cache: &Path,
 ) -> Result<Trimmed> {
     let dir = tree.join("usr/lib/modules").join(version);
     let index = Index::read(&dir)?;
@@ -250,6 +255,20 @@ pub fn trim_modules(
     }
     remove_empty_dirs(&dir.join("kernel"))?;
     filter_weakdep(&dir, &index, &kept)?;
+    let key = {
+        let listing: Vec<&str> = kept.iter().map(String::as_str).collect();
+        let v = serde_json::json!({ "base": base_key, "version": version, "kept": listing });
+        crate::artifact::checksums::sha256_bytes(v.to_string().as_bytes())[..24].to_string()
+    };
+    let cached = cache.join(&key);
+    if cached.is_dir() {
+        for e in std::fs::read_dir(&cached)? {
+            let e = e?;
+            std::fs::copy(e.path(), dir.join(e.file_name()))
+                .with_context(|| format!("cannot copy {}", e.path().display()))?;
+        }
+        return Ok(t);
+    }
     // depmod from the host, pointed at the tree (-b) and at the tree's own
     // configuration, so no foreign-architecture binary runs.
     let conf = tempfile::tempdir()?;
@@ -271,6 +290,21 @@ pub fn trim_modules(
         .arg(version)
         .run()
         .context("depmod for the trimmed module set failed")?;
+    // Cache the index files (written aside, then renamed: never half there).
+    std::fs::create_dir_all(cache)?;
+    let part = tempfile::Builder::new()
+        .prefix(".part-")
+        .tempdir_in(cache)?;
+    for e in std::fs::read_dir(&dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() && e.file_name().to_string_lossy().starts_with("modules.") {
+            std::fs::copy(e.path(), part.path().join(e.file_name()))?;
+        }
+    }
+    let part = part.keep();
+    if std::fs::rename(&part, &cached).is_err() {
+        let _ = std::fs::remove_dir_all(&part); // another build cached it first
+    }
     Ok(t)
 }
 
