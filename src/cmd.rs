@@ -94,6 +94,29 @@ pub const QEMU_AARCH64_STATIC: Tool = Tool {
     purpose: "run arm64 programs while bootstrapping an arm64 root on another host",
 };
 
+pub const CHECKMODULE: Tool = Tool {
+    name: "checkmodule",
+    package: "checkpolicy",
+    purpose: "compile SELinux policy modules ([selinux] images)",
+};
+pub const SEMODULE_PACKAGE: Tool = Tool {
+    name: "semodule_package",
+    package: "semodule-utils",
+    purpose: "package compiled SELinux modules with their file contexts",
+};
+pub const SETFILES: Tool = Tool {
+    name: "setfiles",
+    package: "policycoreutils",
+    purpose: "label the root and data trees with SELinux contexts",
+};
+pub const CHROOT: Tool = Tool {
+    name: "chroot",
+    package: "coreutils",
+    purpose: "run the image's own semodule on its policy store",
+};
+/// What an image with `[selinux]` on needs on top of [`BUILD_TOOLS`].
+pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, SETFILES, CHROOT];
+
 /// The tools every build needs, whatever the board.
 pub const BUILD_TOOLS: &[Tool] = &[
     MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS,

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod progress;
 pub mod qemu;
 pub mod rootless;
+pub mod selinux;
 pub mod sparse;
 pub mod stage;
 pub mod update;

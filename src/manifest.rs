@@ -22,6 +22,7 @@ pub struct Inputs<'a> {
     pub overlays: &'a [(PathBuf, Vec<(String, String)>)],
     pub layout: &'a Layout,
     pub k3s: Option<&'a crate::k3s_inputs::K3sInputs>,
+    pub selinux: Option<&'a crate::selinux::Applied>,
     /// Files edgeimg itself placed into the root (relative paths).
     pub placed: &'a [String],
     pub image: &'a Path,
@@ -69,6 +70,16 @@ pub struct InputList {
     pub overlays: Vec<OverlayInput>,
     /// The K3s bundle and preloaded images (absent for plain appliances).
     pub k3s: Option<K3sInput>,
+    /// SELinux mode and the policy modules installed (absent when disabled).
+    pub selinux: Option<SelinuxInput>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SelinuxInput {
+    pub mode: String,
+    pub policy: String,
+    /// Every module edgeimg compiled and installed, with the SHA-256 of its `.pp`.
+    pub modules: Vec<crate::selinux::ModuleRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,6 +184,11 @@ impl Manifest {
                     })
                     .collect(),
                 k3s: i.k3s.map(k3s_input).transpose()?,
+                selinux: i.selinux.map(|s| SelinuxInput {
+                    mode: s.mode.as_str().into(),
+                    policy: crate::selinux::POLICY_TYPE.into(),
+                    modules: s.modules.clone(),
+                }),
                 overlays: i
                     .overlays
                     .iter()

@@ -91,6 +91,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // Fail before any long work: tools, output directory.
     let mut tools: Vec<cmd::Tool> = cmd::BUILD_TOOLS.to_vec();
     tools.retain(|t| t.name != "mmdebstrap" && t.name != "newuidmap"); // only needed on a cache miss
+    if cfg.selinux.is_some() {
+        tools.extend_from_slice(cmd::SELINUX_TOOLS);
+    }
     cmd::require(&tools)?;
     anyhow::ensure!(
         !opts.update || opts.signing_key.is_some(),
@@ -101,6 +104,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .as_deref()
         .map(crate::update::load_signing_key)
         .transpose()?;
+    // Policy modules compile first: a broken .te must not wait for a bootstrap.
+    let selinux_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let selinux_modules = match &cfg.selinux {
+        Some(se) => Some(crate::selinux::compile_all(se, selinux_dir.path())?),
+        None => None,
+    };
     let out_dir = prepare_out_dir(&opts.out)?;
     let _out_lock = crate::cache::Lock::acquire(&out_dir.join(".edgeimg.lock"))?;
     remove_stale_temps(&out_dir);
@@ -270,6 +279,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         "stage: root tree composed ({:.1}s)",
         t.elapsed().as_secs_f64()
     ));
+    // SELinux last: modules installed, then every file of the final tree labelled.
+    let selinux = match (&cfg.selinux, &selinux_modules) {
+        (Some(se), Some(modules)) => {
+            let t = Instant::now();
+            let applied = crate::selinux::apply(&tree, work.path(), se.mode, modules, epoch)?;
+            progress.note(&format!(
+                "selinux: {} module(s) installed, root and data labelled, mode {} ({:.1}s)",
+                applied.modules.len(),
+                se.mode.as_str(),
+                t.elapsed().as_secs_f64()
+            ));
+            Some(applied)
+        }
+        _ => None,
+    };
 
     // Filesystems.
     let t = Instant::now();
@@ -332,6 +356,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         plan.ids.data_fs_uuid,
         plan.ids.data_hash_seed,
         epoch,
+        selinux.as_ref().map(|s| s.data_seed.as_path()),
     )?;
 
     // Disk.
@@ -444,6 +469,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         overlays: &overlay_files,
         layout: &layout,
         k3s: k3s.as_ref(),
+        selinux: selinux.as_ref(),
         placed: &placed,
         image: &img_path,
         epoch,

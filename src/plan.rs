@@ -93,6 +93,14 @@ pub fn kernel_cmdline(config: &Config, ids: &Ids) -> String {
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),
     ];
+    if let Some(se) = &config.selinux {
+        // Debian's kernel lists AppArmor first: name SELinux as the major LSM.
+        parts.extend(["security=selinux".into(), "selinux=1".into()]);
+        parts.push(format!(
+            "enforcing={}",
+            u8::from(se.mode == crate::config::selinux::SelinuxMode::Enforcing)
+        ));
+    }
     parts.extend(config.board.consoles.iter().map(|c| format!("console={c}")));
     parts.join(" ")
 }
@@ -103,6 +111,14 @@ pub fn make(config: &Config) -> Plan {
     packages.push(board.kernel_package.clone());
     packages.extend(board.packages.iter().cloned());
     packages.extend(config.extra_packages.iter().cloned());
+    // Only when on: images without SELinux keep their cached base.
+    if config.selinux.is_some() {
+        packages.extend(
+            crate::config::selinux::PACKAGES
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    }
     packages.sort();
     packages.dedup();
     let base = BaseSpec {

@@ -175,3 +175,85 @@ fn boards_and_doctor_list_x86_64() {
         "{text}"
     );
 }
+
+#[test]
+fn bad_selinux_module_fails_with_the_compilers_line() {
+    // Compiled before any bootstrap: the error is immediate, from checkmodule.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("mypolicy.te"),
+        "module mypolicy 1.0;\nrequire { type bin_t; }\nallow bin_t bin_t:file { read }\nnot policy\n",
+    )
+    .unwrap();
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\n\n[k3s]\nenabled = false\n\n[selinux]\nmode = \"enforcing\"\nmodules = [\"mypolicy.te\"]\n",
+    );
+    let err = fails_with(
+        &["build", "--out", "out"],
+        d.path(),
+        &["mypolicy.te", "does not compile", "checkmodule"],
+    );
+    // checkmodule's own message: file:line:ERROR (the missing ';' shows on line 4).
+    assert!(
+        err.contains("mypolicy.te:4:ERROR") || err.contains("mypolicy.te:3:ERROR"),
+        "{err}"
+    );
+    assert!(visible_files(&d.path().join("out")).is_empty());
+}
+
+#[test]
+fn selinux_config_errors_name_key_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\n\n[selinux]\nmode = \"strict\"\n",
+    );
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 5", "strict"]);
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\n\n[selinux]\nmode = \"enforcing\"\nmodules = [\"nope.te\"]\n",
+    );
+    fails_with(
+        &["plan"],
+        d.path(),
+        &[
+            "edgeimg.toml:6",
+            "selinux.modules",
+            "nope.te",
+            "does not exist",
+        ],
+    );
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\n\n[selinux]\nmodules = [\"x.te\"]\n",
+    );
+    fails_with(
+        &["plan"],
+        d.path(),
+        &["edgeimg.toml:5", "selinux.modules", "disabled"],
+    );
+}
+
+#[test]
+fn selinux_plan_adds_packages_and_kernel_arguments() {
+    let d = tempfile::tempdir().unwrap();
+    write_config(
+        d.path(),
+        "[image]\nname = \"x\"\n\n[selinux]\nmode = \"enforcing\"\n",
+    );
+    let o = run(edgeimg().args(["plan"]).current_dir(d.path()));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    for p in ["selinux-policy-default", "policycoreutils", "selinux-utils"] {
+        assert!(out.contains(p), "plan lacks {p}:\n{out}");
+    }
+    assert!(
+        out.contains("security=selinux selinux=1 enforcing=1"),
+        "{out}"
+    );
+    write_config(d.path(), "[image]\nname = \"x\"\n");
+    let o = run(edgeimg().args(["plan"]).current_dir(d.path()));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("selinux"), "SELinux off by default:\n{out}");
+}

@@ -424,3 +424,12 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The self-check image with `[selinux] mode = MODE` added.
+pub fn selinux_config(arch: &str, work: &Path, mode: &str) -> Result<PathBuf> {
+    let path = selfcheck_config(arch, work)?;
+    let mut text = std::fs::read_to_string(&path)?;
+    text.push_str(&format!("\n[selinux]\nmode = \"{mode}\"\n"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}

@@ -4,6 +4,7 @@
 pub mod board;
 pub mod k3s;
 pub mod schema;
+pub mod selinux;
 pub mod size;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub struct Config {
     pub overlays: Vec<PathBuf>,
     /// None: `[k3s] enabled = false`, a plain immutable appliance.
     pub k3s: Option<k3s::K3sConfig>,
+    /// None: `[selinux] mode = "disabled"` (the default).
+    pub selinux: Option<selinux::SelinuxConfig>,
 }
 
 /// Loads `path` (or the embedded default when `path` is None and
@@ -221,6 +224,7 @@ pub fn parse(
     }
 
     let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
+    let selinux = selinux::validate(&file.selinux, base_dir, &invalid)?;
 
     let seed = file
         .image
@@ -243,6 +247,7 @@ pub fn parse(
         users: file.users.clone(),
         overlays,
         k3s,
+        selinux,
     })
 }
 

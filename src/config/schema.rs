@@ -19,6 +19,9 @@ pub struct ConfigFile {
     /// Absent: K3s on with the defaults (it is what the product is for).
     #[serde(default)]
     pub k3s: super::k3s::K3sSection,
+    /// Absent: SELinux disabled.
+    #[serde(default)]
+    pub selinux: super::selinux::SelinuxSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,5 +1,7 @@
 //! The data partition: an (almost) empty ext4. It starts small; first boot seeds
-//! /var into it and grows it to the medium.
+//! /var into it and grows it to the medium. With SELinux the build fills it
+//! instead (`populate`: a labelled copy of /var, marked seeded), because the
+//! initramfs' busybox cp would drop the labels.
 
 use std::path::Path;
 
@@ -15,6 +17,7 @@ pub fn make(
     uuid: Uuid,
     hash_seed: Uuid,
     epoch: u64,
+    populate: Option<&Path>,
 ) -> Result<()> {
     let f =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -30,6 +33,7 @@ pub fn make(
         .arg(format!(
             "hash_seed={hash_seed},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0"
         ))
+        .args(populate.map(|d| format!("-d{}", d.display())))
         .arg(out)
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .run()

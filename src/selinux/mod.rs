@@ -1,0 +1,161 @@
+//! SELinux at build time, on the host: compile the policy modules (edgeimg's own
+//! `edgeimg_k3s` and the config's extras), install them into the image's policy
+//! store offline, write /etc/selinux/config and label every file of the root
+//! and of the data partition's seed, so the first boot needs no relabel.
+
+pub mod compile;
+pub mod label;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cmd::{self, Cmd};
+use crate::config::selinux::{SelinuxConfig, SelinuxMode};
+
+/// edgeimg's own module (selinux-policies/edgeimg-k3s/).
+pub const OWN_MODULE: &str = "edgeimg_k3s";
+pub const OWN_TE: &str = include_str!("../../selinux-policies/edgeimg-k3s/edgeimg_k3s.te");
+pub const OWN_FC: &str = include_str!("../../selinux-policies/edgeimg-k3s/edgeimg_k3s.fc");
+/// Debian's refpolicy store name (selinux-policy-default).
+pub const POLICY_TYPE: &str = "default";
+
+/// One installed module, for the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleRecord {
+    pub name: String,
+    /// "built-in" for edgeimg's own, else the `.te` path from the config.
+    pub source: String,
+    /// SHA-256 of the compiled `.pp` installed into the image.
+    pub sha256: String,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub mode: SelinuxMode,
+    pub modules: Vec<ModuleRecord>,
+    /// A labelled copy of the root's /var (plus the /etc overlay's directories
+    /// and the seeded marker) the data partition is made from.
+    pub data_seed: PathBuf,
+}
+
+/// Compiles edgeimg's own module into `work` (the same bytes for every
+/// architecture: the policy is arch-independent).
+pub fn compile_own(work: &Path) -> Result<compile::Compiled> {
+    let dir = work.join("own-src");
+    std::fs::create_dir_all(&dir)?;
+    let te = dir.join(format!("{OWN_MODULE}.te"));
+    std::fs::write(&te, OWN_TE)?;
+    std::fs::write(dir.join(format!("{OWN_MODULE}.fc")), OWN_FC)?;
+    compile::compile(&te, work)
+}
+
+/// Compiles edgeimg's module and the config's extras into `out`. Done before
+/// any long work, so a broken `.te` fails the build at once.
+pub fn compile_all(cfg: &SelinuxConfig, out: &Path) -> Result<Vec<compile::Compiled>> {
+    cmd::require(cmd::SELINUX_TOOLS)?;
+    let mut compiled = vec![compile_own(out)?];
+    for te in &cfg.modules {
+        compiled.push(compile::compile(te, out)?);
+    }
+    Ok(compiled)
+}
+
+/// Everything SELinux needs done to the staged `tree` before its filesystems
+/// are made, with the modules [`compile_all`] made.
+pub fn apply(
+    tree: &Path,
+    work: &Path,
+    mode: SelinuxMode,
+    compiled: &[compile::Compiled],
+    epoch: u64,
+) -> Result<Applied> {
+    let store = tree.join("etc/selinux").join(POLICY_TYPE);
+    anyhow::ensure!(
+        store.join("contexts/files/file_contexts").is_file(),
+        "the base root has no SELinux policy at /etc/selinux/{POLICY_TYPE} (selinux-policy-default not installed?)"
+    );
+    install(tree, compiled)?;
+    write_config(tree, mode)?;
+    enable_audit_socket(tree)?;
+    let data_seed = work.join("data-seed");
+    label::label_root_and_seed(tree, &data_seed, epoch)?;
+    let modules = compiled
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ModuleRecord {
+            name: c.name.clone(),
+            source: if i == 0 {
+                "built-in (selinux-policies/edgeimg-k3s)".into()
+            } else {
+                c.source.display().to_string()
+            },
+            sha256: c.sha256.clone(),
+        })
+        .collect();
+    Ok(Applied {
+        mode,
+        modules,
+        data_seed,
+    })
+}
+
+/// Installs the modules into the image's store with the image's own semodule
+/// (through chroot; qemu-user runs it for a foreign architecture). The host's
+/// bookworm libsemanage (3.4) cannot read trixie's store (module format 22),
+/// so `semodule -p ROOT` from the host is not an option.
+fn install(tree: &Path, modules: &[compile::Compiled]) -> Result<()> {
+    let inbox_rel = "tmp/edgeimg-selinux";
+    let inbox = tree.join(inbox_rel);
+    std::fs::create_dir_all(&inbox)?;
+    let mut c = Cmd::new(cmd::CHROOT)
+        .arg(tree)
+        .args(["/usr/sbin/semodule", "-n"]);
+    for m in modules {
+        let name = format!("{}.pp", m.name);
+        std::fs::copy(&m.pp, inbox.join(&name))?;
+        c = c.arg("-i").arg(format!("/{inbox_rel}/{name}"));
+    }
+    let r = c
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .run()
+        .context("installing the SELinux modules into the image's policy store failed");
+    std::fs::remove_dir_all(&inbox)?;
+    r?;
+    Ok(())
+}
+
+/// journald's audit socket: every AVC record reaches the journal over netlink.
+/// Without it (and without auditd) the kernel only printk()s them, rate-limited,
+/// and denials get lost ("audit: printk limit exceeded").
+fn enable_audit_socket(tree: &Path) -> Result<()> {
+    let unit = "systemd-journald-audit.socket";
+    let target = format!("/usr/lib/systemd/system/{unit}");
+    anyhow::ensure!(
+        tree.join(&target[1..]).is_file(),
+        "the base root has no {target}"
+    );
+    for wants in ["sockets.target.wants", "systemd-journald.service.wants"] {
+        let dir = tree.join("etc/systemd/system").join(wants);
+        std::fs::create_dir_all(&dir)?;
+        let link = dir.join(unit);
+        if !link.is_symlink() {
+            std::os::unix::fs::symlink(&target, &link)
+                .with_context(|| format!("cannot enable {unit}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// /etc/selinux/config: the mode systemd loads the policy in (the kernel
+/// command line's enforcing= says the same).
+fn write_config(tree: &Path, mode: SelinuxMode) -> Result<()> {
+    let text = format!(
+        "# Written by edgeimg from [selinux] in edgeimg.toml.\nSELINUX={}\nSELINUXTYPE={POLICY_TYPE}\n",
+        mode.as_str()
+    );
+    let p = tree.join("etc/selinux/config");
+    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+}
