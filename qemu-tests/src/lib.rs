@@ -433,3 +433,49 @@ pub fn selinux_config(arch: &str, work: &Path, mode: &str) -> Result<PathBuf> {
     std::fs::write(&path, text)?;
     Ok(path)
 }
+
+/// SHA-256 of the policy module `name` as installed in the image's policy
+/// store, read from the data partition (the store lives in /var): libsemanage
+/// keeps the `.pp` it was given, bzip2-compressed, as `.../400/<name>/hll`.
+pub fn installed_module_sha256(
+    image: &Path,
+    manifest: &serde_json::Value,
+    name: &str,
+) -> Result<String> {
+    let data = manifest["layout"]["partitions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["role"] == "data"))
+        .context("no data partition in the manifest's layout")?;
+    let (offset, size) = (
+        data["offset"].as_u64().context("offset")?,
+        data["size"].as_u64().context("size")?,
+    );
+    let work = tempfile::tempdir()?;
+    let part = work.path().join("data.ext4");
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(image)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut out = std::fs::File::create(&part)?;
+        std::io::copy(&mut f.take(size), &mut out)?;
+    }
+    let hll = work.path().join("hll.bz2");
+    let st = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(format!(
+            "dump /lib/selinux/default/active/modules/400/{name}/hll {}",
+            hll.display()
+        ))
+        .arg(&part)
+        .output()?;
+    anyhow::ensure!(
+        st.status.success() && hll.exists(),
+        "debugfs could not dump {name}'s hll"
+    );
+    let pp = std::process::Command::new("bzip2")
+        .args(["-dc"])
+        .arg(&hll)
+        .output()?;
+    anyhow::ensure!(pp.status.success(), "{name}'s hll is not bzip2 data");
+    Ok(edgeimg::artifact::checksums::sha256_bytes(&pp.stdout))
+}
