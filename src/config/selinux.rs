@@ -121,3 +121,39 @@ pub fn validate(
         modules,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_is_a_te_file_or_a_directory_with_one() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("mysite");
+        std::fs::create_dir(&dir).unwrap();
+        assert!(resolve_module(&dir).unwrap_err().contains("no .te"));
+        std::fs::write(dir.join("mysite.te"), "module mysite 1.0;\n").unwrap();
+        std::fs::write(dir.join("mysite.fc"), "").unwrap();
+        assert_eq!(resolve_module(&dir).unwrap(), dir.join("mysite.te"));
+        assert_eq!(
+            resolve_module(&dir.join("mysite.te")).unwrap(),
+            dir.join("mysite.te")
+        );
+        assert!(
+            resolve_module(&dir.join("mysite.fc"))
+                .unwrap_err()
+                .contains("not a .te")
+        );
+        std::fs::write(dir.join("other.te"), "").unwrap();
+        assert!(resolve_module(&dir).unwrap_err().contains("2 .te files"));
+    }
+
+    #[test]
+    fn the_own_module_name_is_reserved() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("edgeimg_k3s.te"), "").unwrap();
+        let text = "[image]\nname = \"x\"\n\n[selinux]\nmode = \"permissive\"\nmodules = [\"edgeimg_k3s.te\"]\n";
+        let e = crate::config::parse("edgeimg.toml", text, d.path(), None).unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
+    }
+}
