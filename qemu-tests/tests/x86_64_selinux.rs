@@ -1,12 +1,21 @@
-//! VM test: SELinux images (x86_64, the stand-in K3s bundle). The enforcing
-//! image boots once (after the permissive one): K3s' (stand-in's) containerd, the preloaded container and
-//! edgeimg's agent run in their intended domains on a labelled EROFS root and
-//! data partition, with no AVC denial from any of them. The permissive image
-//! boots once too. One build per mode; both share one cached base.
+//! VM test: SELinux images (x86_64, the stand-in K3s bundle), one build per
+//! mode (both before the VM lock, one cached base), one boot each. Permissive
+//! boots first: every denial the policy would cause is logged there. Then
+//! enforcing: cluster ready, `getenforce`, `semodule -l`, labels from
+//! edgeimg_k3s.fc on the EROFS root and the data partition, K3s and the
+//! stand-in's real containerd in container_engine_t, the agent in
+//! edgeimg_agent_t, and no AVC denial from or on any of them (agent, k3s,
+//! containerd, runc, the preloaded container) nor any audit record lost.
 
 use edgeimg_qemu_tests::*;
 
-fn build_and_boot(mode: &str) -> (serde_json::Value, String, serde_json::Value) {
+struct Built {
+    out: tempfile::TempDir,
+    image: std::path::PathBuf,
+    manifest: serde_json::Value,
+}
+
+fn build_image(mode: &str) -> Built {
     let out = tempfile::tempdir().unwrap();
     let (bundle, _) = k3s_bundle("amd64", out.path()).expect("K3s bundle");
     let config = selinux_config("amd64", out.path(), mode).expect("config");
@@ -20,26 +29,37 @@ fn build_and_boot(mode: &str) -> (serde_json::Value, String, serde_json::Value) 
         manifest["inputs"]["selinux"]["modules"][0]["sha256"], installed,
         "{manifest}"
     );
-    let disk = out.path().join("disk.raw");
-    disk_copy(&report.image, &disk, 4 << 30).unwrap();
-    let (check, ready) = boot_once(
+    Built {
+        out,
+        image: report.image,
+        manifest,
+    }
+}
+
+fn boot(b: &Built, mode: &str) -> (serde_json::Value, String) {
+    let disk = b.out.path().join("disk.raw");
+    disk_copy(&b.image, &disk, 4 << 30).unwrap();
+    boot_once(
         "x86_64",
         &disk,
-        out.path(),
+        b.out.path(),
         &format!("x86_64-selinux-{mode}.log"),
     )
-    .unwrap_or_else(|e| panic!("{mode} boot: {e:#}"));
-    (check, ready, manifest)
+    .unwrap_or_else(|e| panic!("{mode} boot: {e:#}"))
 }
 
 #[test]
 fn x86_64_selinux_enforcing_and_permissive() {
+    // Both images are built before the VM lock is taken: the lock serialises
+    // boots, and holding it through two builds would stall the other VM tests.
+    let permissive = build_image("permissive");
+    let enforcing = build_image("enforcing");
     let _guard = exclusive();
 
     // Permissive first: nothing is blocked, so every denial the policy would
     // cause is logged (EDGEIMG-AVC lines in target/vm-logs) even when the
     // enforcing boot below then fails on one.
-    let (c, ready, _) = build_and_boot("permissive");
+    let (c, ready) = boot(&permissive, "permissive");
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     assert_eq!(c["selinux"]["getenforce"], "Permissive", "{c}");
     assert_eq!(c["selinux"]["module"], 1, "{c}");
@@ -48,7 +68,8 @@ fn x86_64_selinux_enforcing_and_permissive() {
         "denials in permissive mode: {c}"
     );
 
-    let (c, ready, manifest) = build_and_boot("enforcing");
+    let (c, ready) = boot(&enforcing, "enforcing");
+    let manifest = &enforcing.manifest;
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     let s = &c["selinux"];
     assert_eq!(s["getenforce"], "Enforcing", "{c}");
