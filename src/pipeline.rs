@@ -52,6 +52,13 @@ pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     let progress = Progress::new(opts.quiet);
     crate::rootless::check()?;
     let cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    // SELinux labels are security.selinux xattrs: a user namespace may not
+    // set them, so say so before any long work instead of failing in setfiles.
+    anyhow::ensure!(
+        cfg.selinux.is_none(),
+        "{}: [selinux] needs a build as root (its file labels are security.selinux extended attributes, which an unprivileged user namespace cannot set)",
+        cfg.source
+    );
     let plan = plan::make(&cfg);
     cmd::require(cmd::BUILD_TOOLS)?;
     cmd::require(&[crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP])?;

@@ -429,7 +429,13 @@ fn hex(bytes: &[u8]) -> String {
 pub fn selinux_config(arch: &str, work: &Path, mode: &str) -> Result<PathBuf> {
     let path = selfcheck_config(arch, work)?;
     let mut text = std::fs::read_to_string(&path)?;
-    text.push_str(&format!("\n[selinux]\nmode = \"{mode}\"\n"));
+    // A test-only module lets the self-check's journalctl read the journal
+    // (qemu-tests/selinux/edgeimg-selfcheck); edgeimg's own comes first.
+    let test_module = repo_root().join("qemu-tests/selinux/edgeimg-selfcheck");
+    text.push_str(&format!(
+        "\n[selinux]\nmode = \"{mode}\"\nmodules = [{:?}]\n",
+        test_module.display().to_string()
+    ));
     std::fs::write(&path, text)?;
     Ok(path)
 }
