@@ -224,6 +224,15 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         k["token_logged"], 0,
         "the join token is in the journal (or no token file): {first}"
     );
+    if !stand_in {
+        // Real K3s (EDGEIMG_K3S_BUNDLE): a Ready node and a Running pod from
+        // the preloaded image, with no network to pull from.
+        assert_eq!(k["node_ready"], "True", "node Ready: {first}");
+        assert_eq!(
+            k["pod_phase"], "Running",
+            "pod from the preloaded image: {first}"
+        );
+    }
     if stand_in {
         assert_eq!(
             k["imported"], 2,

@@ -261,16 +261,34 @@ pub fn trim_modules(
         crate::artifact::checksums::sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     };
     let cached = cache.join(&key);
-    if cached.is_dir() {
-        for e in std::fs::read_dir(&cached)? {
-            let e = e?;
-            std::fs::copy(e.path(), dir.join(e.file_name()))
-                .with_context(|| format!("cannot copy {}", e.path().display()))?;
-        }
-        return Ok(t);
+    if !cached.is_dir() {
+        depmod_into_cache(tree, version, &cached)?;
     }
-    // depmod from the host, pointed at the tree (-b) and at the tree's own
-    // configuration, so no foreign-architecture binary runs.
+    // Both a fresh and a cached build put the index into the tree the same
+    // way: directory history decides mkfs.erofs' inode order, so writing the
+    // files any other way would make the two builds' images differ.
+    for e in std::fs::read_dir(&cached)? {
+        let e = e?;
+        std::fs::copy(e.path(), dir.join(e.file_name()))
+            .with_context(|| format!("cannot copy {}", e.path().display()))?;
+    }
+    Ok(t)
+}
+
+/// Runs the host's depmod (pointed at the tree's own configuration, so no
+/// foreign-architecture binary runs) on a scratch tree of hard links to the
+/// trimmed modules, and stores the index files it writes in `cached`
+/// (written aside, then renamed: never half there).
+fn depmod_into_cache(tree: &Path, version: &str, cached: &Path) -> Result<()> {
+    let cache = cached.parent().expect("cache entry has a parent");
+    std::fs::create_dir_all(cache)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".depmod-")
+        .tempdir_in(cache)?;
+    let moddir = Path::new("usr/lib/modules").join(version);
+    link_tree(&tree.join(&moddir), &scratch.path().join(&moddir))?;
+    // depmod looks under BASE/lib/modules; merged-/usr trees link lib to usr/lib.
+    std::os::unix::fs::symlink("usr/lib", scratch.path().join("lib"))?;
     let conf = tempfile::tempdir()?;
     for d in ["etc/depmod.d", "usr/lib/depmod.d", "lib/depmod.d"] {
         for e in std::fs::read_dir(tree.join(d))
@@ -284,28 +302,46 @@ pub fn trim_modules(
     Cmd::new(cmd::DEPMOD)
         .arg("-a")
         .arg("-b")
-        .arg(tree)
+        .arg(scratch.path())
         .arg("-C")
         .arg(conf.path())
         .arg(version)
         .run()
         .context("depmod for the trimmed module set failed")?;
-    // Cache the index files (written aside, then renamed: never half there).
-    std::fs::create_dir_all(cache)?;
     let part = tempfile::Builder::new()
         .prefix(".part-")
         .tempdir_in(cache)?;
-    for e in std::fs::read_dir(&dir)? {
+    let out = scratch.path().join(&moddir);
+    for e in std::fs::read_dir(&out)? {
         let e = e?;
         if e.file_type()?.is_file() && e.file_name().to_string_lossy().starts_with("modules.") {
             std::fs::copy(e.path(), part.path().join(e.file_name()))?;
         }
     }
     let part = part.keep();
-    if std::fs::rename(&part, &cached).is_err() {
+    if std::fs::rename(&part, cached).is_err() {
         let _ = std::fs::remove_dir_all(&part); // another build cached it first
     }
-    Ok(t)
+    Ok(())
+}
+
+/// Mirrors `src` at `dst` with hard links (a copy where linking fails):
+/// depmod replaces its output files by rename, so the tree is never written.
+fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            link_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The host's depmod may predate modules.weakdep and leave it as it was:
