@@ -1,24 +1,13 @@
 //! One function per subcommand; `main.rs` only dispatches here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::artifact::Compression;
-use crate::cli::{CompressArg, ConfigArgs};
+use crate::cli::{BuildArgs, CompressArg, ConfigArgs};
 use crate::config::{self, board};
 use crate::pipeline::{self, BuildOptions};
-
-/// `edgeimg build`'s own flags.
-pub struct BuildArgs {
-    pub out: PathBuf,
-    pub refresh: bool,
-    pub compress: Option<CompressArg>,
-    pub bundle: Option<PathBuf>,
-    pub lock: Option<PathBuf>,
-    pub signing_key: Option<PathBuf>,
-    pub update: bool,
-}
 
 pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
     let compression = a.compress.map(|c| match c {

@@ -7,28 +7,7 @@ fn main() {
     let cli = Cli::parse();
     edgeimg::logging::init(cli.quiet, cli.verbose);
     let result = match cli.command {
-        Command::Build {
-            config,
-            out,
-            refresh,
-            compress,
-            bundle,
-            lock,
-            signing_key,
-            update,
-        } => edgeimg::commands::build(
-            config,
-            edgeimg::commands::BuildArgs {
-                out,
-                refresh,
-                compress,
-                bundle,
-                lock,
-                signing_key,
-                update,
-            },
-            cli.quiet,
-        ),
+        Command::Build { config, args } => edgeimg::commands::build(config, args, cli.quiet),
         Command::Keygen { out } => edgeimg::commands::keygen(&out),
         Command::Update(c) => edgeimg::commands::update(c),
         Command::Plan { config, json } => edgeimg::commands::plan(config, json),

@@ -59,30 +59,8 @@ pub enum Command {
     Build {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Output directory.
-        #[arg(long, short = 'o', default_value = "out")]
-        out: PathBuf,
-        /// Rebuild the cached base root filesystem instead of reusing it.
-        #[arg(long)]
-        refresh: bool,
-        /// Compression of the distributable copy (overrides image.compression).
-        #[arg(long, value_enum)]
-        compress: Option<CompressArg>,
-        /// Directory holding the K3s bundle's assets under their upstream names
-        /// (instead of the cache filled by `edgeimg bundle fetch`/`import`).
-        #[arg(long, value_name = "DIR", env = "EDGEIMG_K3S_BUNDLE")]
-        bundle: Option<PathBuf>,
-        /// Bundle lock file (default: edgeimg.lock beside the config).
-        #[arg(long, value_name = "FILE")]
-        lock: Option<PathBuf>,
-        /// Update signing key (PREFIX.key from `edgeimg keygen`): the image trusts
-        /// its public key for updates (/usr/share/edgeimg/update.pub).
-        #[arg(long, value_name = "KEY")]
-        signing_key: Option<PathBuf>,
-        /// Also write out/<name>-<board>.update: the signed update to this image
-        /// (root, kernel, initrd, boot files), for `edgeimg-agent update apply`.
-        #[arg(long, requires = "signing_key")]
-        update: bool,
+        #[command(flatten)]
+        args: BuildArgs,
     },
     /// Make an ed25519 update signing key pair: PREFIX.key (mode 0600) and PREFIX.pub.
     Keygen {
@@ -342,4 +320,33 @@ pub enum BundleCommand {
     },
     /// List the shipped bundle manifests and the cached bundles.
     List,
+}
+
+/// The flags of `edgeimg build` besides the config selection.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Output directory.
+    #[arg(long, short = 'o', default_value = "out")]
+    pub out: PathBuf,
+    /// Rebuild the cached base root filesystem instead of reusing it.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Compression of the distributable copy (overrides image.compression).
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// Directory holding the K3s bundle's assets under their upstream names
+    /// (instead of the cache filled by `edgeimg bundle fetch`/`import`).
+    #[arg(long, value_name = "DIR", env = "EDGEIMG_K3S_BUNDLE")]
+    pub bundle: Option<PathBuf>,
+    /// Bundle lock file (default: edgeimg.lock beside the config).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Update signing key (PREFIX.key from `edgeimg keygen`): the image trusts
+    /// its public key for updates (/usr/share/edgeimg/update.pub).
+    #[arg(long, value_name = "KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Also write out/<name>-<board>.update: the signed update to this image
+    /// (root, kernel, initrd, boot files), for `edgeimg-agent update apply`.
+    #[arg(long, requires = "signing_key")]
+    pub update: bool,
 }
