@@ -14,26 +14,14 @@ use serde::Serialize;
 
 use crate::cmd::{self, Cmd};
 use crate::config::size::human;
+use crate::io_error::{IoError, io_err};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InspectError + 'a {
-    move |source| InspectError::Io {
-        op,
-        path: path.into(),
-        source,
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,7 +107,7 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
         path: path.into(),
         msg,
     };
-    f.seek(SeekFrom::Start(0)).map_err(io("seek", path))?;
+    f.seek(SeekFrom::Start(0)).map_err(io_err("seek", path))?;
     if let Ok(gpt) = gptman::GPT::find_from(f) {
         let partitions = gpt
             .iter()
@@ -147,11 +135,11 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
     }
     let mut sector = [0u8; 512];
     f.read_exact_at(&mut sector, 0)
-        .map_err(io("read partition table of", path))?;
+        .map_err(io_err("read partition table of", path))?;
     if sector[510..512] != [0x55, 0xaa] {
         return Err(invalid("no partition table (neither GPT nor MBR)".into()));
     }
-    f.seek(SeekFrom::Start(0)).map_err(io("seek", path))?;
+    f.seek(SeekFrom::Start(0)).map_err(io_err("seek", path))?;
     let mbr =
         mbrman::MBR::read_from(f, 512).map_err(|e| invalid(format!("cannot read the MBR: {e}")))?;
     let disk_id = u32::from_le_bytes(mbr.header.disk_signature);
@@ -484,8 +472,8 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     } else {
         image
     };
-    let mut f = File::open(raw).map_err(io("open", raw))?;
-    let rmeta = f.metadata().map_err(io("stat", raw))?;
+    let mut f = File::open(raw).map_err(io_err("open", raw))?;
+    let rmeta = f.metadata().map_err(io_err("stat", raw))?;
     let table = read_table(&mut f, image)?;
     let manifest = manifest_for(image);
     let mv = manifest
@@ -498,7 +486,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
         let mut head = vec![0u8; 4096];
         let n = f
             .read_at(&mut head, p.offset)
-            .map_err(io("read partition of", image))?;
+            .map_err(io_err("read partition of", image))?;
         head.truncate(n);
         let fs = probe_fs(&head);
         let role = mv["layout"]["partitions"]

@@ -19,6 +19,7 @@ pub mod fs;
 pub mod ids;
 pub mod images;
 pub mod inspect;
+pub mod io_error;
 pub mod k3s_inputs;
 pub mod kubeconfig;
 pub mod logging;

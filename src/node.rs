@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::io_error::{IoError, io_err};
 use edgeimg_agent::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +20,8 @@ pub enum NodeError {
     },
     #[error("the node file would be invalid: {0}")]
     Invalid(String),
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{} exists; pass --force to replace it", .0.display())]
     Exists(PathBuf),
 }
@@ -66,18 +62,10 @@ pub fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
             let mut s = String::new();
             std::io::stdin()
                 .read_line(&mut s)
-                .map_err(|source| NodeError::Io {
-                    op: "read token from",
-                    path: p.into(),
-                    source,
-                })?;
+                .map_err(io_err("read token from", p))?;
             s
         }
-        Some(p) => std::fs::read_to_string(p).map_err(|source| NodeError::Io {
-            op: "read token from",
-            path: p.into(),
-            source,
-        })?,
+        Some(p) => std::fs::read_to_string(p).map_err(io_err("read token from", p))?,
         None => match std::env::var(TOKEN_ENV) {
             Ok(t) => t,
             Err(_) => return Ok(None),
@@ -137,11 +125,7 @@ pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
     }
     for kf in &spec.ssh_key_files {
         let (n, path) = split("--ssh-key-file", kf)?;
-        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io {
-            op: "read SSH key file",
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(io_err("read SSH key file", path))?;
         let keys: Vec<String> = text
             .lines()
             .map(str::trim)
@@ -248,10 +232,11 @@ pub fn write(
                 if source.kind() == std::io::ErrorKind::AlreadyExists {
                     NodeError::Exists(p.into())
                 } else {
-                    NodeError::Io { op: "create", path: p.into(), source }
+                    IoError::new("create", p, source).into()
                 }
             })?;
-            f.write_all(text.as_bytes()).map_err(|source| NodeError::Io { op: "write", path: p.into(), source })
+            f.write_all(text.as_bytes())
+                .map_err(|source| IoError::new("write", p, source).into())
         }
     }
 }

@@ -12,30 +12,19 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::io_error::{IoError, io_err};
+
 /// Size of the copy buffer and the granularity at which all-zero data is
 /// skipped (kept sparse) when splicing.
 pub const CHUNK: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SparseError {
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 pub type Result<T, E = SparseError> = std::result::Result<T, E>;
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SparseError + 'a {
-    move |source| SparseError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// One `lseek` call; `Ok(None)` means ENXIO, i.e. no data (or hole) at or after
 /// `offset` — which is how the kernel reports "past the last extent".
@@ -112,13 +101,13 @@ pub fn splice_into(src: &Path, dst: &File, dst_offset: u64) -> Result<u64> {
     let extents = data_extents(&src_file).map_err(io_err("find data extents of", src))?;
 
     let dst_path = fd_path(dst);
-    let end = dst_offset
-        .checked_add(src_len)
-        .ok_or_else(|| SparseError::Io {
-            op: "compute splice end for",
-            path: src.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "offset overflows u64"),
-        })?;
+    let end = dst_offset.checked_add(src_len).ok_or_else(|| {
+        IoError::new(
+            "compute splice end for",
+            src,
+            io::Error::new(io::ErrorKind::InvalidInput, "offset overflows u64"),
+        )
+    })?;
     let dst_len = dst
         .metadata()
         .map_err(io_err("stat destination image", &dst_path))?

@@ -19,7 +19,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("read for SHA-256", path)(e)),
+            Err(e) => return Err(io_err("read for SHA-256", path)(e).into()),
         };
         hasher.update(&buf[..n]);
     }

@@ -99,7 +99,7 @@ fn pump(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("read image", rpath)(e)),
+            Err(e) => return Err(io_err("read image", rpath)(e).into()),
         };
         w.write_all(&buf[..n])
             .map_err(io_err("write compressed", wpath))?;

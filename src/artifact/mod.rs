@@ -11,19 +11,15 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub(crate) use crate::io_error::{IoError, io_err};
 pub use bmap::{BMAP_BLOCK_SIZE, BmapSummary, write_bmap};
 pub use checksums::{sha256_bytes, sha256_file, write_sha256sums};
 pub use compress::{Compression, compress, decompressing_reader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Sparse(#[from] crate::sparse::SparseError),
     #[error("{op} {}: {msg}", path.display())]
@@ -35,18 +31,6 @@ pub enum ArtifactError {
 }
 
 pub type Result<T, E = ArtifactError> = std::result::Result<T, E>;
-
-/// Maps an `io::Error` to an [`ArtifactError`] naming the operation and file.
-pub(crate) fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ArtifactError + 'a {
-    move |source| ArtifactError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// A file written under `<dir>/.<name>.partial` and renamed to `<dir>/<name>`
 /// only by [`AtomicOutput::commit`]. Dropped without commit (error, panic), the
@@ -95,11 +79,7 @@ impl AtomicOutput {
                             .into(),
                     }
                 } else {
-                    ArtifactError::Io {
-                        op: "create partial output",
-                        path: partial.clone(),
-                        source,
-                    }
+                    IoError::new("create partial output", partial.clone(), source).into()
                 }
             })?;
         Ok(AtomicOutput {
@@ -133,11 +113,10 @@ impl AtomicOutput {
         let file = self.file.take().expect("file present until commit");
         file.sync_all().map_err(io_err("sync", &self.partial))?;
         drop(file);
-        std::fs::rename(&self.partial, &self.final_path).map_err(|source| ArtifactError::Io {
-            op: "rename partial output into place as",
-            path: self.final_path.clone(),
-            source,
-        })?;
+        std::fs::rename(&self.partial, &self.final_path).map_err(io_err(
+            "rename partial output into place as",
+            &self.final_path,
+        ))?;
         self.committed = true;
         if let Some(dir) = self.final_path.parent() {
             let dir = if dir.as_os_str().is_empty() {

@@ -14,6 +14,7 @@ use super::sums::Checksums;
 use super::{
     Arch, AssetSpec, BundleError, Manifest, ResolvedAsset, ResolvedBundle, Role, Store, redact,
 };
+use crate::io_error::{IoError, io_err};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone)]
@@ -107,11 +108,8 @@ pub fn fetch_into(
                 .find(|s| s.role == role)
                 .expect("checksum files are required");
             if let Some(a) = resolved.get(&role) {
-                let text = std::fs::read_to_string(&a.path).map_err(|source| BundleError::Io {
-                    path: a.path.clone(),
-                    action: "read",
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(&a.path).map_err(io_err("cannot read", &a.path))?;
                 sums.insert(
                     role,
                     Checksums::parse(
@@ -126,11 +124,7 @@ pub fn fetch_into(
                 let _ = std::fs::remove_file(&part);
                 Err(e)
             };
-            let text = std::fs::read_to_string(&part).map_err(|source| BundleError::Io {
-                path: part.clone(),
-                action: "read",
-                source,
-            })?;
+            let text = std::fs::read_to_string(&part).map_err(io_err("cannot read", &part))?;
             let list = match Checksums::parse(&spec.file, &text) {
                 Ok(l) => l,
                 Err(e) => return refuse(e),
@@ -315,11 +309,7 @@ impl Fetcher<'_> {
 
     fn partial(&self, spec: &AssetSpec, url: &str) -> Result<PathBuf, BundleError> {
         let dir = self.store.partial_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| BundleError::Io {
-            path: dir.clone(),
-            action: "create",
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         Ok(dir.join(format!(
             "{}-{}.part",
             spec.file,
@@ -424,11 +414,7 @@ pub fn download(
         url: shown.clone(),
         message: e.to_string(),
     };
-    let io = |source| BundleError::Io {
-        path: part.to_path_buf(),
-        action: "write",
-        source,
-    };
+    let io = |source| IoError::new("cannot write", part, source);
     for _ in 0..2 {
         let offset = part.metadata().map(|m| m.len()).unwrap_or(0);
         let mut req = agent.get(url);

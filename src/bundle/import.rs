@@ -9,6 +9,7 @@ use super::fetch::{asset, index_records, lock_entry};
 use super::lock::LockFile;
 use super::sums::Checksums;
 use super::{Arch, BundleError, Manifest, ResolvedAsset, ResolvedBundle, Role, Store};
+use crate::io_error::io_err;
 
 #[derive(Debug, Clone)]
 pub struct ImportReport {
@@ -61,11 +62,7 @@ pub(crate) fn verify_dir(
                 against: format!("the sha256 pinned in manifest {}", manifest.source),
             });
         }
-        let text = std::fs::read_to_string(&p).map_err(|source| BundleError::Io {
-            path: p.clone(),
-            action: "read",
-            source,
-        })?;
+        let text = std::fs::read_to_string(&p).map_err(io_err("cannot read", &p))?;
         sums.push((
             spec.role,
             Checksums::parse(&p.display().to_string(), &text)?,

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{Arch, BundleError, Role};
+use crate::io_error::IoError;
 
 const HEADER: &str = "# edgeimg bundle lock: the SHA-256 of every K3s bundle file fetched or imported.\n\
 # Written by `edgeimg bundle fetch` / `edgeimg bundle import`; checked by builds and\n\
@@ -56,11 +57,7 @@ impl LockFile {
                 });
             }
             Err(source) => {
-                return Err(BundleError::Io {
-                    path: path.to_path_buf(),
-                    action: "read lock file",
-                    source,
-                });
+                return Err(IoError::new("cannot read lock file", path, source).into());
             }
         };
         let l: LockFile = toml::from_str(&text).map_err(|e| BundleError::LockInvalid {
@@ -129,11 +126,7 @@ impl LockFile {
 
     /// Writes the lock atomically (temporary file + rename).
     pub fn save(&self, path: &Path) -> Result<(), BundleError> {
-        let io = |source| BundleError::Io {
-            path: path.to_path_buf(),
-            action: "write lock file",
-            source,
-        };
+        let io = |source| BundleError::from(IoError::new("cannot write lock file", path, source));
         let tmp = path.with_file_name(format!(
             ".{}.tmp",
             path.file_name()

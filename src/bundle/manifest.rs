@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Arch, BundleError, Role};
+use crate::io_error::io_err;
 
 /// Manifests shipped with edgeimg: (file name without `.toml`, text).
 pub const SHIPPED: &[(&str, &str)] = &[(
@@ -108,11 +109,7 @@ impl Manifest {
 
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, BundleError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BundleError::Io {
-            path: path.to_path_buf(),
-            action: "read manifest",
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(io_err("cannot read manifest", path))?;
         Manifest::parse(&path.display().to_string(), &text)
     }
 

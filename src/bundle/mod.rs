@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::io_error::IoError;
+
 pub use fetch::{FetchOptions, FetchReport, fetch};
 pub use import::{ImportReport, import, verify};
 pub use lock::{LockEntry, LockFile, LockedAsset};
@@ -152,12 +154,9 @@ pub enum BundleError {
         arch: Arch,
         known: String,
     },
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        source: std::io::Error,
-    },
+    /// Its `op` starts with "cannot".
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(
         "{url}: not found (HTTP 404); check the manifest's URL and the mirror (--mirror / EDGEIMG_BUNDLE_MIRROR)"
     )]
@@ -466,11 +465,7 @@ pub(crate) fn is_sha256(s: &str) -> bool {
 
 /// SHA-256 and length of a file.
 pub fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
-    let io = |source| BundleError::Io {
-        path: path.to_path_buf(),
-        action: "read",
-        source,
-    };
+    let io = |source| IoError::new("cannot read", path, source);
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Arch, BundleError, Role};
+use crate::io_error::{IoError, io_err};
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -88,16 +89,8 @@ impl Store {
     pub fn insert(&self, verified: &Path, sha256: &str) -> Result<PathBuf, BundleError> {
         let dest = self.path(sha256);
         let dir = dest.parent().expect("store path has a parent");
-        std::fs::create_dir_all(dir).map_err(|source| BundleError::Io {
-            path: dir.to_path_buf(),
-            action: "create",
-            source,
-        })?;
-        let io = |source| BundleError::Io {
-            path: dest.clone(),
-            action: "store",
-            source,
-        };
+        std::fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+        let io = |source| IoError::new("cannot store", &dest, source);
         std::fs::set_permissions(verified, std::fs::Permissions::from_mode(0o444)).map_err(io)?;
         std::fs::rename(verified, &dest).map_err(io)?;
         Ok(dest)
@@ -116,17 +109,9 @@ impl Store {
             return Ok(dest);
         }
         let pd = self.partial_dir();
-        std::fs::create_dir_all(&pd).map_err(|source| BundleError::Io {
-            path: pd.clone(),
-            action: "create",
-            source,
-        })?;
+        std::fs::create_dir_all(&pd).map_err(io_err("cannot create", &pd))?;
         let tmp = pd.join(format!("{sha256}.import"));
-        std::fs::copy(src, &tmp).map_err(|source| BundleError::Io {
-            path: src.to_path_buf(),
-            action: "copy into the store",
-            source,
-        })?;
+        std::fs::copy(src, &tmp).map_err(io_err("cannot copy into the store", src))?;
         let (actual, _) = super::hash_file(&tmp)?;
         if actual != sha256 {
             let _ = std::fs::remove_file(&tmp);
@@ -150,10 +135,8 @@ impl Store {
     /// Serialises fetches and imports on this store.
     pub fn lock(&self) -> Result<crate::cache::Lock, BundleError> {
         let p = self.root.join(".lock");
-        crate::cache::Lock::acquire(&p).map_err(|e| BundleError::Io {
-            path: p,
-            action: "lock",
-            source: std::io::Error::other(format!("{e:#}")),
+        crate::cache::Lock::acquire(&p).map_err(|e| {
+            IoError::new("cannot lock", p, std::io::Error::other(format!("{e:#}"))).into()
         })
     }
 
@@ -169,11 +152,7 @@ impl Store {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => {
-                return Err(BundleError::Io {
-                    path: p,
-                    action: "read",
-                    source,
-                });
+                return Err(IoError::new("cannot read", p, source).into());
             }
         };
         let i: Index = toml::from_str(&text).map_err(|e| BundleError::LockInvalid {
@@ -198,11 +177,7 @@ impl Store {
         files.dedup();
         let p = self.index_path();
         let tmp = self.root.join(".index.toml.tmp");
-        let io = |source| BundleError::Io {
-            path: p.clone(),
-            action: "write",
-            source,
-        };
+        let io = |source| BundleError::from(IoError::new("cannot write", &p, source));
         std::fs::create_dir_all(&self.root).map_err(io)?;
         std::fs::write(
             &tmp,

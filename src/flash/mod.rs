@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{Cmd, MCOPY, MMD, Tool};
 use crate::config::size::human;
+use crate::io_error::{IoError, io_err};
 use device::{HostView, Kind, Refusal};
 
 pub const MDIR: Tool = Tool {
@@ -33,13 +34,8 @@ pub enum FlashError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Bmap(#[from] bmap::BmapError),
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{0}")]
     Image(String),
     #[error("image {}: ends at byte {at}, before byte {wanted} that its bmap maps (truncated download?)", image.display())]
@@ -131,11 +127,7 @@ pub fn redact_toml_error(msg: &str) -> String {
 
 /// Reads and validates a node file with the agent's own schema.
 pub fn load_node(path: &Path) -> Result<String, FlashError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FlashError::Io {
-        op: "read node file",
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(io_err("read node file", path))?;
     edgeimg_agent::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
         path: path.into(),
         msg: redact_toml_error(&e.to_string()),
@@ -237,11 +229,7 @@ fn open_target(t: &device::Target) -> Result<File, FlashError> {
                 if source.raw_os_error() == Some(libc::EBUSY) {
                     FlashError::Busy(p.clone())
                 } else {
-                    FlashError::Io {
-                        op: "open for writing",
-                        path: p.clone(),
-                        source,
-                    }
+                    IoError::new("open for writing", p, source).into()
                 }
             }),
         Kind::RegularFile | Kind::Missing => OpenOptions::new()
@@ -250,21 +238,13 @@ fn open_target(t: &device::Target) -> Result<File, FlashError> {
             .create(true)
             .truncate(true)
             .open(p)
-            .map_err(|source| FlashError::Io {
-                op: "create",
-                path: p.clone(),
-                source,
-            }),
+            .map_err(|source| IoError::new("create", p, source).into()),
     }
 }
 
 /// Byte offset of partition 1 (the FAT boot partition) on the written target.
 fn boot_offset(target: &Path) -> Result<u64, FlashError> {
-    let mut f = File::open(target).map_err(|source| FlashError::Io {
-        op: "open",
-        path: target.into(),
-        source,
-    })?;
+    let mut f = File::open(target).map_err(io_err("open", target))?;
     let table = crate::inspect::read_table(&mut f, target)?;
     let p = table.partition(1).ok_or_else(|| {
         FlashError::Image(format!(
@@ -275,11 +255,7 @@ fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     let mut head = vec![0u8; 4096];
     use std::os::unix::fs::FileExt;
     f.read_exact_at(&mut head, p.offset)
-        .map_err(|source| FlashError::Io {
-            op: "read boot partition of",
-            path: target.into(),
-            source,
-        })?;
+        .map_err(io_err("read boot partition of", target))?;
     let fs = crate::inspect::probe_fs(&head);
     if fs.fs != "vfat" {
         return Err(FlashError::Image(format!(
@@ -324,11 +300,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let started = Instant::now();
     let progress = crate::progress::Progress::new(o.quiet || o.json);
     let host = HostView::current();
-    let img_meta = std::fs::metadata(&o.image).map_err(|source| FlashError::Io {
-        op: "open image",
-        path: o.image.clone(),
-        source,
-    })?;
+    let img_meta = std::fs::metadata(&o.image).map_err(io_err("open image", &o.image))?;
     if !img_meta.is_file() {
         return Err(FlashError::Image(format!(
             "{} is not an image file",
@@ -410,11 +382,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let file = open_target(&target)?;
     let is_dev = target.kind == Kind::BlockDevice;
     if !is_dev && let Some(s) = image_size {
-        file.set_len(s).map_err(|source| FlashError::Io {
-            op: "size",
-            path: target.path.clone(),
-            source,
-        })?;
+        file.set_len(s).map_err(io_err("size", &target.path))?;
     }
     let write_total = mapped.or(image_size).unwrap_or(0);
     rep.phase(&progress, "write", write_total);
@@ -425,11 +393,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     if !is_dev {
         // Without a known size up front (compressed, no bmap), size it now.
         file.set_len(written.image_end.max(image_size.unwrap_or(0)))
-            .map_err(|source| FlashError::Io {
-                op: "size",
-                path: target.path.clone(),
-                source,
-            })?;
+            .map_err(io_err("size", &target.path))?;
     }
     if let Some(off) = writer::inject_fault(&file, &target.path)? {
         reporter_note(&format!(
@@ -462,16 +426,8 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     if let Some(n) = &o.node {
         write_node_file(&target.path, n)?;
         if is_dev {
-            let f = File::open(&target.path).map_err(|source| FlashError::Io {
-                op: "open",
-                path: target.path.clone(),
-                source,
-            })?;
-            f.sync_all().map_err(|source| FlashError::Io {
-                op: "sync",
-                path: target.path.clone(),
-                source,
-            })?;
+            let f = File::open(&target.path).map_err(io_err("open", &target.path))?;
+            f.sync_all().map_err(io_err("sync", &target.path))?;
         }
         reporter_note(&format!(
             "edgeimg flash: wrote {} to the boot partition as {}",

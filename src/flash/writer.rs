@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use sha2::{Digest, Sha256};
 
 use super::FlashError;
+use crate::io_error::{IoError, io_err};
 
 /// Read/write granularity.
 pub const CHUNK: usize = 4 * 1024 * 1024;
@@ -95,10 +96,6 @@ fn read_ranges(
     tx: mpsc::SyncSender<Msg>,
     free: mpsc::Receiver<Vec<u8>>,
 ) {
-    let io = |op: &'static str, image: &Path| {
-        let path = image.to_path_buf();
-        move |source| FlashError::Io { op, path, source }
-    };
     let plain = !matches!(
         image.extension().and_then(|e| e.to_str()),
         Some("zst" | "xz")
@@ -107,7 +104,7 @@ fn read_ranges(
         let mut plain_file = None;
         let mut stream = None;
         if plain {
-            plain_file = Some(File::open(&image).map_err(io("open image", &image))?);
+            plain_file = Some(File::open(&image).map_err(io_err("open image", &image))?);
         } else {
             stream = Some(
                 crate::artifact::decompressing_reader(&image)
@@ -122,7 +119,7 @@ fn read_ranges(
                 while pos < r.start {
                     let n = ((r.start - pos) as usize).min(skip.len());
                     let got = read_full(s.as_mut(), &mut skip[..n])
-                        .map_err(io("decompress image", &image))?;
+                        .map_err(io_err("decompress image", &image))?;
                     if got == 0 {
                         return Err(FlashError::Truncated {
                             image: image.clone(),
@@ -142,11 +139,10 @@ fn read_ranges(
                 buf.resize(n, 0);
                 let got = match (&plain_file, stream.as_mut()) {
                     (Some(f), _) => {
-                        read_full_at(f, &mut buf, pos).map_err(io("read image", &image))?
+                        read_full_at(f, &mut buf, pos).map_err(io_err("read image", &image))?
                     }
-                    (None, Some(s)) => {
-                        read_full(s.as_mut(), &mut buf).map_err(io("decompress image", &image))?
-                    }
+                    (None, Some(s)) => read_full(s.as_mut(), &mut buf)
+                        .map_err(io_err("decompress image", &image))?,
                     _ => unreachable!(),
                 };
                 buf.truncate(got);
@@ -285,11 +281,7 @@ pub fn write(
                                     target: target_path.into(),
                                     at: off,
                                 },
-                                _ => FlashError::Io {
-                                    op: "write to",
-                                    path: target_path.into(),
-                                    source,
-                                },
+                                _ => IoError::new("write to", target_path, source).into(),
                             }
                         })?;
                     }
@@ -342,30 +334,18 @@ pub fn inject_fault(target: &File, target_path: &Path) -> Result<Option<u64>, Fl
     let mut b = [0u8; 1];
     target
         .read_exact_at(&mut b, off)
-        .map_err(|source| FlashError::Io {
-            op: "read (fault injection)",
-            path: target_path.into(),
-            source,
-        })?;
+        .map_err(io_err("read (fault injection)", target_path))?;
     b[0] ^= 0xff;
     target
         .write_all_at(&b, off)
-        .map_err(|source| FlashError::Io {
-            op: "write (fault injection)",
-            path: target_path.into(),
-            source,
-        })?;
+        .map_err(io_err("write (fault injection)", target_path))?;
     Ok(Some(off))
 }
 
 /// Flushes the target to the medium and, for a block device, drops its cached
 /// pages so the verify pass reads the medium rather than memory.
 pub fn sync(target: &File, target_path: &Path, drop_cache: bool) -> Result<(), FlashError> {
-    target.sync_all().map_err(|source| FlashError::Io {
-        op: "sync",
-        path: target_path.into(),
-        source,
-    })?;
+    target.sync_all().map_err(io_err("sync", target_path))?;
     if drop_cache {
         // SAFETY: advisory syscall on our own fd.
         unsafe { libc::posix_fadvise(target.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -389,11 +369,7 @@ pub fn verify(
     written: &Written,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<Mismatch>, FlashError> {
-    let f = target.try_clone().map_err(|source| FlashError::Io {
-        op: "reopen",
-        path: target_path.into(),
-        source,
-    })?;
+    let f = target.try_clone().map_err(io_err("reopen", target_path))?;
     let ranges = written.ranges.clone();
     let (tx, rx) = mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(POOL);
     let (free_tx, free_rx) = pool();
@@ -407,11 +383,7 @@ pub fn verify(
                     return Ok(());
                 };
                 buf.resize(n, 0);
-                let got = read_full_at(&f, &mut buf, pos).map_err(|source| FlashError::Io {
-                    op: "read back",
-                    path: path.clone(),
-                    source,
-                })?;
+                let got = read_full_at(&f, &mut buf, pos).map_err(io_err("read back", &path))?;
                 buf.truncate(got);
                 if got == 0 {
                     break; // short target: the hash will not match

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::ImageError;
+use crate::io_error::io_err;
 
 /// What an ELF header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,17 +111,11 @@ pub fn read_elf(path: &Path) -> Result<ElfInfo, ImageError> {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    let mut f = std::fs::File::open(path).map_err(|source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut f = std::fs::File::open(path).map_err(io_err("cannot read", path))?;
     let mut h = [0u8; 20];
     let mut n = 0;
     while n < h.len() {
-        match f.read(&mut h[n..]).map_err(|source| ImageError::Io {
-            path: path.to_path_buf(),
-            source,
-        })? {
+        match f.read(&mut h[n..]).map_err(io_err("cannot read", path))? {
             0 => break,
             k => n += k,
         }

@@ -30,6 +30,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::io_error::IoError;
+
 pub use elf::{ElfInfo, check_elf_arch, is_script};
 pub use names::{is_fully_qualified, normalize_reference};
 
@@ -229,11 +231,9 @@ pub struct ImageArchive {
 /// Messages name the file, the image and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// Its `op` is "cannot read".
+    #[error(transparent)]
+    Io(#[from] IoError),
 
     #[error(
         "{}: K3s imports image tarballs named *{} only; rename the file or re-save it in one of these formats",
@@ -386,10 +386,7 @@ pub fn inspect_archive_with(
     opts: &InspectOptions,
 ) -> Result<ImageArchive, ImageError> {
     let compression = k3s_compression(path)?;
-    let io_err = |source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| IoError::new("cannot read", path, source);
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let mut head = [0u8; 8];
     let n = read_up_to(&mut file, &mut head).map_err(io_err)?;
