@@ -101,6 +101,14 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     out.trim().to_string()
 }
 
+/// `kubectl config view --raw -o jsonpath={EXPR}`: what kubectl reads.
+fn jsonpath(kubeconfig: &Path, expr: &str) -> String {
+    kubectl(
+        kubeconfig,
+        &["view", "--raw", "-o", &format!("jsonpath={{{expr}}}")],
+    )
+}
+
 fn yaml(path: &Path) -> Value {
     serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -119,14 +127,10 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-/// Runs `edgeimg kubeconfig ARGS` with `KUBECONFIG=kubeconfig`; asserts no
-/// credential from `node` is in its output. Returns (success, stdout+stderr).
-fn merge(node: &NodeFile, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let o = run(edgeimg()
-        .arg("kubeconfig")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("HOME"));
+/// Runs `edgeimg` as `c` says; asserts no credential (from `node` or
+/// [`EXISTING`]) is in its output. Returns (success, stdout+stderr).
+fn run_without_secrets(node: &NodeFile, c: &mut Command) -> (bool, String) {
+    let o = run(c);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -137,6 +141,19 @@ fn merge(node: &NodeFile, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
     }
     assert!(!text.contains("PRIVATE KEY") && !text.contains("prod-secret-token"));
     (o.status.success(), text)
+}
+
+/// Runs `edgeimg kubeconfig ARGS` with `KUBECONFIG=kubeconfig` (see
+/// [`run_without_secrets`]).
+fn merge(node: &NodeFile, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    run_without_secrets(
+        node,
+        edgeimg()
+            .arg("kubeconfig")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("HOME"),
+    )
 }
 
 #[test]
@@ -171,15 +188,7 @@ fn merges_into_existing_kubeconfig_leaving_others_untouched() {
     assert_eq!(contexts, ["edge-1", "prod"]);
     assert_eq!(kubectl(&target, &["current-context"]), "prod");
     let jp = |list: &str, name: &str, field: &str| {
-        kubectl(
-            &target,
-            &[
-                "view",
-                "--raw",
-                "-o",
-                &format!("jsonpath={{.{list}[?(@.name==\"{name}\")].{field}}}"),
-            ],
-        )
+        jsonpath(&target, &format!(".{list}[?(@.name==\"{name}\")].{field}"))
     };
     assert_eq!(
         jp("clusters", "edge-1", "cluster.server"),
@@ -286,15 +295,7 @@ fn creates_missing_kubeconfig_private_with_current_context() {
     // Named after the host; an IPv6 address goes into the URL in brackets.
     assert_eq!(kubectl(&target, &["current-context"]), "fd00::5");
     assert_eq!(
-        kubectl(
-            &target,
-            &[
-                "view",
-                "--raw",
-                "-o",
-                "jsonpath={.clusters[0].cluster.server}"
-            ]
-        ),
+        jsonpath(&target, ".clusters[0].cluster.server"),
         "https://[fd00::5]:6443"
     );
 }
@@ -413,14 +414,7 @@ fn ssh_reads_the_node_file_with_batch_mode_and_sudo() {
         if fail {
             c.env("FAKE_SSH_FAIL", "1");
         }
-        let o = run(&mut c);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(!text.contains(&node.key[..40]), "{text}");
-        (o.status.success(), text)
+        run_without_secrets(&node, &mut c)
     };
     let (good, out) = go(true, &[]);
     assert!(!good, "{out}");
@@ -438,27 +432,11 @@ fn ssh_reads_the_node_file_with_batch_mode_and_sudo() {
     );
     assert_eq!(kubectl(&target, &["current-context"]), "edge-2");
     assert_eq!(
-        kubectl(
-            &target,
-            &[
-                "view",
-                "--raw",
-                "-o",
-                "jsonpath={.clusters[0].cluster.server}"
-            ]
-        ),
+        jsonpath(&target, ".clusters[0].cluster.server"),
         "https://edge-2:6443"
     );
     assert_eq!(
-        kubectl(
-            &target,
-            &[
-                "view",
-                "--raw",
-                "-o",
-                "jsonpath={.users[0].user.client-key-data}"
-            ]
-        ),
+        jsonpath(&target, ".users[0].user.client-key-data"),
         node.key
     );
 }
@@ -586,30 +564,26 @@ fn ssh_through_a_real_sshd() {
     let s = sshd(d.path(), &node.path);
     let target = d.path().join("kube").join("config");
     let go = |key: &Path| {
-        let o = run(edgeimg()
-            .args([
-                "kubeconfig",
-                "--ssh",
-                "root@127.0.0.1",
-                "--server",
-                "edge-3",
-            ])
-            .args(["--ssh-option", &format!("Port={}", s.port)])
-            .args(["--ssh-option", &format!("IdentityFile={}", key.display())])
-            .args(["--ssh-option", "IdentitiesOnly=yes"])
-            .args([
-                "--ssh-option",
-                &format!("UserKnownHostsFile={}", s.known_hosts.display()),
-            ])
-            .args(["--ssh-option", "StrictHostKeyChecking=accept-new"])
-            .env("KUBECONFIG", &target));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(!text.contains(&node.key[..40]), "{text}");
-        (o.status.success(), text)
+        run_without_secrets(
+            &node,
+            edgeimg()
+                .args([
+                    "kubeconfig",
+                    "--ssh",
+                    "root@127.0.0.1",
+                    "--server",
+                    "edge-3",
+                ])
+                .args(["--ssh-option", &format!("Port={}", s.port)])
+                .args(["--ssh-option", &format!("IdentityFile={}", key.display())])
+                .args(["--ssh-option", "IdentitiesOnly=yes"])
+                .args([
+                    "--ssh-option",
+                    &format!("UserKnownHostsFile={}", s.known_hosts.display()),
+                ])
+                .args(["--ssh-option", "StrictHostKeyChecking=accept-new"])
+                .env("KUBECONFIG", &target),
+        )
     };
     // A key the server does not accept: BatchMode fails at once, no prompt.
     let (good, out) = go(&d.path().join("stranger"));
@@ -630,27 +604,11 @@ fn ssh_through_a_real_sshd() {
     // --server names the node; the name defaults to it.
     assert_eq!(kubectl(&target, &["current-context"]), "edge-3");
     assert_eq!(
-        kubectl(
-            &target,
-            &[
-                "view",
-                "--raw",
-                "-o",
-                "jsonpath={.clusters[0].cluster.server}"
-            ]
-        ),
+        jsonpath(&target, ".clusters[0].cluster.server"),
         "https://edge-3:6443"
     );
     assert_eq!(
-        kubectl(
-            &target,
-            &[
-                "view",
-                "--raw",
-                "-o",
-                "jsonpath={.users[0].user.client-key-data}"
-            ]
-        ),
+        jsonpath(&target, ".users[0].user.client-key-data"),
         node.key
     );
 }
