@@ -381,6 +381,27 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A scratch root holding the given K3s unit files (as the image has
+    /// them; `enable_unit` refuses a missing one).
+    fn root_with_units(units: &[&str]) -> (tempfile::TempDir, Root) {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        for u in units {
+            fsutil::write_atomic(
+                &root.path(format!("{SYSTEMD_UNIT_DIR}/{u}")),
+                b"[Unit]\n",
+                0o644,
+            )
+            .unwrap();
+        }
+        (d, root)
+    }
+
+    /// The error text of a result that must be an error.
+    fn err<T: std::fmt::Debug>(r: Result<T>) -> String {
+        r.unwrap_err().to_string()
+    }
+
     fn settings() -> K3sSettings {
         K3sSettings {
             cluster_init: true,
@@ -478,12 +499,7 @@ node-taint:
         assert!(y.is_ascii());
         assert_eq!(y.lines().filter(|l| l.starts_with("server")).count(), 0);
         // And validation refuses them in the first place.
-        assert!(
-            evil.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("tls_san[0]")
-        );
+        assert!(err(evil.validate()).contains("tls_san[0]"));
         for (field, bad) in [
             (
                 "server",
@@ -542,8 +558,8 @@ node-taint:
                 },
             ),
         ] {
-            let err = bad.validate().unwrap_err().to_string();
-            assert!(err.contains(field), "{field}: {err}");
+            let e = err(bad.validate());
+            assert!(e.contains(field), "{field}: {e}");
         }
     }
 
@@ -570,22 +586,12 @@ node-taint:
             role: Some(K3sRole::Agent),
             ..Default::default()
         };
-        assert!(
-            plan(&img, Some(&agent))
-                .unwrap_err()
-                .to_string()
-                .contains("needs server")
-        );
+        assert!(err(plan(&img, Some(&agent))).contains("needs server"));
         let agent = K3sNodeSettings {
             server: Some("https://s:6443".into()),
             ..agent
         };
-        assert!(
-            plan(&img, Some(&agent))
-                .unwrap_err()
-                .to_string()
-                .contains("needs a token")
-        );
+        assert!(err(plan(&img, Some(&agent))).contains("needs a token"));
         let agent = K3sNodeSettings {
             token: Some("tok".into()),
             ..agent
@@ -608,18 +614,12 @@ node-taint:
             cluster_init: Some(true),
             ..Default::default()
         };
-        assert!(
-            plan(&img_file, Some(&bad))
-                .unwrap_err()
-                .to_string()
-                .contains("exclusive")
-        );
+        assert!(err(plan(&img_file, Some(&bad))).contains("exclusive"));
     }
 
     #[test]
     fn baked_token_file_counts_on_device() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = root_with_units(&[]);
         let agent = K3sNodeSettings {
             role: Some(K3sRole::Agent),
             server: Some("https://s:6443".into()),
@@ -644,16 +644,7 @@ node-taint:
 
     #[test]
     fn step_writes_token_config_and_enables_unit() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
-        for u in ["k3s.service", "k3s-agent.service"] {
-            fsutil::write_atomic(
-                &root.path(format!("{SYSTEMD_UNIT_DIR}/{u}")),
-                b"[Unit]\n",
-                0o644,
-            )
-            .unwrap();
-        }
+        let (_d, root) = root_with_units(&["k3s.service", "k3s-agent.service"]);
         // A stale server link from an earlier attempt must go.
         fsutil::mkdir_p(&root.path(MULTI_USER_WANTS_DIR)).unwrap();
         std::os::unix::fs::symlink(
@@ -704,14 +695,7 @@ node-taint:
 
     #[test]
     fn first_server_token_generated_once() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
-        fsutil::write_atomic(
-            &root.path("/usr/lib/systemd/system/k3s.service"),
-            b"",
-            0o644,
-        )
-        .unwrap();
+        let (_d, root) = root_with_units(&["k3s.service"]);
         let p = plan(
             &K3sSettings {
                 cluster_init: true,
@@ -735,13 +719,8 @@ node-taint:
         );
         assert_eq!(fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(), tok);
         // Missing unit: a clear error.
-        fs::remove_file(root.path("/usr/lib/systemd/system/k3s.service")).unwrap();
-        assert!(
-            step(&root, &p, "edge-1")
-                .unwrap_err()
-                .to_string()
-                .contains("k3s.service is missing")
-        );
+        fs::remove_file(root.path(format!("{SYSTEMD_UNIT_DIR}/k3s.service"))).unwrap();
+        assert!(err(step(&root, &p, "edge-1")).contains("k3s.service is missing"));
     }
 
     #[test]
