@@ -24,12 +24,12 @@ impl Uuid {
 
     /// The on-disk GPT form: the first three fields little-endian.
     pub fn to_gpt_bytes(self) -> [u8; 16] {
-        let b = self.0;
-        let mut g = b;
-        g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-        g[4..6].copy_from_slice(&[b[5], b[4]]);
-        g[6..8].copy_from_slice(&[b[7], b[6]]);
-        g
+        swap_gpt_fields(self.0)
+    }
+
+    /// From the on-disk GPT form (what `edgeimg inspect` reads back).
+    pub fn from_gpt_bytes(g: [u8; 16]) -> Uuid {
+        Uuid(swap_gpt_fields(g))
     }
 
     pub fn parse(s: &str) -> Option<Uuid> {
@@ -37,6 +37,16 @@ impl Uuid {
         let v = hex::decode(h).ok()?;
         v.try_into().ok().map(Uuid)
     }
+}
+
+/// Byte-swaps the first three fields: between the UUID's big-endian order and
+/// GPT's little-endian one (its own inverse).
+fn swap_gpt_fields(b: [u8; 16]) -> [u8; 16] {
+    let mut g = b;
+    g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
+    g[4..6].copy_from_slice(&[b[5], b[4]]);
+    g[6..8].copy_from_slice(&[b[7], b[6]]);
+    g
 }
 
 impl fmt::Display for Uuid {
@@ -94,5 +104,15 @@ mod tests {
         let u = Uuid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B").unwrap();
         assert_eq!(u.to_gpt_bytes()[..4], [0x28, 0x73, 0x2a, 0xc1]);
         assert_eq!(u.to_gpt_bytes()[8..], u.0[8..]);
+        // The EFI system partition's type GUID as it stands on disk.
+        let on_disk = [
+            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+            0xc9, 0x3b,
+        ];
+        assert_eq!(
+            Uuid::from_gpt_bytes(on_disk).to_string(),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+        );
+        assert_eq!(Uuid::from_gpt_bytes(u.to_gpt_bytes()), u);
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::cmd::{self, Cmd};
 use crate::config::size::human;
+use crate::ids::Uuid;
 use crate::io_error::{IoError, io_err};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +64,9 @@ impl Table {
     }
 }
 
+/// A GUID as GPT stores it, in the usual text form.
 fn guid(b: &[u8; 16]) -> String {
-    let h = hex::encode([b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]]);
-    let t = hex::encode(&b[8..]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &t[0..4],
-        &t[4..]
-    )
+    Uuid::from_gpt_bytes(*b).to_string()
 }
 
 fn gpt_type_name(g: &str) -> Option<&'static str> {
@@ -186,19 +179,9 @@ fn cstr(b: &[u8]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn uuid_str(b: &[u8]) -> Option<String> {
-    if b.iter().all(|&c| c == 0) {
-        return None;
-    }
-    let h = hex::encode(b);
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+/// A filesystem UUID as its superblock stores it (in order), or `None` when unset.
+fn uuid_str(b: &[u8; 16]) -> Option<String> {
+    (b != &[0; 16]).then(|| Uuid(*b).to_string())
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -223,7 +206,7 @@ pub fn probe_fs(head: &[u8]) -> FsInfo {
         let blkbits = sb[12] as u32;
         i.fs = "erofs".into();
         i.fs_size = Some((le32(sb, 36) as u64) << blkbits);
-        i.uuid = uuid_str(&sb[48..64]);
+        i.uuid = uuid_str(sb[48..64].try_into().unwrap());
         i.label = cstr(&sb[64..80]);
         i.detail = Some(format!(
             "{} inodes, block size {}",
@@ -249,7 +232,7 @@ pub fn probe_fs(head: &[u8]) -> FsInfo {
         }
         .into();
         i.fs_size = Some(blocks * bs);
-        i.uuid = uuid_str(&sb[104..120]);
+        i.uuid = uuid_str(sb[104..120].try_into().unwrap());
         i.label = cstr(&sb[120..136]);
         i.detail = Some(format!("{} free, block size {bs}", human(free * bs)));
         return i;
@@ -770,7 +753,7 @@ mod tests {
 
     #[test]
     fn gpt_guids_are_mixed_endian() {
-        let u = crate::ids::Uuid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").unwrap();
+        let u = Uuid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").unwrap();
         assert_eq!(
             guid(&u.to_gpt_bytes()),
             "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
