@@ -48,26 +48,12 @@ pub struct LockedAsset {
 impl LockFile {
     /// Reads a lock; a missing file is an empty lock.
     pub fn load_or_empty(path: &Path) -> Result<LockFile, BundleError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LockFile {
-                    lock_version: 1,
-                    bundles: Vec::new(),
-                });
-            }
-            Err(source) => {
-                return Err(IoError::new("cannot read lock file", path, source).into());
-            }
+        let Some(l) = super::read_toml::<LockFile>(path, "cannot read lock file")? else {
+            return Ok(LockFile {
+                lock_version: 1,
+                bundles: Vec::new(),
+            });
         };
-        let l: LockFile = toml::from_str(&text).map_err(|e| BundleError::LockInvalid {
-            file: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| super::manifest::line_of(&text, s.start))
-                .unwrap_or(1),
-            message: e.message().trim().to_string(),
-        })?;
         let invalid = |message: String| BundleError::LockInvalid {
             file: path.to_path_buf(),
             line: 1,

@@ -463,6 +463,29 @@ pub(crate) fn is_sha256(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Reads and parses a TOML file of the lock or the store; `Ok(None)` when it
+/// does not exist. A parse error names the file and line.
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    op: &'static str,
+) -> Result<Option<T>, BundleError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(IoError::new(op, path, source).into()),
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| BundleError::LockInvalid {
+            file: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|s| manifest::line_of(&text, s.start))
+                .unwrap_or(1),
+            message: e.message().trim().to_string(),
+        })
+}
+
 /// SHA-256 and length of a file.
 pub fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
     let io = |source| IoError::new("cannot read", path, source);

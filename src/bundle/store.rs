@@ -147,23 +147,8 @@ impl Store {
     /// Every stored file's provenance (stale records of removed files included;
     /// [`Store::listing`] filters them).
     pub fn index(&self) -> Result<Vec<IndexRecord>, BundleError> {
-        let p = self.index_path();
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(IoError::new("cannot read", p, source).into());
-            }
-        };
-        let i: Index = toml::from_str(&text).map_err(|e| BundleError::LockInvalid {
-            file: p.clone(),
-            line: e
-                .span()
-                .map(|s| super::manifest::line_of(&text, s.start))
-                .unwrap_or(1),
-            message: e.message().trim().to_string(),
-        })?;
-        Ok(i.files)
+        let index = super::read_toml::<Index>(&self.index_path(), "cannot read")?;
+        Ok(index.map(|i| i.files).unwrap_or_default())
     }
 
     /// Records where stored files came from (call with the store lock held).
