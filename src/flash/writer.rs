@@ -75,10 +75,15 @@ fn pool() -> (mpsc::SyncSender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
     (tx, rx)
 }
 
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Calls `read(rest, filled)` until `buf` is full or it returns 0 (the end),
+/// retrying interrupted reads; returns how many bytes were read.
+fn fill(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8], usize) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match r.read(&mut buf[n..]) {
+        match read(&mut buf[n..], n) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -86,6 +91,10 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    fill(buf, |b, _| r.read(b))
 }
 
 /// The reader thread: streams `image` (decompressing by extension), skipping
@@ -174,16 +183,7 @@ fn read_ranges(
 }
 
 fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read_at(&mut buf[n..], off + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    fill(buf, |b, n| f.read_at(b, off + n as u64))
 }
 
 /// What the hasher thread gets: data to hash (buffer returned to the pool
