@@ -232,13 +232,20 @@ impl Cmd {
         s
     }
 
-    /// Runs to completion, capturing output; non-zero exit is an error carrying stderr.
-    pub fn run(mut self) -> Result<Output, CmdError> {
+    /// Refuses a tool that is not installed; else logs and returns the command
+    /// line (for errors).
+    fn prepare(&self) -> Result<String, CmdError> {
         if which(self.tool.name).is_none() {
             return Err(CmdError::Missing(self.tool));
         }
         let cmdline = self.cmdline();
         tracing::debug!("running {cmdline}");
+        Ok(cmdline)
+    }
+
+    /// Runs to completion, capturing output; non-zero exit is an error carrying stderr.
+    pub fn run(mut self) -> Result<Output, CmdError> {
+        let cmdline = self.prepare()?;
         let out = self
             .cmd
             .stdin(Stdio::null())
@@ -261,11 +268,7 @@ impl Cmd {
     /// tools like mmdebstrap); the tail is kept for the error.
     pub fn run_streaming(mut self, on_line: &mut dyn FnMut(&str)) -> Result<(), CmdError> {
         use std::io::{BufRead, BufReader};
-        if which(self.tool.name).is_none() {
-            return Err(CmdError::Missing(self.tool));
-        }
-        let cmdline = self.cmdline();
-        tracing::debug!("running {cmdline}");
+        let cmdline = self.prepare()?;
         let mut child = self
             .cmd
             .stdin(Stdio::null())
