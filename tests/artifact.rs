@@ -86,6 +86,23 @@ fn bmap_of(img: &Path) -> (String, edgeimg::artifact::BmapSummary) {
     (String::from_utf8(buf).unwrap(), summary)
 }
 
+/// `bmaptool copy --bmap BMAP IMG TARGET`: the reference consumer of our bmaps.
+fn bmaptool_copy(bmap: &Path, img: &Path, target: &Path) -> Command {
+    let mut c = Command::new("bmaptool");
+    c.arg("copy").arg("--bmap").arg(bmap).arg(img).arg(target);
+    c
+}
+
+/// Writes `bmap` beside `img` (NAME.bmap), has bmaptool copy `img` with it to
+/// NAME.out, and checks the copy is identical.
+fn bmaptool_copy_matches(img: &Path, bmap: &str) {
+    let p = img.with_extension("bmap");
+    fs::write(&p, bmap).unwrap();
+    let t = img.with_extension("out");
+    ok(&mut bmaptool_copy(&p, img, &t));
+    cmp(img, &t);
+}
+
 /// Recomputes BmapFileChecksum the way bmaptool verifies it (checksum field
 /// replaced by 64 '0's), so a test can alter a bmap and keep it self-consistent.
 fn reseal(bmap: &str) -> String {
@@ -123,12 +140,7 @@ fn bmaptool_copies_with_our_bmap() {
     assert!(summary.mapped_bytes < 3 * MIB, "{}", summary.mapped_bytes);
 
     let target = dir.path().join("target.img");
-    ok(Command::new("bmaptool")
-        .arg("copy")
-        .arg("--bmap")
-        .arg(&bmap_path)
-        .arg(&img)
-        .arg(&target));
+    ok(&mut bmaptool_copy(&bmap_path, &img, &target));
     cmp(&img, &target);
 }
 
@@ -162,12 +174,11 @@ fn bmaptool_rejects_corrupted_range_checksum() {
     let bad = reseal(&String::from_utf8(bad).unwrap());
     let bad_path = dir.path().join("bad.bmap");
     fs::write(&bad_path, &bad).unwrap();
-    let out = run(Command::new("bmaptool")
-        .arg("copy")
-        .arg("--bmap")
-        .arg(&bad_path)
-        .arg(&img)
-        .arg(dir.path().join("t1.img")));
+    let out = run(&mut bmaptool_copy(
+        &bad_path,
+        &img,
+        &dir.path().join("t1.img"),
+    ));
     assert!(
         !out.status.success(),
         "bmaptool accepted a corrupted range checksum"
@@ -183,12 +194,11 @@ fn bmaptool_rejects_corrupted_range_checksum() {
     let tampered = bmap.replacen("Size of a block in bytes", "Size of a block in BYTES", 1);
     let t_path = dir.path().join("tampered.bmap");
     fs::write(&t_path, tampered).unwrap();
-    let out = run(Command::new("bmaptool")
-        .arg("copy")
-        .arg("--bmap")
-        .arg(&t_path)
-        .arg(&img)
-        .arg(dir.path().join("t2.img")));
+    let out = run(&mut bmaptool_copy(
+        &t_path,
+        &img,
+        &dir.path().join("t2.img"),
+    ));
     assert!(!out.status.success(), "bmaptool accepted a tampered bmap");
 }
 
@@ -200,32 +210,14 @@ fn bmap_of_fully_sparse_and_tiny_images() {
     sparse_image(&hole, 8 * MIB, &[]);
     let (bmap, s) = bmap_of(&hole);
     assert!(s.ranges.is_empty());
-    let p = dir.path().join("hole.bmap");
-    fs::write(&p, bmap).unwrap();
-    let t = dir.path().join("hole.out");
-    ok(Command::new("bmaptool")
-        .arg("copy")
-        .arg("--bmap")
-        .arg(&p)
-        .arg(&hole)
-        .arg(&t));
-    cmp(&hole, &t);
+    bmaptool_copy_matches(&hole, &bmap);
 
     // Shorter than one block.
     let tiny = dir.path().join("tiny.img");
     fs::write(&tiny, b"hello").unwrap();
     let (bmap, s) = bmap_of(&tiny);
     assert_eq!(s.ranges, vec![(0, 0)]);
-    let p = dir.path().join("tiny.bmap");
-    fs::write(&p, bmap).unwrap();
-    let t = dir.path().join("tiny.out");
-    ok(Command::new("bmaptool")
-        .arg("copy")
-        .arg("--bmap")
-        .arg(&p)
-        .arg(&tiny)
-        .arg(&t));
-    cmp(&tiny, &t);
+    bmaptool_copy_matches(&tiny, &bmap);
 
     // Empty image is an error naming the file.
     let empty = dir.path().join("empty.img");
