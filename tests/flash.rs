@@ -230,15 +230,17 @@ fn asks_before_writing_and_no_means_nothing_is_written() {
     let img = make_image(d.path(), "gpt");
     let t = d.path().join("t.img");
     std::fs::write(&t, b"old").unwrap();
-    for answer in ["no\n", "", "yess\n"] {
-        let mut c = edgeimg();
-        c.args(["flash", "--to-file"])
+    // `edgeimg flash --to-file IMG T` with `answer` typed at its prompt.
+    let flash_answering = |answer: &str| {
+        let mut child = edgeimg()
+            .args(["flash", "--to-file"])
             .arg(&img)
             .arg(&t)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         child
             .stdin
@@ -246,7 +248,10 @@ fn asks_before_writing_and_no_means_nothing_is_written() {
             .unwrap()
             .write_all(answer.as_bytes())
             .unwrap();
-        let o = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for answer in ["no\n", "", "yess\n"] {
+        let o = flash_answering(answer);
         assert!(!o.status.success());
         let e = stderr(&o);
         assert!(
@@ -256,17 +261,7 @@ fn asks_before_writing_and_no_means_nothing_is_written() {
         assert!(e.contains("64 MiB") && e.contains("mapped"), "{e}");
         assert_eq!(std::fs::read(&t).unwrap(), b"old");
     }
-    let mut c = edgeimg();
-    c.args(["flash", "--to-file"])
-        .arg(&img)
-        .arg(&t)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = flash_answering("yes\n");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sha(&t), sha(&img));
 }
