@@ -26,7 +26,8 @@ fn device(pattern: &str) -> (tempfile::TempDir, Root) {
         "/proc/sys/kernel/random/boot_id",
         "11111111-aaaa-bbbb-cccc-000000000001\n",
     );
-    write(&root, "/etc/machine-id", "uninitialized\n");
+    // As the image ships it (systemd normally fills it before the agent runs).
+    write(&root, "/etc/machine-id", "");
     write(&root, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
     write(&root, "/etc/group", "root:x:0:\nsudo:x:27:\n");
     write(&root, "/etc/hosts", "127.0.0.1\tlocalhost\n");
@@ -93,7 +94,11 @@ fn firstboot_runs_once_and_writes_stamp() {
     );
     assert_eq!(
         root.skipped_commands(),
-        ["resize2fs /dev/vda4", "ssh-keygen -A"]
+        [
+            "resize2fs /dev/vda4",
+            "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key.edgeimg-new",
+            "ssh-keygen -q -t ecdsa -N  -f /etc/ssh/ssh_host_ecdsa_key.edgeimg-new"
+        ]
     );
     // Stamp JSON has the documented fields.
     let v: serde_json::Value =
@@ -111,7 +116,7 @@ fn firstboot_runs_once_and_writes_stamp() {
     // Second run: a no-op (nothing executed, stamp untouched).
     let before = fs::read(root.path(FIRSTBOOT_STAMP)).unwrap();
     firstboot::run(&root).unwrap();
-    assert_eq!(root.skipped_commands().len(), 2);
+    assert_eq!(root.skipped_commands().len(), 3);
     assert_eq!(fs::read(root.path(FIRSTBOOT_STAMP)).unwrap(), before);
 }
 

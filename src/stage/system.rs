@@ -21,9 +21,17 @@ pub struct SystemInput<'a> {
 pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     let mut placed = Vec::new();
 
-    // Identity is per node: systemd makes the machine-id on first boot
-    // ("uninitialized" marks first boot), the agent makes SSH host keys.
-    write(tree, "etc/machine-id", b"uninitialized\n", 0o444)?;
+    // Identity is per node: systemd makes the machine-id on every device's
+    // first boot, the agent makes SSH host keys. Empty, not "uninitialized"
+    // (machine-id(5), "First Boot Semantics"): an empty file gets an id
+    // written at once but is no systemd first boot, so PID 1 does not run
+    // `preset-all` on the device. Debian ships no "disable *" preset, so
+    // preset-all enabled every unit with an [Install] section (ssh.socket
+    // beside ssh.service, journald's audit socket, wait-online, ...), on
+    // every later boot too, and cost seconds on slow boards. The units the
+    // image enables are the ones its build enabled, as `edgeimg inspect`
+    // shows. The agent's own first boot does not depend on systemd's.
+    write(tree, "etc/machine-id", b"", 0o444)?;
     let _ = std::fs::remove_file(tree.join("var/lib/dbus/machine-id"));
     for e in std::fs::read_dir(tree.join("etc/ssh"))
         .into_iter()
@@ -35,6 +43,17 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         }
     }
     write(tree, "etc/hostname", b"localhost\n", 0o644)?;
+    // sshd uses exactly the host keys the agent makes (no RSA: see sshkeys.rs).
+    if tree.join("usr/sbin/sshd").exists() {
+        let rel = edgeimg_agent::sshkeys::SSHD_DROP_IN.trim_start_matches('/');
+        write(
+            tree,
+            rel,
+            edgeimg_agent::sshkeys::sshd_drop_in().as_bytes(),
+            0o644,
+        )?;
+        placed.push(rel.into());
+    }
 
     // Home directories live on the data partition (the root is read-only).
     relocate_to_var(tree, "home", "home")?;
