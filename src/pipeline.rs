@@ -356,6 +356,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         epoch,
     )?;
     let data_img = work.path().join("data.ext4");
+    // The data partition is seeded here, not by the device's first boot
+    // (fs/data_seed.rs). With SELinux, from the labelled copy; without, from
+    // the tree's /var itself: the root is made already, so it may change.
+    let data_seed = match &selinux {
+        Some(s) => s.data_seed.clone(),
+        None => {
+            let var = tree.join("var");
+            crate::fs::data_seed::prepare_in_place(&var, epoch)?;
+            var
+        }
+    };
     ext4::make(
         &data_img,
         layout.get(Role::Data).size,
@@ -363,7 +374,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         plan.ids.data_fs_uuid,
         plan.ids.data_hash_seed,
         epoch,
-        selinux.as_ref().map(|s| s.data_seed.as_path()),
+        Some(&data_seed),
     )?;
 
     // Disk.

@@ -283,6 +283,14 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         first["host_key"], true,
         "SSH host keys made on first boot: {first}"
     );
+    assert_eq!(
+        first["sshd"], "active:ssh_host_ed25519_key,ssh_host_ecdsa_key",
+        "sshd runs with the Ed25519 and ECDSA keys first boot made: {first}"
+    );
+    assert_eq!(
+        first["ssh_socket"], "disabled",
+        "units as the build enabled them (no first-boot preset-all): {first}"
+    );
 
     let (second, _) = boot_once(board, &disk, out.path(), &format!("{board}-boot2.log"))
         .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));

@@ -1,7 +1,6 @@
-//! The data partition: an (almost) empty ext4. It starts small; first boot seeds
-//! /var into it and grows it to the medium. With SELinux the build fills it
-//! instead (`populate`: a labelled copy of /var, marked seeded), because the
-//! initramfs' busybox cp would drop the labels.
+//! The data partition: an ext4 holding the image's /var, marked seeded
+//! (`populate`, see data_seed.rs; with SELinux a labelled copy). It starts
+//! small; first boot grows it to the medium.
 
 use std::path::Path;
 
