@@ -67,6 +67,11 @@ pub const MKE2FS: Tool = Tool {
     package: "e2fsprogs",
     purpose: "make the ext4 data partition",
 };
+pub const DEBUGFS: Tool = Tool {
+    name: "debugfs",
+    package: "e2fsprogs",
+    purpose: "pin the data partition's inode change times (reproducible bytes)",
+};
 pub const QEMU_X86_64: Tool = Tool {
     name: "qemu-system-x86_64",
     package: "qemu-system-x86",
@@ -119,7 +124,7 @@ pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, SETFILES, CH
 
 /// The tools every build needs, whatever the board.
 pub const BUILD_TOOLS: &[Tool] = &[
-    MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS,
+    MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS, DEBUGFS,
 ];
 
 impl Tool {

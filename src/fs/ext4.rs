@@ -37,5 +37,92 @@ pub fn make(
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .run()
         .context("making the ext4 data filesystem failed")?;
+    if let Some(dir) = populate {
+        pin_ctimes(out, dir, epoch)?;
+    }
     Ok(())
+}
+
+/// `mke2fs -d` copies each file's ctime from the source tree, i.e. the time
+/// the build wrote it (no call can set a ctime), so two builds of the same
+/// inputs differed. debugfs sets every copied inode's ctime to `epoch`, the
+/// time mke2fs writes everywhere else (E2FSPROGS_FAKE_TIME).
+fn pin_ctimes(fs: &Path, dir: &Path, epoch: u64) -> Result<()> {
+    let mut script = format!("sif / ctime @{epoch}\n");
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d)
+            .with_context(|| format!("cannot read {}", d.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let rel = e.path();
+            let rel = rel.strip_prefix(dir).expect("under dir");
+            let rel = rel
+                .to_str()
+                .with_context(|| format!("{}: file name is not UTF-8", e.path().display()))?;
+            // debugfs splits its command lines on blanks and takes quotes.
+            if rel.contains(['"', '\n', '\\']) {
+                anyhow::bail!(
+                    "{}: a quote, backslash or newline in a /var file name cannot go on the data partition",
+                    e.path().display()
+                );
+            }
+            script.push_str(&format!("sif \"/{rel}\" ctime @{epoch}\n"));
+            if e.file_type()?.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    let cmds = fs.with_extension("debugfs");
+    std::fs::write(&cmds, script).with_context(|| format!("cannot write {}", cmds.display()))?;
+    let out = Cmd::new(cmd::DEBUGFS)
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(fs)
+        .run()
+        .context("setting the data partition's inode times with debugfs failed")?;
+    std::fs::remove_file(&cmds)?;
+    // debugfs reports a failed command on stderr but still exits 0.
+    let err = String::from_utf8_lossy(&out.stderr);
+    if let Some(line) = err
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+    {
+        anyhow::bail!("debugfs on the data partition: {line}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populated_inodes_get_the_epoch_as_ctime() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("var");
+        std::fs::create_dir_all(src.join("lib/a dir")).unwrap();
+        std::fs::write(src.join("lib/a dir/f"), "x").unwrap();
+        std::os::unix::fs::symlink("f", src.join("lib/a dir/l")).unwrap();
+        let img = d.path().join("data.ext4");
+        let epoch = 1_234_567_890;
+        let id = Uuid::derive("t", "data");
+        make(&img, 16 << 20, "t", id, id, epoch, Some(&src)).unwrap();
+        for p in ["/", "/lib", "/lib/a dir", "/lib/a dir/f", "/lib/a dir/l"] {
+            let out = Cmd::new(cmd::DEBUGFS)
+                .arg("-R")
+                .arg(format!("stat \"{p}\""))
+                .arg(&img)
+                .run()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(&format!(" ctime: {epoch:#010x}:")),
+                "{p}: {text}"
+            );
+        }
+        assert!(!img.with_extension("debugfs").exists());
+    }
 }
