@@ -44,9 +44,10 @@ pub fn make(
 }
 
 /// `mke2fs -d` copies each file's ctime from the source tree, i.e. the time
-/// the build wrote it (no call can set a ctime), so two builds of the same
-/// inputs differed. debugfs sets every copied inode's ctime to `epoch`, the
-/// time mke2fs writes everywhere else (E2FSPROGS_FAKE_TIME).
+/// the build wrote it (no call can set a ctime), and symbolic links' atimes
+/// (which std cannot set), so two builds of the same inputs differed.
+/// debugfs sets those to `epoch`, the time mke2fs writes everywhere else
+/// (E2FSPROGS_FAKE_TIME).
 fn pin_ctimes(fs: &Path, dir: &Path, epoch: u64) -> Result<()> {
     let mut script = format!("sif / ctime @{epoch}\n");
     let mut todo = vec![dir.to_path_buf()];
@@ -68,8 +69,18 @@ fn pin_ctimes(fs: &Path, dir: &Path, epoch: u64) -> Result<()> {
                     e.path().display()
                 );
             }
-            script.push_str(&format!("sif \"/{rel}\" ctime @{epoch}\n"));
-            if e.file_type()?.is_dir() {
+            let ft = e.file_type()?;
+            // Symbolic links' atime and mtime too: nothing on the host sets
+            // them (tar leaves the atime at the time it unpacked the base).
+            let fields: &[&str] = if ft.is_symlink() {
+                &["ctime", "atime", "mtime"]
+            } else {
+                &["ctime"]
+            };
+            for f in fields {
+                script.push_str(&format!("sif \"/{rel}\" {f} @{epoch}\n"));
+            }
+            if ft.is_dir() {
                 todo.push(e.path());
             }
         }
@@ -122,6 +133,14 @@ mod tests {
                 text.contains(&format!(" ctime: {epoch:#010x}:")),
                 "{p}: {text}"
             );
+            if p.ends_with("/l") {
+                for f in ["atime", "mtime"] {
+                    assert!(
+                        text.contains(&format!(" {f}: {epoch:#010x}:")),
+                        "{p} {f}: {text}"
+                    );
+                }
+            }
         }
         assert!(!img.with_extension("debugfs").exists());
     }
