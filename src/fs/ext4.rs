@@ -92,6 +92,8 @@ fn pin_ctimes(fs: &Path, dir: &Path, epoch: u64) -> Result<()> {
         .arg("-f")
         .arg(&cmds)
         .arg(fs)
+        // Its superblock write time too (the superblock is rewritten).
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .run()
         .context("setting the data partition's inode times with debugfs failed")?;
     std::fs::remove_file(&cmds)?;
