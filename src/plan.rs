@@ -212,6 +212,7 @@ pub fn make(config: &Config) -> Plan {
             "/usr/lib/systemd/system/edgeimg-ready.service".into(),
             "/etc/fstab".into(),
             "/etc/systemd/network/80-edgeimg-dhcp.network".into(),
+            edgeimg_agent::sshkeys::SSHD_DROP_IN.into(),
             "boot: EFI/BOOT, loader/, edgeimg/a/{vmlinuz,initrd.img}, edgeimg/node.toml.example"
                 .into(),
         ],
