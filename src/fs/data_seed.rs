@@ -2,7 +2,7 @@
 //! plus what the initramfs (local-bottom-edgeimg) makes on an empty data
 //! partition: the /etc overlay's directories and the "already seeded"
 //! marker. The initramfs then only mounts it. Without it, the device's first
-//! boot copied /var (~16 MB, 2,000+ files) out of the compressed root with
+//! boot copied /var (~800 files on x86_64) out of the compressed root with
 //! busybox `cp -a` and synced twice before systemd could start: about a
 //! second under QEMU TCG, more on an SD card. (SELinux images get the same,
 //! labelled, from `selinux::label`.)
