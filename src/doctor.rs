@@ -153,11 +153,19 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
 }
 
 fn tool_check(t: &Tool) -> Check {
+    let mut found = cmd::which(t.name).map(|p| p.display().to_string());
+    // Which erofs-utils decides which root_compression values build.
+    if found.is_some() && t.name == cmd::MKFS_EROFS.name {
+        found = crate::fs::erofs::MkfsErofs::probe()
+            .map(|m| m.describe())
+            .ok()
+            .or(found);
+    }
     Check {
         what: t.name.to_string(),
         package: t.package.to_string(),
         purpose: t.purpose.to_string(),
-        found: cmd::which(t.name).map(|p| p.display().to_string()),
+        found,
     }
 }
 

@@ -102,6 +102,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         tools.extend_from_slice(cmd::SELINUX_TOOLS);
     }
     cmd::require(&tools)?;
+    // The root's compressor too: bookworm's mkfs.erofs has no lzma, and the
+    // EROFS step comes minutes into the build.
+    erofs::MkfsErofs::probe()?
+        .check(cfg.root_compression)
+        .with_context(|| format!("{}", cfg.source))?;
     anyhow::ensure!(
         !opts.update || opts.signing_key.is_some(),
         "--update needs --signing-key: an update is only useful signed"

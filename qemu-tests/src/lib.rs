@@ -149,10 +149,22 @@ impl SelfcheckImage {
     /// The self-check image for `board`, built with the VM tests' bundle.
     /// Call under [`exclusive`].
     pub fn build(board: &str) -> SelfcheckImage {
+        Self::build_with(board, "")
+    }
+
+    /// [`SelfcheckImage::build`] with `image_keys` (TOML lines) added to the
+    /// config's `[image]` section, e.g. `root_compression = "lzma"`.
+    pub fn build_with(board: &str, image_keys: &str) -> SelfcheckImage {
         let dir = tempfile::tempdir().unwrap();
         let arch = edgeimg::config::board::load(board).unwrap().arch;
         let (bundle, stand_in) = k3s_bundle(&arch, dir.path()).expect("K3s bundle for the VM test");
         let config = selfcheck_config(&arch, dir.path()).expect("self-check config");
+        if !image_keys.is_empty() {
+            let text = std::fs::read_to_string(&config).unwrap();
+            assert!(text.contains("[image]\n"), "{text}");
+            let text = text.replacen("[image]\n", &format!("[image]\n{image_keys}\n"), 1);
+            std::fs::write(&config, text).unwrap();
+        }
         let report = build(&config, Some(board), dir.path(), Some(&bundle))
             .unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
         SelfcheckImage {
@@ -161,6 +173,29 @@ impl SelfcheckImage {
             image: report.image,
             stand_in,
         }
+    }
+
+    /// What `dump.erofs -s` says about the root (slot A) inside the image,
+    /// read in place at the partition's offset from manifest.json.
+    pub fn root_superblock(&self) -> String {
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("manifest.json")).expect("manifest.json"),
+        )
+        .unwrap();
+        let root = manifest["layout"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == "root-a")
+            .unwrap_or_else(|| panic!("no root-a partition: {manifest}"));
+        let o = std::process::Command::new("dump.erofs")
+            .arg("-s")
+            .arg(format!("--offset={}", root["offset"].as_u64().unwrap()))
+            .arg(&self.image)
+            .output()
+            .expect("dump.erofs");
+        assert!(o.status.success(), "dump.erofs -s: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 }
 

@@ -18,8 +18,8 @@ pub fn make(
     compression: RootCompression,
 ) -> Result<u64> {
     let mut c = Cmd::new(cmd::MKFS_EROFS).args(compression.mkfs_args());
-    if let Some(name) = compression.compressor() {
-        check_compressor(name)?;
+    if compression.compressor().is_some() {
+        MkfsErofs::probe()?.check(compression)?;
         let hints = out.with_extension("compress-hints");
         std::fs::write(&hints, compress_hints(tree)?)
             .with_context(|| format!("cannot write {}", hints.display()))?;
@@ -123,44 +123,125 @@ fn ere_escape(s: &str) -> String {
     out
 }
 
-/// Fails with one clear message when this host's mkfs.erofs lacks the
-/// compressor (Debian bookworm's erofs-utils 1.5 has lz4 and lz4hc only).
-fn check_compressor(name: &str) -> Result<()> {
-    let out = std::process::Command::new(cmd::MKFS_EROFS.name)
-        .arg("--help")
-        .output()
-        .context("cannot run mkfs.erofs --help")?;
-    let help = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if let Some(list) = available_compressors(&help) {
-        anyhow::ensure!(
-            list.iter().any(|c| c == name),
-            "image.root_compression = \"{name}\": this host's mkfs.erofs cannot make it \
-             (available: {}); install an erofs-utils built with {name} or choose another",
-            list.join(", ")
-        );
-    }
-    Ok(())
+/// This host's mkfs.erofs: which erofs-utils it is and what it compresses
+/// with (`edgeimg doctor` shows it; builds check it before any long work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MkfsErofs {
+    /// The program that runs (first on PATH, as [`Cmd`] resolves it).
+    pub path: std::path::PathBuf,
+    /// `None` for erofs-utils before 1.6: they have no `-V`.
+    pub version: Option<String>,
+    /// Empty when the program does not list them.
+    pub compressors: Vec<String>,
 }
 
-/// The compressor names after "Available compressors are:" in mkfs.erofs'
-/// help; `None` when the help does not say (then mkfs.erofs itself decides).
+impl MkfsErofs {
+    /// Asks the mkfs.erofs on PATH: `-V` (erofs-utils 1.6 and later print
+    /// the version and the compressors built in), else `--help` (1.5 lists
+    /// its compressors at the end).
+    pub fn probe() -> Result<MkfsErofs> {
+        let path =
+            cmd::which(cmd::MKFS_EROFS.name).ok_or(cmd::CmdError::Missing(cmd::MKFS_EROFS))?;
+        let run = |arg: &str| -> Result<(bool, String)> {
+            let o = std::process::Command::new(&path)
+                .arg(arg)
+                .output()
+                .with_context(|| format!("cannot run {} {arg}", path.display()))?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Ok((o.status.success(), text))
+        };
+        let (ok, text) = run("-V")?;
+        if ok {
+            if let Some((version, compressors)) = parse_version(&text) {
+                return Ok(MkfsErofs {
+                    path,
+                    version: Some(version),
+                    compressors,
+                });
+            }
+        }
+        let (_, help) = run("--help")?;
+        Ok(MkfsErofs {
+            path,
+            version: None,
+            compressors: available_compressors(&help).unwrap_or_default(),
+        })
+    }
+
+    /// One line for `edgeimg doctor`: path, version and compressors.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (erofs-utils {}; compressors: {})",
+            self.path.display(),
+            self.version.as_deref().unwrap_or("before 1.6"),
+            if self.compressors.is_empty() {
+                "not listed".to_string()
+            } else {
+                self.compressors.join(", ")
+            }
+        )
+    }
+
+    /// Fails with one clear message naming the config key when this
+    /// mkfs.erofs cannot make `compression` (Debian bookworm's erofs-utils 1.5
+    /// has lz4 and lz4hc only; lzma came in 1.6 and needs liblzma at build).
+    pub fn check(&self, compression: RootCompression) -> Result<()> {
+        let Some(name) = compression.compressor() else {
+            return Ok(());
+        };
+        if self.compressors.is_empty() || self.compressors.iter().any(|c| c == name) {
+            // An mkfs.erofs that lists nothing decides itself, with its own error.
+            return Ok(());
+        }
+        anyhow::bail!(
+            "[image] root_compression = \"{name}\": this host's mkfs.erofs cannot make it \
+             ({}); install erofs-utils 1.6 or later built with {name} (Debian trixie's \
+             erofs-utils, or what .ci/setup builds into /usr/local) or choose another \
+             root_compression",
+            self.describe()
+        )
+    }
+}
+
+/// Version and compressors from `mkfs.erofs -V` (erofs-utils 1.6+):
+/// "mkfs.erofs (erofs-utils) 1.8.6" then "available compressors: lz4, ...".
+fn parse_version(text: &str) -> Option<(String, Vec<String>)> {
+    let first = text.lines().find(|l| l.contains("mkfs.erofs"))?;
+    let version = first.split_whitespace().last()?.to_string();
+    if !version.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let compressors = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("available compressors:"))
+        .map(split_names)
+        .unwrap_or_default();
+    Some((version, compressors))
+}
+
+/// The compressor names after "Available compressors are:" in mkfs.erofs
+/// 1.5's help; `None` when the help does not say.
 fn available_compressors(help: &str) -> Option<Vec<String>> {
     let (_, rest) = help.split_once("Available compressors are:")?;
-    Some(
-        rest.split(|c: char| c == ',' || c.is_whitespace())
-            .map(|w| w.split('[').next().unwrap_or(w))
-            .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()))
-            .map(str::to_string)
-            .collect(),
-    )
+    Some(split_names(rest.lines().next().unwrap_or("")))
+}
+
+fn split_names(list: &str) -> Vec<String> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .map(|w| w.split('[').next().unwrap_or(w))
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn hints_store_compressed_and_incompressible_files_as_is() {
         let t = tempfile::tempdir().unwrap();
@@ -192,8 +273,40 @@ mod tests {
     #[test]
     fn compressor_list_from_help() {
         let v15 = "usage: ...\n --quiet  quiet\n\nAvailable compressors are: lz4hc, lz4\nmkfs.erofs 1.5\n";
-        let l = super::available_compressors(v15).unwrap();
-        assert!(l.contains(&"lz4hc".to_string()) && !l.contains(&"lzma".to_string()));
-        assert!(super::available_compressors("usage only").is_none());
+        let l = available_compressors(v15).unwrap();
+        assert_eq!(l, ["lz4hc", "lz4"]);
+        assert!(available_compressors("usage only").is_none());
+    }
+
+    #[test]
+    fn version_and_compressors_from_dash_v() {
+        // erofs-utils 1.8.6 as .ci/setup builds it.
+        let v = "mkfs.erofs (erofs-utils) 1.8.6\navailable compressors: lz4, lz4hc, lzma, deflate, zstd\n";
+        let (version, list) = parse_version(v).unwrap();
+        assert_eq!(version, "1.8.6");
+        assert_eq!(list, ["lz4", "lz4hc", "lzma", "deflate", "zstd"]);
+        // 1.5 rejects -V: its usage text is not a version.
+        assert!(
+            parse_version("mkfs.erofs: invalid option -- 'V'\nusage: [options] FILE DIRECTORY\n")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn missing_compressor_names_the_key_and_the_host_tool() {
+        let m = MkfsErofs {
+            path: "/usr/bin/mkfs.erofs".into(),
+            version: None,
+            compressors: vec!["lz4hc".into(), "lz4".into()],
+        };
+        m.check(RootCompression::Lz4hc).unwrap();
+        m.check(RootCompression::None).unwrap();
+        let e = m.check(RootCompression::Lzma).unwrap_err().to_string();
+        assert!(
+            e.contains("[image] root_compression = \"lzma\"")
+                && e.contains("erofs-utils before 1.6; compressors: lz4hc, lz4")
+                && e.contains("/usr/bin/mkfs.erofs"),
+            "{e}"
+        );
     }
 }
