@@ -62,6 +62,9 @@ pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     let plan = plan::make(&cfg);
     cmd::require(cmd::BUILD_TOOLS)?;
     cmd::require(&[crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP])?;
+    erofs::MkfsErofs::probe()?
+        .check(cfg.root_compression)
+        .with_context(|| cfg.source.clone())?;
     if let Some(k) = &cfg.k3s {
         let lock = opts
             .lock
@@ -106,7 +109,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // EROFS step comes minutes into the build.
     erofs::MkfsErofs::probe()?
         .check(cfg.root_compression)
-        .with_context(|| format!("{}", cfg.source))?;
+        .with_context(|| cfg.source.clone())?;
     anyhow::ensure!(
         !opts.update || opts.signing_key.is_some(),
         "--update needs --signing-key: an update is only useful signed"

@@ -155,14 +155,12 @@ impl MkfsErofs {
             Ok((o.status.success(), text))
         };
         let (ok, text) = run("-V")?;
-        if ok {
-            if let Some((version, compressors)) = parse_version(&text) {
-                return Ok(MkfsErofs {
-                    path,
-                    version: Some(version),
-                    compressors,
-                });
-            }
+        if let (true, Some((version, compressors))) = (ok, parse_version(&text)) {
+            return Ok(MkfsErofs {
+                path,
+                version: Some(version),
+                compressors,
+            });
         }
         let (_, help) = run("--help")?;
         Ok(MkfsErofs {
