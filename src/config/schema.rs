@@ -43,8 +43,8 @@ pub struct ImageSection {
     pub seed: Option<String>,
     /// EROFS compression of the root: lz4hc (default, 16 KiB physical
     /// clusters), lz4 (several times faster to make, a few % bigger), lzma
-    /// (smallest, slowest to make and read; needs erofs-utils 1.6 or later
-    /// built with it: bookworm's 1.5 is not, .ci/setup builds 1.8.6), or none.
+    /// (smallest, slowest to make and read; needs an erofs-utils built with
+    /// it: bookworm's 1.5 is not, .ci/setup builds trixie's 1.8.6), or none.
     #[serde(default)]
     pub root_compression: RootCompression,
     /// Directories laid over the root filesystem, relative to this file.

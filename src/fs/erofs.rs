@@ -129,16 +129,16 @@ fn ere_escape(s: &str) -> String {
 pub struct MkfsErofs {
     /// The program that runs (first on PATH, as [`Cmd`] resolves it).
     pub path: std::path::PathBuf,
-    /// `None` for erofs-utils before 1.6: they have no `-V`.
+    /// `None` for older erofs-utils (bookworm's 1.5): they have no `-V`.
     pub version: Option<String>,
     /// Empty when the program does not list them.
     pub compressors: Vec<String>,
 }
 
 impl MkfsErofs {
-    /// Asks the mkfs.erofs on PATH: `-V` (erofs-utils 1.6 and later print
-    /// the version and the compressors built in), else `--help` (1.5 lists
-    /// its compressors at the end).
+    /// Asks the mkfs.erofs on PATH: `-V` (recent erofs-utils print the
+    /// version and the compressors built in), else `--help` (1.5 lists its
+    /// compressors at the end).
     pub fn probe() -> Result<MkfsErofs> {
         let path =
             cmd::which(cmd::MKFS_EROFS.name).ok_or(cmd::CmdError::Missing(cmd::MKFS_EROFS))?;
@@ -175,7 +175,9 @@ impl MkfsErofs {
         format!(
             "{} (erofs-utils {}; compressors: {})",
             self.path.display(),
-            self.version.as_deref().unwrap_or("before 1.6"),
+            self.version
+                .as_deref()
+                .unwrap_or("of unknown version: no -V"),
             if self.compressors.is_empty() {
                 "not listed".to_string()
             } else {
@@ -185,8 +187,9 @@ impl MkfsErofs {
     }
 
     /// Fails with one clear message naming the config key when this
-    /// mkfs.erofs cannot make `compression` (Debian bookworm's erofs-utils 1.5
-    /// has lz4 and lz4hc only; lzma came in 1.6 and needs liblzma at build).
+    /// mkfs.erofs cannot make `compression` (lzma is a build option of
+    /// erofs-utils: Debian enables it from trixie's 1.8 on, bookworm's 1.5
+    /// has lz4 and lz4hc only).
     pub fn check(&self, compression: RootCompression) -> Result<()> {
         let Some(name) = compression.compressor() else {
             return Ok(());
@@ -197,15 +200,15 @@ impl MkfsErofs {
         }
         anyhow::bail!(
             "[image] root_compression = \"{name}\": this host's mkfs.erofs cannot make it \
-             ({}); install erofs-utils 1.6 or later built with {name} (Debian trixie's \
-             erofs-utils, or what .ci/setup builds into /usr/local) or choose another \
+             ({}); install an erofs-utils built with {name} (Debian trixie's 1.8, or the \
+             1.8.6 that .ci/erofs-utils builds into /usr/local) or choose another \
              root_compression",
             self.describe()
         )
     }
 }
 
-/// Version and compressors from `mkfs.erofs -V` (erofs-utils 1.6+):
+/// Version and compressors from `mkfs.erofs -V` (erofs-utils 1.8):
 /// "mkfs.erofs (erofs-utils) 1.8.6" then "available compressors: lz4, ...".
 fn parse_version(text: &str) -> Option<(String, Vec<String>)> {
     let first = text.lines().find(|l| l.contains("mkfs.erofs"))?;
@@ -302,7 +305,7 @@ mod tests {
         let e = m.check(RootCompression::Lzma).unwrap_err().to_string();
         assert!(
             e.contains("[image] root_compression = \"lzma\"")
-                && e.contains("erofs-utils before 1.6; compressors: lz4hc, lz4")
+                && e.contains("erofs-utils of unknown version: no -V; compressors: lz4hc, lz4")
                 && e.contains("/usr/bin/mkfs.erofs"),
             "{e}"
         );
