@@ -82,9 +82,20 @@ impl Plan {
     }
 }
 
-pub fn kernel_cmdline(config: &Config, ids: &Ids) -> String {
-    let mut parts = vec![
-        format!("root=PARTUUID={}", ids.root_a_partuuid),
+/// Slot A's kernel command line. With verity, `verity` gives the root hash
+/// and hash offset once the build knows them (the plan shows placeholders).
+pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -> String {
+    let root = match (config.verity, verity) {
+        (false, _) => vec![format!("root=PARTUUID={}", ids.root_a_partuuid)],
+        (true, Some((hash, offset))) => {
+            crate::verity::cmdline_params(&ids.root_a_partuuid, hash, &offset.to_string())
+        }
+        (true, None) => {
+            crate::verity::cmdline_params(&ids.root_a_partuuid, "<root-hash>", "<bytes>")
+        }
+    };
+    let mut parts = root;
+    parts.extend([
         "rootfstype=erofs".into(),
         "ro".into(),
         format!("edgeimg.data=PARTUUID={}", ids.data_partuuid),
@@ -92,7 +103,7 @@ pub fn kernel_cmdline(config: &Config, ids: &Ids) -> String {
         // Partitions are mounted by edgeimg, never guessed from their types.
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),
-    ];
+    ]);
     if let Some(se) = &config.selinux {
         // Debian's kernel lists AppArmor first: name SELinux as the major LSM.
         parts.extend(["security=selinux".into(), "selinux=1".into()]);
@@ -119,6 +130,10 @@ pub fn make(config: &Config) -> Plan {
                 .map(|s| s.to_string()),
         );
     }
+    // Likewise for verity (the initramfs copies veritysetup from cryptsetup-bin).
+    if config.verity {
+        packages.extend(crate::verity::PACKAGES.iter().map(|s| s.to_string()));
+    }
     packages.sort();
     packages.dedup();
     let base = BaseSpec {
@@ -127,6 +142,7 @@ pub fn make(config: &Config) -> Plan {
         mirror: config.mirror.clone(),
         packages,
         initramfs_modules: board.initramfs_modules.clone(),
+        verity: config.verity,
     };
     let ids = Ids::derive(&config.seed, board.partition_table);
     let slot = "auto (root size + 25%, at least +64 MiB)".to_string();
@@ -188,7 +204,7 @@ pub fn make(config: &Config) -> Plan {
         config_source: config.source.clone(),
         seed: config.seed.clone(),
         base,
-        kernel_cmdline: kernel_cmdline(config, &ids),
+        kernel_cmdline: kernel_cmdline(config, &ids, None),
         ids,
         partition_table: format!("{:?}", board.partition_table).to_lowercase(),
         image_size: config.size.to_string(),
