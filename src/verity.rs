@@ -137,6 +137,34 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_without_dm_verity_is_one_clear_error() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("usr/lib/modules/6.1-x");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("modules.dep"), "kernel/fs/erofs/erofs.ko.xz:\n").unwrap();
+        let e = check_kernel(t.path(), "6.1-x", "boards/b.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verity = true") && e.contains("boards/b.toml") && e.contains("6.1-x"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/drivers/md/dm-verity.ko.xz: kernel/drivers/md/dm-bufio.ko.xz\n",
+        )
+        .unwrap();
+        check_kernel(t.path(), "6.1-x", "boards/b.toml").unwrap();
+        std::fs::write(dir.join("modules.dep"), "").unwrap();
+        std::fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/md/dm-verity.ko\n",
+        )
+        .unwrap();
+        check_kernel(t.path(), "6.1-x", "boards/b.toml").unwrap();
+    }
+
+    #[test]
     fn format_is_reproducible_and_verifiable() {
         if cmd::which("veritysetup").is_none() {
             panic!("veritysetup (cryptsetup-bin) is not installed: .ci/setup installs it");
