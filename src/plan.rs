@@ -145,7 +145,12 @@ pub fn make(config: &Config) -> Plan {
         verity: config.verity,
     };
     let ids = Ids::derive(&config.seed, board.partition_table);
-    let slot = "auto (root size + 25%, at least +64 MiB)".to_string();
+    let slot = if config.verity {
+        "auto (root size + hash tree + 25%, at least +64 MiB)"
+    } else {
+        "auto (root size + 25%, at least +64 MiB)"
+    }
+    .to_string();
     let data = match config.size {
         ImageSize::Auto => format!(
             "{} (grows to the medium on first boot)",
@@ -153,40 +158,32 @@ pub fn make(config: &Config) -> Plan {
         ),
         ImageSize::Fixed(_) => "rest of the image (grows to the medium on first boot)".into(),
     };
-    let partitions = vec![
-        PartitionPlan {
-            number: 1,
-            label: "EDGEBOOT",
-            fs: "vfat",
-            size: board.partitions.boot.to_string(),
-            part_uuid: ids.boot_partuuid.clone(),
-            role: "boot (ESP)",
-        },
-        PartitionPlan {
-            number: 2,
-            label: "edgeimg-root-a",
-            fs: "erofs",
-            size: slot.clone(),
-            part_uuid: ids.root_a_partuuid.clone(),
-            role: "root, slot A",
-        },
-        PartitionPlan {
-            number: 3,
-            label: "edgeimg-root-b",
-            fs: "none",
-            size: slot,
-            part_uuid: ids.root_b_partuuid.clone(),
-            role: "root, slot B (updates)",
-        },
-        PartitionPlan {
-            number: 4,
-            label: "edgeimg-data",
-            fs: "ext4",
-            size: data,
-            part_uuid: ids.data_partuuid.clone(),
-            role: "/var, /etc upper layer",
-        },
-    ];
+    let partitions = layout::PARTITIONS
+        .iter()
+        .enumerate()
+        .map(|(i, &(label, role, fs))| {
+            let (size, part_uuid, what) = match role {
+                layout::Role::Boot => (
+                    board.partitions.boot.to_string(),
+                    &ids.boot_partuuid,
+                    "boot (ESP)",
+                ),
+                layout::Role::RootA => (slot.clone(), &ids.root_a_partuuid, "root, slot A"),
+                layout::Role::RootB => {
+                    (slot.clone(), &ids.root_b_partuuid, "root, slot B (updates)")
+                }
+                layout::Role::Data => (data.clone(), &ids.data_partuuid, "/var, /etc upper layer"),
+            };
+            PartitionPlan {
+                number: i as u32 + 1,
+                label,
+                fs,
+                size,
+                part_uuid: part_uuid.clone(),
+                role: what,
+            }
+        })
+        .collect();
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {
