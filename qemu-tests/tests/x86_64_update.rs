@@ -287,6 +287,27 @@ fn x86_64_update_good_bad_and_interrupted() {
     assert_eq!(r["hash"], v1_hash, "{r:?}");
     b.exits();
 
+    // (u) One byte of the hash tree's top level flipped: no block of the slot
+    // verifies any more, and the initramfs refuses to boot (panic=10 reboots:
+    // QEMU runs with -no-reboot and exits) before the root is ever mounted.
+    let disk = w.join("disk-u.raw");
+    disk_copy(&v1, &disk, disk_len).unwrap();
+    let hash_offset = manifest["verity"]["hash_offset"].as_u64().unwrap();
+    flip_byte(
+        &disk,
+        slot_a["offset"].as_u64().unwrap() + hash_offset + 4096 + 10,
+    );
+    let mut b = start(&disk, None, w, "verity-bad-tree");
+    b.wait("edgeimg: verity: the root does not match root hash");
+    let log_path = b.vm.log.clone();
+    b.exits();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !log.contains("EDGEIMG-UPDATETEST") && !log.contains("Welcome to"),
+        "a root that does not verify was booted ({})",
+        log_path.display()
+    );
+
     // (a) A good update: slot B runs v2, is marked good, data kept.
     let disk = w.join("disk-a.raw");
     disk_copy(&v1, &disk, disk_len).unwrap();
