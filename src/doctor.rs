@@ -18,6 +18,8 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
     let mut out: Vec<Check> = cmd::BUILD_TOOLS.iter().map(tool_check).collect();
     // Only images with [selinux] on need these; doctor lists them for all.
     out.extend(cmd::SELINUX_TOOLS.iter().map(tool_check));
+    // Likewise for images with `[image] verity = true`.
+    out.push(tool_check(&crate::verity::VERITYSETUP));
     for b in boards {
         let mut tools = vec![Tool::owned(
             &b.qemu.binary,

@@ -34,6 +34,7 @@ pub mod selinux;
 pub mod sparse;
 pub mod stage;
 pub mod update;
+pub mod verity;
 
 /// edgeimg's version, recorded in every image and manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

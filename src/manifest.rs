@@ -27,6 +27,9 @@ pub struct Inputs<'a> {
     pub placed: &'a [String],
     pub image: &'a Path,
     pub epoch: u64,
+    /// Slot A's command line as written (with verity's root hash).
+    pub kernel_cmdline: &'a str,
+    pub verity: Option<&'a crate::verity::Verity>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,10 +50,19 @@ pub struct Manifest {
     pub seed: String,
     pub image: ImageInfo,
     pub kernel_cmdline: String,
+    /// dm-verity on or off, and slot A's hash tree parameters when on.
+    pub verity: VerityInfo,
     pub inputs: InputList,
     pub layout: Layout,
     /// Files edgeimg placed into the root on top of the Debian base, sorted.
     pub placed_files: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerityInfo {
+    pub enabled: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub slot_a: Option<crate::verity::Verity>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +165,11 @@ impl Manifest {
                 size: std::fs::metadata(i.image)?.len(),
                 sha256: sha256_file(i.image)?,
             },
-            kernel_cmdline: p.kernel_cmdline.clone(),
+            kernel_cmdline: i.kernel_cmdline.to_string(),
+            verity: VerityInfo {
+                enabled: i.verity.is_some(),
+                slot_a: i.verity.cloned(),
+            },
             inputs: InputList {
                 config: Named {
                     name: p.config_source.clone(),

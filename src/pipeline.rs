@@ -104,6 +104,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if cfg.selinux.is_some() {
         tools.extend_from_slice(cmd::SELINUX_TOOLS);
     }
+    if cfg.verity {
+        tools.push(crate::verity::VERITYSETUP);
+    }
     cmd::require(&tools)?;
     // The root's compressor too: bookworm's mkfs.erofs has no lzma, and the
     // EROFS step comes minutes into the build.
@@ -166,6 +169,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     stage::unpack(&base.tar, &tree)?;
     let kernel = stage::take_kernel(&tree, &work.path().join("kernel"))?;
     let board_file = format!("boards/{}.toml", cfg.board.name);
+    if cfg.verity {
+        crate::verity::check_kernel(&tree, &kernel.version, &board_file)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", cfg.source))?;
+    }
     if let Some(wanted) = &cfg.board.modules {
         // What the initramfs loads must also be there after switch_root.
         let mut wanted = wanted.clone();
@@ -325,6 +332,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         config::size::human(root_bytes),
         t.elapsed().as_secs_f64()
     ));
+    // The hash tree follows the EROFS data in the same file: the slot payload.
+    let verity = if cfg.verity {
+        let t = Instant::now();
+        let v = crate::verity::format(&root_img, &cfg.seed)?;
+        progress.note(&format!(
+            "fs: dm-verity hash tree at {}, root hash {} ({:.1}s)",
+            v.hash_offset,
+            v.root_hash,
+            t.elapsed().as_secs_f64()
+        ));
+        Some(v)
+    } else {
+        None
+    };
+    let root_bytes = std::fs::metadata(&root_img)?.len();
+    let kernel_cmdline = crate::plan::kernel_cmdline(
+        &cfg,
+        &plan.ids,
+        verity
+            .as_ref()
+            .map(|v| (v.root_hash.as_str(), v.hash_offset)),
+    );
     let fixed = match cfg.size {
         ImageSize::Auto => None,
         ImageSize::Fixed(b) => Some(b.0),
@@ -343,13 +372,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))?;
     let boot_files = match (cfg.board.firmware, &cfg.board.rpi) {
         (Firmware::Rpi, Some(rpi)) => {
-            crate::boot::rpi::boot_files(&tree, rpi, &kernel, &plan.kernel_cmdline, &cfg.name)?
+            crate::boot::rpi::boot_files(&tree, rpi, &kernel, &kernel_cmdline, &cfg.name)?
         }
         _ => crate::boot::uefi::boot_files(
             &tree,
             cfg.board.rust_arch(),
             &kernel,
-            &plan.kernel_cmdline,
+            &kernel_cmdline,
             &cfg.name,
         )?,
     };
@@ -440,7 +469,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 build_id: root_sha[..16].to_string(),
                 edgeimg_version: crate::VERSION.into(),
                 kernel_version: kernel.version.clone(),
-                cmdline: plan.kernel_cmdline.clone(),
+                cmdline: kernel_cmdline.clone(),
                 created: epoch,
                 key_id: String::new(),
                 payloads: vec![],
@@ -499,6 +528,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         placed: &placed,
         image: &img_path,
         epoch,
+        kernel_cmdline: &kernel_cmdline,
+        verity: verity.as_ref(),
     })?;
     std::fs::write(
         staging_out.path().join("manifest.json"),

@@ -82,9 +82,20 @@ impl Plan {
     }
 }
 
-pub fn kernel_cmdline(config: &Config, ids: &Ids) -> String {
-    let mut parts = vec![
-        format!("root=PARTUUID={}", ids.root_a_partuuid),
+/// Slot A's kernel command line. With verity, `verity` gives the root hash
+/// and hash offset once the build knows them (the plan shows placeholders).
+pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -> String {
+    let root = match (config.verity, verity) {
+        (false, _) => vec![format!("root=PARTUUID={}", ids.root_a_partuuid)],
+        (true, Some((hash, offset))) => {
+            crate::verity::cmdline_params(&ids.root_a_partuuid, hash, &offset.to_string())
+        }
+        (true, None) => {
+            crate::verity::cmdline_params(&ids.root_a_partuuid, "<root-hash>", "<bytes>")
+        }
+    };
+    let mut parts = root;
+    parts.extend([
         "rootfstype=erofs".into(),
         "ro".into(),
         format!("edgeimg.data=PARTUUID={}", ids.data_partuuid),
@@ -92,7 +103,7 @@ pub fn kernel_cmdline(config: &Config, ids: &Ids) -> String {
         // Partitions are mounted by edgeimg, never guessed from their types.
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),
-    ];
+    ]);
     if let Some(se) = &config.selinux {
         // Debian's kernel lists AppArmor first: name SELinux as the major LSM.
         parts.extend(["security=selinux".into(), "selinux=1".into()]);
@@ -119,6 +130,10 @@ pub fn make(config: &Config) -> Plan {
                 .map(|s| s.to_string()),
         );
     }
+    // Likewise for verity (the initramfs copies veritysetup from cryptsetup-bin).
+    if config.verity {
+        packages.extend(crate::verity::PACKAGES.iter().map(|s| s.to_string()));
+    }
     packages.sort();
     packages.dedup();
     let base = BaseSpec {
@@ -127,9 +142,15 @@ pub fn make(config: &Config) -> Plan {
         mirror: config.mirror.clone(),
         packages,
         initramfs_modules: board.initramfs_modules.clone(),
+        verity: config.verity,
     };
     let ids = Ids::derive(&config.seed, board.partition_table);
-    let slot = "auto (root size + 25%, at least +64 MiB)".to_string();
+    let slot = if config.verity {
+        "auto (root size + hash tree + 25%, at least +64 MiB)"
+    } else {
+        "auto (root size + 25%, at least +64 MiB)"
+    }
+    .to_string();
     let data = match config.size {
         ImageSize::Auto => format!(
             "{} (grows to the medium on first boot)",
@@ -137,40 +158,32 @@ pub fn make(config: &Config) -> Plan {
         ),
         ImageSize::Fixed(_) => "rest of the image (grows to the medium on first boot)".into(),
     };
-    let partitions = vec![
-        PartitionPlan {
-            number: 1,
-            label: "EDGEBOOT",
-            fs: "vfat",
-            size: board.partitions.boot.to_string(),
-            part_uuid: ids.boot_partuuid.clone(),
-            role: "boot (ESP)",
-        },
-        PartitionPlan {
-            number: 2,
-            label: "edgeimg-root-a",
-            fs: "erofs",
-            size: slot.clone(),
-            part_uuid: ids.root_a_partuuid.clone(),
-            role: "root, slot A",
-        },
-        PartitionPlan {
-            number: 3,
-            label: "edgeimg-root-b",
-            fs: "none",
-            size: slot,
-            part_uuid: ids.root_b_partuuid.clone(),
-            role: "root, slot B (updates)",
-        },
-        PartitionPlan {
-            number: 4,
-            label: "edgeimg-data",
-            fs: "ext4",
-            size: data,
-            part_uuid: ids.data_partuuid.clone(),
-            role: "/var, /etc upper layer",
-        },
-    ];
+    let partitions = layout::PARTITIONS
+        .iter()
+        .enumerate()
+        .map(|(i, &(label, role, fs))| {
+            let (size, part_uuid, what) = match role {
+                layout::Role::Boot => (
+                    board.partitions.boot.to_string(),
+                    &ids.boot_partuuid,
+                    "boot (ESP)",
+                ),
+                layout::Role::RootA => (slot.clone(), &ids.root_a_partuuid, "root, slot A"),
+                layout::Role::RootB => {
+                    (slot.clone(), &ids.root_b_partuuid, "root, slot B (updates)")
+                }
+                layout::Role::Data => (data.clone(), &ids.data_partuuid, "/var, /etc upper layer"),
+            };
+            PartitionPlan {
+                number: i as u32 + 1,
+                label,
+                fs,
+                size,
+                part_uuid: part_uuid.clone(),
+                role: what,
+            }
+        })
+        .collect();
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {
@@ -188,7 +201,7 @@ pub fn make(config: &Config) -> Plan {
         config_source: config.source.clone(),
         seed: config.seed.clone(),
         base,
-        kernel_cmdline: kernel_cmdline(config, &ids),
+        kernel_cmdline: kernel_cmdline(config, &ids, None),
         ids,
         partition_table: format!("{:?}", board.partition_table).to_lowercase(),
         image_size: config.size.to_string(),

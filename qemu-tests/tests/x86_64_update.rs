@@ -1,6 +1,9 @@
-//! VM test of signed A/B updates on x86_64 (OVMF -> systemd-boot): one v1
-//! image and two update files (v2, and v2 whose health check fails) are
-//! built once; each scenario boots its own sparse copy of the v1 disk.
+//! VM test of signed A/B updates on x86_64 (OVMF -> systemd-boot) with a
+//! dm-verity root (`[image] verity = true`): one v1 image and two update files
+//! (v2, and v2 whose health check fails) are built once; each scenario boots
+//! its own sparse copy of the v1 disk. Slot B running v2 proves each slot
+//! carries its own hash; one more boot, of a v1 copy with one byte of a root
+//! file flipped on the host, proves a tampered root fails closed.
 //!
 //! The test-only overlay qemu-tests/overlays/updatetest prints one
 //! `EDGEIMG-UPDATETEST slot=.. version=.. ...` line per boot and applies the
@@ -18,11 +21,30 @@ const BOOT: Duration = Duration::from_secs(600);
 const EXIT: Duration = Duration::from_secs(180);
 const GIB: u64 = 1024 * 1024 * 1024;
 
+/// 1 MiB of incompressible bytes (xorshift64): mkfs.erofs stores the file
+/// as is (compress hints), so the test finds its blocks in the raw disk.
+fn random_bytes() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..1024 * 1024 / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect()
+}
+
+fn sha256(b: &[u8]) -> String {
+    edgeimg::artifact::checksums::sha256_bytes(b)
+}
+
 fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
     let vdir = dir.join(format!("overlay-{version}"));
     let vfile = vdir.join("usr/share/edgeimg-test/version");
     std::fs::create_dir_all(vfile.parent().unwrap()).unwrap();
     std::fs::write(&vfile, format!("{version}\n")).unwrap();
+    std::fs::write(vdir.join("usr/share/edgeimg-test/random"), random_bytes()).unwrap();
     let mut overlays = vec![
         repo_root().join("qemu-tests/overlays/updatetest"),
         vdir.clone(),
@@ -46,7 +68,7 @@ fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n\n# No K3s: the update path does not need it, and boots are faster.\n[k3s]\nenabled = false\n",
+            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nverity = true\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n\n# No K3s: the update path does not need it, and boots are faster.\n[k3s]\nenabled = false\n",
             list.join(", ")
         ),
     )
@@ -134,6 +156,37 @@ impl Boot {
     }
 }
 
+/// The disk offset of the 4 KiB-aligned block equal to `block` inside
+/// [offset, offset+len).
+fn find_block(disk: &Path, offset: u64, len: u64, block: &[u8]) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(disk).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f.take(len));
+    let mut buf = vec![0u8; block.len()];
+    let mut at = offset;
+    while r.read_exact(&mut buf).is_ok() {
+        if buf == block {
+            return at;
+        }
+        at += buf.len() as u64;
+    }
+    panic!("the test file's block is not stored as is in the root slot");
+}
+
+fn flip_byte(disk: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x01;
+    f.write_all_at(&b, at).unwrap();
+}
+
 fn entries(r: &HashMap<String, String>) -> Vec<String> {
     let mut v: Vec<String> = r["entries"]
         .split(',')
@@ -155,6 +208,10 @@ fn boot_and_apply(disk: &Path, upd: &Path, work: &Path, name: &str) {
         "{r:?}"
     );
     assert_eq!(entries(&r), ["edgeimg-1-a.conf"], "{r:?}");
+    // Slot A's root is opened through dm-verity, and its files read.
+    assert_eq!(r["rootdev"], "/dev/mapper/edgeimg-root", "{r:?}");
+    assert_eq!(r["verity"], "verified", "{r:?}");
+    assert_eq!(r["rand"], sha256(&random_bytes()), "{r:?}");
     b.wait("edgeimg: update ");
     b.wait("EDGEIMG-UPDATETEST applied");
     b.exits();
@@ -180,7 +237,76 @@ fn x86_64_update_good_bad_and_interrupted() {
     update_disk(&good, 2, &w.join("upd-good.raw"), w);
     update_disk(&bad, 1, &w.join("upd-bad.raw"), w);
     let disk_len = std::fs::metadata(&v1).unwrap().len() + GIB;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("out-v1/manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["verity"]["enabled"], true,
+        "{}",
+        manifest["verity"]
+    );
+    let v1_hash = manifest["verity"]["root_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let slot_a = manifest["layout"]["partitions"][1].clone();
     eprintln!("builds: {:.0}s", t0.elapsed().as_secs_f64());
+
+    // (t) One byte of a root file flipped on the disk (the blocks outside the
+    // hash tree, as an attacker with the card would): the file reads as an
+    // I/O error, its modified bytes are never returned.
+    let disk = w.join("disk-t.raw");
+    disk_copy(&v1, &disk, disk_len).unwrap();
+    let random = random_bytes();
+    let at = find_block(
+        &disk,
+        slot_a["offset"].as_u64().unwrap(),
+        slot_a["size"].as_u64().unwrap(),
+        &random[512 * 1024..512 * 1024 + 4096],
+    );
+    let mut tampered = random.clone();
+    tampered[512 * 1024 + 100] ^= 0x01;
+    flip_byte(&disk, at + 100);
+    let mut b = start(&disk, None, w, "verity-tampered");
+    let r = b.report();
+    let log = std::fs::read_to_string(&b.vm.log).unwrap();
+    assert_ne!(
+        r["rand"],
+        sha256(&tampered),
+        "the modified file was read: {r:?}"
+    );
+    assert_eq!(
+        r["rand"], "error",
+        "the corrupted file must not read: {r:?}"
+    );
+    assert!(
+        log.contains("device-mapper: verity") && log.contains("is corrupted"),
+        "no dm-verity corruption message on the console ({})",
+        b.vm.log.display()
+    );
+    assert_eq!(r["rootdev"], "/dev/mapper/edgeimg-root", "{r:?}");
+    assert_eq!(r["hash"], v1_hash, "{r:?}");
+    b.exits();
+
+    // (u) One byte of the hash tree's top level flipped: no block of the slot
+    // verifies any more, and the initramfs refuses to boot (panic=10 reboots:
+    // QEMU runs with -no-reboot and exits) before the root is ever mounted.
+    let disk = w.join("disk-u.raw");
+    disk_copy(&v1, &disk, disk_len).unwrap();
+    let hash_offset = manifest["verity"]["hash_offset"].as_u64().unwrap();
+    flip_byte(
+        &disk,
+        slot_a["offset"].as_u64().unwrap() + hash_offset + 4096 + 10,
+    );
+    let mut b = start(&disk, None, w, "verity-bad-tree");
+    b.wait("edgeimg: verity: the root does not match root hash");
+    let log_path = b.vm.log.clone();
+    b.exits();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !log.contains("EDGEIMG-UPDATETEST") && !log.contains("Welcome to"),
+        "a root that does not verify was booted ({})",
+        log_path.display()
+    );
 
     // (a) A good update: slot B runs v2, is marked good, data kept.
     let disk = w.join("disk-a.raw");
@@ -192,6 +318,20 @@ fn x86_64_update_good_bad_and_interrupted() {
     assert_eq!(r["slot"], "b", "{r:?}");
     assert_eq!(r["version"], "v2", "{r:?}");
     assert_eq!(r["health"], "active", "{r:?}");
+    assert_eq!(r["ready"], "active", "{r:?}");
+    // Slot B's root is opened through dm-verity with v2's hash, and reads.
+    assert_eq!(r["rootdev"], "/dev/mapper/edgeimg-root", "{r:?}");
+    assert_eq!(r["verity"], "verified", "{r:?}");
+    assert_eq!(r["rand"], sha256(&random_bytes()), "{r:?}");
+    // Each slot carries its own hash: slot B boots with v2's, not v1's.
+    let v2_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("out-v2/manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        r["hash"],
+        v2_manifest["verity"]["root_hash"].as_str().unwrap(),
+        "{r:?}"
+    );
+    assert_ne!(r["hash"], v1_hash, "{r:?}");
     assert_eq!(r["data"], "data-v1", "data partition kept: {r:?}");
     assert_eq!(r["etc"], "etc-v1", "/etc overlay kept: {r:?}");
     assert_eq!(

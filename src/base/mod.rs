@@ -13,6 +13,8 @@ use crate::progress::Progress;
 
 const LOCAL_BOTTOM: &str = include_str!("files/local-bottom-edgeimg");
 const INITRAMFS_CONF: &str = include_str!("files/initramfs.conf");
+const VERITY_HOOK: &str = include_str!("files/hook-edgeimg-verity");
+const VERITY_LOCAL_TOP: &str = include_str!("files/local-top-edgeimg-verity");
 /// Bumped whenever the way a base is made changes in a way the inputs don't show.
 /// 2: bootstrapped with `SOURCE_DATE_EPOCH=BASE_EPOCH`; edgeimg's initramfs
 /// files owned by root in unshare mode too.
@@ -64,6 +66,11 @@ pub struct BaseSpec {
     /// Sorted, deduplicated.
     pub packages: Vec<String>,
     pub initramfs_modules: Vec<String>,
+    /// dm-verity root (`verity = true`): veritysetup and the local-top script
+    /// go into the initramfs. Left out of the key when off, so images without
+    /// verity keep their cached base.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verity: bool,
 }
 
 /// Facts recorded beside a cached base.
@@ -88,7 +95,7 @@ impl BaseSpec {
     fn files(&self) -> Vec<(&'static str, String, u32)> {
         let mut modules = self.initramfs_modules.join("\n");
         modules.push('\n');
-        vec![
+        let mut files = vec![
             (
                 "etc/initramfs-tools/conf.d/edgeimg.conf",
                 INITRAMFS_CONF.to_string(),
@@ -104,7 +111,22 @@ impl BaseSpec {
                 modules,
                 0o644,
             ),
-        ]
+        ];
+        if self.verity {
+            files.extend([
+                (
+                    "etc/initramfs-tools/hooks/edgeimg-verity",
+                    VERITY_HOOK.to_string(),
+                    0o755,
+                ),
+                (
+                    "etc/initramfs-tools/scripts/local-top/edgeimg-verity",
+                    VERITY_LOCAL_TOP.to_string(),
+                    0o755,
+                ),
+            ]);
+        }
+        files
     }
 
     /// The cache key: a hash of every input of the bootstrap.
@@ -263,6 +285,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verity_off_leaves_the_key_and_files_alone() {
+        let mut spec = BaseSpec {
+            suite: "trixie".into(),
+            arch: "amd64".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            packages: vec!["busybox".into()],
+            initramfs_modules: vec!["erofs".into()],
+            verity: false,
+        };
+        // The key of a base without verity is the one from before the field existed.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert!(json.get("verity").is_none(), "{json}");
+        assert_eq!(spec.files().len(), 3);
+        let off = spec.key();
+        spec.verity = true;
+        assert_ne!(spec.key(), off);
+        assert!(
+            spec.files()
+                .iter()
+                .any(|(p, _, _)| p.ends_with("local-top/edgeimg-verity"))
+        );
+    }
+
+    #[test]
     fn the_chown_hook_covers_every_synced_file() {
         let spec = BaseSpec {
             suite: "trixie".into(),
@@ -270,6 +316,7 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             packages: vec![],
             initramfs_modules: vec![],
+            verity: true,
         };
         for (rel, _, _) in spec.files() {
             let top = top_dir(rel);

@@ -70,6 +70,8 @@ pub struct Config {
     pub k3s: Option<k3s::K3sConfig>,
     /// None: `[selinux] mode = "disabled"` (the default).
     pub selinux: Option<selinux::SelinuxConfig>,
+    /// `[image] verity = true`: the root is opened through dm-verity.
+    pub verity: bool,
 }
 
 /// Loads `path` (or the embedded default when `path` is None and
@@ -140,7 +142,7 @@ pub fn parse(
         (None, Some(b)) => b.get_ref().clone(),
         (None, None) => "x86_64".to_string(),
     };
-    let board =
+    let mut board =
         board::load(&board_name).map_err(|e| match (e, board_override, &file.image.board) {
             (ConfigError::UnknownBoard { name, known, .. }, None, Some(b)) => {
                 ConfigError::UnknownBoard {
@@ -226,6 +228,12 @@ pub fn parse(
     let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
     let selinux = selinux::validate(&file.selinux, base_dir, &invalid)?;
 
+    let verity = file.image.verity.as_ref().is_some_and(|v| *v.get_ref());
+    if verity {
+        // The initramfs loads it (and so the board's module trimming keeps it).
+        board.initramfs_modules.push(VERITY_MODULE.to_string());
+    }
+
     let seed = file
         .image
         .seed
@@ -248,8 +256,12 @@ pub fn parse(
         overlays,
         k3s,
         selinux,
+        verity,
     })
 }
+
+/// The kernel module a verity root needs in the initramfs.
+pub const VERITY_MODULE: &str = "dm-verity";
 
 /// Checks `{placeholder}` names and the literal characters of a hostname pattern.
 pub fn validate_hostname_pattern(p: &str) -> Result<(), String> {
@@ -310,6 +322,42 @@ mod tests {
             e.contains("edgeimg.toml") && e.contains("line 3") && e.contains("colour"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn verity_adds_its_module_and_packages_only_when_on() {
+        let off = p("[image]\nname = \"x\"\n").unwrap();
+        assert!(!off.verity);
+        assert!(
+            !off.board
+                .initramfs_modules
+                .contains(&VERITY_MODULE.to_string())
+        );
+        let on = p("[image]\nname = \"x\"\nverity = true\n").unwrap();
+        assert!(on.verity);
+        assert!(
+            on.board
+                .initramfs_modules
+                .contains(&VERITY_MODULE.to_string())
+        );
+        let (poff, pon) = (crate::plan::make(&off), crate::plan::make(&on));
+        assert!(!poff.base.packages.contains(&"cryptsetup-bin".to_string()));
+        assert!(pon.base.packages.contains(&"cryptsetup-bin".to_string()));
+        assert!(poff.kernel_cmdline.starts_with("root=PARTUUID="));
+        assert!(
+            pon.kernel_cmdline
+                .starts_with("root=/dev/mapper/edgeimg-root edgeimg.verity=")
+                && pon.kernel_cmdline.contains(&format!(
+                    "edgeimg.verity.dev=PARTUUID={}",
+                    pon.ids.root_a_partuuid
+                )),
+            "{}",
+            pon.kernel_cmdline
+        );
+        let e = p("[image]\nname = \"x\"\nverity = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("verity"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct ImageSection {
     /// Directories laid over the root filesystem, relative to this file.
     #[serde(default)]
     pub overlays: Vec<Spanned<String>>,
+    /// dm-verity: each root slot carries a hash tree after its EROFS data and
+    /// the initramfs opens the root through it (docs/verity.md).
+    pub verity: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -121,24 +121,24 @@ pub fn compute(
     } else {
         TYPE_ROOT_X86_64
     };
-    let specs: [(&'static str, Role, &'static str, &str, u64); 4] = [
-        (LABELS[0], Role::Boot, "vfat", TYPE_ESP, boot),
-        (LABELS[1], Role::RootA, "erofs", root_type, slot),
-        (LABELS[2], Role::RootB, "none", root_type, slot),
-        (LABELS[3], Role::Data, "ext4", TYPE_LINUX_DATA, data),
-    ];
     let mut offset = HEAD;
-    let partitions = specs
-        .into_iter()
+    let partitions = PARTITIONS
+        .iter()
         .enumerate()
-        .map(|(i, (label, role, fs, ty, sz))| {
+        .map(|(i, &(label, role, fs))| {
+            let (ty, sz) = match role {
+                Role::Boot => (TYPE_ESP, boot),
+                Role::RootA | Role::RootB => (root_type, slot),
+                Role::Data => (TYPE_LINUX_DATA, data),
+            };
+            let number = i as u32 + 1;
             let p = Partition {
-                number: i as u32 + 1,
+                number,
                 label,
                 role,
                 fs,
                 type_guid: ty.to_string(),
-                part_uuid: partuuid(seed, mbr_disk_id, i as u32 + 1, label),
+                part_uuid: partuuid(seed, mbr_disk_id, number, label),
                 offset,
                 size: sz,
             };
@@ -163,12 +163,21 @@ pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) 
     }
 }
 
+/// The four partitions in disk order (number = index + 1): label, role and
+/// filesystem. The one list the layout and the plan are both made from.
+pub const PARTITIONS: [(&str, Role, &str); 4] = [
+    ("EDGEBOOT", Role::Boot, "vfat"),
+    ("edgeimg-root-a", Role::RootA, "erofs"),
+    ("edgeimg-root-b", Role::RootB, "none"),
+    ("edgeimg-data", Role::Data, "ext4"),
+];
+
 /// Labels of the four partitions, in order.
 pub const LABELS: [&str; 4] = [
-    "EDGEBOOT",
-    "edgeimg-root-a",
-    "edgeimg-root-b",
-    "edgeimg-data",
+    PARTITIONS[0].0,
+    PARTITIONS[1].0,
+    PARTITIONS[2].0,
+    PARTITIONS[3].0,
 ];
 
 #[cfg(test)]

@@ -52,13 +52,20 @@ pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// The new image's command line with this device's partitions and the target slot.
+///
+/// With dm-verity (`edgeimg.verity.dev=` present), `root=` names the verity
+/// device and stays; the slot is `edgeimg.verity.dev=` instead. The root hash
+/// (`edgeimg.verity=`) is the new image's own, so it is kept as the update has it.
 pub fn device_cmdline(new: &str, current: &str, slot: char, root_partuuid: &str) -> String {
     let data = param(current, "edgeimg.data");
+    let verity = param(new, "edgeimg.verity.dev").is_some();
     let mut out: Vec<String> = Vec::new();
     for t in new.split_whitespace() {
         let k = t.split('=').next().unwrap_or("");
         out.push(match k {
+            "root" if verity => t.to_string(),
             "root" => format!("root=PARTUUID={root_partuuid}"),
+            "edgeimg.verity.dev" => format!("edgeimg.verity.dev=PARTUUID={root_partuuid}"),
             "edgeimg.slot" => format!("edgeimg.slot={slot}"),
             "edgeimg.data" => match data {
                 Some(d) => format!("edgeimg.data={d}"),
@@ -363,6 +370,22 @@ mod tests {
         assert_eq!(
             device_cmdline(new, cur, 'b', "bbb"),
             "root=PARTUUID=bbb rootfstype=erofs ro edgeimg.data=PARTUUID=ddd edgeimg.slot=b quiet"
+        );
+    }
+
+    #[test]
+    fn verity_cmdline_points_the_verity_device_at_the_target_slot() {
+        let new = "root=/dev/mapper/edgeimg-root edgeimg.verity=0123abcd edgeimg.verity.dev=PARTUUID=111 edgeimg.verity.offset=8192 rootfstype=erofs ro edgeimg.data=PARTUUID=999 edgeimg.slot=a";
+        let cur = "root=/dev/mapper/edgeimg-root edgeimg.verity=ffff edgeimg.verity.dev=PARTUUID=aaa edgeimg.verity.offset=4096 ro edgeimg.data=PARTUUID=ddd edgeimg.slot=a";
+        assert_eq!(
+            device_cmdline(new, cur, 'b', "bbb"),
+            "root=/dev/mapper/edgeimg-root edgeimg.verity=0123abcd edgeimg.verity.dev=PARTUUID=bbb edgeimg.verity.offset=8192 rootfstype=erofs ro edgeimg.data=PARTUUID=ddd edgeimg.slot=b"
+        );
+        // An update without verity onto a verity device: back to the partition.
+        let plain = "root=PARTUUID=111 ro edgeimg.data=PARTUUID=999 edgeimg.slot=a";
+        assert_eq!(
+            device_cmdline(plain, cur, 'b', "bbb"),
+            "root=PARTUUID=bbb ro edgeimg.data=PARTUUID=ddd edgeimg.slot=b"
         );
     }
 
