@@ -366,8 +366,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     )?;
     let data_img = work.path().join("data.ext4");
     // The data partition is seeded here, not by the device's first boot
-    // (fs/data_seed.rs). With SELinux, from the labelled copy; without, from
-    // the tree's /var itself: the root is made already, so it may change.
+    // (fs/data_seed.rs). With SELinux, from its copy (labelled below);
+    // without, from the tree's /var itself: the root is made already, so it
+    // may change.
     let data_seed = match &selinux {
         Some(s) => s.data_seed.clone(),
         None => {
