@@ -109,10 +109,10 @@ pub const SEMODULE_PACKAGE: Tool = Tool {
     package: "semodule-utils",
     purpose: "package compiled SELinux modules with their file contexts",
 };
-pub const SETFILES: Tool = Tool {
-    name: "setfiles",
-    package: "policycoreutils",
-    purpose: "label the root and data trees with SELinux contexts",
+pub const MATCHPATHCON: Tool = Tool {
+    name: "matchpathcon",
+    package: "selinux-utils",
+    purpose: "look up the data partition's SELinux labels in the image's file contexts",
 };
 pub const CHROOT: Tool = Tool {
     name: "chroot",
@@ -120,7 +120,8 @@ pub const CHROOT: Tool = Tool {
     purpose: "run the image's own semodule on its policy store",
 };
 /// What an image with `[selinux]` on needs on top of [`BUILD_TOOLS`].
-pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, SETFILES, CHROOT];
+/// (The root is labelled by mkfs.erofs itself: `fs::erofs::check_file_contexts`.)
+pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, MATCHPATHCON, DEBUGFS, CHROOT];
 
 /// The tools every build needs, whatever the board.
 pub const BUILD_TOOLS: &[Tool] = &[

@@ -52,13 +52,12 @@ pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     let progress = Progress::new(opts.quiet);
     crate::rootless::check()?;
     let cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
-    // SELinux labels are security.selinux xattrs: a user namespace may not
-    // set them, so say so before any long work instead of failing in setfiles.
-    anyhow::ensure!(
-        cfg.selinux.is_none(),
-        "{}: [selinux] needs a build as root (its file labels are security.selinux extended attributes, which an unprivileged user namespace cannot set)",
-        cfg.source
-    );
+    // SELinux labelling needs no privilege (selinux/label.rs), only its
+    // tools: checked before the bootstrap, like the rest.
+    if cfg.selinux.is_some() {
+        cmd::require(cmd::SELINUX_TOOLS)?;
+        erofs::check_file_contexts()?;
+    }
     let plan = plan::make(&cfg);
     cmd::require(cmd::BUILD_TOOLS)?;
     cmd::require(&[crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP])?;
@@ -103,6 +102,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     tools.retain(|t| t.name != "mmdebstrap" && t.name != "newuidmap"); // only needed on a cache miss
     if cfg.selinux.is_some() {
         tools.extend_from_slice(cmd::SELINUX_TOOLS);
+        erofs::check_file_contexts()?;
     }
     if cfg.verity {
         tools.push(crate::verity::VERITYSETUP);
@@ -305,9 +305,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let selinux = match (&cfg.selinux, &selinux_modules) {
         (Some(se), Some(modules)) => {
             let t = Instant::now();
-            let applied = crate::selinux::apply(&tree, work.path(), se.mode, modules, epoch)?;
+            let applied = crate::selinux::apply(&tree, work.path(), se.mode, modules)?;
             progress.note(&format!(
-                "selinux: {} module(s) installed, root and data labelled, mode {} ({:.1}s)",
+                "selinux: {} module(s) installed, file contexts and data seed ready, mode {} ({:.1}s)",
                 applied.modules.len(),
                 se.mode.as_str(),
                 t.elapsed().as_secs_f64()
@@ -320,12 +320,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // Filesystems.
     let t = Instant::now();
     let root_img = work.path().join("root.erofs");
-    let root_bytes = erofs::make(
+    let root_bytes = erofs::make_labelled(
         &tree,
         &root_img,
         plan.ids.root_a_fs_uuid,
         epoch,
         cfg.root_compression,
+        selinux.as_ref().map(|s| s.file_contexts.as_path()),
     )?;
     progress.note(&format!(
         "fs: EROFS root {} ({:.1}s)",
@@ -394,8 +395,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     )?;
     let data_img = work.path().join("data.ext4");
     // The data partition is seeded here, not by the device's first boot
-    // (fs/data_seed.rs). With SELinux, from the labelled copy; without, from
-    // the tree's /var itself: the root is made already, so it may change.
+    // (fs/data_seed.rs). With SELinux, from its copy (labelled below);
+    // without, from the tree's /var itself: the root is made already, so it
+    // may change.
     let data_seed = match &selinux {
         Some(s) => s.data_seed.clone(),
         None => {
@@ -413,6 +415,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         epoch,
         Some(&data_seed),
     )?;
+    if let Some(s) = &selinux {
+        let t = Instant::now();
+        let labels = crate::selinux::label::data_labels(&s.data_seed, &s.file_contexts)?;
+        crate::selinux::ext4::set_labels(&data_img, &labels, epoch)?;
+        progress.note(&format!(
+            "selinux: data partition labelled, {} paths ({:.1}s)",
+            labels.len(),
+            t.elapsed().as_secs_f64()
+        ));
+    }
 
     // Disk.
     let t = Instant::now();

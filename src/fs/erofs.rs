@@ -17,6 +17,20 @@ pub fn make(
     epoch: u64,
     compression: RootCompression,
 ) -> Result<u64> {
+    make_labelled(tree, out, uuid, epoch, compression, None)
+}
+
+/// [`make`], and with `file_contexts` (an SELinux image) mkfs.erofs labels
+/// every file from it (`security.selinux`, replacing any label the tree
+/// carries), as root and unprivileged alike.
+pub fn make_labelled(
+    tree: &Path,
+    out: &Path,
+    uuid: Uuid,
+    epoch: u64,
+    compression: RootCompression,
+    file_contexts: Option<&Path>,
+) -> Result<u64> {
     let mut c = Cmd::new(cmd::MKFS_EROFS).args(compression.mkfs_args());
     if compression.compressor().is_some() {
         MkfsErofs::probe()?.check(compression)?;
@@ -24,6 +38,10 @@ pub fn make(
         std::fs::write(&hints, compress_hints(tree)?)
             .with_context(|| format!("cannot write {}", hints.display()))?;
         c = c.arg(format!("--compress-hints={}", hints.display()));
+    }
+    if let Some(fc) = file_contexts {
+        check_file_contexts()?;
+        c = c.arg(format!("--file-contexts={}", fc.display()));
     }
     c.arg(format!("-T{epoch}"))
         .arg(format!("-U{uuid}"))
@@ -34,6 +52,39 @@ pub fn make(
         .context("making the EROFS root filesystem failed")?;
     let _ = std::fs::remove_file(out.with_extension("compress-hints"));
     Ok(std::fs::metadata(out)?.len())
+}
+
+/// Fails with one clear message when this host's mkfs.erofs cannot label
+/// (`--file-contexts` exists only when erofs-utils is built with libselinux).
+pub fn check_file_contexts() -> Result<()> {
+    if cmd::which(cmd::MKFS_EROFS.name).is_none() {
+        return Ok(()); // the tool check names the missing tool and its package
+    }
+    let help = help_text()?;
+    anyhow::ensure!(
+        help.contains("--file-contexts"),
+        "[selinux]: this host's mkfs.erofs ({}) has no --file-contexts option, which labels the \
+         root; install an erofs-utils built with SELinux support (Debian's erofs-utils is; a \
+         self-built one needs libselinux1-dev and ./configure --with-selinux)",
+        cmd::which(cmd::MKFS_EROFS.name)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| cmd::MKFS_EROFS.name.into())
+    );
+    Ok(())
+}
+
+fn help_text() -> Result<String> {
+    let out = std::process::Command::new(
+        cmd::which(cmd::MKFS_EROFS.name).unwrap_or_else(|| cmd::MKFS_EROFS.name.into()),
+    )
+    .arg("--help")
+    .output()
+    .context("cannot run mkfs.erofs --help")?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// File names that are compressed already (kernel modules are .ko.xz).

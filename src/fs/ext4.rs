@@ -1,6 +1,6 @@
 //! The data partition: an ext4 holding the image's /var, marked seeded
-//! (`populate`, see data_seed.rs; with SELinux a labelled copy). It starts
-//! small; first boot grows it to the medium.
+//! (`populate`, see data_seed.rs; with SELinux a copy, labelled afterwards by
+//! selinux/ext4.rs). It starts small; first boot grows it to the medium.
 
 use std::path::Path;
 

@@ -1,10 +1,21 @@
-//! Labels on the host: `setfiles` writes every file's `security.selinux` xattr
-//! into the staged root (mkfs.erofs carries xattrs into the image) and into a
-//! copy of /var the data partition is made from (mke2fs -d carries them too).
+//! Labels without xattrs on the host, so root and unprivileged builds label
+//! the same way and give the same bytes (a user namespace may not write
+//! `security.*` xattrs on the host's filesystems):
+//! - the EROFS root: `mkfs.erofs --file-contexts` looks every file up in the
+//!   image's own file contexts while it writes the image (fs::erofs);
+//! - the data partition: `mke2fs -d` from an unlabelled seed (a copy of
+//!   /var), then each inode's `security.selinux` is written into the ext4
+//!   image file by debugfs (selinux::ext4::set_labels), the labels looked up with
+//!   the host's `matchpathcon -f` in the same file contexts.
+//!
+//! Both look-ups are libselinux' `selabel_lookup` with the file's type, which
+//! is what `setfiles` does: the labels are those `setfiles` would write
+//! (`<<none>>` entries leave a file unlabelled, as `setfiles` does).
+//!
 //! The initramfs' first-boot seeding (busybox cp -a) would drop labels, so a
 //! labelled data partition is made at build time, marked as already seeded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -19,63 +30,19 @@ const DATA_DIRS: &[&str] = &[
 ];
 /// Its "already seeded" marker: the initramfs then leaves the partition alone.
 const SEEDED_MARKER: &str = "lib/edgeimg/var-seeded";
+/// Where the data partition is mounted on the device: its paths' labels are
+/// looked up under this prefix.
+pub const DATA_MOUNT: &str = "/var";
+/// mke2fs makes it on every ext4; not in the seed, labelled all the same.
+const LOST_FOUND: &str = "lost+found";
 
-pub fn label_root_and_seed(tree: &Path, seed: &Path, epoch: u64) -> Result<()> {
-    let var = tree.join("var");
-    // The data partition's own directories are labelled with the rest: made
-    // inside the root's /var for setfiles, copied out, removed again.
-    let mut made = Vec::new();
-    for d in DATA_DIRS {
-        let p = var.join(d);
-        if !p.exists() {
-            std::fs::create_dir_all(&p)?;
-            made.push(p);
-        }
-    }
-    let marker = var.join(SEEDED_MARKER);
-    std::fs::write(&marker, b"")?;
-    made.push(marker);
-
-    let specs = spec_copy(tree, &seed.with_extension("contexts"))?;
-    Cmd::new(cmd::SETFILES)
-        // -m: no /proc/mounts look-up (the tree is no mount); -F: reset even
-        // customizable types; -r: paths in the spec are relative to the tree.
-        .args(["-m", "-F", "-r"])
-        .arg(tree)
-        .arg(&specs)
-        .arg(tree)
-        .run()
-        .context("labelling the root tree with setfiles failed")?;
-
-    // The seed: /var with every xattr, through tar like the base unpack.
-    std::fs::create_dir_all(seed)?;
-    let archive = seed.with_extension("tar");
-    Cmd::new(cmd::TAR)
-        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf"])
-        .arg(&archive)
-        .arg("-C")
-        .arg(&var)
-        .arg(".")
-        .run()
-        .context("copying the labelled /var failed")?;
-    crate::stage::unpack(&archive, seed)?;
-    std::fs::remove_file(&archive)?;
-    // mke2fs -d keeps the files' times: pin them like the EROFS (-T) for
-    // reproducible bytes.
-    set_times(seed, epoch)?;
-    for p in made.iter().rev() {
-        if p.is_dir() {
-            std::fs::remove_dir(p)?;
-        } else {
-            std::fs::remove_file(p)?;
-        }
-    }
-    Ok(())
-}
-
-/// The image's text file contexts, copied out without their compiled `.bin`
-/// twins: those are in trixie's format, which the host's libselinux may not read.
-fn spec_copy(tree: &Path, dir: &Path) -> Result<std::path::PathBuf> {
+/// The image's text file contexts (after `semodule` rebuilt them with the
+/// installed modules), copied into `dir` without their compiled `.bin`
+/// twins: those are in trixie's format, which the host's libselinux may not
+/// read, and libselinux prefers a `.bin` that is newer than its text file.
+/// Returns the path of the copied `file_contexts` (its `.homedirs`, `.local`
+/// and `.subs*` companions sit beside it, where libselinux looks for them).
+pub fn file_contexts(tree: &Path, dir: &Path) -> Result<PathBuf> {
     let src = tree
         .join("etc/selinux")
         .join(super::POLICY_TYPE)
@@ -92,26 +59,170 @@ fn spec_copy(tree: &Path, dir: &Path) -> Result<std::path::PathBuf> {
     Ok(dir.join("file_contexts"))
 }
 
-/// Sets every file's and directory's access and modification time under
-/// `dir` to `epoch` (symbolic links keep theirs: no portable call for them).
-fn set_times(dir: &Path, epoch: u64) -> Result<()> {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
-    let times = std::fs::FileTimes::new().set_accessed(t).set_modified(t);
-    let mut todo = vec![dir.to_path_buf()];
+/// The data partition's content: a copy of the root's /var plus the /etc
+/// overlay's directories and the "already seeded" marker. (mke2fs -d copies
+/// the files' times; selinux::ext4::set_labels pins them to the epoch after.)
+pub fn data_seed(tree: &Path, seed: &Path) -> Result<()> {
+    std::fs::create_dir_all(seed)?;
+    let archive = seed.with_extension("tar");
+    // Through tar like the base unpack: owners and modes kept as they are.
+    Cmd::new(cmd::TAR)
+        .args(["--numeric-owner", "-cf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(tree.join("var"))
+        .arg(".")
+        .run()
+        .context("copying the root's /var for the data partition failed")?;
+    crate::stage::unpack(&archive, seed)?;
+    std::fs::remove_file(&archive)?;
+    for d in DATA_DIRS {
+        std::fs::create_dir_all(seed.join(d))?;
+    }
+    std::fs::write(seed.join(SEEDED_MARKER), b"")?;
+    Ok(())
+}
+
+/// Kinds of file, as `matchpathcon -m` names them.
+fn kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "lnk_file"
+    } else if ft.is_fifo() {
+        "pipe" // not "fifo_file": matchpathcon reads only the first letter
+    } else if ft.is_socket() {
+        "sock_file"
+    } else if ft.is_char_device() {
+        "chr_file"
+    } else if ft.is_block_device() {
+        "blk_file"
+    } else {
+        "file"
+    }
+}
+
+/// Every path of the data partition made from `seed` ("/" is its root,
+/// mounted at [`DATA_MOUNT`]) with its label from `file_contexts` (`None`:
+/// `<<none>>`, left unlabelled). Sorted, so the debugfs script and the
+/// image bytes do not depend on the order the host lists directories in.
+pub fn data_labels(seed: &Path, file_contexts: &Path) -> Result<Vec<(String, Option<String>)>> {
+    let mut paths = vec![("/".to_string(), "dir")];
+    let mut todo = vec![seed.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))? {
             let e = e?;
             let ft = e.file_type()?;
+            let rel = e.path().strip_prefix(seed)?.to_path_buf();
+            let rel = rel.to_str().with_context(|| {
+                format!(
+                    "{}: a file name that is not UTF-8 cannot be labelled",
+                    e.path().display()
+                )
+            })?;
+            paths.push((format!("/{rel}"), kind(ft)));
             if ft.is_dir() {
                 todo.push(e.path());
-            } else if ft.is_file() {
-                std::fs::File::options()
-                    .write(true)
-                    .open(e.path())?
-                    .set_times(times)?;
             }
         }
-        std::fs::File::open(&d)?.set_times(times)?;
     }
-    Ok(())
+    paths.push((format!("/{LOST_FOUND}"), "dir"));
+    paths.sort();
+    let mut labels = vec![None; paths.len()];
+    for k in [
+        "dir",
+        "file",
+        "lnk_file",
+        "pipe",
+        "sock_file",
+        "chr_file",
+        "blk_file",
+    ] {
+        let idx: Vec<usize> = (0..paths.len()).filter(|&i| paths[i].1 == k).collect();
+        for chunk in idx.chunks(500) {
+            let full: Vec<String> = chunk
+                .iter()
+                .map(|&i| match paths[i].0.as_str() {
+                    "/" => DATA_MOUNT.to_string(),
+                    p => format!("{DATA_MOUNT}{p}"),
+                })
+                .collect();
+            for (&i, label) in chunk.iter().zip(lookup(file_contexts, k, &full)?) {
+                labels[i] = label;
+            }
+        }
+    }
+    Ok(paths.into_iter().map(|(p, _)| p).zip(labels).collect())
+}
+
+/// `matchpathcon -n -f FILE_CONTEXTS -m KIND PATH...`: one context per path,
+/// in order; `<<none>>` becomes `None`. `-m` also keeps matchpathcon from
+/// looking at the host's file of the same name.
+fn lookup(file_contexts: &Path, kind: &str, paths: &[String]) -> Result<Vec<Option<String>>> {
+    let out = Cmd::new(cmd::MATCHPATHCON)
+        .arg("-n")
+        .arg("-f")
+        .arg(file_contexts)
+        .args(["-m", kind])
+        .args(paths)
+        .run()
+        .context("looking up the data partition's SELinux labels failed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    anyhow::ensure!(
+        lines.len() == paths.len(),
+        "matchpathcon gave {} labels for {} paths (a file name with a line break?)",
+        lines.len(),
+        paths.len()
+    );
+    Ok(lines
+        .into_iter()
+        .map(|l| (l != "<<none>>").then(|| l.to_string()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    /// Labels by file type and `<<none>>`, looked up under /var, sorted.
+    #[test]
+    fn data_labels_follow_type_and_none_entries() {
+        if crate::cmd::which("matchpathcon").is_none() {
+            eprintln!("SKIPPED: no matchpathcon (selinux-utils)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let fc = t.path().join("file_contexts");
+        std::fs::write(
+            &fc,
+            "/var(/.*)?\tsystem_u:object_r:var_t:s0\n\
+             /var/x\t--\tsystem_u:object_r:file_x_t:s0\n\
+             /var/x\t-d\tsystem_u:object_r:dir_x_t:s0\n\
+             /var/link\t-l\tsystem_u:object_r:link_t:s0\n\
+             /var/lost\\+found\t-d\tsystem_u:object_r:lost_found_t:s0\n\
+             /var/d/.+\t<<none>>\n",
+        )
+        .unwrap();
+        let seed = t.path().join("seed");
+        std::fs::create_dir_all(seed.join("x")).unwrap();
+        std::fs::create_dir_all(seed.join("d/e")).unwrap();
+        std::fs::write(seed.join("d/e/f"), b"").unwrap();
+        symlink("x", seed.join("link")).unwrap();
+        let got = super::data_labels(&seed, &fc).unwrap();
+        let ctx = |t: &str| Some(format!("system_u:object_r:{t}:s0"));
+        assert_eq!(
+            got,
+            vec![
+                ("/".to_string(), ctx("var_t")),
+                ("/d".to_string(), ctx("var_t")),
+                ("/d/e".to_string(), None),
+                ("/d/e/f".to_string(), None),
+                ("/link".to_string(), ctx("link_t")),
+                ("/lost+found".to_string(), ctx("lost_found_t")),
+                ("/x".to_string(), ctx("dir_x_t")),
+            ]
+        );
+    }
 }

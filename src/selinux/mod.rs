@@ -1,9 +1,11 @@
 //! SELinux at build time, on the host: compile the policy modules (edgeimg's own
 //! `edgeimg_k3s` and the config's extras), install them into the image's policy
-//! store offline, write /etc/selinux/config and label every file of the root
-//! and of the data partition's seed, so the first boot needs no relabel.
+//! store offline, write /etc/selinux/config, and give the filesystem builders
+//! the image's file contexts to label every file of the root and of the data
+//! partition with (label.rs), so the first boot needs no relabel.
 
 pub mod compile;
+pub mod ext4;
 pub mod label;
 
 use std::path::{Path, PathBuf};
@@ -36,8 +38,11 @@ pub struct ModuleRecord {
 pub struct Applied {
     pub mode: SelinuxMode,
     pub modules: Vec<ModuleRecord>,
-    /// A labelled copy of the root's /var (plus the /etc overlay's directories
-    /// and the seeded marker) the data partition is made from.
+    /// The image's text file contexts, with the installed modules' entries:
+    /// mkfs.erofs labels the root from it, matchpathcon the data partition.
+    pub file_contexts: PathBuf,
+    /// A copy of the root's /var (plus the /etc overlay's directories and the
+    /// seeded marker) the data partition is made from, unlabelled.
     pub data_seed: PathBuf,
 }
 
@@ -70,7 +75,6 @@ pub fn apply(
     work: &Path,
     mode: SelinuxMode,
     compiled: &[compile::Compiled],
-    epoch: u64,
 ) -> Result<Applied> {
     let store = tree.join("etc/selinux").join(POLICY_TYPE);
     anyhow::ensure!(
@@ -80,8 +84,9 @@ pub fn apply(
     install(tree, compiled)?;
     write_config(tree, mode)?;
     enable_audit_socket(tree)?;
+    let file_contexts = label::file_contexts(tree, &work.join("file-contexts"))?;
     let data_seed = work.join("data-seed");
-    label::label_root_and_seed(tree, &data_seed, epoch)?;
+    label::data_seed(tree, &data_seed)?;
     let modules = compiled
         .iter()
         .enumerate()
@@ -98,6 +103,7 @@ pub fn apply(
     Ok(Applied {
         mode,
         modules,
+        file_contexts,
         data_seed,
     })
 }
