@@ -70,7 +70,7 @@ pub const MKE2FS: Tool = Tool {
 pub const DEBUGFS: Tool = Tool {
     name: "debugfs",
     package: "e2fsprogs",
-    purpose: "pin the data partition's inode change times (reproducible bytes)",
+    purpose: "pin the data partition's inode times (reproducible bytes) and write its SELinux labels",
 };
 pub const QEMU_X86_64: Tool = Tool {
     name: "qemu-system-x86_64",

@@ -20,16 +20,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cmd::{self, Cmd};
+// What the initramfs would make on a new data partition, and its "already
+// seeded" marker: the same as an unlabelled build's seed.
+use crate::fs::data_seed::{DATA_DIRS, SEEDED_MARKER};
 
-/// Made in the data seed besides /var's content: what the initramfs script
-/// (local-bottom-edgeimg) would create on the first boot, relative to /var.
-const DATA_DIRS: &[&str] = &[
-    "lib/edgeimg/etc-overlay",
-    "lib/edgeimg/etc-overlay/upper",
-    "lib/edgeimg/etc-overlay/work",
-];
-/// Its "already seeded" marker: the initramfs then leaves the partition alone.
-const SEEDED_MARKER: &str = "lib/edgeimg/var-seeded";
 /// Where the data partition is mounted on the device: its paths' labels are
 /// looked up under this prefix.
 pub const DATA_MOUNT: &str = "/var";
