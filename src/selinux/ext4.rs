@@ -7,8 +7,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cmd::{self, Cmd};
-
 /// Writes each path's `security.selinux` into the ext4 image file `image`
 /// (debugfs `ea_set`, no mount, no xattr on the host: works unprivileged) and
 /// pins its access, change and modification times to `epoch` (mke2fs -d
@@ -46,28 +44,8 @@ pub fn set_labels(image: &Path, labels: &[(String, Option<String>)], epoch: u64)
         v.push(0);
         std::fs::write(file, v)?;
     }
-    let script_file = dir.join("script");
-    std::fs::write(&script_file, script)?;
-    let out = Cmd::new(cmd::DEBUGFS)
-        .arg("-w")
-        .arg("-f")
-        .arg(&script_file)
-        .arg(image)
-        .run()
+    crate::fs::ext4::run_debugfs(image, &script, epoch)
         .context("labelling the ext4 data filesystem failed")?;
-    // debugfs goes on after a failed command and exits 0: its complaints on
-    // stderr (besides its version banner) are the errors.
-    let err = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs 1."))
-        .collect();
-    anyhow::ensure!(
-        errors.is_empty(),
-        "labelling the ext4 data filesystem failed: debugfs -f {}:\n  {}",
-        script_file.display(),
-        errors.join("\n  ")
-    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
