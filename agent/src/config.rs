@@ -13,11 +13,20 @@ pub fn load_image(root: &Root) -> Result<ImageConfig> {
     ImageConfig::from_json(&fsutil::read(&path)?, &path)
 }
 
-/// Read node.toml from the boot partition. A missing boot mount or missing
-/// file means "no node configuration" (the ESP may not be mounted).
+/// Read node.toml from the boot partition: from its mount, or straight from
+/// the partition when systemd has not mounted it yet (see [`crate::bootpart`]).
+/// A missing file, or a boot partition that never shows, means "no node
+/// configuration".
 pub fn load_node(root: &Root, image: &ImageConfig) -> Result<Option<NodeConfig>> {
     let path = root.path(Path::new(&image.boot_mount).join(NODE_CONFIG_RELPATH));
-    match fsutil::read_opt(&path)? {
+    let (text, source) = crate::bootpart::read_file(root, &image.boot_mount, NODE_CONFIG_RELPATH)?;
+    if let (Some(_), crate::bootpart::Source::Direct { disk }) = (&text, &source) {
+        crate::log(format!(
+            "read {} from {disk} before it was mounted",
+            path.display()
+        ));
+    }
+    match text {
         None => Ok(None),
         Some(text) => NodeConfig::from_toml(&text, &path).map(Some),
     }

@@ -4,6 +4,7 @@
 //! function here so the builder can depend on [`schema`] and tests can run the
 //! whole flow against a temporary [`root::Root`].
 
+pub mod bootpart;
 pub mod config;
 pub mod error;
 pub mod firstboot;

@@ -3,7 +3,8 @@
 //! A board file lists the modules it needs (`modules = [...]`): module names
 //! (`virtio_blk`, `usb-storage`), or paths under the module tree
 //! (`kernel/net` keeps the whole directory, `kernel/drivers/net/*.ko*` a
-//! glob). The build keeps their closure — hard dependencies from
+//! glob); an entry starting with `!` takes modules out of what the others
+//! selected (`"!kernel/net/wireless"`). The build keeps their closure — hard dependencies from
 //! `modules.dep`, soft and weak dependencies from `modules.softdep` and
 //! `modules.weakdep` — deletes every other module and runs `depmod` for the
 //! kept set, so `modprobe` on the device sees a consistent tree. The
@@ -171,34 +172,74 @@ impl Index {
         )
     }
 
-    /// `wanted` entries to module paths (before the closure). Every entry must
-    /// select something: a typo would otherwise drop a module silently.
-    fn select(&self, wanted: &[String]) -> std::result::Result<BTreeSet<String>, String> {
+    /// Module paths one entry (a path/glob or a name/alias) selects. Every
+    /// entry must select something: a typo would otherwise drop (or keep) a
+    /// module silently.
+    fn select_one(&self, w: &str) -> std::result::Result<Vec<String>, String> {
+        if w.contains('/') {
+            let hits: Vec<_> = self
+                .deps
+                .keys()
+                .filter(|p| path_selects(w, p))
+                .cloned()
+                .collect();
+            if hits.is_empty() {
+                return Err(format!("`{w}` matches no module file"));
+            }
+            Ok(hits)
+        } else {
+            self.resolve(w).ok_or_else(|| {
+                format!("`{w}` is neither a module, a built-in module nor a module alias")
+            })
+        }
+    }
+
+    /// `wanted` entries to module paths (before the closure), and the paths
+    /// `!` entries exclude (checked against the closure by [`Index::keep`]).
+    fn select(
+        &self,
+        wanted: &[String],
+    ) -> std::result::Result<(BTreeSet<String>, BTreeMap<String, String>), String> {
         let mut out = BTreeSet::new();
+        let mut excluded = BTreeMap::new();
         for w in wanted {
-            if w.contains('/') {
-                let hits: Vec<_> = self
-                    .deps
-                    .keys()
-                    .filter(|p| path_selects(w, p))
-                    .cloned()
-                    .collect();
-                if hits.is_empty() {
-                    return Err(format!("`{w}` matches no module file"));
-                }
-                out.extend(hits);
-            } else {
-                match self.resolve(w) {
-                    Some(paths) => out.extend(paths),
-                    None => {
-                        return Err(format!(
-                            "`{w}` is neither a module, a built-in module nor a module alias"
-                        ));
+            match w.strip_prefix('!') {
+                Some(x) => {
+                    for p in self.select_one(x)? {
+                        excluded.insert(p, w.clone());
                     }
                 }
+                None => out.extend(self.select_one(w)?),
             }
         }
-        Ok(out)
+        out.retain(|p| !excluded.contains_key(p));
+        Ok((out, excluded))
+    }
+
+    /// The selection's closure; an error when it needs an excluded module
+    /// (removing that module would break the one that needs it at load time).
+    fn keep(&self, wanted: &[String]) -> std::result::Result<BTreeSet<String>, String> {
+        let (start, excluded) = self.select(wanted)?;
+        let kept = self.closure(start);
+        for p in &kept {
+            if let Some(entry) = excluded.get(p) {
+                let users: Vec<String> = kept
+                    .iter()
+                    .filter(|k| self.deps.get(*k).is_some_and(|d| d.contains(p)))
+                    .map(|k| module_name(k))
+                    .collect();
+                return Err(format!(
+                    "`{entry}` excludes {}, which kept modules need ({}); exclude those too",
+                    module_name(p),
+                    if users.is_empty() {
+                        "as a soft dependency".to_string()
+                    } else {
+                        users.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(kept)
     }
 
     /// The selection plus everything it needs.
@@ -234,13 +275,12 @@ pub fn trim_modules(
 ) -> Result<Trimmed> {
     let dir = tree.join("usr/lib/modules").join(version);
     let index = Index::read(&dir)?;
-    let start = index.select(wanted).map_err(|e| {
+    let kept = index.keep(wanted).map_err(|e| {
         anyhow::anyhow!(
             "{source}: modules entry {e} in kernel {version} ({})",
             dir.display()
         )
     })?;
-    let kept = index.closure(start);
     let mut t = Trimmed {
         kept: kept.len(),
         ..Trimmed::default()
@@ -501,14 +541,13 @@ mod tests {
     fn closure_follows_dep_and_softdep_through_aliases() {
         let t = fake_tree();
         let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
-        let sel = idx
-            .select(&[
+        let kept = idx
+            .keep(&[
                 "ext4".into(),
                 "virtio_pci".into(),
                 "kernel/drivers/net".into(),
             ])
             .unwrap();
-        let kept = idx.closure(sel);
         let names: BTreeSet<_> = kept.iter().map(|p| module_name(p)).collect();
         let want: BTreeSet<_> = ["ext4", "jbd2", "crc32c_intel", "crc32c_generic", "veth"]
             .iter()
@@ -527,6 +566,41 @@ mod tests {
         assert!(e.contains("matches no module"), "{e}");
         // Dashes and underscores are one.
         assert!(idx.select(&["crc32c_intel".into()]).is_ok());
+        let e = idx
+            .keep(&["ext4".into(), "!kernel/sound".into()])
+            .unwrap_err();
+        assert!(e.contains("`kernel/sound` matches no module"), "{e}");
+    }
+
+    #[test]
+    fn exclusions_take_modules_out_unless_a_kept_one_needs_them() {
+        let t = fake_tree();
+        let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
+        let names = |kept: BTreeSet<String>| -> Vec<String> {
+            kept.iter().map(|p| module_name(p)).collect()
+        };
+        // A directory kept whole, one file of it taken out again.
+        let kept = idx
+            .keep(&["kernel/drivers".into(), "!kernel/drivers/gpu".into()])
+            .unwrap();
+        assert_eq!(names(kept), ["veth"]);
+        // Order does not matter: an exclusion wins over a later inclusion.
+        let kept = idx.keep(&["!big".into(), "kernel/drivers".into()]).unwrap();
+        assert_eq!(names(kept), ["veth"]);
+        // ext4 needs jbd2: excluding it is an error naming both.
+        let e = idx.keep(&["ext4".into(), "!jbd2".into()]).unwrap_err();
+        assert!(
+            e.contains("`!jbd2` excludes jbd2") && e.contains("ext4"),
+            "{e}"
+        );
+        // A soft dependency the closure pulls in is reported too.
+        let e = idx
+            .keep(&["ext4".into(), "!kernel/crypto".into()])
+            .unwrap_err();
+        assert!(
+            e.contains("crc32c_generic") && e.contains("soft dependency"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -54,6 +54,15 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         )?;
         placed.push(rel.into());
     }
+    if tree.join("usr/lib/systemd/system/ssh.service").exists() {
+        write(
+            tree,
+            SSH_SERVICE_DROP_IN,
+            SSH_NO_PRE_CHECK.as_bytes(),
+            0o644,
+        )?;
+        placed.push(SSH_SERVICE_DROP_IN.into());
+    }
 
     // Home directories live on the data partition (the root is read-only).
     relocate_to_var(tree, "home", "home")?;
@@ -119,6 +128,19 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(unit);
     }
 
+    // e2scrub_reap removes e2scrub's stale LVM snapshots at every boot; an
+    // edgeimg disk has no LVM, so it would only spend a boot-time second
+    // (its shell script and LVM tools) on finding none.
+    for target in ["default.target", "multi-user.target"] {
+        let link = tree
+            .join("etc/systemd/system")
+            .join(format!("{target}.wants/e2scrub_reap.service"));
+        if link.symlink_metadata().is_ok() {
+            std::fs::remove_file(&link)
+                .with_context(|| format!("cannot disable {}", link.display()))?;
+        }
+    }
+
     // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
     if tree
         .join("usr/lib/systemd/system/systemd-networkd.service")
@@ -150,14 +172,23 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     Ok(placed)
 }
 
+const SSH_SERVICE_DROP_IN: &str = "etc/systemd/system/ssh.service.d/50-edgeimg.conf";
+
+/// Debian's ssh.service runs `sshd -t` before `sshd -D`; sshd -D checks the
+/// same configuration and fails the same way (exit 255, which the unit does
+/// not restart on), so the extra exec only delayed every boot's sshd (and the
+/// ready line after it) by ~0.5 s on slow boards. Reloads keep their check.
+const SSH_NO_PRE_CHECK: &str = "# edgeimg: sshd -D checks its configuration itself; no separate `sshd -t` at start.\n[Service]\nExecStartPre=\n";
+
 const NETWORK_DHCP: &str = "# edgeimg default: DHCP on wired interfaces. Override with an overlay.\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n";
 
 /// The boot partition is `nofail` (a node boots without it) with systemd's
 /// usual 90 s device timeout: the initramfs does not run udev, so the
 /// partition's device unit only appears once udev has been triggered in the
 /// real root, which takes well over 10 s on a slow board or under QEMU TCG.
-/// First boot is ordered after this mount (it reads node.toml there), so a
-/// shorter timeout silently dropped node.toml.
+/// First boot does not wait for this mount: it reads node.toml straight from
+/// the partition when the mount is not there yet (agent bootpart.rs), and
+/// waits for the mount, up to this same timeout, only when that fails.
 fn fstab(boot_partuuid: &str) -> String {
     format!(
         "# edgeimg: / (EROFS, read-only), /var (data) and /etc (overlay) are mounted by the initramfs.\n\
