@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod qemu;
+pub mod read_full;
 pub mod rootless;
 pub mod selinux;
 pub mod sparse;

@@ -297,6 +297,19 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
         overlay_files.push((o.clone(), hashed));
     }
+    let overlay_paths: Vec<String> = overlay_files
+        .iter()
+        .flat_map(|(_, files)| files.iter().map(|(p, _)| p.clone()))
+        .collect();
+    match stage::update_stamps::blocking_overlay_file(&overlay_paths) {
+        None => {
+            stage::update_stamps::write(&tree, epoch)?;
+            placed.extend(["etc/.updated".to_string(), "var/.updated".to_string()]);
+        }
+        Some(f) => progress.note(&format!(
+            "stage: overlay file /{f} is where ldconfig, sysusers or hwdb look: the device's first boot runs systemd's update units"
+        )),
+    }
     progress.note(&format!(
         "stage: root tree composed ({:.1}s)",
         t.elapsed().as_secs_f64()

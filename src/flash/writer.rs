@@ -6,7 +6,6 @@
 //! what the image needs.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use crate::io_error::{IoError, io_err};
+use crate::read_full::{fill, read_full};
 
 /// Read/write granularity.
 pub const CHUNK: usize = 4 * 1024 * 1024;
@@ -73,28 +73,6 @@ fn pool() -> (mpsc::SyncSender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
         tx.send(vec![0u8; CHUNK]).expect("pool has room");
     }
     (tx, rx)
-}
-
-/// Calls `read(rest, filled)` until `buf` is full or it returns 0 (the end),
-/// retrying interrupted reads; returns how many bytes were read.
-fn fill(
-    buf: &mut [u8],
-    mut read: impl FnMut(&mut [u8], usize) -> std::io::Result<usize>,
-) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match read(&mut buf[n..], n) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    fill(buf, |b, _| r.read(b))
 }
 
 /// The reader thread: streams `image` (decompressing by extension), skipping

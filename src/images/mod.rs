@@ -27,7 +27,6 @@ mod scan;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::io_error::IoError;
@@ -389,7 +388,7 @@ pub fn inspect_archive_with(
     let io_err = |source| IoError::new("cannot read", path, source);
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let mut head = [0u8; 8];
-    let n = read_up_to(&mut file, &mut head).map_err(io_err)?;
+    let n = crate::read_full::read_full(&mut file, &mut head).map_err(io_err)?;
     let head = &head[..n];
     if n == 0 {
         return Err(ImageError::Corrupt {
@@ -439,17 +438,6 @@ pub fn inspect_archive_with(
         }
     };
     build(path, compression, &scan)
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn build(

@@ -6,6 +6,7 @@ pub mod k3s;
 pub mod modules;
 pub mod overlay;
 pub mod system;
+pub mod update_stamps;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,108 @@
+//! `/etc/.updated` and `/var/.updated`: the build has already done what
+//! systemd's `ConditionNeedsUpdate=` units would do on the device's first boot.
+//!
+//! Debian's packages build the dynamic linker cache, the journal catalog and
+//! the hwdb, and create their system users, while the base is bootstrapped.
+//! Without the stamps, systemd compares /usr's mtime with stamps that do not
+//! exist and runs ldconfig, journalctl --update-catalog, systemd-sysusers and
+//! systemd-update-done again on every device's first boot: all before
+//! sysinit.target, so before the network and sshd (about a second of CPU
+//! under QEMU TCG, on a slow board too). With the stamps at the image's epoch
+//! (the EROFS root gives /usr that same mtime) they are skipped. After an A/B
+//! update the new root's /usr is newer than the data partition's stamp, so
+//! they run then, as on any Debian system after an upgrade.
+//!
+//! Not when an overlay put files where those tools look (libraries,
+//! ld.so.conf.d, sysusers.d, hwdb.d): the first boot then runs them, as mkosi
+//! users are warned in systemd/mkosi#3338.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Overlay paths (relative to the root) whose presence means the device must
+/// run the update units itself.
+const NEEDS_DEVICE_UPDATE: &[&str] = &[
+    "usr/lib",
+    "usr/local/lib",
+    "lib",
+    "etc/ld.so.conf",
+    "etc/sysusers.d/",
+    "etc/udev/hwdb.d/",
+];
+
+/// The first overlay file that needs the device's own update units, if any.
+pub fn blocking_overlay_file(overlay_files: &[String]) -> Option<&str> {
+    overlay_files
+        .iter()
+        .map(String::as_str)
+        .find(|f| NEEDS_DEVICE_UPDATE.iter().any(|p| f.starts_with(p)))
+}
+
+/// Writes both stamps with mtime `epoch` (what systemd-update-done would
+/// write: a `TIMESTAMP_NSEC=` line).
+pub fn write(tree: &Path, epoch: u64) -> Result<()> {
+    let text = format!(
+        "# edgeimg: written by the build, which already did what the ConditionNeedsUpdate= units do.\n\
+         TIMESTAMP_NSEC={}\n",
+        u128::from(epoch) * 1_000_000_000
+    );
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    for dir in ["etc", "var"] {
+        let p = tree.join(dir).join(".updated");
+        std::fs::write(&p, &text).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(when))
+            .with_context(|| format!("cannot set the time of {}", p.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn stamps_carry_the_epoch() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["etc", "var"] {
+            std::fs::create_dir(t.path().join(d)).unwrap();
+        }
+        write(t.path(), 1_700_000_000).unwrap();
+        for d in ["etc", "var"] {
+            let p = t.path().join(d).join(".updated");
+            assert_eq!(std::fs::metadata(&p).unwrap().mtime(), 1_700_000_000);
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                text.contains("\nTIMESTAMP_NSEC=1700000000000000000\n"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlays_with_libraries_or_sysusers_keep_the_device_updates() {
+        let files = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            blocking_overlay_file(&files(&[
+                "etc/motd",
+                "etc/systemd/system/x.service",
+                "usr/local/bin/tool"
+            ])),
+            None
+        );
+        assert_eq!(
+            blocking_overlay_file(&files(&[
+                "etc/motd",
+                "usr/lib/x86_64-linux-gnu/libfoo.so.1"
+            ])),
+            Some("usr/lib/x86_64-linux-gnu/libfoo.so.1")
+        );
+        assert!(blocking_overlay_file(&files(&["etc/sysusers.d/app.conf"])).is_some());
+        assert!(blocking_overlay_file(&files(&["etc/ld.so.conf.d/app.conf"])).is_some());
+        assert!(blocking_overlay_file(&files(&["lib64/ld.so"])).is_some());
+    }
+}
