@@ -307,7 +307,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             placed.extend(["etc/.updated".to_string(), "var/.updated".to_string()]);
         }
         Some(f) => progress.note(&format!(
-            "stage: overlay file /{f} is where ldconfig, sysusers or hwdb look: the device's first boot runs systemd's update units"
+            "stage: overlay file /{f} is input of ldconfig, sysusers, hwdb or the journal catalog: the device's first boot runs systemd's update units"
         )),
     }
     progress.note(&format!(

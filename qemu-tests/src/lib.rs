@@ -326,6 +326,10 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         first["ssh_socket"], "disabled",
         "units as the build enabled them (no first-boot preset-all): {first}"
     );
+    assert_eq!(
+        first["needs_update"], "no,no,no",
+        "ldconfig, sysusers and the catalog update skipped (the build's update stamps): {first}"
+    );
 
     let (second, _) = boot_once(board, &disk, out.path(), &format!("{board}-boot2.log"))
         .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));

@@ -12,31 +12,39 @@
 //! update the new root's /usr is newer than the data partition's stamp, so
 //! they run then, as on any Debian system after an upgrade.
 //!
-//! Not when an overlay put files where those tools look (libraries,
-//! ld.so.conf.d, sysusers.d, hwdb.d): the first boot then runs them, as mkosi
-//! users are warned in systemd/mkosi#3338.
+//! Not when an overlay adds what those tools read (a shared library,
+//! ld.so.conf.d, sysusers.d, hwdb.d, a catalog): the first boot then runs
+//! them (the caveat of systemd/mkosi#3338).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Overlay paths (relative to the root) whose presence means the device must
-/// run the update units itself.
-const NEEDS_DEVICE_UPDATE: &[&str] = &[
-    "usr/lib",
-    "usr/local/lib",
-    "lib",
+/// Where the tools behind those units read their input (relative to the root).
+const UPDATE_INPUTS: &[&str] = &[
     "etc/ld.so.conf",
     "etc/sysusers.d/",
+    "usr/lib/sysusers.d/",
     "etc/udev/hwdb.d/",
+    "usr/lib/udev/hwdb.d/",
+    "usr/lib/systemd/catalog/",
 ];
+
+/// Whether an overlay file is input of ldconfig (a shared library, or its
+/// configuration), sysusers, hwdb or the journal catalog.
+fn needs_device_update(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so")
+        || name.contains(".so.")
+        || UPDATE_INPUTS.iter().any(|p| path.starts_with(p))
+}
 
 /// The first overlay file that needs the device's own update units, if any.
 pub fn blocking_overlay_file(overlay_files: &[String]) -> Option<&str> {
     overlay_files
         .iter()
         .map(String::as_str)
-        .find(|f| NEEDS_DEVICE_UPDATE.iter().any(|p| f.starts_with(p)))
+        .find(|f| needs_device_update(f))
 }
 
 /// Writes both stamps with mtime `epoch` (what systemd-update-done would
@@ -86,14 +94,14 @@ mod tests {
     #[test]
     fn overlays_with_libraries_or_sysusers_keep_the_device_updates() {
         let files = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            blocking_overlay_file(&files(&[
-                "etc/motd",
-                "etc/systemd/system/x.service",
-                "usr/local/bin/tool"
-            ])),
-            None
-        );
+        // Units, scripts and configuration do not need them.
+        let plain = files(&[
+            "etc/motd",
+            "usr/lib/systemd/system/app.service",
+            "usr/local/libexec/app",
+            "usr/local/bin/tool",
+        ]);
+        assert_eq!(blocking_overlay_file(&plain), None);
         assert_eq!(
             blocking_overlay_file(&files(&[
                 "etc/motd",
@@ -101,8 +109,15 @@ mod tests {
             ])),
             Some("usr/lib/x86_64-linux-gnu/libfoo.so.1")
         );
-        assert!(blocking_overlay_file(&files(&["etc/sysusers.d/app.conf"])).is_some());
-        assert!(blocking_overlay_file(&files(&["etc/ld.so.conf.d/app.conf"])).is_some());
-        assert!(blocking_overlay_file(&files(&["lib64/ld.so"])).is_some());
+        for f in [
+            "usr/local/lib/libbar.so",
+            "etc/ld.so.conf.d/app.conf",
+            "etc/sysusers.d/app.conf",
+            "usr/lib/sysusers.d/app.conf",
+            "etc/udev/hwdb.d/70-app.hwdb",
+            "usr/lib/systemd/catalog/app.catalog",
+        ] {
+            assert!(blocking_overlay_file(&files(&[f])).is_some(), "{f}");
+        }
     }
 }
