@@ -147,16 +147,24 @@ fn find_partition(disk: &mut File, partuuid: &str) -> Result<(u64, u64)> {
     let mbr = MBR::read_from(disk, 512).context("neither a GPT nor an MBR")?;
     let id = u32::from_le_bytes(mbr.header.disk_signature);
     for (n, p) in mbr.iter().filter(|(_, p)| p.is_used()) {
-        if format!("{id:08x}-{n:02x}") == partuuid {
+        if mbr_partuuid(id, n as u32) == partuuid {
             return Ok((u64::from(p.starting_lba) * 512, u64::from(p.sectors) * 512));
         }
     }
     crate::bail!("no MBR partition has this PARTUUID")
 }
 
+/// An MBR partition's PARTUUID as the kernel and blkid print it: the disk
+/// signature and the partition number, both in hex. The builder names
+/// partitions with this same function (disk/layout.rs), so the PARTUUID it
+/// writes into /etc/fstab is the one found here.
+pub fn mbr_partuuid(disk_id: u32, number: u32) -> String {
+    format!("{disk_id:08x}-{number:02x}")
+}
+
 /// A GPT GUID as the kernel and blkid print it (first three fields little-endian).
 fn guid_string(g: &[u8; 16]) -> String {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    use crate::update::format::hex;
     let rev = |b: &[u8]| hex(&b.iter().rev().copied().collect::<Vec<_>>());
     format!(
         "{}-{}-{}-{}-{}",

@@ -16,6 +16,7 @@
 //! ld.so.conf.d, sysusers.d, hwdb.d, a catalog): the first boot then runs
 //! them (the caveat of systemd/mkosi#3338).
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -58,12 +59,12 @@ pub fn write(tree: &Path, epoch: u64) -> Result<()> {
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
     for dir in ["etc", "var"] {
         let p = tree.join(dir).join(".updated");
-        std::fs::write(&p, &text).with_context(|| format!("cannot write {}", p.display()))?;
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .and_then(|f| f.set_modified(when))
-            .with_context(|| format!("cannot set the time of {}", p.display()))?;
+        std::fs::File::create(&p)
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.set_modified(when)
+            })
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
 }
