@@ -239,6 +239,13 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         .arg(format!("--include={}", packages.join(",")))
         .arg("--aptopt=Acquire::Retries \"3\"")
         .arg("--components=main,non-free-firmware");
+    if cpu == "foreign" && spec.arch == "arm64" && std::env::var_os("QEMU_CPU").is_none() {
+        // qemu-user's default `max` CPU emulates pointer authentication with
+        // QARMA, which every function of Debian's arm64 binaries uses; the
+        // implementation-defined algorithm is cheaper and the results are
+        // the same (depmod under qemu-user: 17 % less CPU time).
+        c = c.env("QEMU_CPU", "max,pauth-impdef=on");
+    }
     if !crate::rootless::is_root() {
         // Explicit, so a host without user namespaces fails here, clearly.
         c = c.arg("--mode=unshare");
