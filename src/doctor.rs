@@ -16,8 +16,13 @@ pub struct Check {
 
 pub fn checks(boards: &[Board]) -> Vec<Check> {
     let mut out: Vec<Check> = cmd::BUILD_TOOLS.iter().map(tool_check).collect();
-    // Only images with [selinux] on need these; doctor lists them for all.
-    out.extend(cmd::SELINUX_TOOLS.iter().map(tool_check));
+    // Only images with [selinux] on need these; doctor lists them for all,
+    // each tool once (debugfs is also a build tool).
+    for t in cmd::SELINUX_TOOLS {
+        if !out.iter().any(|c| c.what == t.name) {
+            out.push(tool_check(t));
+        }
+    }
     // Likewise for images with `[image] verity = true`.
     out.push(tool_check(&crate::verity::VERITYSETUP));
     for b in boards {
@@ -137,7 +142,8 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
     let registered = std::fs::read_to_string(handler).is_ok_and(|s| s.starts_with("enabled"));
     let installed = cmd::which(qemu).is_some();
     Some(Check {
-        what: format!("binfmt_misc {handler}"),
+        // The row names the handler; where it lives is in the fix text.
+        what: format!("binfmt {}", handler.rsplit('/').next().unwrap_or(handler)),
         package: "qemu-user-static binfmt-support".into(),
         purpose: if !installed {
             format!(

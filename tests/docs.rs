@@ -108,3 +108,21 @@ fn quickstart_only_uses_real_subcommands() {
     }
     assert!(seen >= 5, "quickstart shows too few commands");
 }
+
+#[test]
+fn the_example_config_plans_when_copied_as_its_comment_says() {
+    let text = std::fs::read_to_string(repo().join("examples/edgeimg.toml")).unwrap();
+    assert!(text.contains("copy to ./edgeimg.toml at the repository's root"), "{text}");
+    // The repository's root, as far as the example refers to it.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("edgeimg.toml"), &text).unwrap();
+    let overlay = d.path().join("overlays/example/etc");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::copy(
+        repo().join("overlays/example/etc/motd.j2"),
+        overlay.join("motd.j2"),
+    )
+    .unwrap();
+    let plan = ok(edgeimg().arg("plan").current_dir(d.path()));
+    assert!(plan.contains("overlays/example"), "{plan}");
+}
