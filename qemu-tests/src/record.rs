@@ -37,7 +37,9 @@ fn sha16(bytes: &[u8]) -> String {
 }
 
 fn is_hex16(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Parses and verifies one line. `Ok(None)`: no record on this line; `Err`:
@@ -146,7 +148,12 @@ impl Assembler {
             Err(why) => return Fed::Rejected(why),
             Ok(Some(c)) => c,
         };
-        let key = (chunk.kind.clone(), chunk.len, chunk.sum.clone(), chunk.count);
+        let key = (
+            chunk.kind.clone(),
+            chunk.len,
+            chunk.sum.clone(),
+            chunk.count,
+        );
         // Further copies of a record already taken.
         if self.complete.contains(&key) {
             return Fed::Chunk;

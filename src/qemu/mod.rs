@@ -179,8 +179,10 @@ impl Vm {
         c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
         if let Some(path) = &self.record_port {
             c.args(["-device", "virtio-serial-pci,id=edgeimg-vser"]);
+            // QEMU's option syntax doubles a comma inside a value.
+            let path = path.display().to_string().replace(',', ",,");
             c.arg("-chardev")
-                .arg(format!("file,id=edgeimg-rec,path={}", path.display()));
+                .arg(format!("file,id=edgeimg-rec,path={path}"));
             c.arg("-device").arg(format!(
                 "virtserialport,bus=edgeimg-vser.0,chardev=edgeimg-rec,name={RECORD_PORT}"
             ));
