@@ -97,7 +97,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         } as u32)
     }
     let b = text.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(b.len() / 4 * 3);
@@ -271,26 +271,38 @@ mod tests {
         assert_eq!(base64_decode(&base64_encode(b"ab")), Some(b"ab".to_vec()));
     }
 
-    /// The CI failure: kernel messages written into the middle of the line.
-    /// The old harness took everything after `{` as JSON and parsed keys like
-    /// "TCOBASE"; here the line fails its checksum and nothing is returned.
+    /// A kernel message written into the middle of the line. Read as a plain
+    /// `key=value` line (as the console report once was), this one gives keys
+    /// "(Version" and "TCOBASE" and `entries` "[": here the line fails its
+    /// checksum and nothing is returned.
     #[test]
     fn kernel_messages_interleaved_are_rejected() {
-        let p = br#"{"entries":["edgeimg-1-a.conf"],"slot":"a"}"#;
+        let p = b"slot=a version=v1 entries=edgeimg-1-a.conf,";
+        let kmsg = "[    3.1] iTCO_wdt: Found a ICH9 TCO device (Version=2, TCOBASE=0x0660)";
+        let plain = format!("slot=a version=v1 entries={kmsg}edgeimg-1-a.conf,");
+        let misread: Vec<(&str, &str)> = plain
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        assert!(misread.iter().any(|(k, _)| *k == "TCOBASE"), "{misread:?}");
+        assert!(misread.contains(&("entries", "[")), "{misread:?}");
+
         let line = &frame("updatetest", p)[0];
-        let cut = line.len() - 20;
-        let torn = format!(
-            "{}[    3.1] iTCO_wdt: Found a ICH9 TCO device (Version=2, TCOBASE=0x0660){}",
-            &line[..cut],
-            &line[cut..]
-        );
+        let at = line.len() - 20;
+        let torn = format!("{}{kmsg}{}", &line[..at], &line[at..]);
         let (mut a, fed) = assemble(&[torn]);
         assert!(matches!(fed[0], Fed::Rejected(_)), "{fed:?}");
         assert_eq!(a.take("updatetest"), None);
+        // Before the marker a kernel message leaves the record intact (it is
+        // read); one that cuts the line short does not.
+        let after = format!("{kmsg}{line}");
+        assert!(matches!(parse_chunk(&after), Ok(Some(_))));
+        let torn = format!("{}{kmsg}", &line[..at]);
+        assert!(parse_chunk(&torn).is_err());
 
         // A kernel message inside the base64 with no space still fails.
-        let torn = format!("{}iTCO{}", &line[..cut], &line[cut..]);
-        assert!(matches!(parse_chunk(&torn), Err(_)));
+        let torn = format!("{}iTCO{}", &line[..at], &line[at..]);
+        assert!(parse_chunk(&torn).is_err());
     }
 
     #[test]
@@ -324,7 +336,7 @@ mod tests {
         // A chunk checksum that does not match its data.
         let mut bad = f.clone();
         bad[5] = "0123456789abcdef";
-        assert!(matches!(parse_chunk(&bad.join(" ")), Err(_)));
+        assert!(parse_chunk(&bad.join(" ")).is_err());
         // A record checksum that does not match the payload: the chunk is
         // intact, the record is not.
         let mut bad = f.clone();
