@@ -1,5 +1,5 @@
-//! edgeimg: builds immutable edge OS images. See DESIGN.md for the pipeline;
-//! each module below is one stage or one concern.
+//! edgeimg: builds immutable edge OS images (README.md and docs/ describe the
+//! pipeline); each module below is one stage or one concern.
 
 pub mod agents;
 pub mod artifact;

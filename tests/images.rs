@@ -1,4 +1,4 @@
-//! Preloaded image archives (issue 3 item 4) and the k3s ELF check, on fixture
+//! Preloaded image archives and the k3s ELF check, on fixture
 //! tarballs built here with the `tar` crate: real OCI layouts and docker-archives
 //! with correct SHA-256 digests and sizes.
 

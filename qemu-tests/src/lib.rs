@@ -1,12 +1,17 @@
 //! Shared harness for the VM tests: build a test image through the library,
 //! give it a disk larger than the image, boot it in QEMU and read the guest's
-//! self-check line from the serial console, with deadlines (no sleeps).
+//! self-check record, with deadlines (no sleeps). The guest's results come
+//! as framed records ([`record`]) on a virtio-serial port nothing else writes
+//! to, or, on machines without virtio (rpi4), on the console, where only
+//! records that verify are read.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use edgeimg::pipeline::{BuildOptions, BuildReport};
+
+pub mod record;
 
 /// Boot deadlines are generous: TCG on a busy 2-core CI machine.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(900);
@@ -77,14 +82,91 @@ pub fn selfcheck_config(arch: &str, work: &Path) -> Result<PathBuf> {
         .status()?;
     anyhow::ensure!(st.success(), "{} --preload-image failed", script.display());
     let base = std::fs::read_to_string(repo_root().join("qemu-tests/selfcheck.toml"))?;
-    let overlay = repo_root().join("qemu-tests/overlays/selfcheck");
+    let overlays: Vec<String> = ["record", "selfcheck"]
+        .iter()
+        .map(|o| format!("{:?}", overlay(o).display().to_string()))
+        .collect();
     let text = base.replace(
-        "overlays = [\"overlays/selfcheck\"]",
-        &format!("overlays = [{:?}]", overlay.display().to_string()),
+        "overlays = [\"overlays/record\", \"overlays/selfcheck\"]",
+        &format!("overlays = [{}]", overlays.join(", ")),
     ) + "\n[k3s]\nimages = [\"hello.tar\"]\n";
+    anyhow::ensure!(
+        !text.contains("\"overlays/"),
+        "qemu-tests/selfcheck.toml's overlays line is not the one selfcheck_config replaces"
+    );
     let path = work.join("edgeimg.toml");
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+/// The test-only overlay `name` (qemu-tests/overlays/NAME).
+pub fn overlay(name: &str) -> PathBuf {
+    repo_root().join("qemu-tests/overlays").join(name)
+}
+
+/// Gives `vm` the record port when its machine can take one; its file sits
+/// beside the console log `log` (as NAME.records), kept with it.
+pub fn attach_record_port(vm: &mut edgeimg::qemu::Vm, log: &Path) {
+    if vm.has_virtio_serial() {
+        vm.record_port = Some(log.with_extension("records"));
+    }
+}
+
+/// Reads one boot's records: from the record port when the VM has one, else
+/// from the console (rpi4).
+pub struct Records {
+    port: bool,
+    asm: record::Assembler,
+}
+
+impl Records {
+    pub fn new(vm: &edgeimg::qemu::Vm) -> Records {
+        Records {
+            port: vm.record_port.is_some(),
+            asm: record::Assembler::default(),
+        }
+    }
+
+    /// The next intact record of `kind` within `timeout`. Lines that do not
+    /// verify are skipped (and logged); fails at the deadline, or when the VM
+    /// stops first, saying so.
+    pub fn wait(
+        &mut self,
+        vm: &mut edgeimg::qemu::RunningVm,
+        kind: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let channel = if self.port { "record port" } else { "console" };
+        let mut skipped = 0;
+        loop {
+            if let Some(r) = self.asm.take(kind) {
+                return Ok(r);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                anyhow::bail!(
+                    "no intact `{kind}` record on the {channel} within {}s ({skipped} torn record line(s) skipped){}",
+                    timeout.as_secs(),
+                    vm.tail()
+                );
+            }
+            let line = if self.port {
+                vm.next_port_line(left)
+            } else {
+                vm.next_console_line(left)
+            }
+            .with_context(|| {
+                format!("no intact `{kind}` record on the {channel} ({skipped} torn record line(s) skipped)")
+            })?;
+            let Some(line) = line else { continue };
+            if let record::Fed::Rejected(why) = self.asm.feed(&line) {
+                skipped += 1;
+                let shown: String = line.chars().take(160).collect();
+                eprintln!("skipped a record line that does not verify ({why}): {shown}...");
+            }
+        }
+    }
 }
 
 /// A sparse copy of `image` grown to `size` bytes: a medium larger than the image.
@@ -95,8 +177,10 @@ pub fn disk_copy(image: &Path, dest: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// One boot: waits for the ready line and the self-check, then for power-off.
-/// Returns the self-check's JSON and the ready line.
+/// One boot: waits for the self-check record, then for power-off. Returns
+/// the self-check's JSON and the agent's cluster line of that boot ("edgeimg:
+/// cluster ready..." or "edgeimg: cluster not ready: ...", which the caller
+/// asserts), as the guest read it from its journal.
 pub fn boot_once(
     board: &str,
     disk: &Path,
@@ -104,23 +188,26 @@ pub fn boot_once(
     log_name: &str,
 ) -> Result<(serde_json::Value, String)> {
     let b = edgeimg::config::board::load(board)?;
-    let vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work)?;
+    let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work)?;
     let log = log_dir().join(log_name);
+    attach_record_port(&mut vm, &log);
+    let mut records = Records::new(&vm);
     let mut running = vm.spawn_captured(&log)?;
-    running
-        .wait_for(edgeimg_agent::schema::READY_LINE, READY_TIMEOUT)
-        .context("waiting for the node-ready line")?;
-    // "edgeimg: cluster ready..." or "edgeimg: cluster not ready: ...": the
-    // caller asserts which one it expects.
-    let ready = running
-        .wait_for("edgeimg: cluster ", READY_TIMEOUT)
-        .context("waiting for the cluster-ready line")?;
-    let line = running
-        .wait_for("EDGEIMG-SELFCHECK {", SELFCHECK_TIMEOUT)
+    // The self-check runs once the node is ready (or has given up).
+    let bytes = records
+        .wait(&mut running, "selfcheck", READY_TIMEOUT + SELFCHECK_TIMEOUT)
         .context("waiting for the guest self-check")?;
-    let json = &line[line.find('{').unwrap()..];
-    let v: serde_json::Value = serde_json::from_str(json)
-        .with_context(|| format!("self-check line is not JSON: {line}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the self-check record is not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })?;
+    let ready = v["cluster_line"]
+        .as_str()
+        .filter(|l| l.starts_with("edgeimg: cluster "))
+        .with_context(|| format!("no cluster line in the self-check: {v}"))?
+        .to_string();
     let status = running.wait_exit(POWEROFF_TIMEOUT)?;
     anyhow::ensure!(status.success(), "QEMU exited with {status}");
     Ok((v, ready))

@@ -5,17 +5,19 @@
 //! carries its own hash; one more boot, of a v1 copy with one byte of a root
 //! file flipped on the host, proves a tampered root fails closed.
 //!
-//! The test-only overlay qemu-tests/overlays/updatetest prints one
-//! `EDGEIMG-UPDATETEST slot=.. version=.. ...` line per boot and applies the
-//! update from a second disk labelled EDGEUPD with `edgeimg-agent update
-//! apply`, then reboots (QEMU runs with -no-reboot: a guest reboot ends the
-//! QEMU process and the test starts the next boot on the same disk).
+//! The test-only overlay qemu-tests/overlays/updatetest sends one
+//! `updatetest` record (`slot=.. version=.. ...`) per boot on the record port
+//! (see qemu-tests/README.md) and applies the update from a second disk
+//! labelled EDGEUPD with `edgeimg-agent update apply`, then reports an
+//! `update-apply` record and reboots (QEMU runs with -no-reboot: a guest
+//! reboot ends the QEMU process and the test starts the next boot on the same
+//! disk).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use edgeimg_qemu_tests::{disk_copy, exclusive, log_dir, repo_root};
+use edgeimg_qemu_tests::{Records, attach_record_port, disk_copy, exclusive, log_dir, overlay};
 
 const BOOT: Duration = Duration::from_secs(600);
 const EXIT: Duration = Duration::from_secs(180);
@@ -45,10 +47,7 @@ fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
     std::fs::create_dir_all(vfile.parent().unwrap()).unwrap();
     std::fs::write(&vfile, format!("{version}\n")).unwrap();
     std::fs::write(vdir.join("usr/share/edgeimg-test/random"), random_bytes()).unwrap();
-    let mut overlays = vec![
-        repo_root().join("qemu-tests/overlays/updatetest"),
-        vdir.clone(),
-    ];
+    let mut overlays = vec![overlay("record"), overlay("updatetest"), vdir.clone()];
     if unhealthy {
         // The new version's node never becomes ready: its health check fails.
         let d = dir.join("overlay-unhealthy");
@@ -107,6 +106,7 @@ fn update_disk(update: &Path, tries: u32, dest: &Path, work: &Path) {
 
 struct Boot {
     vm: edgeimg::qemu::RunningVm,
+    records: Records,
     started: Instant,
     name: String,
 }
@@ -115,11 +115,13 @@ fn start(disk: &Path, extra: Option<&Path>, work: &Path, name: &str) -> Boot {
     let b = edgeimg::config::board::load("x86_64").unwrap();
     let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work).unwrap();
     vm.extra_disks = extra.into_iter().map(Path::to_path_buf).collect();
-    let vm = vm
-        .spawn_captured(&log_dir().join(format!("{name}.log")))
-        .unwrap();
+    let log = log_dir().join(format!("{name}.log"));
+    attach_record_port(&mut vm, &log);
+    let records = Records::new(&vm);
+    let vm = vm.spawn_captured(&log).unwrap();
     Boot {
         vm,
+        records,
         started: Instant::now(),
         name: name.into(),
     }
@@ -131,13 +133,19 @@ impl Boot {
             .wait_for(needle, BOOT)
             .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
     }
-    /// The boot's report line as key=value pairs.
+    /// The guest's record of `kind`, as text.
+    fn record(&mut self, kind: &str) -> String {
+        let bytes = self
+            .records
+            .wait(&mut self.vm, kind, BOOT)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name));
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| panic!("{}: `{kind}` record is not text: {e}", self.name))
+    }
+    /// The boot's report as key=value pairs.
     fn report(&mut self) -> HashMap<String, String> {
-        let line = self.wait("EDGEIMG-UPDATETEST slot=");
-        let at = line.find("EDGEIMG-UPDATETEST").unwrap();
-        line[at..]
+        self.record("updatetest")
             .split_whitespace()
-            .skip(1)
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
@@ -213,7 +221,7 @@ fn boot_and_apply(disk: &Path, upd: &Path, work: &Path, name: &str) {
     assert_eq!(r["verity"], "verified", "{r:?}");
     assert_eq!(r["rand"], sha256(&random_bytes()), "{r:?}");
     b.wait("edgeimg: update ");
-    b.wait("EDGEIMG-UPDATETEST applied");
+    assert_eq!(b.record("update-apply").trim(), "applied", "{name}");
     b.exits();
 }
 
@@ -302,8 +310,9 @@ fn x86_64_update_good_bad_and_interrupted() {
     let log_path = b.vm.log.clone();
     b.exits();
     let log = std::fs::read_to_string(&log_path).unwrap();
+    let records = std::fs::read_to_string(log_path.with_extension("records")).unwrap_or_default();
     assert!(
-        !log.contains("EDGEIMG-UPDATETEST") && !log.contains("Welcome to"),
+        !log.contains("EDGEIMG-UPDATETEST") && !log.contains("Welcome to") && records.is_empty(),
         "a root that does not verify was booted ({})",
         log_path.display()
     );

@@ -1,4 +1,4 @@
-//! Preloaded container images (issue 3, item 4): inspect and validate the image
+//! Preloaded container images (docs/k3s.md): inspect and validate the image
 //! tarballs that go into K3s' images directory, before anything is written.
 //!
 //! [`inspect_archive`] streams one tarball (never extracts it, never holds it in

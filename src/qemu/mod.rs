@@ -2,6 +2,7 @@
 //! interactive runs for `edgeimg run`, and captured runs whose serial console
 //! the VM tests read with deadlines.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +36,8 @@ pub struct Vm {
     pub disk: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
-    /// KVM hangs on some hosts (see DESIGN.md §6): TCG unless asked.
+    /// KVM hangs on some hosts: TCG unless asked (`EDGEIMG_QEMU_KVM=1`,
+    /// docs/config.md).
     pub kvm: bool,
     /// Discard disk writes (QEMU's -snapshot).
     pub snapshot: bool,
@@ -43,7 +45,16 @@ pub struct Vm {
     /// More raw disks, attached read-only after the boot disk (e.g. a test's
     /// update medium).
     pub extra_disks: Vec<PathBuf>,
+    /// A virtio-serial port named [`RECORD_PORT`] whose guest output QEMU
+    /// writes to this file: the VM tests read the guest's results there, on a
+    /// channel nothing else writes to (the serial console also carries kernel
+    /// messages, which can land in the middle of a user-space line). Only on
+    /// machines with PCI ([`Vm::has_virtio_serial`]).
+    pub record_port: Option<PathBuf>,
 }
+
+/// The guest sees the record port as /dev/virtio-ports/<this name>.
+pub const RECORD_PORT: &str = "org.edgeimg.records";
 
 impl Vm {
     /// Prepares a VM for `disk`; the firmware's variable store is copied into `work`.
@@ -107,7 +118,14 @@ impl Vm {
             snapshot: false,
             boot,
             extra_disks: Vec::new(),
+            record_port: None,
         })
+    }
+
+    /// Whether the machine can take a virtio-serial device: QEMU's raspi
+    /// machines have neither PCI nor virtio-mmio slots.
+    pub fn has_virtio_serial(&self) -> bool {
+        !self.qemu.machine.starts_with("raspi")
     }
 
     pub fn command(&self) -> Command {
@@ -159,6 +177,16 @@ impl Vm {
             ));
         }
         c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
+        if let Some(path) = &self.record_port {
+            c.args(["-device", "virtio-serial-pci,id=edgeimg-vser"]);
+            // QEMU's option syntax doubles a comma inside a value.
+            let path = path.display().to_string().replace(',', ",,");
+            c.arg("-chardev")
+                .arg(format!("file,id=edgeimg-rec,path={path}"));
+            c.arg("-device").arg(format!(
+                "virtserialport,bus=edgeimg-vser.0,chardev=edgeimg-rec,name={RECORD_PORT}"
+            ));
+        }
         if self.snapshot {
             c.arg("-snapshot");
         }
@@ -190,6 +218,16 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(path) = &self.record_port {
+            anyhow::ensure!(
+                self.has_virtio_serial(),
+                "QEMU's {} has no slot for the record port",
+                self.qemu.machine
+            );
+            // QEMU truncates the file: unlink a hard-linked copy's first (as
+            // for the log below).
+            let _ = std::fs::remove_file(path);
+        }
         let mut child = c
             .spawn()
             .with_context(|| format!("cannot start {}", self.qemu.binary))?;
@@ -225,6 +263,12 @@ impl Vm {
             child,
             lines: rx,
             log: log.to_path_buf(),
+            port: self.record_port.clone().map(|path| PortTail {
+                path,
+                offset: 0,
+                partial: Vec::new(),
+                lines: VecDeque::new(),
+            }),
         })
     }
 }
@@ -233,6 +277,48 @@ pub struct RunningVm {
     child: Child,
     lines: Receiver<String>,
     pub log: PathBuf,
+    port: Option<PortTail>,
+}
+
+/// The host's read position in the record port's file.
+struct PortTail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    lines: VecDeque<String>,
+}
+
+impl PortTail {
+    /// Reads what QEMU appended since the last call; complete lines are
+    /// queued, and with `flush` (QEMU has exited) an unterminated last one too.
+    fn read(&mut self, flush: bool) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            // QEMU has not created it yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).context(format!("cannot read {}", self.path.display())),
+        };
+        f.seek(SeekFrom::Start(self.offset))?;
+        let mut new = Vec::new();
+        f.read_to_end(&mut new)?;
+        self.offset += new.len() as u64;
+        self.partial.extend_from_slice(&new);
+        while let Some(at) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=at).collect();
+            self.lines.push_back(
+                String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            );
+        }
+        if flush && !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.lines
+                .push_back(String::from_utf8_lossy(&line).into_owned());
+        }
+        Ok(())
+    }
 }
 
 impl RunningVm {
@@ -255,6 +341,50 @@ impl RunningVm {
                 Err(RecvTimeoutError::Disconnected) => {
                     anyhow::bail!("the VM stopped before `{needle}` appeared{}", self.tail())
                 }
+            }
+        }
+    }
+
+    /// The next line the guest wrote to the record port, within `timeout`:
+    /// `Ok(None)` at the deadline, an error when the VM has stopped and left
+    /// no more lines, or when the VM has no record port. Console lines are
+    /// left for [`RunningVm::wait_for`].
+    pub fn next_port_line(&mut self, timeout: Duration) -> Result<Option<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Whether QEMU had exited before this read: then the read saw
+            // everything it wrote.
+            let exited = self.child.try_wait()?.is_some();
+            let port = self.port.as_mut().context("this VM has no record port")?;
+            if let Some(line) = port.lines.pop_front() {
+                return Ok(Some(line));
+            }
+            port.read(exited)?;
+            if let Some(line) = port.lines.pop_front() {
+                return Ok(Some(line));
+            }
+            if exited {
+                let path = port.path.display().to_string();
+                anyhow::bail!("the VM stopped (record port {path}){}", self.tail());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // A regular file has no readiness to wait on: poll it, within
+            // the caller's deadline.
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+
+    /// The next console line within `timeout`: `Ok(None)` at the deadline, an
+    /// error once the console has closed (the VM stopped).
+    pub fn next_console_line(&mut self, timeout: Duration) -> Result<Option<String>> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(Some(line)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the VM stopped{}", self.tail())
             }
         }
     }
@@ -284,7 +414,8 @@ impl RunningVm {
         let _ = self.child.wait();
     }
 
-    fn tail(&self) -> String {
+    /// The console log's last lines, for error messages.
+    pub fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         format!(

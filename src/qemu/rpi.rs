@@ -1,8 +1,8 @@
 //! Raspberry Pi 4 under QEMU's `raspi4b`: QEMU cannot run the Pi's GPU
 //! firmware, so the kernel, initrd, command line and DTB come from the image's
 //! own boot partition (read with mtools, never mounted) and are booted directly.
-//! QEMU's model lacks some SoC devices, so a copy of the DTB is patched
-//! (DESIGN.md §6); the card itself is never changed.
+//! QEMU's model lacks some SoC devices, so a copy of the DTB is patched (the
+//! nodes below say which and why); the card itself is never changed.
 
 use std::path::{Path, PathBuf};
 
