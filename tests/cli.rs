@@ -32,7 +32,7 @@ fn malformed_toml_names_file_and_line() {
     fails_with(
         &["build", "--out", "out"],
         d.path(),
-        &["edgeimg.toml", "line 3"],
+        &["edgeimg.toml:3:"],
     );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }

@@ -347,7 +347,7 @@ impl NodeConfig {
     /// the line and column (from the toml crate).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let cfg: NodeConfig =
-            toml::from_str(text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            toml::from_str(text).map_err(|e| Error::msg(crate::tomlerr::format(&path.display().to_string(), text, &e)))?;
         cfg.validate().map_err(|e| e.context(path.display()))?;
         Ok(cfg)
     }

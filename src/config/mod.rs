@@ -32,6 +32,10 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
+    /// A TOML parse error, `file:line:column: message`, redacted (no source
+    /// snippet, no secret value).
+    #[error("{file}:{detail}")]
+    TomlSyntax { file: String, detail: String },
     #[error("{}unknown board `{name}` (known boards: {known})", at.as_deref().map(|a| format!("{a}: ")).unwrap_or_default())]
     UnknownBoard {
         name: String,
@@ -112,9 +116,9 @@ pub fn parse(
     base_dir: &Path,
     board_override: Option<&str>,
 ) -> Result<Config, ConfigError> {
-    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Toml {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::TomlSyntax {
         file: source.to_string(),
-        message: e.to_string(),
+        detail: edgeimg_agent::tomlerr::describe(text, &e),
     })?;
     let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
         file: source.to_string(),
@@ -124,6 +128,13 @@ pub fn parse(
     };
 
     let name = file.image.name.get_ref().clone();
+    if name.len() > 64 {
+        return Err(invalid(
+            file.image.name.span(),
+            "image.name",
+            format!("is {} characters long; at most 64 (it becomes a file name)", name.len()),
+        ));
+    }
     if name.is_empty()
         || !name
             .chars()
