@@ -143,3 +143,21 @@ fn node_without_force_keeps_the_existing_file() {
         "old"
     );
 }
+
+// ---- stdout ----
+
+#[test]
+fn a_closed_stdout_pipe_does_not_panic() {
+    let mut child = edgeimg()
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before (or while) the child writes more than a pipe holds.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "quiet: {err}");
+}

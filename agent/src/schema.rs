@@ -298,10 +298,12 @@ impl User {
             }
         }
         if let Some(shell) = &self.shell
-            && (!shell.starts_with('/') || shell.contains(char::is_whitespace))
+            && (!shell.starts_with('/')
+                || shell.len() > 255
+                || shell.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':'))
         {
             crate::bail!(
-                "user {:?}: shell {shell:?} must be an absolute path",
+                "user {:?}: shell {shell:?} must be an absolute path without ':', spaces or control characters (at most 255 bytes)",
                 self.name
             );
         }
@@ -768,5 +770,40 @@ mod tests {
             u("ops", &["sudo", "adm"], &["k1", "k2"], Some("/bin/zsh"))
         );
         assert_eq!(m[2].shell.as_deref(), Some("/bin/sh"));
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn node_toml_syntax_error_does_not_print_the_token() {
+        let text = "hostname = \"edge-1\"\n[k3s]\ntoken = \"K10SECRETSECRET\n";
+        let e = NodeConfig::from_toml(text, Path::new("/boot/efi/edgeimg/node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("K10SECRETSECRET"), "{e}");
+        assert!(e.starts_with("/boot/efi/edgeimg/node.toml:3:"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn node_toml_wrong_type_for_token_does_not_print_it() {
+        let text = "[k3s]\ntoken = [\"K10SECRETSECRET\"]\n";
+        let e = NodeConfig::from_toml(text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("K10SECRETSECRET"), "{e}");
+        assert!(e.contains("node.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn shell_with_colon_or_control_characters_is_refused() {
+        for shell in ["/bin/sh:x", "/bin/sh\u{7}", &format!("/{}", "a".repeat(300))] {
+            let text = format!("[[users]]\nname = \"ops\"\nshell = {shell:?}\n");
+            let e = NodeConfig::from_toml(&text, Path::new("node.toml"));
+            assert!(e.is_err(), "{shell:?} accepted");
+        }
     }
 }
