@@ -203,7 +203,7 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
         merged.extend(table);
         table = merged;
     }
-    let board: Board = table.try_into().map_err(bad)?;
+    let board: Board = table.try_into().map_err(|e| bad(text, e))?;
     board.validate(&file)?;
     Ok(board)
 }
