@@ -54,7 +54,7 @@ fn config_k3s_token_is_refused_without_echoing_it() {
     refused(
         &["build", "--out", "out"],
         d.path(),
-        &["edgeimg.toml", "k3s.token", "line 5", "edgeimg node"],
+        &["edgeimg.toml:5:", "k3s.token", "edgeimg node"],
     );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
