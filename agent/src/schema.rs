@@ -657,7 +657,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("/boot/efi/edgeimg/node.toml:"), "{err}");
-        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("node.toml:3:"), "{err}");
         assert!(err.contains("hostnme"), "{err}");
     }
 
@@ -665,7 +665,7 @@ mod tests {
     fn node_toml_unknown_user_key_rejected() {
         let t = "[[users]]\nname = \"ops\"\nssh_key = \"x\"\n";
         let err = NodeConfig::from_toml(t, p()).unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("ssh_key"), "{err}");
+        assert!(err.contains("node.toml:3:") && err.contains("ssh_key"), "{err}");
     }
 
     #[test]
