@@ -41,7 +41,15 @@ pub fn describe(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
             let (line, col) = line_col(text, span.start);
-            format!("{line}:{col}: {}", message(text, e))
+            let line_text = text.lines().nth(line - 1).unwrap_or_default();
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.len() <= 64 && !k.contains(char::is_control));
+            match key {
+                Some(k) => format!("{line}:{col}: key `{k}`: {}", message(text, e)),
+                None => format!("{line}:{col}: {}", message(text, e)),
+            }
         }
         None => format!(" {}", message(text, e)),
     }

@@ -330,7 +330,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("edgeimg.toml") && e.contains("line 3") && e.contains("colour"),
+            e.contains("edgeimg.toml") && e.contains("edgeimg.toml:3:") && e.contains("colour"),
             "{e}"
         );
     }
@@ -368,13 +368,13 @@ mod tests {
         let e = p("[image]\nname = \"x\"\nverity = \"yes\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("verity"), "{e}");
+        assert!(e.contains(":3:") && e.contains("verity"), "{e}");
     }
 
     #[test]
     fn wrong_type_is_an_error() {
         let e = p("[image]\nname = 5\n").unwrap_err().to_string();
-        assert!(e.contains("line 2") && e.contains("name"), "{e}");
+        assert!(e.contains(":2:") && e.contains("name"), "{e}");
     }
 
     #[test]
@@ -382,7 +382,7 @@ mod tests {
         let e = p("[image]\nname = \"x\"\nsize = \"4Q\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("4Q"), "{e}");
+        assert!(e.contains(":3:") && e.contains("4Q"), "{e}");
     }
 
     #[test]
@@ -422,12 +422,12 @@ mod tests {
         let e = p("[image]\nname = \"x\"\ncompression = \"rar\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("rar"), "{e}");
+        assert!(e.contains(":3:") && e.contains("rar"), "{e}");
     }
 
     #[test]
     fn malformed_toml_is_an_error() {
         let e = p("[image\nname = \"x\"\n").unwrap_err().to_string();
-        assert!(e.contains("edgeimg.toml") && e.contains("line 1"), "{e}");
+        assert!(e.contains("edgeimg.toml") && e.contains(":1:"), "{e}");
     }
 }
