@@ -47,7 +47,7 @@ fn unknown_key_names_key_and_line() {
     fails_with(
         &["build", "--out", "out"],
         d.path(),
-        &["edgeimg.toml", "line 6", "packagez"],
+        &["edgeimg.toml", ":6:", "packagez"],
     );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
@@ -59,7 +59,7 @@ fn wrong_type_is_rejected() {
         d.path(),
         "[image]\nname = \"x\"\noverlays = \"not-a-list\"\n",
     );
-    fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 3", "overlays"]);
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", ":3:", "overlays"]);
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn bad_values_name_key_and_line() {
     fails_with(
         &["plan"],
         d.path(),
-        &["edgeimg.toml", "line 3", "12 parsecs"],
+        &["edgeimg.toml", ":3:", "12 parsecs"],
     );
     write_config(
         d.path(),
@@ -209,7 +209,7 @@ fn selinux_config_errors_name_key_and_line() {
         d.path(),
         "[image]\nname = \"x\"\n\n[selinux]\nmode = \"strict\"\n",
     );
-    fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 5", "strict"]);
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", ":5:", "strict"]);
     write_config(
         d.path(),
         "[image]\nname = \"x\"\n\n[selinux]\nmode = \"enforcing\"\nmodules = [\"nope.te\"]\n",
