@@ -29,11 +29,7 @@ fn fails_with(args: &[&str], cwd: &std::path::Path, needles: &[&str]) -> String 
 fn malformed_toml_names_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     write_config(d.path(), "[image]\nname = \"x\"\nsize = \n");
-    fails_with(
-        &["build", "--out", "out"],
-        d.path(),
-        &["edgeimg.toml:3:"],
-    );
+    fails_with(&["build", "--out", "out"], d.path(), &["edgeimg.toml:3:"]);
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
 
@@ -119,11 +115,7 @@ fn unwritable_output_directory_is_refused() {
 fn bad_values_name_key_and_line() {
     let d = tempfile::tempdir().unwrap();
     write_config(d.path(), "[image]\nname = \"x\"\nsize = \"12 parsecs\"\n");
-    fails_with(
-        &["plan"],
-        d.path(),
-        &["edgeimg.toml", ":3:", "12 parsecs"],
-    );
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", ":3:", "12 parsecs"]);
     write_config(
         d.path(),
         "[image]\nname = \"x\"\noverlays = [\"missing-dir\"]\n",

@@ -20,8 +20,14 @@ fn refused(args: &[&str], cwd: &Path, needles: &[&str]) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!o.status.success(), "{args:?} should fail; stderr: {err}");
-    assert!(!out.contains(SECRET), "secret on stdout of {args:?}:\n{out}");
-    assert!(!err.contains(SECRET), "secret on stderr of {args:?}:\n{err}");
+    assert!(
+        !out.contains(SECRET),
+        "secret on stdout of {args:?}:\n{out}"
+    );
+    assert!(
+        !err.contains(SECRET),
+        "secret on stderr of {args:?}:\n{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "stderr of {args:?} lacks `{n}`:\n{err}");
     }

@@ -348,8 +348,13 @@ impl NodeConfig {
     /// Parse node.toml; errors name `path` and, for syntax and unknown keys,
     /// the line and column (from the toml crate).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let cfg: NodeConfig =
-            toml::from_str(text).map_err(|e| Error::msg(crate::tomlerr::format(&path.display().to_string(), text, &e)))?;
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            Error::msg(crate::tomlerr::format(
+                &path.display().to_string(),
+                text,
+                &e,
+            ))
+        })?;
         cfg.validate().map_err(|e| e.context(path.display()))?;
         Ok(cfg)
     }
@@ -665,7 +670,10 @@ mod tests {
     fn node_toml_unknown_user_key_rejected() {
         let t = "[[users]]\nname = \"ops\"\nssh_key = \"x\"\n";
         let err = NodeConfig::from_toml(t, p()).unwrap_err().to_string();
-        assert!(err.contains("node.toml:3:") && err.contains("ssh_key"), "{err}");
+        assert!(
+            err.contains("node.toml:3:") && err.contains("ssh_key"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -800,7 +808,11 @@ mod hostile_tests {
 
     #[test]
     fn shell_with_colon_or_control_characters_is_refused() {
-        for shell in ["/bin/sh:x", "/bin/sh\u{7}", &format!("/{}", "a".repeat(300))] {
+        for shell in [
+            "/bin/sh:x",
+            "/bin/sh\u{7}",
+            &format!("/{}", "a".repeat(300)),
+        ] {
             let text = format!("[[users]]\nname = \"ops\"\nshell = {shell:?}\n");
             let e = NodeConfig::from_toml(&text, Path::new("node.toml"));
             assert!(e.is_err(), "{shell:?} accepted");

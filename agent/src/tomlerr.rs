@@ -135,7 +135,13 @@ mod tests {
 
     #[test]
     fn secret_keys() {
-        for k in ["token", "ssh_key", "password", "agent_token", "client-secret"] {
+        for k in [
+            "token",
+            "ssh_key",
+            "password",
+            "agent_token",
+            "client-secret",
+        ] {
             assert!(is_secret_key(k), "{k}");
         }
         for k in ["hostname", "role", "keys"] {

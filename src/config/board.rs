@@ -199,7 +199,8 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
                 known: names().join(", "),
                 at: Some(format!("{file}: key `inherits`")),
             })?;
-        let mut merged: toml::Table = toml::from_str(parent_text).map_err(|e| bad(parent_text, e))?;
+        let mut merged: toml::Table =
+            toml::from_str(parent_text).map_err(|e| bad(parent_text, e))?;
         merged.extend(table);
         table = merged;
     }

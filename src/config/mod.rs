@@ -132,7 +132,10 @@ pub fn parse(
         return Err(invalid(
             file.image.name.span(),
             "image.name",
-            format!("is {} characters long; at most 64 (it becomes a file name)", name.len()),
+            format!(
+                "is {} characters long; at most 64 (it becomes a file name)",
+                name.len()
+            ),
         ));
     }
     if name.is_empty()
