@@ -502,7 +502,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
                     },
                     Err(e) => NodeFile {
                         present: true,
-                        ..NodeFile::absent(Some(crate::flash::redact_toml_error(&e.to_string())))
+                        ..NodeFile::absent(Some(e.to_string()))
                     },
                 },
                 Err(e) => NodeFile::absent(Some(e.to_string())),

@@ -4,6 +4,12 @@ use clap::Parser;
 use edgeimg::cli::{Cli, Command};
 
 fn main() {
+    // A closed stdout pipe (`edgeimg boards | head -1`) ends the process
+    // quietly, as for other command-line tools, instead of a panic in print!.
+    // SAFETY: called first in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     edgeimg::logging::init(cli.quiet, cli.verbose);
     let result = match cli.command {

@@ -221,24 +221,47 @@ pub fn write(
             Ok(())
         }
         Some(p) => {
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).mode(0o600);
-            if force {
-                o.create(true).truncate(true);
-            } else {
-                o.create_new(true);
+            if !force && std::fs::symlink_metadata(p).is_ok() {
+                return Err(NodeError::Exists(p.into()));
             }
-            let mut f = o.open(p).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::AlreadyExists {
-                    NodeError::Exists(p.into())
-                } else {
-                    IoError::new("create", p, source).into()
-                }
-            })?;
-            f.write_all(text.as_bytes())
-                .map_err(|source| IoError::new("write", p, source).into())
+            write_private(p, text.as_bytes(), force)
         }
     }
+}
+
+/// Writes `bytes` to `path` with mode 0600 whatever was there before: a
+/// temporary file created 0600 in the same directory, renamed over `path`
+/// (with `replace`; else the rename refuses an existing `path`).
+pub fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), NodeError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|source| IoError::new("create", &tmp, source))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|source| IoError::new("write", &tmp, source))?;
+        if !replace && std::fs::symlink_metadata(path).is_ok() {
+            return Err(NodeError::Exists(path.into()));
+        }
+        std::fs::rename(&tmp, path).map_err(|source| IoError::new("rename into", path, source))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

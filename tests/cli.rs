@@ -29,11 +29,7 @@ fn fails_with(args: &[&str], cwd: &std::path::Path, needles: &[&str]) -> String 
 fn malformed_toml_names_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     write_config(d.path(), "[image]\nname = \"x\"\nsize = \n");
-    fails_with(
-        &["build", "--out", "out"],
-        d.path(),
-        &["edgeimg.toml", "line 3"],
-    );
+    fails_with(&["build", "--out", "out"], d.path(), &["edgeimg.toml:3:"]);
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
 
@@ -47,7 +43,7 @@ fn unknown_key_names_key_and_line() {
     fails_with(
         &["build", "--out", "out"],
         d.path(),
-        &["edgeimg.toml", "line 6", "packagez"],
+        &["edgeimg.toml", ":6:", "packagez"],
     );
     assert!(visible_files(&d.path().join("out")).is_empty());
 }
@@ -59,7 +55,7 @@ fn wrong_type_is_rejected() {
         d.path(),
         "[image]\nname = \"x\"\noverlays = \"not-a-list\"\n",
     );
-    fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 3", "overlays"]);
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", ":3:", "overlays"]);
 }
 
 #[test]
@@ -119,11 +115,7 @@ fn unwritable_output_directory_is_refused() {
 fn bad_values_name_key_and_line() {
     let d = tempfile::tempdir().unwrap();
     write_config(d.path(), "[image]\nname = \"x\"\nsize = \"12 parsecs\"\n");
-    fails_with(
-        &["plan"],
-        d.path(),
-        &["edgeimg.toml", "line 3", "12 parsecs"],
-    );
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", ":3:", "12 parsecs"]);
     write_config(
         d.path(),
         "[image]\nname = \"x\"\noverlays = [\"missing-dir\"]\n",
@@ -220,7 +212,7 @@ fn selinux_config_errors_name_key_and_line() {
         d.path(),
         "[image]\nname = \"x\"\n\n[selinux]\nmode = \"strict\"\n",
     );
-    fails_with(&["plan"], d.path(), &["edgeimg.toml", "line 5", "strict"]);
+    fails_with(&["plan"], d.path(), &["edgeimg.toml", ":5:", "strict"]);
     write_config(
         d.path(),
         "[image]\nname = \"x\"\n\n[selinux]\nmode = \"enforcing\"\nmodules = [\"nope.te\"]\n",

@@ -152,7 +152,7 @@ fn failing_step_is_named_and_leaves_no_stamp() {
     );
     let err = firstboot::run(&root).unwrap_err().to_string();
     assert!(
-        err.contains("step `config`") && err.contains("node.toml") && err.contains("line 2"),
+        err.contains("step `config`") && err.contains("node.toml:2:"),
         "{err}"
     );
     assert!(firstboot::read_stamp(&root).unwrap().is_none());

@@ -19,6 +19,7 @@ pub mod schema;
 pub mod sshkeys;
 pub mod status;
 pub mod timefmt;
+pub mod tomlerr;
 pub mod update;
 pub mod users;
 

@@ -298,10 +298,12 @@ impl User {
             }
         }
         if let Some(shell) = &self.shell
-            && (!shell.starts_with('/') || shell.contains(char::is_whitespace))
+            && (!shell.starts_with('/')
+                || shell.len() > 255
+                || shell.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':'))
         {
             crate::bail!(
-                "user {:?}: shell {shell:?} must be an absolute path",
+                "user {:?}: shell {shell:?} must be an absolute path without ':', spaces or control characters (at most 255 bytes)",
                 self.name
             );
         }
@@ -346,8 +348,13 @@ impl NodeConfig {
     /// Parse node.toml; errors name `path` and, for syntax and unknown keys,
     /// the line and column (from the toml crate).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let cfg: NodeConfig =
-            toml::from_str(text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            Error::msg(crate::tomlerr::format(
+                &path.display().to_string(),
+                text,
+                &e,
+            ))
+        })?;
         cfg.validate().map_err(|e| e.context(path.display()))?;
         Ok(cfg)
     }
@@ -655,7 +662,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("/boot/efi/edgeimg/node.toml:"), "{err}");
-        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("node.toml:3:"), "{err}");
         assert!(err.contains("hostnme"), "{err}");
     }
 
@@ -663,7 +670,10 @@ mod tests {
     fn node_toml_unknown_user_key_rejected() {
         let t = "[[users]]\nname = \"ops\"\nssh_key = \"x\"\n";
         let err = NodeConfig::from_toml(t, p()).unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("ssh_key"), "{err}");
+        assert!(
+            err.contains("node.toml:3:") && err.contains("ssh_key"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -768,5 +778,44 @@ mod tests {
             u("ops", &["sudo", "adm"], &["k1", "k2"], Some("/bin/zsh"))
         );
         assert_eq!(m[2].shell.as_deref(), Some("/bin/sh"));
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn node_toml_syntax_error_does_not_print_the_token() {
+        let text = "hostname = \"edge-1\"\n[k3s]\ntoken = \"K10SECRETSECRET\n";
+        let e = NodeConfig::from_toml(text, Path::new("/boot/efi/edgeimg/node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("K10SECRETSECRET"), "{e}");
+        assert!(e.starts_with("/boot/efi/edgeimg/node.toml:3:"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn node_toml_wrong_type_for_token_does_not_print_it() {
+        let text = "[k3s]\ntoken = [\"K10SECRETSECRET\"]\n";
+        let e = NodeConfig::from_toml(text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("K10SECRETSECRET"), "{e}");
+        assert!(e.contains("node.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn shell_with_colon_or_control_characters_is_refused() {
+        for shell in [
+            "/bin/sh:x",
+            "/bin/sh\u{7}",
+            &format!("/{}", "a".repeat(300)),
+        ] {
+            let text = format!("[[users]]\nname = \"ops\"\nshell = {shell:?}\n");
+            let e = NodeConfig::from_toml(&text, Path::new("node.toml"));
+            assert!(e.is_err(), "{shell:?} accepted");
+        }
     }
 }

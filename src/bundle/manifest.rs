@@ -385,7 +385,7 @@ pub(crate) fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> Bundl
         file: source.to_string(),
         line,
         key,
-        message: e.message().trim().to_string(),
+        message: edgeimg_agent::tomlerr::message(text, e),
     }
 }
 

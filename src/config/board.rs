@@ -179,11 +179,11 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
                 at: None,
             })?;
     let file = format!("boards/{name}.toml (embedded)");
-    let bad = |e: toml::de::Error| ConfigError::Toml {
+    let bad = |text: &str, e: toml::de::Error| ConfigError::TomlSyntax {
         file: file.clone(),
-        message: e.to_string(),
+        detail: edgeimg_agent::tomlerr::describe(text, &e),
     };
-    let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(text, e))?;
     // `inherits = "other"`: a board that differs from another only in a few keys
     // (Pi 400 and CM4 from rpi4) names it and overrides top-level keys.
     if let Some(parent) = table.remove("inherits") {
@@ -199,11 +199,12 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
                 known: names().join(", "),
                 at: Some(format!("{file}: key `inherits`")),
             })?;
-        let mut merged: toml::Table = toml::from_str(parent_text).map_err(bad)?;
+        let mut merged: toml::Table =
+            toml::from_str(parent_text).map_err(|e| bad(parent_text, e))?;
         merged.extend(table);
         table = merged;
     }
-    let board: Board = table.try_into().map_err(bad)?;
+    let board: Board = table.try_into().map_err(|e| bad(text, e))?;
     board.validate(&file)?;
     Ok(board)
 }

@@ -25,9 +25,9 @@ pub struct K3sSection {
     #[serde(default)]
     pub cluster_init: bool,
     pub server: Option<Spanned<String>>,
-    /// Join token baked into the image (0600). Prefer node.toml's `token` at
-    /// flash time so one image serves a fleet.
-    pub token: Option<String>,
+    /// Refused: a join token here would be baked into every image. The key
+    /// is parsed only to point at per-node files (`edgeimg node`).
+    pub token: Option<Spanned<toml::Value>>,
     /// Path of a token file inside the image.
     pub token_file: Option<String>,
     #[serde(default)]
@@ -86,6 +86,16 @@ pub fn validate(
     base_dir: &Path,
     invalid: &dyn Fn(std::ops::Range<usize>, &str, String) -> super::ConfigError,
 ) -> Result<Option<K3sConfig>, super::ConfigError> {
+    if let Some(t) = &s.token {
+        return Err(invalid(
+            t.span(),
+            "k3s.token",
+            "a join token here would be baked into every image built from this file; \
+             remove it and give each node its token in a node file (`edgeimg node \
+             --token-from FILE -o node.toml`, then `edgeimg flash --node node.toml`)"
+                .into(),
+        ));
+    }
     if !s.enabled {
         return Ok(None);
     }
@@ -162,7 +172,7 @@ pub fn validate(
     Ok(Some(K3sConfig {
         bundle: s.bundle.clone(),
         settings,
-        token: s.token.clone(),
+        token: None,
         buildkit: s.buildkit,
         images,
         registries_yaml: registries_yaml(&s.mirrors),

@@ -32,6 +32,10 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
+    /// A TOML parse error, `file:line:column: message`, redacted (no source
+    /// snippet, no secret value).
+    #[error("{file}:{detail}")]
+    TomlSyntax { file: String, detail: String },
     #[error("{}unknown board `{name}` (known boards: {known})", at.as_deref().map(|a| format!("{a}: ")).unwrap_or_default())]
     UnknownBoard {
         name: String,
@@ -112,9 +116,9 @@ pub fn parse(
     base_dir: &Path,
     board_override: Option<&str>,
 ) -> Result<Config, ConfigError> {
-    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Toml {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::TomlSyntax {
         file: source.to_string(),
-        message: e.to_string(),
+        detail: edgeimg_agent::tomlerr::describe(text, &e),
     })?;
     let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
         file: source.to_string(),
@@ -124,6 +128,16 @@ pub fn parse(
     };
 
     let name = file.image.name.get_ref().clone();
+    if name.len() > 64 {
+        return Err(invalid(
+            file.image.name.span(),
+            "image.name",
+            format!(
+                "is {} characters long; at most 64 (it becomes a file name)",
+                name.len()
+            ),
+        ));
+    }
     if name.is_empty()
         || !name
             .chars()
@@ -319,7 +333,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("edgeimg.toml") && e.contains("line 3") && e.contains("colour"),
+            e.contains("edgeimg.toml") && e.contains("edgeimg.toml:3:") && e.contains("colour"),
             "{e}"
         );
     }
@@ -357,13 +371,13 @@ mod tests {
         let e = p("[image]\nname = \"x\"\nverity = \"yes\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("verity"), "{e}");
+        assert!(e.contains(":3:") && e.contains("verity"), "{e}");
     }
 
     #[test]
     fn wrong_type_is_an_error() {
         let e = p("[image]\nname = 5\n").unwrap_err().to_string();
-        assert!(e.contains("line 2") && e.contains("name"), "{e}");
+        assert!(e.contains(":2:") && e.contains("name"), "{e}");
     }
 
     #[test]
@@ -371,7 +385,7 @@ mod tests {
         let e = p("[image]\nname = \"x\"\nsize = \"4Q\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("4Q"), "{e}");
+        assert!(e.contains(":3:") && e.contains("4Q"), "{e}");
     }
 
     #[test]
@@ -411,12 +425,12 @@ mod tests {
         let e = p("[image]\nname = \"x\"\ncompression = \"rar\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("rar"), "{e}");
+        assert!(e.contains(":3:") && e.contains("rar"), "{e}");
     }
 
     #[test]
     fn malformed_toml_is_an_error() {
         let e = p("[image\nname = \"x\"\n").unwrap_err().to_string();
-        assert!(e.contains("edgeimg.toml") && e.contains("line 1"), "{e}");
+        assert!(e.contains("edgeimg.toml") && e.contains(":1:"), "{e}");
     }
 }

@@ -114,23 +114,12 @@ pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
     [a, b].into_iter().find(|p| p.is_file())
 }
 
-/// Removes the source lines a TOML error quotes (they could hold a secret:
-/// a token on the line that failed to parse), keeping the message and position.
-pub fn redact_toml_error(msg: &str) -> String {
-    msg.lines()
-        .filter(|l| !l.contains('|') && !l.trim_start().starts_with('^'))
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Reads and validates a node file with the agent's own schema.
 pub fn load_node(path: &Path) -> Result<String, FlashError> {
     let text = std::fs::read_to_string(path).map_err(io_err("read node file", path))?;
     edgeimg_agent::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
         path: path.into(),
-        msg: redact_toml_error(&e.to_string()),
+        msg: e.to_string(),
     })?;
     Ok(text)
 }
