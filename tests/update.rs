@@ -201,7 +201,10 @@ fn verify_shows_the_signed_generation() {
     let o = verify(&g12, &public);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("build 00112233aabbccdd generation 12 for x86_64"), "{out}");
+    assert!(
+        out.contains("build 00112233aabbccdd generation 12 for x86_64"),
+        "{out}"
+    );
     let bytes = std::fs::read(&g12).unwrap();
     // Format 2 carries it; generation 0 stays format 1, which older agents read.
     assert_eq!(&bytes[8..12], &2u32.to_le_bytes());

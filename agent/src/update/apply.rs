@@ -526,8 +526,7 @@ mod tests {
         w("/dev/vda3", &[0u8; 64 * 1024]);
         w("/sys/class/block/vda3/size", b"128\n");
         std::fs::create_dir_all(root.path("/dev/disk/by-partuuid")).unwrap();
-        std::os::unix::fs::symlink("../../vda3", root.path("/dev/disk/by-partuuid/pu-3"))
-            .unwrap();
+        std::os::unix::fs::symlink("../../vda3", root.path("/dev/disk/by-partuuid/pu-3")).unwrap();
         w(
             crate::schema::IMAGE_CONFIG_PATH,
             br#"{"name":"edge","board":"x86_64","arch":"amd64","edgeimg_version":"0","hostname_pattern":"e"}"#,
@@ -547,7 +546,10 @@ mod tests {
         );
         w("/boot/efi/loader/loader.conf", b"default edgeimg-*\n");
         w("/boot/efi/loader/entries/edgeimg-1-a.conf", b"title v1\n");
-        w("/boot/efi/loader/entries/edgeimg-1-b.conf", b"title old b\n");
+        w(
+            "/boot/efi/loader/entries/edgeimg-1-b.conf",
+            b"title old b\n",
+        );
         let src = d.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         for (n, b) in [("root", &[0x5au8; 4096][..]), ("k", b"K2"), ("i", b"I2")] {
@@ -669,7 +671,10 @@ mod tests {
         );
         let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
         assert!(dev.iter().all(|&b| b == 0), "slot b was written");
-        assert!(root.path("/boot/efi/loader/entries/edgeimg-1-b.conf").exists());
+        assert!(
+            root.path("/boot/efi/loader/entries/edgeimg-1-b.conf")
+                .exists()
+        );
         // --allow-downgrade does not lift it.
         let allow = Options {
             allow_downgrade: true,

@@ -596,7 +596,9 @@ mod tests {
             h[field] = value.into();
             let e = raw_err(&h, 2);
             assert!(
-                e.contains(&format!("signed header is not valid: {field} contains the control character")),
+                e.contains(&format!(
+                    "signed header is not valid: {field} contains the control character"
+                )),
                 "{field}: {e}"
             );
         }
@@ -672,6 +674,9 @@ mod tests {
         let e = raw_err(&raw_header(&[ROOT]), 1);
         assert!(e.contains("format version 1 carries no generation"), "{e}");
         let e = raw_err(&raw_header(&[ROOT]), 3);
-        assert!(e.contains("update format version 3 is not supported"), "{e}");
+        assert!(
+            e.contains("update format version 3 is not supported"),
+            "{e}"
+        );
     }
 }
