@@ -75,10 +75,11 @@ pub fn update(c: crate::cli::UpdateCommand) -> Result<()> {
                 },
             )?;
             println!(
-                "{}: OK: {} build {} for {} ({}), kernel {}, signed with key {}",
+                "{}: OK: {} build {} generation {} for {} ({}), kernel {}, signed with key {}",
                 file.display(),
                 h.name,
                 h.build_id,
+                h.generation,
                 h.board,
                 h.arch,
                 h.kernel_version,

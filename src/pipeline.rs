@@ -250,6 +250,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         )?;
         placed.push(rel.into());
     }
+    // The version floor the device compares an update's generation with.
+    let rel = edgeimg_agent::update::GENERATION_PATH.trim_start_matches('/');
+    stage::system::write(
+        &tree,
+        rel,
+        format!("{}\n", cfg.update_generation).as_bytes(),
+        0o644,
+    )?;
+    placed.push(rel.into());
     if let (Some(k), Some(inputs)) = (&cfg.k3s, &k3s) {
         let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
         let settings = image_config.k3s.clone().expect("set above");
@@ -497,6 +506,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 cmdline: kernel_cmdline.clone(),
                 created: epoch,
                 key_id: String::new(),
+                generation: cfg.update_generation,
                 payloads: vec![],
             },
             &refs,

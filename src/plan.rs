@@ -221,6 +221,7 @@ pub fn make(config: &Config) -> Plan {
         files: vec![
             "/usr/lib/edgeimg/edgeimg-agent".into(),
             "/usr/lib/edgeimg/image.json".into(),
+            edgeimg_agent::update::GENERATION_PATH.into(),
             "/usr/lib/systemd/system/edgeimg-firstboot.service".into(),
             "/usr/lib/systemd/system/edgeimg-ready.service".into(),
             "/etc/fstab".into(),

@@ -19,6 +19,10 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
+    make_update_gen(dir, key, board, arch, 0)
+}
+
+fn make_update_gen(dir: &Path, key: &Path, board: &str, arch: &str, generation: u64) -> PathBuf {
     let root = dir.join("root.erofs");
     std::fs::write(&root, vec![0xe5u8; 1 << 20]).unwrap();
     let kernel = dir.join("vmlinuz");
@@ -26,7 +30,7 @@ fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
     let initrd = dir.join("initrd.img");
     std::fs::write(&initrd, b"an initrd").unwrap();
     let sk = edgeimg::update::load_signing_key(key).unwrap();
-    let out = dir.join(format!("t-{board}-{arch}.update"));
+    let out = dir.join(format!("t-{board}-{arch}-g{generation}.update"));
     edgeimg::update::write_file(
         &out,
         edgeimg::update::Header {
@@ -39,6 +43,7 @@ fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
             cmdline: "root=PARTUUID=x edgeimg.slot=a".into(),
             created: 0,
             key_id: String::new(),
+            generation,
             payloads: vec![],
         },
         &[
@@ -117,7 +122,7 @@ fn verify_accepts_a_good_update_and_refuses_every_bad_one() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        out.contains("OK") && out.contains("00112233aabbccdd"),
+        out.contains("OK") && out.contains("00112233aabbccdd") && out.contains(" generation 0 "),
         "{out}"
     );
 
@@ -186,4 +191,97 @@ fn build_refuses_update_without_key_and_a_world_readable_key() {
         !d.path().join("out").exists(),
         "no output for a refused build"
     );
+}
+
+#[test]
+fn verify_shows_the_signed_generation() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "fleet");
+    let g12 = make_update_gen(d.path(), &key, "x86_64", "amd64", 12);
+    let o = verify(&g12, &public);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("build 00112233aabbccdd generation 12 for x86_64"),
+        "{out}"
+    );
+    let bytes = std::fs::read(&g12).unwrap();
+    // Format 2 carries it; generation 0 stays format 1, which older agents read.
+    assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+    let g0 = std::fs::read(make_update_gen(d.path(), &key, "x86_64", "amd64", 0)).unwrap();
+    assert_eq!(&g0[8..12], &1u32.to_le_bytes());
+    // The generation is signed: raising it breaks the signature.
+    let at = bytes
+        .windows(15)
+        .position(|w| w == b"\"generation\":12")
+        .unwrap();
+    let mut b = bytes.clone();
+    b[at + 13] = b'9';
+    let raised = d.path().join("raised.update");
+    std::fs::write(&raised, &b).unwrap();
+    refused(&raised, &public, "bad signature");
+}
+
+/// A header signed as given (what a careless or hostile signer could make;
+/// the library writer refuses such headers), one byte per payload.
+fn signed_raw(dir: &Path, key: &Path, header: serde_json::Value) -> PathBuf {
+    use ed25519_dalek::Signer;
+    let sk = edgeimg::update::load_signing_key(key).unwrap();
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut out = b"EDGEUPD\0".to_vec();
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    let sig = sk.sign(&out);
+    out.extend_from_slice(&sig.to_bytes());
+    let n = header["payloads"].as_array().unwrap().len();
+    out.extend(std::iter::repeat_n(b'x', n));
+    let path = dir.join("raw.update");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn verify_refuses_hostile_headers() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "fleet");
+    // SHA-256 of "x".
+    let x = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+    let header = |names: &[&str], title: &str| {
+        let payloads: Vec<serde_json::Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| serde_json::json!({"name": n, "offset": i, "size": 1, "sha256": x}))
+            .collect();
+        serde_json::json!({
+            "name": title, "board": "x86_64", "arch": "amd64", "build_id": "00aa",
+            "edgeimg_version": "0", "kernel_version": "6.12", "cmdline": "root=x",
+            "created": 0, "key_id": "k", "generation": 2, "payloads": payloads,
+        })
+    };
+    // The well-formed control verifies.
+    let f = signed_raw(d.path(), &key, header(&["root.erofs", "vmlinuz"], "t"));
+    let o = verify(&f, &public);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (h, needle) in [
+        (
+            header(&["root.erofs", "vmlinuz", "vmlinuz"], "t"),
+            "payload \"vmlinuz\" appears twice",
+        ),
+        (
+            header(&["root.erofs", "../vmlinuz"], "t"),
+            "payload name \"../vmlinuz\" is path-like",
+        ),
+        (
+            header(&["root.erofs", "boot/../../x"], "t"),
+            "is not a plain relative path under boot/",
+        ),
+        (
+            header(&["root.erofs"], "t\noptions init=/bin/sh"),
+            "name contains the control character '\\n'",
+        ),
+    ] {
+        let f = signed_raw(d.path(), &key, h);
+        refused(&f, &public, needle);
+    }
 }

@@ -15,11 +15,14 @@ commands:
                    `edgeimg: cluster ready`
   status [--json]  report readiness; exit 0 when ready (with K3s: and the
                    cluster), 1 otherwise
-  update apply FILE [--tries N]
+  update apply FILE [--tries N] [--allow-downgrade]
                    verify a signed update (signature, board, architecture,
                    every hash) before writing anything, install it into the
                    inactive root slot and make it the next boot, with N
-                   tries (default 3) before falling back to this slot
+                   tries (default 3) before falling back to this slot.
+                   Refused during a trial boot the health check has not
+                   confirmed, and for an update whose generation is older
+                   than this image's unless --allow-downgrade is given
   update verify FILE
                    verify an update against this image's trusted key only
   update health    on a trial boot of a new slot: mark it good when the node
@@ -55,17 +58,8 @@ fn main() -> ExitCode {
                 }
             };
         }
-        ["update", "apply", file] => {
-            update::apply::run(&root, file.as_ref(), update::DEFAULT_TRIES)
-        }
-        ["update", "apply", file, "--tries", n] | ["update", "apply", "--tries", n, file] => {
-            match n.parse() {
-                Ok(n) => update::apply::run(&root, file.as_ref(), n),
-                Err(_) => Err(edgeimg_agent::Error::msg(format!(
-                    "--tries {n}: not a number"
-                ))),
-            }
-        }
+        ["update", "apply", rest @ ..] => update::apply::parse_args(rest)
+            .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),

@@ -12,6 +12,10 @@
 //! `update-apply` record and reboots (QEMU runs with -no-reboot: a guest
 //! reboot ends the QEMU process and the test starts the next boot on the same
 //! disk).
+//!
+//! v1 and the unhealthy update are `[update] generation = 1`, the good v2
+//! is 2: the boot that blesses v2 is also offered the unhealthy update, an
+//! older but validly signed one, and must refuse it without writing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +45,7 @@ fn sha256(b: &[u8]) -> String {
     edgeimg::artifact::checksums::sha256_bytes(b)
 }
 
-fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
+fn config(dir: &Path, version: &str, unhealthy: bool, generation: u64) -> PathBuf {
     let vdir = dir.join(format!("overlay-{version}"));
     let vfile = vdir.join("usr/share/edgeimg-test/version");
     std::fs::create_dir_all(vfile.parent().unwrap()).unwrap();
@@ -67,7 +71,7 @@ fn config(dir: &Path, version: &str, unhealthy: bool) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nverity = true\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n\n# No K3s: the update path does not need it, and boots are faster.\n[k3s]\nenabled = false\n",
+            "[image]\nname = \"updtest\"\nboard = \"x86_64\"\nverity = true\nhostname = \"upd-{{machine_id}}\"\noverlays = [{}]\n\n# No K3s: the update path does not need it, and boots are faster.\n[k3s]\nenabled = false\n\n[update]\ngeneration = {generation}\n",
             list.join(", ")
         ),
     )
@@ -182,6 +186,15 @@ fn find_block(disk: &Path, offset: u64, len: u64, block: &[u8]) -> u64 {
     panic!("the test file's block is not stored as is in the root slot");
 }
 
+/// SHA-256 of [offset, offset+len) of a file.
+fn sha256_range(path: &Path, offset: u64, len: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    edgeimg_agent::update::format::sha256_of(&mut f, len, |_| Ok(()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn flip_byte(disk: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
@@ -232,16 +245,30 @@ fn x86_64_update_good_bad_and_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
     let (key, _) = edgeimg::update::keygen(&w.join("fleet")).unwrap();
-    let v1 = build_signed(&config(w, "v1", false), &w.join("out-v1"), &key, false);
-    let good = build_signed(&config(w, "v2", false), &w.join("out-v2"), &key, true);
-    let bad = build_signed(&config(w, "v2", true), &w.join("out-v2bad"), &key, true);
+    // Generations: v1 and the unhealthy update are 1 (an equal generation
+    // installs, scenario b), the good v2 is 2; so on a device running the
+    // good v2 the unhealthy update is an older, validly signed one (a).
+    let v1 = build_signed(&config(w, "v1", false, 1), &w.join("out-v1"), &key, false);
+    let good = build_signed(&config(w, "v2", false, 2), &w.join("out-v2"), &key, true);
+    let bad = build_signed(&config(w, "v2", true, 1), &w.join("out-v2bad"), &key, true);
     // The host runs the device's verification.
     let pubkey = w.join("fleet.pub");
     let expect = edgeimg::update::Expect {
         board: Some("x86_64"),
         arch: Some("amd64"),
     };
-    edgeimg::update::verify(&good, &pubkey, &expect).unwrap();
+    assert_eq!(
+        edgeimg::update::verify(&good, &pubkey, &expect)
+            .unwrap()
+            .generation,
+        2
+    );
+    assert_eq!(
+        edgeimg::update::verify(&bad, &pubkey, &expect)
+            .unwrap()
+            .generation,
+        1
+    );
     update_disk(&good, 2, &w.join("upd-good.raw"), w);
     update_disk(&bad, 1, &w.join("upd-bad.raw"), w);
     let disk_len = std::fs::metadata(&v1).unwrap().len() + GIB;
@@ -317,11 +344,12 @@ fn x86_64_update_good_bad_and_interrupted() {
         log_path.display()
     );
 
-    // (a) A good update: slot B runs v2, is marked good, data kept.
+    // (a) A good update: slot B runs v2, is marked good, data kept. That
+    // boot is offered the older (generation 1) update and refuses it.
     let disk = w.join("disk-a.raw");
     disk_copy(&v1, &disk, disk_len).unwrap();
     boot_and_apply(&disk, &w.join("upd-good.raw"), w, "update-good-1");
-    let mut b = start(&disk, None, w, "update-good-2");
+    let mut b = start(&disk, Some(&w.join("upd-bad.raw")), w, "update-good-2");
     b.wait("edgeimg: update good: boot entry edgeimg-2-b.conf");
     let r = b.report();
     assert_eq!(r["slot"], "b", "{r:?}");
@@ -348,7 +376,37 @@ fn x86_64_update_good_bad_and_interrupted() {
         ["edgeimg-1-a.conf", "edgeimg-2-b.conf"],
         "blessed: {r:?}"
     );
+    // The older update is refused after verification, before any write:
+    // slot A (the inactive one) and the boot entries stay as they were.
+    let rec = b.record("update-apply");
+    assert!(
+        rec.contains("update apply failed: the update is generation 1, older than generation 2 that this device runs"),
+        "{rec}"
+    );
+    assert!(rec.contains("--allow-downgrade"), "the refusal names its override: {rec}");
+    let first = rec.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "apply-failed entries=edgeimg-1-a.conf,edgeimg-2-b.conf,",
+        "{rec}"
+    );
+    let log_path = b.vm.log.clone();
     b.exits();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !log.contains("update: writing slot"),
+        "the refused update was written ({})",
+        log_path.display()
+    );
+    let (a_off, a_len) = (
+        slot_a["offset"].as_u64().unwrap(),
+        slot_a["size"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        sha256_range(&disk, a_off, a_len),
+        sha256_range(&v1, a_off, a_len),
+        "slot A changed"
+    );
 
     // (b) An update whose health check fails: one try, then slot A by itself.
     let disk = w.join("disk-b.raw");

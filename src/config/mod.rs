@@ -76,6 +76,8 @@ pub struct Config {
     pub selinux: Option<selinux::SelinuxConfig>,
     /// `[image] verity = true`: the root is opened through dm-verity.
     pub verity: bool,
+    /// `[update] generation`: the version floor (docs/updates.md).
+    pub update_generation: u64,
 }
 
 /// Loads `path` (or the embedded default when `path` is None and
@@ -271,6 +273,7 @@ pub fn parse(
         k3s,
         selinux,
         verity,
+        update_generation: file.update.generation,
     })
 }
 
@@ -372,6 +375,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":3:") && e.contains("verity"), "{e}");
+    }
+
+    #[test]
+    fn update_generation_defaults_to_zero() {
+        assert_eq!(p("[image]\nname = \"x\"\n").unwrap().update_generation, 0);
+        let c = p("[image]\nname = \"x\"\n[update]\ngeneration = 7\n").unwrap();
+        assert_eq!(c.update_generation, 7);
+        let e = p("[image]\nname = \"x\"\n[update]\ngeneration = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("generation"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,18 @@ pub struct ConfigFile {
     /// Absent: SELinux disabled.
     #[serde(default)]
     pub selinux: super::selinux::SelinuxSection,
+    /// Absent: generation 0.
+    #[serde(default)]
+    pub update: UpdateSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSection {
+    /// The version floor carried in the image and its signed update: a
+    /// device refuses an update of a lower generation (docs/updates.md).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

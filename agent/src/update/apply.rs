@@ -1,20 +1,27 @@
 //! `edgeimg-agent update apply FILE`: install a verified update into the
 //! inactive root slot and arrange a trial boot of it.
 //!
+//! Refused before anything is written: during a trial boot that has not been
+//! confirmed (the other slot is then the only known-good one, and installing
+//! would overwrite it), and an update whose generation is below the running
+//! image's ([`crate::update::GENERATION_PATH`]) unless `--allow-downgrade`.
+//!
 //! UEFI boards (systemd-boot), in an order that is safe at every instant
 //! against power loss:
-//! 1. verify the whole file (signature, board, architecture, every hash);
+//! 1. verify the whole file (signature, board, architecture, every hash,
+//!    header fields), check the trial boot and the generation;
 //! 2. remove the inactive slot's old boot entries (from here on nothing boots
 //!    the slot we are about to overwrite);
 //! 3. write the root image to the inactive slot's partition, fsync, drop the
 //!    cache and read it back to compare its SHA-256;
 //! 4. write kernel and initrd to `edgeimg/<slot>/` on the ESP (temp + rename);
-//! 5. write the new entry `edgeimg-<generation>-<slot>+<tries>.conf` last.
+//! 5. write the new entry `edgeimg-<n>-<slot>+<tries>.conf` last (`n`: one
+//!    more than the highest entry number on the ESP).
 //!
 //! `loader.conf` says `default edgeimg-*`: systemd-boot sorts entries by id,
-//! newest generation first, and entries with no tries left last, so the new
+//! highest entry number first, and entries with no tries left last, so the new
 //! entry is tried first while it has tries left; once they are used up the
-//! previous generation boots again by itself. A good boot drops the `+N`
+//! previous entry boots again by itself. A good boot drops the `+N`
 //! suffix ([`crate::update::health`]); the new slot then stays first.
 
 use crate::config;
@@ -22,8 +29,8 @@ use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::grow;
 use crate::root::Root;
-use crate::update::format::{self, Expect, INITRD, ROOT, VMLINUZ, Verified};
-use crate::update::{TRUSTED_KEY_PATH, keys};
+use crate::update::format::{self, Expect, Header, INITRD, ROOT, VMLINUZ, Verified};
+use crate::update::{DEFAULT_TRIES, TRUSTED_KEY_PATH, efivar, health, keys};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,7 +38,7 @@ use std::path::{Path, PathBuf};
 pub const ENTRY_PREFIX: &str = "edgeimg-";
 pub const LOADER_DEFAULT: &str = "edgeimg-*";
 
-/// `edgeimg-<generation>-<slot>[+tries[-done]].conf` -> (generation, slot).
+/// `edgeimg-<n>-<slot>[+tries[-done]].conf` -> (entry number, slot).
 pub fn parse_entry(name: &str) -> Option<(u64, char)> {
     let stem = name.strip_prefix(ENTRY_PREFIX)?.strip_suffix(".conf")?;
     let stem = stem.split('+').next()?;
@@ -166,6 +173,104 @@ pub(crate) fn copy_payload(
     Ok(())
 }
 
+/// `update apply` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Boot attempts of the new slot (UEFI boards), 1 to 9.
+    pub tries: u32,
+    /// Install an update whose generation is below the running image's.
+    pub allow_downgrade: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tries: DEFAULT_TRIES,
+            allow_downgrade: false,
+        }
+    }
+}
+
+/// `FILE [--tries N] [--allow-downgrade]`, options in any order.
+pub fn parse_args(args: &[&str]) -> Result<(PathBuf, Options)> {
+    let mut o = Options::default();
+    let mut file = None;
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--tries" => {
+                let n = it
+                    .next()
+                    .ok_or_else(|| Error::msg("--tries needs a number"))?;
+                o.tries = n
+                    .parse()
+                    .map_err(|_| Error::msg(format!("--tries {n}: not a number")))?;
+            }
+            "--allow-downgrade" => o.allow_downgrade = true,
+            _ if a.starts_with('-') => crate::bail!("unknown option {a}"),
+            _ if file.is_some() => crate::bail!("one update file only (got {a} too)"),
+            _ => file = Some(PathBuf::from(a)),
+        }
+    }
+    let file = file.ok_or_else(|| Error::msg("no update file given"))?;
+    Ok((file, o))
+}
+
+/// The version floor: an update older than the running image is refused
+/// unless explicitly allowed.
+pub fn check_generation(running: u64, update: u64, allow_downgrade: bool) -> Result<()> {
+    if update < running && !allow_downgrade {
+        crate::bail!(
+            "the update is generation {update}, older than generation {running} that this device runs: refusing to downgrade (--allow-downgrade installs it anyway)"
+        );
+    }
+    Ok(())
+}
+
+/// The boot entry of the trial boot in progress, if this boot is one that
+/// the health check has not confirmed yet: systemd-boot booted a counting
+/// entry that still has its counter, or the Pi firmware booted tryboot.txt
+/// and it has not become config.txt.
+pub fn unconfirmed_trial(root: &Root, esp: &Path, pi: bool) -> Result<Option<String>> {
+    if pi {
+        let pending = esp.join(crate::update::rpi::TRYBOOT);
+        return Ok((crate::update::rpi::is_trial(root)? && pending.exists())
+            .then(|| crate::update::rpi::TRYBOOT.to_string()));
+    }
+    let Some(count_path) = efivar::loader_string(root, "LoaderBootCountPath")? else {
+        return Ok(None);
+    };
+    let rel = count_path.replace('\\', "/");
+    let file = esp.join(rel.trim_start_matches('/'));
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((file.exists() && health::blessed_name(&name).is_some()).then_some(name))
+}
+
+/// One line of a boot entry: the header values in it are one line of
+/// printable text (the verifier refuses others; this is the last check
+/// before the file is written).
+fn entry_value<'a>(key: &str, v: &'a str) -> Result<&'a str> {
+    if v.chars().any(|c| c.is_control()) {
+        crate::bail!("boot entry {key} {v:?} contains a control character");
+    }
+    Ok(v)
+}
+
+/// The systemd-boot entry of `slot`.
+pub fn boot_entry(h: &Header, slot: char, cmdline: &str) -> Result<String> {
+    Ok(format!(
+        "title {} {} (slot {})\nversion {}\nlinux /edgeimg/{slot}/vmlinuz\ninitrd /edgeimg/{slot}/initrd.img\noptions {}\n",
+        entry_value("title", &h.name)?,
+        entry_value("title", &h.build_id)?,
+        slot.to_ascii_uppercase(),
+        entry_value("version", &h.kernel_version)?,
+        entry_value("options", cmdline)?,
+    ))
+}
+
 pub(crate) fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Path) -> Result<()> {
     let dir = dest.parent().expect("has a parent");
     fsutil::mkdir_p(dir)?;
@@ -180,7 +285,8 @@ pub(crate) fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Pat
     fsutil::sync_dir(dir)
 }
 
-pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
+pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
+    let tries = opts.tries;
     if !(1..=9).contains(&tries) {
         crate::bail!("--tries {tries}: must be 1 to 9");
     }
@@ -192,16 +298,6 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         );
     }
     let key = keys::read_public(&key_path)?;
-    crate::log(format!("update: verifying {}", file.display()));
-    let v = format::verify_file(
-        file,
-        &key,
-        &Expect {
-            board: Some(&image.board),
-            arch: Some(&image.arch),
-        },
-    )?;
-    let h = &v.header;
     let cmdline = fsutil::read(&root.path("/proc/cmdline"))?;
     let current = match param(&cmdline, "edgeimg.slot") {
         Some("a") => 'a',
@@ -220,6 +316,30 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
             esp.display()
         );
     };
+    if let Some(entry) = unconfirmed_trial(root, &esp, pi)? {
+        crate::bail!(
+            "slot {current} is on a trial boot ({entry}) that the health check has not confirmed: slot {} is the only known-good one and an update would overwrite it; let edgeimg-update-health.service confirm this boot (or reboot to fall back), then apply",
+            other(current)
+        );
+    }
+    let running = crate::update::running_generation(root)?;
+    crate::log(format!("update: verifying {}", file.display()));
+    let v = format::verify_file(
+        file,
+        &key,
+        &Expect {
+            board: Some(&image.board),
+            arch: Some(&image.arch),
+        },
+    )?;
+    let h = &v.header;
+    check_generation(running, h.generation, opts.allow_downgrade)?;
+    if h.generation < running {
+        crate::log(format!(
+            "update: installing generation {} over generation {running}: downgrade allowed by --allow-downgrade",
+            h.generation
+        ));
+    }
     let t = find_target(root, current)?;
     let rootp = h.payload(ROOT)?;
     if rootp.size > t.size {
@@ -231,16 +351,21 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         );
     }
     crate::log(format!(
-        "update: {} build {} verified (key {}); installing into slot {} ({})",
+        "update: {} build {} generation {} verified (key {}); installing into slot {} ({})",
         h.name,
         h.build_id,
+        h.generation,
         h.key_id,
         t.slot,
         t.device.display()
     ));
 
+    // What goes into the boot files, checked before anything is touched.
+    let new_cmdline = device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid);
+    let entry = boot_entry(h, t.slot, &new_cmdline)?;
+
     // 2. Nothing may boot the slot while it is being overwritten.
-    let mut generation = 0;
+    let mut number = 0;
     if pi {
         crate::update::rpi::forget_trial(&esp)?;
     }
@@ -255,7 +380,7 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
     for e in listing {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some((g, s)) = parse_entry(&name) {
-            generation = generation.max(g);
+            number = number.max(g);
             if s == t.slot {
                 std::fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
             }
@@ -299,7 +424,6 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
         );
     }
     drop(dev);
-    let new_cmdline = device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid);
     if pi {
         crate::update::rpi::install(&mut f, &v, &esp, t.slot, &new_cmdline)?;
         crate::log(format!(
@@ -325,17 +449,7 @@ pub fn run(root: &Root, file: &Path, tries: u32) -> Result<()> {
     if new != old {
         fsutil::write_atomic_fat(&lc, new.as_bytes())?;
     }
-    let id = format!("{ENTRY_PREFIX}{}-{}", generation + 1, t.slot);
-    let entry = format!(
-        "title {} {} (slot {})\nversion {}\nlinux /edgeimg/{}/vmlinuz\ninitrd /edgeimg/{}/initrd.img\noptions {}\n",
-        h.name,
-        h.build_id,
-        t.slot.to_ascii_uppercase(),
-        h.kernel_version,
-        t.slot,
-        t.slot,
-        new_cmdline
-    );
+    let id = format!("{ENTRY_PREFIX}{}-{}", number + 1, t.slot);
     let path = entries.join(format!("{id}+{tries}.conf"));
     fsutil::write_atomic_fat(&path, entry.as_bytes())?;
     crate::log(format!(
@@ -395,5 +509,257 @@ mod tests {
             loader_conf("default edgeimg-a.conf\ntimeout 0\n"),
             "default edgeimg-*\ntimeout 0\n"
         );
+    }
+
+    /// A UEFI device running slot A of generation `running` (fake disk,
+    /// sysfs and ESP under a temporary root) and a signed update of
+    /// generation `update` for it.
+    fn device(running: u64, update: u64) -> (tempfile::TempDir, Root, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path().join("root"));
+        crate::grow::tests::fake_disk(&root);
+        let w = |p: &str, s: &[u8]| {
+            let p = root.path(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w("/dev/vda3", &[0u8; 64 * 1024]);
+        w("/sys/class/block/vda3/size", b"128\n");
+        std::fs::create_dir_all(root.path("/dev/disk/by-partuuid")).unwrap();
+        std::os::unix::fs::symlink("../../vda3", root.path("/dev/disk/by-partuuid/pu-3")).unwrap();
+        w(
+            crate::schema::IMAGE_CONFIG_PATH,
+            br#"{"name":"edge","board":"x86_64","arch":"amd64","edgeimg_version":"0","hostname_pattern":"e"}"#,
+        );
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        w(
+            TRUSTED_KEY_PATH,
+            keys::public_text(&key.verifying_key()).as_bytes(),
+        );
+        w(
+            crate::update::GENERATION_PATH,
+            format!("{running}\n").as_bytes(),
+        );
+        w(
+            "/proc/cmdline",
+            b"root=PARTUUID=pu-2 ro edgeimg.data=PARTUUID=pu-4 edgeimg.slot=a\n",
+        );
+        w("/boot/efi/loader/loader.conf", b"default edgeimg-*\n");
+        w("/boot/efi/loader/entries/edgeimg-1-a.conf", b"title v1\n");
+        w(
+            "/boot/efi/loader/entries/edgeimg-1-b.conf",
+            b"title old b\n",
+        );
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for (n, b) in [("root", &[0x5au8; 4096][..]), ("k", b"K2"), ("i", b"I2")] {
+            std::fs::write(src.join(n), b).unwrap();
+        }
+        let file = d.path().join("u.update");
+        format::write(
+            &mut File::create(&file).unwrap(),
+            Header {
+                name: "edge".into(),
+                board: "x86_64".into(),
+                arch: "amd64".into(),
+                build_id: "00aa".into(),
+                edgeimg_version: "0".into(),
+                kernel_version: "6.12".into(),
+                cmdline: "root=PARTUUID=x ro edgeimg.slot=a".into(),
+                created: 0,
+                key_id: String::new(),
+                generation: update,
+                payloads: vec![],
+            },
+            &[
+                (ROOT.into(), src.join("root").as_path()),
+                (VMLINUZ.into(), src.join("k").as_path()),
+                (INITRD.into(), src.join("i").as_path()),
+            ],
+            &key,
+        )
+        .unwrap();
+        (d, root, file)
+    }
+
+    fn entries(root: &Root) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.path("/boot/efi/loader/entries"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Nothing was written: slot B's device is all zeros, the entries and
+    /// the ESP's slot directory are as they were.
+    fn untouched(root: &Root) {
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert!(dev.iter().all(|&b| b == 0), "slot b was written");
+        assert_eq!(entries(root), ["edgeimg-1-a.conf", "edgeimg-1-b.conf"]);
+        assert!(!root.path("/boot/efi/edgeimg/b").exists());
+    }
+
+    #[test]
+    fn an_update_installs_into_the_other_slot() {
+        // The control for the refusals below: the same device and file apply.
+        let (_d, root, file) = device(4, 4);
+        run(&root, &file, &Options::default()).unwrap();
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert_eq!(&dev[..4096], &[0x5a; 4096][..]);
+        assert_eq!(entries(&root), ["edgeimg-1-a.conf", "edgeimg-2-b+3.conf"]);
+        let e = std::fs::read_to_string(root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf"))
+            .unwrap();
+        assert_eq!(
+            e,
+            "title edge 00aa (slot B)\nversion 6.12\nlinux /edgeimg/b/vmlinuz\ninitrd /edgeimg/b/initrd.img\noptions root=PARTUUID=pu-3 ro edgeimg.slot=b\n"
+        );
+    }
+
+    #[test]
+    fn an_older_generation_is_refused_unless_allowed() {
+        let (_d, root, file) = device(5, 4);
+        let e = run(&root, &file, &Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the update is generation 4, older than generation 5 that this device runs: refusing to downgrade (--allow-downgrade"),
+            "{e}"
+        );
+        untouched(&root);
+        let allow = Options {
+            allow_downgrade: true,
+            ..Options::default()
+        };
+        run(&root, &file, &allow).unwrap();
+        assert_eq!(entries(&root), ["edgeimg-1-a.conf", "edgeimg-2-b+3.conf"]);
+        // Same and newer generations need no flag; an image without the file is 0.
+        check_generation(5, 5, false).unwrap();
+        check_generation(5, 6, false).unwrap();
+        let (_d, root, file) = device(0, 0);
+        std::fs::remove_file(root.path(crate::update::GENERATION_PATH)).unwrap();
+        run(&root, &file, &Options::default()).unwrap();
+    }
+
+    #[test]
+    fn apply_is_refused_during_an_unconfirmed_trial_boot() {
+        let (_d, root, file) = device(1, 2);
+        // systemd-boot booted a counting entry that is still counting.
+        let name = "edgeimg-1-a+2-1.conf";
+        std::fs::rename(
+            root.path("/boot/efi/loader/entries/edgeimg-1-a.conf"),
+            root.path(format!("/boot/efi/loader/entries/{name}")),
+        )
+        .unwrap();
+        let var = root.path(format!(
+            "{}/LoaderBootCountPath-{}",
+            efivar::EFIVARS,
+            efivar::LOADER_GUID
+        ));
+        std::fs::create_dir_all(var.parent().unwrap()).unwrap();
+        let mut raw = vec![7, 0, 0, 0];
+        for u in format!("\\loader\\entries\\{name}\0").encode_utf16() {
+            raw.extend_from_slice(&u.to_le_bytes());
+        }
+        std::fs::write(&var, raw).unwrap();
+        let e = run(&root, &file, &Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("slot a is on a trial boot ({name}) that the health check has not confirmed: slot b is the only known-good one")),
+            "{e}"
+        );
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert!(dev.iter().all(|&b| b == 0), "slot b was written");
+        assert!(
+            root.path("/boot/efi/loader/entries/edgeimg-1-b.conf")
+                .exists()
+        );
+        // --allow-downgrade does not lift it.
+        let allow = Options {
+            allow_downgrade: true,
+            ..Options::default()
+        };
+        assert!(run(&root, &file, &allow).is_err());
+        // Once the health check has blessed the entry, the same boot may apply.
+        std::fs::rename(
+            root.path(format!("/boot/efi/loader/entries/{name}")),
+            root.path("/boot/efi/loader/entries/edgeimg-1-a.conf"),
+        )
+        .unwrap();
+        run(&root, &file, &Options::default()).unwrap();
+    }
+
+    #[test]
+    fn a_pending_pi_tryboot_is_an_unconfirmed_trial() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let esp = root.path("/boot/firmware");
+        std::fs::create_dir_all(&esp).unwrap();
+        std::fs::write(esp.join("tryboot.txt"), "os_prefix=b/\n").unwrap();
+        // Not booted from tryboot.txt: an installed trial waiting for its reboot.
+        assert_eq!(unconfirmed_trial(&root, &esp, true).unwrap(), None);
+        let flag = root.path(crate::update::rpi::TRYBOOT_FLAG);
+        std::fs::create_dir_all(flag.parent().unwrap()).unwrap();
+        std::fs::write(&flag, [0, 0, 0, 1]).unwrap();
+        assert_eq!(
+            unconfirmed_trial(&root, &esp, true).unwrap().as_deref(),
+            Some("tryboot.txt")
+        );
+        // Committed: tryboot.txt became config.txt.
+        std::fs::remove_file(esp.join("tryboot.txt")).unwrap();
+        assert_eq!(unconfirmed_trial(&root, &esp, true).unwrap(), None);
+    }
+
+    #[test]
+    fn boot_entry_refuses_a_value_that_would_add_a_line() {
+        let h = |name: &str, kv: &str| Header {
+            name: name.into(),
+            board: "x86_64".into(),
+            arch: "amd64".into(),
+            build_id: "b".into(),
+            edgeimg_version: "0".into(),
+            kernel_version: kv.into(),
+            cmdline: String::new(),
+            created: 0,
+            key_id: String::new(),
+            generation: 0,
+            payloads: vec![],
+        };
+        assert!(boot_entry(&h("edge", "6"), 'b', "ro").is_ok());
+        for (hd, cmdline) in [
+            (h("edge\noptions init=/bin/sh", "6"), "ro"),
+            (h("edge", "6\rlinux /x"), "ro"),
+            (h("edge", "6"), "ro\noptions init=/bin/sh"),
+            (h("edge", "6"), "ro\u{0}"),
+        ] {
+            let e = boot_entry(&hd, 'b', cmdline).unwrap_err().to_string();
+            assert!(e.contains("contains a control character"), "{e}");
+        }
+    }
+
+    #[test]
+    fn apply_arguments() {
+        let (f, o) = parse_args(&["u.update"]).unwrap();
+        assert_eq!((f, o), (PathBuf::from("u.update"), Options::default()));
+        let (f, o) = parse_args(&["--allow-downgrade", "u", "--tries", "2"]).unwrap();
+        assert_eq!(f, PathBuf::from("u"));
+        assert_eq!(
+            o,
+            Options {
+                tries: 2,
+                allow_downgrade: true
+            }
+        );
+        for (args, msg) in [
+            (&["u", "--tries"][..], "--tries needs a number"),
+            (&["u", "--tries", "x"][..], "--tries x: not a number"),
+            (&["u", "--force"][..], "unknown option --force"),
+            (&["u", "v"][..], "one update file only"),
+            (&[][..], "no update file given"),
+        ] {
+            let e = parse_args(args).unwrap_err().to_string();
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset 0   8 bytes   magic "EDGEUPD\0"
-//!        8   u32 LE    format version (1)
+//!        8   u32 LE    format version (1 or 2, see below)
 //!       12   u32 LE    header length H (at most 1 MiB)
 //!       16   H bytes   header: JSON (see [`Header`])
 //!     16+H   64 bytes  ed25519 signature over bytes [0, 16+H)
@@ -12,7 +12,16 @@
 //! The signature covers the header; the header carries every payload's size
 //! and SHA-256; so a file that verifies is exactly what the key holder built.
 //! [`verify_file`] checks everything (signature, board, architecture, length,
-//! every hash) before a caller writes anything.
+//! every hash, and that no header field can escape into a path or a line of a
+//! boot file) before a caller writes anything.
+//!
+//! Format 2 adds the header's `generation` (the version floor, see
+//! [`Header::generation`]). Agents before it read only format 1 and refuse
+//! every field they do not know, so [`write`] writes format 1, without the
+//! field, when the generation is 0: such a file still installs on those
+//! devices. A file with a generation is format 2; an agent that only reads
+//! format 1 refuses it ("update format version 2 is not supported") before
+//! writing anything. This agent reads both; a format 1 file is generation 0.
 
 use crate::error::{Context, Error, Result};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -23,7 +32,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"EDGEUPD\0";
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format this agent reads and writes (see the module docs).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format without `generation`, still written for generation 0.
+pub const FORMAT_VERSION_NO_GENERATION: u32 = 1;
 pub const MAX_HEADER: u32 = 1024 * 1024;
 const SIG_LEN: u64 = 64;
 
@@ -55,7 +67,17 @@ pub struct Header {
     pub created: u64,
     /// Which key signed it ([`crate::update::keys::key_id`]).
     pub key_id: String,
+    /// The version floor: `[update] generation` of the image's config. A
+    /// device refuses an update whose generation is below the one it runs
+    /// unless told to allow the downgrade. 0 (and absent: format 1) is the
+    /// lowest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     pub payloads: Vec<Payload>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,10 +154,20 @@ pub fn sha256_of(
     Ok(hex(&h.finalize()))
 }
 
-fn prefix(header_len: u32) -> Vec<u8> {
+/// The format a header is written in: 1 when it has no generation (every
+/// agent reads it), else 2.
+pub fn format_version(header: &Header) -> u32 {
+    if header.generation == 0 {
+        FORMAT_VERSION_NO_GENERATION
+    } else {
+        FORMAT_VERSION
+    }
+}
+
+fn prefix(version: u32, header_len: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(16);
     v.extend_from_slice(MAGIC);
-    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v.extend_from_slice(&version.to_le_bytes());
     v.extend_from_slice(&header_len.to_le_bytes());
     v
 }
@@ -164,8 +196,9 @@ pub fn write(
         });
         offset += size;
     }
+    check_header(&header).context("refusing to sign the header")?;
     let json = serde_json::to_vec(&header).context("encoding the header")?;
-    let mut signed = prefix(json.len() as u32);
+    let mut signed = prefix(format_version(&header), json.len() as u32);
     signed.extend_from_slice(&json);
     let sig = key.sign(&signed);
     out.write_all(&signed).context("writing the header")?;
@@ -201,9 +234,9 @@ pub fn verify_header(
         return Err(truncated("header"));
     }
     let version = u32::from_le_bytes(pre[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_NO_GENERATION {
         crate::bail!(
-            "update format version {version} is not supported (this agent reads version {FORMAT_VERSION})"
+            "update format version {version} is not supported (this agent reads versions {FORMAT_VERSION_NO_GENERATION} and {FORMAT_VERSION})"
         );
     }
     let hlen = u32::from_le_bytes(pre[12..16].try_into().unwrap());
@@ -238,6 +271,13 @@ pub fn verify_header(
         }
     }
     let header: Header = serde_json::from_slice(&json).context("signed header is not valid")?;
+    if version == FORMAT_VERSION_NO_GENERATION && header.generation != 0 {
+        crate::bail!(
+            "signed header is not valid: format version 1 carries no generation, this one says {}",
+            header.generation
+        );
+    }
+    check_header(&header).context("signed header is not valid")?;
     if let Some(b) = expect.board
         && header.board != b
     {
@@ -273,6 +313,68 @@ pub fn verify_header(
         header,
         payload_start,
     })
+}
+
+/// A header field that ends up in a file (a boot entry line, cmdline.txt, a
+/// log line) must be one line of printable text.
+fn check_text(what: &str, s: &str) -> Result<()> {
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        crate::bail!("{what} contains the control character {c:?}");
+    }
+    Ok(())
+}
+
+/// A payload name: `root.erofs`-like (no `/`), or `boot/<relative path>`
+/// whose every component is a plain name (no `..`, `.`, empty, `\\`).
+fn check_payload_name(name: &str) -> Result<()> {
+    check_text("payload name", name)?;
+    let bad = |why: &str| Err(Error::msg(format!("payload name {name:?} {why}")));
+    let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('\\');
+    match name.strip_prefix(BOOT_PREFIX) {
+        Some(rel) => {
+            if !rel.split('/').all(plain) {
+                return bad("is not a plain relative path under boot/");
+            }
+        }
+        None => {
+            if name.contains('/') || !plain(name) {
+                return bad("is path-like (only boot/ names may contain '/')");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything in the header a device would write somewhere is checked: no
+/// field carries a control character or line break, payload names are unique
+/// and cannot name a path outside where they go, hashes are SHA-256 hex.
+pub fn check_header(h: &Header) -> Result<()> {
+    for (what, v) in [
+        ("name", &h.name),
+        ("board", &h.board),
+        ("arch", &h.arch),
+        ("build_id", &h.build_id),
+        ("edgeimg_version", &h.edgeimg_version),
+        ("kernel_version", &h.kernel_version),
+        ("cmdline", &h.cmdline),
+        ("key_id", &h.key_id),
+    ] {
+        check_text(what, v)?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &h.payloads {
+        check_payload_name(&p.name)?;
+        if !seen.insert(p.name.as_str()) {
+            crate::bail!("payload {:?} appears twice", p.name);
+        }
+        if p.sha256.len() != 64 || unhex(&p.sha256).is_none() {
+            crate::bail!("payload {:?} has no SHA-256 (64 hex digits)", p.name);
+        }
+    }
+    Ok(())
 }
 
 /// Full verification of an update file: [`verify_header`], then every
@@ -326,6 +428,7 @@ mod tests {
                 cmdline: "root=x".into(),
                 created: 1,
                 key_id: String::new(),
+                generation: 0,
                 payloads: vec![],
             },
             &[(ROOT.into(), root.as_path()), (VMLINUZ.into(), k.as_path())],
@@ -384,5 +487,196 @@ mod tests {
         assert!(err(&f, &pk, &e).contains("for architecture amd64, this is arm64"));
         std::fs::write(&t, b"hello world, not an update").unwrap();
         assert!(err(&t, &pk, &expect).contains("bad magic"));
+    }
+
+    /// An update signed as is: `header` is JSON written by hand (what a
+    /// hostile or buggy signer could produce), `payloads` back to back.
+    fn signed_raw(
+        dir: &Path,
+        version: u32,
+        header: &serde_json::Value,
+        payloads: &[&[u8]],
+        key: &SigningKey,
+    ) -> std::path::PathBuf {
+        let json = serde_json::to_vec(header).unwrap();
+        let mut signed = prefix(version, json.len() as u32);
+        signed.extend_from_slice(&json);
+        let sig = key.sign(&signed);
+        let mut out = signed;
+        out.extend_from_slice(&sig.to_bytes());
+        for p in payloads {
+            out.extend_from_slice(p);
+        }
+        let path = dir.join("raw.update");
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
+    /// A header as JSON for [`signed_raw`]: every payload in `names` holds `b"x"`.
+    fn raw_header(names: &[&str]) -> serde_json::Value {
+        let sha = {
+            let mut h = Sha256::new();
+            h.update(b"x");
+            hex(&h.finalize())
+        };
+        let payloads: Vec<serde_json::Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| serde_json::json!({"name": n, "offset": i, "size": 1, "sha256": sha}))
+            .collect();
+        serde_json::json!({
+            "name": "t", "board": "x86_64", "arch": "amd64", "build_id": "0123",
+            "edgeimg_version": "0", "kernel_version": "6", "cmdline": "root=x",
+            "created": 1, "key_id": "k", "generation": 3, "payloads": payloads,
+        })
+    }
+
+    fn raw_err(header: &serde_json::Value, version: u32) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let n = header["payloads"].as_array().unwrap().len();
+        let bodies = vec![&b"x"[..]; n];
+        let f = signed_raw(d.path(), version, header, &bodies, &key);
+        verify_file(&f, &key.verifying_key(), &Expect::default())
+            .map(|v| format!("accepted: {:?}", v.header))
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_well_formed_raw_header_verifies() {
+        // The helpers themselves make a file that verifies, so each refusal
+        // below is caused by the one thing it changes.
+        let h = raw_header(&[ROOT, VMLINUZ, "boot/overlays/x.dtbo"]);
+        assert!(raw_err(&h, 2).starts_with("accepted"), "{}", raw_err(&h, 2));
+    }
+
+    #[test]
+    fn duplicate_payload_names_are_refused() {
+        let h = raw_header(&[ROOT, VMLINUZ, VMLINUZ]);
+        let e = raw_err(&h, 2);
+        assert!(e.contains("payload \"vmlinuz\" appears twice"), "{e}");
+        let h = raw_header(&[ROOT, "boot/config.txt", "boot/config.txt"]);
+        assert!(raw_err(&h, 2).contains("appears twice"));
+    }
+
+    #[test]
+    fn path_like_payload_names_are_refused() {
+        for name in [
+            "../root.erofs",
+            "/root.erofs",
+            "sub/vmlinuz",
+            "..",
+            "",
+            "boot/../../etc/passwd",
+            "boot//x",
+            "boot/./x",
+            "boot/",
+            "boot/a\\..\\b",
+        ] {
+            let e = raw_err(&raw_header(&[ROOT, name]), 2);
+            assert!(
+                e.contains("signed header is not valid: payload name"),
+                "{name:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_in_header_fields_are_refused() {
+        for (field, value) in [
+            ("name", "t\noptions init=/bin/sh"),
+            ("build_id", "01\r23"),
+            ("kernel_version", "6\nlinux /evil"),
+            ("cmdline", "root=x\noptions init=/bin/sh"),
+            ("edgeimg_version", "0\u{1b}[2J"),
+            ("board", "x86_64\u{0}"),
+            ("key_id", "k\u{2028}"),
+        ] {
+            let mut h = raw_header(&[ROOT]);
+            h[field] = value.into();
+            let e = raw_err(&h, 2);
+            assert!(
+                e.contains(&format!(
+                    "signed header is not valid: {field} contains the control character"
+                )),
+                "{field}: {e}"
+            );
+        }
+        let mut h = raw_header(&[ROOT, "boot/x\ny"]);
+        h["payloads"][1]["name"] = "boot/x\ny".into();
+        assert!(raw_err(&h, 2).contains("payload name contains the control character"));
+        let mut h = raw_header(&[ROOT]);
+        h["payloads"][0]["sha256"] = "../x".into();
+        assert!(raw_err(&h, 2).contains("has no SHA-256"));
+    }
+
+    #[test]
+    fn generation_is_signed_and_selects_the_format() {
+        let d = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let pk = key.verifying_key();
+        let root = d.path().join("root");
+        std::fs::write(&root, b"root").unwrap();
+        let header = |generation| Header {
+            name: "t".into(),
+            board: "x86_64".into(),
+            arch: "amd64".into(),
+            build_id: "0123".into(),
+            edgeimg_version: "0".into(),
+            kernel_version: "6".into(),
+            cmdline: "root=x".into(),
+            created: 1,
+            key_id: String::new(),
+            generation,
+            payloads: vec![],
+        };
+        let write_to = |name: &str, generation| {
+            let p = d.path().join(name);
+            write(
+                &mut File::create(&p).unwrap(),
+                header(generation),
+                &[(ROOT.into(), root.as_path())],
+                &key,
+            )
+            .unwrap();
+            p
+        };
+        let g7 = write_to("g7", 7);
+        let bytes = std::fs::read(&g7).unwrap();
+        assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+        let v = verify_file(&g7, &pk, &Expect::default()).unwrap();
+        assert_eq!(v.header.generation, 7);
+        // Generation 0 is format 1 without the field: what older agents read.
+        let g0 = write_to("g0", 0);
+        let bytes = std::fs::read(&g0).unwrap();
+        assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+        assert!(!String::from_utf8_lossy(&bytes).contains("generation"));
+        assert_eq!(
+            verify_file(&g0, &pk, &Expect::default())
+                .unwrap()
+                .header
+                .generation,
+            0
+        );
+        // The generation is under the signature.
+        let mut bad = std::fs::read(&g7).unwrap();
+        let at = bad.windows(12).position(|w| w == b"generation\":").unwrap();
+        bad[at + 12] = b'9';
+        let t = d.path().join("t");
+        std::fs::write(&t, &bad).unwrap();
+        assert!(
+            verify_file(&t, &pk, &Expect::default())
+                .unwrap_err()
+                .to_string()
+                .contains("bad signature")
+        );
+        // Format 1 cannot carry one; format 3 is not known.
+        let e = raw_err(&raw_header(&[ROOT]), 1);
+        assert!(e.contains("format version 1 carries no generation"), "{e}");
+        let e = raw_err(&raw_header(&[ROOT]), 3);
+        assert!(
+            e.contains("update format version 3 is not supported"),
+            "{e}"
+        );
     }
 }

@@ -167,6 +167,7 @@ mod tests {
             cmdline: "root=PARTUUID=x edgeimg.slot=a".into(),
             created: 0,
             key_id: String::new(),
+            generation: 0,
             payloads: vec![],
         };
         format::write(&mut File::create(&upd).unwrap(), header, &refs, &key).unwrap();
