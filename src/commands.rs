@@ -51,10 +51,16 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn keygen(prefix: &Path) -> Result<()> {
-    let (key, public) = crate::update::keygen(prefix)?;
-    println!("{}", key.display());
-    println!("{}", public.display());
+pub fn keygen(prefix: &Path, secure_boot: bool, name: &str) -> Result<()> {
+    let made = if secure_boot {
+        crate::secure_boot::keys::keygen(prefix, name)?
+    } else {
+        let (key, public) = crate::update::keygen(prefix)?;
+        vec![key, public]
+    };
+    for p in made {
+        println!("{}", p.display());
+    }
     Ok(())
 }
 

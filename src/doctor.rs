@@ -23,8 +23,14 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
             out.push(tool_check(t));
         }
     }
-    // Likewise for images with `[image] verity = true`.
+    // Likewise for images with `[image] verity = true`, and for
+    // `keygen --secure-boot`.
     out.push(tool_check(&crate::verity::VERITYSETUP));
+    for t in crate::secure_boot::KEYGEN_TOOLS {
+        if !out.iter().any(|c| c.what == t.name) {
+            out.push(tool_check(t));
+        }
+    }
     for b in boards {
         let mut tools = vec![Tool::owned(
             &b.qemu.binary,

@@ -31,6 +31,7 @@ pub mod progress;
 pub mod qemu;
 pub mod read_full;
 pub mod rootless;
+pub mod secure_boot;
 pub mod selinux;
 pub mod sparse;
 pub mod stage;

@@ -14,7 +14,11 @@ fn main() {
     edgeimg::logging::init(cli.quiet, cli.verbose);
     let result = match cli.command {
         Command::Build { config, args } => edgeimg::commands::build(config, args, cli.quiet),
-        Command::Keygen { out } => edgeimg::commands::keygen(&out),
+        Command::Keygen {
+            out,
+            secure_boot,
+            name,
+        } => edgeimg::commands::keygen(&out, secure_boot, &name),
         Command::Update(c) => edgeimg::commands::update(c),
         Command::Plan { config, json } => edgeimg::commands::plan(config, json),
         Command::Run {

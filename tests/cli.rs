@@ -173,9 +173,19 @@ fn boards_and_doctor_list_x86_64() {
         .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
     let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
-    assert_eq!(names.len(), unique.len(), "a check is listed twice:\n{text}");
-    for l in text.lines().filter(|l| l.starts_with("MISSING") || l.starts_with("ok ")) {
-        assert!(l.len() > 50 && l.as_bytes()[49] == b' ', "misaligned row: {l}");
+    assert_eq!(
+        names.len(),
+        unique.len(),
+        "a check is listed twice:\n{text}"
+    );
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("MISSING") || l.starts_with("ok "))
+    {
+        assert!(
+            l.len() > 50 && l.as_bytes()[49] == b' ',
+            "misaligned row: {l}"
+        );
     }
 }
 

@@ -112,7 +112,10 @@ fn quickstart_only_uses_real_subcommands() {
 #[test]
 fn the_example_config_plans_when_copied_as_its_comment_says() {
     let text = std::fs::read_to_string(repo().join("examples/edgeimg.toml")).unwrap();
-    assert!(text.contains("copy to ./edgeimg.toml at the repository's root"), "{text}");
+    assert!(
+        text.contains("copy to ./edgeimg.toml at the repository's root"),
+        "{text}"
+    );
     // The repository's root, as far as the example refers to it.
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("edgeimg.toml"), &text).unwrap();

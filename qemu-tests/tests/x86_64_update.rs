@@ -383,11 +383,13 @@ fn x86_64_update_good_bad_and_interrupted() {
         rec.contains("update apply failed: the update is generation 1, older than generation 2 that this device runs"),
         "{rec}"
     );
-    assert!(rec.contains("--allow-downgrade"), "the refusal names its override: {rec}");
+    assert!(
+        rec.contains("--allow-downgrade"),
+        "the refusal names its override: {rec}"
+    );
     let first = rec.lines().next().unwrap_or_default();
     assert_eq!(
-        first,
-        "apply-failed entries=edgeimg-1-a.conf,edgeimg-2-b.conf,",
+        first, "apply-failed entries=edgeimg-1-a.conf,edgeimg-2-b.conf,",
         "{rec}"
     );
     let log_path = b.vm.log.clone();

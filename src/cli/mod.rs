@@ -62,11 +62,28 @@ pub enum Command {
         #[command(flatten)]
         args: BuildArgs,
     },
-    /// Make an ed25519 update signing key pair: PREFIX.key (mode 0600) and PREFIX.pub.
+    /// Make an ed25519 update signing key pair: PREFIX.key (mode 0600) and PREFIX.pub;
+    /// or, with --secure-boot, a fleet's Secure Boot keys.
+    ///
+    /// --secure-boot writes PREFIX-{PK,KEK,db}.{key,crt,esl,auth} and
+    /// PREFIX-owner.guid: RSA-2048 keys (0600), self-signed certificates,
+    /// EFI signature lists, and the lists signed for enrollment by a
+    /// firmware in setup mode (PK and KEK signed by PK, db by KEK).
     Keygen {
-        /// Path prefix of the two files; existing files are never overwritten.
+        /// Path prefix of the files; existing files are never overwritten.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+        /// Make the Secure Boot key hierarchy (PK, KEK, db) instead of an update key.
+        #[arg(long)]
+        secure_boot: bool,
+        /// Common name in the Secure Boot certificates ("NAME PK", "NAME KEK", "NAME db").
+        #[arg(
+            long,
+            value_name = "NAME",
+            requires = "secure_boot",
+            default_value = "edgeimg fleet"
+        )]
+        name: String,
     },
     /// Signed update files (see docs/updates.md).
     #[command(subcommand)]
