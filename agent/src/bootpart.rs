@@ -164,7 +164,7 @@ pub fn mbr_partuuid(disk_id: u32, number: u32) -> String {
 
 /// A GPT GUID as the kernel and blkid print it (first three fields little-endian).
 fn guid_string(g: &[u8; 16]) -> String {
-    use crate::update::format::hex;
+    use crate::hex::hex;
     let rev = |b: &[u8]| hex(&b.iter().rev().copied().collect::<Vec<_>>());
     format!(
         "{}-{}-{}-{}-{}",

@@ -10,6 +10,7 @@ pub mod error;
 pub mod firstboot;
 pub mod fsutil;
 pub mod grow;
+pub mod hex;
 pub mod hostname;
 pub mod k3s;
 pub mod machine_id;

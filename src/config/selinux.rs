@@ -45,6 +45,10 @@ pub struct SelinuxConfig {
     pub modules: Vec<PathBuf>,
 }
 
+/// edgeimg's own module (selinux-policies/edgeimg-k3s/): a config may not
+/// name a module of its own the same.
+pub const OWN_MODULE: &str = "edgeimg_k3s";
+
 /// Packages an image with SELinux on needs on top of the base.
 pub const PACKAGES: &[&str] = &["selinux-policy-default", "policycoreutils", "selinux-utils"];
 
@@ -100,7 +104,7 @@ pub fn validate(
             )
         })?;
         let name = te.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if name == crate::selinux::OWN_MODULE
+        if name == OWN_MODULE
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

@@ -14,10 +14,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cmd::{self, Cmd};
+pub use crate::config::selinux::OWN_MODULE;
 use crate::config::selinux::{SelinuxConfig, SelinuxMode};
 
-/// edgeimg's own module (selinux-policies/edgeimg-k3s/).
-pub const OWN_MODULE: &str = "edgeimg_k3s";
 pub const OWN_TE: &str = include_str!("../../selinux-policies/edgeimg-k3s/edgeimg_k3s.te");
 pub const OWN_FC: &str = include_str!("../../selinux-policies/edgeimg-k3s/edgeimg_k3s.fc");
 /// Debian's refpolicy store name (selinux-policy-default).

@@ -24,6 +24,7 @@
 //! writing anything. This agent reads both; a format 1 file is generation 0.
 
 use crate::error::{Context, Error, Result};
+pub use crate::hex::{hex, unhex};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -118,20 +119,6 @@ impl Verified {
     pub fn offset(&self, p: &Payload) -> u64 {
         self.payload_start + p.offset
     }
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// SHA-256 of the next `len` bytes of `r`, hex; errors if `r` ends early.

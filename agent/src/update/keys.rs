@@ -19,14 +19,14 @@ pub const SECRET_TAG: &str = "edgeimg-update-ed25519-secret";
 /// A short, stable name of a public key: the first 8 bytes of its SHA-256, hex.
 pub fn key_id(key: &VerifyingKey) -> String {
     let d = Sha256::digest(key.as_bytes());
-    crate::update::format::hex(&d[..8])
+    crate::hex::hex(&d[..8])
 }
 
 pub fn public_text(key: &VerifyingKey) -> String {
     format!(
         "# edgeimg update signing key {} (public; images built with the matching .key trust it)\n{PUBLIC_TAG} {}\n",
         key_id(key),
-        crate::update::format::hex(key.as_bytes())
+        crate::hex::hex(key.as_bytes())
     )
 }
 
@@ -34,7 +34,7 @@ pub fn secret_text(key: &SigningKey) -> String {
     format!(
         "# edgeimg update signing key {} (SECRET: keep it off devices and out of logs)\n{SECRET_TAG} {}\n",
         key_id(&key.verifying_key()),
-        crate::update::format::hex(key.as_bytes())
+        crate::hex::hex(key.as_bytes())
     )
 }
 
@@ -47,7 +47,7 @@ fn parse_line(text: &str, tag: &str, what: &str) -> Result<[u8; 32]> {
     let Some(hexkey) = line.strip_prefix(tag).map(str::trim) else {
         crate::bail!("not an edgeimg {what} (expected a line `{tag} <64 hex digits>`)");
     };
-    let bytes = crate::update::format::unhex(hexkey)
+    let bytes = crate::hex::unhex(hexkey)
         .filter(|b| b.len() == 32)
         .ok_or_else(|| crate::error::Error::msg(format!("the {what} is not 64 hex digits")))?;
     let mut out = [0u8; 32];
