@@ -29,10 +29,11 @@ use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::grow;
 use crate::root::Root;
-use crate::update::format::{self, Expect, Header, INITRD, ROOT, VMLINUZ, Verified};
+use crate::update::format::{self, Expect, Header, INITRD, ROOT, VMLINUZ};
+use crate::update::payload::{copy_payload, write_boot_file};
 use crate::update::{DEFAULT_TRIES, TRUSTED_KEY_PATH, efivar, health, keys};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub const ENTRY_PREFIX: &str = "edgeimg-";
@@ -156,23 +157,6 @@ fn find_target(root: &Root, current: char) -> Result<Target> {
     })
 }
 
-/// Copies payload `name` from `f` to `out`, re-hashing on the way (the file
-/// could change after verification), and returns nothing but errors.
-pub(crate) fn copy_payload(
-    f: &mut File,
-    v: &Verified,
-    name: &str,
-    out: &mut impl Write,
-) -> Result<()> {
-    let p = v.header.payload(name)?;
-    f.seek(SeekFrom::Start(v.offset(p))).context("seek")?;
-    let got = format::sha256_of(f, p.size, |b| out.write_all(b).context("writing"))?;
-    if got != p.sha256 {
-        crate::bail!("payload {name} changed while it was being installed");
-    }
-    Ok(())
-}
-
 /// `update apply` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -269,20 +253,6 @@ pub fn boot_entry(h: &Header, slot: char, cmdline: &str) -> Result<String> {
         entry_value("version", &h.kernel_version)?,
         entry_value("options", cmdline)?,
     ))
-}
-
-pub(crate) fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Path) -> Result<()> {
-    let dir = dest.parent().expect("has a parent");
-    fsutil::mkdir_p(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        dest.file_name().unwrap().to_string_lossy()
-    ));
-    let mut out = File::create(&tmp).with_context(|| tmp.display().to_string())?;
-    copy_payload(f, v, name, &mut out).with_context(|| tmp.display().to_string())?;
-    out.sync_all().with_context(|| tmp.display().to_string())?;
-    std::fs::rename(&tmp, dest).with_context(|| dest.display().to_string())?;
-    fsutil::sync_dir(dir)
 }
 
 pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {

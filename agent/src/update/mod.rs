@@ -10,6 +10,7 @@ pub mod efivar;
 pub mod format;
 pub mod health;
 pub mod keys;
+pub mod payload;
 pub mod rpi;
 
 /// Where an image built with `--signing-key` carries the trusted public key.

@@ -14,8 +14,8 @@
 
 use crate::error::{Context, Result};
 use crate::fsutil;
-use crate::update::apply::{copy_payload, write_boot_file};
 use crate::update::format::{BOOT_PREFIX, Verified};
+use crate::update::payload::{copy_payload, write_boot_file};
 use std::fs::File;
 use std::path::Path;
 
