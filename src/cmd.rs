@@ -1,6 +1,7 @@
-//! The one runner for external tools: every command goes through here so a
-//! failure names the command line and the tail of its stderr, and a missing
-//! tool names its Debian package.
+//! The one runner for external tools, and the one table of them: every
+//! command goes through [`Cmd`] so a failure names the command line and the
+//! tail of its stderr, and a missing tool names its Debian package;
+//! `edgeimg doctor` lists [`GROUPS`].
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,47 @@ pub const CHROOT: Tool = Tool {
     package: "coreutils",
     purpose: "run the image's own semodule on its policy store",
 };
+pub const VERITYSETUP: Tool = Tool {
+    name: "veritysetup",
+    package: "cryptsetup-bin",
+    purpose: "compute the dm-verity hash tree of the root ([image] verity = true)",
+};
+pub const UNSHARE: Tool = Tool {
+    name: "unshare",
+    package: "util-linux",
+    purpose: "rootless builds: run the staging steps in a user namespace",
+};
+pub const NEWGIDMAP: Tool = Tool {
+    name: "newgidmap",
+    package: "uidmap",
+    purpose: "rootless builds: map the sub-gids of the user into its namespace",
+};
+pub const MDIR: Tool = Tool {
+    name: "mdir",
+    package: "mtools",
+    purpose: "look at the boot partition without mounting it (flash --node)",
+};
+pub const SSH: Tool = Tool {
+    name: "ssh",
+    package: "openssh-client",
+    purpose: "read a node's k3s.yaml (kubeconfig --ssh)",
+};
+pub const OPENSSL: Tool = Tool {
+    name: "openssl",
+    package: "openssl",
+    purpose: "make the Secure Boot keys and certificates (keygen --secure-boot)",
+};
+pub const CERT_TO_EFI_SIG_LIST: Tool = Tool {
+    name: "cert-to-efi-sig-list",
+    package: "efitools",
+    purpose: "wrap Secure Boot certificates as EFI signature lists",
+};
+pub const SIGN_EFI_SIG_LIST: Tool = Tool {
+    name: "sign-efi-sig-list",
+    package: "efitools",
+    purpose: "sign the PK/KEK/db lists a firmware in setup mode enrolls",
+};
+
 /// What an image with `[selinux]` on needs on top of [`BUILD_TOOLS`].
 /// (The root is labelled by mkfs.erofs itself: `fs::erofs::check_file_contexts`.)
 pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, MATCHPATHCON, DEBUGFS, CHROOT];
@@ -126,6 +168,26 @@ pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, MATCHPATHCON
 /// The tools every build needs, whatever the board.
 pub const BUILD_TOOLS: &[Tool] = &[
     MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS, DEBUGFS,
+];
+/// What an image with `[image] verity = true` needs on top.
+pub const VERITY_TOOLS: &[Tool] = &[VERITYSETUP];
+/// What an unprivileged build needs on top (mmdebstrap's own newuidmap is a
+/// build tool).
+pub const ROOTLESS_TOOLS: &[Tool] = &[UNSHARE, NEWGIDMAP];
+/// What `keygen --secure-boot` runs.
+pub const SECURE_BOOT_TOOLS: &[Tool] = &[OPENSSL, CERT_TO_EFI_SIG_LIST, SIGN_EFI_SIG_LIST];
+/// What the commands after a build run (flash, inspect, kubeconfig).
+pub const DEVICE_TOOLS: &[Tool] = &[MTYPE, MDIR, SSH];
+
+/// Every fixed tool, by what needs it: `edgeimg doctor`'s table. (Each
+/// board's QEMU and firmware come from its board file.)
+pub const GROUPS: &[(&str, &[Tool])] = &[
+    ("build", BUILD_TOOLS),
+    ("[selinux]", SELINUX_TOOLS),
+    ("verity", VERITY_TOOLS),
+    ("rootless", ROOTLESS_TOOLS),
+    ("keygen --secure-boot", SECURE_BOOT_TOOLS),
+    ("flash, inspect, kubeconfig", DEVICE_TOOLS),
 ];
 
 impl Tool {
@@ -247,6 +309,33 @@ impl Cmd {
         let cmdline = self.cmdline();
         tracing::debug!("running {cmdline}");
         Ok(cmdline)
+    }
+
+    /// Runs to completion, capturing output, whatever the exit status: for
+    /// questions whose answer is in the output (`--help`, `-V`).
+    pub fn probe(mut self) -> Result<Output, CmdError> {
+        let cmdline = self.prepare()?;
+        self.cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| CmdError::Spawn { cmdline, source })
+    }
+
+    /// Runs with this process's stdin, stdout and stderr (a terminal session,
+    /// or a child whose exit code becomes ours) and returns its status.
+    pub fn status(mut self) -> Result<std::process::ExitStatus, CmdError> {
+        let cmdline = self.prepare()?;
+        self.cmd
+            .status()
+            .map_err(|source| CmdError::Spawn { cmdline, source })
+    }
+
+    /// The checked, logged command for a caller that drives the process
+    /// itself (a VM whose console it reads while it runs), with its command
+    /// line for errors.
+    pub fn into_std(self) -> Result<(Command, String), CmdError> {
+        let cmdline = self.prepare()?;
+        Ok((self.cmd, cmdline))
     }
 
     /// Runs to completion, capturing output; non-zero exit is an error carrying stderr.

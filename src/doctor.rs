@@ -15,20 +15,18 @@ pub struct Check {
 }
 
 pub fn checks(boards: &[Board]) -> Vec<Check> {
-    let mut out: Vec<Check> = cmd::BUILD_TOOLS.iter().map(tool_check).collect();
-    // Only images with [selinux] on need these; doctor lists them for all,
-    // each tool once (debugfs is also a build tool).
-    for t in cmd::SELINUX_TOOLS {
-        if !out.iter().any(|c| c.what == t.name) {
-            out.push(tool_check(t));
+    // cmd's table, each tool once (debugfs is a build and an SELinux tool).
+    // Rootless prerequisites are listed only for an unprivileged caller
+    // (rootless_checks), with what is missing and its fix.
+    let mut out: Vec<Check> = Vec::new();
+    for (_, tools) in cmd::GROUPS {
+        if std::ptr::eq(*tools, cmd::ROOTLESS_TOOLS) {
+            continue;
         }
-    }
-    // Likewise for images with `[image] verity = true`, and for
-    // `keygen --secure-boot`.
-    out.push(tool_check(&crate::verity::VERITYSETUP));
-    for t in crate::secure_boot::KEYGEN_TOOLS {
-        if !out.iter().any(|c| c.what == t.name) {
-            out.push(tool_check(t));
+        for t in *tools {
+            if !out.iter().any(|c| c.what == t.name) {
+                out.push(tool_check(t));
+            }
         }
     }
     for b in boards {
@@ -75,10 +73,7 @@ fn rootless_checks() -> Vec<Check> {
         return Vec::new();
     }
     let problems = crate::rootless::problems();
-    let mut out: Vec<Check> = [crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP]
-        .iter()
-        .map(tool_check)
-        .collect();
+    let mut out: Vec<Check> = cmd::ROOTLESS_TOOLS.iter().map(tool_check).collect();
     for (what, fix) in &problems {
         let tool =
             out.iter().any(|c| &c.what == what) || cmd::BUILD_TOOLS.iter().any(|t| t.name == what);

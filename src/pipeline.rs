@@ -60,7 +60,7 @@ pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     }
     let plan = plan::make(&cfg);
     cmd::require(cmd::BUILD_TOOLS)?;
-    cmd::require(&[crate::rootless::UNSHARE, crate::rootless::NEWGIDMAP])?;
+    cmd::require(cmd::ROOTLESS_TOOLS)?;
     erofs::MkfsErofs::probe()?
         .check(cfg.root_compression)
         .with_context(|| cfg.source.clone())?;
@@ -105,7 +105,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         erofs::check_file_contexts()?;
     }
     if cfg.verity {
-        tools.push(crate::verity::VERITYSETUP);
+        tools.extend(cmd::VERITY_TOOLS);
     }
     cmd::require(&tools)?;
     // The root's compressor too: bookworm's mkfs.erofs has no lzma, and the

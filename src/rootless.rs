@@ -13,21 +13,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cmd::{self, Tool};
+use crate::cmd::{self, Cmd, NEWGIDMAP, UNSHARE};
 
 /// Set in the environment of the re-executed build (the inner half).
 pub const INNER_ENV: &str = "EDGEIMG_USERNS";
-
-pub const UNSHARE: Tool = Tool {
-    name: "unshare",
-    package: "util-linux",
-    purpose: "rootless builds: run the staging steps in a user namespace",
-};
-pub const NEWGIDMAP: Tool = Tool {
-    name: "newgidmap",
-    package: "uidmap",
-    purpose: "rootless builds: map the sub-gids of the user into its namespace",
-};
 
 /// True with euid 0: the host's root, or root of the namespace a rootless
 /// build re-executed itself into.
@@ -160,12 +149,12 @@ pub fn reexec(args: &[OsString]) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the edgeimg binary to re-execute")?;
     // --map-auto maps 1..65535 onto the first sub-id range, --map-root-user maps
     // 0 onto the caller: the same layout as mmdebstrap's unshare mode.
-    let status = std::process::Command::new(UNSHARE.name)
+    let status = Cmd::new(UNSHARE)
         .args(["--map-auto", "--map-root-user", "--"])
         .arg(&exe)
         .args(args)
         .env(INNER_ENV, "1")
         .status()
-        .with_context(|| format!("cannot run `{}` for the user namespace", UNSHARE.name))?;
+        .context("cannot enter the user namespace")?;
     Ok(status.code().unwrap_or(1))
 }

@@ -8,14 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::cmd::{self, Cmd, Tool};
+use crate::cmd::{self, Cmd, VERITYSETUP};
 use crate::ids::Uuid;
-
-pub const VERITYSETUP: Tool = Tool {
-    name: "veritysetup",
-    package: "cryptsetup-bin",
-    purpose: "compute the dm-verity hash tree of the root ([image] verity = true)",
-};
 
 /// Packages an image with verity on needs on top of the base (the initramfs
 /// copies veritysetup from it).

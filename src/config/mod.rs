@@ -385,7 +385,7 @@ mod tests {
         let e = p("[image]\nname = \"x\"\n[update]\ngeneration = -1\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 4") && e.contains("generation"), "{e}");
+        assert!(e.contains(":4:") && e.contains("generation"), "{e}");
     }
 
     #[test]

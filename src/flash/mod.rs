@@ -17,16 +17,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cmd::{Cmd, MCOPY, MMD, Tool};
+use crate::cmd::{Cmd, MCOPY, MDIR, MMD};
 use crate::config::size::human;
 use crate::io_error::{IoError, io_err};
 use device::{HostView, Kind, Refusal};
-
-pub const MDIR: Tool = Tool {
-    name: "mdir",
-    package: "mtools",
-    purpose: "look at the boot partition without mounting it (flash --node)",
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlashError {

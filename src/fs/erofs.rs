@@ -60,9 +60,8 @@ pub fn check_file_contexts() -> Result<()> {
     if cmd::which(cmd::MKFS_EROFS.name).is_none() {
         return Ok(()); // the tool check names the missing tool and its package
     }
-    let help = help_text()?;
     anyhow::ensure!(
-        help.contains("--file-contexts"),
+        MkfsErofs::probe()?.file_contexts,
         "[selinux]: this host's mkfs.erofs ({}) has no --file-contexts option, which labels the \
          root; install an erofs-utils built with SELinux support (Debian's erofs-utils is; a \
          self-built one needs libselinux1-dev and ./configure --with-selinux)",
@@ -71,20 +70,6 @@ pub fn check_file_contexts() -> Result<()> {
             .unwrap_or_else(|| cmd::MKFS_EROFS.name.into())
     );
     Ok(())
-}
-
-fn help_text() -> Result<String> {
-    let out = std::process::Command::new(
-        cmd::which(cmd::MKFS_EROFS.name).unwrap_or_else(|| cmd::MKFS_EROFS.name.into()),
-    )
-    .arg("--help")
-    .output()
-    .context("cannot run mkfs.erofs --help")?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
 }
 
 /// File names that are compressed already (kernel modules are .ko.xz).
@@ -184,20 +169,28 @@ pub struct MkfsErofs {
     pub version: Option<String>,
     /// Empty when the program does not list them.
     pub compressors: Vec<String>,
+    /// Whether it can label files (`--file-contexts`: built with libselinux).
+    pub file_contexts: bool,
 }
 
 impl MkfsErofs {
-    /// Asks the mkfs.erofs on PATH: `-V` (recent erofs-utils print the
-    /// version and the compressors built in), else `--help` (1.5 lists its
-    /// compressors at the end).
+    /// Asks the mkfs.erofs on PATH, once per process (a build checks it
+    /// before the bootstrap and again when it makes the root): `-V` (recent
+    /// erofs-utils print the version and the compressors built in) and
+    /// `--help` (options; 1.5 lists its compressors at the end).
     pub fn probe() -> Result<MkfsErofs> {
+        static PROBED: std::sync::OnceLock<Result<MkfsErofs, String>> = std::sync::OnceLock::new();
+        PROBED
+            .get_or_init(|| Self::probe_now().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn probe_now() -> Result<MkfsErofs> {
         let path =
             cmd::which(cmd::MKFS_EROFS.name).ok_or(cmd::CmdError::Missing(cmd::MKFS_EROFS))?;
         let run = |arg: &str| -> Result<(bool, String)> {
-            let o = std::process::Command::new(&path)
-                .arg(arg)
-                .output()
-                .with_context(|| format!("cannot run {} {arg}", path.display()))?;
+            let o = Cmd::new(cmd::MKFS_EROFS).arg(arg).probe()?;
             let text = format!(
                 "{}{}",
                 String::from_utf8_lossy(&o.stdout),
@@ -206,18 +199,21 @@ impl MkfsErofs {
             Ok((o.status.success(), text))
         };
         let (ok, text) = run("-V")?;
+        let (_, help) = run("--help")?;
+        let file_contexts = help.contains("--file-contexts");
         if let (true, Some((version, compressors))) = (ok, parse_version(&text)) {
             return Ok(MkfsErofs {
                 path,
                 version: Some(version),
                 compressors,
+                file_contexts,
             });
         }
-        let (_, help) = run("--help")?;
         Ok(MkfsErofs {
             path,
             version: None,
             compressors: available_compressors(&help).unwrap_or_default(),
+            file_contexts,
         })
     }
 
@@ -350,6 +346,7 @@ mod tests {
             path: "/usr/bin/mkfs.erofs".into(),
             version: None,
             compressors: vec!["lz4hc".into(), "lz4".into()],
+            file_contexts: true,
         };
         m.check(RootCompression::Lz4hc).unwrap();
         m.check(RootCompression::None).unwrap();

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 pub mod rpi;
 
+use crate::cmd::{Cmd, Tool};
 use crate::config::board::{QemuBoot, QemuSpec};
 
 /// How the VM gets to its kernel.
@@ -128,21 +129,25 @@ impl Vm {
         !self.qemu.machine.starts_with("raspi")
     }
 
-    pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.qemu.binary);
-        c.args(["-accel", if self.kvm { "kvm" } else { "tcg" }]);
-        c.args(["-machine", &self.qemu.machine, "-cpu", &self.qemu.cpu]);
+    pub fn command(&self) -> Cmd {
+        let mut c = Cmd::new(Tool::owned(
+            &self.qemu.binary,
+            &self.qemu.package,
+            "boot images (edgeimg run, VM tests)",
+        ));
+        c = c.args(["-accel", if self.kvm { "kvm" } else { "tcg" }]);
+        c = c.args(["-machine", &self.qemu.machine, "-cpu", &self.qemu.cpu]);
         // raspi4b fixes its CPU count; other machines take -smp.
         if self.qemu.boot == QemuBoot::Uefi {
-            c.args(["-smp", &self.cpus.to_string()]);
+            c = c.args(["-smp", &self.cpus.to_string()]);
         }
-        c.args(["-m", &self.memory_mib.to_string()]);
+        c = c.args(["-m", &self.memory_mib.to_string()]);
         match &self.boot {
             BootMode::Uefi { code, vars } => {
-                c.arg("-drive").arg(format!(
+                c = c.arg("-drive").arg(format!(
                     "if=pflash,format=raw,unit=0,readonly=on,file={code}"
                 ));
-                c.arg("-drive").arg(format!(
+                c = c.arg("-drive").arg(format!(
                     "if=pflash,format=raw,unit=1,file={}",
                     vars.display()
                 ));
@@ -153,7 +158,8 @@ impl Vm {
                 dtb,
                 append,
             } => {
-                c.arg("-kernel")
+                c = c
+                    .arg("-kernel")
                     .arg(kernel)
                     .arg("-initrd")
                     .arg(initrd)
@@ -163,59 +169,61 @@ impl Vm {
                     .arg(append);
             }
         }
-        c.arg("-drive").arg(format!(
+        c = c.arg("-drive").arg(format!(
             "file={},format=raw,if={},cache=unsafe",
             self.disk.display(),
             self.qemu.disk_interface
         ));
         // Air-gapped by design: no network device unless the operator adds one.
         for d in &self.extra_disks {
-            c.arg("-drive").arg(format!(
+            c = c.arg("-drive").arg(format!(
                 "file={},format=raw,if={},readonly=on",
                 d.display(),
                 self.qemu.disk_interface
             ));
         }
-        c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
+        c = c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
         if let Some(path) = &self.record_port {
-            c.args(["-device", "virtio-serial-pci,id=edgeimg-vser"]);
+            c = c.args(["-device", "virtio-serial-pci,id=edgeimg-vser"]);
             // QEMU's option syntax doubles a comma inside a value.
             let path = path.display().to_string().replace(',', ",,");
-            c.arg("-chardev")
+            c = c
+                .arg("-chardev")
                 .arg(format!("file,id=edgeimg-rec,path={path}"));
-            c.arg("-device").arg(format!(
+            c = c.arg("-device").arg(format!(
                 "virtserialport,bus=edgeimg-vser.0,chardev=edgeimg-rec,name={RECORD_PORT}"
             ));
         }
         if self.snapshot {
-            c.arg("-snapshot");
+            c = c.arg("-snapshot");
         }
         c
     }
 
     /// Serial ports before the console one are connected to nothing.
-    fn unused_serial_ports(&self, c: &mut Command) {
+    fn unused_serial_ports(&self, mut c: Cmd) -> Cmd {
         for _ in 0..self.qemu.serial_port {
-            c.args(["-serial", "null"]);
+            c = c.args(["-serial", "null"]);
         }
+        c
     }
 
     /// Runs with the serial console (and QEMU's monitor, Ctrl-A c) on this terminal.
     pub fn run_interactive(&self) -> Result<std::process::ExitStatus> {
-        let mut c = self.command();
-        self.unused_serial_ports(&mut c);
-        c.args(["-serial", "mon:stdio"]);
-        c.status()
+        self.unused_serial_ports(self.command())
+            .args(["-serial", "mon:stdio"])
+            .status()
             .with_context(|| format!("cannot start {}", self.qemu.binary))
     }
 
     /// Starts the VM with its serial console captured line by line. Every line
     /// is also appended to `log` (kept for failed tests).
     pub fn spawn_captured(&self, log: &Path) -> Result<RunningVm> {
-        let mut c = self.command();
-        self.unused_serial_ports(&mut c);
-        c.args(["-serial", "stdio", "-monitor", "none"])
-            .stdin(Stdio::null())
+        let (mut c, _) = self
+            .unused_serial_ports(self.command())
+            .args(["-serial", "stdio", "-monitor", "none"])
+            .into_std()?;
+        c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(path) = &self.record_port {

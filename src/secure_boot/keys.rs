@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::{CERT_TO_EFI_SIG_LIST, OPENSSL, SIGN_EFI_SIG_LIST};
-use crate::cmd::Cmd;
+use crate::cmd::{CERT_TO_EFI_SIG_LIST, Cmd, OPENSSL, SIGN_EFI_SIG_LIST};
 
 /// The three keys, in enrollment order (PK last would lock the others out:
 /// enrollment writes db and KEK while still in setup mode, then PK).
@@ -75,7 +74,7 @@ pub fn keygen(prefix: &Path, name: &str) -> Result<Vec<PathBuf>> {
             p.display()
         );
     }
-    crate::cmd::require(super::KEYGEN_TOOLS)?;
+    crate::cmd::require(crate::cmd::SECURE_BOOT_TOOLS)?;
     let dir = prefix
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
