@@ -96,9 +96,9 @@ pub fn update(c: crate::cli::UpdateCommand) -> Result<()> {
     }
 }
 
-pub fn plan(c: ConfigArgs, json: bool) -> Result<()> {
+pub fn plan(c: ConfigArgs, bundle: Option<&Path>, json: bool) -> Result<()> {
     let cfg = config::load(c.config.as_deref(), c.board.as_deref())?;
-    let plan = crate::plan::make(&cfg);
+    let plan = crate::plan::make(&cfg, bundle);
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

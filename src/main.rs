@@ -20,7 +20,11 @@ fn main() {
             name,
         } => edgeimg::commands::keygen(&out, secure_boot, &name),
         Command::Update(c) => edgeimg::commands::update(c),
-        Command::Plan { config, json } => edgeimg::commands::plan(config, json),
+        Command::Plan {
+            config,
+            bundle,
+            json,
+        } => edgeimg::commands::plan(config, bundle.as_deref(), json),
         Command::Run {
             image,
             board,

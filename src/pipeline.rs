@@ -58,7 +58,7 @@ pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
         cmd::require(cmd::SELINUX_TOOLS)?;
         erofs::check_file_contexts()?;
     }
-    let plan = plan::make(&cfg);
+    let plan = plan::make(&cfg, opts.bundle.as_deref());
     cmd::require(cmd::BUILD_TOOLS)?;
     cmd::require(cmd::ROOTLESS_TOOLS)?;
     erofs::MkfsErofs::probe()?
@@ -95,7 +95,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if let Some(c) = opts.compression {
         cfg.compression = c;
     }
-    let plan = plan::make(&cfg);
+    let plan = plan::make(&cfg, opts.bundle.as_deref());
 
     // Fail before any long work: tools, output directory.
     let mut tools: Vec<cmd::Tool> = cmd::BUILD_TOOLS.to_vec();
@@ -313,7 +313,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     match stage::update_stamps::blocking_overlay_file(&overlay_paths) {
         None => {
             stage::update_stamps::write(&tree, epoch)?;
-            placed.extend(["etc/.updated".to_string(), "var/.updated".to_string()]);
+            placed.extend(stage::update_stamps::STAMPS.map(String::from));
         }
         Some(f) => progress.note(&format!(
             "stage: overlay file /{f} is input of ldconfig, sysusers, hwdb or the journal catalog: the device's first boot runs systemd's update units"

@@ -1,10 +1,12 @@
 //! The resolved plan of a build: every package, identifier, partition and file,
 //! computed from the configuration alone (pure data; `edgeimg plan` prints it).
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::base::{BaseSpec, REQUIRED_PACKAGES};
-use crate::config::board::PartitionTable;
+use crate::config::board::{Board, Firmware, PartitionTable};
 use crate::config::{Config, ImageSize};
 use crate::disk::layout;
 use crate::ids::{self, Uuid};
@@ -54,6 +56,44 @@ pub struct PartitionPlan {
     pub role: &'static str,
 }
 
+/// What the board's firmware reads from the boot partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootPlan {
+    /// How the firmware finds the kernel (e.g. "UEFI -> systemd-boot").
+    pub firmware: &'static str,
+    /// Files on the boot partition, as the build names them.
+    pub files: Vec<String>,
+}
+
+/// The K3s part of the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct K3sPlan {
+    /// The bundle manifest's name (a shipped one, a path, or `--bundle DIR`'s).
+    pub bundle: String,
+    /// K3s version from the bundle's manifest; `None` when it cannot be read.
+    pub version: Option<String>,
+    /// True when the bundle's manifest says it is edgeimg's labelled test
+    /// stand-in (not K3s); the build checks the binary itself again.
+    pub stand_in: Option<bool>,
+    pub role: String,
+    pub cluster_init: bool,
+    /// nerdctl, wired to K3s' containerd, is in every K3s image.
+    pub nerdctl: bool,
+    pub buildkit: bool,
+    /// Image archives preloaded beside the bundle's air-gap images.
+    pub preloaded_images: Vec<String>,
+    /// Packaged components turned off (`--disable`).
+    pub disabled: Vec<String>,
+}
+
+/// SELinux, when the image has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelinuxPlan {
+    pub mode: String,
+    /// Policy modules installed: edgeimg's own, then the config's.
+    pub modules: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub name: String,
@@ -71,8 +111,17 @@ pub struct Plan {
     pub hostname_pattern: String,
     pub users: Vec<String>,
     pub overlays: Vec<String>,
-    /// Files edgeimg itself places into the root (overlays come on top).
+    pub boot: BootPlan,
+    /// `None`: a plain appliance without K3s.
+    pub k3s: Option<K3sPlan>,
+    pub selinux: Option<SelinuxPlan>,
+    /// The root is opened through dm-verity.
+    pub verity: bool,
+    /// Files edgeimg itself places into the root (overlays come on top), as
+    /// the build reports them in manifest.json's `placed_files`.
     pub files: Vec<String>,
+    /// Placed as well when the build signs updates (`--signing-key`).
+    pub signing_key_file: String,
     pub outputs: Vec<String>,
 }
 
@@ -116,7 +165,9 @@ pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -
     parts.join(" ")
 }
 
-pub fn make(config: &Config) -> Plan {
+/// The plan of `config`; `bundle` is a `--bundle DIR` that replaces the
+/// config's bundle, as for `edgeimg build`.
+pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     let board = &config.board;
     let mut packages: Vec<String> = REQUIRED_PACKAGES.iter().map(|s| s.to_string()).collect();
     packages.push(board.kernel_package.clone());
@@ -166,7 +217,10 @@ pub fn make(config: &Config) -> Plan {
                 layout::Role::Boot => (
                     board.partitions.boot.to_string(),
                     &ids.boot_partuuid,
-                    "boot (ESP)",
+                    match board.firmware {
+                        Firmware::Uefi => "boot (ESP)",
+                        Firmware::Rpi => "boot (Pi firmware)",
+                    },
                 ),
                 layout::Role::RootA => (slot.clone(), &ids.root_a_partuuid, "root, slot A"),
                 layout::Role::RootB => {
@@ -184,6 +238,10 @@ pub fn make(config: &Config) -> Plan {
             }
         })
         .collect();
+    let k3s = config
+        .k3s
+        .as_ref()
+        .map(|k| k3s_plan(k, &board.arch, bundle));
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {
@@ -218,20 +276,118 @@ pub fn make(config: &Config) -> Plan {
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
-        files: vec![
-            "/usr/lib/edgeimg/edgeimg-agent".into(),
-            "/usr/lib/edgeimg/image.json".into(),
-            edgeimg_agent::update::GENERATION_PATH.into(),
-            "/usr/lib/systemd/system/edgeimg-firstboot.service".into(),
-            "/usr/lib/systemd/system/edgeimg-ready.service".into(),
-            "/etc/fstab".into(),
-            "/etc/systemd/network/80-edgeimg-dhcp.network".into(),
-            edgeimg_agent::sshkeys::SSHD_DROP_IN.into(),
-            "boot: EFI/BOOT, loader/, edgeimg/a/{vmlinuz,initrd.img}, edgeimg/node.toml.example"
-                .into(),
-        ],
+        boot: boot_plan(board),
+        k3s: k3s.as_ref().map(|(p, _)| p.clone()),
+        selinux: config.selinux.as_ref().map(|se| SelinuxPlan {
+            mode: format!("{:?}", se.mode).to_lowercase(),
+            modules: std::iter::once(crate::config::selinux::OWN_MODULE.to_string())
+                .chain(se.modules.iter().map(|m| {
+                    m.file_stem()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                }))
+                .collect(),
+        }),
+        verity: config.verity,
+        files: root_files(k3s.as_ref().map(|(_, f)| f.as_slice())),
+        signing_key_file: edgeimg_agent::update::TRUSTED_KEY_PATH
+            .trim_start_matches('/')
+            .to_string(),
         outputs,
     }
+}
+
+/// The boot partition's files, as `boot::uefi` and `boot::rpi` name them.
+fn boot_plan(board: &Board) -> BootPlan {
+    match (board.firmware, &board.rpi) {
+        (Firmware::Rpi, Some(rpi)) => BootPlan {
+            firmware: board.firmware.describe(),
+            files: crate::boot::rpi::planned_files(rpi),
+        },
+        _ => BootPlan {
+            firmware: board.firmware.describe(),
+            files: crate::boot::uefi::planned_files(board.rust_arch()),
+        },
+    }
+}
+
+/// The K3s plan and the root files K3s adds. The bundle's manifest is read
+/// as the build reads it (`--bundle DIR`'s own, else the config's name);
+/// when it cannot be, version and air-gap file stay unknown and the build
+/// will say why.
+fn k3s_plan(
+    k: &crate::config::k3s::K3sConfig,
+    debian_arch: &str,
+    bundle_dir: Option<&Path>,
+) -> (K3sPlan, Vec<String>) {
+    use std::str::FromStr;
+    let manifest = match bundle_dir {
+        Some(dir) => crate::bundle::Manifest::in_dir(dir)
+            .ok()
+            .flatten()
+            .or_else(|| crate::bundle::Manifest::find(&k.bundle).ok()),
+        None => crate::bundle::Manifest::find(&k.bundle).ok(),
+    };
+    let airgap = manifest.as_ref().and_then(|m| {
+        let arch = crate::bundle::Arch::from_str(debian_arch).ok()?;
+        m.arches
+            .get(&arch)?
+            .iter()
+            .find(|a| a.role == crate::bundle::Role::AirgapImages)
+            .map(|a| a.file.clone())
+    });
+    let preloaded: Vec<String> = k
+        .images
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let files = crate::stage::k3s::planned(
+        k.registries_yaml.is_some(),
+        k.buildkit,
+        airgap.as_deref(),
+        &preloaded,
+    );
+    let plan = K3sPlan {
+        bundle: manifest
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| k.bundle.clone()),
+        version: manifest.as_ref().map(|m| m.k3s_version.clone()),
+        stand_in: manifest
+            .as_ref()
+            .map(|m| m.description.contains(crate::k3s_inputs::STAND_IN_LABEL)),
+        role: k.settings.role.as_str().to_string(),
+        cluster_init: k.settings.cluster_init,
+        nerdctl: true,
+        buildkit: k.buildkit,
+        preloaded_images: k.images.iter().map(|p| p.display().to_string()).collect(),
+        disabled: k.settings.disable.clone(),
+    };
+    (plan, files)
+}
+
+/// Every root file the build reports placing, in its order: the system
+/// step's, the version floor, K3s', and the update stamps (which an overlay
+/// replacing an input of ldconfig, sysusers, hwdb or the journal catalog
+/// leaves out: the build says so).
+fn root_files(k3s: Option<&[String]>) -> Vec<String> {
+    let mut v = crate::stage::system::planned();
+    v.push(
+        edgeimg_agent::update::GENERATION_PATH
+            .trim_start_matches('/')
+            .to_string(),
+    );
+    v.extend(k3s.unwrap_or_default().iter().cloned());
+    v.extend(
+        crate::stage::update_stamps::STAMPS
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    v
 }
 
 impl std::fmt::Display for Plan {
@@ -268,7 +424,33 @@ impl std::fmt::Display for Plan {
                 p.number, p.label, p.fs, p.size, p.part_uuid, p.role
             )?;
         }
+        writeln!(f, "boot       {}", self.boot.firmware)?;
+        for x in &self.boot.files {
+            writeln!(f, "  {x}")?;
+        }
         writeln!(f, "cmdline    {}", self.kernel_cmdline)?;
+        writeln!(
+            f,
+            "verity     {}",
+            if self.verity {
+                "on (root opened through dm-verity)"
+            } else {
+                "off"
+            }
+        )?;
+        match &self.selinux {
+            Some(se) => writeln!(
+                f,
+                "selinux    {} (modules: {})",
+                se.mode,
+                se.modules.join(", ")
+            )?,
+            None => writeln!(f, "selinux    off")?,
+        }
+        match &self.k3s {
+            Some(k) => write!(f, "{k}")?,
+            None => writeln!(f, "k3s        off (a plain appliance)")?,
+        }
         writeln!(f, "hostname   {}", self.hostname_pattern)?;
         writeln!(
             f,
@@ -288,10 +470,117 @@ impl std::fmt::Display for Plan {
                 self.overlays.join(", ")
             }
         )?;
-        writeln!(f, "files")?;
+        writeln!(f, "files      placed in the root by edgeimg")?;
         for x in &self.files {
-            writeln!(f, "  {x}")?;
+            writeln!(f, "  /{x}")?;
         }
+        writeln!(f, "  /{} (with --signing-key)", self.signing_key_file)?;
         writeln!(f, "outputs    {}", self.outputs.join(", "))
+    }
+}
+
+impl std::fmt::Display for K3sPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = self.version.as_deref().unwrap_or("version unknown");
+        let kind = match self.stand_in {
+            Some(true) => " — STAND-IN bundle for tests, not K3s",
+            Some(false) => "",
+            None => " (manifest not found: the build will say why)",
+        };
+        writeln!(f, "k3s        bundle {} ({version}){kind}", self.bundle)?;
+        writeln!(
+            f,
+            "           role {}{}; nerdctl{}",
+            self.role,
+            if self.cluster_init {
+                " (cluster-init)"
+            } else {
+                ""
+            },
+            if self.buildkit { ", BuildKit" } else { "" }
+        )?;
+        if !self.disabled.is_empty() {
+            writeln!(f, "           disabled: {}", self.disabled.join(", "))?;
+        }
+        if self.preloaded_images.is_empty() {
+            writeln!(f, "           preloaded images: none")
+        } else {
+            writeln!(
+                f,
+                "           preloaded images: {}",
+                self.preloaded_images.join(", ")
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str, board: &str) -> Plan {
+        let cfg =
+            crate::config::parse("edgeimg.toml", text, std::path::Path::new("."), Some(board))
+                .unwrap();
+        make(&cfg, None)
+    }
+
+    #[test]
+    fn each_firmware_gets_its_own_boot_files() {
+        let pi = plan("[image]\nname = \"x\"\n", "rpi4");
+        assert_eq!(pi.boot.firmware, Firmware::Rpi.describe());
+        assert!(pi.boot.files.iter().any(|f| f == "start4*.elf"));
+        assert!(pi.boot.files.iter().any(|f| f == "cmdline.txt"));
+        assert!(!pi.boot.files.iter().any(|f| f.contains("EFI")));
+        assert_eq!(pi.partitions[0].role, "boot (Pi firmware)");
+        let text = pi.to_string();
+        // (systemd-boot-efi is among rpi4's packages, not its boot files.)
+        assert!(!text.contains("ESP") && !text.contains("EFI/"), "{text}");
+
+        let pc = plan("[image]\nname = \"x\"\n", "x86_64");
+        assert!(pc.boot.files.iter().any(|f| f == "EFI/BOOT/BOOTX64.EFI"));
+        assert!(
+            pc.boot
+                .files
+                .iter()
+                .any(|f| f == "loader/entries/edgeimg-1-a.conf")
+        );
+        assert_eq!(pc.partitions[0].role, "boot (ESP)");
+        let arm = plan("[image]\nname = \"x\"\n", "arm64");
+        assert!(arm.boot.files.iter().any(|f| f == "EFI/BOOT/BOOTAA64.EFI"));
+    }
+
+    #[test]
+    fn k3s_selinux_and_verity_show_in_the_plan() {
+        let off = plan("[image]\nname = \"x\"\n[k3s]\nenabled = false\n", "x86_64");
+        assert!(off.k3s.is_none());
+        assert!(!off.files.iter().any(|f| f.contains("k3s")));
+        assert!(off.to_string().contains("k3s        off"));
+
+        let on = plan(
+            "[image]\nname = \"x\"\nverity = true\n[k3s]\nrole = \"agent\"\nserver = \"https://10.0.0.1:6443\"\nbuildkit = true\n[selinux]\nmode = \"enforcing\"\n",
+            "arm64",
+        );
+        let k = on.k3s.as_ref().unwrap();
+        assert_eq!(k.bundle, crate::config::k3s::DEFAULT_BUNDLE);
+        assert_eq!(k.stand_in, Some(false));
+        assert_eq!(k.role, "agent");
+        assert!(k.buildkit && k.nerdctl);
+        for f in [
+            "usr/local/bin/k3s",
+            "usr/local/bin/buildkitd",
+            "usr/lib/edgeimg/k3s-images/k3s-airgap-images-arm64.tar.zst",
+        ] {
+            assert!(on.files.iter().any(|x| x == f), "{f}: {:?}", on.files);
+        }
+        let text = on.to_string();
+        for line in [
+            "k3s        bundle k3s-v1.36.4+k3s1 (v1.36.4+k3s1)",
+            "role agent; nerdctl, BuildKit",
+            "selinux    enforcing (modules: edgeimg_k3s)",
+            "verity     on",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
     }
 }

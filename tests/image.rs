@@ -22,15 +22,6 @@ fn build(out: &Path, extra: &[&str]) -> String {
     err
 }
 
-/// Copies bytes [offset, offset+len) of `img` into `dest`.
-fn extract(img: &Path, offset: u64, len: u64, dest: &Path) {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(img).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut out = std::fs::File::create(dest).unwrap();
-    std::io::copy(&mut f.by_ref().take(len), &mut out).unwrap();
-}
-
 #[test]
 fn image_artifacts_pass_reference_tools_and_builds_reproduce() {
     let _g = exclusive();
@@ -117,7 +108,7 @@ fn image_artifacts_pass_reference_tools_and_builds_reproduce() {
     let work = tempfile::tempdir().unwrap();
     let part = |i: usize, name: &str| {
         let p = work.path().join(name);
-        extract(
+        extract_range(
             &img,
             layout[i]["offset"].as_u64().unwrap(),
             layout[i]["size"].as_u64().unwrap(),
@@ -157,6 +148,10 @@ fn image_artifacts_pass_reference_tools_and_builds_reproduce() {
     ] {
         assert!(listing.contains(f), "boot partition lacks {f}:\n{listing}");
     }
+    // The plan names exactly what the build placed, in the root and on the
+    // boot partition.
+    let plan = plan_json(&fixtures().join("image.toml"), "x86_64", None);
+    assert_build_matches_plan(&plan, &manifest, &boot, false);
 
     // Root: the agent, its config and the rendered overlay template are there.
     let tree = work.path().join("tree");

@@ -23,17 +23,6 @@ fn build(board: &str, out: &Path, extra: &[&std::ffi::OsStr]) {
     );
 }
 
-fn extract_partition(img: &Path, start: u64, size: u64, dest: &Path) {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(img).unwrap();
-    f.seek(SeekFrom::Start(start)).unwrap();
-    std::io::copy(
-        &mut f.by_ref().take(size),
-        &mut std::fs::File::create(dest).unwrap(),
-    )
-    .unwrap();
-}
-
 /// ELF e_machine of a binary: 62 x86_64, 183 aarch64.
 fn elf_machine(bytes: &[u8]) -> u16 {
     assert_eq!(&bytes[..4], b"\x7fELF");
@@ -86,13 +75,17 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
 
     let work = tempfile::tempdir().unwrap();
     let boot = work.path().join("boot.vfat");
-    extract_partition(
+    extract_range(
         &img,
         parts[0]["start"].as_u64().unwrap() * 512,
         parts[0]["size"].as_u64().unwrap() * 512,
         &boot,
     );
     ok(Command::new("fsck.vfat").arg("-n").arg(&boot));
+    // The plan names exactly what the build placed: the Pi firmware's files,
+    // no systemd-boot.
+    let plan = plan_json(&fixtures().join("image.toml"), "rpi4", None);
+    assert_build_matches_plan(&plan, &manifest, &boot, true);
     let listing = ok(Command::new("mdir")
         .args(["-/", "-b", "-i"])
         .arg(&boot)
@@ -157,7 +150,7 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
 
     // The root carries the aarch64 agent.
     let root = work.path().join("root.erofs");
-    extract_partition(
+    extract_range(
         &img,
         parts[1]["start"].as_u64().unwrap() * 512,
         parts[1]["size"].as_u64().unwrap() * 512,
@@ -302,7 +295,7 @@ fn arm64_uefi_image_has_aarch64_bootloader_and_agent() {
     );
     let work = tempfile::tempdir().unwrap();
     let boot = work.path().join("boot.vfat");
-    extract_partition(
+    extract_range(
         &img,
         parts[0]["start"].as_u64().unwrap() * 512,
         parts[0]["size"].as_u64().unwrap() * 512,

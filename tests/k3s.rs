@@ -194,17 +194,27 @@ fn k3s_nerdctl_buildkit_and_images_are_placed_as_k3s_expects() {
     let img = out.join("k3stest-x86_64.img");
     let root_part = &manifest["layout"]["partitions"][1];
     let root = d.path().join("root.erofs");
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&img).unwrap();
-        f.seek(SeekFrom::Start(root_part["offset"].as_u64().unwrap()))
-            .unwrap();
-        std::io::copy(
-            &mut f.by_ref().take(root_part["size"].as_u64().unwrap()),
-            &mut std::fs::File::create(&root).unwrap(),
-        )
-        .unwrap();
-    }
+    let part = |p: &serde_json::Value| (p["offset"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+    let (offset, size) = part(root_part);
+    extract_range(&img, offset, size, &root);
+    // The plan of the same config and bundle names exactly what was placed,
+    // and says what K3s this is.
+    let boot = d.path().join("boot.vfat");
+    let (offset, size) = part(&manifest["layout"]["partitions"][0]);
+    extract_range(&img, offset, size, &boot);
+    let plan = plan_json(&cfg, "x86_64", Some(&bundle));
+    assert_build_matches_plan(&plan, &manifest, &boot, false);
+    let k = &plan["k3s"];
+    assert_eq!(k["stand_in"], true, "{k}");
+    assert_eq!(k["buildkit"], true, "{k}");
+    assert_eq!(k["disabled"][0], "traefik", "{k}");
+    assert!(
+        k["preloaded_images"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("hello.tar"),
+        "{k}"
+    );
     let tree = d.path().join("tree");
     ok(Command::new("fsck.erofs")
         .arg(format!("--extract={}", tree.display()))

@@ -23,14 +23,6 @@ fn build(out: &Path) {
     );
 }
 
-fn extract(img: &Path, offset: u64, len: u64, dest: &Path) {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(img).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut out = std::fs::File::create(dest).unwrap();
-    std::io::copy(&mut f.by_ref().take(len), &mut out).unwrap();
-}
-
 fn param<'a>(cmdline: &'a str, key: &str) -> &'a str {
     cmdline
         .split_whitespace()
@@ -63,7 +55,7 @@ fn verity_root_verifies_against_the_boot_entry_and_rebuilds_identically() {
     let parts = manifest["layout"]["partitions"].as_array().unwrap();
     let work = tempfile::tempdir().unwrap();
     let boot = work.path().join("boot.vfat");
-    extract(
+    extract_range(
         &img,
         parts[0]["offset"].as_u64().unwrap(),
         parts[0]["size"].as_u64().unwrap(),
@@ -71,7 +63,7 @@ fn verity_root_verifies_against_the_boot_entry_and_rebuilds_identically() {
     );
     let root = work.path().join("root-a");
     let slot_size = parts[1]["size"].as_u64().unwrap();
-    extract(&img, parts[1]["offset"].as_u64().unwrap(), slot_size, &root);
+    extract_range(&img, parts[1]["offset"].as_u64().unwrap(), slot_size, &root);
 
     // The boot entry names the verity device, the slot and the hash.
     let entry = ok(std::process::Command::new("mtype")

@@ -13,6 +13,30 @@ use crate::stage::KernelFiles;
 /// Where Debian's raspi-firmware package keeps the firmware in the root.
 const FIRMWARE_DIR: &str = "usr/lib/raspi-firmware";
 
+/// The boot partition's files, as [`boot_files`] names them. The firmware
+/// files and overlays are whatever Debian's raspi-firmware ships: patterns
+/// (`*`) here.
+pub fn planned_files(rpi: &RpiSpec) -> Vec<String> {
+    let mut v = vec![FIRMWARE_START.to_string(), FIRMWARE_FIXUP.to_string()];
+    v.extend(rpi.dtbs.iter().cloned());
+    v.extend(
+        [
+            "overlays/*",
+            "vmlinuz",
+            "initrd.img",
+            "config.txt",
+            "cmdline.txt",
+            crate::boot::NODE_EXAMPLE_PATH,
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+/// The Pi 4 family's firmware (bootcode.bin is in the Pi 4's EEPROM).
+const FIRMWARE_START: &str = "start4*.elf";
+const FIRMWARE_FIXUP: &str = "fixup4*.dat";
+
 pub fn boot_files(
     tree: &Path,
     rpi: &RpiSpec,
@@ -27,7 +51,7 @@ pub fn boot_files(
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
         // Pi 4 family firmware only (start4*.elf, fixup4*.dat); bootcode.bin is in the Pi 4's EEPROM.
-        if (name.starts_with("start4") && name.ends_with(".elf")) || (name.starts_with("fixup4") && name.ends_with(".dat")) {
+        if crate::boot::matches(FIRMWARE_START, &name) || crate::boot::matches(FIRMWARE_FIXUP, &name) {
             found_start |= name == "start4.elf";
             files.add_file(&name, e.path());
         }
@@ -57,7 +81,7 @@ pub fn boot_files(
     files.add_file("initrd.img", kernel.initrd.clone());
     files.add_bytes("config.txt", render_config(&rpi.config_txt, image)?);
     files.add_bytes("cmdline.txt", format!("{cmdline}\n"));
-    files.add_bytes("edgeimg/node.toml.example", super::NODE_EXAMPLE);
+    files.add_bytes(super::NODE_EXAMPLE_PATH, super::NODE_EXAMPLE);
     Ok(files)
 }
 

@@ -16,6 +16,27 @@ fn efi_names(rust_arch: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The boot partition's files for slot A, as [`boot_files`] names them.
+pub fn planned_files(rust_arch: &str) -> Vec<String> {
+    let (suffix, removable) = efi_names(rust_arch);
+    let mut v = vec![
+        format!("EFI/BOOT/{removable}"),
+        format!("EFI/systemd/systemd-boot{suffix}.efi"),
+        LOADER_CONF.to_string(),
+        ENTRY_A.to_string(),
+        KERNEL_A.to_string(),
+        INITRD_A.to_string(),
+        crate::boot::NODE_EXAMPLE_PATH.to_string(),
+    ];
+    v.sort();
+    v
+}
+
+const LOADER_CONF: &str = "loader/loader.conf";
+const ENTRY_A: &str = "loader/entries/edgeimg-1-a.conf";
+const KERNEL_A: &str = "edgeimg/a/vmlinuz";
+const INITRD_A: &str = "edgeimg/a/initrd.img";
+
 /// Boot files for slot A (slot B's entry is written by updates).
 ///
 /// Entries are named `edgeimg-<generation>-<slot>.conf` and loader.conf's
@@ -41,19 +62,19 @@ pub fn boot_files(
     files.add_file(&format!("EFI/BOOT/{removable}"), sdboot.clone());
     files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), sdboot);
     files.add_bytes(
-        "loader/loader.conf",
+        LOADER_CONF,
         "default edgeimg-*\ntimeout 0\neditor no\nconsole-mode keep\n",
     );
     files.add_bytes(
-        "loader/entries/edgeimg-1-a.conf",
+        ENTRY_A,
         format!(
-            "title {title} (slot A)\nversion {}\nlinux /edgeimg/a/vmlinuz\ninitrd /edgeimg/a/initrd.img\noptions {cmdline}\n",
+            "title {title} (slot A)\nversion {}\nlinux /{KERNEL_A}\ninitrd /{INITRD_A}\noptions {cmdline}\n",
             kernel.version
         ),
     );
-    files.add_file("edgeimg/a/vmlinuz", kernel.vmlinuz.clone());
-    files.add_file("edgeimg/a/initrd.img", kernel.initrd.clone());
-    files.add_bytes("edgeimg/node.toml.example", super::NODE_EXAMPLE);
+    files.add_file(KERNEL_A, kernel.vmlinuz.clone());
+    files.add_file(INITRD_A, kernel.initrd.clone());
+    files.add_bytes(super::NODE_EXAMPLE_PATH, super::NODE_EXAMPLE);
     std::fs::metadata(&kernel.vmlinuz).context("kernel missing")?;
     Ok(files)
 }

@@ -92,6 +92,9 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArgs,
+        /// The K3s bundle directory the build will be given (`build --bundle DIR`).
+        #[arg(long, value_name = "DIR", env = "EDGEIMG_K3S_BUNDLE")]
+        bundle: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

@@ -357,7 +357,7 @@ mod tests {
                 .initramfs_modules
                 .contains(&VERITY_MODULE.to_string())
         );
-        let (poff, pon) = (crate::plan::make(&off), crate::plan::make(&on));
+        let (poff, pon) = (crate::plan::make(&off, None), crate::plan::make(&on, None));
         assert!(!poff.base.packages.contains(&"cryptsetup-bin".to_string()));
         assert!(pon.base.packages.contains(&"cryptsetup-bin".to_string()));
         assert!(poff.kernel_cmdline.starts_with("root=PARTUUID="));

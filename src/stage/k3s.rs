@@ -34,6 +34,52 @@ pub struct K3sInput<'a> {
     pub buildkit: bool,
 }
 
+/// What [`place`] reports placing, in its order: `edgeimg plan` lists
+/// these. `airgap` is the bundle's air-gap images file (left out when the
+/// plan cannot read the bundle's manifest), `preloaded` the archives' names.
+pub fn planned(
+    registries: bool,
+    buildkit: bool,
+    airgap: Option<&str>,
+    preloaded: &[String],
+) -> Vec<String> {
+    let mut v: Vec<String> = [
+        K3S_BINARY,
+        K3S_SERVER_UNIT,
+        K3S_AGENT_UNIT,
+        K3S_CONFIG.trim_start_matches('/'),
+    ]
+    .map(String::from)
+    .to_vec();
+    if registries {
+        v.push(REGISTRIES.into());
+    }
+    v.extend([NERDCTL_BINARY, NERDCTL_CONFIG].map(String::from));
+    if buildkit {
+        v.extend(BUILDKIT_FILES.map(String::from));
+    }
+    v.extend(
+        airgap
+            .into_iter()
+            .chain(preloaded.iter().map(String::as_str))
+            .map(|n| format!("{IMAGES_ON_ROOT}/{n}")),
+    );
+    v
+}
+
+const K3S_BINARY: &str = "usr/local/bin/k3s";
+const K3S_SERVER_UNIT: &str = "usr/lib/systemd/system/k3s.service";
+const K3S_AGENT_UNIT: &str = "usr/lib/systemd/system/k3s-agent.service";
+const REGISTRIES: &str = "etc/rancher/k3s/registries.yaml";
+const NERDCTL_BINARY: &str = "usr/local/bin/nerdctl";
+const NERDCTL_CONFIG: &str = "etc/nerdctl/nerdctl.toml";
+/// buildkitd, buildctl and buildkit.service.
+const BUILDKIT_FILES: [&str; 3] = [
+    "usr/local/bin/buildkitd",
+    "usr/local/bin/buildctl",
+    "usr/lib/systemd/system/buildkit.service",
+];
+
 pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> {
     let mut placed = Vec::new();
     let b = input.bundle;
@@ -41,31 +87,28 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     // The binary and the links K3s' installer creates.
     let k3s = std::fs::read(&b.k3s.path)
         .with_context(|| format!("cannot read {}", b.k3s.path.display()))?;
-    write(tree, "usr/local/bin/k3s", &k3s, 0o755)?;
+    write(tree, K3S_BINARY, &k3s, 0o755)?;
     for link in ["kubectl", "crictl", "ctr"] {
         let p = tree.join("usr/local/bin").join(link);
         let _ = std::fs::remove_file(&p);
         std::os::unix::fs::symlink("k3s", &p)?;
     }
-    placed.push("usr/local/bin/k3s".into());
+    placed.push(K3S_BINARY.into());
 
     // Units for both roles; the agent enables the one node.toml/edgeimg.toml chooses.
     write(
         tree,
-        "usr/lib/systemd/system/k3s.service",
+        K3S_SERVER_UNIT,
         unit("server", "Lightweight Kubernetes (server)").as_bytes(),
         0o644,
     )?;
     write(
         tree,
-        "usr/lib/systemd/system/k3s-agent.service",
+        K3S_AGENT_UNIT,
         unit("agent", "Lightweight Kubernetes (agent)").as_bytes(),
         0o644,
     )?;
-    placed.extend([
-        "usr/lib/systemd/system/k3s.service".into(),
-        "usr/lib/systemd/system/k3s-agent.service".into(),
-    ]);
+    placed.extend([K3S_SERVER_UNIT.into(), K3S_AGENT_UNIT.into()]);
 
     // Config (0600: it may point at a token). The agent rewrites it on first
     // boot with the node's hostname and node.toml's overrides.
@@ -90,51 +133,27 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     )?;
     placed.push(K3S_CONFIG.trim_start_matches('/').into());
     if let Some(r) = &input.registries_yaml {
-        write(tree, "etc/rancher/k3s/registries.yaml", r.as_bytes(), 0o600)?;
-        placed.push("etc/rancher/k3s/registries.yaml".into());
+        write(tree, REGISTRIES, r.as_bytes(), 0o600)?;
+        placed.push(REGISTRIES.into());
     }
 
     // nerdctl talking to K3s' containerd, in the namespace pods use.
     let nerdctl_dir = work.join("nerdctl");
     extract(&b.nerdctl.path, &nerdctl_dir, &["nerdctl"])?;
-    copy_exec(&nerdctl_dir.join("nerdctl"), tree, "usr/local/bin/nerdctl")?;
-    write(
-        tree,
-        "etc/nerdctl/nerdctl.toml",
-        NERDCTL_TOML.as_bytes(),
-        0o644,
-    )?;
-    placed.extend([
-        "usr/local/bin/nerdctl".into(),
-        "etc/nerdctl/nerdctl.toml".into(),
-    ]);
+    copy_exec(&nerdctl_dir.join("nerdctl"), tree, NERDCTL_BINARY)?;
+    write(tree, NERDCTL_CONFIG, NERDCTL_TOML.as_bytes(), 0o644)?;
+    placed.extend([NERDCTL_BINARY.into(), NERDCTL_CONFIG.into()]);
 
     if input.buildkit {
         let full = b.nerdctl_full.as_ref().context("BuildKit was asked for but the bundle has no nerdctl-full archive (fetch with --buildkit)")?;
         let full_dir = work.join("nerdctl-full");
         extract(&full.path, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
-        copy_exec(
-            &full_dir.join("bin/buildkitd"),
-            tree,
-            "usr/local/bin/buildkitd",
-        )?;
-        copy_exec(
-            &full_dir.join("bin/buildctl"),
-            tree,
-            "usr/local/bin/buildctl",
-        )?;
-        write(
-            tree,
-            "usr/lib/systemd/system/buildkit.service",
-            BUILDKIT_UNIT.as_bytes(),
-            0o644,
-        )?;
+        let [buildkitd, buildctl, unit_path] = BUILDKIT_FILES;
+        copy_exec(&full_dir.join("bin/buildkitd"), tree, buildkitd)?;
+        copy_exec(&full_dir.join("bin/buildctl"), tree, buildctl)?;
+        write(tree, unit_path, BUILDKIT_UNIT.as_bytes(), 0o644)?;
         enable(tree, "buildkit.service", "multi-user.target")?;
-        placed.extend([
-            "usr/local/bin/buildkitd".into(),
-            "usr/local/bin/buildctl".into(),
-            "usr/lib/systemd/system/buildkit.service".into(),
-        ]);
+        placed.extend(BUILDKIT_FILES.map(String::from));
     }
 
     // Images: airgap tarball and preloaded archives on the root, overlaid onto K3s' directory.

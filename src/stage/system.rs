@@ -18,6 +18,51 @@ pub struct SystemInput<'a> {
     pub os_release_extra: Vec<(String, String)>,
 }
 
+/// The units the agent runs, and the target each is enabled for.
+const AGENT_UNITS: [(&str, &str, &str); 3] = [
+    (
+        "edgeimg-firstboot.service",
+        agents::FIRSTBOOT_UNIT,
+        "sysinit.target",
+    ),
+    (
+        "edgeimg-ready.service",
+        agents::READY_UNIT,
+        "multi-user.target",
+    ),
+    (
+        "edgeimg-update-health.service",
+        agents::UPDATE_HEALTH_UNIT,
+        "multi-user.target",
+    ),
+];
+
+const DHCP_NETWORK: &str = "etc/systemd/network/80-edgeimg-dhcp.network";
+
+/// What [`apply`] reports placing in a root with sshd and systemd-networkd
+/// (every edgeimg base has both: openssh-server and systemd are required
+/// packages), in its order: `edgeimg plan` lists these.
+pub fn planned() -> Vec<String> {
+    let mut v = vec![
+        edgeimg_agent::sshkeys::SSHD_DROP_IN
+            .trim_start_matches('/')
+            .to_string(),
+        SSH_SERVICE_DROP_IN.to_string(),
+        "etc/fstab".to_string(),
+        agents::AGENT_PATH.to_string(),
+        edgeimg_agent::schema::IMAGE_CONFIG_PATH
+            .trim_start_matches('/')
+            .to_string(),
+    ];
+    v.extend(
+        AGENT_UNITS
+            .iter()
+            .map(|(name, _, _)| format!("usr/lib/systemd/system/{name}")),
+    );
+    v.push(DHCP_NETWORK.to_string());
+    v
+}
+
 pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     let mut placed = Vec::new();
 
@@ -105,23 +150,7 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
             .into(),
     );
 
-    for (name, text, target) in [
-        (
-            "edgeimg-firstboot.service",
-            agents::FIRSTBOOT_UNIT,
-            "sysinit.target",
-        ),
-        (
-            "edgeimg-ready.service",
-            agents::READY_UNIT,
-            "multi-user.target",
-        ),
-        (
-            "edgeimg-update-health.service",
-            agents::UPDATE_HEALTH_UNIT,
-            "multi-user.target",
-        ),
-    ] {
+    for (name, text, target) in AGENT_UNITS {
         let unit = format!("usr/lib/systemd/system/{name}");
         write(tree, &unit, text.as_bytes(), 0o644)?;
         enable(tree, name, target)?;
@@ -146,12 +175,7 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         .join("usr/lib/systemd/system/systemd-networkd.service")
         .exists()
     {
-        write(
-            tree,
-            "etc/systemd/network/80-edgeimg-dhcp.network",
-            NETWORK_DHCP.as_bytes(),
-            0o644,
-        )?;
+        write(tree, DHCP_NETWORK, NETWORK_DHCP.as_bytes(), 0o644)?;
         enable(tree, "systemd-networkd.service", "multi-user.target")?;
         if tree
             .join("usr/lib/systemd/system/systemd-networkd.socket")
@@ -159,7 +183,7 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         {
             enable(tree, "systemd-networkd.socket", "sockets.target")?;
         }
-        placed.push("etc/systemd/network/80-edgeimg-dhcp.network".into());
+        placed.push(DHCP_NETWORK.into());
     }
 
     let os_release = tree.join("usr/lib/os-release");
@@ -238,4 +262,49 @@ pub fn write(tree: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
     std::fs::write(&p, content).with_context(|| format!("cannot write {}", p.display()))?;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `planned` is what `apply` places in a root that has sshd and
+    /// systemd-networkd, as every edgeimg base does.
+    #[test]
+    fn planned_is_what_apply_places() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path();
+        for f in [
+            "usr/sbin/sshd",
+            "usr/lib/systemd/system/ssh.service",
+            "usr/lib/systemd/system/systemd-networkd.service",
+        ] {
+            write(tree, f, b"", 0o644).unwrap();
+        }
+        write(tree, "usr/lib/os-release", b"ID=debian\n", 0o644).unwrap();
+        let image_config = edgeimg_agent::schema::ImageConfig {
+            name: "x".into(),
+            board: "x86_64".into(),
+            arch: "amd64".into(),
+            edgeimg_version: crate::VERSION.into(),
+            hostname_pattern: "{name}".into(),
+            users: Vec::new(),
+            boot_mount: "/boot/efi".into(),
+            k3s: None,
+        };
+        let placed = apply(
+            tree,
+            &SystemInput {
+                agent: b"agent",
+                image_config: &image_config,
+                boot_partuuid: "0".repeat(36),
+                os_release_extra: Vec::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(placed, planned());
+        for p in &placed {
+            assert!(tree.join(p).is_file(), "{p}");
+        }
+    }
 }

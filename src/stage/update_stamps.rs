@@ -48,6 +48,9 @@ pub fn blocking_overlay_file(overlay_files: &[String]) -> Option<&str> {
         .find(|f| needs_device_update(f))
 }
 
+/// The stamps, relative to the root.
+pub const STAMPS: [&str; 2] = ["etc/.updated", "var/.updated"];
+
 /// Writes both stamps with mtime `epoch` (what systemd-update-done would
 /// write: a `TIMESTAMP_NSEC=` line).
 pub fn write(tree: &Path, epoch: u64) -> Result<()> {
@@ -57,8 +60,8 @@ pub fn write(tree: &Path, epoch: u64) -> Result<()> {
         u128::from(epoch) * 1_000_000_000
     );
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
-    for dir in ["etc", "var"] {
-        let p = tree.join(dir).join(".updated");
+    for rel in STAMPS {
+        let p = tree.join(rel);
         std::fs::File::create(&p)
             .and_then(|mut f| {
                 f.write_all(text.as_bytes())?;

@@ -51,3 +51,96 @@ pub fn visible_files(dir: &Path) -> Vec<String> {
 pub fn exclusive() -> edgeimg::cache::Lock {
     edgeimg::cache::Lock::acquire(&edgeimg::cache::dir().join("vm-tests.lock")).expect("test lock")
 }
+
+/// Copies bytes [offset, offset+len) of `img` (a partition) into `dest`.
+pub fn extract_range(img: &Path, offset: u64, len: u64, dest: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(img).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut out = std::fs::File::create(dest).unwrap();
+    std::io::copy(&mut f.by_ref().take(len), &mut out).unwrap();
+}
+
+/// `edgeimg plan --json` for a config, board and `--bundle` directory.
+pub fn plan_json(config: &Path, board: &str, bundle: Option<&Path>) -> serde_json::Value {
+    let mut c = edgeimg();
+    c.args(["plan", "--json", "--board", board, "--config"])
+        .arg(config)
+        .env_remove("EDGEIMG_K3S_BUNDLE");
+    if let Some(b) = bundle {
+        c.arg("--bundle").arg(b);
+    }
+    serde_json::from_str(&ok(&mut c)).expect("plan --json is JSON")
+}
+
+/// Every file on a FAT filesystem image, relative to its root (mtools).
+pub fn fat_files(fat: &Path) -> Vec<String> {
+    let listing = ok(Command::new("mdir")
+        .args(["-/", "-b", "-i"])
+        .arg(fat)
+        .arg("::/"));
+    let mut v: Vec<String> = listing
+        .lines()
+        .filter(|l| !l.ends_with('/'))
+        .map(|l| l.trim_start_matches("::/").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The build did what its plan said: the root files it reports placing
+/// (manifest.json's `placed_files`, less the overlays' files) are the
+/// plan's (with its signing key file when the build was `signed`), and
+/// every file on the boot partition matches one of the plan's
+/// boot entries (which may hold a `*`) and every entry matches a file.
+pub fn assert_build_matches_plan(
+    plan: &serde_json::Value,
+    manifest: &serde_json::Value,
+    boot_fat: &Path,
+    signed: bool,
+) {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = v
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|s| s.as_str().expect("a string").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let overlay_files: Vec<&str> = manifest["inputs"]["overlays"]
+        .as_array()
+        .map(|os| {
+            os.iter()
+                .flat_map(|o| o["files"].as_array().into_iter().flatten())
+                .filter_map(|f| f["path"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut placed = strings(&manifest["placed_files"]);
+    placed.retain(|p| !overlay_files.contains(&p.as_str()));
+    let mut planned_root = strings(&plan["files"]);
+    if signed {
+        planned_root.push(plan["signing_key_file"].as_str().unwrap().to_string());
+        planned_root.sort();
+    }
+    assert_eq!(
+        placed, planned_root,
+        "placed files (left) differ from the plan's (right)"
+    );
+    let boot = fat_files(boot_fat);
+    let planned = strings(&plan["boot"]["files"]);
+    for f in &boot {
+        assert!(
+            planned.iter().any(|p| edgeimg::boot::matches(p, f)),
+            "the boot partition holds {f}, which the plan does not name: {planned:?}"
+        );
+    }
+    for p in &planned {
+        assert!(
+            boot.iter().any(|f| edgeimg::boot::matches(p, f)),
+            "the plan names {p}, which is not on the boot partition: {boot:?}"
+        );
+    }
+}
