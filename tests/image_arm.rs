@@ -320,4 +320,8 @@ fn arm64_uefi_image_has_aarch64_bootloader_and_agent() {
         .arg(&boot)
         .arg("::/loader/entries/edgeimg-1-a.conf"));
     assert!(entry.contains("console=ttyAMA0,115200"), "{entry}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
+    let plan = plan_json(&fixtures().join("image.toml"), "arm64", None);
+    assert_build_matches_plan(&plan, &manifest, &boot, false);
 }
