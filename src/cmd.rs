@@ -165,7 +165,13 @@ pub const SIGN_EFI_SIG_LIST: Tool = Tool {
 /// (The root is labelled by mkfs.erofs itself: `fs::erofs::check_file_contexts`.)
 pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, MATCHPATHCON, DEBUGFS, CHROOT];
 
-/// The tools every build needs, whatever the board.
+/// What bootstrapping a base needs (only on a cache miss).
+pub const BOOTSTRAP_TOOLS: &[Tool] = &[MMDEBSTRAP, NEWUIDMAP];
+/// What every build needs after the base, whatever the board.
+pub const STAGE_TOOLS: &[Tool] = &[
+    TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS, DEBUGFS,
+];
+/// Both: the tools every build needs from scratch.
 pub const BUILD_TOOLS: &[Tool] = &[
     MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS, DEBUGFS,
 ];

@@ -18,6 +18,10 @@ pub enum NodeError {
         value: String,
         msg: String,
     },
+    /// An SSH key that is not a public key: named by where it came from,
+    /// never quoted (it may be a private key).
+    #[error("{origin}: {msg}")]
+    Key { origin: String, msg: String },
     #[error("the node file would be invalid: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -119,19 +123,36 @@ pub fn make(spec: &NodeSpec) -> Result<NodeConfig, NodeError> {
             }
         }
     }
-    for k in &spec.ssh_keys {
-        let (n, key) = split("--ssh-key", k)?;
-        user(&mut users, n).ssh_keys.push(key.trim().to_string());
+    for (i, k) in spec.ssh_keys.iter().enumerate() {
+        let Some((n, key)) = k.split_once(':') else {
+            return Err(NodeError::Key {
+                origin: format!("--ssh-key #{}", i + 1),
+                msg: "expected USER:KEY".into(),
+            });
+        };
+        crate::ssh_pubkey::check(key).map_err(|msg| NodeError::Key {
+            origin: format!("--ssh-key #{} (user {})", i + 1, n.trim()),
+            msg,
+        })?;
+        user(&mut users, n.trim())
+            .ssh_keys
+            .push(key.trim().to_string());
     }
     for kf in &spec.ssh_key_files {
         let (n, path) = split("--ssh-key-file", kf)?;
         let text = std::fs::read_to_string(path).map_err(io_err("read SSH key file", path))?;
-        let keys: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect();
+        let mut keys: Vec<String> = Vec::new();
+        for (no, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            crate::ssh_pubkey::check(l).map_err(|msg| NodeError::Key {
+                origin: format!("--ssh-key-file {}:{}", path.trim(), no + 1),
+                msg,
+            })?;
+            keys.push(l.to_string());
+        }
         if keys.is_empty() {
             return Err(NodeError::Flag {
                 flag: "--ssh-key-file",
@@ -275,8 +296,8 @@ mod tests {
             users: vec!["ops".into()],
             groups: vec!["ops:sudo,adm".into(), "ops:sudo".into()],
             ssh_keys: vec![
-                "ops:ssh-ed25519 AAAAC3Nza ops@laptop".into(),
-                "deploy:ssh-ed25519 AAAAB deploy".into(),
+                "ops:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMJTy1J2eXbIGzzT/RSVqyHTxS+tyrSMeTEhQPu2n/uD ops@laptop".into(),
+                "deploy:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIICNrNDBmVFpi9ZAOW5JHk6KHrNETrrdltqKBhDetXUt deploy".into(),
             ],
             ssh_key_files: vec![],
             shells: vec!["deploy:/bin/sh".into()],
@@ -329,7 +350,7 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("--ssh-key") && e.contains("USER:VALUE"), "{e}");
+        assert!(e.contains("--ssh-key #1") && e.contains("USER:KEY"), "{e}");
         let e = make(&NodeSpec {
             users: vec!["Root".into()],
             ..Default::default()

@@ -27,6 +27,23 @@ impl Progress {
         }
     }
 
+    /// Runs one step of work and notes what it did and how long it took:
+    /// `msg` describes the result, the duration is added.
+    pub fn timed<T, E>(
+        &self,
+        work: impl FnOnce() -> Result<T, E>,
+        msg: impl FnOnce(&T) -> String,
+    ) -> Result<T, E> {
+        let t = std::time::Instant::now();
+        let out = work()?;
+        self.note(&format!(
+            "{} ({:.1}s)",
+            msg(&out),
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(out)
+    }
+
     /// A spinner whose message follows a long-running tool's output.
     pub fn spinner(&self, prefix: &str) -> ProgressBar {
         if self.quiet || !self.tty {

@@ -74,6 +74,66 @@ pub fn load_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
 }
 
 /// Writes the update file `dest` (payloads in order) signed with `key`.
+/// What a build's update file carries.
+pub struct BuildPayloads<'a> {
+    /// The slot payload (EROFS root, then the hash tree with verity).
+    pub root: &'a Path,
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    pub kernel_version: &'a str,
+    /// Slot A's kernel command line (the device rewrites the slot's parts).
+    pub cmdline: &'a str,
+    /// The whole boot directory, for a Pi (its slot switch swaps it:
+    /// firmware, DTBs, config.txt, cmdline.txt).
+    pub pi_boot_files: Option<&'a crate::fs::vfat::BootFiles>,
+}
+
+/// The update-file step of a build: `<name>-<board>.update` in `dir`,
+/// signed with `key`. Returns its name.
+pub fn write_for_build(
+    ctx: &crate::context::Ctx,
+    p: &BuildPayloads,
+    key: &ed25519_dalek::SigningKey,
+    dir: &Path,
+) -> Result<String> {
+    let cfg = ctx.cfg;
+    let name = format!("{}-{}.update", ctx.plan.name, ctx.plan.board);
+    let root_sha = crate::artifact::checksums::sha256_file(p.root)?;
+    let mut payloads: Vec<(String, PathBuf)> = vec![
+        (format::ROOT.into(), p.root.to_path_buf()),
+        (format::VMLINUZ.into(), p.vmlinuz.to_path_buf()),
+        (format::INITRD.into(), p.initrd.to_path_buf()),
+    ];
+    if let Some(files) = p.pi_boot_files {
+        for (dest, src) in files.materialize(ctx.work)? {
+            payloads.push((format!("{}{dest}", format::BOOT_PREFIX), src));
+        }
+    }
+    let refs: Vec<(String, &Path)> = payloads
+        .iter()
+        .map(|(n, p)| (n.clone(), p.as_path()))
+        .collect();
+    write_file(
+        &dir.join(&name),
+        Header {
+            name: cfg.name.clone(),
+            board: cfg.board.name.clone(),
+            arch: cfg.board.arch.clone(),
+            build_id: root_sha[..16].to_string(),
+            edgeimg_version: crate::VERSION.into(),
+            kernel_version: p.kernel_version.to_string(),
+            cmdline: p.cmdline.to_string(),
+            created: ctx.epoch,
+            key_id: String::new(),
+            generation: cfg.update_generation,
+            payloads: vec![],
+        },
+        &refs,
+        key,
+    )?;
+    Ok(name)
+}
+
 pub fn write_file(
     dest: &Path,
     header: Header,

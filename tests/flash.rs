@@ -278,7 +278,7 @@ fn mtype(disk: &Path, offset: u64, path: &str) -> String {
 fn node_file_goes_onto_the_flashed_boot_partition() {
     let d = tempfile::tempdir().unwrap();
     let keys = d.path().join("keys.pub");
-    std::fs::write(&keys, "# team keys\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB ops@laptop\n\nssh-rsa AAAAB3Nza ops@desk\n").unwrap();
+    std::fs::write(&keys, "# team keys\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMJTy1J2eXbIGzzT/RSVqyHTxS+tyrSMeTEhQPu2n/uD ops@laptop\n\nssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCXyGVYbUUWdUz/ufgvBCLSty573NiQHnHoV+8z7YFgvUa9faAsnkcJtmUuyEBkcNOx+S8So/IYzyuqJfC/XrJdeZugNas79bgD/xsVf+bH2nrQa8TrJMc7vcWGi7NmgzMKUll6sYSh7QkymTFw2m7kFh6FpoPiJeIRapKe5V+/vQ== ops@desk\n").unwrap();
     let node = d.path().join("node.toml");
     ok(edgeimg()
         .args([
@@ -292,7 +292,7 @@ fn node_file_goes_onto_the_flashed_boot_partition() {
             "--ssh-key-file",
         ])
         .arg(format!("ops:{}", keys.display()))
-        .args(["--ssh-key", "deploy:ssh-ed25519 AAAAdeploy deploy@ci", "-o"])
+        .args(["--ssh-key", "deploy:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIICNrNDBmVFpi9ZAOW5JHk6KHrNETrrdltqKBhDetXUt deploy@ci", "-o"])
         .arg(&node));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

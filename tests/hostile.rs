@@ -150,6 +150,114 @@ fn node_without_force_keeps_the_existing_file() {
     );
 }
 
+// ---- output directory ----
+
+/// A build that fails after taking the output directory's lock (here: the
+/// default config's K3s bundle is not cached) leaves nothing in it, not
+/// even the lock file.
+#[test]
+fn a_failed_build_leaves_no_lock_file() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let o = run(edgeimg()
+        .args(["build", "--out", "out"])
+        .current_dir(d.path())
+        .env("EDGEIMG_CACHE_DIR", cache.path())
+        .env_remove("EDGEIMG_K3S_BUNDLE"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bundle"));
+    let left: Vec<String> = std::fs::read_dir(d.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left in out/: {left:?}");
+}
+
+// ---- SSH keys ----
+
+/// A private key given where a public key belongs is refused by file and
+/// line, never printed, and no node file is written.
+#[test]
+fn node_ssh_key_file_holding_a_private_key_is_refused_unquoted() {
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("id_ed25519");
+    ok(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", SECRET, "-f"])
+        .arg(&key));
+    let private = std::fs::read_to_string(&key).unwrap();
+    let body_line = private.lines().nth(1).unwrap().to_string();
+    let err = refused(
+        &[
+            "node",
+            "--ssh-key-file",
+            "ops:id_ed25519",
+            "-o",
+            "node.toml",
+        ],
+        d.path(),
+        &["--ssh-key-file id_ed25519:1", "private key"],
+    );
+    assert!(
+        !err.contains(&body_line),
+        "private key material printed:\n{err}"
+    );
+    assert!(!d.path().join("node.toml").exists());
+    // The .pub beside it is accepted.
+    ok(edgeimg()
+        .args([
+            "node",
+            "--ssh-key-file",
+            "ops:id_ed25519.pub",
+            "-o",
+            "node.toml",
+        ])
+        .current_dir(d.path()));
+    assert!(
+        std::fs::read_to_string(d.path().join("node.toml"))
+            .unwrap()
+            .contains("ssh-ed25519 ")
+    );
+}
+
+#[test]
+fn node_ssh_key_that_is_not_a_key_is_refused_unquoted() {
+    let d = tempfile::tempdir().unwrap();
+    let err = refused(
+        &[
+            "node",
+            "--ssh-key",
+            &format!("ops:{SECRET} more text"),
+            "-o",
+            "n.toml",
+        ],
+        d.path(),
+        &["--ssh-key #1 (user ops)", "not an OpenSSH public key"],
+    );
+    assert!(!err.contains("more text"), "{err}");
+    assert!(!d.path().join("n.toml").exists());
+}
+
+#[test]
+fn config_user_ssh_key_that_is_not_a_key_names_its_line() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("edgeimg.toml"),
+        format!(
+            "[image]\nname = \"x\"\n\n[[users]]\nname = \"ops\"\nssh_keys = [\n  \"ssh-ed25519 {SECRET}AAAA\",\n]\n"
+        ),
+    )
+    .unwrap();
+    refused(
+        &["plan"],
+        d.path(),
+        &[
+            "edgeimg.toml:7:",
+            "users[0].ssh_keys[0]",
+            "not an OpenSSH public key",
+        ],
+    );
+}
+
 // ---- stdout ----
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod bmap;
 pub mod checksums;
 pub mod compress;
+pub mod outputs;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,6 +16,7 @@ pub(crate) use crate::io_error::{IoError, io_err};
 pub use bmap::{BMAP_BLOCK_SIZE, BmapSummary, write_bmap};
 pub use checksums::{sha256_bytes, sha256_file, write_sha256sums};
 pub use compress::{Compression, compress, decompressing_reader};
+pub use outputs::{write_image_artifacts, write_sums_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {

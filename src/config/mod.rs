@@ -42,7 +42,7 @@ pub enum ConfigError {
         known: String,
         at: Option<String>,
     },
-    #[error("{file}:{line}: key `{key}`: {message}")]
+    #[error("{file}{}: key `{key}`: {message}", at_line(*line))]
     Invalid {
         file: String,
         line: usize,
@@ -110,6 +110,36 @@ pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config,
 /// 1-based line of a byte offset, for messages.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// `:LINE` for a known line (1-based), nothing for 0 (unknown).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
+}
+
+/// The 1-based line of the `n`-th (0-based) line of `text` that starts
+/// with `prefix` (after indentation); 0 when there is none.
+fn nth_line_starting(text: &str, prefix: &str, n: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(prefix))
+        .nth(n)
+        .map_or(0, |(i, _)| i + 1)
+}
+
+/// The first line at or after `from` (1-based) that holds `needle`'s first
+/// word-free stretch (a key's base64, say).
+fn line_containing(text: &str, from: usize, needle: &str) -> Option<usize> {
+    let probe = needle.split_whitespace().max_by_key(|w| w.len())?;
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, l)| l.contains(probe))
+        .map(|(i, _)| i + 1)
 }
 
 pub fn parse(
@@ -192,6 +222,8 @@ pub fn parse(
         ));
     }
 
+    validate_mirror(file.base.mirror.get_ref())
+        .map_err(|m| invalid(file.base.mirror.span(), "base.mirror", m))?;
     let pattern = file.image.hostname.get_ref().clone();
     validate_hostname_pattern(&pattern)
         .map_err(|m| invalid(file.image.hostname.span(), "image.hostname", m))?;
@@ -216,12 +248,23 @@ pub fn parse(
     }
 
     for (i, u) in file.users.iter().enumerate() {
+        // [[users]] entries carry no spans: the line of the i-th header,
+        // and of the key's own text after it.
+        let header = nth_line_starting(text, "[[users]]", i);
         u.validate().map_err(|m| ConfigError::Invalid {
             file: source.to_string(),
-            line: 0,
+            line: header,
             key: format!("users[{i}]"),
             message: m.to_string(),
         })?;
+        for (k, key) in u.ssh_keys.iter().enumerate() {
+            crate::ssh_pubkey::check(key).map_err(|message| ConfigError::Invalid {
+                file: source.to_string(),
+                line: line_containing(text, header, key).unwrap_or(header),
+                key: format!("users[{i}].ssh_keys[{k}]"),
+                message,
+            })?;
+        }
     }
 
     let mut overlays = Vec::new();
@@ -266,7 +309,7 @@ pub fn parse(
         hostname_pattern: pattern,
         seed,
         suite,
-        mirror: file.base.mirror.clone(),
+        mirror: file.base.mirror.get_ref().clone(),
         extra_packages,
         users: file.users.clone(),
         overlays,
@@ -280,8 +323,45 @@ pub fn parse(
 /// The kernel module a verity root needs in the initramfs.
 pub const VERITY_MODULE: &str = "dm-verity";
 
+/// Room for every placeholder around a 63-byte hostname.
+const MAX_HOSTNAME_PATTERN: usize = 128;
+
+/// A Debian mirror URL for mmdebstrap (and apt in the base): http(s) or
+/// file, one line of printable ASCII, bounded; anything else would be passed
+/// on to mmdebstrap's command line and the base's sources.list.
+pub fn validate_mirror(m: &str) -> Result<(), String> {
+    const MAX: usize = 512;
+    if m.len() > MAX {
+        return Err(format!(
+            "the mirror URL is {} bytes; at most {MAX}",
+            m.len()
+        ));
+    }
+    if let Some(c) = m.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "the mirror URL contains {:?}; give one URL without spaces or control characters",
+            c
+        ));
+    }
+    let scheme_ok = ["http://", "https://", "file:///"]
+        .iter()
+        .any(|s| m.starts_with(s) && m.len() > s.len());
+    if !scheme_ok {
+        return Err(format!("`{m}` is not an http://, https:// or file:/// URL"));
+    }
+    Ok(())
+}
+
 /// Checks `{placeholder}` names and the literal characters of a hostname pattern.
 pub fn validate_hostname_pattern(p: &str) -> Result<(), String> {
+    // A hostname is at most 64 bytes; a pattern far longer is a mistake,
+    // and is not repeated back.
+    if p.len() > MAX_HOSTNAME_PATTERN {
+        return Err(format!(
+            "the hostname pattern is {} bytes; at most {MAX_HOSTNAME_PATTERN}",
+            p.len()
+        ));
+    }
     let mut rest = p;
     let mut literal = String::new();
     while let Some(open) = rest.find('{') {
@@ -320,6 +400,43 @@ mod tests {
 
     fn p(text: &str) -> Result<Config, ConfigError> {
         parse("edgeimg.toml", text, Path::new("."), None)
+    }
+
+    #[test]
+    fn mirror_and_hostname_pattern_are_bounded_and_checked() {
+        let ok = p("[image]\nname = \"x\"\n[base]\nmirror = \"https://mirror.example/debian\"\n")
+            .unwrap();
+        assert_eq!(ok.mirror, "https://mirror.example/debian");
+        for (m, want) in [
+            ("ftp://x/debian", "not an http"),
+            ("http://a/debian\\nmalicious", "control"),
+            ("http://a b/debian", "' '"),
+            ("--option", "not an http"),
+        ] {
+            let e = p(&format!(
+                "[image]\nname = \"x\"\n[base]\nmirror = \"{m}\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(":4:") && e.contains("base.mirror") && e.contains(want),
+                "{m}: {e}"
+            );
+        }
+        let long = format!("http://{}", "a".repeat(600));
+        let e = p(&format!(
+            "[image]\nname = \"x\"\n[base]\nmirror = \"{long}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 512") && !e.contains(&long), "{e}");
+        let pattern = "a".repeat(5000);
+        let e = p(&format!(
+            "[image]\nname = \"x\"\nhostname = \"{pattern}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 128") && !e.contains(&pattern), "{e}");
     }
 
     #[test]

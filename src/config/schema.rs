@@ -72,8 +72,8 @@ pub struct ImageSection {
 pub struct BaseSection {
     #[serde(default = "default_suite")]
     pub suite: Spanned<String>,
-    #[serde(default = "default_mirror")]
-    pub mirror: String,
+    #[serde(default = "default_mirror_spanned")]
+    pub mirror: Spanned<String>,
     /// Extra Debian packages on top of what edgeimg and the board need.
     #[serde(default)]
     pub packages: Vec<Spanned<String>>,
@@ -83,7 +83,7 @@ impl Default for BaseSection {
     fn default() -> Self {
         BaseSection {
             suite: default_suite(),
-            mirror: default_mirror(),
+            mirror: default_mirror_spanned(),
             packages: vec![],
         }
     }
@@ -97,6 +97,9 @@ fn default_hostname() -> Spanned<String> {
 }
 fn default_suite() -> Spanned<String> {
     Spanned::new(0..0, "trixie".to_string())
+}
+fn default_mirror_spanned() -> Spanned<String> {
+    Spanned::new(0..0, default_mirror())
 }
 pub fn default_mirror() -> String {
     "http://deb.debian.org/debian".to_string()

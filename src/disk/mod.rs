@@ -13,6 +13,22 @@ pub use layout::{Layout, Partition, Role};
 
 const SECTOR: u64 = 512;
 
+/// The disk step of a build: a sparse `path` of `layout.size` with its
+/// partition table (MBR when the layout has a disk id, else GPT), each
+/// filesystem image spliced in at its partition's offset.
+pub fn assemble(path: &Path, layout: &Layout, parts: &[(Role, &Path)]) -> Result<()> {
+    let img = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    match layout.mbr_disk_id {
+        Some(id) => write_mbr(layout, id, &img)?,
+        None => write_gpt(layout, &img)?,
+    }
+    for (role, fs) in parts {
+        splice(&img, layout.get(*role), fs)?;
+    }
+    img.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Writes an empty sparse image of `layout.size` with its GPT into `out`.
 pub fn write_gpt(layout: &Layout, out: &File) -> Result<()> {
     out.set_len(layout.size)

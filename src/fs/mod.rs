@@ -4,4 +4,5 @@
 pub mod data_seed;
 pub mod erofs;
 pub mod ext4;
+pub mod images;
 pub mod vfat;

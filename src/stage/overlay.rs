@@ -3,9 +3,39 @@
 //! root; modes and symlinks are kept.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use crate::context::Ctx;
+
+/// Each overlay with the files it placed and their SHA-256
+/// (`symlink:<target>` for a link), for the manifest.
+pub type OverlayFiles = Vec<(PathBuf, Vec<(String, String)>)>;
+
+/// Every overlay of the config, in order, into `tree`.
+pub fn apply_all(ctx: &Ctx, tree: &Path) -> Result<OverlayFiles> {
+    let cfg = ctx.cfg;
+    let vars = minijinja::context! {
+        image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => &cfg.board.arch, suite => &cfg.suite },
+        users => cfg.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+    };
+    let mut out = Vec::new();
+    for o in &cfg.overlays {
+        let mut hashed = Vec::new();
+        for f in apply(o, tree, &vars)? {
+            let p = tree.join(&f);
+            let sha = if p.is_symlink() {
+                format!("symlink:{}", std::fs::read_link(&p)?.display())
+            } else {
+                crate::artifact::checksums::sha256_file(&p)?
+            };
+            hashed.push((f, sha));
+        }
+        out.push((o.clone(), hashed));
+    }
+    Ok(out)
+}
 
 /// Applies `src` onto `tree`; returns the files placed (relative paths).
 pub fn apply(src: &Path, tree: &Path, ctx: &minijinja::Value) -> Result<Vec<String>> {

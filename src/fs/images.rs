@@ -1,0 +1,160 @@
+//! The filesystems step of a build: the EROFS root (with its dm-verity hash
+//! tree when on), the final kernel command line, the disk layout sized from
+//! the root, the boot partition for the board's firmware, and the seeded
+//! (and, with SELinux, labelled) data partition — each a file in the work
+//! directory, ready to be spliced into the disk.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{data_seed, erofs, ext4, vfat};
+use crate::config::board::{Firmware, PartitionTable};
+use crate::config::{ImageSize, size::human};
+use crate::context::Ctx;
+use crate::disk::Role;
+use crate::disk::layout::{self, Layout};
+use crate::stage::compose::Staged;
+
+pub struct Filesystems {
+    /// The slot payload: EROFS data, then the hash tree with verity.
+    pub root: PathBuf,
+    pub verity: Option<crate::verity::Verity>,
+    pub kernel_cmdline: String,
+    pub layout: Layout,
+    pub boot_files: vfat::BootFiles,
+    pub boot: PathBuf,
+    pub data: PathBuf,
+}
+
+pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
+    let cfg = ctx.cfg;
+    let root = ctx.work.join("root.erofs");
+    ctx.progress.timed(
+        || {
+            erofs::make_labelled(
+                &staged.tree,
+                &root,
+                ctx.plan.ids.root_a_fs_uuid,
+                ctx.epoch,
+                cfg.root_compression,
+                staged.selinux.as_ref().map(|s| s.file_contexts.as_path()),
+            )
+        },
+        |bytes| format!("fs: EROFS root {}", human(*bytes)),
+    )?;
+    // The hash tree follows the EROFS data in the same file: the slot payload.
+    let verity = if cfg.verity {
+        Some(ctx.progress.timed(
+            || crate::verity::format(&root, &cfg.seed),
+            |v| {
+                format!(
+                    "fs: dm-verity hash tree at {}, root hash {}",
+                    v.hash_offset, v.root_hash
+                )
+            },
+        )?)
+    } else {
+        None
+    };
+    let kernel_cmdline = crate::plan::kernel_cmdline(
+        cfg,
+        &ctx.plan.ids,
+        verity
+            .as_ref()
+            .map(|v| (v.root_hash.as_str(), v.hash_offset)),
+    );
+    let layout = layout_for(ctx, std::fs::metadata(&root)?.len())?;
+    let boot_files = match (cfg.board.firmware, &cfg.board.rpi) {
+        (Firmware::Rpi, Some(rpi)) => crate::boot::rpi::boot_files(
+            &staged.tree,
+            rpi,
+            &staged.kernel,
+            &kernel_cmdline,
+            &cfg.name,
+        )?,
+        _ => crate::boot::uefi::boot_files(
+            &staged.tree,
+            cfg.board.rust_arch(),
+            &staged.kernel,
+            &kernel_cmdline,
+            &cfg.name,
+        )?,
+    };
+    let boot = ctx.work.join("boot.vfat");
+    vfat::make(
+        &boot,
+        layout.get(Role::Boot).size,
+        "EDGEBOOT",
+        crate::ids::fat_volume_id(&cfg.seed),
+        &boot_files,
+        ctx.work,
+        ctx.epoch,
+    )?;
+    let data = make_data(ctx, staged, layout.get(Role::Data).size)?;
+    Ok(Filesystems {
+        root,
+        verity,
+        kernel_cmdline,
+        layout,
+        boot_files,
+        boot,
+        data,
+    })
+}
+
+/// Partitions sized from the root payload (and `[image] size` when fixed).
+fn layout_for(ctx: &Ctx, root_bytes: u64) -> Result<Layout> {
+    let cfg = ctx.cfg;
+    let fixed = match cfg.size {
+        ImageSize::Auto => None,
+        ImageSize::Fixed(b) => Some(b.0),
+    };
+    let mbr_disk_id = (cfg.board.partition_table == PartitionTable::Mbr)
+        .then(|| crate::ids::mbr_disk_id(&cfg.seed));
+    layout::compute(
+        &cfg.seed,
+        &cfg.board.arch,
+        mbr_disk_id,
+        cfg.board.partitions.boot.0,
+        root_bytes,
+        cfg.board.partitions.data.0,
+        fixed,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))
+}
+
+/// The data partition, seeded here rather than by the device's first boot
+/// (data_seed.rs): with SELinux from its labelled copy, without from the
+/// tree's /var itself (the root is made already, so it may change).
+fn make_data(ctx: &Ctx, staged: &Staged, size: u64) -> Result<PathBuf> {
+    let data = ctx.work.join("data.ext4");
+    let seed = match &staged.selinux {
+        Some(s) => s.data_seed.clone(),
+        None => {
+            let var = staged.tree.join("var");
+            data_seed::prepare_in_place(&var, ctx.epoch)?;
+            var
+        }
+    };
+    ext4::make(
+        &data,
+        size,
+        "edgeimg-data",
+        ctx.plan.ids.data_fs_uuid,
+        ctx.plan.ids.data_hash_seed,
+        ctx.epoch,
+        Some(&seed),
+    )?;
+    if let Some(s) = &staged.selinux {
+        ctx.progress.timed(
+            || -> Result<usize> {
+                let labels = crate::selinux::label::data_labels(&s.data_seed, &s.file_contexts)?;
+                crate::selinux::ext4::set_labels(&data, &labels, ctx.epoch)?;
+                Ok(labels.len())
+            },
+            |n| format!("selinux: data partition labelled, {n} paths"),
+        )?;
+    }
+    Ok(data)
+}
