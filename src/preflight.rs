@@ -35,6 +35,12 @@ pub struct Checked {
 }
 
 pub fn run(cfg: &Config, opts: &BuildOptions, half: Half) -> Result<Checked> {
+    for f in crate::stage::overlay::preflight(&cfg.overlays)? {
+        tracing::warn!(
+            "overlay file {} is setuid/setgid; it is placed without those bits",
+            f.display()
+        );
+    }
     let mut tools: Vec<cmd::Tool> = cmd::STAGE_TOOLS.to_vec();
     if half == Half::RootlessOuter {
         tools.extend_from_slice(cmd::BOOTSTRAP_TOOLS);

@@ -275,3 +275,51 @@ fn a_closed_stdout_pipe_does_not_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.is_empty(), "quiet: {err}");
 }
+
+// ---- overlays ----
+
+/// Writes an edgeimg.toml in `dir` with the given overlay list.
+fn config_with_overlays(dir: &Path, overlays: &[&str]) {
+    let list: Vec<String> = overlays.iter().map(|o| format!("\"{o}\"")).collect();
+    std::fs::write(
+        dir.join("edgeimg.toml"),
+        format!("[image]\nname = \"x\"\noverlays = [{}]\n", list.join(", ")),
+    )
+    .unwrap();
+}
+
+/// A FIFO in an overlay is refused by path before anything is built (no
+/// output directory, no bootstrap).
+#[test]
+fn overlay_fifo_is_refused_before_the_build_starts() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("ov/etc")).unwrap();
+    let fifo = d.path().join("ov/etc/pipe");
+    ok(std::process::Command::new("mkfifo").arg(&fifo));
+    config_with_overlays(d.path(), &["ov"]);
+    let cache = tempfile::tempdir().unwrap();
+    let o = run(edgeimg()
+        .args(["build", "--out", "out"])
+        .current_dir(d.path())
+        .env("EDGEIMG_CACHE_DIR", cache.path()));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("ov/etc/pipe") && err.contains("a FIFO"),
+        "{err}"
+    );
+    assert!(!d.path().join("out").exists(), "the build went on: {err}");
+}
+
+/// The build host's /etc as an overlay is refused before anything is built.
+#[test]
+fn host_system_directory_as_overlay_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    config_with_overlays(d.path(), &["/etc"]);
+    refused(
+        &["build", "--out", "out"],
+        d.path(),
+        &["overlay /etc", "system directory"],
+    );
+    assert!(!d.path().join("out").exists());
+}

@@ -2,6 +2,7 @@
 //! tarballs built here with the `tar` crate: real OCI layouts and docker-archives
 //! with correct SHA-256 digests and sizes.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use edgeimg::images::{
@@ -653,4 +654,62 @@ fn skopeo_accepts_generated_oci_archive() {
     let a = inspect_archive(&p2).unwrap();
     assert_eq!(a.images[0].name, BUSYBOX);
     validate_for_board(&a, "arm64").unwrap();
+}
+
+/// A few KiB of zstd holding many 4 MiB JSON-looking members: the scan keeps
+/// a bounded amount in memory and refuses the archive by name. Run in a child
+/// process (this test binary again) so the peak RSS measured is the scan's.
+#[test]
+fn json_bomb_is_refused_with_bounded_memory() {
+    const CHILD_ENV: &str = "EDGEIMG_TEST_JSON_BOMB";
+    if let Ok(p) = std::env::var(CHILD_ENV) {
+        let e = inspect_archive(Path::new(&p)).expect_err("a JSON bomb must be refused");
+        println!("REFUSED: {e}");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("bomb.tar.zst");
+    let file = std::fs::File::create(&p).unwrap();
+    let enc = zstd::stream::Encoder::new(file, 19).unwrap().auto_finish();
+    let mut b = tar::Builder::new(enc);
+    let member = 4 * 1024 * 1024u64;
+    for i in 0..64 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(member);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let body = std::io::Read::chain(&b"{"[..], std::io::repeat(b' ').take(member - 1));
+        b.append_data(&mut h, format!("m{i}.json"), body).unwrap();
+    }
+    b.into_inner().unwrap();
+    let compressed = std::fs::metadata(&p).unwrap().len();
+    assert!(compressed < 256 * 1024, "fixture is {compressed} bytes");
+
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "MAXRSS_KB=%M"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "json_bomb_is_refused_with_bounded_memory",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, &p)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    let rss_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS_KB="))
+        .expect("/usr/bin/time output")
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("fixture {compressed} bytes, child peak RSS {rss_kb} KiB");
+    assert!(rss_kb < 64 * 1024, "peak RSS {rss_kb} KiB");
+    assert!(
+        stdout.contains("REFUSED:") && stdout.contains("bomb.tar.zst") && stdout.contains("MiB"),
+        "{stdout}"
+    );
 }

@@ -49,6 +49,16 @@ pub const K3S_ZSTD_WINDOW_LOG_MAX: u32 = 25;
 /// and indexes are a few KiB).
 pub const MAX_JSON_MEMBER: u64 = 4 * 1024 * 1024;
 
+/// All members kept in memory together must be at most this big: a real
+/// archive keeps an index, a manifest and a config per image, so a handful
+/// of KiB; many JSON-looking members would otherwise grow the scan without
+/// bound (a few KiB of zstd can expand to thousands of 4 MiB members).
+pub const MAX_JSON_KEPT: u64 = 16 * 1024 * 1024;
+
+/// At most this many members are recorded (each costs its name in memory);
+/// a layer is a few members, so this is thousands of layers.
+pub const MAX_MEMBERS: usize = 20_000;
+
 /// How an archive file is compressed, decided by its name as K3s decides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

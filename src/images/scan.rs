@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use super::{ImageError, InspectOptions, MAX_JSON_MEMBER};
+use super::{ImageError, InspectOptions, MAX_JSON_KEPT, MAX_JSON_MEMBER, MAX_MEMBERS};
 
 #[derive(Default, Debug)]
 pub(crate) struct Scan {
@@ -118,6 +118,7 @@ pub(crate) fn scan<R: Read>(
         .entries()
         .map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
     let mut count = 0usize;
+    let mut kept_bytes: u64 = 0;
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(format!("after {count} members: {e}")))?;
         count += 1;
@@ -128,6 +129,11 @@ pub(crate) fn scan<R: Read>(
         let kind = entry.header().entry_type();
         if kind.is_dir() || name.is_empty() {
             continue;
+        }
+        if scan.files.len() + scan.links.len() >= MAX_MEMBERS {
+            return Err(corrupt(format!(
+                "more than {MAX_MEMBERS} members (at {name}); an image archive has a few per layer"
+            )));
         }
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry
@@ -164,6 +170,14 @@ pub(crate) fn scan<R: Read>(
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'{' || *b == b'[');
             if looks_json || !name.starts_with("blobs/") {
+                kept_bytes += buf.len() as u64;
+                if kept_bytes > MAX_JSON_KEPT {
+                    return Err(corrupt(format!(
+                        "its JSON members (index, manifests, configs) add up to more than {} MiB \
+                         (at {name}); an image archive's are a few KiB",
+                        MAX_JSON_KEPT >> 20
+                    )));
+                }
                 scan.json.insert(name.clone(), buf);
             }
         } else if let Some(h) = hasher.as_mut() {
@@ -210,4 +224,51 @@ pub(crate) fn scan<R: Read>(
             .map_err(|e| corrupt(format!("compressed stream: {e}")))?;
     }
     Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(members: impl Iterator<Item = (String, Vec<u8>)>) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, body) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, body.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn scan_bytes(bytes: &[u8]) -> Result<Scan, ImageError> {
+        scan(Path::new("x.tar"), bytes, &InspectOptions::default(), false)
+    }
+
+    #[test]
+    fn too_many_members_are_refused() {
+        let t = tar_of((0..=MAX_MEMBERS).map(|i| (format!("f{i}"), Vec::new())));
+        let e = scan_bytes(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("x.tar") && e.contains("more than 20000 members"),
+            "{e}"
+        );
+        let t = tar_of((0..MAX_MEMBERS).map(|i| (format!("f{i}"), Vec::new())));
+        assert_eq!(scan_bytes(&t).unwrap().files.len(), MAX_MEMBERS);
+    }
+
+    #[test]
+    fn kept_json_is_bounded_in_total() {
+        let big = |i: usize| (format!("m{i}.json"), vec![b'{'; MAX_JSON_MEMBER as usize]);
+        let n = (MAX_JSON_KEPT / MAX_JSON_MEMBER) as usize;
+        assert!(scan_bytes(&tar_of((0..n).map(big))).is_ok());
+        let e = scan_bytes(&tar_of((0..=n).map(big)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.tar") && e.contains("16 MiB") && e.contains("m4.json"),
+            "{e}"
+        );
+    }
 }

@@ -13,6 +13,79 @@ use crate::context::Ctx;
 /// (`symlink:<target>` for a link), for the manifest.
 pub type OverlayFiles = Vec<(PathBuf, Vec<(String, String)>)>;
 
+/// Host directories that are never an overlay: copying them would put the
+/// build host's own system files (and secrets such as /etc/shadow) into the
+/// image. Anything under the first group is refused too.
+const HOST_TREES_AND_BELOW: &[&str] = &["/etc", "/proc", "/sys", "/dev", "/run", "/boot"];
+const HOST_TREES: &[&str] = &[
+    "/", "/usr", "/var", "/bin", "/sbin", "/lib", "/lib64", "/home", "/root", "/tmp",
+];
+
+/// Checks every overlay before the build starts (the bootstrap takes
+/// minutes): no host system directory, nothing but regular files,
+/// directories and symlinks. Returns the setuid/setgid files found, which
+/// [`apply`] places without those bits.
+pub fn preflight(overlays: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut set_id = Vec::new();
+    for o in overlays {
+        let real = std::fs::canonicalize(o)
+            .with_context(|| format!("cannot read overlay {}", o.display()))?;
+        let host = HOST_TREES.iter().any(|h| real == Path::new(h))
+            || HOST_TREES_AND_BELOW.iter().any(|h| real.starts_with(h));
+        anyhow::ensure!(
+            !host,
+            "overlay {} is the build host's system directory {}; an overlay holds only the files to add",
+            o.display(),
+            real.display()
+        );
+        check_tree(o, &mut set_id)?;
+    }
+    Ok(set_id)
+}
+
+fn check_tree(dir: &Path, set_id: &mut Vec<PathBuf>) -> Result<()> {
+    for e in
+        std::fs::read_dir(dir).with_context(|| format!("cannot read overlay {}", dir.display()))?
+    {
+        let path = e
+            .with_context(|| format!("cannot read overlay {}", dir.display()))?
+            .path();
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read overlay entry {}", path.display()))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            check_tree(&path, set_id)?;
+        } else if ft.is_file() {
+            if meta.mode() & 0o6000 != 0 {
+                set_id.push(path);
+            }
+        } else {
+            anyhow::ensure!(
+                ft.is_symlink(),
+                "overlay entry {} is {}; an overlay may hold only files, directories and symlinks",
+                path.display(),
+                special_kind(&ft)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn special_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else {
+        "a special file"
+    }
+}
+
 /// Every overlay of the config, in order, into `tree`.
 pub fn apply_all(ctx: &Ctx, tree: &Path) -> Result<OverlayFiles> {
     let cfg = ctx.cfg;
@@ -99,7 +172,9 @@ fn walk(
             let _ = std::fs::remove_file(&dest);
             std::fs::write(&dest, content)
                 .with_context(|| format!("cannot write {}", dest.display()))?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            // Setuid/setgid bits are dropped (preflight warned): an overlay
+            // must not add privileged programs to the image.
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(meta.mode() & 0o1777))?;
         } else {
             anyhow::bail!(
                 "overlay entry {} is not a file, directory or symlink",
@@ -129,6 +204,38 @@ fn render(text: &str, path: &Path, ctx: &minijinja::Value) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setuid_files_are_reported_and_placed_without_the_bits() {
+        let src = tempfile::tempdir().unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("usr/bin")).unwrap();
+        let su = src.path().join("usr/bin/su2");
+        std::fs::write(&su, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        std::fs::write(src.path().join("usr/bin/plain"), "x").unwrap();
+        assert_eq!(preflight(&[src.path().to_path_buf()]).unwrap(), vec![su]);
+        apply(src.path(), tree.path(), &minijinja::context! {}).unwrap();
+        let mode = std::fs::metadata(tree.path().join("usr/bin/su2"))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn special_files_and_host_trees_are_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let sock = src.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let e = preflight(&[src.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.sock") && e.contains("a socket"), "{e}");
+        for host in ["/", "/etc", "/etc/ssh", "/usr"] {
+            let e = preflight(&[PathBuf::from(host)]).unwrap_err().to_string();
+            assert!(e.contains("system directory"), "{host}: {e}");
+        }
+    }
 
     #[test]
     fn copies_and_renders() {
