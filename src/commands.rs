@@ -293,6 +293,14 @@ pub fn inspect(image: &Path, json: bool) -> Result<()> {
 }
 
 pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
+    // The environment's token is for node files that ask for K3s.
+    let wants_k3s = a.role.is_some() || a.server.is_some() || a.cluster_init;
+    if !wants_k3s && a.token_from.is_none() && std::env::var_os(crate::node::TOKEN_ENV).is_some() {
+        eprintln!(
+            "note: {} is set, but this node file asks for no K3s role or server: the token is not written (give --role and --server to use it)",
+            crate::node::TOKEN_ENV
+        );
+    }
     let spec = crate::node::NodeSpec {
         hostname: a.hostname,
         users: a.users,
@@ -303,7 +311,7 @@ pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
         role: a.role,
         server: a.server,
         cluster_init: a.cluster_init,
-        token: crate::node::read_token(a.token_from.as_deref())?,
+        token: crate::node::read_token(a.token_from.as_deref(), wants_k3s)?,
         node_labels: a.node_labels,
         node_taints: a.node_taints,
     };

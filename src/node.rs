@@ -22,6 +22,9 @@ pub enum NodeError {
     /// never quoted (it may be a private key).
     #[error("{origin}: {msg}")]
     Key { origin: String, msg: String },
+    /// A request edgeimg declines for safety (the reason says what to do).
+    #[error("{0}")]
+    Refused(String),
     #[error("the node file would be invalid: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -59,8 +62,10 @@ pub struct NodeSpec {
 }
 
 /// Reads the join token: from `path` (`-` for stdin), else from
-/// [`TOKEN_ENV`]. Only the first line counts.
-pub fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
+/// [`TOKEN_ENV`] when `from_env` (the node file asks for K3s: a token left in
+/// the environment must not go into a file that did not ask for one). Only
+/// the first line counts.
+pub fn read_token(path: Option<&Path>, from_env: bool) -> Result<Option<String>, NodeError> {
     let text = match path {
         Some(p) if p == Path::new("-") => {
             let mut s = String::new();
@@ -70,6 +75,7 @@ pub fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
             s
         }
         Some(p) => std::fs::read_to_string(p).map_err(io_err("read token from", p))?,
+        None if !from_env => return Ok(None),
         None => match std::env::var(TOKEN_ENV) {
             Ok(t) => t,
             Err(_) => return Ok(None),
@@ -236,7 +242,7 @@ pub fn write(
     has_secret: bool,
 ) -> Result<(), NodeError> {
     match out {
-        None if has_secret => Err(NodeError::Invalid("the file holds the join token, a secret: write it to a file with --out (mode 0600) instead of stdout".into())),
+        None if has_secret => Err(NodeError::Refused("not printing the node file: it holds the join token, a secret; write it to a file with --out (mode 0600)".into())),
         None => {
             print!("{text}");
             Ok(())

@@ -173,6 +173,59 @@ fn a_failed_build_leaves_no_lock_file() {
     assert!(left.is_empty(), "left in out/: {left:?}");
 }
 
+/// A join token left in the environment does not go into a node file that
+/// asked for no K3s role.
+#[test]
+fn node_ignores_a_stray_environment_token() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(edgeimg()
+        .args(["node", "--hostname", "edge-1", "-o", "n.toml"])
+        .current_dir(d.path())
+        .env("EDGEIMG_K3S_TOKEN", SECRET));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("EDGEIMG_K3S_TOKEN is set") && !err.contains(SECRET),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(d.path().join("n.toml")).unwrap();
+    assert!(!text.contains(SECRET) && !text.contains("[k3s]"), "{text}");
+    // Asked for, it is used.
+    let o = run(edgeimg()
+        .args([
+            "node",
+            "--role",
+            "agent",
+            "--server",
+            "https://10.0.0.1:6443",
+            "-o",
+            "k.toml",
+        ])
+        .current_dir(d.path())
+        .env("EDGEIMG_K3S_TOKEN", SECRET));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read_to_string(d.path().join("k.toml"))
+            .unwrap()
+            .contains(SECRET)
+    );
+    // Printing it is refused, saying why.
+    std::fs::write(d.path().join("tok"), SECRET).unwrap();
+    refused(
+        &[
+            "node",
+            "--role",
+            "agent",
+            "--server",
+            "https://10.0.0.1:6443",
+            "--token-from",
+            "tok",
+        ],
+        d.path(),
+        &["not printing the node file", "--out"],
+    );
+}
+
 // ---- SSH keys ----
 
 /// A private key given where a public key belongs is refused by file and
