@@ -163,10 +163,12 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
         let s = text
             .find("<BlockMap>")
             .ok_or_else(|| err("no <BlockMap> element".into()))?;
-        let e = text
+        let body = &text[s + "<BlockMap>".len()..];
+        // Only an end tag after the start counts (an earlier one is no end).
+        let e = body
             .find("</BlockMap>")
             .ok_or_else(|| err("unterminated <BlockMap>".into()))?;
-        &text[s + "<BlockMap>".len()..e]
+        &body[..e]
     };
     let mut ranges = Vec::new();
     let mut rest = map;
@@ -298,6 +300,20 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("3.0")
+        );
+    }
+
+    /// Found by the bmap fuzz target: an end tag before the start tag made
+    /// the slice bounds cross (a panic); now it is an error naming the file.
+    #[test]
+    fn block_map_end_tag_before_start_is_an_error() {
+        let text = "<bmap version=\"1.4\"><ImageSize>8192</ImageSize><BlockSize>4096</BlockSize>\
+                    <BlocksCount>2</BlocksCount><MappedBlocksCount>1</MappedBlocksCount>\
+                    </BlockMap><BlockMap><Range>0</Range></bmap>";
+        let e = parse(text, Path::new("x.bmap")).unwrap_err().to_string();
+        assert!(
+            e.contains("x.bmap") && e.contains("unterminated <BlockMap>"),
+            "{e}"
         );
     }
 }
