@@ -143,6 +143,9 @@ pub fn grow_gpt<D: Read + Write + Seek>(disk: &mut D, number: u32) -> Result<Out
     }
     let p = &gpt[number];
     let (start, end) = (p.starting_lba, p.ending_lba);
+    if end < start {
+        crate::bail!("MBR partition {number} has no sectors");
+    }
     let old_size = (end - start + 1) * ss;
     let new_end = plan_end(start, end, gpt.header.last_usable_lba, ss);
     if new_end.is_none() && old_backup == gpt.header.backup_lba {
@@ -236,6 +239,9 @@ pub fn grow_mbr<D: Read + Write + Seek>(
     }
     let ss = u64::from(sector_size);
     let (start, end) = (u64::from(mbr[n].starting_lba), end_of(&mbr[n]));
+    if end < start {
+        crate::bail!("MBR partition {number} has no sectors");
+    }
     let old_size = (end - start + 1) * ss;
     let last_sector = u64::from(mbr.disk_size).min(u64::from(u32::MAX)) - 1;
     let Some(new_end) = plan_end(start, end, last_sector, ss) else {

@@ -178,9 +178,12 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
             .find('>')
             .ok_or_else(|| err("unterminated <Range>".into()))?;
         let attrs = &rest[..gt];
-        let close = rest
-            .find("</Range>")
-            .ok_or_else(|| err("unterminated <Range>".into()))?;
+        // The end tag must follow the start tag's `>`.
+        let close = gt
+            + 1
+            + rest[gt + 1..]
+                .find("</Range>")
+                .ok_or_else(|| err("unterminated <Range>".into()))?;
         let body = rest[gt + 1..close].trim();
         rest = &rest[close + "</Range>".len()..];
         let bad = || err(format!("range {body:?} is not N or N-M"));
