@@ -666,4 +666,16 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(format!("{e:#}").contains("starts at sector 0"), "{e:#}");
     }
+
+    /// Found by the partition_table fuzz target: a 0-sector partition made
+    /// `end - start` underflow.
+    #[test]
+    fn mbr_partition_without_sectors_is_an_error_not_a_panic() {
+        let mut disk = vec![0u8; 64 * 512];
+        disk[446 + 4] = 0x83;
+        disk[446 + 8..446 + 12].copy_from_slice(&8u32.to_le_bytes());
+        disk[510] = 0x55;
+        disk[511] = 0xaa;
+        assert!(grow_mbr(&mut std::io::Cursor::new(disk), 1, 512).is_err());
+    }
 }

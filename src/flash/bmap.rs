@@ -319,4 +319,14 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Found by the bmap fuzz target: a `</Range>` before the range's `>`.
+    #[test]
+    fn range_end_tag_before_its_start_is_an_error() {
+        let text = "<bmap version=\"1.4\"><ImageSize>8192</ImageSize><BlockSize>4096</BlockSize>\
+                    <BlocksCount>2</BlocksCount><MappedBlocksCount>1</MappedBlocksCount>\
+                    <BlockMap><Range</Range>>0</BlockMap></bmap>";
+        let e = parse(text, Path::new("x.bmap")).unwrap_err().to_string();
+        assert!(e.contains("x.bmap") && e.contains("<Range>"), "{e}");
+    }
 }
