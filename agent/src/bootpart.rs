@@ -16,7 +16,6 @@ use crate::fsutil;
 use crate::grow::{find_data_device, find_mount_devnum};
 use crate::root::Root;
 use gptman::GPT;
-use mbrman::MBR;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -108,10 +107,15 @@ pub fn fstab_source(fstab: &str, mount_point: &str) -> Option<String> {
 
 /// `<rel>` from the FAT file system in the partition `partuuid` of `disk` (a
 /// disk device or image file with a GPT or MBR); `None` when it is absent.
-pub fn read_from_disk(disk: &mut File, partuuid: &str, rel: &str) -> Result<Option<String>> {
+/// Generic over the reader so the fuzz targets run this same code on bytes.
+pub fn read_from_disk<D: Read + Seek>(
+    disk: &mut D,
+    partuuid: &str,
+    rel: &str,
+) -> Result<Option<String>> {
     let (start, len) = find_partition(disk, partuuid)?;
     let part = ReadOnlySlice {
-        disk: disk.try_clone().context("duplicating the disk handle")?,
+        disk,
         start,
         len,
         pos: 0,
@@ -130,7 +134,7 @@ pub fn read_from_disk(disk: &mut File, partuuid: &str, rel: &str) -> Result<Opti
 }
 
 /// First byte and length of the partition whose PARTUUID is `partuuid`.
-fn find_partition(disk: &mut File, partuuid: &str) -> Result<(u64, u64)> {
+fn find_partition<D: Read + Seek>(disk: &mut D, partuuid: &str) -> Result<(u64, u64)> {
     if let Ok(gpt) = GPT::find_from(disk) {
         let ss = gpt.sector_size;
         for (_, p) in gpt.iter().filter(|(_, p)| p.is_used()) {
@@ -144,7 +148,7 @@ fn find_partition(disk: &mut File, partuuid: &str) -> Result<(u64, u64)> {
         crate::bail!("no GPT partition has this PARTUUID");
     }
     disk.seek(SeekFrom::Start(0)).context("seeking")?;
-    let mbr = MBR::read_from(disk, 512).context("neither a GPT nor an MBR")?;
+    let mbr = crate::grow::read_mbr(disk, 512).context("neither a GPT nor an MBR")?;
     let id = u32::from_le_bytes(mbr.header.disk_signature);
     for (n, p) in mbr.iter().filter(|(_, p)| p.is_used()) {
         if mbr_partuuid(id, n as u32) == partuuid {
@@ -178,14 +182,14 @@ fn guid_string(g: &[u8; 16]) -> String {
 
 /// One partition of a disk opened read-only, as the file system library's
 /// disk: reads stay inside the partition, writes are refused.
-struct ReadOnlySlice {
-    disk: File,
+struct ReadOnlySlice<'a, D> {
+    disk: &'a mut D,
     start: u64,
     len: u64,
     pos: u64,
 }
 
-impl Read for ReadOnlySlice {
+impl<D: Read + Seek> Read for ReadOnlySlice<'_, D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.len.saturating_sub(self.pos);
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -199,7 +203,7 @@ impl Read for ReadOnlySlice {
     }
 }
 
-impl Seek for ReadOnlySlice {
+impl<D> Seek for ReadOnlySlice<'_, D> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let pos = match to {
             SeekFrom::Start(p) => Some(p),
@@ -213,7 +217,7 @@ impl Seek for ReadOnlySlice {
     }
 }
 
-impl Write for ReadOnlySlice {
+impl<D> Write for ReadOnlySlice<'_, D> {
     fn write(&mut self, _: &[u8]) -> io::Result<usize> {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -337,7 +341,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let fat = fat_image(t.path(), &[("edgeimg/node.toml", "hostname = \"pi\"\n")]);
         let mut disk = disk_with(t.path(), &fat);
-        let mut mbr = MBR::new_from(&mut disk, 512, [0x44, 0x33, 0x22, 0x11]).unwrap();
+        let mut mbr = mbrman::MBR::new_from(&mut disk, 512, [0x44, 0x33, 0x22, 0x11]).unwrap();
         mbr[1] = mbrman::MBRPartitionEntry {
             boot: mbrman::BOOT_INACTIVE,
             first_chs: mbrman::CHS::empty(),
@@ -357,8 +361,9 @@ mod tests {
     fn writes_are_refused() {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("d"), vec![0u8; 4096]).unwrap();
+        let mut d = File::open(t.path().join("d")).unwrap();
         let mut s = ReadOnlySlice {
-            disk: File::open(t.path().join("d")).unwrap(),
+            disk: &mut d,
             start: 1024,
             len: 1024,
             pos: 0,

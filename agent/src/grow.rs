@@ -143,6 +143,9 @@ pub fn grow_gpt<D: Read + Write + Seek>(disk: &mut D, number: u32) -> Result<Out
     }
     let p = &gpt[number];
     let (start, end) = (p.starting_lba, p.ending_lba);
+    if end < start {
+        crate::bail!("MBR partition {number} has no sectors");
+    }
     let old_size = (end - start + 1) * ss;
     let new_end = plan_end(start, end, gpt.header.last_usable_lba, ss);
     if new_end.is_none() && old_backup == gpt.header.backup_lba {
@@ -188,6 +191,26 @@ fn fix_protective_mbr<D: Read + Write + Seek>(disk: &mut D, ss: u64) -> Result<(
     res.context("writing protective MBR")
 }
 
+/// `MBR::read_from`, after refusing a table it would panic on: mbrman (0.6)
+/// unwraps an empty range when every used partition starts at sector 0, and
+/// the agent is built with panic=abort, so a hostile disk would kill it.
+pub fn read_mbr<D: Read + Seek>(disk: &mut D, sector_size: u32) -> Result<MBR> {
+    let mut sector0 = [0u8; 512];
+    disk.seek(SeekFrom::Start(0)).context("seeking")?;
+    disk.read_exact(&mut sector0).context("reading sector 0")?;
+    for (i, e) in sector0[446..510].chunks(16).enumerate() {
+        let starting_lba = u32::from_le_bytes(e[8..12].try_into().unwrap());
+        if e[4] != 0 && starting_lba == 0 {
+            crate::bail!(
+                "MBR partition {} starts at sector 0 (over the table itself)",
+                i + 1
+            );
+        }
+    }
+    disk.seek(SeekFrom::Start(0)).context("seeking")?;
+    MBR::read_from(disk, sector_size).context("parsing the MBR")
+}
+
 /// Rewrite an MBR so primary partition `number` fills the disk (capped at the
 /// 2 TiB an MBR can address).
 pub fn grow_mbr<D: Read + Write + Seek>(
@@ -195,7 +218,7 @@ pub fn grow_mbr<D: Read + Write + Seek>(
     number: u32,
     sector_size: u32,
 ) -> Result<Outcome> {
-    let mut mbr = MBR::read_from(disk, sector_size).context("reading MBR")?;
+    let mut mbr = read_mbr(disk, sector_size).context("reading MBR")?;
     if !(1..=4).contains(&number) {
         return Ok(Outcome::Skipped(format!(
             "partition {number} is a logical MBR partition"
@@ -216,6 +239,9 @@ pub fn grow_mbr<D: Read + Write + Seek>(
     }
     let ss = u64::from(sector_size);
     let (start, end) = (u64::from(mbr[n].starting_lba), end_of(&mbr[n]));
+    if end < start {
+        crate::bail!("MBR partition {number} has no sectors");
+    }
     let old_size = (end - start + 1) * ss;
     let last_sector = u64::from(mbr.disk_size).min(u64::from(u32::MAX)) - 1;
     let Some(new_end) = plan_end(start, end, last_sector, ss) else {
@@ -623,5 +649,33 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(sectors * 512, len, "{sys}");
         assert!(start + len <= size);
+    }
+
+    /// Found by the partition_table fuzz target: a used MBR entry at sector 0
+    /// made mbrman panic (an abort in the agent); now it is an error.
+    #[test]
+    fn mbr_partition_at_sector_zero_is_an_error_not_a_panic() {
+        let mut disk = vec![0u8; 64 * 512];
+        disk[446 + 4] = 0x83;
+        disk[446 + 12..446 + 16].copy_from_slice(&8u32.to_le_bytes());
+        disk[510] = 0x55;
+        disk[511] = 0xaa;
+        let e = grow_mbr(&mut std::io::Cursor::new(disk.clone()), 1, 512).unwrap_err();
+        assert!(format!("{e:#}").contains("starts at sector 0"), "{e:#}");
+        let e = crate::bootpart::read_from_disk(&mut std::io::Cursor::new(disk), "0-01", "x")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("starts at sector 0"), "{e:#}");
+    }
+
+    /// Found by the partition_table fuzz target: a 0-sector partition made
+    /// `end - start` underflow.
+    #[test]
+    fn mbr_partition_without_sectors_is_an_error_not_a_panic() {
+        let mut disk = vec![0u8; 64 * 512];
+        disk[446 + 4] = 0x83;
+        disk[446 + 8..446 + 12].copy_from_slice(&8u32.to_le_bytes());
+        disk[510] = 0x55;
+        disk[511] = 0xaa;
+        assert!(grow_mbr(&mut std::io::Cursor::new(disk), 1, 512).is_err());
     }
 }

@@ -163,10 +163,12 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
         let s = text
             .find("<BlockMap>")
             .ok_or_else(|| err("no <BlockMap> element".into()))?;
-        let e = text
+        let body = &text[s + "<BlockMap>".len()..];
+        // Only an end tag after the start counts (an earlier one is no end).
+        let e = body
             .find("</BlockMap>")
             .ok_or_else(|| err("unterminated <BlockMap>".into()))?;
-        &text[s + "<BlockMap>".len()..e]
+        &body[..e]
     };
     let mut ranges = Vec::new();
     let mut rest = map;
@@ -176,9 +178,12 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
             .find('>')
             .ok_or_else(|| err("unterminated <Range>".into()))?;
         let attrs = &rest[..gt];
-        let close = rest
-            .find("</Range>")
-            .ok_or_else(|| err("unterminated <Range>".into()))?;
+        // The end tag must follow the start tag's `>`.
+        let close = gt
+            + 1
+            + rest[gt + 1..]
+                .find("</Range>")
+                .ok_or_else(|| err("unterminated <Range>".into()))?;
         let body = rest[gt + 1..close].trim();
         rest = &rest[close + "</Range>".len()..];
         let bad = || err(format!("range {body:?} is not N or N-M"));
@@ -299,5 +304,29 @@ mod tests {
                 .to_string()
                 .contains("3.0")
         );
+    }
+
+    /// Found by the bmap fuzz target: an end tag before the start tag made
+    /// the slice bounds cross (a panic); now it is an error naming the file.
+    #[test]
+    fn block_map_end_tag_before_start_is_an_error() {
+        let text = "<bmap version=\"1.4\"><ImageSize>8192</ImageSize><BlockSize>4096</BlockSize>\
+                    <BlocksCount>2</BlocksCount><MappedBlocksCount>1</MappedBlocksCount>\
+                    </BlockMap><BlockMap><Range>0</Range></bmap>";
+        let e = parse(text, Path::new("x.bmap")).unwrap_err().to_string();
+        assert!(
+            e.contains("x.bmap") && e.contains("unterminated <BlockMap>"),
+            "{e}"
+        );
+    }
+
+    /// Found by the bmap fuzz target: a `</Range>` before the range's `>`.
+    #[test]
+    fn range_end_tag_before_its_start_is_an_error() {
+        let text = "<bmap version=\"1.4\"><ImageSize>8192</ImageSize><BlockSize>4096</BlockSize>\
+                    <BlocksCount>2</BlocksCount><MappedBlocksCount>1</MappedBlocksCount>\
+                    <BlockMap><Range</Range>>0</BlockMap></bmap>";
+        let e = parse(text, Path::new("x.bmap")).unwrap_err().to_string();
+        assert!(e.contains("x.bmap") && e.contains("<Range>"), "{e}");
     }
 }

@@ -416,6 +416,19 @@ pub fn inspect_archive_with(
     drop(file);
     let file =
         std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(io_err)?);
+    inspect_stream(path, compression, file, opts)
+}
+
+/// The scan of [`inspect_archive_with`] over an already opened, buffered
+/// archive whose `compression` was decided from `path` (named in errors).
+/// Public so the fuzz targets run this same code on bytes.
+pub fn inspect_stream<R: std::io::BufRead>(
+    path: &Path,
+    compression: Compression,
+    file: R,
+    opts: &InspectOptions,
+) -> Result<ImageArchive, ImageError> {
+    let io_err = |source| IoError::new("cannot read", path, source);
     let scan = match compression {
         Compression::None => scan::scan(path, file, opts, false)?,
         Compression::Gzip => scan::scan(path, flate2::read::MultiGzDecoder::new(file), opts, true)?,
