@@ -321,6 +321,9 @@ pub struct Report {
     pub arch: Option<String>,
     pub edgeimg_version: Option<String>,
     pub image_sha256: Option<String>,
+    /// Whether the (decompressed) image still hashes to the manifest's
+    /// SHA-256; false after e.g. `flash --to-file --node` added a node file.
+    pub sha256_matches: Option<bool>,
     pub table_kind: TableKind,
     pub disk_id: String,
     pub partitions: Vec<PartitionReport>,
@@ -476,6 +479,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
         arch: m.map(|m| m.arch.clone()),
         edgeimg_version: m.map(|m| m.edgeimg_version.clone()),
         image_sha256: m.map(|m| m.image.sha256.clone()),
+        sha256_matches: m.map(|m| hash_matches(raw, &m.image.sha256)).transpose()?,
         table_kind: table.kind,
         disk_id: table.disk_id.clone(),
         partitions,
@@ -504,6 +508,13 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             .transpose()?
             .unwrap_or(serde_json::Value::Null),
     })
+}
+
+/// Hashes `raw` (streaming, 1 MiB at a time) and compares with the manifest's
+/// `want`; says on stderr that it hashes, as a large image takes a while.
+fn hash_matches(raw: &Path, want: &str) -> anyhow::Result<bool> {
+    eprintln!("hashing {} to compare with its manifest...", raw.display());
+    Ok(crate::artifact::checksums::sha256_file(raw)? == want)
 }
 
 /// One readable line for the K3s bundle; the stand-in is named as such so it
@@ -546,7 +557,13 @@ impl std::fmt::Display for Report {
             )?;
             writeln!(f, "built by    edgeimg {}", na(&self.edgeimg_version, "?"))?;
             if let Some(s) = &self.image_sha256 {
-                writeln!(f, "sha256      {s}")?;
+                match self.sha256_matches {
+                    Some(false) => writeln!(
+                        f,
+                        "sha256      {s} in the manifest, but the image DIFFERS (changed since the build, e.g. a node file added)"
+                    )?,
+                    _ => writeln!(f, "sha256      {s} (the image matches)")?,
+                }
             }
         }
         writeln!(
