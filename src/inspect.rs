@@ -741,17 +741,7 @@ impl std::fmt::Display for Report {
                     )?;
                 }
             }
-            for (k, v) in i {
-                if !["config", "base", "kernel", "agent", "packages", "overlays"]
-                    .contains(&k.as_str())
-                {
-                    writeln!(
-                        f,
-                        "  {k:<9} {}",
-                        serde_json::to_string(v).unwrap_or_default()
-                    )?;
-                }
-            }
+            // K3s and SELinux have their own readable lines above.
         }
         Ok(())
     }
