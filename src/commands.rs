@@ -113,15 +113,8 @@ pub fn board_of_image(image: &Path, board: Option<&str>) -> Result<board::Board>
     if let Some(b) = board {
         return Ok(board::load(b)?);
     }
-    let manifest = image.with_file_name("manifest.json");
-    if let Ok(text) = std::fs::read_to_string(&manifest) {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", manifest.display()))?;
-        let file_matches =
-            v["image"]["file"].as_str() == image.file_name().and_then(|n| n.to_str());
-        if let (true, Some(b)) = (file_matches, v["board"].as_str()) {
-            return Ok(board::load(b)?);
-        }
+    if let Some((_, m)) = crate::manifest::Manifest::beside(image)? {
+        return Ok(board::load(&m.board)?);
     }
     let stem = image
         .file_name()

@@ -70,6 +70,13 @@ impl serde::Serialize for Uuid {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Uuid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let s = String::deserialize(d)?;
+        Uuid::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a UUID: {s:?}")))
+    }
+}
+
 /// A 32-bit FAT volume id from the seed.
 pub fn fat_volume_id(seed: &str) -> u32 {
     let u = Uuid::derive(seed, "fat-volume-id").0;

@@ -16,6 +16,7 @@ use crate::cmd::{self, Cmd};
 use crate::config::size::human;
 use crate::ids::Uuid;
 use crate::io_error::{IoError, io_err};
+use crate::manifest::Manifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -320,12 +321,16 @@ pub struct Report {
     pub arch: Option<String>,
     pub edgeimg_version: Option<String>,
     pub image_sha256: Option<String>,
+    /// Whether the (decompressed) image still hashes to the manifest's
+    /// SHA-256; false after e.g. `flash --to-file --node` added a node file.
+    pub sha256_matches: Option<bool>,
     pub table_kind: TableKind,
     pub disk_id: String,
     pub partitions: Vec<PartitionReport>,
     pub kernel: Option<String>,
     pub kernel_cmdline: Option<String>,
-    /// K3s version, `None` when the image has no K3s bundle recorded.
+    /// K3s bundle, version and nerdctl (marked STAND-IN for the test bundle);
+    /// `None` when there is no manifest or it records no bundle.
     pub k3s: Option<String>,
     pub preloaded_images: Vec<String>,
     pub selinux: Option<String>,
@@ -340,53 +345,6 @@ pub fn uncompressed_name(image: &Path) -> PathBuf {
         Some("zst" | "xz") => image.with_extension(""),
         _ => image.to_path_buf(),
     }
-}
-
-/// The manifest.json beside `image` when it describes this image.
-pub fn manifest_for(image: &Path) -> Option<(PathBuf, serde_json::Value)> {
-    let raw = uncompressed_name(image);
-    let m = raw.with_file_name("manifest.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&m).ok()?).ok()?;
-    let name = raw.file_name()?.to_str()?;
-    (v["image"]["file"].as_str() == Some(name)).then_some((m, v))
-}
-
-/// First string found at any of `paths` (JSON pointers) in `v`.
-fn first_str(v: &serde_json::Value, paths: &[&str]) -> Option<String> {
-    paths.iter().find_map(|p| {
-        let x = v.pointer(p)?;
-        x.as_str()
-            .map(String::from)
-            .or_else(|| x.get("version").and_then(|s| s.as_str()).map(String::from))
-            .or_else(|| x.get("mode").and_then(|s| s.as_str()).map(String::from))
-    })
-}
-
-fn image_list(v: &serde_json::Value) -> Vec<String> {
-    for p in [
-        "/inputs/images",
-        "/images",
-        "/inputs/preloaded_images",
-        "/preloaded_images",
-    ] {
-        if let Some(a) = v.pointer(p).and_then(|x| x.as_array()) {
-            return a
-                .iter()
-                .filter_map(|i| {
-                    i.as_str().map(String::from).or_else(|| {
-                        let name = ["ref", "reference", "name", "image"]
-                            .iter()
-                            .find_map(|k| i.get(*k)?.as_str())?;
-                        Some(match i.get("sha256").and_then(|s| s.as_str()) {
-                            Some(s) => format!("{name} (sha256 {})", &s[..s.len().min(12)]),
-                            None => name.to_string(),
-                        })
-                    })
-                })
-                .collect();
-        }
-    }
-    vec![]
 }
 
 /// Reads `edgeimg/node.toml` from the FAT at `offset` of `disk` with mtools,
@@ -458,11 +416,8 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     let mut f = File::open(raw).map_err(io_err("open", raw))?;
     let rmeta = f.metadata().map_err(io_err("stat", raw))?;
     let table = read_table(&mut f, image)?;
-    let manifest = manifest_for(image);
-    let mv = manifest
-        .as_ref()
-        .map(|(_, v)| v.clone())
-        .unwrap_or(serde_json::Value::Null);
+    let manifest = Manifest::beside(image)?;
+    let m = manifest.as_ref().map(|(_, m)| m);
     let mut partitions = Vec::new();
     let mut node_file = None;
     for p in &table.partitions {
@@ -472,14 +427,10 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             .map_err(io_err("read partition of", image))?;
         head.truncate(n);
         let fs = probe_fs(&head);
-        let role = mv["layout"]["partitions"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|x| x["number"].as_u64() == Some(p.number as u64))
-            })
-            .and_then(|x| x["role"].as_str())
-            .map(String::from);
+        let role = m
+            .and_then(|m| m.layout.partitions.iter().find(|x| x.number == p.number))
+            .and_then(|x| serde_json::to_value(x.role).ok())
+            .and_then(|v| v.as_str().map(String::from));
         if p.number == 1 && fs.fs == "vfat" {
             node_file = Some(match read_node_file(raw, p.offset) {
                 Ok(None) => NodeFile::absent(None),
@@ -514,7 +465,6 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             role,
         });
     }
-    let s = |p: &str| mv.pointer(p).and_then(|x| x.as_str()).map(String::from);
     Ok(Report {
         image: image.display().to_string(),
         size: rmeta.len(),
@@ -524,22 +474,60 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             meta.len()
         },
         manifest: manifest.as_ref().map(|(p, _)| p.display().to_string()),
-        name: s("/name"),
-        board: s("/board"),
-        arch: s("/arch"),
-        edgeimg_version: s("/edgeimg_version"),
-        image_sha256: s("/image/sha256"),
+        name: m.map(|m| m.name.clone()),
+        board: m.map(|m| m.board.clone()),
+        arch: m.map(|m| m.arch.clone()),
+        edgeimg_version: m.map(|m| m.edgeimg_version.clone()),
+        image_sha256: m.map(|m| m.image.sha256.clone()),
+        sha256_matches: m.map(|m| hash_matches(raw, &m.image.sha256)).transpose()?,
         table_kind: table.kind,
         disk_id: table.disk_id.clone(),
         partitions,
-        kernel: s("/inputs/kernel/version"),
-        kernel_cmdline: s("/kernel_cmdline"),
-        k3s: first_str(&mv, &["/inputs/k3s", "/k3s", "/inputs/bundle", "/bundle"]),
-        preloaded_images: image_list(&mv),
-        selinux: first_str(&mv, &["/selinux", "/inputs/selinux", "/security/selinux"]),
+        kernel: m.map(|m| m.inputs.kernel.version.clone()),
+        kernel_cmdline: m.map(|m| m.kernel_cmdline.clone()),
+        k3s: m.and_then(|m| m.inputs.k3s.as_ref()).map(k3s_line),
+        preloaded_images: m
+            .and_then(|m| m.inputs.k3s.as_ref())
+            .map(|k| {
+                k.preloaded_images
+                    .iter()
+                    .flat_map(|p| {
+                        p.images
+                            .iter()
+                            .map(move |i| format!("{i} (from {})", p.file))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        selinux: m
+            .and_then(|m| m.inputs.selinux.as_ref())
+            .map(|s| format!("policy {}, mode {}", s.policy, s.mode)),
         node_file,
-        inputs: mv.get("inputs").cloned().unwrap_or(serde_json::Value::Null),
+        inputs: m
+            .map(|m| serde_json::to_value(&m.inputs))
+            .transpose()?
+            .unwrap_or(serde_json::Value::Null),
     })
+}
+
+/// Hashes `raw` (streaming, 1 MiB at a time) and compares with the manifest's
+/// `want`; says on stderr that it hashes, as a large image takes a while.
+fn hash_matches(raw: &Path, want: &str) -> anyhow::Result<bool> {
+    eprintln!("hashing {} to compare with its manifest...", raw.display());
+    Ok(crate::artifact::checksums::sha256_file(raw)? == want)
+}
+
+/// One readable line for the K3s bundle; the stand-in is named as such so it
+/// is never mistaken for K3s.
+fn k3s_line(k: &crate::manifest::K3sInput) -> String {
+    let mut line = format!(
+        "K3s {} (bundle {}), nerdctl {}",
+        k.k3s_version, k.bundle, k.nerdctl_version
+    );
+    if k.stand_in {
+        line.push_str(" -- STAND-IN: edgeimg's test bundle, NOT K3s");
+    }
+    line
 }
 
 impl std::fmt::Display for Report {
@@ -569,7 +557,13 @@ impl std::fmt::Display for Report {
             )?;
             writeln!(f, "built by    edgeimg {}", na(&self.edgeimg_version, "?"))?;
             if let Some(s) = &self.image_sha256 {
-                writeln!(f, "sha256      {s}")?;
+                match self.sha256_matches {
+                    Some(false) => writeln!(
+                        f,
+                        "sha256      {s} in the manifest, but the image DIFFERS (changed since the build, e.g. a node file added)"
+                    )?,
+                    _ => writeln!(f, "sha256      {s} (the image matches)")?,
+                }
             }
         }
         writeln!(
@@ -621,9 +615,18 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "k3s         {}",
-            na(&self.k3s, "none recorded (no K3s bundle in the manifest)")
+            na(
+                &self.k3s,
+                if self.manifest.is_some() {
+                    "none (no K3s bundle in the manifest)"
+                } else {
+                    "unknown (no manifest)"
+                }
+            )
         )?;
-        if self.preloaded_images.is_empty() {
+        if self.manifest.is_none() {
+            writeln!(f, "images      unknown (no manifest)")?;
+        } else if self.preloaded_images.is_empty() {
             writeln!(f, "images      none preloaded")?;
         } else {
             writeln!(
@@ -635,7 +638,14 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "selinux     {}",
-            na(&self.selinux, "not enabled (none recorded in the manifest)")
+            na(
+                &self.selinux,
+                if self.manifest.is_some() {
+                    "not enabled (none in the manifest)"
+                } else {
+                    "unknown (no manifest)"
+                }
+            )
         )?;
         match &self.node_file {
             None => writeln!(f, "node file   no FAT boot partition")?,
@@ -731,17 +741,7 @@ impl std::fmt::Display for Report {
                     )?;
                 }
             }
-            for (k, v) in i {
-                if !["config", "base", "kernel", "agent", "packages", "overlays"]
-                    .contains(&k.as_str())
-                {
-                    writeln!(
-                        f,
-                        "  {k:<9} {}",
-                        serde_json::to_string(v).unwrap_or_default()
-                    )?;
-                }
-            }
+            // K3s and SELinux have their own readable lines above.
         }
         Ok(())
     }

@@ -5,12 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::artifact::checksums::{sha256_bytes, sha256_file};
 use crate::base::BaseMeta;
 use crate::disk::Layout;
 use crate::plan::Plan;
+
+/// The manifest format this edgeimg writes and the newest it can read.
+pub const FORMAT: u32 = 1;
+
+fn format_v1() -> u32 {
+    1
+}
 
 pub struct Inputs<'a> {
     pub plan: &'a Plan,
@@ -32,15 +39,17 @@ pub struct Inputs<'a> {
     pub verity: Option<&'a crate::verity::Verity>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KernelInfo {
     pub version: String,
     pub vmlinuz_sha256: String,
     pub initrd_sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
+    /// [`FORMAT`] when written; manifests from before the field read as 1.
+    #[serde(default = "format_v1")]
     pub format: u32,
     pub edgeimg_version: String,
     pub name: String,
@@ -58,21 +67,21 @@ pub struct Manifest {
     pub placed_files: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VerityInfo {
     pub enabled: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub slot_a: Option<crate::verity::Verity>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ImageInfo {
     pub file: String,
     pub size: u64,
     pub sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct InputList {
     pub config: Named,
     pub base: BaseInput,
@@ -86,7 +95,7 @@ pub struct InputList {
     pub selinux: Option<SelinuxInput>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SelinuxInput {
     pub mode: String,
     pub policy: String,
@@ -94,7 +103,7 @@ pub struct SelinuxInput {
     pub modules: Vec<crate::selinux::ModuleRecord>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct K3sInput {
     pub bundle: String,
     /// True for edgeimg's labelled test stand-in: NOT K3s.
@@ -105,21 +114,21 @@ pub struct K3sInput {
     pub preloaded_images: Vec<PreloadedImage>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PreloadedImage {
     pub file: String,
     pub sha256: String,
     pub images: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Named {
     pub name: String,
     pub version: String,
     pub sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BaseInput {
     pub suite: String,
     pub arch: String,
@@ -129,20 +138,20 @@ pub struct BaseInput {
     pub requested_packages: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
     pub arch: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OverlayInput {
     pub path: String,
     pub files: Vec<OverlayFile>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OverlayFile {
     pub path: String,
     /// SHA-256 of the placed (rendered) content, or `symlink:<target>`.
@@ -150,10 +159,57 @@ pub struct OverlayFile {
 }
 
 impl Manifest {
+    /// Reads and checks `path`: refuses a format newer than [`FORMAT`] by name
+    /// rather than misreading it.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // The version first, so a newer layout fails on its version, not on
+        // whichever field changed.
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "format_v1")]
+            format: u32,
+        }
+        let v: Version = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a manifest (invalid JSON)", path.display()))?;
+        if v.format > FORMAT {
+            anyhow::bail!(
+                "{}: manifest format {} is newer than this edgeimg reads (up to {FORMAT}); use a newer edgeimg",
+                path.display(),
+                v.format
+            );
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid edgeimg manifest", path.display()))
+    }
+
+    /// The `manifest.json` beside `image` when it describes that image (its
+    /// `image.file` names the image, compressed or not). `Ok(None)` when there
+    /// is none or it describes another image.
+    pub fn beside(image: &Path) -> Result<Option<(PathBuf, Manifest)>> {
+        let path = image.with_file_name("manifest.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let m = Manifest::read(&path)?;
+        let name = image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let matches = [".zst", ".xz", ".gz"]
+            .iter()
+            .fold(name == m.image.file, |ok, ext| {
+                ok || name.strip_suffix(ext) == Some(m.image.file.as_str())
+            });
+        Ok(matches.then_some((path, m)))
+    }
+
     pub fn collect(i: Inputs) -> Result<Manifest> {
         let p = i.plan;
         Ok(Manifest {
-            format: 1,
+            format: FORMAT,
             edgeimg_version: crate::VERSION.into(),
             name: p.name.clone(),
             board: p.board.clone(),

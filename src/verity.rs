@@ -20,7 +20,7 @@ pub const MAPPER_NAME: &str = "edgeimg-root";
 pub const BLOCK: u64 = 4096;
 
 /// What `veritysetup format` made, as recorded in the manifest.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Verity {
     pub root_hash: String,
     pub salt: String,

@@ -60,15 +60,27 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     let img = d.path().join("test-gpt.img");
     let manifest = serde_json::json!({
         "format": 1, "name": "fleet", "board": "x86_64", "arch": "amd64", "edgeimg_version": "0.1.0",
+        "source_date_epoch": 0, "seed": "s",
         "image": {"file": "test-gpt.img", "size": 64 * MIB, "sha256": "00"},
         "kernel_cmdline": "root=PARTUUID=x ro",
-        "selinux": {"mode": "enforcing"},
+        "verity": {"enabled": false},
         "inputs": {
-            "kernel": {"version": "6.12.0-test"},
-            "k3s": {"version": "v1.33.1+k3s1"},
-            "images": [{"ref": "docker.io/library/nginx:1.27", "sha256": "abcdef0123456789"}],
+            "config": {"name": "image.toml", "version": "", "sha256": "11"},
+            "base": {"suite": "trixie", "arch": "amd64", "mirror": "http://deb.debian.org/debian",
+                     "cache_key": "k", "tarball_sha256": "22", "requested_packages": []},
+            "kernel": {"version": "6.12.0-test", "vmlinuz_sha256": "33", "initrd_sha256": "44"},
+            "agent": {"name": "edgeimg-agent", "version": "0.1.0", "sha256": "55"},
+            "packages": [], "overlays": [],
+            "k3s": {"bundle": "stand-in", "stand_in": true, "k3s_version": "v1.33.1+k3s1",
+                    "nerdctl_version": "2.1.2", "assets": [],
+                    "preloaded_images": [{"file": "nginx.tar", "sha256": "abcdef0123456789",
+                                          "images": ["docker.io/library/nginx:1.27"]}]},
+            "selinux": {"mode": "enforcing", "policy": "default", "modules": []},
         },
-        "layout": {"partitions": [{"number": 1, "role": "boot"}]},
+        "layout": {"disk_guid": "00000000-0000-4000-8000-000000000000", "size": 64 * MIB,
+                   "partitions": [{"number": 1, "label": "boot", "role": "boot", "fs": "vfat",
+                                   "type_guid": "t", "part_uuid": "u", "offset": MIB, "size": 40 * MIB}]},
+        "placed_files": [],
     });
     std::fs::write(d.path().join("manifest.json"), manifest.to_string()).unwrap();
     let zst = Path::new(&format!("{}.zst", img.display())).to_path_buf();
@@ -76,24 +88,52 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     for i in [&img, &zst] {
         let j = inspect_json(i);
         assert_eq!(j["board"], "x86_64");
-        assert_eq!(j["k3s"], "v1.33.1+k3s1");
-        assert_eq!(j["selinux"], "enforcing");
+        assert_eq!(j["selinux"], "policy default, mode enforcing");
         assert_eq!(
             j["preloaded_images"][0],
-            "docker.io/library/nginx:1.27 (sha256 abcdef012345)"
+            "docker.io/library/nginx:1.27 (from nginx.tar)"
         );
         assert_eq!(j["partitions"][0]["role"], "boot");
         assert_eq!(j["partitions"][0]["fs"], "vfat");
         let text = ok(edgeimg().arg("inspect").arg(i));
         for want in [
             "board       x86_64 (amd64)",
-            "k3s         v1.33.1+k3s1",
-            "selinux     enforcing",
+            "k3s         K3s v1.33.1+k3s1 (bundle stand-in), nerdctl 2.1.2 -- STAND-IN",
+            "selinux     policy default, mode enforcing",
             "nginx:1.27",
             "kernel      6.12.0-test",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+        assert!(!text.contains("null") && !text.contains("{\""), "{text}");
+        // The manifest's made-up SHA-256 is not the image's.
+        assert_eq!(j["sha256_matches"], false);
+        assert!(text.contains("the image DIFFERS"), "{text}");
+    }
+    // A manifest from before the format field reads as format 1; a newer
+    // format is refused by name rather than misread.
+    let mut old = manifest.clone();
+    old.as_object_mut().unwrap().remove("format");
+    std::fs::write(d.path().join("manifest.json"), old.to_string()).unwrap();
+    assert_eq!(inspect_json(&img)["board"], "x86_64");
+    let mut newer = manifest.clone();
+    newer["format"] = 99.into();
+    std::fs::write(d.path().join("manifest.json"), newer.to_string()).unwrap();
+    let o = run(edgeimg().arg("inspect").arg(&img));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("manifest.json") && err.contains("format 99"),
+        "{err}"
+    );
+    std::fs::remove_file(d.path().join("manifest.json")).unwrap();
+    // Without a manifest, what was not read from the image is unknown, not none.
+    let text = ok(edgeimg().arg("inspect").arg(&img));
+    for want in [
+        "k3s         unknown",
+        "selinux     unknown",
+        "images      unknown",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     let o = run(edgeimg().arg("inspect").arg(d.path().join("nope.img")));
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope.img"));

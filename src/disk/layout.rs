@@ -1,7 +1,7 @@
 //! Partition layout math: where each partition starts and how big it is.
 //! Pure: no I/O, unit-tested.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::size::{MIB, human};
 use crate::ids::Uuid;
@@ -21,7 +21,7 @@ pub const TAIL: u64 = MIB;
 /// The smallest data partition a fixed-size image may leave.
 pub const MIN_DATA: u64 = 64 * MIB;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Boot,
@@ -30,12 +30,12 @@ pub enum Role {
     Data,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Partition {
     pub number: u32,
-    pub label: &'static str,
+    pub label: String,
     pub role: Role,
-    pub fs: &'static str,
+    pub fs: String,
     pub type_guid: String,
     /// What Linux shows as PARTUUID: a GUID on GPT, `<disk id>-<nn>` on MBR.
     pub part_uuid: String,
@@ -43,7 +43,7 @@ pub struct Partition {
     pub size: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Layout {
     pub disk_guid: Uuid,
     /// The MBR disk signature, for MBR disks.
@@ -134,9 +134,9 @@ pub fn compute(
             let number = i as u32 + 1;
             let p = Partition {
                 number,
-                label,
+                label: label.to_string(),
                 role,
-                fs,
+                fs: fs.to_string(),
                 type_guid: ty.to_string(),
                 part_uuid: partuuid(seed, mbr_disk_id, number, label),
                 offset,

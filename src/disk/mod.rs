@@ -48,7 +48,7 @@ pub fn write_gpt(layout: &Layout, out: &File) -> Result<()> {
             starting_lba: p.offset / SECTOR,
             ending_lba: (p.offset + p.size) / SECTOR - 1,
             attribute_bits: 0,
-            partition_name: p.label.into(),
+            partition_name: p.label.as_str().into(),
         };
     }
     gpt.write_into(&mut f).context("cannot write the GPT")?;

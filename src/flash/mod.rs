@@ -312,9 +312,9 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
         }
         (Some(b), _) => Some(b.image_size),
         (None, false) => Some(img_meta.len()),
-        (None, true) => {
-            crate::inspect::manifest_for(&o.image).and_then(|(_, v)| v["image"]["size"].as_u64())
-        }
+        (None, true) => crate::manifest::Manifest::beside(&o.image)
+            .map_err(|e| FlashError::Image(format!("{e:#}")))?
+            .map(|(_, m)| m.image.size),
     };
     if let Some(s) = image_size {
         device::check_size(&target, s)?;

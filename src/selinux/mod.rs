@@ -23,7 +23,7 @@ pub const OWN_FC: &str = include_str!("../../selinux-policies/edgeimg-k3s/edgeim
 pub const POLICY_TYPE: &str = "default";
 
 /// One installed module, for the manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModuleRecord {
     pub name: String,
     /// "built-in" for edgeimg's own, else the `.te` path from the config.
