@@ -337,12 +337,19 @@ pub fn kubeconfig(a: crate::cli::KubeconfigArgs, quiet: bool) -> Result<()> {
         server: a.server,
         name: a.name,
         use_context: a.use_context,
+        port: a.port,
         target: None,
     })?;
     if !quiet {
         println!(
             "{} cluster, user and context {:?} (server {}) in {}{}; current-context {:?}",
-            if r.replaced { "replaced" } else { "added" },
+            if r.unchanged {
+                "unchanged:"
+            } else if r.replaced {
+                "replaced"
+            } else {
+                "added"
+            },
             r.name,
             r.server,
             r.target.display(),

@@ -62,6 +62,8 @@ pub struct Options {
     pub name: Option<String>,
     /// Make the merged context the current one even if another is.
     pub use_context: bool,
+    /// Port to put into the server URL (default: the file's, 6443 for K3s).
+    pub port: Option<u16>,
     /// The kubeconfig to merge into (default: [`default_target`]).
     pub target: Option<PathBuf>,
 }
@@ -78,6 +80,8 @@ pub struct Outcome {
     pub created: bool,
     /// Whether entries named `name` were there already (and were replaced).
     pub replaced: bool,
+    /// Whether the file already held exactly these entries (nothing changed).
+    pub unchanged: bool,
 }
 
 /// `$KUBECONFIG`'s first path (kubectl's merge order writes there too), else
@@ -141,6 +145,14 @@ fn url_host(h: &str) -> String {
         format!("[{h}]")
     } else {
         h.to_string()
+    }
+}
+
+/// The path part of a [`split_url`] rest (`:6443/x` -> `/x`).
+fn without_port(rest: &str) -> &str {
+    match rest.strip_prefix(':') {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
     }
 }
 
@@ -324,6 +336,7 @@ fn node_entries(
     source_name: &str,
     server_host: Option<&str>,
     force_server: bool,
+    port: Option<u16>,
 ) -> Result<NodeEntries> {
     let m = parse(text, source_name)?;
     if entries(&m, "clusters", source_name)?.is_empty() {
@@ -390,6 +403,12 @@ fn node_entries(
             format!("cluster {cluster_name:?}: server {url:?} is not a URL"),
         )
     })?;
+    // --port replaces the URL's port (K3s writes 6443; a forwarded or
+    // proxied API server listens elsewhere).
+    let rest = match port {
+        Some(p) => format!(":{p}{}", without_port(rest)),
+        None => rest.to_string(),
+    };
     let server = match server_host {
         Some(h) if force_server || is_loopback(host) => format!("{scheme}{}{rest}", url_host(h)),
         None if is_loopback(host) => {
@@ -397,7 +416,7 @@ fn node_entries(
                 "{source_name} points at {url}, the node's own loopback address: give the node's name or address with --server"
             )));
         }
-        _ => url.to_string(),
+        _ => format!("{scheme}{host}{rest}"),
     };
     cluster_body.insert("server".into(), Value::String(server.clone()));
     Ok(NodeEntries {
@@ -467,6 +486,7 @@ pub fn merge(o: &Options) -> Result<Outcome> {
         &source_name,
         server_host.as_deref(),
         o.server.is_some(),
+        o.port,
     )?;
     // Name: --name, else the host the server URL names.
     let name = o
@@ -503,6 +523,8 @@ pub fn merge(o: &Options) -> Result<Outcome> {
     };
     let created = existing.is_none();
     let mut m = parse(existing.as_deref().unwrap_or(""), &target_name)?;
+    // A rerun with the same inputs must say so rather than "replaced".
+    let before = (!created).then(|| m.clone());
     for (k, v) in [("apiVersion", "v1"), ("kind", "Config")] {
         if !m.contains_key(k) {
             m.insert(k.into(), Value::String(v.into()));
@@ -524,10 +546,12 @@ pub fn merge(o: &Options) -> Result<Outcome> {
             name.clone()
         }
     };
+    let unchanged = before.as_ref() == Some(&m);
     let yaml = serde_norway::to_string(&Value::Mapping(m))
         .map_err(|err| bad(&target_name, format!("cannot serialise: {err}")))?;
     write_atomic(&target, yaml.as_bytes(), mode)?;
     Ok(Outcome {
+        unchanged,
         target,
         name,
         server,
@@ -596,6 +620,9 @@ mod tests {
         );
         assert_eq!(split_url("https://h"), Some(("https://", "h", "")));
         assert_eq!(split_url("nope"), None);
+        assert_eq!(without_port(":6443/x"), "/x");
+        assert_eq!(without_port(":6443"), "");
+        assert_eq!(without_port("/x"), "/x");
         for h in ["127.0.0.1", "localhost", "[::1]", "127.0.0.53"] {
             assert!(is_loopback(h), "{h}");
         }

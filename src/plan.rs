@@ -269,7 +269,10 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
         users: config
             .users
             .iter()
-            .map(|u| format!("{} ({} keys)", u.name, u.ssh_keys.len()))
+            .map(|u| {
+                let n = u.ssh_keys.len();
+                format!("{} ({n} key{})", u.name, if n == 1 { "" } else { "s" })
+            })
             .collect(),
         overlays: config
             .overlays

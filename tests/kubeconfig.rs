@@ -239,7 +239,7 @@ fn merges_into_existing_kubeconfig_leaving_others_untouched() {
         &target,
         &["--from", from, "--server", "10.0.0.5", "--name", "edge-1"],
     );
-    assert!(good && out.contains("replaced"), "{out}");
+    assert!(good && out.starts_with("unchanged:"), "{out}");
     assert_eq!(std::fs::read(&target).unwrap(), first);
 
     // A new address replaces the entries in place; --use switches context.

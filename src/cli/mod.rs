@@ -259,14 +259,10 @@ pub struct NodeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from", "ssh"])))]
 pub struct KubeconfigArgs {
     /// A copy of the node's /etc/rancher/k3s/k3s.yaml.
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "ssh",
-        conflicts_with = "ssh"
-    )]
+    #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
     /// Read it over SSH from this server node (key or agent authentication; no prompts).
     #[arg(long, value_name = "USER@HOST")]
@@ -284,6 +280,10 @@ pub struct KubeconfigArgs {
     /// Make the merged context the current one.
     #[arg(long = "use")]
     pub use_context: bool,
+    /// Port of the server URL (default: the file's, 6443 for K3s), for an API server
+    /// reached through a forwarded or proxied port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 }
 
 /// Architecture of a K3s bundle.

@@ -26,6 +26,8 @@ pub enum Refusal {
     RegularFile(PathBuf),
     #[error("refusing to write to {}: it is {what}, neither a block device nor a regular file", path.display())]
     NotATarget { path: PathBuf, what: String },
+    #[error("refusing to write to {}: no such device; pass --to-file to create a file", .0.display())]
+    Missing(PathBuf),
     #[error("refusing to write to {}: it is partition {partition} of /dev/{disk}; flash the whole disk (/dev/{disk})", path.display())]
     Partition {
         path: PathBuf,
@@ -415,10 +417,7 @@ pub fn check_target(
     match t.kind {
         Kind::Missing if to_file => return Ok(()),
         Kind::Missing => {
-            return Err(Refusal::NotATarget {
-                path: t.path.clone(),
-                what: "missing (no such device; pass --to-file to create a file)".into(),
-            });
+            return Err(Refusal::Missing(t.path.clone()));
         }
         Kind::RegularFile => {
             if !to_file {
