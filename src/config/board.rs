@@ -94,6 +94,14 @@ pub struct QemuSpec {
     /// Which of the machine's serial ports is the console (QEMU's -serial order).
     #[serde(default)]
     pub serial_port: u32,
+    /// Under TCG, run all vCPUs on one host thread (`-accel tcg,thread=single`).
+    /// x86 Linux patches its own code at boot through int3 breakpoints
+    /// (text_poke_bp); with one host thread per vCPU a vCPU can run a
+    /// translation of the code being patched and hit the breakpoint as a
+    /// fatal exception (seen: "Oops: int3" in hrtimer_start_range_ns and a
+    /// kernel panic 1.5 s into a q35 boot).
+    #[serde(default)]
+    pub tcg_single_thread: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

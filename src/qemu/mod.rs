@@ -135,7 +135,12 @@ impl Vm {
             &self.qemu.package,
             "boot images (edgeimg run, VM tests)",
         ));
-        c = c.args(["-accel", if self.kvm { "kvm" } else { "tcg" }]);
+        let accel = match (self.kvm, self.qemu.tcg_single_thread) {
+            (true, _) => "kvm",
+            (false, true) => "tcg,thread=single",
+            (false, false) => "tcg",
+        };
+        c = c.args(["-accel", accel]);
         c = c.args(["-machine", &self.qemu.machine, "-cpu", &self.qemu.cpu]);
         // raspi4b fixes its CPU count; other machines take -smp.
         if self.qemu.boot == QemuBoot::Uefi {
