@@ -31,17 +31,14 @@ pub fn prepare(
     lock: &Path,
 ) -> Result<K3sInputs> {
     let arch = Arch::from_str(debian_arch)?;
+    let manifest = Manifest::for_build(&k.bundle, bundle_dir)?;
     let bundle = match bundle_dir {
         Some(dir) => {
-            let manifest = match Manifest::in_dir(dir)? {
-                Some(m) => m,
-                None => Manifest::find(&k.bundle)?,
-            };
             let b = bundle::from_dir(dir, &manifest, arch, k.buildkit)?;
             b.check_lock(lock)?;
             b
         }
-        None => bundle::resolve(&Manifest::find(&k.bundle)?, lock, arch, k.buildkit)?,
+        None => bundle::resolve(&manifest, lock, arch, k.buildkit)?,
     };
 
     // The k3s binary must be for the board; only the labelled stand-in may be a script.

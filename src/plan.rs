@@ -324,13 +324,7 @@ fn k3s_plan(
     bundle_dir: Option<&Path>,
 ) -> (K3sPlan, Vec<String>) {
     use std::str::FromStr;
-    let manifest = match bundle_dir {
-        Some(dir) => crate::bundle::Manifest::in_dir(dir)
-            .ok()
-            .flatten()
-            .or_else(|| crate::bundle::Manifest::find(&k.bundle).ok()),
-        None => crate::bundle::Manifest::find(&k.bundle).ok(),
-    };
+    let manifest = crate::bundle::Manifest::for_build(&k.bundle, bundle_dir).ok();
     let airgap = manifest.as_ref().and_then(|m| {
         let arch = crate::bundle::Arch::from_str(debian_arch).ok()?;
         m.arches

@@ -113,6 +113,15 @@ impl Manifest {
         Manifest::parse(&path.display().to_string(), &text)
     }
 
+    /// The manifest a build uses: a `--bundle DIR`'s own `bundle.toml` when
+    /// it carries one, else `name` (a shipped manifest or a path).
+    pub fn for_build(name: &str, bundle_dir: Option<&Path>) -> Result<Manifest, BundleError> {
+        if let Some(m) = bundle_dir.map(Manifest::in_dir).transpose()?.flatten() {
+            return Ok(m);
+        }
+        Manifest::find(name)
+    }
+
     /// `DIR/bundle.toml` when a bundle directory carries its own manifest.
     pub fn in_dir(dir: &Path) -> Result<Option<Manifest>, BundleError> {
         let p = dir.join(DIR_MANIFEST);
