@@ -296,7 +296,6 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     })
 }
 
-
 /// Makes the base from the closest cached one of its family, if there is one;
 /// returns that base's key. A failure is reported and leaves the bootstrap
 /// from nothing to the caller.
