@@ -19,9 +19,6 @@ const ALLOWED: &[&str] = &[
     // dpkg's copy of its status file from before its last run: the last run
     // differs (a bootstrap's last dpkg call is not the difference's).
     "./var/lib/dpkg/status-old",
-    // debconf's scratch directory for the templates apt extracts before
-    // installing: made by whichever apt run extracted templates.
-    "./var/cache/debconf/tmp.ci/",
 ];
 
 fn is_root() -> bool {

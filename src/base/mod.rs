@@ -390,7 +390,7 @@ fn bootstrap(
             customize_finish.display()
         ))
         .arg(&spec.suite)
-        .arg(&partial)
+        .arg(partial)
         .arg(&spec.mirror);
     progress.note(&format!(
         "base: bootstrapping Debian {} {} with mmdebstrap (cached for later builds)",
@@ -429,6 +429,59 @@ mod tests {
                 .iter()
                 .any(|(p, _, _)| p.ends_with("local-top/edgeimg-verity"))
         );
+    }
+
+    #[test]
+    fn the_closest_base_of_the_family_is_chosen() {
+        let spec = |packages: &[&str], verity: bool| BaseSpec {
+            suite: "trixie".into(),
+            arch: "amd64".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+            initramfs_modules: vec![],
+            verity,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cache = |s: &BaseSpec| {
+            let meta = BaseMeta {
+                key: s.key(),
+                created: 0,
+                sha256: String::new(),
+                suite: s.suite.clone(),
+                arch: s.arch.clone(),
+                mirror: s.mirror.clone(),
+                family: Some(s.family()),
+                packages: Some(s.packages.clone()),
+                incremental_from: None,
+            };
+            let stem = dir.path().join(s.key());
+            std::fs::write(
+                stem.with_extension("json"),
+                serde_json::to_vec(&meta).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(stem.with_extension("tar"), b"").unwrap();
+        };
+        cache(&spec(&["a", "b", "c"], false));
+        cache(&spec(&["a", "x", "y", "z"], false));
+        // Nearest of all, but another family: verity changes the initramfs.
+        cache(&spec(&["a", "b", "d"], true));
+        let want = spec(&["a", "b", "d"], false);
+        assert_eq!(want.family(), spec(&["q"], false).family());
+        let source = incremental::closest(dir.path(), &want).unwrap();
+        assert_eq!(source.key, spec(&["a", "b", "c"], false).key());
+        assert_eq!(source.add, ["d"]);
+        assert_eq!(source.drop, ["c"]);
+        // A base without a family (older format) is never a source.
+        let other = spec(&["k"], false);
+        let stem = dir.path().join("old");
+        std::fs::write(
+            stem.with_extension("json"),
+            r#"{"key":"old","created":0,"sha256":"","suite":"trixie","arch":"amd64","mirror":""}"#,
+        )
+        .unwrap();
+        std::fs::write(stem.with_extension("tar"), b"").unwrap();
+        assert_ne!(incremental::closest(dir.path(), &other).unwrap().key, "old");
     }
 
     #[test]
