@@ -22,6 +22,9 @@ const VERITY_LOCAL_TOP: &str = include_str!("files/local-top-edgeimg-verity");
 /// (customize-finish): under qemu-user each of them costs tens of seconds.
 const ESSENTIAL_DEFER: &str = include_str!("files/essential-defer");
 const CUSTOMIZE_FINISH: &str = include_str!("files/customize-finish");
+/// Foreign roots only: the host's dpkg-deb decompresses the packages that
+/// dpkg, under qemu-user, unpacks.
+const DEBS_UNCOMPRESS: &str = include_str!("files/debs-uncompress");
 /// Applies a package difference to a copy of a cached base (see incremental).
 const APPLY_DIFFERENCE: &str = include_str!("files/apply-difference");
 /// Bumped whenever the way a base is made changes in a way the inputs don't show.
@@ -159,7 +162,7 @@ impl BaseSpec {
             .into_iter()
             .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
             .collect();
-        let hooks = [ESSENTIAL_DEFER, CUSTOMIZE_FINISH].map(|h| sha256_bytes(h.as_bytes()));
+        let hooks = [ESSENTIAL_DEFER, CUSTOMIZE_FINISH, DEBS_UNCOMPRESS].map(|h| sha256_bytes(h.as_bytes()));
         let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES, "hooks": hooks });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
@@ -251,6 +254,7 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     std::fs::create_dir_all(&hooks)?;
     std::fs::write(hooks.join("essential-defer"), ESSENTIAL_DEFER)?;
     std::fs::write(hooks.join("customize-finish"), CUSTOMIZE_FINISH)?;
+    std::fs::write(hooks.join("debs-uncompress"), DEBS_UNCOMPRESS)?;
     // The host's depmod indexes a foreign root; a native one indexes itself.
     let cpu = if spec.arch == crate::doctor::host_arch() {
         "native"
@@ -294,6 +298,18 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         meta,
         reused: false,
     })
+}
+
+/// mmdebstrap options that have the host's dpkg-deb decompress every package
+/// for the whole install (`debs-uncompress`): set up once the essential set
+/// is extracted, before dpkg installs anything; gone before the customize
+/// hook that finishes the root.
+fn native_decompression_hooks(script: &Path) -> [String; 2] {
+    let script = script.display();
+    [
+        format!("--extract-hook=sh '{script}' --install \"$1\""),
+        format!("--customize-hook=sh '{script}' --remove \"$1\""),
+    ]
 }
 
 /// Makes the base from the closest cached one of its family, if there is one;
@@ -365,6 +381,9 @@ fn bootstrap(
     }
     for d in DPKG_EXCLUDES {
         c = c.arg(format!("--dpkgopt={d}"));
+    }
+    if cpu == "foreign" {
+        c = c.args(native_decompression_hooks(&work.join("hooks/debs-uncompress")));
     }
     c = c
         .arg(format!("--setup-hook=sync-in {} /", files.display()))
