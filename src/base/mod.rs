@@ -162,7 +162,8 @@ impl BaseSpec {
             .into_iter()
             .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
             .collect();
-        let hooks = [ESSENTIAL_DEFER, CUSTOMIZE_FINISH, DEBS_UNCOMPRESS].map(|h| sha256_bytes(h.as_bytes()));
+        let hooks = [ESSENTIAL_DEFER, CUSTOMIZE_FINISH, DEBS_UNCOMPRESS]
+            .map(|h| sha256_bytes(h.as_bytes()));
         let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES, "hooks": hooks });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
@@ -383,7 +384,9 @@ fn bootstrap(
         c = c.arg(format!("--dpkgopt={d}"));
     }
     if cpu == "foreign" {
-        c = c.args(native_decompression_hooks(&work.join("hooks/debs-uncompress")));
+        c = c.args(native_decompression_hooks(
+            &work.join("hooks/debs-uncompress"),
+        ));
     }
     c = c
         .arg(format!("--setup-hook=sync-in {} /", files.display()))
