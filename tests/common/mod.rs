@@ -144,3 +144,36 @@ pub fn assert_build_matches_plan(
         );
     }
 }
+
+/// What [`run_measured`] saw: exit status, output, and the child's peak
+/// resident set size.
+#[allow(dead_code)]
+pub struct Measured {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs an `edgeimg` command and reads its peak RSS, which it reports itself
+/// (VmHWM at exit, see `edgeimg::logging::report_peak_rss`): `wait4`'s
+/// `ru_maxrss` would include this test process's own peak, inherited by the
+/// child across fork and exec.
+#[allow(dead_code)]
+pub fn run_measured(cmd: &mut Command) -> Measured {
+    let o = run(cmd
+        .env(edgeimg::logging::PEAK_RSS_ENV, "1")
+        .stdin(std::process::Stdio::null()));
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let peak_rss_kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("edgeimg: peak-rss-kib "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS reported:\n{stderr}"));
+    Measured {
+        success: o.status.success(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr,
+        peak_rss_kib,
+    }
+}
