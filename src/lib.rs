@@ -39,6 +39,7 @@ pub mod sparse;
 pub mod ssh_pubkey;
 pub mod stage;
 pub mod stream_capture;
+pub mod tar_members;
 pub mod update;
 pub mod verity;
 

@@ -2,6 +2,7 @@
 //! immutable-layout fixes, the agent and its units, board files and the
 //! operator's overlays. Produces the tree plus the boot files taken out of it.
 
+pub mod bundle_files;
 pub mod compose;
 pub mod k3s;
 pub mod modules;
