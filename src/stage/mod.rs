@@ -4,6 +4,7 @@
 
 pub mod bundle_files;
 pub mod compose;
+pub mod in_root;
 pub mod k3s;
 pub mod modules;
 pub mod overlay;
