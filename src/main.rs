@@ -46,7 +46,6 @@ fn main() {
             edgeimg::commands::docs(write.as_deref(), check.as_deref())
         }
     };
-    edgeimg::logging::report_peak_rss();
     if let Err(e) = result {
         eprintln!("edgeimg: error: {e:#}");
         std::process::exit(1);

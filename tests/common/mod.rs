@@ -155,22 +155,38 @@ pub struct Measured {
     pub peak_rss_kib: u64,
 }
 
-/// Runs an `edgeimg` command and reads its peak RSS, which it reports itself
-/// (VmHWM at exit, see `edgeimg::logging::report_peak_rss`): `wait4`'s
-/// `ru_maxrss` would include this test process's own peak, inherited by the
-/// child across fork and exec.
+/// Runs `cmd` under `/usr/bin/time` and reads the command's peak RSS.
+/// Measured from a small parent: `ru_maxrss` of a child spawned by this test
+/// process would include this process's own peak (it is carried across the
+/// fork and exec).
 #[allow(dead_code)]
 pub fn run_measured(cmd: &mut Command) -> Measured {
-    let o = run(cmd
-        .env(edgeimg::logging::PEAK_RSS_ENV, "1")
-        .stdin(std::process::Stdio::null()));
+    const MARK: &str = "EDGEIMG_TEST_MAXRSS_KIB=";
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg(format!("{MARK}%M"))
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        timed.current_dir(d);
+    }
+    let o = run(&mut timed);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let peak_rss_kib = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("edgeimg: peak-rss-kib "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS reported:\n{stderr}"));
+        .find_map(|l| l.strip_prefix(MARK))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time:\n{stderr}"));
     Measured {
+        // time exits with the command's status.
         success: o.status.success(),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
         stderr,
