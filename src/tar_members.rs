@@ -188,4 +188,41 @@ mod tests {
             (Some("a/b/c/d/e/f".into()), Some("x".into()))
         );
     }
+
+    /// Counts the bytes read through it.
+    struct Counting<R> {
+        inner: R,
+        n: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let k = self.inner.read(buf)?;
+            self.n.set(self.n.get() + k as u64);
+            Ok(k)
+        }
+    }
+
+    /// A long-name or PAX header backed by a real 1 GiB of data (the `tar`
+    /// crate would read all of it into memory): refused after its header,
+    /// with under 1 MiB of the stream read.
+    #[test]
+    fn a_gigabyte_name_header_is_refused_after_reading_its_header_only() {
+        for kind in [
+            tar::EntryType::GNULongName,
+            tar::EntryType::GNULongLink,
+            tar::EntryType::XHeader,
+        ] {
+            let h = header("././@LongLink", kind, 1 << 30);
+            let n = std::rc::Rc::new(std::cell::Cell::new(0));
+            let r = Counting {
+                inner: std::io::Read::chain(
+                    h.as_bytes().as_slice(),
+                    std::io::repeat(b'a').take(1 << 30),
+                ),
+                n: n.clone(),
+            };
+            assert!(for_each::<_, ()>(r, |_, _| Ok(Flow::Continue)).is_err());
+            assert!(n.get() < 1 << 20, "{kind:?}: read {} bytes", n.get());
+        }
+    }
 }
