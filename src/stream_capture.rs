@@ -112,6 +112,9 @@ fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+/// What a full pass hands every decompressed byte to.
+pub type OnBytes<'a> = dyn FnMut(&[u8]) + 'a;
+
 /// One decompression pass over `image`: keeps the bytes of `want` in `cap`,
 /// hands every byte to `each` (when given, the pass reads to the end and
 /// records the size); otherwise stops after the last wanted byte.
@@ -119,7 +122,7 @@ pub fn pass(
     image: &Path,
     cap: &mut Captured,
     want: &[(u64, u64)],
-    mut each: Option<&mut dyn FnMut(&[u8])>,
+    mut each: Option<&mut OnBytes<'_>>,
 ) -> anyhow::Result<()> {
     let want: Vec<(u64, u64)> = merge(want.to_vec())
         .into_iter()

@@ -80,11 +80,10 @@ pub fn for_each<R: Read, E>(
         .entries()
         .map_err(|e| Error::Archive(format!("not a tar archive: {e}")))?
         .raw(true);
-    let (mut long_name, mut long_link, mut pax): (
-        Option<String>,
-        Option<String>,
-        (Option<String>, Option<String>),
-    ) = (None, None, (None, None));
+    // What the extension headers before a member set for it.
+    let mut long_name: Option<String> = None;
+    let mut long_link: Option<String> = None;
+    let mut pax: (Option<String>, Option<String>) = (None, None);
     for (i, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| Error::Archive(format!("after {i} members: {e}")))?;
         let kind = entry.header().entry_type();

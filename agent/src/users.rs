@@ -339,7 +339,7 @@ mod tests {
             "secret\n"
         );
         assert_eq!(
-            fs::metadata(&outside.join("shadow"))
+            fs::metadata(outside.join("shadow"))
                 .unwrap()
                 .permissions()
                 .mode()
