@@ -72,6 +72,22 @@ pub fn read_verified(a: &ResolvedAsset) -> Result<Vec<u8>> {
 /// Copies `a` to `dest` (created new), checking the verified SHA-256 over
 /// the very bytes copied; on a mismatch `dest` is removed.
 pub fn copy_verified(a: &ResolvedAsset, dest: &Path) -> Result<()> {
+    copy_checked(&a.path, &a.file, &a.sha256, dest)
+}
+
+/// [`copy_verified`] for any file checked earlier (a preloaded image
+/// archive): `path`, named `file` in messages, must still hash to `sha256`.
+pub fn copy_checked(path: &Path, file: &str, sha256: &str, dest: &Path) -> Result<()> {
+    let a = ResolvedAsset {
+        role: crate::bundle::Role::K3s,
+        file: file.to_string(),
+        path: path.to_path_buf(),
+        sha256: sha256.to_string(),
+        size: 0,
+        version: String::new(),
+        url: None,
+    };
+    let a = &a;
     let mut r = open(a)?;
     let res = (|| -> Result<()> {
         let mut out =

@@ -28,8 +28,9 @@ pub struct K3sInput<'a> {
     /// A join token given at build time (secret: written 0600, never logged).
     pub token: Option<&'a str>,
     pub registries_yaml: Option<String>,
-    /// Validated image archives to preload.
-    pub preloaded: &'a [PathBuf],
+    /// Validated image archives to preload, each with the SHA-256 of the
+    /// bytes that were validated (the copy must match it).
+    pub preloaded: &'a [(PathBuf, String)],
     pub buildkit: bool,
 }
 
@@ -158,27 +159,26 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     let images = tree.join(IMAGES_ON_ROOT);
     std::fs::create_dir_all(&images)?;
     let mut names = std::collections::BTreeSet::new();
-    let mut add_image = |src: &Path, name: &str| -> Result<()> {
+    let mut add_image = |src: &Path, name: &str, sha256: &str| -> Result<()> {
         anyhow::ensure!(
             names.insert(name.to_string()),
             "two preloaded images are both named {name}; rename one"
         );
-        if src == b.airgap_images.path {
-            super::bundle_files::copy_verified(&b.airgap_images, &images.join(name))?;
-        } else {
-            std::fs::copy(src, images.join(name))
-                .with_context(|| format!("cannot copy {}", src.display()))?;
-        }
+        super::bundle_files::copy_checked(src, name, sha256, &images.join(name))?;
         placed.push(format!("{IMAGES_ON_ROOT}/{name}"));
         Ok(())
     };
-    add_image(&b.airgap_images.path, &b.airgap_images.file)?;
-    for p in input.preloaded {
+    add_image(
+        &b.airgap_images.path,
+        &b.airgap_images.file,
+        &b.airgap_images.sha256,
+    )?;
+    for (p, sha256) in input.preloaded {
         let name = p
             .file_name()
             .and_then(|n| n.to_str())
             .context("image archive without a file name")?;
-        add_image(p, name)?;
+        add_image(p, name, sha256)?;
     }
     std::fs::create_dir_all(tree.join(K3S_IMAGES_DIR))?;
     for d in [
