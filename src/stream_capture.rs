@@ -42,10 +42,19 @@ impl Captured {
         self.chunks.values().map(|c| c.len() as u64).sum()
     }
 
-    fn covered(&self, start: u64, end: u64) -> bool {
+    /// The captured chunk holding byte `pos`: chunks may overlap (a 4 KiB
+    /// superblock range inside a later 64 KiB block), so not only the one
+    /// that starts last before `pos` is looked at.
+    fn chunk_at(&self, pos: u64) -> Option<(u64, &Vec<u8>)> {
         self.chunks
-            .range(..=start)
-            .next_back()
+            .range(..=pos)
+            .rev()
+            .find(|(s, c)| pos < **s + c.len() as u64)
+            .map(|(s, c)| (*s, c))
+    }
+
+    fn covered(&self, start: u64, end: u64) -> bool {
+        self.chunk_at(start)
             .is_some_and(|(s, c)| s + c.len() as u64 >= end)
     }
 
@@ -61,14 +70,12 @@ impl Read for Captured {
         if buf.is_empty() || self.len.is_some_and(|l| self.pos >= l) {
             return Ok(0);
         }
-        if let Some((s, c)) = self.chunks.range(..=self.pos).next_back() {
+        if let Some((s, c)) = self.chunk_at(self.pos) {
             let off = (self.pos - s) as usize;
-            if off < c.len() {
-                let n = buf.len().min(c.len() - off);
-                buf[..n].copy_from_slice(&c[off..off + n]);
-                self.pos += n as u64;
-                return Ok(n);
-            }
+            let n = buf.len().min(c.len() - off);
+            buf[..n].copy_from_slice(&c[off..off + n]);
+            self.pos += n as u64;
+            return Ok(n);
         }
         // Beyond what was captured (or past a stream that ended early).
         if self.len.is_none() || self.pos < self.len.unwrap_or(0) {
@@ -238,5 +245,33 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{e}").contains("more than 32 MiB"), "{e}");
+    }
+
+    /// A small range captured first (a superblock) and a block around it
+    /// later: reads past the small one are served by the block, not missed
+    /// again on every pass.
+    #[test]
+    fn overlapping_captures_serve_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let raw = d.path().join("y.img");
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&raw, &data).unwrap();
+        let zst = d.path().join("y.img.zst");
+        crate::artifact::compress(&raw, &zst, crate::artifact::Compression::Zstd, &|_| {}).unwrap();
+        let mut cap = Captured::default();
+        pass(&zst, &mut cap, &[(100_000, 104_096)], None).unwrap();
+        let got = parse_with(&zst, &mut cap, |c| {
+            let mut a = [0u8; 8];
+            c.seek(SeekFrom::Start(90_000)).unwrap();
+            c.read_exact(&mut a).ok()?;
+            let mut b = [0u8; 8];
+            c.seek(SeekFrom::Start(110_000)).unwrap();
+            c.read_exact(&mut b).ok()?;
+            Some((a, b))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(&got.0[..], &data[90_000..90_008]);
+        assert_eq!(&got.1[..], &data[110_000..110_008]);
     }
 }
