@@ -38,6 +38,8 @@ pub mod selinux;
 pub mod sparse;
 pub mod ssh_pubkey;
 pub mod stage;
+pub mod stream_capture;
+pub mod tar_members;
 pub mod update;
 pub mod verity;
 

@@ -41,7 +41,7 @@ pub enum Source {
 pub fn read_file(root: &Root, boot_mount: &str, rel: &str) -> Result<(Option<String>, Source)> {
     let path = root.path(Path::new(boot_mount).join(rel));
     if !root.is_host() || is_mounted(root, boot_mount)? {
-        return Ok((fsutil::read_opt(&path)?, Source::Mounted));
+        return Ok((read_opt_bounded(&path)?, Source::Mounted));
     }
     match read_unmounted(root, boot_mount, rel) {
         Ok((text, disk)) => return Ok((text, Source::Direct { disk })),
@@ -61,10 +61,10 @@ pub fn read_file(root: &Root, boot_mount: &str, rel: &str) -> Result<(Option<Str
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok((fsutil::read_opt(&path)?, Source::Mounted))
+    Ok((read_opt_bounded(&path)?, Source::Mounted))
 }
 
-fn is_mounted(root: &Root, mount_point: &str) -> Result<bool> {
+pub fn is_mounted(root: &Root, mount_point: &str) -> Result<bool> {
     let mountinfo = fsutil::read(&root.path("/proc/self/mountinfo"))?;
     Ok(find_mount_devnum(&mountinfo, mount_point).is_some())
 }
@@ -114,6 +114,22 @@ pub fn read_from_disk<D: Read + Seek>(
     rel: &str,
 ) -> Result<Option<String>> {
     let (start, len) = find_partition(disk, partuuid)?;
+    read_from_partition(disk, start, len, rel)
+}
+
+/// The most node.toml may hold: a few users with keys and a K3s table are a
+/// few KiB, and the file is read whole into memory, so anything near the
+/// size of the boot partition is refused rather than read.
+pub const MAX_FILE: u64 = 64 * 1024;
+
+/// `<rel>` from the FAT file system at bytes `start..start + len` of `disk`
+/// (at most [`MAX_FILE`] bytes); `None` when it is absent.
+pub fn read_from_partition<D: Read + Seek>(
+    disk: &mut D,
+    start: u64,
+    len: u64,
+    rel: &str,
+) -> Result<Option<String>> {
     let part = ReadOnlySlice {
         disk,
         start,
@@ -127,22 +143,42 @@ pub fn read_from_disk<D: Read + Seek>(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("opening {rel}")),
     };
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .with_context(|| format!("reading {rel}"))?;
-    Ok(Some(text))
+    read_bounded(&mut file, rel).map(Some)
+}
+
+/// All of `r` as UTF-8 text, refusing more than [`MAX_FILE`] bytes with an
+/// error naming `what`.
+pub fn read_bounded<R: Read>(r: &mut R, what: &str) -> Result<String> {
+    let mut bytes = Vec::new();
+    r.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what}"))?;
+    if bytes.len() as u64 > MAX_FILE {
+        crate::bail!(
+            "{what} is larger than {} KiB: refused (a node file is a few KiB)",
+            MAX_FILE / 1024
+        );
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| crate::error::Error::msg(format!("{what} is not UTF-8 text")))
+}
+
+/// [`read_bounded`] of a file; `Ok(None)` when it does not exist.
+pub fn read_opt_bounded(path: &Path) -> Result<Option<String>> {
+    match File::open(path) {
+        Ok(mut f) => read_bounded(&mut f, &path.display().to_string()).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// First byte and length of the partition whose PARTUUID is `partuuid`.
 fn find_partition<D: Read + Seek>(disk: &mut D, partuuid: &str) -> Result<(u64, u64)> {
     if let Ok(gpt) = GPT::find_from(disk) {
         let ss = gpt.sector_size;
-        for (_, p) in gpt.iter().filter(|(_, p)| p.is_used()) {
+        for (n, p) in gpt.iter().filter(|(_, p)| p.is_used()) {
             if guid_string(&p.unique_partition_guid) == partuuid {
-                return Ok((
-                    p.starting_lba * ss,
-                    (p.ending_lba + 1 - p.starting_lba) * ss,
-                ));
+                return crate::grow::byte_span(n, p.starting_lba, p.ending_lba, ss);
             }
         }
         crate::bail!("no GPT partition has this PARTUUID");

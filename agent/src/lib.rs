@@ -17,6 +17,7 @@ pub mod machine_id;
 pub mod ready;
 pub mod root;
 pub mod schema;
+pub mod scrub;
 pub mod sshkeys;
 pub mod status;
 pub mod timefmt;

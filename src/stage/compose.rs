@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{KernelFiles, k3s, overlay, system, update_stamps};
 use crate::base::Base;
@@ -193,7 +193,17 @@ fn place_k3s(
     inputs: &crate::k3s_inputs::K3sInputs,
     settings: &edgeimg_agent::schema::K3sSettings,
 ) -> Result<Vec<String>> {
-    let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
+    let preloaded: Vec<(PathBuf, String)> = inputs
+        .preloaded
+        .iter()
+        .map(|(p, a)| {
+            let sha = a
+                .sha256
+                .clone()
+                .with_context(|| format!("{}: not hashed when it was checked", p.display()))?;
+            Ok((p.clone(), sha))
+        })
+        .collect::<Result<_>>()?;
     let placed = k3s::place(
         tree,
         ctx.work,
