@@ -394,13 +394,18 @@ pub fn docs(write: Option<&Path>, check: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// `edgeimg bundle fetch|import|verify|list`.
+/// `edgeimg bundle fetch|import|export|verify|list`.
 pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
-    use crate::bundle::{self, Arch, Manifest};
-    use crate::cli::{BundleArch, BundleCommand};
+    use crate::bundle::{self, Arch, Manifest, carry};
+    use crate::cli::{BundleArch, BundleCommand, LockArgs};
     let arch_of = |a: BundleArch| match a {
         BundleArch::Amd64 => Arch::Amd64,
         BundleArch::Arm64 => Arch::Arm64,
+    };
+    let lock_of = |l: &LockArgs| {
+        l.lock
+            .clone()
+            .unwrap_or_else(|| config::lock_path(l.config.as_deref()))
     };
     let size = |n: u64| config::size::human(n);
     match c {
@@ -411,6 +416,7 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             lock,
             mirror,
         } => {
+            let lock = lock_of(&lock);
             let m = Manifest::find(&manifest)?;
             let mirror = mirror.filter(|m| !m.is_empty());
             let opts = bundle::FetchOptions {
@@ -450,79 +456,107 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             buildkit,
             lock,
         } => {
-            let m = Manifest::find(&manifest)?;
-            let r = bundle::import(&dir, &m, arch_of(arch), buildkit, &lock)?;
-            if !quiet {
-                for a in r.bundle.assets() {
+            let lock = lock_of(&lock);
+            let m = carry::manifest_for_dir(&dir, manifest.as_deref())?;
+            for arch in carry::arches_in_dir(&dir, &m, arch.map(arch_of))? {
+                carry::check_members(&dir, &m, arch)?;
+                let r = bundle::import(&dir, &m, arch, buildkit, &lock)?;
+                if !quiet {
+                    for a in r.bundle.assets() {
+                        println!(
+                            "imported {:<44} {:>10}  sha256 {}",
+                            a.file,
+                            size(a.size),
+                            a.sha256
+                        );
+                    }
                     println!(
-                        "imported {:<44} {:>10}  sha256 {}",
-                        a.file,
-                        size(a.size),
-                        a.sha256
+                        "{} ({}) imported; lock {}",
+                        r.bundle.name,
+                        r.bundle.arch,
+                        lock.display()
                     );
                 }
-                println!(
-                    "{} ({}) imported; lock {}",
-                    r.bundle.name,
-                    r.bundle.arch,
-                    lock.display()
-                );
             }
         }
-        BundleCommand::Verify { lock } => {
-            let n = bundle::verify(&lock)?;
+        BundleCommand::Export {
+            manifest,
+            arch,
+            out,
+            lock,
+        } => {
+            let lock = lock_of(&lock);
+            let m = Manifest::find(&manifest)?;
+            let r = carry::export(&bundle::Store::open_default(), &m, &lock, arch_of(arch), &out)?;
             if !quiet {
+                for (file, sha, n) in &r.files {
+                    println!("exported {file:<44} {:>10}  sha256 {sha}", size(*n));
+                }
                 println!(
-                    "{n} file(s) in {} verified against the cache",
+                    "{} ({}) written to {}; on the other host: edgeimg bundle verify {} && edgeimg bundle import {}",
+                    m.name,
+                    arch_of(arch),
+                    r.dir.display(),
+                    r.dir.display(),
+                    r.dir.display()
+                );
+            }
+        }
+        BundleCommand::Verify {
+            dir: Some(dir),
+            manifest,
+            arch,
+            lock: _,
+            json,
+        } => {
+            let m = carry::manifest_for_dir(&dir, manifest.as_deref())?;
+            let arches = carry::arches_in_dir(&dir, &m, arch.map(arch_of))?;
+            let r = carry::verify_dir(&dir, &m, &arches)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if !quiet {
+                for a in &r.arches {
+                    for f in &a.assets {
+                        println!("ok {:<44} {:>10}  sha256 {}", f.file, size(f.size), f.sha256);
+                    }
+                    println!(
+                        "{} ({}) in {}: complete and verified (k3s: {}; manifest {})",
+                        r.manifest,
+                        a.arch,
+                        dir.display(),
+                        a.k3s_kind,
+                        r.manifest_source
+                    );
+                }
+            }
+        }
+        BundleCommand::Verify {
+            dir: None,
+            lock,
+            json,
+            ..
+        } => {
+            let lock = lock_of(&lock);
+            let n = bundle::verify(&lock)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"lock": lock, "files": n, "verified": true})
+                );
+            } else if !quiet {
+                println!(
+                    "{n} {} in {} verified against the cache",
+                    if n == 1 { "file" } else { "files" },
                     lock.display()
                 );
             }
         }
-        BundleCommand::List => {
-            println!("shipped manifests:");
-            for m in bundle::manifest::shipped()? {
-                let arches = m
-                    .arches
-                    .keys()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                println!(
-                    "  {:<24} k3s {:<16} nerdctl {:<8} {}",
-                    m.name, m.k3s_version, m.nerdctl_version, arches
-                );
-            }
-            let store = bundle::Store::open_default();
-            let listing = store.listing()?;
-            println!("cached in {}:", store.root().display());
-            if listing.is_empty() {
-                println!("  (nothing)");
-            }
-            let mut groups: std::collections::BTreeMap<
-                (String, Arch),
-                Vec<bundle::store::IndexRecord>,
-            > = Default::default();
-            for r in listing {
-                groups
-                    .entry((r.bundle.clone(), r.arch))
-                    .or_default()
-                    .push(r);
-            }
-            for ((name, arch), files) in groups {
-                let k3s_version = files
-                    .iter()
-                    .find(|f| f.role == bundle::Role::K3s)
-                    .map(|f| f.version.clone())
-                    .unwrap_or_else(|| "?".into());
-                let total: u64 = files.iter().map(|f| f.size).sum();
-                println!(
-                    "  {name:<24} {arch:<6} k3s {k3s_version:<16} {:>10}  {} file(s)",
-                    size(total),
-                    files.len()
-                );
-                for f in files {
-                    println!("      {:<44} {:>10}  {}", f.file, size(f.size), f.version);
-                }
+        BundleCommand::List { json } => {
+            let l = bundle::list::listing(&bundle::Store::open_default())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            } else {
+                print!("{l}");
             }
         }
     }

@@ -10,8 +10,10 @@
 //! The builder calls [`resolve`] (cached bundle, checked against the lock) or
 //! [`from_dir`] (a `--bundle DIR`), and gets a [`ResolvedBundle`].
 
+pub mod carry;
 pub mod fetch;
 pub mod import;
+pub mod list;
 pub mod lock;
 pub mod manifest;
 pub mod store;
@@ -34,7 +36,8 @@ pub use lock::{LockEntry, LockFile, LockedAsset};
 pub use manifest::{AssetSpec, Manifest};
 pub use store::Store;
 
-/// The lock file `bundle fetch`/`import` write when no `--lock` is given.
+/// The lock file's name: it lives beside the config a build reads
+/// ([`crate::config::lock_path`]), for `build` and every `bundle` command alike.
 pub const DEFAULT_LOCK: &str = "edgeimg.lock";
 /// Environment variable holding a mirror that replaces the manifest's upstream.
 pub const MIRROR_ENV: &str = "EDGEIMG_BUNDLE_MIRROR";
@@ -235,6 +238,16 @@ pub enum BundleError {
     NoUrl { asset: String, manifest: String },
     #[error("no lock file {}: run `edgeimg bundle fetch` or `edgeimg bundle import` first, or pass --lock", lock.display())]
     NoLock { lock: PathBuf },
+    #[error("{}: {what}; a bundle directory holds regular files only", path.display())]
+    MemberNotRegular { path: PathBuf, what: String },
+    #[error("{}: larger than {max} bytes, too large for a manifest or checksum file", path.display())]
+    MemberTooLarge { path: PathBuf, max: u64 },
+    #[error("{}: no bundle.toml in the directory; give --manifest NAME (see `edgeimg bundle list`)", dir.display())]
+    DirHasNoManifest { dir: PathBuf },
+    #[error("{}: no architecture of {manifest} is in the directory (no K3s checksum file for any); give --arch", dir.display())]
+    NoArchInDir { dir: PathBuf, manifest: String },
+    #[error("{message}")]
+    WrongBinary { message: String },
     #[error("bundle verify: {count} problem(s):\n{details}")]
     VerifyFailed { count: usize, details: String },
 }

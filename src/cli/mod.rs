@@ -295,6 +295,18 @@ pub enum BundleArch {
     Arm64,
 }
 
+/// Which lock file a `bundle` command reads and writes: the one `build` reads.
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// Lock file (default: edgeimg.lock beside the config `build` reads: in the
+    /// directory of -c FILE, else the current directory).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// The configuration file whose lock to use, as for `edgeimg build -c FILE`.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Download a bundle's assets (resuming partial downloads), verify them against the release
@@ -308,38 +320,69 @@ pub enum BundleCommand {
         /// Also fetch the nerdctl-full archive (BuildKit).
         #[arg(long)]
         buildkit: bool,
-        /// Lock file to check against and update.
-        #[arg(long, default_value = "edgeimg.lock")]
-        lock: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
         /// Download from this mirror instead of https://github.com (same path layout as the release pages).
         #[arg(long, env = "EDGEIMG_BUNDLE_MIRROR", value_name = "URL")]
         mirror: Option<String>,
     },
     /// Import assets carried in by hand (upstream file names, checksum files beside them) into the cache and the lock.
+    ///
+    /// A directory written by `edgeimg bundle export` (or any directory with a
+    /// bundle.toml) names its manifest and architecture itself: `bundle import DIR`.
     Import {
         /// Directory holding the assets and the release checksum files.
         dir: PathBuf,
-        /// A shipped manifest's name or a manifest file.
+        /// A shipped manifest's name or a manifest file (default: DIR/bundle.toml).
         #[arg(long)]
-        manifest: String,
-        /// Architecture of the assets.
+        manifest: Option<String>,
+        /// Architecture of the assets (default: every architecture of the manifest whose files are in DIR).
         #[arg(long, value_enum)]
-        arch: BundleArch,
+        arch: Option<BundleArch>,
         /// Require the nerdctl-full archive (BuildKit); without it, it is imported when present.
         #[arg(long)]
         buildkit: bool,
-        /// Lock file to check against and update.
-        #[arg(long, default_value = "edgeimg.lock")]
-        lock: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
     },
-    /// Re-hash every file the lock records against the cache.
+    /// Write a cached bundle into a new directory to carry to an air-gapped host:
+    /// the files under their upstream names and a bundle.toml pinning each SHA-256.
+    Export {
+        /// A shipped manifest's name or a manifest file (as given to `bundle fetch`).
+        manifest: String,
+        /// Architecture to export.
+        #[arg(long, value_enum)]
+        arch: BundleArch,
+        /// The directory to create (must not exist; written under a temporary name, then renamed).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Without DIR: re-hash every file the lock records against the cache. With DIR: check a
+    /// carried bundle directory offline (every file present, regular, hashing to its manifest's
+    /// and checksum files' SHA-256, k3s built for the architecture) without importing it.
     Verify {
-        /// Lock file to verify.
-        #[arg(long, default_value = "edgeimg.lock")]
-        lock: PathBuf,
+        /// A bundle directory (from `bundle export`, or upstream assets with their checksum files).
+        dir: Option<PathBuf>,
+        /// With DIR: the manifest (default: DIR/bundle.toml).
+        #[arg(long, requires = "dir")]
+        manifest: Option<String>,
+        /// With DIR: the architecture (default: every one whose files are in DIR).
+        #[arg(long, value_enum, requires = "dir")]
+        arch: Option<BundleArch>,
+        #[command(flatten)]
+        lock: LockArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// List the shipped bundle manifests and the cached bundles.
-    List,
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The flags of `edgeimg build` besides the config selection.
