@@ -96,7 +96,7 @@ pub fn base_dir(path: Option<&Path>) -> PathBuf {
 /// unless given `--lock`.
 pub fn lock_path(config: Option<&Path>) -> PathBuf {
     let dir = base_dir(config);
-    if dir.as_os_str().is_empty() {
+    if dir.as_os_str().is_empty() || dir == Path::new(".") {
         PathBuf::from(crate::bundle::DEFAULT_LOCK)
     } else {
         dir.join(crate::bundle::DEFAULT_LOCK)
