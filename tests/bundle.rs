@@ -980,7 +980,14 @@ fn fetch_export_verify_import_on_a_second_host() {
     // The lock lands beside the config `-c` names, as `build -c` reads it.
     std::fs::create_dir_all(env.dir.path().join("configs")).unwrap();
     let out = ok(&env.run(&[
-        "bundle", "fetch", BUNDLE, "--arch", "amd64", "--mirror", &server.url(), "-c",
+        "bundle",
+        "fetch",
+        BUNDLE,
+        "--arch",
+        "amd64",
+        "--mirror",
+        &server.url(),
+        "-c",
         "configs/x.toml",
     ]));
     assert!(out.contains("lock configs/edgeimg.lock"), "{out}");
@@ -991,7 +998,14 @@ fn fetch_export_verify_import_on_a_second_host() {
     let carried = env.dir.path().join("carried");
     let export = |env: &Env| {
         env.run(&[
-            "bundle", "export", BUNDLE, "--arch", "amd64", "--out", "carried", "-c",
+            "bundle",
+            "export",
+            BUNDLE,
+            "--arch",
+            "amd64",
+            "--out",
+            "carried",
+            "-c",
             "configs/x.toml",
         ])
     };
@@ -1002,7 +1016,10 @@ fn fetch_export_verify_import_on_a_second_host() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    let mut want: Vec<String> = amd64_files(&server).iter().map(|(n, _)| n.to_string()).collect();
+    let mut want: Vec<String> = amd64_files(&server)
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     want.push("bundle.toml".into());
     want.sort();
     assert_eq!(names, want);
@@ -1011,15 +1028,21 @@ fn fetch_export_verify_import_on_a_second_host() {
     }
     let m = Manifest::load(&carried.join("bundle.toml")).unwrap();
     assert_eq!(m.name, BUNDLE);
-    let k3s_pin = m.asset(Arch::Amd64, bundle::Role::K3s).unwrap().unwrap().sha256.clone();
+    let k3s_pin = m
+        .asset(Arch::Amd64, bundle::Role::K3s)
+        .unwrap()
+        .unwrap()
+        .sha256
+        .clone();
     assert_eq!(k3s_pin, Some(sha(&server.file(&format!("{K3S}/k3s")))));
     fails(&export(&env), &["carried", "already exists"]);
     // No temporary directory left behind.
-    assert!(
-        std::fs::read_dir(env.dir.path())
-            .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".export-")),
-    );
+    assert!(std::fs::read_dir(env.dir.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".export-")
+    }),);
 
     // The second host: another cache, no network (the server is stopped).
     drop(server);
@@ -1028,11 +1051,17 @@ fn fetch_export_verify_import_on_a_second_host() {
     copy_dir(&carried, &dir2);
     let out = ok(&run_at(host2.path(), &["bundle", "verify", "carried"]));
     assert!(out.contains("complete and verified (k3s: binary"), "{out}");
-    let json = ok(&run_at(host2.path(), &["bundle", "verify", "carried", "--json"]));
+    let json = ok(&run_at(
+        host2.path(),
+        &["bundle", "verify", "carried", "--json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["manifest"], BUNDLE);
     assert_eq!(v["arches"][0]["arch"], "amd64");
-    assert!(!host2.path().join("cache").exists(), "verify wrote into the cache");
+    assert!(
+        !host2.path().join("cache").exists(),
+        "verify wrote into the cache"
+    );
 
     // `bundle import DIR` as the README writes it; then the build's resolution finds it.
     let out = ok(&run_at(host2.path(), &["bundle", "import", "carried"]));
@@ -1083,7 +1112,10 @@ fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
     // A missing file is named.
     let d = case("incomplete");
     std::fs::remove_file(d.join("k3s-airgap-images-amd64.tar.zst")).unwrap();
-    fails(&verify(&d), &["k3s-airgap-images-amd64.tar.zst is missing from the bundle directory"]);
+    fails(
+        &verify(&d),
+        &["k3s-airgap-images-amd64.tar.zst is missing from the bundle directory"],
+    );
 
     // A member that is a symlink out of the directory is refused, not followed.
     let d = case("symlinked");
@@ -1091,7 +1123,16 @@ fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
     std::fs::rename(d.join("k3s"), &outside).unwrap();
     std::os::unix::fs::symlink(&outside, d.join("k3s")).unwrap();
     fails(&verify(&d), &["k3s: a symbolic link", "regular files only"]);
-    fails(&env.run(&["bundle", "import", d.to_str().unwrap(), "--lock", "other.lock"]), &["a symbolic link"]);
+    fails(
+        &env.run(&[
+            "bundle",
+            "import",
+            d.to_str().unwrap(),
+            "--lock",
+            "other.lock",
+        ]),
+        &["a symbolic link"],
+    );
     assert!(!env.dir.path().join("other.lock").exists());
 
     // A k3s for the wrong architecture (with checksums and pins that agree) is refused.
@@ -1115,7 +1156,13 @@ fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
     let d = case("no-manifest");
     std::fs::remove_file(d.join("bundle.toml")).unwrap();
     fails(&verify(&d), &["no bundle.toml", "--manifest"]);
-    ok(&env.run(&["bundle", "verify", d.to_str().unwrap(), "--manifest", BUNDLE]));
+    ok(&env.run(&[
+        "bundle",
+        "verify",
+        d.to_str().unwrap(),
+        "--manifest",
+        BUNDLE,
+    ]));
 
     // An oversized manifest is refused without reading it all.
     let d = case("huge");
@@ -1124,7 +1171,11 @@ fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
 
     // A missing directory says so once.
     let e = fails(&verify(&env.dir.path().join("nope")), &["nope"]);
-    assert_eq!(e.matches("No such").count() + e.matches("no such").count(), 1, "{e}");
+    assert_eq!(
+        e.matches("No such").count() + e.matches("no such").count(),
+        1,
+        "{e}"
+    );
 }
 
 #[test]

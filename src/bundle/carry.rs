@@ -143,12 +143,17 @@ pub fn render_manifest(manifest: &Manifest, arch: Arch, assets: &[&ResolvedAsset
     let mut t = String::new();
     t.push_str("# A K3s bundle exported by `edgeimg bundle export`: the files beside this\n");
     t.push_str("# manifest under their upstream names, each pinned by SHA-256.\n");
-    t.push_str("# Check with `edgeimg bundle verify DIR`; import with `edgeimg bundle import DIR`.\n\n");
+    t.push_str(
+        "# Check with `edgeimg bundle verify DIR`; import with `edgeimg bundle import DIR`.\n\n",
+    );
     t.push_str("schema = 1\n");
     t.push_str(&format!("name = {}\n", q(&manifest.name)));
     t.push_str(&format!("description = {}\n", q(&manifest.description)));
     t.push_str(&format!("upstream = {}\n\n", q(&manifest.upstream)));
-    t.push_str(&format!("[k3s]\nversion = {}\n\n", q(&manifest.k3s_version)));
+    t.push_str(&format!(
+        "[k3s]\nversion = {}\n\n",
+        q(&manifest.k3s_version)
+    ));
     t.push_str(&format!(
         "[nerdctl]\nversion = {}\n\n",
         q(&manifest.nerdctl_version)

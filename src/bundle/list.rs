@@ -50,7 +50,10 @@ pub fn listing(store: &Store) -> Result<Listing, BundleError> {
         .collect();
     let mut groups: BTreeMap<(String, Arch), Vec<IndexRecord>> = BTreeMap::new();
     for r in store.listing()? {
-        groups.entry((r.bundle.clone(), r.arch)).or_default().push(r);
+        groups
+            .entry((r.bundle.clone(), r.arch))
+            .or_default()
+            .push(r);
     }
     let cached = groups
         .into_iter()
@@ -104,7 +107,13 @@ impl fmt::Display for Listing {
                 if n == 1 { "file" } else { "files" }
             )?;
             for r in &c.files {
-                writeln!(f, "      {:<44} {:>10}  {}", r.file, human(r.size), r.version)?;
+                writeln!(
+                    f,
+                    "      {:<44} {:>10}  {}",
+                    r.file,
+                    human(r.size),
+                    r.version
+                )?;
             }
         }
         Ok(())

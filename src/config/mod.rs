@@ -25,11 +25,9 @@ pub const HOSTNAME_PLACEHOLDERS: &[&str] = &["name", "board", "machine_id", "mac
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    /// The OS's cause is in the message, not `source()`, so `{:#}` prints it once.
+    #[error("cannot read {file}: {cause}")]
+    Read { file: String, cause: std::io::Error },
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
     /// A TOML parse error, `file:line:column: message`, redacted (no source
@@ -108,15 +106,11 @@ pub fn lock_path(config: Option<&Path>) -> PathBuf {
 pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config, ConfigError> {
     let (source, text, base_dir) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
                 file: p.display().to_string(),
-                source,
+                cause,
             })?;
-            (
-                p.display().to_string(),
-                text,
-                base_dir(Some(p)),
-            )
+            (p.display().to_string(), text, base_dir(Some(p)))
         }
         None if Path::new("edgeimg.toml").exists() => {
             return load(Some(Path::new("edgeimg.toml")), board_override);
