@@ -318,12 +318,13 @@ pub fn flash(a: crate::cli::FlashArgs, quiet: bool) -> Result<()> {
             if !quiet && !a.json {
                 let secs = r.seconds.max(0.001);
                 println!(
-                    "flashed {} to {}: wrote {} of {} ({} ranges), verified, in {:.1} s ({:.0} MiB/s){}",
+                    "flashed {} to {}: wrote {} of {} ({} {}), verified, in {:.1} s ({:.0} MiB/s){}",
                     r.image,
                     r.target,
                     config::size::human(r.written),
                     config::size::human(r.image_size),
                     r.ranges,
+                    if r.ranges == 1 { "range" } else { "ranges" },
                     secs,
                     r.written as f64 / secs / 1048576.0,
                     if r.node_file {
