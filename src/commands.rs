@@ -447,10 +447,10 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     Ok(())
 }
 
-pub fn man(out: &Path) -> Result<()> {
+pub fn man(out: &Path, quiet: bool) -> Result<()> {
     let files = crate::docgen::man_pages(out)
         .with_context(|| format!("writing man pages into {}", out.display()))?;
-    for f in files {
+    for f in files.iter().filter(|_| !quiet) {
         println!("{}", f.display());
     }
     Ok(())

@@ -46,7 +46,7 @@ fn main() {
         Command::Kubeconfig(a) => edgeimg::commands::kubeconfig(a, cli.quiet),
         Command::Bundle(c) => edgeimg::commands::bundle(c, cli.quiet),
         Command::Completions { shell } => edgeimg::commands::completions(shell),
-        Command::Man { out } => edgeimg::commands::man(&out),
+        Command::Man { out } => edgeimg::commands::man(&out, cli.quiet),
         Command::Docs { write, check } => {
             edgeimg::commands::docs(write.as_deref(), check.as_deref())
         }

@@ -163,10 +163,16 @@ fn every_config_key_the_parser_accepts_is_in_config_md() {
         ("[image]\nname = \"x\"\nzzz_unknown = 1\n", "## `[image]`"),
         ("[base]\nzzz_unknown = 1\n", "## `[base]`"),
         ("[k3s]\nzzz_unknown = 1\n", "## `[k3s]`"),
-        ("[k3s.mirrors.r]\nendpoint = []\nzzz_unknown = 1\n", "## `[k3s]`"),
+        (
+            "[k3s.mirrors.r]\nendpoint = []\nzzz_unknown = 1\n",
+            "## `[k3s]`",
+        ),
         ("[selinux]\nzzz_unknown = 1\n", "## `[selinux]`"),
         ("[update]\nzzz_unknown = 1\n", "## `[update]`"),
-        ("[[users]]\nname = \"a\"\nzzz_unknown = 1\n", "## `[[users]]`"),
+        (
+            "[[users]]\nname = \"a\"\nzzz_unknown = 1\n",
+            "## `[[users]]`",
+        ),
     ];
     for (text, heading) in cases {
         let p = d.path().join("e.toml");
@@ -193,7 +199,10 @@ fn every_config_key_the_parser_accepts_is_in_config_md() {
 #[test]
 fn every_node_toml_key_is_in_config_md() {
     let doc = std::fs::read_to_string(repo().join("docs/config.md")).unwrap();
-    let body = section(&doc, "## Per node: `edgeimg/node.toml` on the boot partition");
+    let body = section(
+        &doc,
+        "## Per node: `edgeimg/node.toml` on the boot partition",
+    );
     for text in [
         "zzz_unknown = 1\n",
         "[[users]]\nname = \"a\"\nzzz_unknown = 1\n",
@@ -248,6 +257,48 @@ fn every_edgeimg_environment_variable_is_in_config_md() {
         assert!(
             env.contains(&name),
             "docs/config.md's Environment section does not name {name} (read in the source)"
+        );
+    }
+}
+
+#[test]
+fn completions_offer_board_names_and_bundle_manifests() {
+    for shell in ["bash", "zsh", "fish"] {
+        let s = ok(edgeimg().args(["completions", shell]));
+        for name in ["x86_64", "rpi4", "pi400", "cm4", "k3s-v1.36.4+k3s1"] {
+            assert!(s.contains(name), "{shell} completion lacks {name}");
+        }
+    }
+    // Only for completion: a bad board keeps its own error.
+    let o = run(edgeimg().args(["plan", "--board", "nope"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown board `nope`"), "{err}");
+}
+
+#[test]
+fn man_pages_are_self_contained_with_environment_files_exit_status_examples() {
+    let d = tempfile::tempdir().unwrap();
+    let quiet = ok(edgeimg().args(["-q", "man", "--out"]).arg(d.path()));
+    assert!(quiet.is_empty(), "{quiet}");
+    let main = std::fs::read_to_string(d.path().join("edgeimg.1")).unwrap();
+    for s in [
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH \"EXIT STATUS\"",
+        ".SH EXAMPLES",
+        "EDGEIMG_CACHE_DIR",
+    ] {
+        assert!(main.contains(s), "edgeimg.1 lacks {s}");
+    }
+    for f in visible_files(d.path()) {
+        let page = std::fs::read_to_string(d.path().join(&f)).unwrap();
+        assert!(
+            page.contains(".SH \"EXIT STATUS\""),
+            "{f} lacks EXIT STATUS"
+        );
+        assert!(
+            !page.contains("docs/updates.md") && !page.contains("docs/bundles.md"),
+            "{f} points at docs/"
         );
     }
 }

@@ -106,7 +106,7 @@ pub enum Command {
         )]
         name: String,
     },
-    /// Signed update files (see docs/updates.md).
+    /// Signed update files: check one as a device would.
     #[command(subcommand)]
     Update(UpdateCommand),
     /// Print the resolved plan (packages, partitions, UUIDs, files) without building.
@@ -193,7 +193,7 @@ same name are replaced; current-context is kept unless there is none or --use is
 replaced atomically, keeping its mode. Credentials are never printed."
     )]
     Kubeconfig(KubeconfigArgs),
-    /// K3s air-gap bundles: fetch, import, verify and list (see docs/bundles.md).
+    /// K3s air-gap bundles: fetch, export, verify, import and list (cache and lock file).
     #[command(subcommand)]
     Bundle(BundleCommand),
     /// Print a shell completion script (e.g. `edgeimg completions bash > /etc/bash_completion.d/edgeimg`).
