@@ -83,6 +83,17 @@ pub fn export(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle".into());
+    if !parent.is_dir() {
+        return Err(IoError::new(
+            "cannot export into",
+            out,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "its parent directory does not exist",
+            ),
+        )
+        .into());
+    }
     let tmp = parent.join(format!(".{base}.export-{}", std::process::id()));
     let result = write_export(&tmp, manifest, arch, &bundle.assets());
     let files = match result {

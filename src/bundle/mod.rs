@@ -184,7 +184,8 @@ pub enum BundleError {
         partial: PathBuf,
     },
     #[error(
-        "{asset} ({source_desc}): SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached"
+        "{}: SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached",
+        located(asset, source_desc)
     )]
     ChecksumMismatch {
         asset: String,
@@ -470,6 +471,16 @@ pub fn from_dir(
     ))
 }
 
+/// An asset and where it was read: the path or URL alone when it ends with
+/// the asset's name (so the name is not printed twice), else `asset (where)`.
+fn located(asset: &str, source_desc: &str) -> String {
+    if source_desc == asset || source_desc.ends_with(&format!("/{asset}")) {
+        source_desc.to_string()
+    } else {
+        format!("{asset} ({source_desc})")
+    }
+}
+
 pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -547,6 +558,28 @@ mod tests {
                 .to_string()
                 .contains("riscv64")
         );
+    }
+
+    #[test]
+    fn a_checksum_mismatch_names_the_file_once() {
+        let e = BundleError::ChecksumMismatch {
+            asset: "k3s".into(),
+            source_desc: "/carried/k3s".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+            against: "x".into(),
+        }
+        .to_string();
+        assert!(e.starts_with("/carried/k3s: SHA-256 b"), "{e}");
+        let e = BundleError::ChecksumMismatch {
+            asset: "k3s".into(),
+            source_desc: "the upstream checksum file https://h/sums".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+            against: "x".into(),
+        }
+        .to_string();
+        assert!(e.starts_with("k3s (the upstream checksum file"), "{e}");
     }
 
     #[test]
