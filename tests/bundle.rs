@@ -1192,3 +1192,63 @@ fn bundle_list_json_lists_shipped_and_cached() {
     assert_eq!(v["cached"][0]["bundle"], BUNDLE);
     assert_eq!(v["cached"][0]["files"].as_array().unwrap().len(), 5);
 }
+
+#[test]
+fn standin_bundle_verifies_imports_by_its_own_manifest_and_exports_again() {
+    // edgeimg's labelled stand-in (not K3s), both arches in one directory.
+    let env = Env::new();
+    let dir = env.dir.path().join("standin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/standin/make-bundle");
+    for arch in ["amd64", "arm64"] {
+        ok(&Command::new(&script)
+            .args(["--arch", arch, "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap());
+    }
+    let out = ok(&env.run(&["bundle", "verify", "standin"]));
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            out.contains(&format!(
+                "standin-v0.0.0-standin ({arch}) in standin: complete and verified (k3s: stand-in"
+            )),
+            "{out}"
+        );
+    }
+    // `bundle import DIR` alone: the manifest and both arches come from the directory.
+    let out = ok(&env.run(&["bundle", "import", "standin"]));
+    assert_eq!(
+        out.matches(" imported; lock edgeimg.lock").count(),
+        2,
+        "{out}"
+    );
+    let lock = LockFile::load_or_empty(&env.lock()).unwrap();
+    assert!(lock.entry("standin-v0.0.0-standin", Arch::Amd64).is_some());
+    assert!(lock.entry("standin-v0.0.0-standin", Arch::Arm64).is_some());
+    // `--arch` narrows it; an arch the directory lacks is named.
+    let one = env.dir.path().join("one");
+    ok(&Command::new(&script)
+        .args(["--arch", "arm64", "--out"])
+        .arg(&one)
+        .output()
+        .unwrap());
+    fails(
+        &env.run(&["bundle", "verify", "one", "--arch", "amd64"]),
+        &["one/bundle.toml has no assets for amd64 (it has: arm64)"],
+    );
+    // Exported again from the cache (the manifest named by its file), it verifies.
+    ok(&env.run(&[
+        "bundle",
+        "export",
+        "standin/bundle.toml",
+        "--arch",
+        "arm64",
+        "-o",
+        "again",
+    ]));
+    let out = ok(&env.run(&["bundle", "verify", "again"]));
+    assert!(
+        out.contains("(arm64) in again: complete and verified (k3s: stand-in"),
+        "{out}"
+    );
+}
