@@ -193,12 +193,13 @@ pub fn doctor(
     boards: &[String],
     config: Option<&Path>,
     lock: Option<&Path>,
+    bundle: Option<&Path>,
     json: bool,
     quiet: bool,
 ) -> Result<()> {
     let boards = crate::doctor::boards_for(boards)?;
     let mut checks = crate::doctor::checks(&boards);
-    checks.extend(crate::doctor::config_checks(config, lock));
+    checks.extend(crate::doctor::config_checks(config, lock, bundle));
     let mut missing = Vec::new();
     let mut fixes = Vec::new();
     for c in &checks {

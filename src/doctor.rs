@@ -193,7 +193,13 @@ pub fn boards_for(names: &[String]) -> anyhow::Result<Vec<Board>> {
 /// What a build of the config needs besides tools: the lock readable, and
 /// (with K3s enabled) the config's bundle cached and locked for the config's
 /// board. A gap's `purpose` is the command that fixes it.
-pub fn config_checks(config: Option<&Path>, lock: Option<&Path>) -> Vec<Check> {
+/// With `bundle_dir` (a `build --bundle DIR`), that directory is checked as
+/// `bundle verify DIR` does, instead of the cache.
+pub fn config_checks(
+    config: Option<&Path>,
+    lock: Option<&Path>,
+    bundle_dir: Option<&Path>,
+) -> Vec<Check> {
     use crate::bundle::{self, Arch, LockFile, Manifest};
     let lock = lock
         .map(Path::to_path_buf)
@@ -248,6 +254,22 @@ pub fn config_checks(config: Option<&Path>, lock: Option<&Path>) -> Vec<Check> {
         "`edgeimg bundle fetch {} --arch {arch}{flag}`, or carry it in: `edgeimg bundle import DIR`",
         k.bundle
     );
+    if let Some(dir) = bundle_dir {
+        let checked = Manifest::for_build(&k.bundle, Some(dir)).and_then(|m| {
+            bundle::carry::check_members(dir, &m, arch)?;
+            let b = bundle::from_dir(dir, &m, arch, k.buildkit)?;
+            b.check_lock(&lock)?;
+            Ok(b)
+        });
+        out.push(match checked {
+            Ok(b) => Check {
+                found: Some(format!("directory {} verified", dir.display())),
+                ..fix(format!("K3s bundle {} ({})", b.name, b.arch), String::new())
+            },
+            Err(e) => fix(what, format!("{e}")),
+        });
+        return out;
+    }
     match Manifest::find(&k.bundle).and_then(|m| bundle::resolve(&m, &lock, arch, k.buildkit)) {
         Ok(b) => out.push(Check {
             found: Some(format!("cached, locked in {}", lock.display())),

@@ -1215,6 +1215,20 @@ fn standin_bundle_verifies_imports_by_its_own_manifest_and_exports_again() {
             "{out}"
         );
     }
+    // doctor checks a `--bundle DIR` the build would be given, instead of the cache.
+    let o = env.run(&["doctor", "--board", "x86_64", "--bundle", "standin"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("K3s bundle"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("ok")
+            && line.contains("standin-v0.0.0-standin (amd64)")
+            && line.contains("directory standin verified"),
+        "{line}"
+    );
+
     // `bundle import DIR` alone: the manifest and both arches come from the directory.
     let out = ok(&env.run(&["bundle", "import", "standin"]));
     assert_eq!(

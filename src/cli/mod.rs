@@ -151,6 +151,9 @@ pub enum Command {
         /// Bundle lock file (default: edgeimg.lock beside the config).
         #[arg(long, value_name = "FILE")]
         lock: Option<PathBuf>,
+        /// Check this K3s bundle directory (as `build --bundle DIR` uses it) instead of the cache.
+        #[arg(long, value_name = "DIR", env = "EDGEIMG_K3S_BUNDLE")]
+        bundle: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
