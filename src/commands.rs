@@ -595,12 +595,13 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             dir: Some(dir),
             manifest,
             arch,
-            lock: _,
+            lock,
             json,
         } => {
+            let lock = lock_of(&lock);
             let m = carry::manifest_for_dir(&dir, manifest.as_deref())?;
             let arches = carry::arches_in_dir(&dir, &m, arch.map(arch_of))?;
-            let r = carry::verify_dir(&dir, &m, &arches)?;
+            let r = carry::verify_dir(&dir, &m, &arches, Some(&lock))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else if !quiet {

@@ -1151,6 +1151,26 @@ fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
         .replace(&old_sums, &sha(sums.as_bytes()));
     std::fs::write(d.join("bundle.toml"), t).unwrap();
     fails(&verify(&d), &["k3s", "amd64"]);
+    // The same directory with an x86-64 k3s that differs from the lock: the lock refuses it.
+    let other = fake_elf(62, "another k3s", 1000);
+    let arm_sums = sha(sums.as_bytes());
+    let sums2 = sums.replace(&sha(&arm), &sha(&other));
+    std::fs::write(d.join("k3s"), &other).unwrap();
+    std::fs::write(d.join("sha256sum-amd64.txt"), &sums2).unwrap();
+    let t = std::fs::read_to_string(d.join("bundle.toml"))
+        .unwrap()
+        .replace(&sha(&arm), &sha(&other))
+        .replace(&arm_sums, &sha(sums2.as_bytes()));
+    std::fs::write(d.join("bundle.toml"), t).unwrap();
+    fails(&verify(&d), &["k3s", "the lock", &old, &sha(&other)]);
+    // Without that lock (another host's), the directory stands on its own.
+    ok(&env.run(&[
+        "bundle",
+        "verify",
+        d.to_str().unwrap(),
+        "--lock",
+        "none.lock",
+    ]));
 
     // A directory without bundle.toml needs --manifest, and then verifies.
     let d = case("no-manifest");

@@ -310,11 +310,13 @@ pub fn check_members(dir: &Path, manifest: &Manifest, arch: Arch) -> Result<(), 
 /// checks every architecture the directory carries: each file present and a
 /// regular file, hashing to its checksum file's line and to any SHA-256 the
 /// manifest pins, and the `k3s` binary built for the architecture (or
-/// edgeimg's labelled stand-in script).
+/// edgeimg's labelled stand-in script). With `lock`, a file that differs
+/// from the lock's entry for the bundle (when it has one) is refused too.
 pub fn verify_dir(
     dir: &Path,
     manifest: &Manifest,
     arches: &[Arch],
+    lock: Option<&Path>,
 ) -> Result<DirReport, BundleError> {
     let mut out = Vec::new();
     for &arch in arches {
@@ -325,6 +327,10 @@ pub fn verify_dir(
             .find(|a| a.role == Role::K3s)
             .expect("k3s verified");
         let k3s_kind = k3s_kind(&k3s.path, arch)?;
+        if let Some(lock) = lock {
+            super::ResolvedBundle::from_assets(manifest, arch, assets.clone(), Some(dir.into()))
+                .check_lock(lock)?;
+        }
         out.push(VerifiedArch {
             arch,
             k3s_kind,

@@ -401,7 +401,8 @@ pub enum BundleCommand {
     },
     /// Without DIR: re-hash every file the lock records against the cache. With DIR: check a
     /// carried bundle directory offline (every file present, regular, hashing to its manifest's
-    /// and checksum files' SHA-256, k3s built for the architecture) without importing it.
+    /// and checksum files' SHA-256 and to the lock's when it names the bundle, k3s built for the
+    /// architecture) without importing it.
     Verify {
         /// A bundle directory (from `bundle export`, or upstream assets with their checksum files).
         dir: Option<PathBuf>,
