@@ -302,3 +302,97 @@ fn man_pages_are_self_contained_with_environment_files_exit_status_examples() {
         );
     }
 }
+
+/// The command lines (`edgeimg ...`, `cargo run --release -- ...`) in the
+/// indented code blocks of README.md and docs/*.md, as argument lists:
+/// optional `[...]` groups dropped, `a|b` alternatives taken as `a`, cut at a
+/// shell operator or comment.
+fn documented_command_lines() -> Vec<(String, Vec<String>)> {
+    let mut files = vec![repo().join("README.md")];
+    for e in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") && !p.ends_with("cli.md") {
+            files.push(p);
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Code-block lines, with `\` continuations joined.
+        let mut joined: Vec<String> = Vec::new();
+        let mut cont = false;
+        for l in text.lines() {
+            if cont {
+                let last = joined.last_mut().unwrap();
+                last.push(' ');
+                last.push_str(l.trim());
+            } else if l.starts_with("    ") {
+                joined.push(l.to_string());
+            } else {
+                continue;
+            }
+            cont = l.ends_with('\\');
+            if cont {
+                let last = joined.last_mut().unwrap();
+                let n = last.rfind('\\').unwrap();
+                last.truncate(n);
+            }
+        }
+        for line in &joined {
+            for part in line.split("&&") {
+                let part = part.trim();
+                let rest = part
+                    .strip_prefix("edgeimg ")
+                    .or_else(|| part.strip_prefix("cargo run --release -- "))
+                    .or_else(|| part.strip_prefix("cargo run -- "));
+                let Some(rest) = rest else { continue };
+                let mut args = vec!["edgeimg".to_string()];
+                let mut in_optional = 0;
+                for t in rest.split_whitespace() {
+                    if t == "#" || t.starts_with('#') || [";", "|", ">", "2>", "<"].contains(&t) {
+                        break;
+                    }
+                    if t.starts_with('[') {
+                        in_optional += 1;
+                    }
+                    let skip = in_optional > 0;
+                    if t.ends_with(']') && in_optional > 0 {
+                        in_optional -= 1;
+                    }
+                    if skip {
+                        continue;
+                    }
+                    let t = t.split('|').next().unwrap().trim_matches('`');
+                    args.push(t.to_string());
+                }
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                out.push((format!("{name}: {line}"), args));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_documented_command_line_parses() {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+    let lines = documented_command_lines();
+    assert!(lines.len() > 20, "{lines:?}");
+    let mut bad = Vec::new();
+    for (where_, args) in &lines {
+        if let Err(e) = edgeimg::cli::Cli::try_parse_from(args) {
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {}
+                _ => bad.push(format!("{where_}\n    {args:?}\n    {}", e.kind())),
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "documented commands that do not parse:\n{}",
+        bad.join("\n")
+    );
+}
