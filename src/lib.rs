@@ -15,6 +15,7 @@ pub mod context;
 pub mod disk;
 pub mod docgen;
 pub mod doctor;
+pub mod exit;
 pub mod flash;
 pub mod fs;
 pub mod ids;

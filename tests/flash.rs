@@ -89,6 +89,10 @@ fn json_progress_lines_for_scripts() {
         .collect();
     assert_eq!(kinds.first(), Some(&"start"));
     assert_eq!(kinds.last(), Some(&"done"));
+    // Machine fields carry data: the path alone, its kind as an enum value.
+    assert_eq!(events[0]["target"], t.display().to_string());
+    assert_eq!(events[0]["target_kind"], "new_file");
+    assert_eq!(events[0]["target_size"], 0);
     for phase in ["write", "verify"] {
         assert!(
             events

@@ -436,7 +436,9 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
 
     let mut rep = Reporter::new(o.json);
     rep.event(serde_json::json!({
-        "event": "start", "image": o.image.display().to_string(), "target": target.describe(),
+        "event": "start", "image": o.image.display().to_string(),
+        "target": target.path.display().to_string(), "target_kind": target.kind.key(),
+        "target_size": target.size, "target_model": target.model, "target_removable": target.removable,
         "image_size": image_size, "mapped_bytes": mapped, "bmap": bmap_path.as_ref().map(|p| p.display().to_string()),
     }));
     let ranges: Vec<writer::Range> = match &bmap {
