@@ -162,7 +162,13 @@ impl BaseSpec {
             .into_iter()
             .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
             .collect();
-        let hooks = [ESSENTIAL_DEFER, CUSTOMIZE_FINISH, DEBS_UNCOMPRESS]
+        // apply-difference too: a base made by it is cached under this key.
+        let hooks = [
+            ESSENTIAL_DEFER,
+            CUSTOMIZE_FINISH,
+            DEBS_UNCOMPRESS,
+            APPLY_DIFFERENCE,
+        ]
             .map(|h| sha256_bytes(h.as_bytes()));
         let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES, "hooks": hooks });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()

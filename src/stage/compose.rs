@@ -88,8 +88,22 @@ pub fn compose(ctx: &Ctx, base: &Base, checked: &Checked) -> Result<Staged> {
 }
 
 /// The verity module check, and the board's module and firmware sets.
+/// dpkg's backups of its database from before its last change. The image
+/// never runs dpkg, and the last change differs between a base bootstrapped
+/// from nothing and one made incrementally, so without them both bases give
+/// the same image.
+const DPKG_BACKUPS: &[&str] = &["var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old"];
+
 fn trim(ctx: &Ctx, base: &Base, tree: &std::path::Path, kernel: &KernelFiles) -> Result<()> {
     let cfg = ctx.cfg;
+    for b in DPKG_BACKUPS {
+        match std::fs::remove_file(tree.join(b)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove /{b} from the root"));
+            }
+            _ => {}
+        }
+    }
     let board_file = ctx.board_file();
     if cfg.verity {
         crate::verity::check_kernel(tree, &kernel.version, &board_file)
