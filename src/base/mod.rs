@@ -169,7 +169,7 @@ impl BaseSpec {
             DEBS_UNCOMPRESS,
             APPLY_DIFFERENCE,
         ]
-            .map(|h| sha256_bytes(h.as_bytes()));
+        .map(|h| sha256_bytes(h.as_bytes()));
         let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES, "hooks": hooks });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
