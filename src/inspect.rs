@@ -444,17 +444,28 @@ fn node_file_of(read: Result<Option<String>, String>) -> NodeFile {
     }
 }
 
-/// Inspects `image` (`.img`, `.img.zst`, `.img.xz`).
+/// Inspects `image` (`.img`, `.img.zst`, `.img.xz`) or a block device (a
+/// flashed card or disk), read-only.
 pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     use anyhow::Context;
     use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileTypeExt;
     let meta =
         std::fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{} is not an image file", image.display());
+    let device = meta.file_type().is_block_device();
+    if !meta.is_file() && !device {
+        anyhow::bail!(
+            "{} is neither an image file nor a block device",
+            image.display()
+        );
     }
-    let compressed = uncompressed_name(image) != image;
-    let manifest = Manifest::beside(image)?;
+    let compressed = !device && uncompressed_name(image) != image;
+    // A manifest lies beside an image file; a device has none.
+    let manifest = if device {
+        None
+    } else {
+        Manifest::beside(image)?
+    };
     let m = manifest.as_ref().map(|(_, m)| m);
     let (mut src, table, size, stream_sha) = if compressed {
         let mut cap = stream_capture::Captured::default();
@@ -478,7 +489,14 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     } else {
         let mut f = File::open(image).map_err(io_err("open", image))?;
         let table = read_table(&mut f, image)?;
-        (Source::Plain(f), table, meta.len(), None)
+        // A device's metadata has no length: its end does.
+        let size = if device {
+            f.seek(std::io::SeekFrom::End(0))
+                .map_err(io_err("read", image))?
+        } else {
+            meta.len()
+        };
+        (Source::Plain(f), table, size, None)
     };
     let mut partitions = Vec::new();
     let mut node_file = None;
@@ -490,6 +508,15 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             .and_then(|v| v.as_str().map(String::from));
         if p.number == 1 && fs.fs == "vfat" {
             let read = match &mut src {
+                // A device is read in process, through the descriptor
+                // already open read-only.
+                Source::Plain(f) if device => edgeimg_agent::bootpart::read_from_partition(
+                    f,
+                    p.offset,
+                    p.size,
+                    edgeimg_agent::schema::NODE_CONFIG_RELPATH,
+                )
+                .map_err(|e| e.to_string()),
                 Source::Plain(_) => read_node_file(image, p.offset).map_err(|e| e.to_string()),
                 Source::Compressed(cap) => {
                     let rel = edgeimg_agent::schema::NODE_CONFIG_RELPATH;
@@ -517,7 +544,9 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
     Ok(Report {
         image: image.display().to_string(),
         size,
-        allocated: if compressed {
+        allocated: if device {
+            size
+        } else if compressed {
             meta.len()
         } else {
             meta.blocks() * 512

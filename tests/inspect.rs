@@ -406,3 +406,70 @@ fn inspect_streams_a_compressed_image_in_bounded_memory() {
         m.peak_rss_kib
     );
 }
+
+/// Detaches a loop device when the test ends, passed or not.
+struct Loop(String);
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn inspect_reads_a_flashed_card_read_only() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: attaching a loop device needs root (CI runs as root)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path(), "gpt");
+    // A node file with a join token, as `flash --node` leaves it on the card.
+    let node = d.path().join("node.toml");
+    std::fs::write(
+        &node,
+        "hostname = \"edge-07\"\n[k3s]\nrole = \"agent\"\nserver = \"https://10.0.0.1:6443\"\ntoken = \"K10secret-token-value\"\n",
+    )
+    .unwrap();
+    let fat = format!("{}@@{MIB}", img.display());
+    ok(Command::new("mmd")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &fat, "::edgeimg"]));
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &fat])
+        .arg(&node)
+        .arg("::edgeimg/node.toml"));
+    let from_file = inspect_json(&img);
+    let dev = ok(Command::new("losetup")
+        .args(["--find", "--show", "--read-only"])
+        .arg(&img));
+    let dev = Loop(dev.trim().to_string());
+    let before = edgeimg::artifact::checksums::sha256_file(&img).unwrap();
+    let j = inspect_json(Path::new(&dev.0));
+    assert_eq!(j["size"], 64 * MIB, "{j}");
+    assert_eq!(j["partitions"], from_file["partitions"], "{j}");
+    assert_eq!(j["table_kind"], "gpt");
+    assert_eq!(j["node_file"]["present"], true, "{j}");
+    assert_eq!(j["node_file"]["hostname"], "edge-07", "{j}");
+    assert_eq!(j["node_file"]["token_set"], true, "{j}");
+    assert!(j["manifest"].is_null(), "{j}");
+    let text = ok(edgeimg().arg("inspect").arg(&dev.0));
+    assert!(text.contains("edge-07"), "{text}");
+    assert!(
+        !text.contains("secret-token") && !j.to_string().contains("secret-token"),
+        "the token is never shown"
+    );
+    assert_eq!(
+        edgeimg::artifact::checksums::sha256_file(&img).unwrap(),
+        before,
+        "inspect changed the card"
+    );
+    // A character device is neither.
+    let o = run(edgeimg().args(["inspect", "/dev/null"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("neither an image file nor a block device"),
+        "{err}"
+    );
+}

@@ -176,7 +176,7 @@ and partitions and asks."
     Flash(FlashArgs),
     /// Show an image's partition table, filesystems, board, K3s, images, SELinux mode and inputs.
     Inspect {
-        /// The image (.img, .img.zst or .img.xz); manifest.json beside it adds board and inputs.
+        /// The image (.img, .img.zst or .img.xz; manifest.json beside it adds board and inputs), or a flashed card's block device (read-only: its partitions, filesystems and node file, never the node file's secrets).
         image: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
