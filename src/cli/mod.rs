@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = EXIT_STATUS
 )]
 pub struct Cli {
-    /// Only print errors (every command).
+    /// No progress, notes or warnings, in every command: only errors, and what a command exists to show (plan, inspect, boards, --json).
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// More logging on stderr (repeat for more); coloured only on a terminal and without NO_COLOR.
