@@ -396,3 +396,81 @@ fn every_documented_command_line_parses() {
         bad.join("\n")
     );
 }
+
+/// The ```toml blocks of README.md and docs/*.md: (file:line, text).
+fn documented_toml_blocks() -> Vec<(String, String)> {
+    let mut files = vec![repo().join("README.md")];
+    for e in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut block: Option<(usize, String)> = None;
+        for (i, l) in text.lines().enumerate() {
+            match (&mut block, l.trim_end()) {
+                (None, "```toml") => block = Some((i + 1, String::new())),
+                (Some((start, b)), "```") => {
+                    out.push((format!("{}:{start}", f.display()), std::mem::take(b)));
+                    block = None;
+                }
+                (Some((_, b)), _) => {
+                    b.push_str(l);
+                    b.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    out
+}
+
+/// Every TOML example in the docs parses; those that are edgeimg.toml
+/// fragments (they start with one of its tables) pass the config's own
+/// parser and checks, as a file with that fragment (and, if the fragment has
+/// none, the one required key, `[image] name`).
+#[test]
+fn every_documented_toml_snippet_parses() {
+    let blocks = documented_toml_blocks();
+    assert!(blocks.len() >= 5, "{blocks:?}");
+    let config_tables = [
+        "[image]",
+        "[base]",
+        "[k3s]",
+        "[selinux]",
+        "[update]",
+        "[[users]]",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    // The files the examples name, relative to their config.
+    let module = dir.path().join("policy/mysite");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(module.join("mysite.te"), "module mysite 1.0;\n").unwrap();
+    let mut configs = 0;
+    for (where_, text) in &blocks {
+        if let Err(e) = text.parse::<toml::Table>() {
+            panic!("{where_}: not TOML: {e}\n{text}");
+        }
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or_default();
+        let first = first.split('#').next().unwrap().trim();
+        if config_tables.contains(&first) {
+            configs += 1;
+            let file = if text.contains("[image]") {
+                text.clone()
+            } else {
+                format!("[image]\nname = \"docs\"\n\n{text}")
+            };
+            if let Err(e) = edgeimg::config::parse(where_, &file, dir.path(), None) {
+                panic!("{where_}: not a valid edgeimg.toml fragment: {e}\n{text}");
+            }
+        }
+    }
+    assert!(configs >= 3, "edgeimg.toml examples checked: {configs}");
+}
