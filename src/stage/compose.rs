@@ -87,7 +87,6 @@ pub fn compose(ctx: &Ctx, base: &Base, checked: &Checked) -> Result<Staged> {
     })
 }
 
-/// The verity module check, and the board's module and firmware sets.
 /// dpkg's backups of its database from before its last change. The image
 /// never runs dpkg, and the last change differs between a base bootstrapped
 /// from nothing and one made incrementally, so without them both bases give
@@ -123,6 +122,9 @@ fn sort_stanzas(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// What the root loses or gets normalised before edgeimg adds to it: dpkg's
+/// backups, apt's marks in one order, then the verity module check, and the
+/// board's module and firmware sets.
 fn trim(ctx: &Ctx, base: &Base, tree: &std::path::Path, kernel: &KernelFiles) -> Result<()> {
     let cfg = ctx.cfg;
     for b in DPKG_BACKUPS {
