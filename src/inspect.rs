@@ -136,9 +136,17 @@ pub fn read_table<R: Read + Seek>(f: &mut R, path: &Path) -> Result<Table, Inspe
         });
     }
     let mut sector = [0u8; 512];
-    f.seek(SeekFrom::Start(0))
+    match f
+        .seek(SeekFrom::Start(0))
         .and_then(|_| f.read_exact(&mut sector))
-        .map_err(io_err("read partition table of", path))?;
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(invalid(
+                "no partition table: shorter than one 512-byte sector".into(),
+            ));
+        }
+        r => r.map_err(io_err("read partition table of", path))?,
+    }
     if sector[510..512] != [0x55, 0xaa] {
         return Err(invalid("no partition table (neither GPT nor MBR)".into()));
     }

@@ -135,6 +135,16 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // A file too small for a partition table says so.
+    let tiny = d.path().join("tiny.img");
+    std::fs::write(&tiny, b"not an image").unwrap();
+    let o = run(edgeimg().arg("inspect").arg(&tiny));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("tiny.img: no partition table: shorter than one 512-byte sector"),
+        "{err}"
+    );
     let o = run(edgeimg().arg("inspect").arg(d.path().join("nope.img")));
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope.img"));
 }
