@@ -84,7 +84,7 @@ refused or failed (a check did not pass, a build or write failed)
 usage error (unknown flag, missing argument)
 .TP
 3
-an input file could not be read (missing or unreadable)
+an input file named on the command line could not be read (the config, an image to inspect, an update or key to verify)
 ";
 
 /// ENVIRONMENT, FILES and EXAMPLES of edgeimg(1).

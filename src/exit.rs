@@ -1,5 +1,6 @@
 //! Exit codes (listed in `--help` and the man pages): 0 success, 1 refused
-//! or failed, 2 usage (clap), 3 an input file could not be read.
+//! or failed, 2 usage (clap), 3 an input file named on the command line
+//! could not be read (the config, an image to inspect, an update or key).
 
 use std::path::PathBuf;
 
@@ -18,7 +19,15 @@ pub struct Unreadable {
 
 /// The exit code of a failed command.
 pub fn code(e: &anyhow::Error) -> i32 {
-    if e.chain().any(|c| c.is::<Unreadable>()) {
+    let config_unreadable = |c: &(dyn std::error::Error + 'static)| {
+        matches!(
+            c.downcast_ref::<crate::config::ConfigError>(),
+            Some(crate::config::ConfigError::Read { .. })
+        )
+    };
+    if e.chain()
+        .any(|c| c.is::<Unreadable>() || config_unreadable(c))
+    {
         UNREADABLE
     } else {
         FAILED

@@ -455,11 +455,12 @@ fn node_file_of(read: Result<Option<String>, String>) -> NodeFile {
 /// Inspects `image` (`.img`, `.img.zst`, `.img.xz`) or a block device (a
 /// flashed card or disk), read-only.
 pub fn inspect(image: &Path) -> anyhow::Result<Report> {
-    use anyhow::Context;
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::FileTypeExt;
-    let meta =
-        std::fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?;
+    let meta = std::fs::metadata(image).map_err(|cause| crate::exit::Unreadable {
+        path: image.to_path_buf(),
+        cause,
+    })?;
     let device = meta.file_type().is_block_device();
     if !meta.is_file() && !device {
         anyhow::bail!(

@@ -482,6 +482,32 @@ fn update_verify_of_a_missing_file_exits_3_a_refusal_1() {
     );
 }
 
+/// A missing config or image exits 3 like a missing update file; a config
+/// that reads but is wrong exits 1.
+#[test]
+fn a_missing_config_or_image_exits_3() {
+    let d = tempfile::tempdir().unwrap();
+    for args in [
+        &["plan", "-c", "nope.toml"][..],
+        &["inspect", "nope.img"][..],
+    ] {
+        let o = run(edgeimg().args(args).current_dir(d.path()));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains("nope."), "{err}");
+    }
+    std::fs::write(d.path().join("bad.toml"), "[image]\nname = 7\n").unwrap();
+    let o = run(edgeimg()
+        .args(["plan", "-c", "bad.toml"])
+        .current_dir(d.path()));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn an_os_error_is_printed_once() {
     let d = tempfile::tempdir().unwrap();

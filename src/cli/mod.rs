@@ -31,7 +31,7 @@ pub const EXIT_STATUS: &str = "Exit status:\n  \
 0  success\n  \
 1  refused or failed (a check did not pass, a build or write failed)\n  \
 2  usage error (unknown flag, missing argument)\n  \
-3  an input file could not be read (missing or unreadable)\n\n\
+3  an input file named on the command line could not be read (the config, an image to inspect, an update or key to verify)\n\n\
 -o/--out is always a path: each command's help says whether a file, a directory or a file-name prefix.";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
