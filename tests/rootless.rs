@@ -351,6 +351,10 @@ fn without_sub_ids_doctor_and_build_say_what_is_missing() {
         !has("/etc/subuid") && !has("/etc/subgid"),
         "this test needs `nobody` without sub-ids"
     );
+    // Not beside the other test of this file: each copies the binary and
+    // starts processes, and a copy still open for writing in a child another
+    // thread forked makes running it fail (ETXTBSY, an empty doctor output).
+    let _g = exclusive();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let bin = dir.path().join("edgeimg");
@@ -372,12 +376,13 @@ fn without_sub_ids_doctor_and_build_say_what_is_missing() {
     };
     let o = as_nobody(&["doctor", "--board", "x86_64"]);
     let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "doctor passed without sub-ids:\n{out}");
     assert!(
         out.contains("MISSING  rootless: /etc/subuid range for nobody")
             && out.contains("usermod --add-subuids")
             && out.contains("rootless: /etc/subgid range for nobody"),
-        "doctor output:\n{out}"
+        "doctor output:\n{out}\nstderr:\n{err}"
     );
     let o = as_nobody(&["build", "--out", "out"]);
     let err = String::from_utf8_lossy(&o.stderr);
