@@ -457,29 +457,34 @@ fn global_options_are_listed_apart_and_exit_codes_documented() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Runs edgeimg with `args` in `dir`: its exit code and stderr.
+fn exit_of(args: &[&str], dir: &std::path::Path) -> (Option<i32>, String) {
+    let o = run(edgeimg().args(args).current_dir(dir));
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn update_verify_of_a_missing_file_exits_3_a_refusal_1() {
     let d = tempfile::tempdir().unwrap();
     ok(edgeimg()
         .args(["keygen", "--out", "k"])
         .current_dir(d.path()));
-    let o = run(edgeimg()
-        .args(["update", "verify", "missing.update", "--key", "k.pub"])
-        .current_dir(d.path()));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let (code, err) = exit_of(
+        &["update", "verify", "missing.update", "--key", "k.pub"],
+        d.path(),
+    );
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("missing.update"), "{err}");
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
     std::fs::write(d.path().join("junk.update"), b"not an update file at all").unwrap();
-    let o = run(edgeimg()
-        .args(["update", "verify", "junk.update", "--key", "k.pub"])
-        .current_dir(d.path()));
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+    let (code, err) = exit_of(
+        &["update", "verify", "junk.update", "--key", "k.pub"],
+        d.path(),
     );
+    assert_eq!(code, Some(1), "{err}");
 }
 
 /// A missing config or image exits 3 like a missing update file; a config
@@ -491,21 +496,13 @@ fn a_missing_config_or_image_exits_3() {
         &["plan", "-c", "nope.toml"][..],
         &["inspect", "nope.img"][..],
     ] {
-        let o = run(edgeimg().args(args).current_dir(d.path()));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        let (code, err) = exit_of(args, d.path());
+        assert_eq!(code, Some(3), "{args:?}: {err}");
         assert!(err.contains("nope."), "{err}");
     }
     std::fs::write(d.path().join("bad.toml"), "[image]\nname = 7\n").unwrap();
-    let o = run(edgeimg()
-        .args(["plan", "-c", "bad.toml"])
-        .current_dir(d.path()));
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (code, err) = exit_of(&["plan", "-c", "bad.toml"], d.path());
+    assert_eq!(code, Some(1), "{err}");
 }
 
 #[test]
