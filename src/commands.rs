@@ -51,8 +51,10 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn keygen(prefix: &Path, secure_boot: bool, name: &str, quiet: bool) -> Result<()> {
-    let made = if secure_boot {
+pub fn keygen(prefix: &Path, secure_boot: bool, tuf: bool, name: &str, quiet: bool) -> Result<()> {
+    let made = if tuf {
+        crate::tuf::keygen(prefix)?
+    } else if secure_boot {
         crate::secure_boot::keys::keygen(prefix, name)?
     } else {
         let (key, public) = crate::update::keygen(prefix)?;
@@ -64,6 +66,10 @@ pub fn keygen(prefix: &Path, secure_boot: bool, name: &str, quiet: bool) -> Resu
         }
     }
     Ok(())
+}
+
+pub fn publish(a: crate::cli::PublishArgs, quiet: bool) -> Result<()> {
+    crate::publish::run(a, quiet)
 }
 
 pub fn update(c: crate::cli::UpdateCommand, quiet: bool) -> Result<()> {

@@ -42,6 +42,8 @@ pub mod stage;
 pub mod stream_capture;
 pub mod tar_members;
 pub mod update;
+pub mod publish;
+pub mod tuf;
 pub mod verity;
 
 /// edgeimg's version, recorded in every image and manifest.

@@ -17,9 +17,11 @@ fn main() {
         Command::Keygen {
             out,
             secure_boot,
+            tuf,
             name,
-        } => edgeimg::commands::keygen(&out, secure_boot, &name, cli.quiet),
+        } => edgeimg::commands::keygen(&out, secure_boot, tuf, &name, cli.quiet),
         Command::Update(c) => edgeimg::commands::update(c, cli.quiet),
+        Command::Publish(a) => edgeimg::commands::publish(a, cli.quiet),
         Command::Plan {
             config,
             bundle,

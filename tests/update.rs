@@ -9,13 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    let o = ok(edgeimg().arg("keygen").arg("--out").arg(&prefix));
-    assert!(o.contains(".key") && o.contains(".pub"), "{o}");
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
+    updates::keygen(dir, name)
 }
 
 fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
@@ -23,38 +17,7 @@ fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
 }
 
 fn make_update_gen(dir: &Path, key: &Path, board: &str, arch: &str, generation: u64) -> PathBuf {
-    let root = dir.join("root.erofs");
-    std::fs::write(&root, vec![0xe5u8; 1 << 20]).unwrap();
-    let kernel = dir.join("vmlinuz");
-    std::fs::write(&kernel, b"a kernel").unwrap();
-    let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, b"an initrd").unwrap();
-    let sk = edgeimg::update::load_signing_key(key).unwrap();
-    let out = dir.join(format!("t-{board}-{arch}-g{generation}.update"));
-    edgeimg::update::write_file(
-        &out,
-        edgeimg::update::Header {
-            name: "t".into(),
-            board: board.into(),
-            arch: arch.into(),
-            build_id: "00112233aabbccdd".into(),
-            edgeimg_version: "0".into(),
-            kernel_version: "6.12".into(),
-            cmdline: "root=PARTUUID=x edgeimg.slot=a".into(),
-            created: 0,
-            key_id: String::new(),
-            generation,
-            payloads: vec![],
-        },
-        &[
-            ("root.erofs".into(), root.as_path()),
-            ("vmlinuz".into(), kernel.as_path()),
-            ("initrd.img".into(), initrd.as_path()),
-        ],
-        &sk,
-    )
-    .unwrap();
-    out
+    updates::make_update(dir, key, board, arch, generation, &vec![0xe5u8; 1 << 20], "00112233aabbccdd")
 }
 
 fn verify(file: &Path, public: &Path) -> std::process::Output {

@@ -74,6 +74,34 @@ pub enum UpdateCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The .update file (out/<name>-<board>.update); not with --refresh-timestamp.
+    #[arg(required_unless_present = "refresh_timestamp")]
+    pub file: Option<PathBuf>,
+    /// The repository directory (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Key prefix of `edgeimg keygen --tuf` (PREFIX-targets.key, ...).
+    #[arg(long, value_name = "PREFIX")]
+    pub keys: PathBuf,
+    /// The update signing public key (PREFIX.pub of `edgeimg keygen`) the devices trust.
+    #[arg(long, value_name = "PUB", required_unless_present = "refresh_timestamp")]
+    pub update_key: Option<PathBuf>,
+    /// Make delta payloads from this many previous releases of the board.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub deltas: usize,
+    /// Validity of the targets and snapshot metadata: 90d, 12h, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "90d")]
+    pub expires: String,
+    /// Validity of the timestamp metadata (refresh it before then).
+    #[arg(long, value_name = "WHEN", default_value = "7d")]
+    pub timestamp_expires: String,
+    /// Only re-sign the snapshot and timestamp of every board in the repository.
+    #[arg(long, conflicts_with_all = ["file", "update_key"])]
+    pub refresh_timestamp: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the image: out/<name>-<board>.img plus .zst/.xz, .bmap, manifest.json, SHA256SUMS.
@@ -84,12 +112,17 @@ pub enum Command {
         args: BuildArgs,
     },
     /// Make an ed25519 update signing key pair: PREFIX.key (mode 0600) and PREFIX.pub;
-    /// or, with --secure-boot, a fleet's Secure Boot keys.
+    /// or, with --secure-boot, a fleet's Secure Boot keys; or, with --tuf, an update repository's keys.
     ///
     /// --secure-boot writes PREFIX-{PK,KEK,db}.{key,crt,esl,auth} and
     /// PREFIX-owner.guid: RSA-2048 keys (0600), self-signed certificates,
     /// EFI signature lists, and the lists signed for enrollment by a
     /// firmware in setup mode (PK and KEK signed by PK, db by KEK).
+    ///
+    /// --tuf writes PREFIX-{root,targets,snapshot,timestamp}.key (ed25519,
+    /// PEM PKCS#8, 0600) and PREFIX-root.json: The Update Framework root
+    /// metadata naming the four keys, signed by the root key, valid for a
+    /// year. Keep the root key offline; `edgeimg publish` needs the other three.
     Keygen {
         /// Path prefix of the files (PREFIX.key, PREFIX.pub); existing files are never overwritten.
         #[arg(long, short = 'o', value_name = "PREFIX")]
@@ -97,6 +130,9 @@ pub enum Command {
         /// Make the Secure Boot key hierarchy (PK, KEK, db) instead of an update key.
         #[arg(long)]
         secure_boot: bool,
+        /// Make the keys and root metadata of an update repository (for `edgeimg publish`).
+        #[arg(long, conflicts_with = "secure_boot")]
+        tuf: bool,
         /// Common name in the Secure Boot certificates ("NAME PK", "NAME KEK", "NAME db").
         #[arg(
             long,
@@ -109,6 +145,17 @@ pub enum Command {
     /// Signed update files: check one as a device would.
     #[command(subcommand)]
     Update(UpdateCommand),
+    /// Add a signed update to a static update repository (The Update Framework).
+    ///
+    /// The update is verified with --update-key first, then added to
+    /// DIR/<board>/ with delta payloads from the previous --deltas releases
+    /// of its board, and new targets, snapshot and timestamp metadata signed
+    /// with the keys of `edgeimg keygen --tuf`. The directory is static
+    /// files: serve it with any web server or object store. Publishing the
+    /// same update again changes nothing; a publish that fails leaves the
+    /// repository as it was. --refresh-timestamp only re-signs the snapshot
+    /// and timestamp of every board (run it before the timestamp expires).
+    Publish(PublishArgs),
     /// Print the resolved plan (packages, partitions, UUIDs, files) without building.
     Plan {
         #[command(flatten)]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod erofs;
+pub mod updates;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
