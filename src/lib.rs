@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
+pub mod publish;
 pub mod qemu;
 pub mod read_full;
 pub mod rootless;
@@ -41,9 +42,8 @@ pub mod ssh_pubkey;
 pub mod stage;
 pub mod stream_capture;
 pub mod tar_members;
-pub mod update;
-pub mod publish;
 pub mod tuf;
+pub mod update;
 pub mod verity;
 
 /// edgeimg's version, recorded in every image and manifest.

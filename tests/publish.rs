@@ -63,10 +63,7 @@ struct Http;
 
 #[tough::async_trait]
 impl tough::Transport for Http {
-    async fn fetch(
-        &self,
-        url: url::Url,
-    ) -> Result<tough::TransportStream, tough::TransportError> {
+    async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, tough::TransportError> {
         use tough::{TransportError, TransportErrorKind};
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -101,7 +98,9 @@ impl tough::Transport for Http {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 /// A loaded repository and the client's datastore, which it keeps using.
@@ -207,7 +206,11 @@ fn fleet() -> Fleet {
         assert!(o.contains(&k.display().to_string()), "{o}");
         let mode = std::fs::metadata(&k).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{role} key mode");
-        assert!(std::fs::read_to_string(&k).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            std::fs::read_to_string(&k)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
     }
     let (update_key, update_pub) = updates::keygen(&dir, "update");
     let repo = dir.join("repo");
@@ -310,7 +313,10 @@ fn published_releases_verify_over_http_and_the_delta_rebuilds_the_update() {
 
     let base = serve(&f.repo);
     let repo = client_load(&base, "x86_64", &f.root_json()).expect("the repository loads");
-    let mut names: Vec<String> = repo.all_targets().map(|(n, _)| n.raw().to_string()).collect();
+    let mut names: Vec<String> = repo
+        .all_targets()
+        .map(|(n, _)| n.raw().to_string())
+        .collect();
     names.sort();
     assert_eq!(names, [V1, V2, DELTA]);
     let targets = &repo.targets().signed.targets;
@@ -334,7 +340,11 @@ fn published_releases_verify_over_http_and_the_delta_rebuilds_the_update() {
         delta.len(),
         full.len()
     );
-    eprintln!("full update {} bytes, delta {} bytes", full.len(), delta.len());
+    eprintln!(
+        "full update {} bytes, delta {} bytes",
+        full.len(),
+        delta.len()
+    );
 
     // The delta applied to the old root image is the new update, byte for byte.
     let old_root = root_payload(&v1, &f.update_pub);
@@ -434,7 +444,11 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
         assert!(!o.status.success(), "accepted");
         assert!(err.contains(needle), "{err}");
         assert_eq!(err.matches("error:").count(), 1, "{err}");
-        assert_eq!(tree(&f.repo), before, "a failed publish changed the repository");
+        assert_eq!(
+            tree(&f.repo),
+            before,
+            "a failed publish changed the repository"
+        );
     };
     // A well-formed key that the repository's root does not name: signing
     // fails after the update was verified and the delta made.
@@ -495,7 +509,10 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
     std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
     let o = f.publish(&cut, &[]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(err.contains(&cut.display().to_string()), "names the file: {err}");
+    assert!(
+        err.contains(&cut.display().to_string()),
+        "names the file: {err}"
+    );
     refused(o, "truncated");
     // A target file of the repository modified: no delta from it.
     let t1 = std::fs::read_dir(f.repo.join("x86_64/targets"))
@@ -509,6 +526,13 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
     let before = tree(&f.repo);
     let o = f.publish(&v3, &["--deltas", "2"]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success() && err.contains("corrupt or modified"), "{err}");
-    assert_eq!(tree(&f.repo), before, "a failed publish changed the repository");
+    assert!(
+        !o.status.success() && err.contains("corrupt or modified"),
+        "{err}"
+    );
+    assert_eq!(
+        tree(&f.repo),
+        before,
+        "a failed publish changed the repository"
+    );
 }

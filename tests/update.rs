@@ -17,7 +17,15 @@ fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
 }
 
 fn make_update_gen(dir: &Path, key: &Path, board: &str, arch: &str, generation: u64) -> PathBuf {
-    updates::make_update(dir, key, board, arch, generation, &vec![0xe5u8; 1 << 20], "00112233aabbccdd")
+    updates::make_update(
+        dir,
+        key,
+        board,
+        arch,
+        generation,
+        &vec![0xe5u8; 1 << 20],
+        "00112233aabbccdd",
+    )
 }
 
 fn verify(file: &Path, public: &Path) -> std::process::Output {

@@ -86,7 +86,11 @@ pub struct PublishArgs {
     #[arg(long, value_name = "PREFIX")]
     pub keys: PathBuf,
     /// The update signing public key (PREFIX.pub of `edgeimg keygen`) the devices trust.
-    #[arg(long, value_name = "PUB", required_unless_present = "refresh_timestamp")]
+    #[arg(
+        long,
+        value_name = "PUB",
+        required_unless_present = "refresh_timestamp"
+    )]
     pub update_key: Option<PathBuf>,
     /// Make delta payloads from this many previous releases of the board.
     #[arg(long, value_name = "N", default_value_t = 2)]

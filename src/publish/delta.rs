@@ -102,7 +102,12 @@ pub struct Layout {
 
 /// Writes the delta that rebuilds `new` (a whole update file) from the base
 /// `[base_offset, base_offset+base_size)` of `old` into `out`.
-pub fn make(old: &mut std::fs::File, new: &mut std::fs::File, l: &Layout, out: &mut impl Write) -> Result<Header> {
+pub fn make(
+    old: &mut std::fs::File,
+    new: &mut std::fs::File,
+    l: &Layout,
+    out: &mut impl Write,
+) -> Result<Header> {
     let target_size = new.metadata()?.len();
     // The base's hash: what a device compares with the root image it runs.
     old.seek(SeekFrom::Start(l.base_offset))?;
@@ -152,10 +157,12 @@ pub fn make(old: &mut std::fs::File, new: &mut std::fs::File, l: &Layout, out: &
             zstd_safe::CParameter::WindowLog(WINDOW_LOG),
             zstd_safe::CParameter::ChecksumFlag(false),
         ] {
-            cctx.set_parameter(p).map_err(|c| zerr("zstd parameter", c))?;
+            cctx.set_parameter(p)
+                .map_err(|c| zerr("zstd parameter", c))?;
         }
         if !reference.is_empty() {
-            cctx.ref_prefix(&reference).map_err(|c| zerr("zstd prefix", c))?;
+            cctx.ref_prefix(&reference)
+                .map_err(|c| zerr("zstd prefix", c))?;
         }
         let mut frame = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
         cctx.compress2(&mut frame, &data)
@@ -178,7 +185,10 @@ pub fn make(old: &mut std::fs::File, new: &mut std::fs::File, l: &Layout, out: &
     };
     let json = serde_json::to_vec(&header)?;
     if json.len() > MAX_HEADER as usize {
-        bail!("the delta header would be {} bytes, over {MAX_HEADER}", json.len());
+        bail!(
+            "the delta header would be {} bytes, over {MAX_HEADER}",
+            json.len()
+        );
     }
     out.write_all(MAGIC)?;
     out.write_all(&VERSION.to_le_bytes())?;
@@ -230,20 +240,30 @@ pub fn read_header(delta: &mut impl Read) -> Result<Header> {
             bail!("delta chunk {i}: size {} is not in 1..={CHUNK}", c.size);
         }
         if c.frame > zstd_safe::compress_bound(CHUNK as usize) as u64 {
-            bail!("delta chunk {i}: frame of {} bytes is larger than any chunk needs", c.frame);
+            bail!(
+                "delta chunk {i}: frame of {} bytes is larger than any chunk needs",
+                c.frame
+            );
         }
         if c.ref_size > MAX_REF
-            || c.ref_offset.checked_add(c.ref_size).is_none_or(|e| e > h.base_size)
+            || c.ref_offset
+                .checked_add(c.ref_size)
+                .is_none_or(|e| e > h.base_size)
         {
             bail!("delta chunk {i}: its reference is outside the base image");
         }
         if c.sha256.len() != 64 || hex::decode(&c.sha256).is_err() {
             bail!("delta chunk {i}: no SHA-256");
         }
-        total = total.checked_add(c.size).context("delta chunk sizes overflow")?;
+        total = total
+            .checked_add(c.size)
+            .context("delta chunk sizes overflow")?;
     }
     if total != h.target_size {
-        bail!("delta chunks make {total} bytes, the header says {}", h.target_size);
+        bail!(
+            "delta chunks make {total} bytes, the header says {}",
+            h.target_size
+        );
     }
     Ok(h)
 }
@@ -252,7 +272,11 @@ pub fn read_header(delta: &mut impl Read) -> Result<Header> {
 /// `base_size` bytes; what follows is ignored), writing the update file to
 /// `out`. Holds at most one reference window and one chunk; stops at the
 /// first chunk whose output does not match its hash, before writing it.
-pub fn apply(base: &mut (impl Read + Seek), delta: &mut impl Read, out: &mut impl Write) -> Result<Header> {
+pub fn apply(
+    base: &mut (impl Read + Seek),
+    delta: &mut impl Read,
+    out: &mut impl Write,
+) -> Result<Header> {
     let h = read_header(delta)?;
     let mut whole = Sha256::new();
     let mut frame = Vec::new();
@@ -264,7 +288,10 @@ pub fn apply(base: &mut (impl Read + Seek), delta: &mut impl Read, out: &mut imp
             .with_context(|| format!("truncated: the delta ends inside chunk {i}"))?;
         let reference = if c.ref_size > 0 {
             read_range(base, c.ref_offset, c.ref_size).with_context(|| {
-                format!("reading the base image for chunk {i} (is it {} bytes?)", h.base_size)
+                format!(
+                    "reading the base image for chunk {i} (is it {} bytes?)",
+                    h.base_size
+                )
             })?
         } else {
             vec![]
@@ -273,7 +300,8 @@ pub fn apply(base: &mut (impl Read + Seek), delta: &mut impl Read, out: &mut imp
         dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(WINDOW_LOG))
             .map_err(|e| zerr("zstd parameter", e))?;
         if !reference.is_empty() {
-            dctx.ref_prefix(&reference).map_err(|e| zerr("zstd prefix", e))?;
+            dctx.ref_prefix(&reference)
+                .map_err(|e| zerr("zstd prefix", e))?;
         }
         data.clear();
         data.reserve_exact(c.size as usize);

@@ -41,9 +41,11 @@ pub const DEFAULT_TIMESTAMP_EXPIRES: &str = "7d";
 pub fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
     let now = jiff::Timestamp::now();
     let rel = |n: &str, hours: i64| -> Result<jiff::Timestamp> {
-        let n: i64 = n.parse().ok().filter(|n| *n > 0 && *n < 100 * 366).with_context(
-            || format!("expiry {s:?}: the number must be a positive whole number"),
-        )?;
+        let n: i64 = n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0 && *n < 100 * 366)
+            .with_context(|| format!("expiry {s:?}: the number must be a positive whole number"))?;
         Ok(now.checked_add(jiff::SignedDuration::from_hours(n * hours))?)
     };
     let t = if let Some(n) = s.strip_suffix('d') {
@@ -52,7 +54,9 @@ pub fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
         rel(n, 1)?
     } else {
         s.parse::<jiff::Timestamp>().map_err(|e| {
-            anyhow::anyhow!("expiry {s:?} is neither a duration (30d, 12h) nor an RFC 3339 time: {e}")
+            anyhow::anyhow!(
+                "expiry {s:?} is neither a duration (30d, 12h) nor an RFC 3339 time: {e}"
+            )
         })?
     };
     if t <= now {
@@ -111,7 +115,12 @@ async fn load(metadata: &Path, targets: &Path) -> Result<Option<tough::Repositor
         .datastore(cache.path())
         .load()
         .await
-        .map_err(|e| anyhow::anyhow!("the repository in {} does not verify: {e}", metadata.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the repository in {} does not verify: {e}",
+                metadata.display()
+            )
+        })?;
     Ok(Some(repo))
 }
 
@@ -149,7 +158,8 @@ fn sha256_file(p: &Path) -> Result<(String, u64)> {
     use sha2::Digest;
     let mut f = std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
     let mut h = sha2::Sha256::new();
-    let n = std::io::copy(&mut f, &mut delta::HashWriter(&mut h)).with_context(|| format!("cannot read {}", p.display()))?;
+    let n = std::io::copy(&mut f, &mut delta::HashWriter(&mut h))
+        .with_context(|| format!("cannot read {}", p.display()))?;
     Ok((hex::encode(h.finalize()), n))
 }
 
@@ -185,7 +195,10 @@ fn mkdir(p: &Path, created: &mut Created) -> Result<()> {
 /// Renames `from` to the new name `to`, which must not exist yet.
 fn place_new(from: &Path, to: &Path, created: &mut Created) -> Result<()> {
     if to.exists() {
-        bail!("{} already exists; the repository is not what its metadata says", to.display());
+        bail!(
+            "{} already exists; the repository is not what its metadata says",
+            to.display()
+        );
     }
     std::fs::rename(from, to).with_context(|| format!("cannot write {}", to.display()))?;
     created.0.push(to.to_path_buf());
@@ -209,12 +222,25 @@ pub fn publish(o: &Options) -> Result<Report> {
     let v = format::verify_file(o.update, &update_key, &format::Expect::default())
         .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
     let h = &v.header;
-    let root = h.payload(format::ROOT).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let name = format!("{}-{}-{}-{}.update", h.name, h.board, h.generation, h.build_id);
-    let tname = TargetName::new(name.clone())
-        .map_err(|e| anyhow::anyhow!("{}: {name:?} cannot be a target name: {e}", o.update.display()))?;
+    let root = h
+        .payload(format::ROOT)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = format!(
+        "{}-{}-{}-{}.update",
+        h.name, h.board, h.generation, h.build_id
+    );
+    let tname = TargetName::new(name.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {name:?} cannot be a target name: {e}",
+            o.update.display()
+        )
+    })?;
     if h.board.is_empty() || h.board.contains(['/', '\\']) || h.board.starts_with('.') {
-        bail!("{}: board {:?} cannot name a directory", o.update.display(), h.board);
+        bail!(
+            "{}: board {:?} cannot name a directory",
+            o.update.display(),
+            h.board
+        );
     }
     let (metadata, targets) = board_dirs(o.repo, &h.board);
     crate::tuf::block_on(async {
@@ -267,7 +293,8 @@ pub fn publish(o: &Options) -> Result<Report> {
             }
         };
         let ed = &mut editor;
-        ed.targets_expires(o.expires).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ed.targets_expires(o.expires)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         ed.snapshot_expires(o.expires);
         ed.timestamp_expires(o.timestamp_expires);
 
@@ -276,7 +303,8 @@ pub fn publish(o: &Options) -> Result<Report> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", o.update.display()))?;
         debug_assert_eq!(full.length, update_len);
         full.custom = release_custom(h, "full");
-        full.custom.insert("root_sha256".into(), root.sha256.clone().into());
+        full.custom
+            .insert("root_sha256".into(), root.sha256.clone().into());
         full.custom.insert("root_size".into(), root.size.into());
 
         // New target files, made in a staging directory beside the targets.
@@ -297,22 +325,41 @@ pub fn publish(o: &Options) -> Result<Report> {
             .with_context(|| format!("cannot copy {}", o.update.display()))?;
         // The copy is what gets published: check it is what was verified.
         if sha256_file(&staged_full)?.0 != update_sha {
-            bail!("{} changed while it was being published", o.update.display());
+            bail!(
+                "{} changed while it was being published",
+                o.update.display()
+            );
         }
         new_targets.push((staged_full, name.clone(), full.clone()));
         let mut delta_names = vec![];
         for (old_name, old) in &prior {
-            let dname = format!("{name}.delta-from-{}", custom_str(old, "build_id").unwrap_or("?"));
+            let dname = format!(
+                "{name}.delta-from-{}",
+                custom_str(old, "build_id").unwrap_or("?")
+            );
             let staged = staging.path().join(format!("delta-{}", delta_names.len()));
-            make_delta(&target_file(&targets, old_name, old), old_name, old, &update_key, o.update, &v, &staged)?;
+            make_delta(
+                &target_file(&targets, old_name, old),
+                old_name,
+                old,
+                &update_key,
+                o.update,
+                &v,
+                &staged,
+            )?;
             let mut t = Target::from_path(&staged)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", staged.display()))?;
             t.custom = release_custom(h, "delta");
             t.custom.insert("target".into(), name.clone().into());
-            t.custom.insert("target_sha256".into(), update_sha.clone().into());
+            t.custom
+                .insert("target_sha256".into(), update_sha.clone().into());
             t.custom.insert("target_length".into(), update_len.into());
-            for (k, from) in [("base_build_id", "build_id"), ("base_root_sha256", "root_sha256"), ("base_generation", "generation")] {
+            for (k, from) in [
+                ("base_build_id", "build_id"),
+                ("base_root_sha256", "root_sha256"),
+                ("base_generation", "generation"),
+            ] {
                 if let Some(v) = old.custom.get(from) {
                     t.custom.insert(k.into(), v.clone());
                 }
@@ -321,7 +368,8 @@ pub fn publish(o: &Options) -> Result<Report> {
             delta_names.push(dname);
         }
         for (_, n, t) in &new_targets {
-            ed.add_target(n.as_str(), t.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ed.add_target(n.as_str(), t.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let signed = editor.sign(&signing).await.map_err(|e| {
             anyhow::anyhow!(
@@ -354,7 +402,12 @@ pub fn publish(o: &Options) -> Result<Report> {
 /// file that is new, then `timestamp.json`. A versioned file that exists
 /// already must have the same bytes (an unchanged role signs to the same
 /// bytes: ed25519 signatures are deterministic).
-fn commit_metadata(stage: &Path, metadata: &Path, scratch: &Path, created: &mut Created) -> Result<()> {
+fn commit_metadata(
+    stage: &Path,
+    metadata: &Path,
+    scratch: &Path,
+    created: &mut Created,
+) -> Result<()> {
     let mut names: Vec<String> = vec![];
     for e in std::fs::read_dir(stage)? {
         let n = e?.file_name().to_string_lossy().into_owned();
@@ -367,7 +420,10 @@ fn commit_metadata(stage: &Path, metadata: &Path, scratch: &Path, created: &mut 
         let to = metadata.join(n);
         if to.exists() {
             if std::fs::read(&to)? != std::fs::read(stage.join(n))? {
-                bail!("{} exists with other contents; refusing to replace it", to.display());
+                bail!(
+                    "{} exists with other contents; refusing to replace it",
+                    to.display()
+                );
             }
             continue;
         }
@@ -410,7 +466,10 @@ pub fn refresh_timestamp(
     }
     boards.sort();
     if boards.is_empty() {
-        bail!("{} holds no repository (no <board>/metadata/timestamp.json)", repo.display());
+        bail!(
+            "{} holds no repository (no <board>/metadata/timestamp.json)",
+            repo.display()
+        );
     }
     // Every board is signed before any is written.
     let mut signed_all = vec![];
@@ -481,7 +540,10 @@ pub fn run(a: crate::cli::PublishArgs, quiet: bool) -> Result<()> {
     if a.refresh_timestamp {
         for b in refresh_timestamp(&a.repo, &a.keys, expires, timestamp_expires)? {
             if !quiet {
-                println!("{}: snapshot and timestamp re-signed", a.repo.join(b).display());
+                println!(
+                    "{}: snapshot and timestamp re-signed",
+                    a.repo.join(b).display()
+                );
             }
         }
         return Ok(());
@@ -507,7 +569,11 @@ pub fn run(a: crate::cli::PublishArgs, quiet: bool) -> Result<()> {
     if !quiet {
         let dir = a.repo.join(&r.board);
         if r.already_published {
-            println!("{}: {} is already published; nothing changed", dir.display(), r.target);
+            println!(
+                "{}: {} is already published; nothing changed",
+                dir.display(),
+                r.target
+            );
         } else {
             println!("{}: {}", dir.display(), r.target);
             for d in &r.deltas {
@@ -578,13 +644,22 @@ fn make_delta(
     // signed, and still a valid update, before reading its root image.
     let (sha, len) = sha256_file(old_file)?;
     if sha != hex::encode(&old.hashes.sha256) || len != old.length {
-        bail!("{}: not the {old_name} the repository metadata signed (corrupt or modified)", old_file.display());
+        bail!(
+            "{}: not the {old_name} the repository metadata signed (corrupt or modified)",
+            old_file.display()
+        );
     }
     let mut of = std::fs::File::open(old_file)?;
     let ov = format::verify_header(&mut of, len, update_key, &format::Expect::default())
         .map_err(|e| anyhow::anyhow!("{}: {e}", old_file.display()))?;
-    let op = ov.header.payload(format::ROOT).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let np = new.header.payload(format::ROOT).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let op = ov
+        .header
+        .payload(format::ROOT)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let np = new
+        .header
+        .payload(format::ROOT)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut nf = std::fs::File::open(new_file)?;
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,

@@ -78,7 +78,9 @@ impl FileKey {
         use std::io::Read;
         let p = &self.path;
         let f = std::fs::File::open(p).with_context(|| format!("key {}", p.display()))?;
-        let meta = f.metadata().with_context(|| format!("key {}", p.display()))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("key {}", p.display()))?;
         if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
             anyhow::bail!(
                 "key {} is readable by other users; chmod 600 it",
@@ -106,7 +108,10 @@ impl FileKey {
     pub fn signer(&self) -> Result<Box<dyn Sign>> {
         let der = self.read()?;
         let k = tough::sign::parse_keypair(&der).map_err(|e| {
-            anyhow::anyhow!("key {} is not a usable signing key: {e}", self.path.display())
+            anyhow::anyhow!(
+                "key {} is not a usable signing key: {e}",
+                self.path.display()
+            )
         })?;
         Ok(Box::new(k))
     }
