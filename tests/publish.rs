@@ -536,3 +536,91 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
         "a failed publish changed the repository"
     );
 }
+
+/// A delta file with `header` (JSON as given) and `body` after it.
+fn crafted_delta(header: &serde_json::Value, body: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).unwrap();
+    let mut v = b"EDGEDLT\0".to_vec();
+    v.extend_from_slice(&1u32.to_le_bytes());
+    v.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    v.extend_from_slice(&json);
+    v.extend_from_slice(body);
+    v
+}
+
+fn apply_err(delta: &[u8], base: &[u8]) -> String {
+    let mut out = Vec::new();
+    match edgeimg::publish::delta::apply(
+        &mut std::io::Cursor::new(base),
+        &mut &delta[..],
+        &mut out,
+    ) {
+        Ok(_) => panic!("a crafted delta was applied"),
+        Err(e) => {
+            assert!(out.is_empty(), "wrote {} bytes of a refused delta", out.len());
+            format!("{e:#}")
+        }
+    }
+}
+
+#[test]
+fn crafted_deltas_are_refused_before_any_large_allocation() {
+    let sha = "0".repeat(64);
+    let chunk = |size: u64, frame: u64, ref_offset: u64, ref_size: u64| {
+        serde_json::json!({"size": size, "frame": frame, "sha256": sha,
+            "ref_offset": ref_offset, "ref_size": ref_size})
+    };
+    let header = |chunks: Vec<serde_json::Value>, target_size: u64| {
+        serde_json::json!({"base_size": 1000, "base_sha256": sha,
+            "target_size": target_size, "target_sha256": sha, "chunks": chunks})
+    };
+    let base = vec![0u8; 1000];
+    let e = apply_err(b"EDGEUPD\0\x01\0\0\0\0\0\0\0", &base);
+    assert!(e.contains("not an edgeimg delta"), "{e}");
+    let mut big = b"EDGEDLT\0".to_vec();
+    big.extend_from_slice(&1u32.to_le_bytes());
+    big.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(apply_err(&big, &base).contains("exceeds"));
+    let mut v2 = big.clone();
+    v2[8] = 2;
+    assert!(apply_err(&v2, &base).contains("version 2 is not supported"));
+    let e = apply_err(&crafted_delta(&header(vec![chunk(u64::MAX, 10, 0, 0)], u64::MAX), &[]), &base);
+    assert!(e.contains("chunk 0: size"), "{e}");
+    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 1 << 40, 0, 0)], 10), &[]), &base);
+    assert!(e.contains("larger than any chunk needs"), "{e}");
+    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, 999, 2)], 10), &[]), &base);
+    assert!(e.contains("outside the base"), "{e}");
+    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, u64::MAX, 2)], 10), &[]), &base);
+    assert!(e.contains("outside the base"), "{e}");
+    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, 0, 0)], 11), &[]), &base);
+    assert!(e.contains("chunks make 10 bytes"), "{e}");
+    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, 0, 0)], 10), b"short"), &base);
+    assert!(e.contains("truncated"), "{e}");
+    // A frame that decompresses to more than its chunk says.
+    let frame = zstd::bulk::compress(&[7u8; 100], 3).unwrap();
+    let h = header(vec![chunk(10, frame.len() as u64, 0, 0)], 10);
+    let e = apply_err(&crafted_delta(&h, &frame), &base);
+    assert!(e.contains("delta chunk 0"), "{e}");
+    let e = apply_err(&crafted_delta(&serde_json::json!({"x": 1}), &[]), &base);
+    assert!(e.contains("the delta header is not valid"), "{e}");
+}
+
+#[test]
+fn a_repository_whose_metadata_does_not_verify_is_refused() {
+    let f = fleet();
+    let (v1, v2) = two_releases(&f);
+    f.published(&v1, &[]);
+    let ts = f.repo.join("x86_64/metadata/timestamp.json");
+    let mut text = std::fs::read_to_string(&ts).unwrap();
+    text = text.replacen("\"version\": 1", "\"version\": 9", 1);
+    std::fs::write(&ts, &text).unwrap();
+    let before = tree(&f.repo);
+    let o = f.publish(&v2, &[]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "published onto a tampered repository");
+    assert!(
+        err.contains("does not verify") && err.contains("x86_64/metadata"),
+        "{err}"
+    );
+    assert_eq!(tree(&f.repo), before);
+}
