@@ -550,14 +550,15 @@ fn crafted_delta(header: &serde_json::Value, body: &[u8]) -> Vec<u8> {
 
 fn apply_err(delta: &[u8], base: &[u8]) -> String {
     let mut out = Vec::new();
-    match edgeimg::publish::delta::apply(
-        &mut std::io::Cursor::new(base),
-        &mut &delta[..],
-        &mut out,
-    ) {
+    match edgeimg::publish::delta::apply(&mut std::io::Cursor::new(base), &mut &delta[..], &mut out)
+    {
         Ok(_) => panic!("a crafted delta was applied"),
         Err(e) => {
-            assert!(out.is_empty(), "wrote {} bytes of a refused delta", out.len());
+            assert!(
+                out.is_empty(),
+                "wrote {} bytes of a refused delta",
+                out.len()
+            );
             format!("{e:#}")
         }
     }
@@ -584,17 +585,35 @@ fn crafted_deltas_are_refused_before_any_large_allocation() {
     let mut v2 = big.clone();
     v2[8] = 2;
     assert!(apply_err(&v2, &base).contains("version 2 is not supported"));
-    let e = apply_err(&crafted_delta(&header(vec![chunk(u64::MAX, 10, 0, 0)], u64::MAX), &[]), &base);
+    let e = apply_err(
+        &crafted_delta(&header(vec![chunk(u64::MAX, 10, 0, 0)], u64::MAX), &[]),
+        &base,
+    );
     assert!(e.contains("chunk 0: size"), "{e}");
-    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 1 << 40, 0, 0)], 10), &[]), &base);
+    let e = apply_err(
+        &crafted_delta(&header(vec![chunk(10, 1 << 40, 0, 0)], 10), &[]),
+        &base,
+    );
     assert!(e.contains("larger than any chunk needs"), "{e}");
-    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, 999, 2)], 10), &[]), &base);
+    let e = apply_err(
+        &crafted_delta(&header(vec![chunk(10, 10, 999, 2)], 10), &[]),
+        &base,
+    );
     assert!(e.contains("outside the base"), "{e}");
-    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, u64::MAX, 2)], 10), &[]), &base);
+    let e = apply_err(
+        &crafted_delta(&header(vec![chunk(10, 10, u64::MAX, 2)], 10), &[]),
+        &base,
+    );
     assert!(e.contains("outside the base"), "{e}");
-    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, 0, 0)], 11), &[]), &base);
+    let e = apply_err(
+        &crafted_delta(&header(vec![chunk(10, 10, 0, 0)], 11), &[]),
+        &base,
+    );
     assert!(e.contains("chunks make 10 bytes"), "{e}");
-    let e = apply_err(&crafted_delta(&header(vec![chunk(10, 10, 0, 0)], 10), b"short"), &base);
+    let e = apply_err(
+        &crafted_delta(&header(vec![chunk(10, 10, 0, 0)], 10), b"short"),
+        &base,
+    );
     assert!(e.contains("truncated"), "{e}");
     // A frame that decompresses to more than its chunk says.
     let frame = zstd::bulk::compress(&[7u8; 100], 3).unwrap();

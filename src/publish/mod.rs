@@ -225,6 +225,20 @@ pub fn publish(o: &Options) -> Result<Report> {
     let root = h
         .payload(format::ROOT)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Name, board and build id become a file name and a directory: plain
+    // names only, whatever a signed header says.
+    for (what, v) in [
+        ("name", &h.name),
+        ("board", &h.board),
+        ("build_id", &h.build_id),
+    ] {
+        if !plain_name(v) {
+            bail!(
+                "{}: its {what} {v:?} cannot be part of a file name (letters, digits, '.', '_', '-')",
+                o.update.display()
+            );
+        }
+    }
     let name = format!(
         "{}-{}-{}-{}.update",
         h.name, h.board, h.generation, h.build_id
@@ -235,13 +249,8 @@ pub fn publish(o: &Options) -> Result<Report> {
             o.update.display()
         )
     })?;
-    if h.board.is_empty() || h.board.contains(['/', '\\']) || h.board.starts_with('.') {
-        bail!(
-            "{}: board {:?} cannot name a directory",
-            o.update.display(),
-            h.board
-        );
-    }
+    // One publish at a time per repository (the lock file is removed again).
+    let _lock = crate::cache::Lock::acquire_transient(&o.repo.join(".publish.lock"))?;
     let (metadata, targets) = board_dirs(o.repo, &h.board);
     crate::tuf::block_on(async {
         let existing = load(&metadata, &targets).await?;
@@ -456,6 +465,10 @@ pub fn refresh_timestamp(
     use tough::editor::signed::SignedRole;
     use tough::schema::{Hashes, KeyHolder, Metafile};
     let signing = crate::tuf::load_keys(keys_prefix, &[RoleType::Snapshot, RoleType::Timestamp])?;
+    if !repo.is_dir() {
+        bail!("{} is not a directory", repo.display());
+    }
+    let _lock = crate::cache::Lock::acquire_transient(&repo.join(".publish.lock"))?;
     let mut boards = vec![];
     for e in std::fs::read_dir(repo).with_context(|| format!("cannot read {}", repo.display()))? {
         let e = e?;
@@ -582,6 +595,15 @@ pub fn run(a: crate::cli::PublishArgs, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A name that is safe as one path component and in a URL.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn release_custom(h: &format::Header, kind: &str) -> HashMap<String, serde_json::Value> {
