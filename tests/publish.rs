@@ -643,3 +643,46 @@ fn a_repository_whose_metadata_does_not_verify_is_refused() {
     );
     assert_eq!(tree(&f.repo), before);
 }
+
+#[test]
+fn an_update_whose_name_is_path_like_is_refused() {
+    // Validly signed by the fleet key, but its name would escape the
+    // repository's directories as a file name.
+    let f = fleet();
+    let root = f.dir.join("root.erofs");
+    std::fs::write(&root, b"root").unwrap();
+    let sk = edgeimg::update::load_signing_key(&f.update_key).unwrap();
+    for (field, value) in [("name", "../../x"), ("board", ".."), ("build_id", "a/b")] {
+        let mut h = edgeimg::update::Header {
+            name: "t".into(),
+            board: "x86_64".into(),
+            arch: "amd64".into(),
+            build_id: "0011".into(),
+            edgeimg_version: "0".into(),
+            kernel_version: "6.12".into(),
+            cmdline: "root=x".into(),
+            created: 0,
+            key_id: String::new(),
+            generation: 1,
+            payloads: vec![],
+        };
+        match field {
+            "name" => h.name = value.into(),
+            "board" => h.board = value.into(),
+            _ => h.build_id = value.into(),
+        }
+        let file = f.dir.join(format!("{field}.update"));
+        edgeimg::update::write_file(&file, h, &[("root.erofs".into(), root.as_path())], &sk)
+            .unwrap();
+        let o = f.publish(&file, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{field} {value:?} was published");
+        assert!(
+            err.contains(&format!(
+                "its {field} {value:?} cannot be part of a file name"
+            )),
+            "{err}"
+        );
+    }
+    assert!(!f.repo.exists(), "a refused publish made the repository");
+}
