@@ -686,3 +686,41 @@ fn an_update_whose_name_is_path_like_is_refused() {
     }
     assert!(!f.repo.exists(), "a refused publish made the repository");
 }
+
+#[test]
+fn after_an_update_key_rotation_older_releases_get_no_delta() {
+    let f = fleet();
+    let (v1, _) = two_releases(&f);
+    f.published(&v1, &[]);
+    // Release 2 is signed with a new update key; release 1 does not verify
+    // with it, so it is no delta base, and the full update is published.
+    let (new_key, new_pub) = updates::keygen(&f.dir, "update2");
+    let sub = f.dir.join("rotated");
+    std::fs::create_dir_all(&sub).unwrap();
+    let v2 = updates::make_update(
+        &sub,
+        &new_key,
+        "x86_64",
+        "amd64",
+        2,
+        &noise(7, 6 << 20),
+        "0000000000000002",
+    );
+    let o = run(edgeimg()
+        .arg("publish")
+        .arg(&v2)
+        .arg("--repo")
+        .arg(&f.repo)
+        .arg("--keys")
+        .arg(&f.tuf)
+        .arg("--update-key")
+        .arg(&new_pub));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains(V2) && !out.contains("delta"), "{out}");
+    assert!(err.contains(&format!("no delta from {V1}")), "{err}");
+    let base = serve(&f.repo);
+    let repo = client_load(&base, "x86_64", &f.root_json()).unwrap();
+    assert_eq!(repo.all_targets().count(), 2);
+}

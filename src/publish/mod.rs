@@ -310,7 +310,6 @@ pub fn publish(o: &Options) -> Result<Report> {
         let mut full = Target::from_path(o.update)
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", o.update.display()))?;
-        debug_assert_eq!(full.length, update_len);
         full.custom = release_custom(h, "full");
         full.custom
             .insert("root_sha256".into(), root.sha256.clone().into());
@@ -332,14 +331,21 @@ pub fn publish(o: &Options) -> Result<Report> {
         let staged_full = staging.path().join("full");
         std::fs::copy(o.update, &staged_full)
             .with_context(|| format!("cannot copy {}", o.update.display()))?;
-        // The copy is what gets published: check it is what was verified.
-        if sha256_file(&staged_full)?.0 != update_sha {
+        // The copy is what gets published: verify it again, and check that
+        // it is the file whose hash and header the metadata will carry.
+        let again = format::verify_file(&staged_full, &update_key, &format::Expect::default())
+            .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
+        if sha256_file(&staged_full)? != (update_sha.clone(), update_len)
+            || hex::encode(&full.hashes.sha256) != update_sha
+            || full.length != update_len
+            || again.header != *h
+        {
             bail!(
                 "{} changed while it was being published",
                 o.update.display()
             );
         }
-        new_targets.push((staged_full, name.clone(), full.clone()));
+        new_targets.push((staged_full.clone(), name.clone(), full.clone()));
         let mut delta_names = vec![];
         for (old_name, old) in &prior {
             let dname = format!(
@@ -347,15 +353,17 @@ pub fn publish(o: &Options) -> Result<Report> {
                 custom_str(old, "build_id").unwrap_or("?")
             );
             let staged = staging.path().join(format!("delta-{}", delta_names.len()));
-            make_delta(
+            if !make_delta(
                 &target_file(&targets, old_name, old),
                 old_name,
                 old,
                 &update_key,
-                o.update,
+                &staged_full,
                 &v,
                 &staged,
-            )?;
+            )? {
+                continue;
+            }
             let mut t = Target::from_path(&staged)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", staged.display()))?;
@@ -651,7 +659,9 @@ fn previous_releases(
     v
 }
 
-/// Makes the delta from the published update `old_file` to `new_file`.
+/// Makes the delta from the published update `old_file` to `new_file`;
+/// false (and a warning) if the old update does not verify with
+/// `update_key`.
 #[allow(clippy::too_many_arguments)]
 fn make_delta(
     old_file: &Path,
@@ -661,7 +671,7 @@ fn make_delta(
     new_file: &Path,
     new: &format::Verified,
     out: &Path,
-) -> Result<()> {
+) -> Result<bool> {
     // The old file is the repository's: check it is what its metadata
     // signed, and still a valid update, before reading its root image.
     let (sha, len) = sha256_file(old_file)?;
@@ -672,8 +682,15 @@ fn make_delta(
         );
     }
     let mut of = std::fs::File::open(old_file)?;
-    let ov = format::verify_header(&mut of, len, update_key, &format::Expect::default())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", old_file.display()))?;
+    let ov = match format::verify_header(&mut of, len, update_key, &format::Expect::default()) {
+        Ok(v) => v,
+        Err(e) => {
+            // Signed with an update key this publish does not trust (one
+            // rotated away): no delta from it, the full update still serves.
+            tracing::warn!("no delta from {old_name}: {e}");
+            return Ok(false);
+        }
+    };
     let op = ov
         .header
         .payload(format::ROOT)
@@ -700,5 +717,5 @@ fn make_delta(
     .with_context(|| format!("making the delta from {old_name}"))?;
     let f = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     f.sync_all()?;
-    Ok(())
+    Ok(true)
 }
