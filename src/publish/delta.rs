@@ -10,6 +10,9 @@
 //! carries the SHA-256 of its output, and the whole output the SHA-256 of the
 //! full update file.
 //!
+//! Frames use long-distance matching, as `zstd --patch-from` does: without
+//! it the match finder of the level misses most of a 20 MiB reference.
+//!
 //! Why this and not one `--patch-from` frame or bsdiff: applying needs at
 //! most one reference window ([`MAX_REF`]) plus one chunk in memory, whatever
 //! the image size (a single frame over a 300 MB image needs a 300 MB window;
@@ -156,6 +159,9 @@ pub fn make(
             zstd_safe::CParameter::CompressionLevel(LEVEL),
             zstd_safe::CParameter::WindowLog(WINDOW_LOG),
             zstd_safe::CParameter::ChecksumFlag(false),
+            // Finds the long matches in the reference that the level's own
+            // match finder, sized for its level, misses (as `--patch-from` does).
+            zstd_safe::CParameter::EnableLongDistanceMatching(true),
         ] {
             cctx.set_parameter(p)
                 .map_err(|c| zerr("zstd parameter", c))?;
