@@ -14,6 +14,7 @@ pub mod hex;
 pub mod hostname;
 pub mod k3s;
 pub mod machine_id;
+pub mod pull;
 pub mod ready;
 pub mod root;
 pub mod schema;

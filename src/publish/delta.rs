@@ -1,83 +1,35 @@
-//! Delta payloads: a new update file rebuilt from the root image a device
-//! already runs.
+//! Making delta payloads (the format and how a device applies one are the
+//! agent's [`edgeimg_agent::pull::delta`], re-exported here, so the host
+//! tests apply deltas with the device's own code).
 //!
-//! A delta is a list of independent zstd frames, one per output chunk of at
-//! most [`CHUNK`] bytes. A chunk of the new root image is compressed with a
-//! window of the old root image around the same offset as its reference
-//! (zstd's "ref prefix", what `zstd --patch-from` does for a whole file), so
-//! an unchanged or slightly moved region costs a few bytes; every other chunk
-//! (the signed header, the kernel, the initrd) is plain zstd. Every chunk
-//! carries the SHA-256 of its output, and the whole output the SHA-256 of the
-//! full update file.
-//!
-//! Frames use long-distance matching, as `zstd --patch-from` does: without
-//! it the match finder of the level misses most of a 20 MiB reference.
+//! A chunk of the new root image is compressed with zstd against a window of
+//! the old root image around the same offset ([`MARGIN`] either side), as a
+//! "ref prefix", with long-distance matching, as `zstd --patch-from` does:
+//! without it the match finder of the level misses most of a 20 MiB
+//! reference. Every other chunk (the signed header, the kernel, the initrd)
+//! is plain zstd.
 //!
 //! Why this and not one `--patch-from` frame or bsdiff: applying needs at
 //! most one reference window ([`MAX_REF`]) plus one chunk in memory, whatever
 //! the image size (a single frame over a 300 MB image needs a 300 MB window;
-//! bspatch needs the old file and the patch at once), and work stops and
-//! resumes at any chunk boundary, since each chunk is checked on its own.
-//!
-//! ```text
-//! offset 0   8 bytes   magic "EDGEDLT\0"
-//!        8   u32 LE    format version 1
-//!       12   u32 LE    header length H (at most 1 MiB)
-//!       16   H bytes   header: JSON (see [`Header`])
-//!     16+H   the frames, back to back, in chunk order
-//! ```
-//!
-//! The delta file needs no signature of its own: the TUF targets metadata
-//! signs its length and hash, and the output is the signed update file,
-//! checked again (signature and payload hashes) before it is installed.
+//! bspatch needs the old file and the patch at once), work stops and
+//! resumes at any chunk boundary, since each chunk is checked on its own, and
+//! the device decodes with a pure-Rust zstd decoder.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zstd::zstd_safe;
 
-pub const MAGIC: &[u8; 8] = b"EDGEDLT\0";
-pub const VERSION: u32 = 1;
-pub const MAX_HEADER: u32 = 1024 * 1024;
-/// Output bytes per chunk.
-pub const CHUNK: u64 = 4 << 20;
-/// Old-image bytes on either side of a chunk's own offset in its reference.
-pub const MARGIN: u64 = 8 << 20;
-/// The largest reference window a delta may ask for: what apply holds.
-pub const MAX_REF: u64 = CHUNK + 2 * MARGIN;
-/// zstd window: a frame may reach back over its whole reference.
-pub const WINDOW_LOG: u32 = 25;
+pub use edgeimg_agent::pull::delta::{
+    CHUNK, Chunk, Header, MAGIC, MARGIN, MAX_HEADER, MAX_REF, VERSION, WINDOW_LOG, apply,
+    read_header,
+};
+
 /// zstd level: unchanged regions cost little at any level; higher levels
 /// mostly buy time on the publishing host.
 pub const LEVEL: i32 = 12;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Header {
-    /// The root image the delta applies to: its size and SHA-256.
-    pub base_size: u64,
-    pub base_sha256: String,
-    /// The update file it produces.
-    pub target_size: u64,
-    pub target_sha256: String,
-    pub chunks: Vec<Chunk>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Chunk {
-    /// Output bytes.
-    pub size: u64,
-    /// Bytes of its zstd frame in the delta file.
-    pub frame: u64,
-    pub sha256: String,
-    /// The reference window in the base: `[ref_offset, ref_offset+ref_size)`;
-    /// `ref_size` 0 for none.
-    pub ref_offset: u64,
-    pub ref_size: u64,
-}
 
 fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
@@ -215,120 +167,4 @@ impl Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// Reads and checks a delta's header: every size bounded, every reference
-/// inside the base, the chunks adding up to the target.
-pub fn read_header(delta: &mut impl Read) -> Result<Header> {
-    let mut pre = [0u8; 16];
-    delta
-        .read_exact(&mut pre)
-        .context("truncated: the file ends inside the delta prefix")?;
-    if &pre[..8] != MAGIC {
-        bail!("not an edgeimg delta (bad magic)");
-    }
-    let version = u32::from_le_bytes(pre[8..12].try_into().unwrap());
-    if version != VERSION {
-        bail!("delta format version {version} is not supported (this reads {VERSION})");
-    }
-    let hlen = u32::from_le_bytes(pre[12..16].try_into().unwrap());
-    if hlen > MAX_HEADER {
-        bail!("delta header length {hlen} exceeds {MAX_HEADER} bytes: corrupt file");
-    }
-    let mut json = vec![0u8; hlen as usize];
-    delta
-        .read_exact(&mut json)
-        .context("truncated: the file ends inside the delta header")?;
-    let h: Header = serde_json::from_slice(&json).context("the delta header is not valid")?;
-    let mut total = 0u64;
-    for (i, c) in h.chunks.iter().enumerate() {
-        if c.size == 0 || c.size > CHUNK {
-            bail!("delta chunk {i}: size {} is not in 1..={CHUNK}", c.size);
-        }
-        if c.frame > zstd_safe::compress_bound(CHUNK as usize) as u64 {
-            bail!(
-                "delta chunk {i}: frame of {} bytes is larger than any chunk needs",
-                c.frame
-            );
-        }
-        if c.ref_size > MAX_REF
-            || c.ref_offset
-                .checked_add(c.ref_size)
-                .is_none_or(|e| e > h.base_size)
-        {
-            bail!("delta chunk {i}: its reference is outside the base image");
-        }
-        if c.sha256.len() != 64 || hex::decode(&c.sha256).is_err() {
-            bail!("delta chunk {i}: no SHA-256");
-        }
-        total = total
-            .checked_add(c.size)
-            .context("delta chunk sizes overflow")?;
-    }
-    if total != h.target_size {
-        bail!(
-            "delta chunks make {total} bytes, the header says {}",
-            h.target_size
-        );
-    }
-    Ok(h)
-}
-
-/// Applies `delta` to `base` (the device's root image, at least
-/// `base_size` bytes; what follows is ignored), writing the update file to
-/// `out`. Holds at most one reference window and one chunk; stops at the
-/// first chunk whose output does not match its hash, before writing it.
-pub fn apply(
-    base: &mut (impl Read + Seek),
-    delta: &mut impl Read,
-    out: &mut impl Write,
-) -> Result<Header> {
-    let h = read_header(delta)?;
-    let mut whole = Sha256::new();
-    let mut frame = Vec::new();
-    let mut data: Vec<u8> = Vec::new();
-    for (i, c) in h.chunks.iter().enumerate() {
-        frame.resize(c.frame as usize, 0);
-        delta
-            .read_exact(&mut frame)
-            .with_context(|| format!("truncated: the delta ends inside chunk {i}"))?;
-        let reference = if c.ref_size > 0 {
-            read_range(base, c.ref_offset, c.ref_size).with_context(|| {
-                format!(
-                    "reading the base image for chunk {i} (is it {} bytes?)",
-                    h.base_size
-                )
-            })?
-        } else {
-            vec![]
-        };
-        let mut dctx = zstd_safe::DCtx::create();
-        dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(WINDOW_LOG))
-            .map_err(|e| zerr("zstd parameter", e))?;
-        if !reference.is_empty() {
-            dctx.ref_prefix(&reference)
-                .map_err(|e| zerr("zstd prefix", e))?;
-        }
-        data.clear();
-        data.reserve_exact(c.size as usize);
-        let n = dctx
-            .decompress(&mut data, &frame)
-            .map_err(|e| zerr(&format!("delta chunk {i}"), e))?;
-        if n as u64 != c.size || sha_hex(&data) != c.sha256 {
-            bail!(
-                "delta chunk {i} does not rebuild what was published: the base is not the root image {} the delta was made from",
-                h.base_sha256
-            );
-        }
-        whole.update(&data);
-        out.write_all(&data).context("writing the rebuilt update")?;
-    }
-    let mut rest = [0u8; 1];
-    if delta.read(&mut rest)? != 0 {
-        bail!("unexpected bytes after the last delta chunk");
-    }
-    if hex::encode(whole.finalize()) != h.target_sha256 {
-        bail!("the rebuilt update does not have the SHA-256 the delta names");
-    }
-    Ok(h)
 }
