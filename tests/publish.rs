@@ -724,3 +724,43 @@ fn after_an_update_key_rotation_older_releases_get_no_delta() {
     let repo = client_load(&base, "x86_64", &f.root_json()).unwrap();
     assert_eq!(repo.all_targets().count(), 2);
 }
+
+#[test]
+fn the_static_agent_rebuilds_the_update_from_a_delta() {
+    let f = fleet();
+    let (v1, v2) = two_releases(&f);
+    f.published(&v1, &[]);
+    f.published(&v2, &[]);
+    let agent = f.dir.join("edgeimg-agent");
+    std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = f.dir.join("slot");
+    std::fs::write(&base, root_payload(&v1, &f.update_pub)).unwrap();
+    let delta = std::fs::read_dir(f.repo.join("x86_64/targets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(DELTA))
+        .unwrap();
+    let out = f.dir.join("rebuilt.update");
+    ok(std::process::Command::new(&agent)
+        .args(["update", "delta"])
+        .arg(&base)
+        .arg(&delta)
+        .arg(&out));
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&v2).unwrap());
+    // Against another base: refused, and no OUT (nor OUT.part) is left.
+    let mut other = std::fs::read(&base).unwrap();
+    other[5_000] ^= 1;
+    std::fs::write(&base, &other).unwrap();
+    let out2 = f.dir.join("other.update");
+    let o = run(std::process::Command::new(&agent)
+        .args(["update", "delta"])
+        .arg(&base)
+        .arg(&delta)
+        .arg(&out2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("does not rebuild what was published"), "{err}");
+    assert!(err.contains(&delta.display().to_string()), "names the delta: {err}");
+    assert!(!out2.exists() && !f.dir.join("other.update.part").exists());
+}

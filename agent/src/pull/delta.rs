@@ -248,3 +248,37 @@ pub fn apply(
     }
     Ok(h)
 }
+
+/// `edgeimg-agent update delta BASE DELTA OUT`: rebuilds the update file
+/// OUT from the root image BASE (a file or the running slot's block device)
+/// and DELTA. OUT appears only complete: the bytes go to `OUT.part`, renamed
+/// once every chunk and the whole file's SHA-256 matched.
+pub fn apply_files(
+    base: &std::path::Path,
+    delta: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<Header> {
+    let mut b = std::fs::File::open(base).with_context(|| base.display().to_string())?;
+    let mut d = std::io::BufReader::new(
+        std::fs::File::open(delta).with_context(|| delta.display().to_string())?,
+    );
+    let mut part = out.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let f = std::fs::File::create(&part).with_context(|| part.display().to_string())?;
+    let mut w = std::io::BufWriter::new(f);
+    let r = apply(&mut b, &mut d, &mut w)
+        .with_context(|| delta.display().to_string())
+        .and_then(|h| {
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::msg(format!("writing {}: {e}", part.display())))?;
+            f.sync_all().with_context(|| part.display().to_string())?;
+            std::fs::rename(&part, out).with_context(|| out.display().to_string())?;
+            Ok(h)
+        });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    r
+}
