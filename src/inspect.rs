@@ -356,7 +356,7 @@ pub fn read_node_file(disk: &Path, offset: u64) -> Result<Option<String>, crate:
         .args([
             "-i",
             &spec,
-            &format!("::{}", edgeimg_agent::schema::NODE_CONFIG_RELPATH),
+            &format!("::{}", edgeimg_contract::schema::NODE_CONFIG_RELPATH),
         ])
         .run()
     {
@@ -434,9 +434,9 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
         if p.number == 1 && fs.fs == "vfat" {
             node_file = Some(match read_node_file(raw, p.offset) {
                 Ok(None) => NodeFile::absent(None),
-                Ok(Some(text)) => match edgeimg_agent::schema::NodeConfig::from_toml(
+                Ok(Some(text)) => match edgeimg_contract::schema::NodeConfig::from_toml(
                     &text,
-                    Path::new(edgeimg_agent::schema::NODE_CONFIG_RELPATH),
+                    Path::new(edgeimg_contract::schema::NODE_CONFIG_RELPATH),
                 ) {
                     Ok(n) => NodeFile {
                         present: true,
@@ -652,7 +652,7 @@ impl std::fmt::Display for Report {
             Some(n) if !n.present => writeln!(
                 f,
                 "node file   none ({} absent on the boot partition)",
-                edgeimg_agent::schema::NODE_CONFIG_RELPATH
+                edgeimg_contract::schema::NODE_CONFIG_RELPATH
             )?,
             Some(n) => match &n.error {
                 Some(e) => writeln!(f, "node file   present but invalid: {e}")?,
@@ -660,7 +660,7 @@ impl std::fmt::Display for Report {
                     writeln!(
                         f,
                         "node file   {}: hostname {}, users [{}]",
-                        edgeimg_agent::schema::NODE_CONFIG_RELPATH,
+                        edgeimg_contract::schema::NODE_CONFIG_RELPATH,
                         na(&n.hostname, "(image pattern)"),
                         n.users.join(", ")
                     )?;

@@ -293,7 +293,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
         }),
         verity: config.verity,
         files: root_files(k3s.as_ref().map(|(_, f)| f.as_slice())),
-        signing_key_file: edgeimg_agent::update::TRUSTED_KEY_PATH
+        signing_key_file: edgeimg_contract::update::TRUSTED_KEY_PATH
             .trim_start_matches('/')
             .to_string(),
         outputs,
@@ -374,7 +374,7 @@ fn k3s_plan(
 fn root_files(k3s: Option<&[String]>) -> Vec<String> {
     let mut v = crate::stage::system::planned();
     v.push(
-        edgeimg_agent::update::GENERATION_PATH
+        edgeimg_contract::update::GENERATION_PATH
             .trim_start_matches('/')
             .to_string(),
     );

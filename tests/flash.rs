@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{edgeimg, ok, run};
-use edgeimg_agent::schema::NodeConfig;
+use edgeimg_contract::schema::NodeConfig;
 
 use synthetic::{DATA_AT, MIB, make_image};
 

@@ -158,13 +158,7 @@ fn find_partition<D: Read + Seek>(disk: &mut D, partuuid: &str) -> Result<(u64, 
     crate::bail!("no MBR partition has this PARTUUID")
 }
 
-/// An MBR partition's PARTUUID as the kernel and blkid print it: the disk
-/// signature and the partition number, both in hex. The builder names
-/// partitions with this same function (disk/layout.rs), so the PARTUUID it
-/// writes into /etc/fstab is the one found here.
-pub fn mbr_partuuid(disk_id: u32, number: u32) -> String {
-    format!("{disk_id:08x}-{number:02x}")
-}
+pub use edgeimg_contract::partition::mbr_partuuid;
 
 /// A GPT GUID as the kernel and blkid print it (first three fields little-endian).
 fn guid_string(g: &[u8; 16]) -> String {

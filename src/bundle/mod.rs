@@ -482,7 +482,7 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
                 .span()
                 .map(|s| manifest::line_of(&text, s.start))
                 .unwrap_or(1),
-            message: edgeimg_agent::tomlerr::message(&text, &e),
+            message: edgeimg_contract::tomlerr::message(&text, &e),
         })
 }
 

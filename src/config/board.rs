@@ -189,7 +189,7 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
     let file = format!("boards/{name}.toml (embedded)");
     let bad = |text: &str, e: toml::de::Error| ConfigError::TomlSyntax {
         file: file.clone(),
-        detail: edgeimg_agent::tomlerr::describe(text, &e),
+        detail: edgeimg_contract::tomlerr::describe(text, &e),
     };
     let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(text, e))?;
     // `inherits = "other"`: a board that differs from another only in a few keys

@@ -158,7 +158,7 @@ pub fn compute(
 /// on GPT; the disk signature and number on MBR.
 pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) -> String {
     match mbr_disk_id {
-        Some(id) => edgeimg_agent::bootpart::mbr_partuuid(id, number),
+        Some(id) => edgeimg_contract::partition::mbr_partuuid(id, number),
         None => Uuid::derive(seed, &format!("partition/{label}")).to_string(),
     }
 }

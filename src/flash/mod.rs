@@ -111,7 +111,7 @@ pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
 /// Reads and validates a node file with the agent's own schema.
 pub fn load_node(path: &Path) -> Result<String, FlashError> {
     let text = std::fs::read_to_string(path).map_err(io_err("read node file", path))?;
-    edgeimg_agent::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
+    edgeimg_contract::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
         path: path.into(),
         msg: e.to_string(),
     })?;
@@ -255,7 +255,7 @@ fn boot_offset(target: &Path) -> Result<u64, FlashError> {
 pub fn write_node_file(target: &Path, node: &Path) -> Result<(), FlashError> {
     let off = boot_offset(target)?;
     let spec = format!("{}@@{off}", target.display());
-    let rel = edgeimg_agent::schema::NODE_CONFIG_RELPATH;
+    let rel = edgeimg_contract::schema::NODE_CONFIG_RELPATH;
     let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let exists = Cmd::new(MDIR)
         .env("MTOOLS_SKIP_CHECK", "1")
@@ -415,7 +415,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
         reporter_note(&format!(
             "edgeimg flash: wrote {} to the boot partition as {}",
             n.display(),
-            edgeimg_agent::schema::NODE_CONFIG_RELPATH
+            edgeimg_contract::schema::NODE_CONFIG_RELPATH
         ));
     }
     if is_dev {

@@ -128,9 +128,9 @@ fn trim(ctx: &Ctx, base: &Base, tree: &std::path::Path, kernel: &KernelFiles) ->
 
 /// What the builder tells the agent (`/usr/lib/edgeimg/image.json`),
 /// checked as the agent would check it on every device.
-fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_agent::schema::ImageConfig> {
+fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_contract::schema::ImageConfig> {
     let cfg = ctx.cfg;
-    let image_config = edgeimg_agent::schema::ImageConfig {
+    let image_config = edgeimg_contract::schema::ImageConfig {
         name: cfg.name.clone(),
         board: cfg.board.name.clone(),
         arch: cfg.board.arch.clone(),
@@ -139,11 +139,11 @@ fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_agent::schema::I
         users: cfg.users.clone(),
         boot_mount: "/boot/efi".into(),
         k3s: match (&cfg.k3s, &checked.k3s) {
-            (Some(k), Some(inputs)) => Some(edgeimg_agent::schema::K3sSettings {
+            (Some(k), Some(inputs)) => Some(edgeimg_contract::schema::K3sSettings {
                 stand_in: inputs.stand_in,
                 // A token given at build time is placed in the agent's token file.
                 token_file: if k.token.is_some() {
-                    Some(edgeimg_agent::schema::K3S_TOKEN_FILE.to_string())
+                    Some(edgeimg_contract::schema::K3S_TOKEN_FILE.to_string())
                 } else {
                     k.settings.token_file.clone()
                 },
@@ -164,16 +164,16 @@ fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_agent::schema::I
 fn update_keys(ctx: &Ctx, tree: &std::path::Path, checked: &Checked) -> Result<Vec<String>> {
     let mut placed = Vec::new();
     if let Some(sk) = &checked.signing_key {
-        let rel = edgeimg_agent::update::TRUSTED_KEY_PATH.trim_start_matches('/');
+        let rel = edgeimg_contract::update::TRUSTED_KEY_PATH.trim_start_matches('/');
         system::write(
             tree,
             rel,
-            edgeimg_agent::update::keys::public_text(&sk.verifying_key()).as_bytes(),
+            edgeimg_contract::update::keys::public_text(&sk.verifying_key()).as_bytes(),
             0o644,
         )?;
         placed.push(rel.into());
     }
-    let rel = edgeimg_agent::update::GENERATION_PATH.trim_start_matches('/');
+    let rel = edgeimg_contract::update::GENERATION_PATH.trim_start_matches('/');
     system::write(
         tree,
         rel,
@@ -191,7 +191,7 @@ fn place_k3s(
     tree: &std::path::Path,
     k: &crate::config::k3s::K3sConfig,
     inputs: &crate::k3s_inputs::K3sInputs,
-    settings: &edgeimg_agent::schema::K3sSettings,
+    settings: &edgeimg_contract::schema::K3sSettings,
 ) -> Result<Vec<String>> {
     let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
     let placed = k3s::place(

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edgeimg_agent::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
+use edgeimg_contract::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
 
 use super::system::{enable, write};
 use crate::bundle::ResolvedBundle;
@@ -124,7 +124,7 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
         }
         None => input.settings.token_file.as_deref(),
     };
-    let yaml = edgeimg_agent::k3s::render_config_yaml(input.settings, None, "", token_file);
+    let yaml = edgeimg_contract::k3s_config::render_config_yaml(input.settings, None, "", token_file);
     write(
         tree,
         K3S_CONFIG.trim_start_matches('/'),

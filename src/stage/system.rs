@@ -12,7 +12,7 @@ use crate::agents;
 /// Values the system files are made from.
 pub struct SystemInput<'a> {
     pub agent: &'a [u8],
-    pub image_config: &'a edgeimg_agent::schema::ImageConfig,
+    pub image_config: &'a edgeimg_contract::schema::ImageConfig,
     pub boot_partuuid: String,
     /// Extra lines for /usr/lib/os-release (IMAGE_ID=..., ...).
     pub os_release_extra: Vec<(String, String)>,
@@ -44,13 +44,13 @@ const DHCP_NETWORK: &str = "etc/systemd/network/80-edgeimg-dhcp.network";
 /// packages), in its order: `edgeimg plan` lists these.
 pub fn planned() -> Vec<String> {
     let mut v = vec![
-        edgeimg_agent::sshkeys::SSHD_DROP_IN
+        edgeimg_contract::ssh::SSHD_DROP_IN
             .trim_start_matches('/')
             .to_string(),
         SSH_SERVICE_DROP_IN.to_string(),
         "etc/fstab".to_string(),
         agents::AGENT_PATH.to_string(),
-        edgeimg_agent::schema::IMAGE_CONFIG_PATH
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH
             .trim_start_matches('/')
             .to_string(),
     ];
@@ -90,11 +90,11 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     write(tree, "etc/hostname", b"localhost\n", 0o644)?;
     // sshd uses exactly the host keys the agent makes (no RSA: see sshkeys.rs).
     if tree.join("usr/sbin/sshd").exists() {
-        let rel = edgeimg_agent::sshkeys::SSHD_DROP_IN.trim_start_matches('/');
+        let rel = edgeimg_contract::ssh::SSHD_DROP_IN.trim_start_matches('/');
         write(
             tree,
             rel,
-            edgeimg_agent::sshkeys::sshd_drop_in().as_bytes(),
+            edgeimg_contract::ssh::sshd_drop_in().as_bytes(),
             0o644,
         )?;
         placed.push(rel.into());
@@ -140,12 +140,12 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     let image_json = serde_json::to_vec_pretty(input.image_config)?;
     write(
         tree,
-        edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'),
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'),
         &image_json,
         0o644,
     )?;
     placed.push(
-        edgeimg_agent::schema::IMAGE_CONFIG_PATH
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH
             .trim_start_matches('/')
             .into(),
     );
@@ -282,7 +282,7 @@ mod tests {
             write(tree, f, b"", 0o644).unwrap();
         }
         write(tree, "usr/lib/os-release", b"ID=debian\n", 0o644).unwrap();
-        let image_config = edgeimg_agent::schema::ImageConfig {
+        let image_config = edgeimg_contract::schema::ImageConfig {
             name: "x".into(),
             board: "x86_64".into(),
             arch: "amd64".into(),

@@ -545,7 +545,7 @@ impl K3sSettings {
     /// Check every value's shape (URL, paths, labels, taints, names, no
     /// newlines). Whether the combination is complete (an agent has a
     /// server and a token) is checked after merging node.toml, by
-    /// [`crate::k3s::plan`].
+    /// the agent's `k3s::plan`.
     pub fn validate(&self) -> Result<()> {
         if let Some(s) = &self.server {
             validate_server_url(s)?;
