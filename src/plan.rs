@@ -10,6 +10,7 @@ use crate::config::board::{Board, Firmware, PartitionTable};
 use crate::config::{Config, ImageSize};
 use crate::disk::layout;
 use crate::ids::{self, Uuid};
+use edgeimg_contract::cmdline as kcmd;
 
 /// Identifiers, all derived from the seed.
 #[derive(Debug, Clone, Serialize)]
@@ -147,8 +148,8 @@ pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -
     parts.extend([
         "rootfstype=erofs".into(),
         "ro".into(),
-        format!("edgeimg.data=PARTUUID={}", ids.data_partuuid),
-        "edgeimg.slot=a".into(),
+        format!("{}=PARTUUID={}", kcmd::DATA, ids.data_partuuid),
+        format!("{}=a", kcmd::SLOT),
         // Partitions are mounted by edgeimg, never guessed from their types.
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cmd::{self, Cmd, VERITYSETUP};
+use edgeimg_contract::cmdline as kcmd;
 use crate::ids::Uuid;
 
 /// Packages an image with verity on needs on top of the base (the initramfs
@@ -86,9 +87,9 @@ fn root_hash(report: &str) -> Option<String> {
 pub fn cmdline_params(root_partuuid: &str, root_hash: &str, hash_offset: &str) -> Vec<String> {
     vec![
         format!("root=/dev/mapper/{MAPPER_NAME}"),
-        format!("edgeimg.verity={root_hash}"),
-        format!("edgeimg.verity.dev=PARTUUID={root_partuuid}"),
-        format!("edgeimg.verity.offset={hash_offset}"),
+        format!("{}={root_hash}", kcmd::VERITY),
+        format!("{}=PARTUUID={root_partuuid}", kcmd::VERITY_DEV),
+        format!("{}={hash_offset}", kcmd::VERITY_OFFSET),
     ]
 }
 

@@ -25,6 +25,7 @@
 //! suffix ([`crate::update::health`]); the new slot then stays first.
 
 use crate::config;
+use edgeimg_contract::cmdline as kcmd;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::grow;
@@ -65,18 +66,18 @@ pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 /// device and stays; the slot is `edgeimg.verity.dev=` instead. The root hash
 /// (`edgeimg.verity=`) is the new image's own, so it is kept as the update has it.
 pub fn device_cmdline(new: &str, current: &str, slot: char, root_partuuid: &str) -> String {
-    let data = param(current, "edgeimg.data");
-    let verity = param(new, "edgeimg.verity.dev").is_some();
+    let data = param(current, kcmd::DATA);
+    let verity = param(new, kcmd::VERITY_DEV).is_some();
     let mut out: Vec<String> = Vec::new();
     for t in new.split_whitespace() {
         let k = t.split('=').next().unwrap_or("");
         out.push(match k {
             "root" if verity => t.to_string(),
             "root" => format!("root=PARTUUID={root_partuuid}"),
-            "edgeimg.verity.dev" => format!("edgeimg.verity.dev=PARTUUID={root_partuuid}"),
-            "edgeimg.slot" => format!("edgeimg.slot={slot}"),
-            "edgeimg.data" => match data {
-                Some(d) => format!("edgeimg.data={d}"),
+            kcmd::VERITY_DEV => format!("{}=PARTUUID={root_partuuid}", kcmd::VERITY_DEV),
+            kcmd::SLOT => format!("{}={slot}", kcmd::SLOT),
+            kcmd::DATA => match data {
+                Some(d) => format!("{}={d}", kcmd::DATA),
                 None => t.to_string(),
             },
             _ => t.to_string(),
@@ -269,7 +270,7 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     }
     let key = keys::read_public(&key_path)?;
     let cmdline = fsutil::read(&root.path("/proc/cmdline"))?;
-    let current = match param(&cmdline, "edgeimg.slot") {
+    let current = match param(&cmdline, kcmd::SLOT) {
         Some("a") => 'a',
         Some("b") => 'b',
         other => crate::bail!("no edgeimg.slot=a|b on the kernel command line ({other:?})"),
