@@ -4,6 +4,7 @@
 //! The agent is a small static musl binary, so this crate depends only on
 //! crates the agent needs anyway (serde, toml, ed25519, sha2).
 
+pub mod arch;
 pub mod cmdline;
 pub mod error;
 pub mod hex;
