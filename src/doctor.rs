@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::cmd::{self, Tool};
 use crate::config::board::{self, Board, QemuBoot};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     pub what: String,
     pub package: String,
@@ -188,4 +188,97 @@ pub fn boards_for(names: &[String]) -> anyhow::Result<Vec<Board>> {
         .iter()
         .map(|n| board::load(n).map_err(Into::into))
         .collect()
+}
+
+/// What a build of the config needs besides tools: the lock readable, and
+/// (with K3s enabled) the config's bundle cached and locked for the config's
+/// board. A gap's `purpose` is the command that fixes it.
+/// With `bundle_dir` (a `build --bundle DIR`), that directory is checked as
+/// `bundle verify DIR` does, instead of the cache.
+pub fn config_checks(
+    config: Option<&Path>,
+    lock: Option<&Path>,
+    bundle_dir: Option<&Path>,
+) -> Vec<Check> {
+    use crate::bundle::{self, Arch, LockFile, Manifest};
+    let lock = lock
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::config::lock_path(config));
+    let fix = |what: String, purpose: String| Check {
+        what,
+        package: String::new(),
+        purpose,
+        found: None,
+    };
+    let mut out = Vec::new();
+    let lock_what = format!("bundle lock {}", lock.display());
+    match LockFile::load_or_empty(&lock) {
+        Ok(l) if lock.exists() => out.push(Check {
+            found: Some(format!(
+                "{} {}",
+                l.bundles.len(),
+                if l.bundles.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
+            )),
+            ..fix(lock_what, String::new())
+        }),
+        Ok(_) => {}
+        Err(e) => out.push(fix(
+            lock_what,
+            format!("{e}; repair or delete it, then run `edgeimg bundle fetch`"),
+        )),
+    }
+    let cfg = match crate::config::load(config, None) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(fix("configuration".into(), format!("{e}")));
+            return out;
+        }
+    };
+    let Some(k) = &cfg.k3s else {
+        return out;
+    };
+    let what = format!("K3s bundle {} ({})", k.bundle, cfg.board.arch);
+    let arch = match cfg.board.arch.parse::<Arch>() {
+        Ok(a) => a,
+        Err(e) => {
+            out.push(fix(what, e.to_string()));
+            return out;
+        }
+    };
+    let flag = if k.buildkit { " --buildkit" } else { "" };
+    let get = format!(
+        "`edgeimg bundle fetch {} --arch {arch}{flag}`, or carry it in: `edgeimg bundle import DIR`",
+        k.bundle
+    );
+    if let Some(dir) = bundle_dir {
+        let checked = Manifest::for_build(&k.bundle, Some(dir)).and_then(|m| {
+            bundle::carry::check_members(dir, &m, arch)?;
+            let b = bundle::from_dir(dir, &m, arch, k.buildkit)?;
+            b.check_lock(&lock)?;
+            Ok(b)
+        });
+        out.push(match checked {
+            Ok(b) => Check {
+                found: Some(format!("directory {} verified", dir.display())),
+                ..fix(format!("K3s bundle {} ({})", b.name, b.arch), String::new())
+            },
+            Err(e) => fix(what, format!("{e}")),
+        });
+        return out;
+    }
+    match Manifest::find(&k.bundle).and_then(|m| bundle::resolve(&m, &lock, arch, k.buildkit)) {
+        Ok(b) => out.push(Check {
+            found: Some(format!("cached, locked in {}", lock.display())),
+            ..fix(format!("K3s bundle {} ({})", b.name, b.arch), String::new())
+        }),
+        Err(bundle::BundleError::NotCached { missing, .. }) => {
+            out.push(fix(what, format!("not cached ({missing}): run {get}")))
+        }
+        Err(e) => out.push(fix(what, format!("{e}"))),
+    }
+    out
 }

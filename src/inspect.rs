@@ -17,6 +17,7 @@ use crate::config::size::human;
 use crate::ids::Uuid;
 use crate::io_error::{IoError, io_err};
 use crate::manifest::Manifest;
+use crate::stream_capture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -96,7 +97,7 @@ fn mbr_type_name(t: u8) -> Option<&'static str> {
 
 /// Reads the partition table of a disk image or device: GPT when there is
 /// one (512- or 4096-byte sectors), else MBR.
-pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
+pub fn read_table<R: Read + Seek>(f: &mut R, path: &Path) -> Result<Table, InspectError> {
     let invalid = |msg: String| InspectError::Invalid {
         path: path.into(),
         msg,
@@ -107,19 +108,26 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
             .iter()
             .filter(|(_, p)| p.is_used())
             .map(|(n, p)| {
+                let (offset, size) = gpt_span(p.starting_lba, p.ending_lba, gpt.sector_size)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "GPT partition {n}: sectors {}..={} of {} bytes are not a valid range",
+                            p.starting_lba, p.ending_lba, gpt.sector_size
+                        ))
+                    })?;
                 let t = guid(&p.partition_type_guid);
-                TablePartition {
+                Ok(TablePartition {
                     number: n,
-                    offset: p.starting_lba * gpt.sector_size,
-                    size: (p.ending_lba + 1 - p.starting_lba) * gpt.sector_size,
+                    offset,
+                    size,
                     type_name: gpt_type_name(&t).map(String::from),
                     type_id: t,
                     part_uuid: guid(&p.unique_partition_guid),
                     name: Some(p.partition_name.as_str().to_string()).filter(|s| !s.is_empty()),
                     bootable: p.attribute_bits & 0b100 != 0,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, InspectError>>()?;
         return Ok(Table {
             kind: TableKind::Gpt,
             disk_id: guid(&gpt.header.disk_guid),
@@ -128,8 +136,17 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
         });
     }
     let mut sector = [0u8; 512];
-    f.read_exact_at(&mut sector, 0)
-        .map_err(io_err("read partition table of", path))?;
+    match f
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_exact(&mut sector))
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(invalid(
+                "no partition table: shorter than one 512-byte sector".into(),
+            ));
+        }
+        r => r.map_err(io_err("read partition table of", path))?,
+    }
     if sector[510..512] != [0x55, 0xaa] {
         return Err(invalid("no partition table (neither GPT nor MBR)".into()));
     }
@@ -157,6 +174,16 @@ pub fn read_table(f: &mut File, path: &Path) -> Result<Table, InspectError> {
         sector_size: 512,
         partitions,
     })
+}
+
+/// Byte offset and size of GPT sectors `start..=end`; `None` when the range
+/// is empty or does not fit in 64 bits (a hostile table must not wrap).
+fn gpt_span(start: u64, end: u64, sector_size: u64) -> Option<(u64, u64)> {
+    let sectors = end.checked_add(1)?.checked_sub(start).filter(|&n| n > 0)?;
+    let offset = start.checked_mul(sector_size)?;
+    let size = sectors.checked_mul(sector_size)?;
+    offset.checked_add(size)?;
+    Some((offset, size))
 }
 
 /// What a partition's first bytes say its filesystem is.
@@ -368,96 +395,149 @@ pub fn read_node_file(disk: &Path, offset: u64) -> Result<Option<String>, crate:
     }
 }
 
-/// Decompresses `image` into a sparse temporary file (zero chunks become holes).
-fn decompress_to_temp(image: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    let mut r = crate::artifact::decompressing_reader(image)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".edgeimg-inspect")
-        .tempfile_in(std::env::temp_dir())?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            let k = r.read(&mut buf[n..])?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().any(|&b| b != 0) {
-            tmp.as_file().write_all_at(&buf[..n], pos)?;
-        }
-        pos += n as u64;
-    }
-    tmp.as_file().set_len(pos)?;
-    Ok(tmp)
+/// The image's bytes as inspect reads them: the file itself, or a
+/// compressed image read through [`stream_capture`] (only the sectors the
+/// table, the superblocks and the FAT need are kept; nothing is written).
+enum Source {
+    Plain(File),
+    Compressed(stream_capture::Captured),
 }
 
-/// Inspects `image` (`.img`, `.img.zst`, `.img.xz`).
-pub fn inspect(image: &Path) -> anyhow::Result<Report> {
-    use anyhow::Context;
-    let meta =
-        std::fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{} is not an image file", image.display());
+impl Source {
+    /// Up to 4 KiB at `offset` (a filesystem's superblock area).
+    fn head(&mut self, offset: u64, image: &Path) -> Result<Vec<u8>, InspectError> {
+        let mut head = vec![0u8; 4096];
+        let n = match self {
+            Source::Plain(f) => f
+                .read_at(&mut head, offset)
+                .map_err(io_err("read partition of", image))?,
+            Source::Compressed(c) => {
+                c.seek(SeekFrom::Start(offset))
+                    .map_err(io_err("read partition of", image))?;
+                crate::read_full::read_full(c, &mut head).unwrap_or(0)
+            }
+        };
+        head.truncate(n);
+        Ok(head)
     }
-    let tmp;
-    let raw: &Path = if uncompressed_name(image) != image {
-        tmp = decompress_to_temp(image)
-            .with_context(|| format!("decompressing {}", image.display()))?;
-        tmp.path()
+}
+
+/// What a node file's text (or the failure to read it) says.
+fn node_file_of(read: Result<Option<String>, String>) -> NodeFile {
+    match read {
+        Ok(None) => NodeFile::absent(None),
+        Ok(Some(text)) => match edgeimg_contract::schema::NodeConfig::from_toml(
+            &text,
+            Path::new(edgeimg_contract::schema::NODE_CONFIG_RELPATH),
+        ) {
+            Ok(n) => NodeFile {
+                present: true,
+                hostname: n.hostname,
+                users: n.users.into_iter().map(|u| u.name).collect(),
+                k3s_role: n
+                    .k3s
+                    .as_ref()
+                    .and_then(|k| k.role)
+                    .map(|r| r.as_str().to_string()),
+                k3s_server: n.k3s.as_ref().and_then(|k| k.server.clone()),
+                token_set: n.k3s.as_ref().is_some_and(|k| k.token.is_some()),
+                error: None,
+            },
+            Err(e) => NodeFile {
+                present: true,
+                ..NodeFile::absent(Some(e.to_string()))
+            },
+        },
+        Err(e) => NodeFile::absent(Some(e)),
+    }
+}
+
+/// Inspects `image` (`.img`, `.img.zst`, `.img.xz`) or a block device (a
+/// flashed card or disk), read-only.
+pub fn inspect(image: &Path) -> anyhow::Result<Report> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(image).map_err(|cause| crate::exit::Unreadable {
+        path: image.to_path_buf(),
+        cause,
+    })?;
+    let device = meta.file_type().is_block_device();
+    if !meta.is_file() && !device {
+        anyhow::bail!(
+            "{} is neither an image file nor a block device",
+            image.display()
+        );
+    }
+    let compressed = !device && uncompressed_name(image) != image;
+    // A manifest lies beside an image file; a device has none.
+    let manifest = if device {
+        None
     } else {
-        image
+        Manifest::beside(image)?
     };
-    let mut f = File::open(raw).map_err(io_err("open", raw))?;
-    let rmeta = f.metadata().map_err(io_err("stat", raw))?;
-    let table = read_table(&mut f, image)?;
-    let manifest = Manifest::beside(image)?;
     let m = manifest.as_ref().map(|(_, m)| m);
+    let (mut src, table, size, stream_sha) = if compressed {
+        let mut cap = stream_capture::Captured::default();
+        let table = stream_capture::parse_with(image, &mut cap, |c| read_table(c, image))??;
+        // One full pass: the size, the SHA-256 and every partition's first
+        // 4 KiB, in a single decompression.
+        let heads: Vec<(u64, u64)> = table
+            .partitions
+            .iter()
+            .map(|p| (p.offset, p.offset.saturating_add(4096)))
+            .collect();
+        let mut h = Sha256::new();
+        stream_capture::pass(image, &mut cap, &heads, Some(&mut |b: &[u8]| h.update(b)))?;
+        let size = cap.len.unwrap_or(0);
+        (
+            Source::Compressed(cap),
+            table,
+            size,
+            Some(hex::encode(h.finalize())),
+        )
+    } else {
+        let mut f = File::open(image).map_err(io_err("open", image))?;
+        let table = read_table(&mut f, image)?;
+        // A device's metadata has no length: its end does.
+        let size = if device {
+            f.seek(std::io::SeekFrom::End(0))
+                .map_err(io_err("read", image))?
+        } else {
+            meta.len()
+        };
+        (Source::Plain(f), table, size, None)
+    };
     let mut partitions = Vec::new();
     let mut node_file = None;
     for p in &table.partitions {
-        let mut head = vec![0u8; 4096];
-        let n = f
-            .read_at(&mut head, p.offset)
-            .map_err(io_err("read partition of", image))?;
-        head.truncate(n);
-        let fs = probe_fs(&head);
+        let fs = probe_fs(&src.head(p.offset, image)?);
         let role = m
             .and_then(|m| m.layout.partitions.iter().find(|x| x.number == p.number))
             .and_then(|x| serde_json::to_value(x.role).ok())
             .and_then(|v| v.as_str().map(String::from));
         if p.number == 1 && fs.fs == "vfat" {
-            node_file = Some(match read_node_file(raw, p.offset) {
-                Ok(None) => NodeFile::absent(None),
-                Ok(Some(text)) => match edgeimg_contract::schema::NodeConfig::from_toml(
-                    &text,
-                    Path::new(edgeimg_contract::schema::NODE_CONFIG_RELPATH),
-                ) {
-                    Ok(n) => NodeFile {
-                        present: true,
-                        hostname: n.hostname,
-                        users: n.users.into_iter().map(|u| u.name).collect(),
-                        k3s_role: n
-                            .k3s
-                            .as_ref()
-                            .and_then(|k| k.role)
-                            .map(|r| r.as_str().to_string()),
-                        k3s_server: n.k3s.as_ref().and_then(|k| k.server.clone()),
-                        token_set: n.k3s.as_ref().is_some_and(|k| k.token.is_some()),
-                        error: None,
-                    },
-                    Err(e) => NodeFile {
-                        present: true,
-                        ..NodeFile::absent(Some(e.to_string()))
-                    },
-                },
-                Err(e) => NodeFile::absent(Some(e.to_string())),
-            });
+            let read = match &mut src {
+                // A device is read in process, through the descriptor
+                // already open read-only.
+                Source::Plain(f) if device => edgeimg_contract::bootfs::read_from_partition(
+                    f,
+                    p.offset,
+                    p.size,
+                    edgeimg_contract::schema::NODE_CONFIG_RELPATH,
+                )
+                .map_err(|e| e.to_string()),
+                Source::Plain(_) => read_node_file(image, p.offset).map_err(|e| e.to_string()),
+                Source::Compressed(cap) => {
+                    let rel = edgeimg_contract::schema::NODE_CONFIG_RELPATH;
+                    stream_capture::parse_with(image, cap, |c| {
+                        edgeimg_contract::bootfs::read_from_partition(c, p.offset, p.size, rel)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                }
+            };
+            node_file = Some(node_file_of(read));
         }
         partitions.push(PartitionReport {
             table: p.clone(),
@@ -465,13 +545,20 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             role,
         });
     }
+    let sha256_matches = match (m, &stream_sha) {
+        (Some(m), Some(h)) => Some(*h == m.image.sha256),
+        (Some(m), None) => Some(hash_matches(image, &m.image.sha256)?),
+        (None, _) => None,
+    };
     Ok(Report {
         image: image.display().to_string(),
-        size: rmeta.len(),
-        allocated: if raw == image {
-            meta.blocks() * 512
-        } else {
+        size,
+        allocated: if device {
+            size
+        } else if compressed {
             meta.len()
+        } else {
+            meta.blocks() * 512
         },
         manifest: manifest.as_ref().map(|(p, _)| p.display().to_string()),
         name: m.map(|m| m.name.clone()),
@@ -479,7 +566,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
         arch: m.map(|m| m.arch.clone()),
         edgeimg_version: m.map(|m| m.edgeimg_version.clone()),
         image_sha256: m.map(|m| m.image.sha256.clone()),
-        sha256_matches: m.map(|m| hash_matches(raw, &m.image.sha256)).transpose()?,
+        sha256_matches,
         table_kind: table.kind,
         disk_id: table.disk_id.clone(),
         partitions,

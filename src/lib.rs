@@ -15,6 +15,7 @@ pub mod context;
 pub mod disk;
 pub mod docgen;
 pub mod doctor;
+pub mod exit;
 pub mod flash;
 pub mod fs;
 pub mod ids;
@@ -38,6 +39,8 @@ pub mod selinux;
 pub mod sparse;
 pub mod ssh_pubkey;
 pub mod stage;
+pub mod stream_capture;
+pub mod tar_members;
 pub mod update;
 pub mod verity;
 

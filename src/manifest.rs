@@ -296,7 +296,11 @@ fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            sha256: sha256_file(path)?,
+            // What was checked and copied (the copy refuses other bytes).
+            sha256: match &archive.sha256 {
+                Some(s) => s.clone(),
+                None => sha256_file(path)?,
+            },
             images: archive.images.iter().map(|i| i.name.clone()).collect(),
         });
     }

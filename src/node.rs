@@ -291,6 +291,24 @@ pub fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), Nod
     result
 }
 
+/// Replaces every `token` value in a node file's JSON form with `true`, so
+/// `edgeimg node --json` says a token is set without printing it.
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k.contains("token") && !x.is_null() {
+                    *x = serde_json::Value::Bool(true);
+                } else {
+                    redact_json(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,3 +285,68 @@ fn verify_refuses_hostile_headers() {
         refused(&f, &public, needle);
     }
 }
+
+/// Crafted headers cost bounded memory (< 64 MiB peak RSS): a length field
+/// claiming 4 GiB, a header of the maximum size (1 MiB) holding thousands
+/// of payload entries, signed, and a payload claiming 2^60 bytes. Each is
+/// refused with one error naming the file.
+#[test]
+fn crafted_headers_are_refused_in_bounded_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "fleet");
+    let x = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+    let base = |payloads: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "name": "t", "board": "x86_64", "arch": "amd64", "build_id": "00aa",
+            "edgeimg_version": "0", "kernel_version": "6.12", "cmdline": "root=x",
+            "created": 0, "key_id": "k", "generation": 2, "payloads": payloads,
+        })
+    };
+    let check = |f: &Path, needle: &str| {
+        let m = run_measured(
+            edgeimg()
+                .args(["update", "verify"])
+                .arg(f)
+                .arg("--key")
+                .arg(&public)
+                .args(["--board", "x86_64", "--arch", "amd64"]),
+        );
+        assert!(!m.success, "{} was accepted", f.display());
+        assert!(
+            m.stderr.contains(needle) && m.stderr.contains(&f.display().to_string()),
+            "{}",
+            m.stderr
+        );
+        assert!(
+            m.peak_rss_kib < 64 * 1024,
+            "{needle}: peak RSS {} KiB",
+            m.peak_rss_kib
+        );
+    };
+    // A length field of 4 GiB, and nothing behind it.
+    let huge = d.path().join("huge-len.update");
+    let mut b = b"EDGEUPD\0".to_vec();
+    b.extend_from_slice(&2u32.to_le_bytes());
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&huge, &b).unwrap();
+    check(&huge, "exceeds");
+    // Close to 1 MiB of signed header: 12000 payload entries.
+    let many: Vec<serde_json::Value> = (0..12000)
+        .map(|i| serde_json::json!({"name": format!("p{i}"), "offset": i, "size": 1, "sha256": x}))
+        .collect();
+    let f = signed_raw(d.path(), &key, base(many));
+    let len = std::fs::metadata(&f).unwrap().len();
+    assert!(len > 900 * 1024, "{len}");
+    let many = d.path().join("many.update");
+    std::fs::rename(&f, &many).unwrap();
+    check(&many, "update refused");
+    // A payload claiming 2^60 bytes.
+    let f = signed_raw(
+        d.path(),
+        &key,
+        base(vec![
+            serde_json::json!({"name": "root.erofs", "offset": 0, "size": 1u64 << 60, "sha256": x}),
+        ]),
+    );
+    check(&f, "truncated");
+}

@@ -317,6 +317,14 @@ fn k3s_firstboot_merges_node_and_keeps_token_secret() {
         fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(),
         "K10topsecret::server:xyz\n"
     );
+    // Once stored on the data partition the token leaves the FAT; the rest
+    // of node.toml stays.
+    let node_after = fs::read_to_string(root.path("/boot/efi/edgeimg/node.toml")).unwrap();
+    assert!(!node_after.contains("topsecret"), "{node_after}");
+    assert!(
+        node_after.contains("edge-2") && node_after.contains("zone=b"),
+        "{node_after}"
+    );
     let cfg = fs::read_to_string(root.path(K3S_CONFIG)).unwrap();
     assert_eq!(
         cfg,
@@ -493,4 +501,22 @@ fn plain_appliance_has_null_cluster_fields() {
             .unwrap()
             .contains("cluster")
     );
+}
+
+/// node.toml is read whole into memory: one larger than any real node file
+/// (here 1 MiB) is refused with an error naming it, before any step runs.
+#[test]
+fn an_oversized_node_file_is_refused_before_any_step() {
+    let (_d, root) = k3s_device(K3sSettings::default());
+    let mut big = String::from("hostname = \"x\"\n");
+    while big.len() < 1 << 20 {
+        big.push_str("# padding padding padding padding padding padding\n");
+    }
+    write(&root, "/boot/efi/edgeimg/node.toml", &big);
+    let e = firstboot::run(&root).unwrap_err().to_string();
+    assert!(
+        e.contains("node.toml is larger than 64 KiB") && e.contains("`config`"),
+        "{e}"
+    );
+    assert!(firstboot::read_stamp(&root).unwrap().is_none());
 }

@@ -18,6 +18,7 @@ pub mod k3s;
 pub mod machine_id;
 pub mod ready;
 pub mod root;
+pub mod scrub;
 pub mod sshkeys;
 pub mod status;
 pub mod timefmt;

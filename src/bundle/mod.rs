@@ -10,8 +10,10 @@
 //! The builder calls [`resolve`] (cached bundle, checked against the lock) or
 //! [`from_dir`] (a `--bundle DIR`), and gets a [`ResolvedBundle`].
 
+pub mod carry;
 pub mod fetch;
 pub mod import;
+pub mod list;
 pub mod lock;
 pub mod manifest;
 pub mod store;
@@ -33,7 +35,8 @@ pub use lock::{LockEntry, LockFile, LockedAsset};
 pub use manifest::{AssetSpec, Manifest};
 pub use store::Store;
 
-/// The lock file `bundle fetch`/`import` write when no `--lock` is given.
+/// The lock file's name: it lives beside the config a build reads
+/// ([`crate::config::lock_path`]), for `build` and every `bundle` command alike.
 pub const DEFAULT_LOCK: &str = "edgeimg.lock";
 /// Environment variable holding a mirror that replaces the manifest's upstream.
 pub const MIRROR_ENV: &str = "EDGEIMG_BUNDLE_MIRROR";
@@ -140,7 +143,8 @@ pub enum BundleError {
         partial: PathBuf,
     },
     #[error(
-        "{asset} ({source_desc}): SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached"
+        "{}: SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached",
+        located(asset, source_desc)
     )]
     ChecksumMismatch {
         asset: String,
@@ -194,6 +198,16 @@ pub enum BundleError {
     NoUrl { asset: String, manifest: String },
     #[error("no lock file {}: run `edgeimg bundle fetch` or `edgeimg bundle import` first, or pass --lock", lock.display())]
     NoLock { lock: PathBuf },
+    #[error("{}: {what}; a bundle directory holds regular files only", path.display())]
+    MemberNotRegular { path: PathBuf, what: String },
+    #[error("{}: larger than {max} bytes, too large for a manifest or checksum file", path.display())]
+    MemberTooLarge { path: PathBuf, max: u64 },
+    #[error("{}: no bundle.toml in the directory; give --manifest NAME (see `edgeimg bundle list`)", dir.display())]
+    DirHasNoManifest { dir: PathBuf },
+    #[error("{}: no architecture of {manifest} is in the directory (no K3s checksum file for any); give --arch", dir.display())]
+    NoArchInDir { dir: PathBuf, manifest: String },
+    #[error("{message}")]
+    WrongBinary { message: String },
     #[error("bundle verify: {count} problem(s):\n{details}")]
     VerifyFailed { count: usize, details: String },
 }
@@ -416,6 +430,16 @@ pub fn from_dir(
     ))
 }
 
+/// An asset and where it was read: the path or URL alone when it ends with
+/// the asset's name (so the name is not printed twice), else `asset (where)`.
+fn located(asset: &str, source_desc: &str) -> String {
+    if source_desc == asset || source_desc.ends_with(&format!("/{asset}")) {
+        source_desc.to_string()
+    } else {
+        format!("{asset} ({source_desc})")
+    }
+}
+
 pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -493,6 +517,28 @@ mod tests {
                 .to_string()
                 .contains("riscv64")
         );
+    }
+
+    #[test]
+    fn a_checksum_mismatch_names_the_file_once() {
+        let e = BundleError::ChecksumMismatch {
+            asset: "k3s".into(),
+            source_desc: "/carried/k3s".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+            against: "x".into(),
+        }
+        .to_string();
+        assert!(e.starts_with("/carried/k3s: SHA-256 b"), "{e}");
+        let e = BundleError::ChecksumMismatch {
+            asset: "k3s".into(),
+            source_desc: "the upstream checksum file https://h/sums".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+            against: "x".into(),
+        }
+        .to_string();
+        assert!(e.starts_with("k3s (the upstream checksum file"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{KernelFiles, k3s, overlay, system, update_stamps};
 use crate::base::Base;
@@ -87,9 +87,55 @@ pub fn compose(ctx: &Ctx, base: &Base, checked: &Checked) -> Result<Staged> {
     })
 }
 
-/// The verity module check, and the board's module and firmware sets.
+/// dpkg's backups of its database from before its last change. The image
+/// never runs dpkg, and the last change differs between a base bootstrapped
+/// from nothing and one made incrementally, so without them both bases give
+/// the same image.
+const DPKG_BACKUPS: &[&str] = &["var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old"];
+
+/// apt's record of which packages were installed as dependencies: written
+/// in the order of apt's package cache, which differs between a base from
+/// nothing and an incremental one with the same entries.
+const APT_AUTO_MARKS: &str = "var/lib/apt/extended_states";
+
+/// Rewrites a deb822 file (stanzas separated by blank lines) with its stanzas
+/// in byte order, if it exists.
+fn sort_stanzas(path: &std::path::Path) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut stanzas: Vec<&str> = text
+        .split("\n\n")
+        .map(|s| s.trim_matches('\n'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    stanzas.sort_unstable();
+    let mut sorted = stanzas.join("\n\n");
+    if !sorted.is_empty() {
+        sorted.push('\n');
+    }
+    if sorted != text {
+        std::fs::write(path, sorted).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// What the root loses or gets normalised before edgeimg adds to it: dpkg's
+/// backups, apt's marks in one order, then the verity module check, and the
+/// board's module and firmware sets.
 fn trim(ctx: &Ctx, base: &Base, tree: &std::path::Path, kernel: &KernelFiles) -> Result<()> {
     let cfg = ctx.cfg;
+    for b in DPKG_BACKUPS {
+        match std::fs::remove_file(tree.join(b)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove /{b} from the root"));
+            }
+            _ => {}
+        }
+    }
+    sort_stanzas(&tree.join(APT_AUTO_MARKS))?;
     let board_file = ctx.board_file();
     if cfg.verity {
         crate::verity::check_kernel(tree, &kernel.version, &board_file)
@@ -193,7 +239,17 @@ fn place_k3s(
     inputs: &crate::k3s_inputs::K3sInputs,
     settings: &edgeimg_contract::schema::K3sSettings,
 ) -> Result<Vec<String>> {
-    let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
+    let preloaded: Vec<(PathBuf, String)> = inputs
+        .preloaded
+        .iter()
+        .map(|(p, a)| {
+            let sha = a
+                .sha256
+                .clone()
+                .with_context(|| format!("{}: not hashed when it was checked", p.display()))?;
+            Ok((p.clone(), sha))
+        })
+        .collect::<Result<_>>()?;
     let placed = k3s::place(
         tree,
         ctx.work,
@@ -242,5 +298,28 @@ fn stamps_unless_overlaid(
             ));
             Ok(Vec::new())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_stanzas;
+
+    #[test]
+    fn stanzas_come_out_sorted_and_a_missing_file_is_fine() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("extended_states");
+        sort_stanzas(&p).unwrap();
+        assert!(!p.exists());
+        std::fs::write(
+            &p,
+            "Package: zstd\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: libc6\nArchitecture: amd64\nAuto-Installed: 1\n\n",
+        )
+        .unwrap();
+        sort_stanzas(&p).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "Package: libc6\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: zstd\nArchitecture: amd64\nAuto-Installed: 1\n"
+        );
     }
 }

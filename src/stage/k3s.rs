@@ -16,7 +16,6 @@ use edgeimg_contract::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
 
 use super::system::{enable, write};
 use crate::bundle::ResolvedBundle;
-use crate::cmd::{self, Cmd};
 
 /// Where the images sit on the root, and where K3s looks for them.
 pub const IMAGES_ON_ROOT: &str = "usr/lib/edgeimg/k3s-images";
@@ -29,8 +28,9 @@ pub struct K3sInput<'a> {
     /// A join token given at build time (secret: written 0600, never logged).
     pub token: Option<&'a str>,
     pub registries_yaml: Option<String>,
-    /// Validated image archives to preload.
-    pub preloaded: &'a [PathBuf],
+    /// Validated image archives to preload, each with the SHA-256 of the
+    /// bytes that were validated (the copy must match it).
+    pub preloaded: &'a [(PathBuf, String)],
     pub buildkit: bool,
 }
 
@@ -85,8 +85,7 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     let b = input.bundle;
 
     // The binary and the links K3s' installer creates.
-    let k3s = std::fs::read(&b.k3s.path)
-        .with_context(|| format!("cannot read {}", b.k3s.path.display()))?;
+    let k3s = super::bundle_files::read_verified(&b.k3s)?;
     write(tree, K3S_BINARY, &k3s, 0o755)?;
     for link in ["kubectl", "crictl", "ctr"] {
         let p = tree.join("usr/local/bin").join(link);
@@ -139,7 +138,7 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
 
     // nerdctl talking to K3s' containerd, in the namespace pods use.
     let nerdctl_dir = work.join("nerdctl");
-    extract(&b.nerdctl.path, &nerdctl_dir, &["nerdctl"])?;
+    super::bundle_files::extract_verified(&b.nerdctl, &nerdctl_dir, &["nerdctl"])?;
     copy_exec(&nerdctl_dir.join("nerdctl"), tree, NERDCTL_BINARY)?;
     write(tree, NERDCTL_CONFIG, NERDCTL_TOML.as_bytes(), 0o644)?;
     placed.extend([NERDCTL_BINARY.into(), NERDCTL_CONFIG.into()]);
@@ -147,10 +146,10 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     if input.buildkit {
         let full = b.nerdctl_full.as_ref().context("BuildKit was asked for but the bundle has no nerdctl-full archive (fetch with --buildkit)")?;
         let full_dir = work.join("nerdctl-full");
-        extract(&full.path, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
+        super::bundle_files::extract_verified(full, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
         let [buildkitd, buildctl, unit_path] = BUILDKIT_FILES;
-        copy_exec(&full_dir.join("bin/buildkitd"), tree, buildkitd)?;
-        copy_exec(&full_dir.join("bin/buildctl"), tree, buildctl)?;
+        copy_exec(&full_dir.join("buildkitd"), tree, buildkitd)?;
+        copy_exec(&full_dir.join("buildctl"), tree, buildctl)?;
         write(tree, unit_path, BUILDKIT_UNIT.as_bytes(), 0o644)?;
         enable(tree, "buildkit.service", "multi-user.target")?;
         placed.extend(BUILDKIT_FILES.map(String::from));
@@ -160,23 +159,26 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     let images = tree.join(IMAGES_ON_ROOT);
     std::fs::create_dir_all(&images)?;
     let mut names = std::collections::BTreeSet::new();
-    let mut add_image = |src: &Path, name: &str| -> Result<()> {
+    let mut add_image = |src: &Path, name: &str, sha256: &str| -> Result<()> {
         anyhow::ensure!(
             names.insert(name.to_string()),
             "two preloaded images are both named {name}; rename one"
         );
-        std::fs::copy(src, images.join(name))
-            .with_context(|| format!("cannot copy {}", src.display()))?;
+        super::bundle_files::copy_checked(src, name, sha256, &images.join(name))?;
         placed.push(format!("{IMAGES_ON_ROOT}/{name}"));
         Ok(())
     };
-    add_image(&b.airgap_images.path, &b.airgap_images.file)?;
-    for p in input.preloaded {
+    add_image(
+        &b.airgap_images.path,
+        &b.airgap_images.file,
+        &b.airgap_images.sha256,
+    )?;
+    for (p, sha256) in input.preloaded {
         let name = p
             .file_name()
             .and_then(|n| n.to_str())
             .context("image archive without a file name")?;
-        add_image(p, name)?;
+        add_image(p, name, sha256)?;
     }
     std::fs::create_dir_all(tree.join(K3S_IMAGES_DIR))?;
     for d in [
@@ -201,20 +203,6 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     )?;
     enable(tree, IMAGES_MOUNT_UNIT, "local-fs.target")?;
     Ok(placed)
-}
-
-/// Unpacks `members` of a .tar.gz release archive into `dest`.
-fn extract(archive: &Path, dest: &Path, members: &[&str]) -> Result<()> {
-    std::fs::create_dir_all(dest)?;
-    Cmd::new(cmd::TAR)
-        .arg("-xzf")
-        .arg(archive)
-        .arg("-C")
-        .arg(dest)
-        .args(members)
-        .run()
-        .with_context(|| format!("{} lacks {}", archive.display(), members.join(", ")))?;
-    Ok(())
 }
 
 fn copy_exec(src: &Path, tree: &Path, rel: &str) -> Result<()> {

@@ -2,7 +2,9 @@
 //! immutable-layout fixes, the agent and its units, board files and the
 //! operator's overlays. Produces the tree plus the boot files taken out of it.
 
+pub mod bundle_files;
 pub mod compose;
+pub mod in_root;
 pub mod k3s;
 pub mod modules;
 pub mod overlay;
