@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::cmd::{self, Tool};
 use crate::config::board::{self, Board, QemuBoot};
+use edgeimg_contract::arch::Arch;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
@@ -100,10 +101,7 @@ fn rootless_checks() -> Vec<Check> {
 
 /// Host architecture in Debian's naming.
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "aarch64" => "arm64",
-        _ => "amd64",
-    }
+    Arch::host().unwrap_or(Arch::Amd64).debian()
 }
 
 /// Why a root for `arch` cannot be bootstrapped on this host, with the fix.
@@ -126,20 +124,18 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
     if b.arch == host_arch() {
         return None;
     }
-    let (handler, qemu) = match b.arch.as_str() {
-        "arm64" => (
-            "/proc/sys/fs/binfmt_misc/qemu-aarch64",
-            "qemu-aarch64-static",
-        ),
-        other => {
-            return Some(Check {
-                what: format!("binfmt for {other}"),
-                package: "qemu-user-static".into(),
-                purpose: "foreign-arch bootstrap".into(),
-                found: None,
-            });
-        }
+    let Some(arch) = Arch::from_debian(&b.arch) else {
+        return Some(Check {
+            what: format!("binfmt for {}", b.arch),
+            package: "qemu-user-static".into(),
+            purpose: "foreign-arch bootstrap".into(),
+            found: None,
+        });
     };
+    let handler = format!("/proc/sys/fs/binfmt_misc/{}", arch.qemu_user());
+    let qemu = format!("{}-static", arch.qemu_user());
+    let handler = handler.as_str();
+    let qemu = qemu.as_str();
     let registered = std::fs::read_to_string(handler).is_ok_and(|s| s.starts_with("enabled"));
     let installed = cmd::which(qemu).is_some();
     Some(Check {

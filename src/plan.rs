@@ -31,7 +31,10 @@ pub struct Ids {
 impl Ids {
     pub fn derive(seed: &str, table: PartitionTable) -> Ids {
         let disk_id = (table == PartitionTable::Mbr).then(|| ids::mbr_disk_id(seed));
-        let part = |n: usize| layout::partuuid(seed, disk_id, n as u32 + 1, layout::LABELS[n]);
+        let part = |n: usize| {
+            let p = &layout::PARTITIONS[n];
+            layout::partuuid(seed, disk_id, p.number, p.label)
+        };
         Ids {
             disk_guid: Uuid::derive(seed, "disk"),
             mbr_disk_id: disk_id.map(|d| format!("{d:08x}")),
@@ -212,9 +215,8 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     };
     let partitions = layout::PARTITIONS
         .iter()
-        .enumerate()
-        .map(|(i, &(label, role, fs))| {
-            let (size, part_uuid, what) = match role {
+        .map(|p| {
+            let (size, part_uuid, what) = match p.role {
                 layout::Role::Boot => (
                     board.partitions.boot.to_string(),
                     &ids.boot_partuuid,
@@ -230,9 +232,9 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
                 layout::Role::Data => (data.clone(), &ids.data_partuuid, "/var, /etc upper layer"),
             };
             PartitionPlan {
-                number: i as u32 + 1,
-                label,
-                fs,
+                number: p.number,
+                label: p.label,
+                fs: p.fs,
                 size,
                 part_uuid: part_uuid.clone(),
                 role: what,

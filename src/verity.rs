@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cmd::{self, Cmd, VERITYSETUP};
-use edgeimg_contract::cmdline as kcmd;
 use crate::ids::Uuid;
+use edgeimg_contract::cmdline as kcmd;
 
 /// Packages an image with verity on needs on top of the base (the initramfs
 /// copies veritysetup from it).

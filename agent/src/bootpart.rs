@@ -12,10 +12,10 @@
 //! (or its fsck) of the same partition.
 
 use crate::error::{Context, Result};
-pub use edgeimg_contract::bootfs::{read_bounded, read_from_partition, MAX_FILE};
 use crate::fsutil;
 use crate::grow::{find_data_device, find_mount_devnum};
 use crate::root::Root;
+pub use edgeimg_contract::bootfs::{MAX_FILE, read_bounded, read_from_partition};
 use gptman::GPT;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};

@@ -44,6 +44,37 @@ impl Arch {
         }
     }
 
+    /// The suffix of this architecture's EFI binaries: systemd-boot`x64`.efi,
+    /// BOOT`X64`.EFI on removable media.
+    pub const fn efi_suffix(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x64",
+            Arch::Arm64 => "aa64",
+        }
+    }
+
+    /// The QEMU system emulator for this architecture.
+    pub const fn qemu_system(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The qemu-user binfmt_misc handler name that runs this architecture's
+    /// binaries on another host (`/proc/sys/fs/binfmt_misc/<name>`).
+    pub const fn qemu_user(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "qemu-x86_64",
+            Arch::Arm64 => "qemu-aarch64",
+        }
+    }
+
+    /// The architecture of the running program.
+    pub fn host() -> Option<Arch> {
+        Arch::from_name(std::env::consts::ARCH)
+    }
+
     /// The architecture with this Debian name only.
     pub fn from_debian(name: &str) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.debian() == name)

@@ -101,7 +101,6 @@ impl<D> Write for ReadOnlySlice<'_, D> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::size::Bytes;
+use edgeimg_contract::arch::Arch;
 
 /// Board files shipped with edgeimg, by name.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -135,10 +136,7 @@ pub struct Board {
 impl Board {
     /// The architecture name used for Rust targets and file names.
     pub fn rust_arch(&self) -> &'static str {
-        match self.arch.as_str() {
-            "arm64" => "aarch64",
-            _ => "x86_64",
-        }
+        Arch::from_debian(&self.arch).unwrap_or(Arch::Amd64).rust()
     }
 
     /// Checks the combinations serde cannot (firmware vs. table vs. QEMU boot).
@@ -161,7 +159,7 @@ impl Board {
             }
             _ => {}
         }
-        if !["amd64", "arm64"].contains(&self.arch.as_str()) {
+        if Arch::from_debian(&self.arch).is_none() {
             return Err(bad(format!(
                 "arch `{}` is not supported (amd64, arm64)",
                 self.arch

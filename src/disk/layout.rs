@@ -21,14 +21,7 @@ pub const TAIL: u64 = MIB;
 /// The smallest data partition a fixed-size image may leave.
 pub const MIN_DATA: u64 = 64 * MIB;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Boot,
-    RootA,
-    RootB,
-    Data,
-}
+pub use edgeimg_contract::partition::{PARTITIONS, Role};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Partition {
@@ -124,21 +117,19 @@ pub fn compute(
     let mut offset = HEAD;
     let partitions = PARTITIONS
         .iter()
-        .enumerate()
-        .map(|(i, &(label, role, fs))| {
-            let (ty, sz) = match role {
+        .map(|spec| {
+            let (ty, sz) = match spec.role {
                 Role::Boot => (TYPE_ESP, boot),
                 Role::RootA | Role::RootB => (root_type, slot),
                 Role::Data => (TYPE_LINUX_DATA, data),
             };
-            let number = i as u32 + 1;
             let p = Partition {
-                number,
-                label: label.to_string(),
-                role,
-                fs: fs.to_string(),
+                number: spec.number,
+                label: spec.label.to_string(),
+                role: spec.role,
+                fs: spec.fs.to_string(),
                 type_guid: ty.to_string(),
-                part_uuid: partuuid(seed, mbr_disk_id, number, label),
+                part_uuid: partuuid(seed, mbr_disk_id, spec.number, spec.label),
                 offset,
                 size: sz,
             };
@@ -162,23 +153,6 @@ pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) 
         None => Uuid::derive(seed, &format!("partition/{label}")).to_string(),
     }
 }
-
-/// The four partitions in disk order (number = index + 1): label, role and
-/// filesystem. The one list the layout and the plan are both made from.
-pub const PARTITIONS: [(&str, Role, &str); 4] = [
-    ("EDGEBOOT", Role::Boot, "vfat"),
-    ("edgeimg-root-a", Role::RootA, "erofs"),
-    ("edgeimg-root-b", Role::RootB, "none"),
-    ("edgeimg-data", Role::Data, "ext4"),
-];
-
-/// Labels of the four partitions, in order.
-pub const LABELS: [&str; 4] = [
-    PARTITIONS[0].0,
-    PARTITIONS[1].0,
-    PARTITIONS[2].0,
-    PARTITIONS[3].0,
-];
 
 #[cfg(test)]
 mod tests {

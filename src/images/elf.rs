@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::ImageError;
-use edgeimg_contract::arch::Arch;
 use crate::io_error::io_err;
+use edgeimg_contract::arch::Arch;
 
 /// What an ELF header says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -123,7 +123,8 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
         }
         None => input.settings.token_file.as_deref(),
     };
-    let yaml = edgeimg_contract::k3s_config::render_config_yaml(input.settings, None, "", token_file);
+    let yaml =
+        edgeimg_contract::k3s_config::render_config_yaml(input.settings, None, "", token_file);
     write(
         tree,
         K3S_CONFIG.trim_start_matches('/'),
