@@ -9,46 +9,8 @@ use crate::base::{BaseSpec, REQUIRED_PACKAGES};
 use crate::config::board::{Board, Firmware, PartitionTable};
 use crate::config::{Config, ImageSize};
 use crate::disk::layout;
-use crate::ids::{self, Uuid};
+pub use crate::ids::Ids;
 use edgeimg_contract::cmdline as kcmd;
-
-/// Identifiers, all derived from the seed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ids {
-    pub disk_guid: Uuid,
-    /// MBR disk signature (MBR boards only), as 8 hex digits.
-    pub mbr_disk_id: Option<String>,
-    pub boot_partuuid: String,
-    pub root_a_partuuid: String,
-    pub root_b_partuuid: String,
-    pub data_partuuid: String,
-    pub root_a_fs_uuid: Uuid,
-    pub data_fs_uuid: Uuid,
-    pub data_hash_seed: Uuid,
-    pub boot_volume_id: String,
-}
-
-impl Ids {
-    pub fn derive(seed: &str, table: PartitionTable) -> Ids {
-        let disk_id = (table == PartitionTable::Mbr).then(|| ids::mbr_disk_id(seed));
-        let part = |n: usize| {
-            let p = &layout::PARTITIONS[n];
-            layout::partuuid(seed, disk_id, p.number, p.label)
-        };
-        Ids {
-            disk_guid: Uuid::derive(seed, "disk"),
-            mbr_disk_id: disk_id.map(|d| format!("{d:08x}")),
-            boot_partuuid: part(0),
-            root_a_partuuid: part(1),
-            root_b_partuuid: part(2),
-            data_partuuid: part(3),
-            root_a_fs_uuid: Uuid::derive(seed, "fs/root-a"),
-            data_fs_uuid: Uuid::derive(seed, "fs/data"),
-            data_hash_seed: Uuid::derive(seed, "fs/data/hash-seed"),
-            boot_volume_id: format!("{:08X}", ids::fat_volume_id(seed)),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionPlan {
@@ -199,7 +161,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
         initramfs_modules: board.initramfs_modules.clone(),
         verity: config.verity,
     };
-    let ids = Ids::derive(&config.seed, board.partition_table);
+    let ids = Ids::derive(&config.seed, board.partition_table == PartitionTable::Mbr);
     let slot = if config.verity {
         "auto (root size + hash tree + 25%, at least +64 MiB)"
     } else {
@@ -408,7 +370,7 @@ impl std::fmt::Display for Plan {
         match &self.ids.mbr_disk_id {
             Some(id) => writeln!(
                 f,
-                "disk       {} table, size {}, disk id {id}",
+                "disk       {} table, size {}, disk id {id:08x}",
                 self.partition_table, self.image_size
             )?,
             None => writeln!(

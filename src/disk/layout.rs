@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::size::{MIB, human};
-use crate::ids::Uuid;
+use crate::ids::{Ids, Uuid};
 
 /// Partition type GUIDs (UEFI spec and the Discoverable Partitions Specification).
 pub const TYPE_ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
@@ -72,9 +72,8 @@ pub struct TooSmall {
 /// Lays out the four partitions. With `fixed`, the data partition takes what is
 /// left; otherwise it gets `data` bytes (first boot grows it to the medium).
 pub fn compute(
-    seed: &str,
+    ids: &Ids,
     arch: &str,
-    mbr_disk_id: Option<u32>,
     boot: u64,
     root_bytes: u64,
     data: u64,
@@ -129,7 +128,7 @@ pub fn compute(
                 role: spec.role,
                 fs: spec.fs.to_string(),
                 type_guid: ty.to_string(),
-                part_uuid: partuuid(seed, mbr_disk_id, spec.number, spec.label),
+                part_uuid: ids.partuuid(spec.role).to_string(),
                 offset,
                 size: sz,
             };
@@ -138,20 +137,11 @@ pub fn compute(
         })
         .collect();
     Ok(Layout {
-        disk_guid: Uuid::derive(seed, "disk"),
-        mbr_disk_id,
+        disk_guid: ids.disk_guid,
+        mbr_disk_id: ids.mbr_disk_id,
         size,
         partitions,
     })
-}
-
-/// The PARTUUID of partition `number` (labelled `label`): derived from the seed
-/// on GPT; the disk signature and number on MBR.
-pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) -> String {
-    match mbr_disk_id {
-        Some(id) => edgeimg_contract::partition::mbr_partuuid(id, number),
-        None => Uuid::derive(seed, &format!("partition/{label}")).to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -161,9 +151,8 @@ mod tests {
     #[test]
     fn auto_layout_is_aligned_and_contiguous() {
         let l = compute(
-            "s",
+            &Ids::derive("s", false),
             "amd64",
-            None,
             256 * MIB,
             300 * MIB + 5,
             256 * MIB,
@@ -186,9 +175,8 @@ mod tests {
     #[test]
     fn fixed_size_gives_rest_to_data() {
         let l = compute(
-            "s",
+            &Ids::derive("s", false),
             "amd64",
-            None,
             256 * MIB,
             300 * MIB,
             256 * MIB,
@@ -203,9 +191,8 @@ mod tests {
     #[test]
     fn too_small_says_how_much_is_needed() {
         let e = compute(
-            "s",
+            &Ids::derive("s", false),
             "amd64",
-            None,
             256 * MIB,
             300 * MIB,
             256 * MIB,
@@ -219,13 +206,13 @@ mod tests {
 
     #[test]
     fn uuids_follow_the_seed() {
-        let a = compute("one", "amd64", None, MIB, MIB, MIB, None).unwrap();
-        let b = compute("two", "amd64", None, MIB, MIB, MIB, None).unwrap();
+        let a = compute(&Ids::derive("one", false), "amd64", MIB, MIB, MIB, None).unwrap();
+        let b = compute(&Ids::derive("two", false), "amd64", MIB, MIB, MIB, None).unwrap();
         assert_ne!(a.disk_guid, b.disk_guid);
         assert_ne!(a.partitions[1].part_uuid, b.partitions[1].part_uuid);
         assert_eq!(
             a.partitions[1].part_uuid,
-            compute("one", "amd64", None, MIB, 9 * MIB, MIB, None)
+            compute(&Ids::derive("one", false), "amd64", MIB, 9 * MIB, MIB, None)
                 .unwrap()
                 .partitions[1]
                 .part_uuid
@@ -234,8 +221,10 @@ mod tests {
 
     #[test]
     fn mbr_partuuids_are_disk_id_and_number() {
-        let l = compute("s", "arm64", Some(0x1234abcd), MIB, MIB, MIB, None).unwrap();
-        assert_eq!(l.get(Role::RootA).part_uuid, "1234abcd-02");
-        assert_eq!(l.get(Role::Data).part_uuid, "1234abcd-04");
+        let mbr_ids = Ids::derive("s", true);
+        let id = format!("{:08x}", mbr_ids.mbr_disk_id.unwrap());
+        let l = compute(&mbr_ids, "arm64", MIB, MIB, MIB, None).unwrap();
+        assert_eq!(l.get(Role::RootA).part_uuid, format!("{id}-02"));
+        assert_eq!(l.get(Role::Data).part_uuid, format!("{id}-04"));
     }
 }
