@@ -336,7 +336,7 @@ impl NodeFile {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Report {
     pub image: String,
     pub size: u64,
@@ -363,7 +363,7 @@ pub struct Report {
     pub selinux: Option<String>,
     pub node_file: Option<NodeFile>,
     /// The manifest's `inputs` as they are.
-    pub inputs: serde_json::Value,
+    pub inputs: Option<crate::manifest::InputList>,
 }
 
 /// Image path with compression suffix removed (`x.img.zst` -> `x.img`).
@@ -590,10 +590,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             .and_then(|m| m.inputs.selinux.as_ref())
             .map(|s| format!("policy {}, mode {}", s.policy, s.mode)),
         node_file,
-        inputs: m
-            .map(|m| serde_json::to_value(&m.inputs))
-            .transpose()?
-            .unwrap_or(serde_json::Value::Null),
+        inputs: manifest.map(|(_, m)| m.inputs),
     })
 }
 
@@ -617,9 +614,14 @@ fn k3s_line(k: &crate::manifest::K3sInput) -> String {
     line
 }
 
-impl std::fmt::Display for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let na = |o: &Option<String>, none: &str| o.clone().unwrap_or_else(|| none.to_string());
+/// `o`, or `none` when it is unset.
+fn or(o: &Option<String>, none: &str) -> String {
+    o.clone().unwrap_or_else(|| none.to_string())
+}
+
+impl Report {
+    /// The file, and what its manifest says it is.
+    fn fmt_identity(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
             "image       {} ({}, {} allocated)",
@@ -627,32 +629,35 @@ impl std::fmt::Display for Report {
             human(self.size),
             human(self.allocated)
         )?;
-        match &self.manifest {
-            Some(m) => writeln!(f, "manifest    {m}")?,
-            None => writeln!(
+        let Some(m) = &self.manifest else {
+            return writeln!(
                 f,
                 "manifest    none beside the image (board, inputs and versions unknown)"
-            )?,
-        }
-        if self.manifest.is_some() {
-            writeln!(f, "name        {}", na(&self.name, "?"))?;
-            writeln!(
-                f,
-                "board       {} ({})",
-                na(&self.board, "?"),
-                na(&self.arch, "?")
-            )?;
-            writeln!(f, "built by    edgeimg {}", na(&self.edgeimg_version, "?"))?;
-            if let Some(s) = &self.image_sha256 {
-                match self.sha256_matches {
-                    Some(false) => writeln!(
-                        f,
-                        "sha256      {s} in the manifest, but the image DIFFERS (changed since the build, e.g. a node file added)"
-                    )?,
-                    _ => writeln!(f, "sha256      {s} (the image matches)")?,
-                }
+            );
+        };
+        writeln!(f, "manifest    {m}")?;
+        writeln!(f, "name        {}", or(&self.name, "?"))?;
+        writeln!(
+            f,
+            "board       {} ({})",
+            or(&self.board, "?"),
+            or(&self.arch, "?")
+        )?;
+        writeln!(f, "built by    edgeimg {}", or(&self.edgeimg_version, "?"))?;
+        if let Some(s) = &self.image_sha256 {
+            match self.sha256_matches {
+                Some(false) => writeln!(
+                    f,
+                    "sha256      {s} in the manifest, but the image DIFFERS (changed since the build, e.g. a node file added)"
+                )?,
+                _ => writeln!(f, "sha256      {s} (the image matches)")?,
             }
         }
+        Ok(())
+    }
+
+    /// The partition table as read from the image itself.
+    fn fmt_partitions(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
             "table       {} (disk id {})",
@@ -688,33 +693,32 @@ impl std::fmt::Display for Report {
                     .type_name
                     .clone()
                     .unwrap_or_else(|| p.table.type_id.clone()),
-                na(&p.table.name, "-"),
+                or(&p.table.name, "-"),
                 p.fs.fs,
-                na(&p.fs.label, "-"),
-                na(&p.role, "-"),
+                or(&p.fs.label, "-"),
+                or(&p.role, "-"),
                 details.join(", ")
             )?;
         }
-        writeln!(f, "kernel      {}", na(&self.kernel, "unknown"))?;
+        Ok(())
+    }
+
+    /// Kernel, K3s, preloaded images and SELinux: "unknown" without a
+    /// manifest, never "none" for what was not checked.
+    fn fmt_contents(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known = self.manifest.is_some();
+        let unless = |yes: &'static str| if known { yes } else { "unknown (no manifest)" };
+        writeln!(f, "kernel      {}", or(&self.kernel, "unknown"))?;
         if let Some(c) = &self.kernel_cmdline {
             writeln!(f, "cmdline     {c}")?;
         }
         writeln!(
             f,
             "k3s         {}",
-            na(
-                &self.k3s,
-                if self.manifest.is_some() {
-                    "none (no K3s bundle in the manifest)"
-                } else {
-                    "unknown (no manifest)"
-                }
-            )
+            or(&self.k3s, unless("none (no K3s bundle in the manifest)"))
         )?;
-        if self.manifest.is_none() {
-            writeln!(f, "images      unknown (no manifest)")?;
-        } else if self.preloaded_images.is_empty() {
-            writeln!(f, "images      none preloaded")?;
+        if !known || self.preloaded_images.is_empty() {
+            writeln!(f, "images      {}", unless("none preloaded"))?;
         } else {
             writeln!(
                 f,
@@ -725,112 +729,91 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "selinux     {}",
-            na(
-                &self.selinux,
-                if self.manifest.is_some() {
-                    "not enabled (none in the manifest)"
-                } else {
-                    "unknown (no manifest)"
-                }
-            )
-        )?;
-        match &self.node_file {
-            None => writeln!(f, "node file   no FAT boot partition")?,
-            Some(n) if !n.present => writeln!(
-                f,
-                "node file   none ({} absent on the boot partition)",
-                edgeimg_contract::schema::NODE_CONFIG_RELPATH
-            )?,
-            Some(n) => match &n.error {
-                Some(e) => writeln!(f, "node file   present but invalid: {e}")?,
-                None => {
-                    writeln!(
-                        f,
-                        "node file   {}: hostname {}, users [{}]",
-                        edgeimg_contract::schema::NODE_CONFIG_RELPATH,
-                        na(&n.hostname, "(image pattern)"),
-                        n.users.join(", ")
-                    )?;
-                    if n.k3s_role.is_some() || n.k3s_server.is_some() || n.token_set {
-                        writeln!(
-                            f,
-                            "            k3s role {}, server {}, token {}",
-                            na(&n.k3s_role, "(image default)"),
-                            na(&n.k3s_server, "(none)"),
-                            if n.token_set {
-                                "set (not shown)"
-                            } else {
-                                "not set"
-                            }
-                        )?;
-                    }
-                }
-            },
+            or(&self.selinux, unless("not enabled (none in the manifest)"))
+        )
+    }
+
+    /// The node file on the boot partition, its token only as "set".
+    fn fmt_node_file(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rel = edgeimg_contract::schema::NODE_CONFIG_RELPATH;
+        let n = match &self.node_file {
+            None => return writeln!(f, "node file   no FAT boot partition"),
+            Some(n) if !n.present => {
+                return writeln!(f, "node file   none ({rel} absent on the boot partition)");
+            }
+            Some(n) => n,
+        };
+        if let Some(e) = &n.error {
+            return writeln!(f, "node file   present but invalid: {e}");
         }
-        if let Some(i) = self.inputs.as_object() {
-            writeln!(f, "inputs")?;
-            let s = |p: &str| {
-                self.inputs
-                    .pointer(p)
-                    .and_then(|x| x.as_str())
-                    .unwrap_or("?")
-                    .to_string()
-            };
-            if i.contains_key("config") {
-                writeln!(
-                    f,
-                    "  config    {} (sha256 {})",
-                    s("/config/name"),
-                    s("/config/sha256")
-                )?;
-            }
-            if i.contains_key("base") {
-                writeln!(
-                    f,
-                    "  base      Debian {} {} from {} (rootfs sha256 {})",
-                    s("/base/suite"),
-                    s("/base/arch"),
-                    s("/base/mirror"),
-                    s("/base/tarball_sha256")
-                )?;
-            }
-            if i.contains_key("kernel") {
-                writeln!(
-                    f,
-                    "  kernel    {} (vmlinuz sha256 {})",
-                    s("/kernel/version"),
-                    s("/kernel/vmlinuz_sha256")
-                )?;
-            }
-            if i.contains_key("agent") {
-                writeln!(
-                    f,
-                    "  agent     {} {} (sha256 {})",
-                    s("/agent/name"),
-                    s("/agent/version"),
-                    s("/agent/sha256")
-                )?;
-            }
-            if let Some(p) = i.get("packages").and_then(|p| p.as_array()) {
-                writeln!(
-                    f,
-                    "  packages  {} Debian packages (--json lists them)",
-                    p.len()
-                )?;
-            }
-            if let Some(o) = i.get("overlays").and_then(|p| p.as_array()) {
-                for ov in o {
-                    writeln!(
-                        f,
-                        "  overlay   {} ({} files)",
-                        ov["path"].as_str().unwrap_or("?"),
-                        ov["files"].as_array().map_or(0, |a| a.len())
-                    )?;
+        writeln!(
+            f,
+            "node file   {rel}: hostname {}, users [{}]",
+            or(&n.hostname, "(image pattern)"),
+            n.users.join(", ")
+        )?;
+        if n.k3s_role.is_some() || n.k3s_server.is_some() || n.token_set {
+            writeln!(
+                f,
+                "            k3s role {}, server {}, token {}",
+                or(&n.k3s_role, "(image default)"),
+                or(&n.k3s_server, "(none)"),
+                if n.token_set {
+                    "set (not shown)"
+                } else {
+                    "not set"
                 }
-            }
-            // K3s and SELinux have their own readable lines above.
+            )?;
         }
         Ok(())
+    }
+
+    /// The manifest's inputs, one line each (K3s and SELinux have theirs above).
+    fn fmt_inputs(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(i) = &self.inputs else {
+            return Ok(());
+        };
+        writeln!(f, "inputs")?;
+        writeln!(
+            f,
+            "  config    {} (sha256 {})",
+            i.config.name, i.config.sha256
+        )?;
+        let b = &i.base;
+        writeln!(
+            f,
+            "  base      Debian {} {} from {} (rootfs sha256 {})",
+            b.suite, b.arch, b.mirror, b.tarball_sha256
+        )?;
+        writeln!(
+            f,
+            "  kernel    {} (vmlinuz sha256 {})",
+            i.kernel.version, i.kernel.vmlinuz_sha256
+        )?;
+        writeln!(
+            f,
+            "  agent     {} {} (sha256 {})",
+            i.agent.name, i.agent.version, i.agent.sha256
+        )?;
+        writeln!(
+            f,
+            "  packages  {} Debian packages (--json lists them)",
+            i.packages.len()
+        )?;
+        for ov in &i.overlays {
+            writeln!(f, "  overlay   {} ({} files)", ov.path, ov.files.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fmt_identity(f)?;
+        self.fmt_partitions(f)?;
+        self.fmt_contents(f)?;
+        self.fmt_node_file(f)?;
+        self.fmt_inputs(f)
     }
 }
 
