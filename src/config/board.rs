@@ -105,6 +105,14 @@ pub struct QemuSpec {
     pub tcg_single_thread: bool,
 }
 
+impl QemuSpec {
+    /// Whether the machine can take a virtio-serial device: QEMU's raspi
+    /// machines have neither PCI nor virtio-mmio slots.
+    pub fn has_virtio_serial(&self) -> bool {
+        !self.machine.starts_with("raspi")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Board {
