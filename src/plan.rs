@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use edgeimg_contract::arch::Arch;
 use crate::base::{BaseSpec, REQUIRED_PACKAGES};
 use crate::config::board::{Board, Firmware, PartitionTable};
 use crate::config::{Config, ImageSize};
@@ -64,7 +65,7 @@ pub struct SelinuxPlan {
 pub struct Plan {
     pub name: String,
     pub board: String,
-    pub arch: String,
+    pub arch: Arch,
     pub config_source: String,
     pub seed: String,
     pub base: BaseSpec,
@@ -155,7 +156,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     packages.dedup();
     let base = BaseSpec {
         suite: config.suite.clone(),
-        arch: board.arch.clone(),
+        arch: board.arch,
         mirror: config.mirror.clone(),
         packages,
         initramfs_modules: board.initramfs_modules.clone(),
@@ -206,7 +207,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     let k3s = config
         .k3s
         .as_ref()
-        .map(|k| k3s_plan(k, &board.arch, bundle));
+        .map(|k| k3s_plan(k, board.arch, bundle));
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {
@@ -220,7 +221,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     Plan {
         name: config.name.clone(),
         board: board.name.clone(),
-        arch: board.arch.clone(),
+        arch: board.arch,
         config_source: config.source.clone(),
         seed: config.seed.clone(),
         base,
@@ -285,13 +286,11 @@ fn boot_plan(board: &Board) -> BootPlan {
 /// will say why.
 fn k3s_plan(
     k: &crate::config::k3s::K3sConfig,
-    debian_arch: &str,
+    arch: Arch,
     bundle_dir: Option<&Path>,
 ) -> (K3sPlan, Vec<String>) {
-    use std::str::FromStr;
     let manifest = crate::bundle::Manifest::for_build(&k.bundle, bundle_dir).ok();
     let airgap = manifest.as_ref().and_then(|m| {
-        let arch = crate::bundle::Arch::from_str(debian_arch).ok()?;
         m.arches
             .get(&arch)?
             .iter()

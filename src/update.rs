@@ -118,7 +118,7 @@ pub fn write_for_build(
         Header {
             name: cfg.name.clone(),
             board: cfg.board.name.clone(),
-            arch: cfg.board.arch.clone(),
+            arch: cfg.board.arch.to_string(),
             build_id: root_sha[..16].to_string(),
             edgeimg_version: crate::VERSION.into(),
             kernel_version: p.kernel_version.to_string(),

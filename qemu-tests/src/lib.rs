@@ -316,8 +316,8 @@ impl SelfcheckImage {
     pub fn build_with(board: &str, image_keys: &str) -> SelfcheckImage {
         let dir = tempfile::tempdir().unwrap();
         let arch = edgeimg::config::board::load(board).unwrap().arch;
-        let (bundle, stand_in) = k3s_bundle(&arch, dir.path()).expect("K3s bundle for the VM test");
-        let config = selfcheck_config(&arch, dir.path()).expect("self-check config");
+        let (bundle, stand_in) = k3s_bundle(arch.debian(), dir.path()).expect("K3s bundle for the VM test");
+        let config = selfcheck_config(arch.debian(), dir.path()).expect("self-check config");
         if !image_keys.is_empty() {
             let text = std::fs::read_to_string(&config).unwrap();
             assert!(text.contains("[image]\n"), "{text}");

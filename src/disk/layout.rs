@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use edgeimg_contract::arch::Arch;
 use crate::config::size::{MIB, human};
 use crate::ids::{Ids, Uuid};
 
@@ -73,7 +74,7 @@ pub struct TooSmall {
 /// left; otherwise it gets `data` bytes (first boot grows it to the medium).
 pub fn compute(
     ids: &Ids,
-    arch: &str,
+    arch: Arch,
     boot: u64,
     root_bytes: u64,
     data: u64,
@@ -108,7 +109,7 @@ pub fn compute(
             (slot, total - fixed_part - 2 * slot, total)
         }
     };
-    let root_type = if arch == "arm64" {
+    let root_type = if arch == Arch::Arm64 {
         TYPE_ROOT_ARM64
     } else {
         TYPE_ROOT_X86_64
@@ -152,7 +153,7 @@ mod tests {
     fn auto_layout_is_aligned_and_contiguous() {
         let l = compute(
             &Ids::derive("s", false),
-            "amd64",
+            Arch::Amd64,
             256 * MIB,
             300 * MIB + 5,
             256 * MIB,
@@ -176,7 +177,7 @@ mod tests {
     fn fixed_size_gives_rest_to_data() {
         let l = compute(
             &Ids::derive("s", false),
-            "amd64",
+            Arch::Amd64,
             256 * MIB,
             300 * MIB,
             256 * MIB,
@@ -192,7 +193,7 @@ mod tests {
     fn too_small_says_how_much_is_needed() {
         let e = compute(
             &Ids::derive("s", false),
-            "amd64",
+            Arch::Amd64,
             256 * MIB,
             300 * MIB,
             256 * MIB,
@@ -206,13 +207,13 @@ mod tests {
 
     #[test]
     fn uuids_follow_the_seed() {
-        let a = compute(&Ids::derive("one", false), "amd64", MIB, MIB, MIB, None).unwrap();
-        let b = compute(&Ids::derive("two", false), "amd64", MIB, MIB, MIB, None).unwrap();
+        let a = compute(&Ids::derive("one", false), Arch::Amd64, MIB, MIB, MIB, None).unwrap();
+        let b = compute(&Ids::derive("two", false), Arch::Amd64, MIB, MIB, MIB, None).unwrap();
         assert_ne!(a.disk_guid, b.disk_guid);
         assert_ne!(a.partitions[1].part_uuid, b.partitions[1].part_uuid);
         assert_eq!(
             a.partitions[1].part_uuid,
-            compute(&Ids::derive("one", false), "amd64", MIB, 9 * MIB, MIB, None)
+            compute(&Ids::derive("one", false), Arch::Amd64, MIB, 9 * MIB, MIB, None)
                 .unwrap()
                 .partitions[1]
                 .part_uuid
@@ -223,7 +224,7 @@ mod tests {
     fn mbr_partuuids_are_disk_id_and_number() {
         let mbr_ids = Ids::derive("s", true);
         let id = format!("{:08x}", mbr_ids.mbr_disk_id.unwrap());
-        let l = compute(&mbr_ids, "arm64", MIB, MIB, MIB, None).unwrap();
+        let l = compute(&mbr_ids, Arch::Arm64, MIB, MIB, MIB, None).unwrap();
         assert_eq!(l.get(Role::RootA).part_uuid, format!("{id}-02"));
         assert_eq!(l.get(Role::Data).part_uuid, format!("{id}-04"));
     }

@@ -112,7 +112,7 @@ fn layout_for(ctx: &Ctx, root_bytes: u64) -> Result<Layout> {
     };
     layout::compute(
         &ctx.plan.ids,
-        &cfg.board.arch,
+        cfg.board.arch,
         cfg.board.partitions.boot.0,
         root_bytes,
         cfg.board.partitions.data.0,

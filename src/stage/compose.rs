@@ -179,7 +179,7 @@ fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_contract::schema
     let image_config = edgeimg_contract::schema::ImageConfig {
         name: cfg.name.clone(),
         board: cfg.board.name.clone(),
-        arch: cfg.board.arch.clone(),
+        arch: cfg.board.arch.to_string(),
         edgeimg_version: crate::VERSION.to_string(),
         hostname_pattern: cfg.hostname_pattern.clone(),
         users: cfg.users.clone(),
