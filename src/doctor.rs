@@ -132,11 +132,12 @@ fn foreign_arch_check(arch: Arch) -> Option<Check> {
         what: format!("binfmt {}", handler.rsplit('/').next().unwrap_or(handler)),
         package: "qemu-user-static binfmt-support".into(),
         purpose: if !installed {
-            format!(
-                "run {arch} programs while bootstrapping: install qemu-user-static"
-            )
+            format!("run {arch} programs while bootstrapping: install qemu-user-static")
         } else if !Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
-            format!("mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable {}`", arch.qemu_user())
+            format!(
+                "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable {}`",
+                arch.qemu_user()
+            )
         } else {
             format!(
                 "register the handler: `update-binfmts --enable {}` (package binfmt-support)",

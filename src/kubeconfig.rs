@@ -711,9 +711,7 @@ mod tests {
 
     #[test]
     fn ssh_runs_cat_through_sudo_unless_root() {
-        let args = |t: &str| {
-            ssh_command(t, &["Port=2222".into()]).cmdline()
-        };
+        let args = |t: &str| ssh_command(t, &["Port=2222".into()]).cmdline();
         assert_eq!(
             args("ops@edge-1"),
             "ssh -o BatchMode=yes -o Port=2222 -- ops@edge-1 sudo -n cat /etc/rancher/k3s/k3s.yaml"

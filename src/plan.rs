@@ -5,12 +5,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use edgeimg_contract::arch::Arch;
 use crate::base::{BaseSpec, REQUIRED_PACKAGES};
 use crate::config::board::{Board, Firmware, PartitionTable};
 use crate::config::{Config, ImageSize};
 use crate::disk::layout;
 pub use crate::ids::Ids;
+use edgeimg_contract::arch::Arch;
 use edgeimg_contract::cmdline as kcmd;
 
 #[derive(Debug, Clone, Serialize)]
@@ -204,10 +204,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
             }
         })
         .collect();
-    let k3s = config
-        .k3s
-        .as_ref()
-        .map(|k| k3s_plan(k, board.arch, bundle));
+    let k3s = config.k3s.as_ref().map(|k| k3s_plan(k, board.arch, bundle));
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {

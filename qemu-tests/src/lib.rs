@@ -261,7 +261,10 @@ pub fn boot_once_redoing_a_stall(
     work: &Path,
     log_name: &str,
 ) -> Result<(serde_json::Value, String)> {
-    if edgeimg::config::board::load(board)?.qemu.has_virtio_serial() {
+    if edgeimg::config::board::load(board)?
+        .qemu
+        .has_virtio_serial()
+    {
         return boot_once(board, disk, work, log_name);
     }
     let before = work.join("disk-before-boot.raw");
@@ -316,7 +319,8 @@ impl SelfcheckImage {
     pub fn build_with(board: &str, image_keys: &str) -> SelfcheckImage {
         let dir = tempfile::tempdir().unwrap();
         let arch = edgeimg::config::board::load(board).unwrap().arch;
-        let (bundle, stand_in) = k3s_bundle(arch.debian(), dir.path()).expect("K3s bundle for the VM test");
+        let (bundle, stand_in) =
+            k3s_bundle(arch.debian(), dir.path()).expect("K3s bundle for the VM test");
         let config = selfcheck_config(arch.debian(), dir.path()).expect("self-check config");
         if !image_keys.is_empty() {
             let text = std::fs::read_to_string(&config).unwrap();
@@ -382,7 +386,7 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
 
     let (first, ready) =
         boot_once_redoing_a_stall(board, &disk, out.path(), &format!("{board}-boot1.log"))
-        .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
+            .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
     // The cluster-ready line; the stand-in says it is not K3s.
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     assert_eq!(ready.contains("stand-in"), stand_in, "{ready}");
@@ -493,7 +497,7 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
 
     let (second, _) =
         boot_once_redoing_a_stall(board, &disk, out.path(), &format!("{board}-boot2.log"))
-        .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
+            .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
     let boot1 = first["boot_id"].as_str().unwrap();
     assert_ne!(second["boot_id"], first["boot_id"]);
     assert_eq!(

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use edgeimg_contract::arch::Arch;
 use crate::artifact::checksums::sha256_bytes;
 use crate::cmd::{self, Cmd};
 use crate::progress::Progress;
+use edgeimg_contract::arch::Arch;
 
 mod incremental;
 

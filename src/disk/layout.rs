@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use edgeimg_contract::arch::Arch;
 use crate::config::size::{MIB, human};
 use crate::ids::{Ids, Uuid};
+use edgeimg_contract::arch::Arch;
 
 /// Partition type GUIDs (UEFI spec and the Discoverable Partitions Specification).
 pub const TYPE_ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
@@ -213,9 +213,16 @@ mod tests {
         assert_ne!(a.partitions[1].part_uuid, b.partitions[1].part_uuid);
         assert_eq!(
             a.partitions[1].part_uuid,
-            compute(&Ids::derive("one", false), Arch::Amd64, MIB, 9 * MIB, MIB, None)
-                .unwrap()
-                .partitions[1]
+            compute(
+                &Ids::derive("one", false),
+                Arch::Amd64,
+                MIB,
+                9 * MIB,
+                MIB,
+                None
+            )
+            .unwrap()
+            .partitions[1]
                 .part_uuid
         );
     }
