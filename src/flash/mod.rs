@@ -62,7 +62,7 @@ pub enum FlashError {
     #[error(transparent)]
     Tool(#[from] crate::cmd::CmdError),
     #[error(transparent)]
-    Inspect(#[from] crate::inspect::InspectError),
+    Read(#[from] crate::image_read::ReadError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,7 +100,7 @@ pub struct FlashReport {
 /// The bmap beside an image: `x.img.bmap` for `x.img`, `x.img.zst` and
 /// `x.img.xz`, else `x.bmap`.
 pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
-    let raw = crate::inspect::uncompressed_name(image);
+    let raw = crate::image_read::uncompressed_name(image);
     let mut a = raw.clone().into_os_string();
     a.push(".bmap");
     let a = PathBuf::from(a);
@@ -315,7 +315,7 @@ fn mtools_spec(target: &Path, off: u64) -> Result<(PathBuf, String), FlashError>
 /// Byte offset of partition 1 (the FAT boot partition) on the written target.
 fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     let mut f = File::open(target).map_err(io_err("open", target))?;
-    let table = crate::inspect::read_table(&mut f, target)?;
+    let table = crate::image_read::read_table(&mut f, target)?;
     let p = table.partition(1).ok_or_else(|| {
         FlashError::Image(format!(
             "{}: the image has no partition 1 (boot partition) for the node file",
@@ -326,7 +326,7 @@ fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     use std::os::unix::fs::FileExt;
     f.read_exact_at(&mut head, p.offset)
         .map_err(io_err("read boot partition of", target))?;
-    let fs = crate::inspect::probe_fs(&head);
+    let fs = crate::image_read::probe_fs(&head);
     if fs.fs != "vfat" {
         return Err(FlashError::Image(format!(
             "{}: partition 1 is {}, not the FAT boot partition; cannot place the node file",
@@ -385,7 +385,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let target = device::probe(&o.target, &host)?;
     device::check_target(&target, o.to_file, &o.image, &host)?;
 
-    let compressed = crate::inspect::uncompressed_name(&o.image) != o.image;
+    let compressed = crate::image_read::uncompressed_name(&o.image) != o.image;
     let bmap_path = if o.no_bmap {
         None
     } else {
