@@ -124,10 +124,9 @@ pub fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (tmp, ()) = create_exclusive_beside(dir, &name, |tmp| {
-        std::os::unix::fs::symlink(target, tmp)
-    })
-    .with_context(|| format!("creating symlink {}", link.display()))?;
+    let (tmp, ()) =
+        create_exclusive_beside(dir, &name, |tmp| std::os::unix::fs::symlink(target, tmp))
+            .with_context(|| format!("creating symlink {}", link.display()))?;
     if let Err(e) = fs::rename(&tmp, link) {
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("creating symlink {}", link.display()));
@@ -256,7 +255,11 @@ pub fn write_atomic_at(
     let res = (|| -> Result<()> {
         let mut tmp = None;
         for _ in 0..16 {
-            let t = format!("{}{:016x}", temp_prefix(name), random_u64().context("getrandom")?);
+            let t = format!(
+                "{}{:016x}",
+                temp_prefix(name),
+                random_u64().context("getrandom")?
+            );
             let c = std::ffi::CString::new(t.clone()).context("temp name")?;
             // SAFETY: valid C string and directory fd; the fd is owned below.
             let fd = unsafe {

@@ -225,7 +225,10 @@ mod tests {
         ] {
             let c = String::from_utf8(cover(&old, &new, &token)).unwrap();
             assert_eq!(c.len(), old.len());
-            assert!(!c.contains("topsecret") && !c.contains("ecret::server"), "{c}");
+            assert!(
+                !c.contains("topsecret") && !c.contains("ecret::server"),
+                "{c}"
+            );
             c.parse::<toml::Table>().unwrap();
         }
     }
@@ -240,7 +243,10 @@ mod tests {
         fn overwrite_in_place(&mut self, data: &[u8]) -> Result<()> {
             use std::io::{Seek, Write};
             let mut f = self.dir.open_file("node.toml").unwrap();
-            assert_eq!(f.seek(std::io::SeekFrom::End(0)).unwrap(), data.len() as u64);
+            assert_eq!(
+                f.seek(std::io::SeekFrom::End(0)).unwrap(),
+                data.len() as u64
+            );
             f.seek(std::io::SeekFrom::Start(0)).unwrap();
             f.write_all(data).unwrap();
             f.flush().unwrap();
@@ -254,7 +260,9 @@ mod tests {
             f.flush().unwrap();
             drop(f);
             self.dir.remove("node.toml").unwrap();
-            self.dir.rename(".node.toml.tmp", self.dir, "node.toml").unwrap();
+            self.dir
+                .rename(".node.toml.tmp", self.dir, "node.toml")
+                .unwrap();
             Ok(())
         }
     }

@@ -44,7 +44,10 @@ pub fn ensure(root: &Root) -> Result<String> {
         let tmp_dir = dir.join(made_dir.file_name().expect("a named directory"));
         let tmp = tmp_dir.join(name).to_string_lossy().into_owned();
         let res = (|| -> Result<()> {
-            root.run("ssh-keygen", &["-q", "-t", kind, "-N", "", "-f", tmp.as_str()])?;
+            root.run(
+                "ssh-keygen",
+                &["-q", "-t", kind, "-N", "", "-f", tmp.as_str()],
+            )?;
             if root.is_host() {
                 for (from, to) in [
                     (format!("{tmp}.pub"), format!("{path}.pub")),

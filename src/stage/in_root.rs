@@ -275,7 +275,12 @@ impl InRoot {
         let (td, tname) = self.parent(to).with_context(show)?;
         // SAFETY: valid dirfds and C strings.
         let r = unsafe {
-            libc::renameat(fd.as_raw_fd(), fname.as_ptr(), td.as_raw_fd(), tname.as_ptr())
+            libc::renameat(
+                fd.as_raw_fd(),
+                fname.as_ptr(),
+                td.as_raw_fd(),
+                tname.as_ptr(),
+            )
         };
         if r != 0 {
             return Err(io::Error::last_os_error()).with_context(show);
@@ -378,8 +383,7 @@ mod tests {
         link("var/lib/edgeimg", Path::new("/"));
 
         // Units and files under the outward link: refused, naming the path.
-        let e = crate::stage::system::enable(&tree, "x.service", "multi-user.target")
-            .unwrap_err();
+        let e = crate::stage::system::enable(&tree, "x.service", "multi-user.target").unwrap_err();
         assert!(format!("{e:#}").contains("etc/systemd/system"), "{e:#}");
         let e = crate::stage::system::write(&tree, "etc/systemd/system/y.conf", b"y", 0o644)
             .unwrap_err();
@@ -405,6 +409,9 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["machine-id"]);
-        assert_eq!(std::fs::read(outside.join("machine-id")).unwrap(), b"host\n");
+        assert_eq!(
+            std::fs::read(outside.join("machine-id")).unwrap(),
+            b"host\n"
+        );
     }
 }

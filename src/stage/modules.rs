@@ -314,8 +314,8 @@ pub fn trim_modules(
     // files any other way would make the two builds' images differ.
     for e in std::fs::read_dir(&cached)? {
         let e = e?;
-        let bytes =
-            std::fs::read(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
+        let bytes = std::fs::read(e.path())
+            .with_context(|| format!("cannot read {}", e.path().display()))?;
         root.write_file(&rel.join(e.file_name()), &bytes, 0o644)?;
     }
     Ok(t)

@@ -159,9 +159,10 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     // edgeimg disk has no LVM, so it would only spend a boot-time second
     // (its shell script and LVM tools) on finding none.
     for target in ["default.target", "multi-user.target"] {
-        let link = Path::new("etc/systemd/system")
-            .join(format!("{target}.wants/e2scrub_reap.service"));
-        root.remove(&link).context("cannot disable e2scrub_reap.service")?;
+        let link =
+            Path::new("etc/systemd/system").join(format!("{target}.wants/e2scrub_reap.service"));
+        root.remove(&link)
+            .context("cannot disable e2scrub_reap.service")?;
     }
 
     // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
