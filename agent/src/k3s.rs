@@ -173,11 +173,7 @@ fn enable_unit(root: &Root, role: K3sRole) -> Result<()> {
     fsutil::mkdir_p(&wants)?;
     let link = wants.join(unit);
     if fs::read_link(&link).ok().as_deref() != Some(Path::new(&unit_file)) {
-        let tmp = wants.join(format!(".{unit}.tmp.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&unit_file, &tmp)
-            .with_context(|| format!("creating symlink {}", tmp.display()))?;
-        fs::rename(&tmp, &link).with_context(|| format!("creating symlink {}", link.display()))?;
+        fsutil::symlink_atomic(Path::new(&unit_file), &link)?;
     }
     let other_link = wants.join(other);
     match fs::remove_file(&other_link) {
@@ -517,6 +513,29 @@ node-taint:
                 .token,
             TokenSource::Node("n".into())
         );
+    }
+
+    /// Entries planted under the old fixed temp name of the wants link
+    /// (`.UNIT.tmp.PID`) are neither followed, removed nor renamed: the
+    /// link is made under a random name.
+    #[test]
+    fn the_wants_link_never_uses_a_planted_temp_name() {
+        let (d, root) = root_with_units(&["k3s.service", "k3s-agent.service"]);
+        let wants = root.path(MULTI_USER_WANTS_DIR);
+        fsutil::mkdir_p(&wants).unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        let planted = wants.join(format!(".k3s.service.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        enable_unit(&root, K3sRole::Server).unwrap();
+        assert_eq!(fs::read_link(&planted).unwrap(), victim);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(
+            fs::read_link(wants.join("k3s.service")).unwrap(),
+            Path::new(SYSTEMD_UNIT_DIR).join("k3s.service")
+        );
+        // Only the planted link and the wants link: no temp left.
+        assert_eq!(fs::read_dir(&wants).unwrap().count(), 2);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use edgeimg_contract::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
 
+use super::in_root::InRoot;
 use super::system::{enable, write};
 use crate::bundle::ResolvedBundle;
 
@@ -87,10 +88,9 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     // The binary and the links K3s' installer creates.
     let k3s = super::bundle_files::read_verified(&b.k3s)?;
     write(tree, K3S_BINARY, &k3s, 0o755)?;
+    let root = InRoot::open(tree)?;
     for link in ["kubectl", "crictl", "ctr"] {
-        let p = tree.join("usr/local/bin").join(link);
-        let _ = std::fs::remove_file(&p);
-        std::os::unix::fs::symlink("k3s", &p)?;
+        root.symlink(&Path::new("usr/local/bin").join(link), Path::new("k3s"))?;
     }
     placed.push(K3S_BINARY.into());
 
@@ -157,15 +157,15 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     }
 
     // Images: airgap tarball and preloaded archives on the root, overlaid onto K3s' directory.
-    let images = tree.join(IMAGES_ON_ROOT);
-    std::fs::create_dir_all(&images)?;
+    let images = Path::new(IMAGES_ON_ROOT);
+    root.mkdir_p(images, 0o755)?;
     let mut names = std::collections::BTreeSet::new();
     let mut add_image = |src: &Path, name: &str, sha256: &str| -> Result<()> {
         anyhow::ensure!(
             names.insert(name.to_string()),
             "two preloaded images are both named {name}; rename one"
         );
-        super::bundle_files::copy_checked(src, name, sha256, &images.join(name))?;
+        super::bundle_files::copy_checked(src, name, sha256, &root, &images.join(name))?;
         placed.push(format!("{IMAGES_ON_ROOT}/{name}"));
         Ok(())
     };
@@ -181,12 +181,12 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
             .context("image archive without a file name")?;
         add_image(p, name, sha256)?;
     }
-    std::fs::create_dir_all(tree.join(K3S_IMAGES_DIR))?;
     for d in [
+        K3S_IMAGES_DIR,
         "var/lib/edgeimg/k3s-images/upper",
         "var/lib/edgeimg/k3s-images/work",
     ] {
-        std::fs::create_dir_all(tree.join(d))?;
+        root.mkdir_p(Path::new(d), 0o755)?;
     }
     // An existing .cache.json turns on K3s' import cache: unchanged tarballs
     // are not imported again on every start.

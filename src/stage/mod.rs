@@ -47,7 +47,11 @@ pub fn unpack(base_tar: &Path, tree: &Path) -> Result<()> {
 
 /// Moves the kernel and initrd out of `tree/boot` into `dest`.
 pub fn take_kernel(tree: &Path, dest: &Path) -> Result<KernelFiles> {
-    let boot = tree.join("boot");
+    // The kernel is moved out of the tree's own /boot, never through a link
+    // in the base pointing at the build host's.
+    let boot = in_root::InRoot::open(tree)?
+        .host_dir(Path::new("boot"))?
+        .unwrap_or_else(|| tree.join("boot"));
     let mut versions: Vec<String> = std::fs::read_dir(&boot)
         .with_context(|| format!("cannot read {}", boot.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -17,6 +17,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::in_root::InRoot;
+
 use crate::cmd::{self, Cmd};
 
 /// What trimming did (for the build log).
@@ -273,7 +275,11 @@ pub fn trim_modules(
     base_key: &str,
     cache: &Path,
 ) -> Result<Trimmed> {
-    let dir = tree.join("usr/lib/modules").join(version);
+    // Read and trimmed where it is inside the tree: removals and the index
+    // files go through InRoot, and the directory's own path is checked.
+    let root = InRoot::open(tree)?;
+    let rel = Path::new("usr/lib/modules").join(version);
+    let dir = root.host_dir(&rel)?.unwrap_or_else(|| tree.join(&rel));
     let index = Index::read(&dir)?;
     let kept = index.keep(wanted).map_err(|e| {
         anyhow::anyhow!(
@@ -286,15 +292,14 @@ pub fn trim_modules(
         ..Trimmed::default()
     };
     for p in index.deps.keys().filter(|p| !kept.contains(*p)) {
-        let f = dir.join(p);
-        if let Ok(m) = std::fs::symlink_metadata(&f) {
-            t.bytes_removed += m.len();
-            std::fs::remove_file(&f).with_context(|| format!("cannot remove {}", f.display()))?;
+        if let Some(st) = root.lstat(&rel.join(p))? {
+            t.bytes_removed += st.st_size as u64;
+            root.remove(&rel.join(p))?;
             t.removed += 1;
         }
     }
     remove_empty_dirs(&dir.join("kernel"))?;
-    filter_weakdep(&dir, &index, &kept)?;
+    filter_weakdep(&root, &rel, &index, &kept)?;
     let key = {
         let listing: Vec<&str> = kept.iter().map(String::as_str).collect();
         let v = serde_json::json!({ "base": base_key, "version": version, "kept": listing });
@@ -309,8 +314,9 @@ pub fn trim_modules(
     // files any other way would make the two builds' images differ.
     for e in std::fs::read_dir(&cached)? {
         let e = e?;
-        std::fs::copy(e.path(), dir.join(e.file_name()))
-            .with_context(|| format!("cannot copy {}", e.path().display()))?;
+        let bytes = std::fs::read(e.path())
+            .with_context(|| format!("cannot read {}", e.path().display()))?;
+        root.write_file(&rel.join(e.file_name()), &bytes, 0o644)?;
     }
     Ok(t)
 }
@@ -386,9 +392,9 @@ fn link_tree(src: &Path, dst: &Path) -> Result<()> {
 
 /// The host's depmod may predate modules.weakdep and leave it as it was:
 /// drop the lines of removed modules so the file only names what is there.
-fn filter_weakdep(dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<()> {
+fn filter_weakdep(root: &InRoot, dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<()> {
     let f = dir.join("modules.weakdep");
-    let Ok(text) = std::fs::read_to_string(&f) else {
+    let Ok(Some(text)) = root.read_to_string(&f) else {
         return Ok(());
     };
     let kept_names: BTreeSet<String> = kept.iter().map(|p| module_name(p)).collect();
@@ -405,17 +411,17 @@ fn filter_weakdep(dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&f, out)?;
-    Ok(())
+    root.write_file(&f, out.as_bytes(), 0o644)
 }
 
 /// Keeps the firmware files `wanted` selects under /usr/lib/firmware.
 pub fn trim_firmware(tree: &Path, wanted: &[String], source: &str) -> Result<Trimmed> {
-    let dir = tree.join("usr/lib/firmware");
+    let root = InRoot::open(tree)?;
+    let rel = Path::new("usr/lib/firmware");
     let mut t = Trimmed::default();
-    if !dir.is_dir() {
+    let Some(dir) = root.host_dir(rel)? else {
         return Ok(t);
-    }
+    };
     let mut files = Vec::new();
     walk(&dir, &dir, &mut files)?;
     for w in wanted {
@@ -430,9 +436,9 @@ pub fn trim_firmware(tree: &Path, wanted: &[String], source: &str) -> Result<Tri
         if wanted.iter().any(|w| path_selects(w, f)) {
             t.kept += 1;
         } else {
-            let p = dir.join(f);
-            t.bytes_removed += std::fs::symlink_metadata(&p)?.len();
-            std::fs::remove_file(&p)?;
+            let p = rel.join(f);
+            t.bytes_removed += root.lstat(&p)?.map_or(0, |st| st.st_size as u64);
+            root.remove(&p)?;
             t.removed += 1;
         }
     }

@@ -2,11 +2,11 @@
 //! layout, identity removed (each node makes its own on first boot), the agent
 //! and its units, fstab and network defaults.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::in_root::InRoot;
 use crate::agents;
 
 /// Values the system files are made from.
@@ -65,6 +65,7 @@ pub fn planned() -> Vec<String> {
 
 pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     let mut placed = Vec::new();
+    let root = InRoot::open(tree)?;
 
     // Identity is per node: systemd makes the machine-id on every device's
     // first boot, the agent makes SSH host keys. Empty, not "uninitialized"
@@ -77,14 +78,12 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     // image enables are the ones its build enabled, as `edgeimg inspect`
     // shows. The agent's own first boot does not depend on systemd's.
     write(tree, "etc/machine-id", b"", 0o444)?;
-    let _ = std::fs::remove_file(tree.join("var/lib/dbus/machine-id"));
-    for e in std::fs::read_dir(tree.join("etc/ssh"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            std::fs::remove_file(e.path())?;
+    root.remove(Path::new("var/lib/dbus/machine-id"))?;
+    if let Some(ssh) = root.host_dir(Path::new("etc/ssh"))? {
+        for e in std::fs::read_dir(&ssh).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                root.remove(&Path::new("etc/ssh").join(e.file_name()))?;
+            }
         }
     }
     write(tree, "etc/hostname", b"localhost\n", 0o644)?;
@@ -110,15 +109,14 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     }
 
     // Home directories live on the data partition (the root is read-only).
-    relocate_to_var(tree, "home", "home")?;
-    relocate_to_var(tree, "root", "roothome")?;
-    std::fs::create_dir_all(tree.join("boot/efi"))?;
+    relocate_to_var(&root, "home", "home")?;
+    relocate_to_var(&root, "root", "roothome")?;
+    root.mkdir_p(Path::new("boot/efi"), 0o755)?;
     // raspi-firmware's hooks copy the firmware, kernel and initrd here; edgeimg
     // lays out the real boot partition itself, so the copies would only waste space.
-    let fw = tree.join("boot/firmware");
-    if fw.is_dir() {
+    if let Some(fw) = root.host_dir(Path::new("boot/firmware"))? {
         std::fs::remove_dir_all(&fw)?;
-        std::fs::create_dir(&fw)?;
+        root.mkdir(Path::new("boot/firmware"), 0o755)?;
     }
 
     write(
@@ -161,13 +159,10 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     // edgeimg disk has no LVM, so it would only spend a boot-time second
     // (its shell script and LVM tools) on finding none.
     for target in ["default.target", "multi-user.target"] {
-        let link = tree
-            .join("etc/systemd/system")
-            .join(format!("{target}.wants/e2scrub_reap.service"));
-        if link.symlink_metadata().is_ok() {
-            std::fs::remove_file(&link)
-                .with_context(|| format!("cannot disable {}", link.display()))?;
-        }
+        let link =
+            Path::new("etc/systemd/system").join(format!("{target}.wants/e2scrub_reap.service"));
+        root.remove(&link)
+            .context("cannot disable e2scrub_reap.service")?;
     }
 
     // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
@@ -186,13 +181,14 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(DHCP_NETWORK.into());
     }
 
-    let os_release = tree.join("usr/lib/os-release");
-    let mut text =
-        std::fs::read_to_string(&os_release).context("the base has no /usr/lib/os-release")?;
+    let os_release = Path::new("usr/lib/os-release");
+    let mut text = root
+        .read_to_string(os_release)?
+        .context("the base has no /usr/lib/os-release")?;
     for (k, v) in &input.os_release_extra {
         text.push_str(&format!("{k}=\"{v}\"\n"));
     }
-    std::fs::write(&os_release, text)?;
+    root.write_file(os_release, text.as_bytes(), 0o644)?;
     Ok(placed)
 }
 
@@ -223,45 +219,39 @@ fn fstab(boot_partuuid: &str) -> String {
 
 /// Replaces `/<dir>` by a symlink to `var/<target>`, moving its content into
 /// the image's /var (which seeds the data partition on first boot).
-fn relocate_to_var(tree: &Path, dir: &str, target: &str) -> Result<()> {
-    let from = tree.join(dir);
-    let to = tree.join("var").join(target);
-    if from.is_symlink() {
-        return Ok(());
+fn relocate_to_var(root: &InRoot, dir: &str, target: &str) -> Result<()> {
+    let from = Path::new(dir);
+    let to = Path::new("var").join(target);
+    match root.lstat(from)? {
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Ok(()),
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            root.mkdir_p(Path::new("var"), 0o755)?;
+            root.rename(from, &to)?;
+        }
+        _ => root.mkdir_p(&to, 0o755)?,
     }
-    if from.is_dir() {
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("cannot move /{dir} to /var/{target}"))?;
-    } else {
-        std::fs::create_dir_all(&to)?;
-    }
-    std::os::unix::fs::symlink(format!("var/{target}"), &from)?;
-    Ok(())
+    root.symlink(from, Path::new(&format!("var/{target}")))
 }
 
 /// `systemctl enable` without systemctl: the wants symlink.
+/// The link is placed through [`InRoot`], like every write into the tree.
 pub fn enable(tree: &Path, unit: &str, target: &str) -> Result<()> {
-    let dir = tree
-        .join("etc/systemd/system")
-        .join(format!("{target}.wants"));
-    std::fs::create_dir_all(&dir)?;
-    let link = dir.join(unit);
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), &link)
-        .with_context(|| format!("cannot enable {unit}"))?;
-    Ok(())
+    let root = InRoot::open(tree)?;
+    let dir = Path::new("etc/systemd/system").join(format!("{target}.wants"));
+    root.mkdir_p(&dir, 0o755)
+        .and_then(|()| {
+            root.symlink(
+                &dir.join(unit),
+                Path::new(&format!("/usr/lib/systemd/system/{unit}")),
+            )
+        })
+        .with_context(|| format!("cannot enable {unit}"))
 }
 
-/// Writes `rel` under `tree` (creating parents) with `mode`.
+/// Writes `rel` under `tree` (creating parents) with `mode`, resolved inside
+/// the tree ([`InRoot::write`]): a link in the base cannot send it out.
 pub fn write(tree: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
-    let p = tree.join(rel);
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let _ = std::fs::remove_file(&p);
-    std::fs::write(&p, content).with_context(|| format!("cannot write {}", p.display()))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
+    InRoot::open(tree)?.write(Path::new(rel), content, mode)
 }
 
 #[cfg(test)]
