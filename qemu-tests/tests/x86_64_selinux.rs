@@ -35,7 +35,10 @@ fn x86_64_selinux_enforcing() {
     let _guard = exclusive();
     for n in [1, 2] {
         let (c, ready) = img.boot(n);
-        assert!(ready.contains("edgeimg: cluster ready"), "boot {n}: {ready}");
+        assert!(
+            ready.contains("edgeimg: cluster ready"),
+            "boot {n}: {ready}"
+        );
         assert_eq!(c["status"]["boots"], n, "{c}");
         img.assert_enforcing_labels_and_domains(&c);
         img.assert_no_denial(n, &c);
