@@ -63,10 +63,31 @@ pub fn planned() -> Vec<String> {
     v
 }
 
+/// Everything the system needs beyond the Debian base, in the staged tree:
+/// per-node identity left empty, sshd's settings, the read-only root's
+/// directory layout, the agent and its units, networking, os-release.
+/// Returns the files placed (for the manifest).
 pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
-    let mut placed = Vec::new();
     let root = InRoot::open(tree)?;
+    let mut placed = Vec::new();
+    clear_identity(tree, &root)?;
+    placed.extend(configure_ssh(tree)?);
+    lay_out_dirs(&root)?;
+    write(
+        tree,
+        "etc/fstab",
+        fstab(&input.boot_partuuid).as_bytes(),
+        0o644,
+    )?;
+    placed.push("etc/fstab".into());
+    placed.extend(install_agent(tree, input)?);
+    disable_e2scrub_reap(&root)?;
+    placed.extend(configure_network(tree)?);
+    extend_os_release(&root, input)?;
+    Ok(placed)
+}
 
+fn clear_identity(tree: &Path, root: &InRoot) -> Result<()> {
     // Identity is per node: systemd makes the machine-id on every device's
     // first boot, the agent makes SSH host keys. Empty, not "uninitialized"
     // (machine-id(5), "First Boot Semantics"): an empty file gets an id
@@ -87,6 +108,12 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         }
     }
     write(tree, "etc/hostname", b"localhost\n", 0o644)?;
+    Ok(())
+}
+
+/// sshd's drop-ins, when the base has sshd.
+fn configure_ssh(tree: &Path) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // sshd uses exactly the host keys the agent makes (no RSA: see sshkeys.rs).
     if tree.join("usr/sbin/sshd").exists() {
         let rel = edgeimg_contract::ssh::SSHD_DROP_IN.trim_start_matches('/');
@@ -108,9 +135,13 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(SSH_SERVICE_DROP_IN.into());
     }
 
+    Ok(placed)
+}
+
+fn lay_out_dirs(root: &InRoot) -> Result<()> {
     // Home directories live on the data partition (the root is read-only).
-    relocate_to_var(&root, "home", "home")?;
-    relocate_to_var(&root, "root", "roothome")?;
+    relocate_to_var(root, "home", "home")?;
+    relocate_to_var(root, "root", "roothome")?;
     root.mkdir_p(Path::new("boot/efi"), 0o755)?;
     // raspi-firmware's hooks copy the firmware, kernel and initrd here; edgeimg
     // lays out the real boot partition itself, so the copies would only waste space.
@@ -119,14 +150,12 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         root.mkdir(Path::new("boot/firmware"), 0o755)?;
     }
 
-    write(
-        tree,
-        "etc/fstab",
-        fstab(&input.boot_partuuid).as_bytes(),
-        0o644,
-    )?;
-    placed.push("etc/fstab".into());
+    Ok(())
+}
 
+/// The agent binary, its notes, the image's `image.json` and its units.
+fn install_agent(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     write(tree, agents::AGENT_PATH, input.agent, 0o755)?;
     placed.push(agents::AGENT_PATH.into());
     write(
@@ -155,6 +184,10 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(unit);
     }
 
+    Ok(placed)
+}
+
+fn disable_e2scrub_reap(root: &InRoot) -> Result<()> {
     // e2scrub_reap removes e2scrub's stale LVM snapshots at every boot; an
     // edgeimg disk has no LVM, so it would only spend a boot-time second
     // (its shell script and LVM tools) on finding none.
@@ -165,6 +198,11 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
             .context("cannot disable e2scrub_reap.service")?;
     }
 
+    Ok(())
+}
+
+fn configure_network(tree: &Path) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
     if tree
         .join("usr/lib/systemd/system/systemd-networkd.service")
@@ -181,6 +219,11 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(DHCP_NETWORK.into());
     }
 
+    Ok(placed)
+}
+
+/// os-release gains the image's own fields (name, board, version...).
+fn extend_os_release(root: &InRoot, input: &SystemInput) -> Result<()> {
     let os_release = Path::new("usr/lib/os-release");
     let mut text = root
         .read_to_string(os_release)?
@@ -189,7 +232,7 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         text.push_str(&format!("{k}=\"{v}\"\n"));
     }
     root.write_file(os_release, text.as_bytes(), 0o644)?;
-    Ok(placed)
+    Ok(())
 }
 
 const SSH_SERVICE_DROP_IN: &str = "etc/systemd/system/ssh.service.d/50-edgeimg.conf";
