@@ -7,7 +7,7 @@
 //! otherwise.
 
 mod common;
-#[path = "support/synthetic.rs"]
+#[path = "common/synthetic.rs"]
 mod synthetic;
 
 use std::os::unix::fs::{FileExt, MetadataExt};
