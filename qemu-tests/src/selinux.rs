@@ -59,7 +59,18 @@ impl SelinuxImage {
             disk_copy(&self.image, &self.disk, 4 << 30).unwrap();
         }
         boot_once_redoing_a_stall(&self.board, &self.disk, self.out.path(), &self.log_name(n))
-            .unwrap_or_else(|e| panic!("{} {} boot {n}: {e:#}", self.board, self.mode))
+            .unwrap_or_else(|e| {
+                // A denial is the likeliest reason a boot under enforcing
+                // fails: name them rather than only the symptom.
+                let log = std::fs::read_to_string(log_dir().join(self.log_name(n)));
+                let (denials, _) = denials_in(&log.unwrap_or_default());
+                panic!(
+                    "{} {} boot {n}: {e:#}\ndenials on the console:\n{}",
+                    self.board,
+                    self.mode,
+                    denials.join("\n")
+                )
+            })
     }
 
     fn log_name(&self, n: u32) -> String {
@@ -78,15 +89,7 @@ impl SelinuxImage {
     /// rather than trusting the guest to report them.
     pub fn console_denials(&self, n: u32) -> (Vec<String>, bool) {
         let log = std::fs::read_to_string(log_dir().join(self.log_name(n))).expect("console log");
-        let denials = log
-            .lines()
-            .filter(|l| l.contains("avc:  denied") && !l.contains("EDGEIMG-AVC"))
-            .map(str::to_string)
-            .collect();
-        let lost = log.contains("audit: printk limit exceeded")
-            || log.contains("audit: backlog limit exceeded")
-            || log.contains("audit: audit_lost=");
-        (denials, lost)
+        denials_in(&log)
     }
 
     /// Boot `n` logged no denial at all, counted by the guest (journal) and
@@ -148,4 +151,19 @@ impl SelinuxImage {
         );
         assert_eq!(c["status"]["cluster_ready"], true, "{c}");
     }
+}
+
+/// The AVC denials a console log holds (the kernel's own lines, not the
+/// self-check's `EDGEIMG-AVC` copies) and whether it says audit records were
+/// dropped.
+fn denials_in(log: &str) -> (Vec<String>, bool) {
+    let denials = log
+        .lines()
+        .filter(|l| l.contains("avc:  denied") && !l.contains("EDGEIMG-AVC"))
+        .map(str::to_string)
+        .collect();
+    let lost = log.contains("audit: printk limit exceeded")
+        || log.contains("audit: backlog limit exceeded")
+        || log.contains("audit: audit_lost=");
+    (denials, lost)
 }

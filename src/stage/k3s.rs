@@ -65,7 +65,13 @@ pub fn planned(
             .chain(preloaded.iter().map(String::as_str))
             .map(|n| format!("{IMAGES_ON_ROOT}/{n}")),
     );
+    v.push(images_mount_file());
     v
+}
+
+/// The unit that overlays the images onto K3s' directory.
+fn images_mount_file() -> String {
+    format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}")
 }
 
 const K3S_BINARY: &str = "usr/local/bin/k3s";
@@ -239,12 +245,9 @@ fn place_images(tree: &Path, root: &InRoot, input: &K3sInput) -> Result<Vec<Stri
         b"{}\n",
         0o644,
     )?;
-    write(
-        tree,
-        &format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}"),
-        IMAGES_MOUNT.as_bytes(),
-        0o644,
-    )?;
+    let unit = images_mount_file();
+    write(tree, &unit, IMAGES_MOUNT.as_bytes(), 0o644)?;
+    placed.push(unit);
     enable(tree, IMAGES_MOUNT_UNIT, "local-fs.target")?;
     Ok(placed)
 }

@@ -38,6 +38,8 @@ const AGENT_UNITS: [(&str, &str, &str); 3] = [
 ];
 
 const DHCP_NETWORK: &str = "etc/systemd/network/80-edgeimg-dhcp.network";
+/// What the agent is and which units run it, for whoever looks in the root.
+const AGENT_README: &str = "usr/lib/edgeimg/README.md";
 
 /// What [`apply`] reports placing in a root with sshd and systemd-networkd
 /// (every edgeimg base has both: openssh-server and systemd are required
@@ -50,6 +52,7 @@ pub fn planned() -> Vec<String> {
         SSH_SERVICE_DROP_IN.to_string(),
         "etc/fstab".to_string(),
         agents::AGENT_PATH.to_string(),
+        AGENT_README.to_string(),
         edgeimg_contract::schema::IMAGE_CONFIG_PATH
             .trim_start_matches('/')
             .to_string(),
@@ -158,12 +161,8 @@ fn install_agent(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     let mut placed = Vec::new();
     write(tree, agents::AGENT_PATH, input.agent, 0o755)?;
     placed.push(agents::AGENT_PATH.into());
-    write(
-        tree,
-        "usr/lib/edgeimg/README.md",
-        agents::README.as_bytes(),
-        0o644,
-    )?;
+    write(tree, AGENT_README, agents::README.as_bytes(), 0o644)?;
+    placed.push(AGENT_README.into());
     let image_json = serde_json::to_vec_pretty(input.image_config)?;
     write(
         tree,
