@@ -1,7 +1,8 @@
 //! Reading one file from the FAT file system of the boot partition, in
-//! process and read-only: the agent reads node.toml this way before systemd
-//! mounts the partition, and the builder's `inspect` reads a flashed card or
-//! a compressed image the same way.
+//! process and read-only, with the checked reader in [`crate::fat`]: the
+//! agent reads node.toml this way before systemd mounts the partition, and
+//! the builder's `inspect` reads a flashed card or a compressed image the
+//! same way.
 
 use crate::error::{Context, Result};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -9,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 /// The most node.toml may hold: a few users with keys and a K3s table are a
 /// few KiB, and the file is read whole into memory, so anything near the
 /// size of the boot partition is refused rather than read.
-pub const MAX_FILE: u64 = 64 * 1024;
+pub use crate::fat::MAX_FILE;
 
 /// `<rel>` from the FAT file system at bytes `start..start + len` of `disk`
 /// (at most [`MAX_FILE`] bytes); `None` when it is absent.
@@ -19,20 +20,20 @@ pub fn read_from_partition<D: Read + Seek>(
     len: u64,
     rel: &str,
 ) -> Result<Option<String>> {
-    let part = ReadOnlySlice {
+    let mut part = ReadOnlySlice {
         disk,
         start,
         len,
         pos: 0,
     };
-    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new().update_accessed_date(false))
-        .context("reading its FAT file system")?;
-    let mut file = match fs.root_dir().open_file(rel) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {rel}")),
-    };
-    read_bounded(&mut file, rel).map(Some)
+    match crate::fat::read_file(&mut part, len, rel)
+        .with_context(|| format!("reading {rel} from its FAT file system"))?
+    {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| crate::error::Error::msg(format!("{rel} is not UTF-8 text"))),
+    }
 }
 
 /// All of `r` as UTF-8 text, refusing more than [`MAX_FILE`] bytes with an
