@@ -95,12 +95,16 @@ pub fn cmdline_params(root_partuuid: &str, root_hash: &str, hash_offset: &str) -
 
 /// Fails unless the kernel in `tree` has dm-verity (as a module or built in).
 pub fn check_kernel(tree: &Path, version: &str, board_file: &str) -> Result<()> {
-    let dir = tree.join(format!("usr/lib/modules/{version}"));
-    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    let rel = std::path::PathBuf::from(format!("usr/lib/modules/{version}"));
+    let dir = tree.join(&rel);
+    let root = crate::stage::in_root::InRoot::open(tree)?;
+    let read =
+        |f: &str| -> Result<String> { Ok(root.read_to_string(&rel.join(f))?.unwrap_or_default()) };
+    let builtin = read("modules.builtin")?;
     if builtin.lines().any(|l| l.ends_with("/dm-verity.ko")) {
         return Ok(());
     }
-    let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
+    let dep = read("modules.dep")?;
     anyhow::ensure!(
         dep.lines().filter_map(|l| l.split(':').next()).any(|m| m
             .rsplit('/')

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::fs::vfat::BootFiles;
 use crate::stage::KernelFiles;
+use crate::stage::in_root::InRoot;
 use edgeimg_contract::arch::Arch;
 use edgeimg_contract::partition::{Slot, boot_files};
 
@@ -59,13 +60,14 @@ pub fn boot_files(
     title: &str,
 ) -> Result<BootFiles> {
     let (suffix, removable) = efi_names(rust_arch);
-    let sdboot = tree.join(format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi"));
-    if !sdboot.exists() {
+    // Read from the tree, never through a link pointing at the build host.
+    let rel = format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi");
+    let Some(sdboot) = InRoot::open(tree)?.host_file(Path::new(&rel))? else {
         anyhow::bail!(
             "{} is missing from the base; the board must include the systemd-boot-efi package",
-            sdboot.display()
+            tree.join(rel).display()
         );
-    }
+    };
     let mut files = BootFiles::default();
     files.add_file(&format!("EFI/BOOT/{removable}"), sdboot.clone());
     files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), sdboot);

@@ -75,9 +75,10 @@ pub fn apply(
     mode: SelinuxMode,
     compiled: &[compile::Compiled],
 ) -> Result<Applied> {
-    let store = tree.join("etc/selinux").join(POLICY_TYPE);
+    let root = crate::stage::in_root::InRoot::open(tree)?;
+    let contexts = format!("etc/selinux/{POLICY_TYPE}/contexts/files/file_contexts");
     anyhow::ensure!(
-        store.join("contexts/files/file_contexts").is_file(),
+        root.host_file(Path::new(&contexts))?.is_some(),
         "the base root has no SELinux policy at /etc/selinux/{POLICY_TYPE} (selinux-policy-default not installed?)"
     );
     install(tree, compiled)?;
@@ -142,7 +143,9 @@ fn enable_audit_socket(tree: &Path) -> Result<()> {
     let unit = "systemd-journald-audit.socket";
     let target = format!("/usr/lib/systemd/system/{unit}");
     anyhow::ensure!(
-        tree.join(&target[1..]).is_file(),
+        crate::stage::in_root::InRoot::open(tree)?
+            .host_file(Path::new(&target[1..]))?
+            .is_some(),
         "the base root has no {target}"
     );
     for wanted_by in ["sockets.target", "systemd-journald.service"] {

@@ -293,15 +293,32 @@ impl InRoot {
     /// is not a directory, an error when its plain path leads anywhere but
     /// the directory inside the tree (a link on the way pointing out).
     pub fn host_dir(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        self.host_path(rel, true)
+    }
+
+    /// The host path of regular file `rel` for a step that reads or copies
+    /// it by path (a tool, the boot partition's writer): `None` when it is
+    /// not a regular file, an error when its plain path leads anywhere but
+    /// the file inside the tree (a link pointing out, at any component).
+    pub fn host_file(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        self.host_path(rel, false)
+    }
+
+    /// The plain host path of `rel` once it is known to reach the same
+    /// directory or regular file as `rel` resolved inside the tree.
+    fn host_path(&self, rel: &Path, dir: bool) -> Result<Option<PathBuf>> {
         use std::os::unix::fs::MetadataExt;
         let host = self.path.join(rel);
-        let plain = std::fs::metadata(&host).ok().filter(|m| m.is_dir());
-        let inside = match self.resolve(rel, libc::O_RDONLY | libc::O_DIRECTORY) {
+        let kind = |m: &std::fs::Metadata| if dir { m.is_dir() } else { m.is_file() };
+        let plain = std::fs::metadata(&host).ok().filter(kind);
+        // O_PATH: nothing is opened for reading (a FIFO would block).
+        let inside = match self.resolve(rel, libc::O_PATH) {
             Ok(fd) => Some(
                 File::from(fd)
                     .metadata()
                     .with_context(|| format!("cannot read {}", self.show(rel).display()))?,
-            ),
+            )
+            .filter(kind),
             Err(_) => None,
         };
         match (plain, inside) {
