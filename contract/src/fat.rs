@@ -556,6 +556,47 @@ mod tests {
     }
 
     #[test]
+    fn reads_what_mkfs_fat_and_mtools_wrote() {
+        // The tools edgeimg builds boot partitions with (and a user's
+        // machine edits them with), at each FAT type.
+        for (bits, kib) in [("12", "4096"), ("16", "20480"), ("32", "40960")] {
+            let d = tempfile::tempdir().unwrap();
+            let (img, node) = (d.path().join("fat.img"), d.path().join("node.toml"));
+            let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+                let out = std::process::Command::new(cmd).args(args).output().unwrap();
+                assert!(out.status.success(), "{cmd}: {out:?}");
+            };
+            run(
+                "mkfs.fat",
+                &[
+                    "-C".as_ref(),
+                    "-F".as_ref(),
+                    bits.as_ref(),
+                    img.as_os_str(),
+                    kib.as_ref(),
+                ],
+            );
+            let text = text(5000);
+            std::fs::write(&node, &text).unwrap();
+            run(
+                "mmd",
+                &["-i".as_ref(), img.as_os_str(), "::edgeimg".as_ref()],
+            );
+            run(
+                "mcopy",
+                &[
+                    "-i".as_ref(),
+                    img.as_os_str(),
+                    node.as_os_str(),
+                    "::edgeimg/node.toml".as_ref(),
+                ],
+            );
+            let v = std::fs::read(&img).unwrap();
+            assert_eq!(read(&v, NODE).unwrap().unwrap(), text, "FAT{bits}");
+        }
+    }
+
+    #[test]
     fn crafted_entries_and_chains_are_errors() {
         let v = volume(fatfs::FatType::Fat16, 8, &text(3000));
         let vol = Volume::read(&mut Cursor::new(&v), v.len() as u64).unwrap();
