@@ -69,9 +69,8 @@ pub fn take_kernel(tree: &Path, dest: &Path) -> Result<KernelFiles> {
     let vmlinuz = dest.join("vmlinuz");
     let initrd = dest.join("initrd.img");
     // Each a regular file inside the tree (a link to the build host's own
-    // kernel is refused), copied when it is a link inside the tree so that
-    // what lands in `dest` is the file, not the link.
-    // Both are checked before either is moved.
+    // kernel is refused), both checked before either is moved; one reached
+    // through a link inside the tree is copied, so `dest` gets the file.
     let from = |name: &str| {
         root.host_file(&Path::new("boot").join(format!("{name}-{version}")))?
             .with_context(|| format!("the base root has no {name}-{version} in /boot"))

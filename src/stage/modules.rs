@@ -330,8 +330,8 @@ pub fn trim_modules(
 
 /// Runs the host's depmod (pointed at the tree's own configuration, so no
 /// foreign-architecture binary runs) on a scratch tree of hard links to the
-/// trimmed modules in `moddir` (the kernel's directory, resolved inside the
-/// tree), and stores the index files it writes in `cached` (written aside,
+/// trimmed modules in `moddir_host` (the kernel's directory, resolved inside
+/// the tree), and stores the index files it writes in `cached` (written aside,
 /// then renamed: never half there).
 fn depmod_into_cache(
     root: &InRoot,
