@@ -72,6 +72,24 @@ pub fn publish(a: crate::cli::PublishArgs, quiet: bool) -> Result<()> {
     crate::publish::run(a, quiet)
 }
 
+/// With `--json`, a verification that fails still prints one JSON object on
+/// stdout: `what` (the file, directory or lock checked) with `verified`
+/// false and the error; the command then fails as it would without `--json`
+/// (the error on stderr, the refusal's exit status).
+fn json_on_failure<T, E: Into<anyhow::Error>>(
+    json: bool,
+    mut what: serde_json::Value,
+    r: std::result::Result<T, E>,
+) -> Result<T> {
+    let r = r.map_err(Into::into);
+    if let (true, Err(e)) = (json, &r) {
+        what["verified"] = false.into();
+        what["error"] = format!("{e:#}").into();
+        println!("{what}");
+    }
+    r
+}
+
 pub fn update(c: crate::cli::UpdateCommand, quiet: bool) -> Result<()> {
     match c {
         crate::cli::UpdateCommand::Verify {
@@ -88,13 +106,17 @@ pub fn update(c: crate::cli::UpdateCommand, quiet: bool) -> Result<()> {
                     cause,
                 })?;
             }
-            let h = crate::update::verify(
-                &file,
-                &key,
-                &crate::update::Expect {
-                    board: board.as_deref(),
-                    arch: arch.as_deref(),
-                },
+            let h = json_on_failure(
+                json,
+                serde_json::json!({ "file": file }),
+                crate::update::verify(
+                    &file,
+                    &key,
+                    &crate::update::Expect {
+                        board: board.as_deref(),
+                        arch: arch.as_deref(),
+                    },
+                ),
             )?;
             if json {
                 println!(
@@ -605,9 +627,14 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             json,
         } => {
             let lock = lock_of(&lock);
-            let m = carry::manifest_for_dir(&dir, manifest.as_deref())?;
-            let arches = carry::arches_in_dir(&dir, &m, arch.map(arch_of))?;
-            let r = carry::verify_dir(&dir, &m, &arches, Some(&lock))?;
+            let r = json_on_failure(
+                json,
+                serde_json::json!({ "dir": dir }),
+                carry::manifest_for_dir(&dir, manifest.as_deref()).and_then(|m| {
+                    let arches = carry::arches_in_dir(&dir, &m, arch.map(arch_of))?;
+                    carry::verify_dir(&dir, &m, &arches, Some(&lock))
+                }),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else if !quiet {
@@ -638,7 +665,11 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             ..
         } => {
             let lock = lock_of(&lock);
-            let n = bundle::verify(&lock)?;
+            let n = json_on_failure(
+                json,
+                serde_json::json!({ "lock": lock }),
+                bundle::verify(&lock),
+            )?;
             if json {
                 println!(
                     "{}",

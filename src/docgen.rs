@@ -23,7 +23,55 @@ fn command() -> clap::Command {
 /// the board names and a bundle command's manifest the shipped manifests.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
     let mut c = with_value_hints(Cli::command());
-    clap_complete::generate(shell, &mut c, "edgeimg", out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut c, "edgeimg", &mut script);
+    let script = String::from_utf8_lossy(&script);
+    let names = crate::bundle::manifest::shipped_names().join(" ");
+    let _ = out.write_all(manifests_or_files(shell, &script, &names).as_bytes());
+}
+
+/// A manifest argument takes a shipped manifest's name or a manifest file,
+/// but clap's generators offer only the listed values: each shell's script
+/// is changed where it completes `names` to offer files too.
+fn manifests_or_files(shell: clap_complete::Shell, script: &str, names: &str) -> String {
+    use clap_complete::Shell;
+    match shell {
+        Shell::Bash => {
+            // An option's values, and a positional's (listed among `opts`).
+            let option = format!("COMPREPLY=($(compgen -W \"{names}\" -- \"${{cur}}\"))");
+            let mut out = String::new();
+            let mut positional = false;
+            for line in script.replace(
+                &option,
+                &format!("COMPREPLY=($(compgen -W \"{names}\" -- \"${{cur}}\") $(compgen -f -- \"${{cur}}\"))"),
+            ).lines() {
+                let t = line.trim_start();
+                if t.starts_with("opts=") {
+                    positional = t.ends_with(&format!(" {names}\""));
+                }
+                if positional && t == "COMPREPLY=( $(compgen -W \"${opts}\" -- \"${cur}\") )" {
+                    out.push_str(&line.replace(
+                        "-- \"${cur}\") )",
+                        "-- \"${cur}\") $(compgen -f -- \"${cur}\") )",
+                    ));
+                    positional = false;
+                } else {
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+            out
+        }
+        Shell::Zsh => script.replace(
+            &format!(":({names})'"),
+            &format!(":_alternative \"manifests:manifest:({names})\" \"files:file:_files\"'"),
+        ),
+        Shell::Fish => script.replace(
+            &format!("-r -f -a \"{}", names.replace(' ', "\t''\n")),
+            &format!("-r -F -a \"{}", names.replace(' ', "\t''\n")),
+        ),
+        _ => script.to_string(),
+    }
 }
 
 /// `c` with the known values of `--board` and of a bundle manifest attached

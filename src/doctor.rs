@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::cmd::{self, Tool};
 use crate::config::board::{self, Board, QemuBoot};
+use edgeimg_contract::arch::Arch;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
@@ -56,7 +57,7 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
                 });
             }
         }
-        if let Some(c) = foreign_arch_check(b) {
+        if let Some(c) = foreign_arch_check(b.arch) {
             if !out.iter().any(|x| x.what == c.what) {
                 out.push(c);
             }
@@ -98,21 +99,15 @@ fn rootless_checks() -> Vec<Check> {
     out
 }
 
-/// Host architecture in Debian's naming.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "aarch64" => "arm64",
-        _ => "amd64",
-    }
+/// The host's architecture (a host edgeimg does not build for counts as
+/// amd64: every target is then foreign to it).
+pub fn host_arch() -> Arch {
+    Arch::host().unwrap_or(Arch::Amd64)
 }
 
 /// Why a root for `arch` cannot be bootstrapped on this host, with the fix.
-pub fn foreign_arch_problem(arch: &str) -> Option<String> {
-    let b = Board {
-        arch: arch.to_string(),
-        ..board::load(if arch == "arm64" { "arm64" } else { "x86_64" }).ok()?
-    };
-    let c = foreign_arch_check(&b)?;
+pub fn foreign_arch_problem(arch: Arch) -> Option<String> {
+    let c = foreign_arch_check(arch)?;
     if c.found.is_some() {
         None
     } else {
@@ -122,24 +117,14 @@ pub fn foreign_arch_problem(arch: &str) -> Option<String> {
 
 /// Bootstrapping a foreign-arch root runs its programs through qemu-user via
 /// binfmt_misc: the handler must be registered, not just installed.
-fn foreign_arch_check(b: &Board) -> Option<Check> {
-    if b.arch == host_arch() {
+fn foreign_arch_check(arch: Arch) -> Option<Check> {
+    if arch == host_arch() {
         return None;
     }
-    let (handler, qemu) = match b.arch.as_str() {
-        "arm64" => (
-            "/proc/sys/fs/binfmt_misc/qemu-aarch64",
-            "qemu-aarch64-static",
-        ),
-        other => {
-            return Some(Check {
-                what: format!("binfmt for {other}"),
-                package: "qemu-user-static".into(),
-                purpose: "foreign-arch bootstrap".into(),
-                found: None,
-            });
-        }
-    };
+    let handler = format!("/proc/sys/fs/binfmt_misc/{}", arch.qemu_user());
+    let qemu = format!("{}-static", arch.qemu_user());
+    let handler = handler.as_str();
+    let qemu = qemu.as_str();
     let registered = std::fs::read_to_string(handler).is_ok_and(|s| s.starts_with("enabled"));
     let installed = cmd::which(qemu).is_some();
     Some(Check {
@@ -147,15 +132,17 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
         what: format!("binfmt {}", handler.rsplit('/').next().unwrap_or(handler)),
         package: "qemu-user-static binfmt-support".into(),
         purpose: if !installed {
-            format!(
-                "run {} programs while bootstrapping: install qemu-user-static",
-                b.arch
-            )
+            format!("run {arch} programs while bootstrapping: install qemu-user-static")
         } else if !Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
-            "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable qemu-aarch64`".into()
+            format!(
+                "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable {}`",
+                arch.qemu_user()
+            )
         } else {
-            "register the handler: `update-binfmts --enable qemu-aarch64` (package binfmt-support)"
-                .into()
+            format!(
+                "register the handler: `update-binfmts --enable {}` (package binfmt-support)",
+                arch.qemu_user()
+            )
         },
         found: (registered && installed).then(|| format!("{handler} (enabled)")),
     })
@@ -200,7 +187,7 @@ pub fn config_checks(
     lock: Option<&Path>,
     bundle_dir: Option<&Path>,
 ) -> Vec<Check> {
-    use crate::bundle::{self, Arch, LockFile, Manifest};
+    use crate::bundle::{self, LockFile, Manifest};
     let lock = lock
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::config::lock_path(config));
@@ -242,13 +229,7 @@ pub fn config_checks(
         return out;
     };
     let what = format!("K3s bundle {} ({})", k.bundle, cfg.board.arch);
-    let arch = match cfg.board.arch.parse::<Arch>() {
-        Ok(a) => a,
-        Err(e) => {
-            out.push(fix(what, e.to_string()));
-            return out;
-        }
-    };
+    let arch = cfg.board.arch;
     let flag = if k.buildkit { " --buildkit" } else { "" };
     let get = format!(
         "`edgeimg bundle fetch {} --arch {arch}{flag}`, or carry it in: `edgeimg bundle import DIR`",

@@ -3,7 +3,6 @@
 //! architecture, and every image archive's names and platforms.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, Result};
 
@@ -26,11 +25,11 @@ pub struct K3sInputs {
 
 pub fn prepare(
     k: &K3sConfig,
-    debian_arch: &str,
+    arch: Arch,
     bundle_dir: Option<&Path>,
     lock: &Path,
 ) -> Result<K3sInputs> {
-    let arch = Arch::from_str(debian_arch)?;
+    let debian_arch = arch.debian();
     let manifest = Manifest::for_build(&k.bundle, bundle_dir)?;
     let bundle = match bundle_dir {
         Some(dir) => {

@@ -13,9 +13,11 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_norway::{Mapping, Value};
+
+use crate::cmd::Cmd;
 
 /// Where K3s writes its admin kubeconfig on a server node.
 pub const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
@@ -230,7 +232,10 @@ pub fn read_source(source: &Source) -> Result<(String, String)> {
                 target: target.clone(),
                 msg,
             };
-            let mut child = ssh_command(target, options)
+            let (mut ssh, _) = ssh_command(target, options)
+                .into_std()
+                .map_err(|e| ssh_err(e.to_string()))?;
+            let mut child = ssh
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -288,20 +293,18 @@ pub fn read_source(source: &Source) -> Result<(String, String)> {
 /// prompting) unless USER is root. BatchMode: no password or host-key
 /// prompt can hang a script; use an agent/key and a known host (or
 /// `--ssh-option StrictHostKeyChecking=accept-new`).
-pub fn ssh_command(target: &str, options: &[String]) -> Command {
-    let mut c = Command::new("ssh");
-    c.args(["-o", "BatchMode=yes"]);
+pub fn ssh_command(target: &str, options: &[String]) -> Cmd {
+    let mut c = Cmd::new(crate::cmd::SSH).args(["-o", "BatchMode=yes"]);
     for o in options {
-        c.arg("-o").arg(o);
+        c = c.arg("-o").arg(o);
     }
-    c.arg("--").arg(target);
+    c = c.arg("--").arg(target);
     let user = target.rsplit_once('@').map(|(u, _)| u);
     if user == Some("root") {
-        c.args(["cat", K3S_KUBECONFIG]);
+        c.args(["cat", K3S_KUBECONFIG])
     } else {
-        c.args(["sudo", "-n", "cat", K3S_KUBECONFIG]);
+        c.args(["sudo", "-n", "cat", K3S_KUBECONFIG])
     }
-    c
 }
 
 fn bad(source_name: &str, msg: impl Into<String>) -> KubeconfigError {
@@ -708,20 +711,14 @@ mod tests {
 
     #[test]
     fn ssh_runs_cat_through_sudo_unless_root() {
-        let args = |t: &str| {
-            ssh_command(t, &["Port=2222".into()])
-                .get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let args = |t: &str| ssh_command(t, &["Port=2222".into()]).cmdline();
         assert_eq!(
             args("ops@edge-1"),
-            "-o BatchMode=yes -o Port=2222 -- ops@edge-1 sudo -n cat /etc/rancher/k3s/k3s.yaml"
+            "ssh -o BatchMode=yes -o Port=2222 -- ops@edge-1 sudo -n cat /etc/rancher/k3s/k3s.yaml"
         );
         assert_eq!(
             args("root@edge-1"),
-            "-o BatchMode=yes -o Port=2222 -- root@edge-1 cat /etc/rancher/k3s/k3s.yaml"
+            "ssh -o BatchMode=yes -o Port=2222 -- root@edge-1 cat /etc/rancher/k3s/k3s.yaml"
         );
     }
 }

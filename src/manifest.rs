@@ -213,7 +213,7 @@ impl Manifest {
             edgeimg_version: crate::VERSION.into(),
             name: p.name.clone(),
             board: p.board.clone(),
-            arch: p.arch.clone(),
+            arch: p.arch.to_string(),
             source_date_epoch: i.epoch,
             seed: p.seed.clone(),
             image: ImageInfo {
@@ -234,7 +234,7 @@ impl Manifest {
                 },
                 base: BaseInput {
                     suite: i.base.suite.clone(),
-                    arch: i.base.arch.clone(),
+                    arch: i.base.arch.to_string(),
                     mirror: i.base.mirror.clone(),
                     cache_key: i.base.key.clone(),
                     tarball_sha256: i.base.sha256.clone(),

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::io_error::{IoError, io_err};
-use edgeimg_agent::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
+use edgeimg_contract::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -220,7 +220,7 @@ pub fn render(cfg: &NodeConfig) -> Result<String, NodeError> {
     let text = format!(
         "# edgeimg node file: read by edgeimg-agent on first boot from the boot\n\
          # partition's {}. Written by `edgeimg node`; edit freely.\n\n{body}",
-        edgeimg_agent::schema::NODE_CONFIG_RELPATH
+        edgeimg_contract::schema::NODE_CONFIG_RELPATH
     );
     let secret = cfg.k3s.as_ref().and_then(|k| k.token.as_deref());
     let back = NodeConfig::from_toml(&text, Path::new("node.toml"))

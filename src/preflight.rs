@@ -97,7 +97,7 @@ pub fn k3s(cfg: &Config, opts: &BuildOptions) -> Result<Option<K3sInputs>> {
         .map(|k| {
             crate::k3s_inputs::prepare(
                 k,
-                &cfg.board.arch,
+                cfg.board.arch,
                 opts.bundle.as_deref(),
                 &opts.lock_path(cfg),
             )

@@ -1,6 +1,6 @@
 //! Signed updates on the host: key generation, writing the update file at
 //! build time, and `edgeimg update verify`. The file format and the
-//! verification are the agent's own code ([`edgeimg_agent::update`]), so the
+//! verification are the agent's own code ([`edgeimg_contract::update`]), so the
 //! host checks exactly what a device checks.
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edgeimg_agent::update::{format, keys};
+use edgeimg_contract::update::{format, keys};
 
 pub use format::{Expect, Header};
 
@@ -118,7 +118,7 @@ pub fn write_for_build(
         Header {
             name: cfg.name.clone(),
             board: cfg.board.name.clone(),
-            arch: cfg.board.arch.clone(),
+            arch: cfg.board.arch.to_string(),
             build_id: root_sha[..16].to_string(),
             edgeimg_version: crate::VERSION.into(),
             kernel_version: p.kernel_version.to_string(),

@@ -1108,6 +1108,20 @@ fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
     k3s[100] ^= 1;
     std::fs::write(d.join("k3s"), &k3s).unwrap();
     fails(&verify(&d), &["k3s", "does not match"]);
+    // With --json: one object on stdout naming the directory and the file,
+    // and the same exit status.
+    let plain = verify(&d);
+    let j = env.run(&["bundle", "verify", "--json", d.to_str().unwrap()]);
+    assert_eq!(
+        j.status.code(),
+        plain.status.code(),
+        "--json changes the exit status"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout)
+        .unwrap_or_else(|e| panic!("a failed --json verify prints JSON ({e}): {j:?}"));
+    assert_eq!(v["verified"], false, "{v}");
+    assert_eq!(v["dir"], d.display().to_string(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("k3s"), "{v}");
 
     // A missing file is named.
     let d = case("incomplete");

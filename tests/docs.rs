@@ -208,7 +208,7 @@ fn every_node_toml_key_is_in_config_md() {
         "[[users]]\nname = \"a\"\nzzz_unknown = 1\n",
         "[k3s]\nzzz_unknown = 1\n",
     ] {
-        let err = toml::from_str::<edgeimg_agent::schema::NodeConfig>(text)
+        let err = toml::from_str::<edgeimg_contract::schema::NodeConfig>(text)
             .unwrap_err()
             .to_string();
         for k in expected_keys(&err) {
@@ -273,6 +273,48 @@ fn completions_offer_board_names_and_bundle_manifests() {
     let o = run(edgeimg().args(["plan", "--board", "nope"]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown board `nope`"), "{err}");
+}
+
+/// A manifest argument takes a shipped name or a manifest file: bash (run
+/// for real) completes both, positional and `--manifest`; zsh and fish offer
+/// files beside the names.
+#[test]
+fn manifest_arguments_complete_names_and_files() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("c.bash"),
+        ok(edgeimg().args(["completions", "bash"])),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("k3s-mine.toml"), "").unwrap();
+    for (words, cur, prev) in [
+        ("edgeimg bundle fetch k", "k", "fetch"),
+        ("edgeimg bundle import dir --manifest k", "k", "--manifest"),
+    ] {
+        let script = format!(
+            "source c.bash; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _edgeimg edgeimg {cur} {prev}; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let got = ok(std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(d.path()));
+        let got: Vec<&str> = got.lines().collect();
+        assert!(got.contains(&"k3s-v1.36.4+k3s1"), "{words}: {got:?}");
+        assert!(got.contains(&"k3s-mine.toml"), "{words}: {got:?}");
+    }
+    let zsh = ok(edgeimg().args(["completions", "zsh"]));
+    assert!(
+        zsh.contains(
+            r#":_alternative "manifests:manifest:(k3s-v1.36.4+k3s1)" "files:file:_files"'"#
+        ),
+        "{zsh}"
+    );
+    let fish = ok(edgeimg().args(["completions", "fish"]));
+    let manifest_lines: Vec<&str> = fish.lines().filter(|l| l.contains("-l manifest")).collect();
+    assert!(!manifest_lines.is_empty());
+    for l in manifest_lines {
+        assert!(l.contains(" -F ") && !l.contains(" -f "), "{l}");
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! otherwise.
 
 mod common;
-#[path = "support/synthetic.rs"]
+#[path = "common/synthetic.rs"]
 mod synthetic;
 
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{edgeimg, ok, run};
-use edgeimg_agent::schema::NodeConfig;
+use edgeimg_contract::schema::NodeConfig;
 
 use synthetic::{DATA_AT, MIB, make_image};
 

@@ -134,7 +134,7 @@ fn spec(arch: &str, kernel: &str, extra: &str) -> BaseSpec {
     packages.sort();
     BaseSpec {
         suite: "trixie".into(),
-        arch: arch.into(),
+        arch: arch.parse().expect("an architecture"),
         mirror: "http://deb.debian.org/debian".into(),
         packages,
         initramfs_modules: vec!["erofs".into()],

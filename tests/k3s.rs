@@ -337,6 +337,66 @@ fn gz(tar: &[u8]) -> Vec<u8> {
 /// followed into the image; a GNU long-name header claiming 1 GiB (its data
 /// really there, 1 MiB compressed) is refused from its header, the build's
 /// peak RSS staying far below it. Nothing is left under a final name.
+/// The plan of a config with K3s, SELinux (enforcing) and dm-verity names
+/// exactly what its build placed (root files and boot partition), and the
+/// boot entry the build wrote carries what the plan says: the SELinux
+/// arguments and the root hash of the verity tree the manifest records.
+#[test]
+fn k3s_selinux_and_verity_build_is_what_its_plan_says() {
+    let _g = exclusive();
+    let d = tempfile::tempdir().unwrap();
+    let bundle = d.path().join("bundle");
+    make_bundle("amd64", &bundle);
+    let cfg = d.path().join("edgeimg.toml");
+    std::fs::write(
+        &cfg,
+        "[image]\nname = \"k3stest\"\ncompression = \"none\"\nverity = true\n\n[k3s]\nbuildkit = true\n\n[selinux]\nmode = \"enforcing\"\n",
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let o = build(&cfg, "x86_64", Some(&bundle), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let boot = d.path().join("boot.vfat");
+    let p = &manifest["layout"]["partitions"][0];
+    extract_range(
+        &out.join("k3stest-x86_64.img"),
+        p["offset"].as_u64().unwrap(),
+        p["size"].as_u64().unwrap(),
+        &boot,
+    );
+
+    let plan = plan_json(&cfg, "x86_64", Some(&bundle));
+    assert_build_matches_plan(&plan, &manifest, &boot, false);
+    assert_eq!(plan["verity"], true, "{plan}");
+    assert_eq!(plan["selinux"]["mode"], "enforcing", "{plan}");
+    assert_eq!(plan["k3s"]["buildkit"], true, "{plan}");
+    assert_eq!(manifest["verity"]["enabled"], true, "{manifest}");
+
+    // Slot A's entry: what the plan's command line says, with the real hash.
+    let entry = fat_files(&boot)
+        .into_iter()
+        .find(|f| f.starts_with("loader/entries/") && f.ends_with("-a.conf"))
+        .expect("a boot entry for slot A");
+    let text = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(&boot)
+        .arg(format!("::/{entry}")));
+    let hash = manifest["verity"]["root_hash"].as_str().unwrap();
+    assert_eq!(hash.len(), 64, "{manifest}");
+    for arg in [
+        format!("{}={hash}", edgeimg_contract::cmdline::VERITY),
+        "selinux=1".to_string(),
+        "enforcing=1".to_string(),
+    ] {
+        assert!(
+            text.split_whitespace().any(|w| w == arg),
+            "{entry} lacks `{arg}`:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn crafted_bundle_archives_are_refused_without_following_or_exhausting() {
     let _g = exclusive();

@@ -270,8 +270,8 @@ impl Fleet {
 /// The root image of `update` (its root.erofs payload), read with the
 /// library's verification.
 fn root_payload(update: &Path, public: &Path) -> Vec<u8> {
-    let key = edgeimg_agent::update::keys::read_public(public).unwrap();
-    let v = edgeimg_agent::update::format::verify_file(update, &key, &Default::default()).unwrap();
+    let key = edgeimg_contract::update::keys::read_public(public).unwrap();
+    let v = edgeimg_contract::update::format::verify_file(update, &key, &Default::default()).unwrap();
     let p = v.header.payload("root.erofs").unwrap();
     let bytes = std::fs::read(update).unwrap();
     let at = v.offset(p) as usize;

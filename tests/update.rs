@@ -49,6 +49,23 @@ fn refused(file: &Path, public: &Path, needle: &str) {
         err.contains(&file.display().to_string()),
         "names the file: {err}"
     );
+    // With --json: one object on stdout saying so, and the same exit status.
+    let j = run(edgeimg()
+        .args(["update", "verify", "--json"])
+        .arg(file)
+        .arg("--key")
+        .arg(public)
+        .args(["--board", "x86_64", "--arch", "amd64"]));
+    assert_eq!(
+        j.status.code(),
+        o.status.code(),
+        "--json changes the exit status"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout)
+        .unwrap_or_else(|e| panic!("a refused --json verify prints JSON ({e}): {j:?}"));
+    assert_eq!(v["verified"], false, "{v}");
+    assert_eq!(v["file"], file.display().to_string(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
     assert_eq!(err.matches("error:").count(), 1, "{err}");
 }
 

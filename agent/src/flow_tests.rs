@@ -92,12 +92,21 @@ fn firstboot_runs_once_and_writes_stamp() {
         fs::read_to_string(root.path("/var/roothome/.ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAA img\nssh-ed25519 BBBB node\n"
     );
+    // Host keys are made in a directory of random name (16 hex digits).
+    let commands: Vec<String> = root
+        .skipped_commands()
+        .into_iter()
+        .map(|c| match c.find(".tmp.") {
+            Some(i) if c.len() > i + 21 => format!("{}RANDOM{}", &c[..i + 5], &c[i + 21..]),
+            _ => c,
+        })
+        .collect();
     assert_eq!(
-        root.skipped_commands(),
+        commands,
         [
             "resize2fs /dev/vda4",
-            "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key.edgeimg-new",
-            "ssh-keygen -q -t ecdsa -N  -f /etc/ssh/ssh_host_ecdsa_key.edgeimg-new"
+            "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/.ssh_host_ed25519_key.tmp.RANDOM/ssh_host_ed25519_key",
+            "ssh-keygen -q -t ecdsa -N  -f /etc/ssh/.ssh_host_ecdsa_key.tmp.RANDOM/ssh_host_ecdsa_key"
         ]
     );
     // Stamp JSON has the documented fields.

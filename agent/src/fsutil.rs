@@ -74,16 +74,29 @@ fn write_atomic_inner(path: &Path, data: &[u8], mode: Option<u32>) -> Result<()>
 /// A new file `.<name>.tmp.<random>` in `dir`, created exclusively (fails
 /// rather than open anything already there, link or not).
 fn create_temp_beside(dir: &Path, name: &str, mode: u32) -> std::io::Result<(PathBuf, File)> {
-    for _ in 0..16 {
-        let tmp = dir.join(format!(".{name}.tmp.{:016x}", random_u64()?));
-        match OpenOptions::new()
+    create_exclusive_beside(dir, name, |tmp| {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(mode)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
+            .open(tmp)
+    })
+}
+
+/// `create` at a new random name `.<name>.tmp.<random>` in `dir`, retried
+/// while the name is taken. `create` must fail with AlreadyExists rather
+/// than use anything already at the name (O_EXCL|O_NOFOLLOW, symlink(2),
+/// mkdir(2)): a name nobody can predict, and nothing planted is followed.
+fn create_exclusive_beside<T>(
+    dir: &Path,
+    name: &str,
+    mut create: impl FnMut(&Path) -> std::io::Result<T>,
+) -> std::io::Result<(PathBuf, T)> {
+    for _ in 0..16 {
+        let tmp = dir.join(format!("{}{:016x}", temp_prefix(name), random_u64()?));
+        match create(&tmp) {
+            Ok(t) => return Ok((tmp, t)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -92,6 +105,45 @@ fn create_temp_beside(dir: &Path, name: &str, mode: u32) -> std::io::Result<(Pat
         ErrorKind::AlreadyExists,
         "no free temporary name after 16 tries",
     ))
+}
+
+/// What every temporary name for `name` starts with (a random part follows).
+pub fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp.")
+}
+
+/// Point `link` at `target`, replacing whatever is at `link` atomically: the
+/// new link is made under a random name beside it (symlink(2) never follows
+/// or reuses an existing entry), then renamed over `link`.
+pub fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
+    let dir = link
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (tmp, ()) =
+        create_exclusive_beside(dir, &name, |tmp| std::os::unix::fs::symlink(target, tmp))
+            .with_context(|| format!("creating symlink {}", link.display()))?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("creating symlink {}", link.display()));
+    }
+    Ok(())
+}
+
+/// A new, empty directory `.<name>.tmp.<random>` in `dir`, mode 0700, made
+/// by mkdir(2) (which fails rather than use an existing entry or follow a
+/// link): a private place for a tool that writes several files by name.
+pub fn temp_dir_beside(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let (tmp, ()) = create_exclusive_beside(dir, name, |tmp| {
+        fs::DirBuilder::new().mode(0o700).create(tmp)
+    })
+    .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
+    Ok(tmp)
 }
 
 /// 64 random bits from the kernel (getrandom, no file to open).
@@ -203,7 +255,11 @@ pub fn write_atomic_at(
     let res = (|| -> Result<()> {
         let mut tmp = None;
         for _ in 0..16 {
-            let t = format!(".{name}.tmp.{:016x}", random_u64().context("getrandom")?);
+            let t = format!(
+                "{}{:016x}",
+                temp_prefix(name),
+                random_u64().context("getrandom")?
+            );
             let c = std::ffi::CString::new(t.clone()).context("temp name")?;
             // SAFETY: valid C string and directory fd; the fd is owned below.
             let fd = unsafe {

@@ -710,22 +710,6 @@ pub(crate) mod tests {
         assert!(grow_mbr(&mut std::io::Cursor::new(disk), 1, 512).is_err());
     }
 
-    /// CRC-32 (IEEE), as GPT headers and entry arrays carry it.
-    pub(crate) fn crc32(data: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in data {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    (c >> 1) ^ 0xEDB8_8320
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-
     /// The 64 MiB GPT disk of [`gpt_file`] with partition 4's last sector
     /// set to `end` and both CRCs fixed, so the table still reads as valid.
     pub(crate) fn gpt_with_p4_end(end: u64) -> Vec<u8> {
@@ -736,10 +720,10 @@ pub(crate) mod tests {
         let entries = 2 * 512;
         let e4 = entries + 3 * 128;
         disk[e4 + 40..e4 + 48].copy_from_slice(&end.to_le_bytes());
-        let crc = crc32(&disk[entries..entries + 128 * 128]);
+        let crc = crc32fast::hash(&disk[entries..entries + 128 * 128]);
         disk[512 + 88..512 + 92].copy_from_slice(&crc.to_le_bytes());
         disk[512 + 16..512 + 20].fill(0);
-        let crc = crc32(&disk[512..512 + 92]);
+        let crc = crc32fast::hash(&disk[512..512 + 92]);
         disk[512 + 16..512 + 20].copy_from_slice(&crc.to_le_bytes());
         disk
     }

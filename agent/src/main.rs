@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
         ["update", "delta", base, delta, out] => {
-            edgeimg_agent::pull::delta::apply_files(base.as_ref(), delta.as_ref(), out.as_ref())
+            edgeimg_contract::update::delta::apply_files(base.as_ref(), delta.as_ref(), out.as_ref())
                 .map(|_| ())
         }
         ["update", "health"] => match update::health::run(&root) {

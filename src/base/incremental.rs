@@ -100,7 +100,7 @@ pub fn apply(
         .arg(cpu)
         .arg(source.add.join(" "))
         .arg(source.drop.join(" "));
-    if let Some(v) = super::qemu_cpu(cpu, &source_arch(&root)?) {
+    if let Some(v) = super::qemu_cpu(cpu, source_arch(&root)?) {
         c = c.env("QEMU_CPU", v);
     }
     let bar = progress.spinner("apt");
@@ -111,10 +111,12 @@ pub fn apply(
 }
 
 /// The dpkg architecture of an extracted root.
-fn source_arch(root: &Path) -> Result<String> {
+fn source_arch(root: &Path) -> Result<edgeimg_contract::arch::Arch> {
     let p = root.join("var/lib/dpkg/arch");
     let s = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    Ok(s.lines().next().unwrap_or_default().trim().to_string())
+    let name = s.lines().next().unwrap_or_default().trim();
+    edgeimg_contract::arch::Arch::from_debian(name)
+        .with_context(|| format!("{}: unknown architecture {name:?}", p.display()))
 }
 
 /// mmdebstrap's tarball: its /dev entries (written by mmdebstrap itself, not

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::checksums::sha256_bytes;
 use crate::cmd::{self, Cmd};
 use crate::progress::Progress;
+use edgeimg_contract::arch::Arch;
 
 mod incremental;
 
@@ -77,7 +78,7 @@ pub const DPKG_EXCLUDES: &[&str] = &[
 #[derive(Debug, Clone, Serialize)]
 pub struct BaseSpec {
     pub suite: String,
-    pub arch: String,
+    pub arch: Arch,
     pub mirror: String,
     /// Sorted, deduplicated.
     pub packages: Vec<String>,
@@ -96,7 +97,7 @@ pub struct BaseMeta {
     pub created: u64,
     pub sha256: String,
     pub suite: String,
-    pub arch: String,
+    pub arch: Arch,
     pub mirror: String,
     /// [`BaseSpec::family`]: bases of one family differ in packages only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,8 +195,8 @@ impl BaseSpec {
 /// every function of Debian's arm64 binaries uses; the implementation-defined
 /// algorithm is cheaper and the results are the same (depmod under qemu-user:
 /// 17 % less CPU time).
-fn qemu_cpu(cpu: &str, arch: &str) -> Option<&'static str> {
-    (cpu == "foreign" && arch == "arm64" && std::env::var_os("QEMU_CPU").is_none())
+fn qemu_cpu(cpu: &str, arch: Arch) -> Option<&'static str> {
+    (cpu == "foreign" && arch == Arch::Arm64 && std::env::var_os("QEMU_CPU").is_none())
         .then_some("max,pauth-impdef=on")
 }
 
@@ -246,7 +247,7 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
             tar.display()
         );
     }
-    if let Some(problem) = crate::doctor::foreign_arch_problem(&spec.arch) {
+    if let Some(problem) = crate::doctor::foreign_arch_problem(spec.arch) {
         anyhow::bail!(
             "cannot bootstrap an {} root on this {} host: {problem}",
             spec.arch,
@@ -289,7 +290,7 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         created,
         sha256,
         suite: spec.suite.clone(),
-        arch: spec.arch.clone(),
+        arch: spec.arch,
         mirror: spec.mirror.clone(),
         family: Some(spec.family()),
         packages: Some(spec.package_set().into_iter().collect()),
@@ -379,7 +380,7 @@ fn bootstrap(
         .arg(format!("--include={}", packages.join(",")))
         .arg("--aptopt=Acquire::Retries \"3\"")
         .arg("--components=main,non-free-firmware");
-    if let Some(v) = qemu_cpu(cpu, &spec.arch) {
+    if let Some(v) = qemu_cpu(cpu, spec.arch) {
         c = c.env("QEMU_CPU", v);
     }
     if !crate::rootless::is_root() {
@@ -439,7 +440,7 @@ mod tests {
     fn verity_off_leaves_the_key_and_files_alone() {
         let mut spec = BaseSpec {
             suite: "trixie".into(),
-            arch: "amd64".into(),
+            arch: Arch::Amd64,
             mirror: "http://deb.debian.org/debian".into(),
             packages: vec!["busybox".into()],
             initramfs_modules: vec!["erofs".into()],
@@ -463,7 +464,7 @@ mod tests {
     fn the_closest_base_of_the_family_is_chosen() {
         let spec = |packages: &[&str], verity: bool| BaseSpec {
             suite: "trixie".into(),
-            arch: "amd64".into(),
+            arch: Arch::Amd64,
             mirror: "http://deb.debian.org/debian".into(),
             packages: packages.iter().map(|p| p.to_string()).collect(),
             initramfs_modules: vec![],
@@ -476,7 +477,7 @@ mod tests {
                 created: 0,
                 sha256: String::new(),
                 suite: s.suite.clone(),
-                arch: s.arch.clone(),
+                arch: s.arch,
                 mirror: s.mirror.clone(),
                 family: Some(s.family()),
                 packages: Some(s.packages.clone()),
@@ -516,7 +517,7 @@ mod tests {
     fn the_chown_hook_covers_every_synced_file() {
         let spec = BaseSpec {
             suite: "trixie".into(),
-            arch: "amd64".into(),
+            arch: Arch::Amd64,
             mirror: "http://deb.debian.org/debian".into(),
             packages: vec![],
             initramfs_modules: vec![],

@@ -355,7 +355,7 @@ fn k3s_kind(path: &Path, arch: Arch) -> Result<&'static str, BundleError> {
             return Ok("stand-in");
         }
     }
-    crate::images::elf::check_elf_arch(path, arch.as_str())
+    crate::images::elf::check_elf_arch(path, arch.debian())
         .map(|_| "binary")
         .map_err(|e| BundleError::WrongBinary {
             message: e.to_string(),

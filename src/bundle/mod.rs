@@ -22,7 +22,6 @@ pub mod sums;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -42,48 +41,8 @@ pub const DEFAULT_LOCK: &str = "edgeimg.lock";
 /// Environment variable holding a mirror that replaces the manifest's upstream.
 pub const MIRROR_ENV: &str = "EDGEIMG_BUNDLE_MIRROR";
 
-/// A bundle architecture, spelled as K3s and nerdctl spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Amd64,
-    Arm64,
-}
-
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// The ELF machine of this architecture's binaries (`EM_X86_64`, `EM_AARCH64`).
-    pub fn elf_machine(self) -> u16 {
-        match self {
-            Arch::Amd64 => 62,
-            Arch::Arm64 => 183,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = BundleError;
-    /// `amd64`/`x86_64` and `arm64`/`aarch64` (board files say x86_64/aarch64).
-    fn from_str(s: &str) -> Result<Arch, BundleError> {
-        match s {
-            "amd64" | "x86_64" => Ok(Arch::Amd64),
-            "arm64" | "aarch64" => Ok(Arch::Arm64),
-            _ => Err(BundleError::UnknownArch(s.to_string())),
-        }
-    }
-}
+// A bundle architecture, spelled as K3s and nerdctl spell it (Debian's names).
+pub use edgeimg_contract::arch::Arch;
 
 /// What an asset is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -506,7 +465,7 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
                 .span()
                 .map(|s| manifest::line_of(&text, s.start))
                 .unwrap_or(1),
-            message: edgeimg_agent::tomlerr::message(&text, &e),
+            message: edgeimg_contract::tomlerr::message(&text, &e),
         })
 }
 

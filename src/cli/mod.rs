@@ -68,7 +68,7 @@ pub enum UpdateCommand {
         /// Refuse an update that is not for this architecture (amd64, arm64).
         #[arg(long)]
         arch: Option<String>,
-        /// Machine-readable output.
+        /// Machine-readable output; a refused update prints `"verified": false` and the error too.
         #[arg(long)]
         json: bool,
     },
@@ -465,7 +465,7 @@ pub enum BundleCommand {
         arch: Option<BundleArch>,
         #[command(flatten)]
         lock: LockArgs,
-        /// Machine-readable output.
+        /// Machine-readable output; a failed verification prints `"verified": false` and the error too.
         #[arg(long)]
         json: bool,
     },

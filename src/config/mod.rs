@@ -167,7 +167,7 @@ pub fn parse(
 ) -> Result<Config, ConfigError> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::TomlSyntax {
         file: source.to_string(),
-        detail: edgeimg_agent::tomlerr::describe(text, &e),
+        detail: edgeimg_contract::tomlerr::describe(text, &e),
     })?;
     let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
         file: source.to_string(),

@@ -62,7 +62,7 @@ pub enum FlashError {
     #[error(transparent)]
     Tool(#[from] crate::cmd::CmdError),
     #[error(transparent)]
-    Inspect(#[from] crate::inspect::InspectError),
+    Read(#[from] crate::image_read::ReadError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,7 +100,7 @@ pub struct FlashReport {
 /// The bmap beside an image: `x.img.bmap` for `x.img`, `x.img.zst` and
 /// `x.img.xz`, else `x.bmap`.
 pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
-    let raw = crate::inspect::uncompressed_name(image);
+    let raw = crate::image_read::uncompressed_name(image);
     let mut a = raw.clone().into_os_string();
     a.push(".bmap");
     let a = PathBuf::from(a);
@@ -111,7 +111,7 @@ pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
 /// Reads and validates a node file with the agent's own schema.
 pub fn load_node(path: &Path) -> Result<String, FlashError> {
     let text = std::fs::read_to_string(path).map_err(io_err("read node file", path))?;
-    edgeimg_agent::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
+    edgeimg_contract::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
         path: path.into(),
         msg: e.to_string(),
     })?;
@@ -315,7 +315,7 @@ fn mtools_spec(target: &Path, off: u64) -> Result<(PathBuf, String), FlashError>
 /// Byte offset of partition 1 (the FAT boot partition) on the written target.
 fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     let mut f = File::open(target).map_err(io_err("open", target))?;
-    let table = crate::inspect::read_table(&mut f, target)?;
+    let table = crate::image_read::read_table(&mut f, target)?;
     let p = table.partition(1).ok_or_else(|| {
         FlashError::Image(format!(
             "{}: the image has no partition 1 (boot partition) for the node file",
@@ -326,7 +326,7 @@ fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     use std::os::unix::fs::FileExt;
     f.read_exact_at(&mut head, p.offset)
         .map_err(io_err("read boot partition of", target))?;
-    let fs = crate::inspect::probe_fs(&head);
+    let fs = crate::image_read::probe_fs(&head);
     if fs.fs != "vfat" {
         return Err(FlashError::Image(format!(
             "{}: partition 1 is {}, not the FAT boot partition; cannot place the node file",
@@ -344,7 +344,7 @@ pub fn write_node_file(target: &Path, node: &Path) -> Result<(), FlashError> {
     let (cwd, spec) = mtools_spec(target, off)?;
     // mtools runs in the target's directory: the node path must survive that.
     let node = std::path::absolute(node).map_err(io_err("resolve", node))?;
-    let rel = edgeimg_agent::schema::NODE_CONFIG_RELPATH;
+    let rel = edgeimg_contract::schema::NODE_CONFIG_RELPATH;
     let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let exists = Cmd::new(MDIR)
         .env("MTOOLS_SKIP_CHECK", "1")
@@ -385,7 +385,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let target = device::probe(&o.target, &host)?;
     device::check_target(&target, o.to_file, &o.image, &host)?;
 
-    let compressed = crate::inspect::uncompressed_name(&o.image) != o.image;
+    let compressed = crate::image_read::uncompressed_name(&o.image) != o.image;
     let bmap_path = if o.no_bmap {
         None
     } else {
@@ -517,7 +517,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
         reporter_note(&format!(
             "edgeimg flash: wrote {} to the boot partition as {}",
             n.display(),
-            edgeimg_agent::schema::NODE_CONFIG_RELPATH
+            edgeimg_contract::schema::NODE_CONFIG_RELPATH
         ));
     }
     if let Some(temp) = temp {

@@ -1,6 +1,6 @@
 //! Making delta payloads (the format and how a device applies one are the
-//! agent's [`edgeimg_agent::pull::delta`], re-exported here, so the host
-//! tests apply deltas with the device's own code).
+//! contract's [`edgeimg_contract::update::delta`], re-exported here, so the
+//! host tests apply deltas with the device's own code).
 //!
 //! A chunk of the new root image is compressed with zstd against a window of
 //! the old root image around the same offset ([`MARGIN`] either side), as a
@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use zstd::zstd_safe;
 
-pub use edgeimg_agent::pull::delta::{
+pub use edgeimg_contract::update::delta::{
     CHUNK, Chunk, Header, MAGIC, MARGIN, MAX_HEADER, MAX_REF, VERSION, WINDOW_LOG, apply,
     read_header,
 };

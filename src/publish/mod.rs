@@ -27,7 +27,7 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use edgeimg_agent::update::{format, keys};
+use edgeimg_contract::update::{format, keys};
 use tough::editor::RepositoryEditor;
 use tough::schema::{RoleType, Target};
 use tough::{ExpirationEnforcement, RepositoryLoader, TargetName};

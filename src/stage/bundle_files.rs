@@ -16,6 +16,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+
+use super::in_root::InRoot;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::ResolvedAsset;
@@ -69,15 +71,22 @@ pub fn read_verified(a: &ResolvedAsset) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Copies `a` to `dest` (created new), checking the verified SHA-256 over
-/// the very bytes copied; on a mismatch `dest` is removed.
-pub fn copy_verified(a: &ResolvedAsset, dest: &Path) -> Result<()> {
-    copy_checked(&a.path, &a.file, &a.sha256, dest)
+/// Copies `a` to `rel` in the staged tree (a new file, placed through
+/// [`InRoot`]), checking the verified SHA-256 over the very bytes copied; on
+/// a mismatch the copy is removed.
+pub fn copy_verified(a: &ResolvedAsset, root: &InRoot, rel: &Path) -> Result<()> {
+    copy_checked(&a.path, &a.file, &a.sha256, root, rel)
 }
 
 /// [`copy_verified`] for any file checked earlier (a preloaded image
 /// archive): `path`, named `file` in messages, must still hash to `sha256`.
-pub fn copy_checked(path: &Path, file: &str, sha256: &str, dest: &Path) -> Result<()> {
+pub fn copy_checked(
+    path: &Path,
+    file: &str,
+    sha256: &str,
+    root: &InRoot,
+    rel: &Path,
+) -> Result<()> {
     let a = ResolvedAsset {
         role: crate::bundle::Role::K3s,
         file: file.to_string(),
@@ -89,9 +98,12 @@ pub fn copy_checked(path: &Path, file: &str, sha256: &str, dest: &Path) -> Resul
     };
     let a = &a;
     let mut r = open(a)?;
+    let dest = root.show(rel);
     let res = (|| -> Result<()> {
-        let mut out =
-            File::create_new(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+        if root.lstat(rel)?.is_some() {
+            bail!("cannot create {}: it exists", dest.display());
+        }
+        let mut out = root.create(rel, 0o644)?;
         io::copy(&mut r, &mut out)
             .with_context(|| format!("cannot copy {} to {}", a.path.display(), dest.display()))?;
         out.flush()?;
@@ -99,7 +111,7 @@ pub fn copy_checked(path: &Path, file: &str, sha256: &str, dest: &Path) -> Resul
     })();
     let res = res.and_then(|_| finish(r, a));
     if res.is_err() {
-        let _ = std::fs::remove_file(dest);
+        let _ = root.remove(rel);
     }
     res
 }
@@ -263,7 +275,8 @@ mod tests {
             "{e:#}"
         );
         let dest = d.path().join("copy");
-        let e = copy_verified(&a, &dest).unwrap_err();
+        let root = InRoot::open(d.path()).unwrap();
+        let e = copy_verified(&a, &root, Path::new("copy")).unwrap_err();
         assert!(
             format!("{e:#}").contains("changed since it was verified"),
             "{e:#}"

@@ -9,6 +9,14 @@
 //! `var/run -> /run` leads to `<tree>/run`, and `..` cannot climb out. The
 //! last component is then created or replaced relative to its parent's
 //! descriptor with the `*at` calls, never by a path.
+//!
+//! Every write the stage makes into the tree goes through here: the
+//! operator's overlays, and the builder's own files (units, K3s config,
+//! fstab, update key, stamps, image archives; [`super::system::write`] and
+//! [`super::system::enable`] are the short forms). Where a step walks a
+//! directory of the base with ordinary calls (modules, firmware, host keys),
+//! [`InRoot::host_dir`] first checks that the directory's plain path is the
+//! one inside the tree.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -172,9 +180,23 @@ impl InRoot {
         Err(e)
     }
 
-    /// Writes `content` as a new file `rel` (replacing a file or link there,
-    /// never writing through it) with `mode`, owned by root.
-    pub fn write_file(&self, rel: &Path, content: &[u8], mode: u32) -> Result<()> {
+    /// Creates `rel` and the directories above it (mode `mode`), inside the
+    /// tree; an absolute link on the way leads inside the tree, and one whose
+    /// target is missing there is an error naming the path.
+    pub fn mkdir_p(&self, rel: &Path, mode: u32) -> Result<()> {
+        let mut at = PathBuf::new();
+        for c in rel.components() {
+            at.push(c);
+            if matches!(c, std::path::Component::Normal(_)) {
+                self.mkdir(&at, mode)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new file `rel` (replacing a file or link there, never opening it),
+    /// created O_EXCL|O_NOFOLLOW with `mode` and owned by root, to write to.
+    pub fn create(&self, rel: &Path, mode: u32) -> Result<File> {
         let show = || format!("cannot write {}", self.show(rel).display());
         let (dir, name) = self.parent(rel).with_context(show)?;
         self.unlink(&dir, &name).with_context(show)?;
@@ -191,13 +213,122 @@ impl InRoot {
             return Err(io::Error::last_os_error()).with_context(show);
         }
         // SAFETY: just opened.
-        let mut f = unsafe { File::from_raw_fd(fd) };
-        f.write_all(content).with_context(show)?;
+        let f = unsafe { File::from_raw_fd(fd) };
         f.set_permissions(std::fs::Permissions::from_mode(mode))
             .with_context(show)?;
         // SAFETY: fchown on our own fd; failure (rootless) is not an error.
         unsafe { libc::fchown(f.as_raw_fd(), 0, 0) };
+        Ok(f)
+    }
+
+    /// Writes `content` as a new file `rel` (replacing a file or link there,
+    /// never writing through it) with `mode`, owned by root.
+    pub fn write_file(&self, rel: &Path, content: &[u8], mode: u32) -> Result<()> {
+        let mut f = self.create(rel, mode)?;
+        f.write_all(content)
+            .with_context(|| format!("cannot write {}", self.show(rel).display()))
+    }
+
+    /// [`Self::write_file`], creating the directories above `rel` (0755).
+    pub fn write(&self, rel: &Path, content: &[u8], mode: u32) -> Result<()> {
+        if let Some(parent) = rel.parent() {
+            self.mkdir_p(parent, 0o755)?;
+        }
+        self.write_file(rel, content, mode)
+    }
+
+    /// Removes the file or link `rel` (never what a link points at);
+    /// absent is fine.
+    pub fn remove(&self, rel: &Path) -> Result<()> {
+        let show = || format!("cannot remove {}", self.show(rel).display());
+        let (dir, name) = match self.parent(rel) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(show),
+        };
+        self.unlink(&dir, &name).with_context(show)
+    }
+
+    /// The text of file `rel` (links followed inside the tree); `None` when
+    /// absent.
+    pub fn read_to_string(&self, rel: &Path) -> Result<Option<String>> {
+        let show = || format!("cannot read {}", self.show(rel).display());
+        let f = match self.resolve(rel, libc::O_RDONLY) {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(show),
+        };
+        io::read_to_string(f).map(Some).with_context(show)
+    }
+
+    /// Renames `from` to `to` (the entries themselves, not what links in
+    /// them point at), both resolved inside the tree.
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let show = || {
+            format!(
+                "cannot move {} to {}",
+                self.show(from).display(),
+                self.show(to).display()
+            )
+        };
+        let (fd, fname) = self.parent(from).with_context(show)?;
+        let (td, tname) = self.parent(to).with_context(show)?;
+        // SAFETY: valid dirfds and C strings.
+        let r = unsafe {
+            libc::renameat(
+                fd.as_raw_fd(),
+                fname.as_ptr(),
+                td.as_raw_fd(),
+                tname.as_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error()).with_context(show);
+        }
         Ok(())
+    }
+
+    /// The host path of directory `rel` for a step that walks it with
+    /// ordinary calls (which do not follow links below it): `None` when it
+    /// is not a directory, an error when its plain path leads anywhere but
+    /// the directory inside the tree (a link on the way pointing out).
+    pub fn host_dir(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        self.host_path(rel, true)
+    }
+
+    /// The host path of regular file `rel` for a step that reads or copies
+    /// it by path (a tool, the boot partition's writer): `None` when it is
+    /// not a regular file, an error when its plain path leads anywhere but
+    /// the file inside the tree (a link pointing out, at any component).
+    pub fn host_file(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        self.host_path(rel, false)
+    }
+
+    /// The plain host path of `rel` once it is known to reach the same
+    /// directory or regular file as `rel` resolved inside the tree.
+    fn host_path(&self, rel: &Path, dir: bool) -> Result<Option<PathBuf>> {
+        use std::os::unix::fs::MetadataExt;
+        let host = self.path.join(rel);
+        let kind = |m: &std::fs::Metadata| if dir { m.is_dir() } else { m.is_file() };
+        let plain = std::fs::metadata(&host).ok().filter(kind);
+        // O_PATH: nothing is opened for reading (a FIFO would block).
+        let inside = match self.resolve(rel, libc::O_PATH) {
+            Ok(fd) => Some(
+                File::from(fd)
+                    .metadata()
+                    .with_context(|| format!("cannot read {}", self.show(rel).display()))?,
+            )
+            .filter(kind),
+            Err(_) => None,
+        };
+        match (plain, inside) {
+            (None, None) => Ok(None),
+            (Some(m), Some(i)) if (m.dev(), m.ino()) == (i.dev(), i.ino()) => Ok(Some(host)),
+            _ => anyhow::bail!(
+                "{}: a symlink on the way leads out of the tree; refused",
+                host.display()
+            ),
+        }
     }
 
     /// Places symlink `rel -> target` (replacing a file or link there).
@@ -246,5 +377,58 @@ mod tests {
         assert_eq!(std::fs::read(tree.join("y")).unwrap(), b"y");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         assert!(!host.path().join("y").exists());
+    }
+
+    /// The builder's own writes (files, units, links, removals, directory
+    /// walks) through a base whose links point out of the tree.
+    #[test]
+    fn stage_writes_through_hostile_links_stay_in_the_tree() {
+        let host = tempfile::tempdir().unwrap();
+        let tree = host.path().join("tree");
+        let outside = host.path().join("outside");
+        std::fs::create_dir_all(tree.join("etc/systemd")).unwrap();
+        std::fs::create_dir_all(tree.join("var/lib")).unwrap();
+        std::fs::create_dir_all(tree.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("machine-id"), "host\n").unwrap();
+        let link = |rel: &str, to: &Path| std::os::unix::fs::symlink(to, tree.join(rel)).unwrap();
+        // A unit directory and a state directory pointing out (absolute).
+        link("etc/systemd/system", &outside);
+        link("var/lib/dbus", &outside);
+        link("usr/lib/firmware", &outside);
+        // A directory link to `/`.
+        link("var/lib/edgeimg", Path::new("/"));
+
+        // Units and files under the outward link: refused, naming the path.
+        let e = crate::stage::system::enable(&tree, "x.service", "multi-user.target").unwrap_err();
+        assert!(format!("{e:#}").contains("etc/systemd/system"), "{e:#}");
+        let e = crate::stage::system::write(&tree, "etc/systemd/system/y.conf", b"y", 0o644)
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("etc/systemd/system"), "{e:#}");
+        // Through the link to `/`: inside the tree's own root.
+        let unique = format!("edgeimg-in-root-test-{}", std::process::id());
+        let rel = format!("var/lib/edgeimg/{unique}/f");
+        crate::stage::system::write(&tree, &rel, b"f", 0o644).unwrap();
+        assert_eq!(std::fs::read(tree.join(&unique).join("f")).unwrap(), b"f");
+        assert!(!Path::new("/").join(&unique).exists());
+        // A removal through the link removes nothing outside.
+        let r = InRoot::open(&tree).unwrap();
+        r.remove(Path::new("var/lib/dbus/machine-id")).unwrap();
+        // A directory the stage walks with plain paths is refused.
+        let e = r.host_dir(Path::new("usr/lib/firmware")).unwrap_err();
+        assert!(format!("{e:#}").contains("leads out of the tree"), "{e:#}");
+        let e = crate::stage::modules::trim_firmware(&tree, &[], "board").unwrap_err();
+        assert!(format!("{e:#}").contains("leads out of the tree"), "{e:#}");
+
+        // Nothing outside changed.
+        let names: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["machine-id"]);
+        assert_eq!(
+            std::fs::read(outside.join("machine-id")).unwrap(),
+            b"host\n"
+        );
     }
 }

@@ -91,7 +91,7 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
 pub fn apply_all(ctx: &Ctx, tree: &Path) -> Result<OverlayFiles> {
     let cfg = ctx.cfg;
     let vars = minijinja::context! {
-        image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => &cfg.board.arch, suite => &cfg.suite },
+        image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => cfg.board.arch.debian(), suite => &cfg.suite },
         users => cfg.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
     };
     let mut out = Vec::new();
