@@ -271,7 +271,8 @@ impl Fleet {
 /// library's verification.
 fn root_payload(update: &Path, public: &Path) -> Vec<u8> {
     let key = edgeimg_contract::update::keys::read_public(public).unwrap();
-    let v = edgeimg_contract::update::format::verify_file(update, &key, &Default::default()).unwrap();
+    let v =
+        edgeimg_contract::update::format::verify_file(update, &key, &Default::default()).unwrap();
     let p = v.header.payload("root.erofs").unwrap();
     let bytes = std::fs::read(update).unwrap();
     let at = v.offset(p) as usize;
@@ -761,6 +762,9 @@ fn the_static_agent_rebuilds_the_update_from_a_delta() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("does not rebuild what was published"), "{err}");
-    assert!(err.contains(&delta.display().to_string()), "names the delta: {err}");
+    assert!(
+        err.contains(&delta.display().to_string()),
+        "names the delta: {err}"
+    );
     assert!(!out2.exists() && !f.dir.join("other.update.part").exists());
 }

@@ -66,10 +66,12 @@ fn main() -> ExitCode {
         ["update", "apply", rest @ ..] => update::apply::parse_args(rest)
             .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
-        ["update", "delta", base, delta, out] => {
-            edgeimg_contract::update::delta::apply_files(base.as_ref(), delta.as_ref(), out.as_ref())
-                .map(|_| ())
-        }
+        ["update", "delta", base, delta, out] => edgeimg_contract::update::delta::apply_files(
+            base.as_ref(),
+            delta.as_ref(),
+            out.as_ref(),
+        )
+        .map(|_| ()),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
