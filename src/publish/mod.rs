@@ -211,22 +211,25 @@ fn sync_dir(p: &Path) {
     }
 }
 
-/// `edgeimg publish FILE --repo DIR --keys PREFIX`.
-pub fn publish(o: &Options) -> Result<Report> {
-    // Everything that can refuse does so before the repository is touched.
-    let signing = crate::tuf::load_keys(
-        o.keys,
-        &[RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp],
-    )?;
+/// The update a publish was given, checked before the repository is touched.
+struct Incoming {
+    verified: format::Verified,
+    update_key: ed25519_dalek::VerifyingKey,
+    /// The full update's target name.
+    name: String,
+    tname: TargetName,
+}
+
+/// Verifies the update as a device would and names its target. Name, board
+/// and build id become a file name and a directory: plain names only,
+/// whatever a signed header says.
+fn check_incoming(o: &Options) -> Result<Incoming> {
     let update_key = keys::read_public(o.update_key).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let v = format::verify_file(o.update, &update_key, &format::Expect::default())
+    let verified = format::verify_file(o.update, &update_key, &format::Expect::default())
         .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
-    let h = &v.header;
-    let root = h
-        .payload(format::ROOT)
+    let h = &verified.header;
+    h.payload(format::ROOT)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Name, board and build id become a file name and a directory: plain
-    // names only, whatever a signed header says.
     for (what, v) in [
         ("name", &h.name),
         ("board", &h.board),
@@ -249,73 +252,192 @@ pub fn publish(o: &Options) -> Result<Report> {
             o.update.display()
         )
     })?;
+    Ok(Incoming {
+        verified,
+        update_key,
+        name,
+        tname,
+    })
+}
+
+/// An editor for the board's repository (the loaded one with every role's
+/// version raised, or a new one from the fleet's root metadata) with the
+/// new expiry times, and the releases to make deltas from.
+async fn open_editor(
+    existing: Option<tough::Repository>,
+    metadata: &Path,
+    o: &Options<'_>,
+    h: &format::Header,
+) -> Result<(RepositoryEditor, Vec<(String, Target)>)> {
+    let (mut e, prior) = match existing {
+        Some(repo) => {
+            let (tv, sv, ts) = (
+                repo.targets().signed.version,
+                repo.snapshot().signed.version,
+                repo.timestamp().signed.version,
+            );
+            let prior = previous_releases(&repo, h, o.deltas);
+            let mut e = RepositoryEditor::from_repo(metadata.join("root.json"), repo)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", metadata.display()))?;
+            e.targets_version(version_after(tv))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            e.snapshot_version(version_after(sv));
+            e.timestamp_version(version_after(ts));
+            (e, prior)
+        }
+        None => {
+            let root_file = crate::tuf::root_path(o.keys);
+            let mut e = RepositoryEditor::new(&root_file)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", root_file.display()))?;
+            e.targets_version(NonZeroU64::MIN)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            e.snapshot_version(NonZeroU64::MIN);
+            e.timestamp_version(NonZeroU64::MIN);
+            (e, vec![])
+        }
+    };
+    e.targets_expires(o.expires)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    e.snapshot_expires(o.expires);
+    e.timestamp_expires(o.timestamp_expires);
+    Ok((e, prior))
+}
+
+/// A target file made in the staging directory: where it is, its target
+/// name and its metadata.
+type Staged = (PathBuf, String, Target);
+
+/// Copies the update into `staging` and describes it as the full target.
+/// The copy is what gets published: it is verified again and must be the
+/// file whose hash (`sha`, `len`) and header the metadata will carry.
+async fn stage_full(
+    o: &Options<'_>,
+    inc: &Incoming,
+    staging: &Path,
+    (sha, len): (&str, u64),
+) -> Result<Staged> {
+    let h = &inc.verified.header;
+    let root = h
+        .payload(format::ROOT)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut full = Target::from_path(o.update)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", o.update.display()))?;
+    full.custom = release_custom(h, "full");
+    full.custom
+        .insert("root_sha256".into(), root.sha256.clone().into());
+    full.custom.insert("root_size".into(), root.size.into());
+    let staged = staging.join("full");
+    std::fs::copy(o.update, &staged)
+        .with_context(|| format!("cannot copy {}", o.update.display()))?;
+    let again = format::verify_file(&staged, &inc.update_key, &format::Expect::default())
+        .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
+    if sha256_file(&staged)? != (sha.to_string(), len)
+        || hex::encode(&full.hashes.sha256) != sha
+        || full.length != len
+        || again.header != *h
+    {
+        bail!(
+            "{} changed while it was being published",
+            o.update.display()
+        );
+    }
+    Ok((staged, inc.name.clone(), full))
+}
+
+/// Makes a delta to the staged full update from each of `prior` (skipping
+/// one signed with a key this publish does not trust) and describes it.
+async fn stage_deltas(
+    inc: &Incoming,
+    prior: &[(String, Target)],
+    targets: &Path,
+    staging: &Path,
+    full: &Staged,
+) -> Result<Vec<Staged>> {
+    let h = &inc.verified.header;
+    let mut made = vec![];
+    for (old_name, old) in prior {
+        let dname = format!(
+            "{}.delta-from-{}",
+            inc.name,
+            custom_str(old, "build_id").unwrap_or("?")
+        );
+        let staged = staging.join(format!("delta-{}", made.len()));
+        if !make_delta(
+            &target_file(targets, old_name, old),
+            old_name,
+            old,
+            &inc.update_key,
+            &full.0,
+            &inc.verified,
+            &staged,
+        )? {
+            continue;
+        }
+        let mut t = Target::from_path(&staged)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", staged.display()))?;
+        t.custom = release_custom(h, "delta");
+        t.custom.insert("target".into(), inc.name.clone().into());
+        t.custom.insert(
+            "target_sha256".into(),
+            hex::encode(&full.2.hashes.sha256).into(),
+        );
+        t.custom
+            .insert("target_length".into(), full.2.length.into());
+        for (k, from) in [
+            ("base_build_id", "build_id"),
+            ("base_root_sha256", "root_sha256"),
+            ("base_generation", "generation"),
+        ] {
+            if let Some(v) = old.custom.get(from) {
+                t.custom.insert(k.into(), v.clone());
+            }
+        }
+        made.push((staged, dname, t));
+    }
+    Ok(made)
+}
+
+/// `edgeimg publish FILE --repo DIR --keys PREFIX`: everything that can
+/// refuse does so before the repository is touched; new files are made in a
+/// staging directory, signed in memory, then placed (targets, metadata, the
+/// timestamp last).
+pub fn publish(o: &Options) -> Result<Report> {
+    let signing = crate::tuf::load_keys(
+        o.keys,
+        &[RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp],
+    )?;
+    let inc = check_incoming(o)?;
+    let h = &inc.verified.header;
+    let report = |deltas, already_published| Report {
+        board: h.board.clone(),
+        target: inc.name.clone(),
+        deltas,
+        already_published,
+    };
     // One publish at a time per repository (the lock file is removed again).
     let _lock = crate::cache::Lock::acquire_transient(&o.repo.join(".publish.lock"))?;
     let (metadata, targets) = board_dirs(o.repo, &h.board);
     crate::tuf::block_on(async {
         let existing = load(&metadata, &targets).await?;
         let (update_sha, update_len) = sha256_file(o.update)?;
-        if let Some(repo) = &existing
-            && let Some(t) = repo.targets().signed.targets.get(&tname)
+        if let Some(t) = existing
+            .as_ref()
+            .and_then(|repo| repo.targets().signed.targets.get(&inc.tname))
         {
             if hex::encode(&t.hashes.sha256) == update_sha {
-                return Ok(Report {
-                    board: h.board.clone(),
-                    target: name,
-                    deltas: vec![],
-                    already_published: true,
-                });
+                return Ok(report(vec![], true));
             }
             bail!(
                 "{} is already in the repository with other contents (same name, generation and build id, different bytes)",
-                name
+                inc.name
             );
         }
+        let (mut editor, prior) = open_editor(existing, &metadata, o, h).await?;
 
-        let (mut editor, prior) = match existing {
-            Some(repo) => {
-                let (tv, sv, ts) = (
-                    repo.targets().signed.version,
-                    repo.snapshot().signed.version,
-                    repo.timestamp().signed.version,
-                );
-                let prior = previous_releases(&repo, h, o.deltas);
-                let mut e = RepositoryEditor::from_repo(metadata.join("root.json"), repo)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", metadata.display()))?;
-                e.targets_version(version_after(tv))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                e.snapshot_version(version_after(sv));
-                e.timestamp_version(version_after(ts));
-                (e, prior)
-            }
-            None => {
-                let root_file = crate::tuf::root_path(o.keys);
-                let mut e = RepositoryEditor::new(&root_file)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", root_file.display()))?;
-                e.targets_version(NonZeroU64::MIN)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                e.snapshot_version(NonZeroU64::MIN);
-                e.timestamp_version(NonZeroU64::MIN);
-                (e, vec![])
-            }
-        };
-        let ed = &mut editor;
-        ed.targets_expires(o.expires)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ed.snapshot_expires(o.expires);
-        ed.timestamp_expires(o.timestamp_expires);
-
-        let mut full = Target::from_path(o.update)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", o.update.display()))?;
-        full.custom = release_custom(h, "full");
-        full.custom
-            .insert("root_sha256".into(), root.sha256.clone().into());
-        full.custom.insert("root_size".into(), root.size.into());
-
-        // New target files, made in a staging directory beside the targets.
         let board_dir = metadata.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(o.repo)
             .with_context(|| format!("cannot create {}", o.repo.display()))?;
@@ -327,65 +449,13 @@ pub fn publish(o: &Options) -> Result<Report> {
             .prefix(".publish-")
             .tempdir_in(&board_dir)
             .with_context(|| format!("cannot create a directory in {}", board_dir.display()))?;
-        let mut new_targets: Vec<(PathBuf, String, Target)> = vec![];
-        let staged_full = staging.path().join("full");
-        std::fs::copy(o.update, &staged_full)
-            .with_context(|| format!("cannot copy {}", o.update.display()))?;
-        // The copy is what gets published: verify it again, and check that
-        // it is the file whose hash and header the metadata will carry.
-        let again = format::verify_file(&staged_full, &update_key, &format::Expect::default())
-            .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
-        if sha256_file(&staged_full)? != (update_sha.clone(), update_len)
-            || hex::encode(&full.hashes.sha256) != update_sha
-            || full.length != update_len
-            || again.header != *h
-        {
-            bail!(
-                "{} changed while it was being published",
-                o.update.display()
-            );
-        }
-        new_targets.push((staged_full.clone(), name.clone(), full.clone()));
-        let mut delta_names = vec![];
-        for (old_name, old) in &prior {
-            let dname = format!(
-                "{name}.delta-from-{}",
-                custom_str(old, "build_id").unwrap_or("?")
-            );
-            let staged = staging.path().join(format!("delta-{}", delta_names.len()));
-            if !make_delta(
-                &target_file(&targets, old_name, old),
-                old_name,
-                old,
-                &update_key,
-                &staged_full,
-                &v,
-                &staged,
-            )? {
-                continue;
-            }
-            let mut t = Target::from_path(&staged)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", staged.display()))?;
-            t.custom = release_custom(h, "delta");
-            t.custom.insert("target".into(), name.clone().into());
-            t.custom
-                .insert("target_sha256".into(), update_sha.clone().into());
-            t.custom.insert("target_length".into(), update_len.into());
-            for (k, from) in [
-                ("base_build_id", "build_id"),
-                ("base_root_sha256", "root_sha256"),
-                ("base_generation", "generation"),
-            ] {
-                if let Some(v) = old.custom.get(from) {
-                    t.custom.insert(k.into(), v.clone());
-                }
-            }
-            new_targets.push((staged, dname.clone(), t));
-            delta_names.push(dname);
-        }
+        let full = stage_full(o, &inc, staging.path(), (&update_sha, update_len)).await?;
+        let deltas = stage_deltas(&inc, &prior, &targets, staging.path(), &full).await?;
+        let delta_names = deltas.iter().map(|(_, n, _)| n.clone()).collect();
+        let new_targets: Vec<Staged> = std::iter::once(full).chain(deltas).collect();
         for (_, n, t) in &new_targets {
-            ed.add_target(n.as_str(), t.clone())
+            editor
+                .add_target(n.as_str(), t.clone())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let signed = editor.sign(&signing).await.map_err(|e| {
@@ -406,12 +476,7 @@ pub fn publish(o: &Options) -> Result<Report> {
         sync_dir(&targets);
         commit_metadata(&meta_stage, &metadata, staging.path(), &mut created)?;
         created.keep();
-        Ok(Report {
-            board: h.board.clone(),
-            target: name,
-            deltas: delta_names,
-            already_published: false,
-        })
+        Ok(report(delta_names, false))
     })?
 }
 
