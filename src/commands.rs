@@ -1,6 +1,6 @@
 //! One function per subcommand; `main.rs` only dispatches here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -507,18 +507,7 @@ pub fn docs(write: Option<&Path>, check: Option<&Path>) -> Result<()> {
 
 /// `edgeimg bundle fetch|import|export|verify|list`.
 pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
-    use crate::bundle::{self, Arch, Manifest, carry};
-    use crate::cli::{BundleArch, BundleCommand, LockArgs};
-    let arch_of = |a: BundleArch| match a {
-        BundleArch::Amd64 => Arch::Amd64,
-        BundleArch::Arm64 => Arch::Arm64,
-    };
-    let lock_of = |l: &LockArgs| {
-        l.lock
-            .clone()
-            .unwrap_or_else(|| config::lock_path(l.config.as_deref()))
-    };
-    let size = |n: u64| config::size::human(n);
+    use crate::cli::BundleCommand;
     match c {
         BundleCommand::Fetch {
             manifest,
@@ -526,171 +515,238 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             buildkit,
             lock,
             mirror,
-        } => {
-            let lock = lock_of(&lock);
-            let m = Manifest::find(&manifest)?;
-            let mirror = mirror.filter(|m| !m.is_empty());
-            let opts = bundle::FetchOptions {
-                arch: arch_of(arch),
-                buildkit,
-                lock: lock.clone(),
-                mirror,
-                quiet,
-            };
-            let r = bundle::fetch(&m, &opts)?;
-            if !quiet {
-                for a in r.bundle.assets() {
-                    let how = if r.downloaded.contains(&a.file) {
-                        "fetched"
-                    } else {
-                        "cached "
-                    };
-                    println!(
-                        "{how} {:<44} {:>10}  sha256 {}",
-                        a.file,
-                        size(a.size),
-                        a.sha256
-                    );
-                }
-                println!(
-                    "{} ({}) ready; lock {}",
-                    r.bundle.name,
-                    r.bundle.arch,
-                    lock.display()
-                );
-            }
-        }
+        } => bundle_fetch(&manifest, arch, buildkit, &lock_of(&lock), mirror, quiet),
         BundleCommand::Import {
             dir,
             manifest,
             arch,
             buildkit,
             lock,
-        } => {
-            let lock = lock_of(&lock);
-            let m = carry::manifest_for_dir(&dir, manifest.as_deref())?;
-            for arch in carry::arches_in_dir(&dir, &m, arch.map(arch_of))? {
-                carry::check_members(&dir, &m, arch)?;
-                let r = bundle::import(&dir, &m, arch, buildkit, &lock)?;
-                if !quiet {
-                    for a in r.bundle.assets() {
-                        println!(
-                            "imported {:<44} {:>10}  sha256 {}",
-                            a.file,
-                            size(a.size),
-                            a.sha256
-                        );
-                    }
-                    println!(
-                        "{} ({}) imported; lock {}",
-                        r.bundle.name,
-                        r.bundle.arch,
-                        lock.display()
-                    );
-                }
-            }
-        }
+        } => bundle_import(
+            &dir,
+            manifest.as_deref(),
+            arch,
+            buildkit,
+            &lock_of(&lock),
+            quiet,
+        ),
         BundleCommand::Export {
             manifest,
             arch,
             out,
             lock,
-        } => {
-            let lock = lock_of(&lock);
-            let m = Manifest::find(&manifest)?;
-            let r = carry::export(
-                &bundle::Store::open_default(),
-                &m,
-                &lock,
-                arch_of(arch),
-                &out,
-            )?;
-            if !quiet {
-                for (file, sha, n) in &r.files {
-                    println!("exported {file:<44} {:>10}  sha256 {sha}", size(*n));
-                }
-                println!(
-                    "{} ({}) written to {}; on the other host: edgeimg bundle verify {} && edgeimg bundle import {}",
-                    m.name,
-                    arch_of(arch),
-                    r.dir.display(),
-                    r.dir.display(),
-                    r.dir.display()
-                );
-            }
-        }
+        } => bundle_export(&manifest, arch, &out, &lock_of(&lock), quiet),
         BundleCommand::Verify {
             dir: Some(dir),
             manifest,
             arch,
             lock,
             json,
-        } => {
-            let lock = lock_of(&lock);
-            let r = json_on_failure(
-                json,
-                serde_json::json!({ "dir": dir }),
-                carry::manifest_for_dir(&dir, manifest.as_deref()).and_then(|m| {
-                    let arches = carry::arches_in_dir(&dir, &m, arch.map(arch_of))?;
-                    carry::verify_dir(&dir, &m, &arches, Some(&lock))
-                }),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else if !quiet {
-                for a in &r.arches {
-                    for f in &a.assets {
-                        println!(
-                            "ok {:<44} {:>10}  sha256 {}",
-                            f.file,
-                            size(f.size),
-                            f.sha256
-                        );
-                    }
-                    println!(
-                        "{} ({}) in {}: complete and verified (k3s: {}; manifest {})",
-                        r.manifest,
-                        a.arch,
-                        dir.display(),
-                        a.k3s_kind,
-                        r.manifest_source
-                    );
-                }
-            }
-        }
+        } => bundle_verify_dir(
+            &dir,
+            manifest.as_deref(),
+            arch,
+            &lock_of(&lock),
+            json,
+            quiet,
+        ),
         BundleCommand::Verify {
             dir: None,
             lock,
             json,
             ..
-        } => {
-            let lock = lock_of(&lock);
-            let n = json_on_failure(
-                json,
-                serde_json::json!({ "lock": lock }),
-                bundle::verify(&lock),
-            )?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"lock": lock, "files": n, "verified": true})
-                );
-            } else if !quiet {
-                println!(
-                    "{n} {} in {} verified against the cache",
-                    if n == 1 { "file" } else { "files" },
-                    lock.display()
-                );
-            }
-        }
+        } => bundle_verify_lock(&lock_of(&lock), json, quiet),
         BundleCommand::List { json } => {
-            let l = bundle::list::listing(&bundle::Store::open_default())?;
+            let l = crate::bundle::list::listing(&crate::bundle::Store::open_default())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&l)?);
             } else {
                 print!("{l}");
             }
+            Ok(())
         }
+    }
+}
+
+fn arch_of(a: crate::cli::BundleArch) -> crate::bundle::Arch {
+    match a {
+        crate::cli::BundleArch::Amd64 => crate::bundle::Arch::Amd64,
+        crate::cli::BundleArch::Arm64 => crate::bundle::Arch::Arm64,
+    }
+}
+
+/// The lock a bundle command uses: `--lock`, else the one beside the config.
+fn lock_of(l: &crate::cli::LockArgs) -> PathBuf {
+    l.lock
+        .clone()
+        .unwrap_or_else(|| config::lock_path(l.config.as_deref()))
+}
+
+/// One line per asset: `<verb> <file> <size>  sha256 <hash>`.
+fn print_assets<'a>(verb: &str, assets: impl IntoIterator<Item = (&'a str, u64, &'a str)>) {
+    for (file, size, sha) in assets {
+        println!(
+            "{verb} {file:<44} {:>10}  sha256 {sha}",
+            config::size::human(size)
+        );
+    }
+}
+
+fn bundle_fetch(
+    manifest: &str,
+    arch: crate::cli::BundleArch,
+    buildkit: bool,
+    lock: &Path,
+    mirror: Option<String>,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::{self, Manifest};
+    let m = Manifest::find(manifest)?;
+    let opts = bundle::FetchOptions {
+        arch: arch_of(arch),
+        buildkit,
+        lock: lock.to_path_buf(),
+        mirror: mirror.filter(|m| !m.is_empty()),
+        quiet,
+    };
+    let r = bundle::fetch(&m, &opts)?;
+    if !quiet {
+        for a in r.bundle.assets() {
+            let how = if r.downloaded.contains(&a.file) {
+                "fetched"
+            } else {
+                "cached "
+            };
+            print_assets(how, [(a.file.as_str(), a.size, a.sha256.as_str())]);
+        }
+        println!(
+            "{} ({}) ready; lock {}",
+            r.bundle.name,
+            r.bundle.arch,
+            lock.display()
+        );
+    }
+    Ok(())
+}
+
+fn bundle_import(
+    dir: &Path,
+    manifest: Option<&str>,
+    arch: Option<crate::cli::BundleArch>,
+    buildkit: bool,
+    lock: &Path,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::carry;
+    let m = carry::manifest_for_dir(dir, manifest)?;
+    for arch in carry::arches_in_dir(dir, &m, arch.map(arch_of))? {
+        carry::check_members(dir, &m, arch)?;
+        let r = crate::bundle::import(dir, &m, arch, buildkit, lock)?;
+        if !quiet {
+            print_assets(
+                "imported",
+                r.bundle
+                    .assets()
+                    .into_iter()
+                    .map(|a| (a.file.as_str(), a.size, a.sha256.as_str())),
+            );
+            println!(
+                "{} ({}) imported; lock {}",
+                r.bundle.name,
+                r.bundle.arch,
+                lock.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bundle_export(
+    manifest: &str,
+    arch: crate::cli::BundleArch,
+    out: &Path,
+    lock: &Path,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::{Manifest, Store, carry};
+    let m = Manifest::find(manifest)?;
+    let r = carry::export(&Store::open_default(), &m, lock, arch_of(arch), out)?;
+    if !quiet {
+        print_assets(
+            "exported",
+            r.files
+                .iter()
+                .map(|(file, sha, n)| (file.as_str(), *n, sha.as_str())),
+        );
+        println!(
+            "{} ({}) written to {}; on the other host: edgeimg bundle verify {} && edgeimg bundle import {}",
+            m.name,
+            arch_of(arch),
+            r.dir.display(),
+            r.dir.display(),
+            r.dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn bundle_verify_dir(
+    dir: &Path,
+    manifest: Option<&str>,
+    arch: Option<crate::cli::BundleArch>,
+    lock: &Path,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::carry;
+    let r = json_on_failure(
+        json,
+        serde_json::json!({ "dir": dir }),
+        carry::manifest_for_dir(dir, manifest).and_then(|m| {
+            let arches = carry::arches_in_dir(dir, &m, arch.map(arch_of))?;
+            carry::verify_dir(dir, &m, &arches, Some(lock))
+        }),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if !quiet {
+        for a in &r.arches {
+            print_assets(
+                "ok",
+                a.assets
+                    .iter()
+                    .map(|f| (f.file.as_str(), f.size, f.sha256.as_str())),
+            );
+            println!(
+                "{} ({}) in {}: complete and verified (k3s: {}; manifest {})",
+                r.manifest,
+                a.arch,
+                dir.display(),
+                a.k3s_kind,
+                r.manifest_source
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bundle_verify_lock(lock: &Path, json: bool, quiet: bool) -> Result<()> {
+    let n = json_on_failure(
+        json,
+        serde_json::json!({ "lock": lock }),
+        crate::bundle::verify(lock),
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"lock": lock, "files": n, "verified": true})
+        );
+    } else if !quiet {
+        println!(
+            "{n} {} in {} verified against the cache",
+            if n == 1 { "file" } else { "files" },
+            lock.display()
+        );
     }
     Ok(())
 }
