@@ -27,6 +27,7 @@ pub mod k3s_inputs;
 pub mod kubeconfig;
 pub mod logging;
 pub mod manifest;
+pub mod new_file;
 pub mod node;
 pub mod pipeline;
 pub mod plan;

@@ -41,19 +41,13 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf)> {
         }
     }
     let sk = ed25519_dalek::SigningKey::from_bytes(&random_seed()?);
-    let write_new = |p: &Path, text: &str, mode: u32| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(p)
-            .with_context(|| format!("cannot create {}", p.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("cannot write {}", p.display()))
-    };
-    write_new(&key_path, &keys::secret_text(&sk), 0o600)?;
-    if let Err(e) = write_new(&pub_path, &keys::public_text(&sk.verifying_key()), 0o644) {
+    use crate::new_file::write_new;
+    write_new(&key_path, keys::secret_text(&sk).as_bytes(), 0o600)?;
+    if let Err(e) = write_new(
+        &pub_path,
+        keys::public_text(&sk.verifying_key()).as_bytes(),
+        0o644,
+    ) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e);
     }

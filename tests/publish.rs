@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Serves the files under `root` over HTTP/1.1 (GET, one request per
 /// connection) on a loopback port until the test process ends; returns the
@@ -240,16 +241,24 @@ impl Fleet {
     }
 
     fn publish(&self, update: &Path, extra: &[&str]) -> std::process::Output {
-        run(edgeimg()
-            .arg("publish")
+        self.publish_with(update, &self.tuf, &self.update_pub)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// `edgeimg publish` into this fleet's repository with other keys.
+    fn publish_with(&self, update: &Path, keys: &Path, update_pub: &Path) -> Command {
+        let mut c = edgeimg();
+        c.arg("publish")
             .arg(update)
             .arg("--repo")
             .arg(&self.repo)
             .arg("--keys")
-            .arg(&self.tuf)
+            .arg(keys)
             .arg("--update-key")
-            .arg(&self.update_pub)
-            .args(extra))
+            .arg(update_pub);
+        c
     }
 
     fn published(&self, update: &Path, extra: &[&str]) -> String {
@@ -463,15 +472,7 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
         .unwrap();
     }
     refused(
-        run(edgeimg()
-            .arg("publish")
-            .arg(&v3)
-            .arg("--repo")
-            .arg(&f.repo)
-            .arg("--keys")
-            .arg(&other)
-            .arg("--update-key")
-            .arg(&f.update_pub)),
+        run(&mut f.publish_with(&v3, &other, &f.update_pub)),
         "signing the repository metadata",
     );
     // A key file that is not a key.
@@ -482,28 +483,12 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     refused(
-        run(edgeimg()
-            .arg("publish")
-            .arg(&v3)
-            .arg("--repo")
-            .arg(&f.repo)
-            .arg("--keys")
-            .arg(&bad)
-            .arg("--update-key")
-            .arg(&f.update_pub)),
+        run(&mut f.publish_with(&v3, &bad, &f.update_pub)),
         "bad-targets.key is not a PEM file",
     );
     // An update signed with another update key, and a truncated one.
     let (_, stranger) = updates::keygen(&f.dir, "stranger");
-    let o = run(edgeimg()
-        .arg("publish")
-        .arg(&v3)
-        .arg("--repo")
-        .arg(&f.repo)
-        .arg("--keys")
-        .arg(&f.tuf)
-        .arg("--update-key")
-        .arg(&stranger));
+    let o = run(&mut f.publish_with(&v3, &f.tuf, &stranger));
     refused(o, "bad signature");
     let cut = f.dir.join("cut.update");
     let bytes = std::fs::read(&v3).unwrap();
@@ -707,15 +692,7 @@ fn after_an_update_key_rotation_older_releases_get_no_delta() {
         &noise(7, 6 << 20),
         "0000000000000002",
     );
-    let o = run(edgeimg()
-        .arg("publish")
-        .arg(&v2)
-        .arg("--repo")
-        .arg(&f.repo)
-        .arg("--keys")
-        .arg(&f.tuf)
-        .arg("--update-key")
-        .arg(&new_pub));
+    let o = run(&mut f.publish_with(&v2, &f.tuf, &new_pub));
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");

@@ -149,18 +149,6 @@ pub fn load_keys(prefix: &Path, roles: &[RoleType]) -> Result<Vec<Box<dyn KeySou
     Ok(keys)
 }
 
-fn write_new(p: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(p)
-        .with_context(|| format!("cannot create {}", p.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", p.display()))
-}
-
 /// `edgeimg keygen --tuf --out PREFIX`: the four role keys and the signed
 /// root metadata. Refuses before writing anything if any file exists; on a
 /// failure part-way, removes what it wrote.
@@ -183,12 +171,12 @@ pub fn keygen(prefix: &Path) -> Result<Vec<PathBuf>> {
                 .map_err(|_| anyhow::anyhow!("generating an ed25519 key failed"))?;
             let text = pem::encode(&pem::Pem::new("PRIVATE KEY", doc.as_ref().to_vec()));
             let p = key_path(prefix, role);
-            write_new(&p, text.as_bytes(), 0o600)?;
+            crate::new_file::write_new(&p, text.as_bytes(), 0o600)?;
             written.push(p);
         }
         let root = block_on(signed_root(prefix))??;
         let p = root_path(prefix);
-        write_new(&p, &root, 0o644)?;
+        crate::new_file::write_new(&p, &root, 0o644)?;
         written.push(p);
         Ok(())
     })();
