@@ -298,8 +298,16 @@ fn hash_matches(raw: &Path, want: &str) -> anyhow::Result<bool> {
 /// is never mistaken for K3s.
 fn k3s_line(k: &crate::manifest::K3sInput) -> String {
     let mut line = format!(
-        "K3s {} (bundle {}), nerdctl {}",
-        k.k3s_version, k.bundle, k.nerdctl_version
+        "K3s {} (bundle {}), role {}, nerdctl {}, BuildKit {}",
+        k.k3s_version,
+        k.bundle,
+        k.role.as_deref().unwrap_or("unknown"),
+        k.nerdctl_version,
+        match k.buildkit {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        }
     );
     if k.stand_in {
         line.push_str(" -- STAND-IN: edgeimg's test bundle, NOT K3s");

@@ -18,6 +18,10 @@ pub struct K3sInputs {
     pub bundle: ResolvedBundle,
     /// True for edgeimg's labelled test stand-in (a script, not K3s).
     pub stand_in: bool,
+    /// The image's default role (a node file may choose another).
+    pub role: edgeimg_contract::schema::K3sRole,
+    /// BuildKit installed from the nerdctl-full archive.
+    pub buildkit: bool,
     /// Preloaded image archives with what they contain.
     pub preloaded: Vec<(PathBuf, images::ImageArchive)>,
     pub airgap: images::ImageArchive,
@@ -61,6 +65,8 @@ pub fn prepare(
     Ok(K3sInputs {
         bundle,
         stand_in,
+        role: k.settings.role,
+        buildkit: k.buildkit,
         preloaded,
         airgap,
     })

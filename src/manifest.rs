@@ -110,6 +110,13 @@ pub struct K3sInput {
     pub stand_in: bool,
     pub k3s_version: String,
     pub nerdctl_version: String,
+    /// The image's default role, `server` or `agent` (absent in manifests
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// BuildKit installed (absent in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildkit: Option<bool>,
     pub assets: Vec<Named>,
     pub preloaded_images: Vec<PreloadedImage>,
 }
@@ -309,6 +316,8 @@ fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
         stand_in: k.stand_in,
         k3s_version: b.k3s_version.clone(),
         nerdctl_version: b.nerdctl_version.clone(),
+        role: Some(k.role.as_str().to_string()),
+        buildkit: Some(k.buildkit),
         assets: b
             .assets()
             .into_iter()

@@ -72,7 +72,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
             "agent": {"name": "edgeimg-agent", "version": "0.1.0", "sha256": "55"},
             "packages": [], "overlays": [],
             "k3s": {"bundle": "stand-in", "stand_in": true, "k3s_version": "v1.33.1+k3s1",
-                    "nerdctl_version": "2.1.2", "assets": [],
+                    "nerdctl_version": "2.1.2", "role": "agent", "buildkit": true, "assets": [],
                     "preloaded_images": [{"file": "nginx.tar", "sha256": "abcdef0123456789",
                                           "images": ["docker.io/library/nginx:1.27"]}]},
             "selinux": {"mode": "enforcing", "policy": "default", "modules": []},
@@ -98,7 +98,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         let text = ok(edgeimg().arg("inspect").arg(i));
         for want in [
             "board       x86_64 (amd64)",
-            "k3s         K3s v1.33.1+k3s1 (bundle stand-in), nerdctl 2.1.2 -- STAND-IN",
+            "k3s         K3s v1.33.1+k3s1 (bundle stand-in), role agent, nerdctl 2.1.2, BuildKit yes -- STAND-IN",
             "selinux     policy default, mode enforcing",
             "nginx:1.27",
             "kernel      6.12.0-test",
@@ -112,10 +112,19 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     }
     // A manifest from before the format field reads as format 1; a newer
     // format is refused by name rather than misread.
+    // Nor the K3s role and BuildKit: they read as unknown.
     let mut old = manifest.clone();
     old.as_object_mut().unwrap().remove("format");
+    for k in ["role", "buildkit"] {
+        old["inputs"]["k3s"].as_object_mut().unwrap().remove(k);
+    }
     std::fs::write(d.path().join("manifest.json"), old.to_string()).unwrap();
     assert_eq!(inspect_json(&img)["board"], "x86_64");
+    let text = ok(edgeimg().arg("inspect").arg(&img));
+    assert!(
+        text.contains("role unknown, nerdctl 2.1.2, BuildKit unknown"),
+        "{text}"
+    );
     let mut newer = manifest.clone();
     newer["format"] = 99.into();
     std::fs::write(d.path().join("manifest.json"), newer.to_string()).unwrap();
