@@ -174,20 +174,6 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     m
 }
 
-/// Deterministic pseudo-random bytes (xorshift): incompressible, like a
-/// compressed root image.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 struct Fleet {
     _dir: tempfile::TempDir,
     dir: PathBuf,
@@ -295,10 +281,10 @@ const DELTA: &str = "t-x86_64-2-0000000000000002.update.delta-from-0000000000000
 /// Two releases whose root images differ in a few places (one region
 /// rewritten, 100 bytes inserted, so later bytes move).
 fn two_releases(f: &Fleet) -> (PathBuf, PathBuf) {
-    let old_root = noise(7, 6 << 20);
+    let old_root = noise(6 << 20, 7);
     let mut new_root = old_root.clone();
-    new_root[1_000_000..1_004_096].copy_from_slice(&noise(9, 4096));
-    new_root.splice(5_000_000..5_000_000, noise(11, 100));
+    new_root[1_000_000..1_004_096].copy_from_slice(&noise(4096, 9));
+    new_root.splice(5_000_000..5_000_000, noise(100, 11));
     (f.release(1, &old_root), f.release(2, &new_root))
 }
 
@@ -448,7 +434,7 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
     assert!(out.contains("already published"), "{out}");
     assert_eq!(tree(&f.repo), before, "republishing changed the repository");
 
-    let v3 = f.release(3, &noise(3, 1 << 20));
+    let v3 = f.release(3, &noise(1 << 20, 3));
     let refused = |o: std::process::Output, needle: &str| {
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(!o.status.success(), "accepted");
@@ -689,7 +675,7 @@ fn after_an_update_key_rotation_older_releases_get_no_delta() {
         "x86_64",
         "amd64",
         2,
-        &noise(7, 6 << 20),
+        &noise(6 << 20, 7),
         "0000000000000002",
     );
     let o = run(&mut f.publish_with(&v2, &f.tuf, &new_pub));

@@ -194,3 +194,16 @@ pub fn run_measured(cmd: &mut Command) -> Measured {
         peak_rss_kib,
     }
 }
+
+/// Deterministic xorshift bytes from a nonzero seed: incompressible, like a
+/// compressed root image or archive.
+pub fn noise(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
