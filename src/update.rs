@@ -3,8 +3,6 @@
 //! verification are the agent's own code ([`edgeimg_contract::update`]), so the
 //! host checks exactly what a device checks.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};

@@ -1,14 +1,17 @@
 //! A base made from the closest cached base: the package difference applied
 //! to a copy of it (apt in a chroot, as mmdebstrap's root mode runs it, with
 //! the same deferred depmod/initramfs hooks and the same cleanup) instead of
-//! a bootstrap from nothing.
+//! a bootstrap from nothing. The cached initrd is kept when the change leaves
+//! its inputs alone (see initrd_inputs).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::initrd_inputs::{self, Inputs};
 use super::{APPLY_DIFFERENCE, BASE_EPOCH, BaseMeta, BaseSpec};
 use crate::cmd::{self, Cmd};
 use crate::progress::Progress;
@@ -71,7 +74,8 @@ pub fn closest(dir: &Path, spec: &BaseSpec) -> Option<Source> {
 }
 
 /// Writes the base for `spec` to `out`: `source` extracted under `work`, the
-/// difference applied, packed as mmdebstrap packs a root.
+/// difference applied, packed as mmdebstrap packs a root. Returns whether
+/// the cached base's initrd was kept.
 pub fn apply(
     source: &Source,
     work: &Path,
@@ -79,7 +83,7 @@ pub fn apply(
     cpu: &str,
     out: &Path,
     progress: &Progress,
-) -> Result<()> {
+) -> Result<bool> {
     let root = work.join("root");
     std::fs::create_dir(&root)?;
     Cmd::new(cmd::TAR)
@@ -91,23 +95,99 @@ pub fn apply(
         .with_context(|| format!("cannot extract {}", source.tar.display()))?;
     let script = hooks.join("apply-difference");
     std::fs::write(&script, APPLY_DIFFERENCE)?;
-    let mut c = Cmd::new(cmd::UNSHARE)
-        .env("SOURCE_DATE_EPOCH", BASE_EPOCH.to_string())
-        .args(["--mount", "sh"])
-        .arg(&script)
-        .arg(&root)
-        .arg(hooks)
-        .arg(cpu)
-        .arg(source.add.join(" "))
-        .arg(source.drop.join(" "));
-    if let Some(v) = super::qemu_cpu(cpu, source_arch(&root)?) {
-        c = c.env("QEMU_CPU", v);
+    let run = |args: &[String], what: &str| -> Result<()> {
+        let mut c = Cmd::new(cmd::UNSHARE)
+            .env("SOURCE_DATE_EPOCH", BASE_EPOCH.to_string())
+            .args(["--mount", "sh"])
+            .arg(&script)
+            .arg(&args[0])
+            .arg(&root)
+            .arg(hooks)
+            .arg(cpu)
+            .args(&args[1..]);
+        if let Some(v) = super::qemu_cpu(cpu, source_arch(&root)?) {
+            c = c.env("QEMU_CPU", v);
+        }
+        let bar = progress.spinner(what);
+        c.run_streaming(&mut |line| bar.set_message(line.to_string()))
+            .with_context(|| format!("{what} in the cached base failed"))?;
+        bar.finish_and_clear();
+        Ok(())
+    };
+    let initrd = InitrdInputs::read(&root)?;
+    run(
+        &[
+            "packages".into(),
+            source.add.join(" "),
+            source.drop.join(" "),
+        ],
+        "applying the package difference",
+    )?;
+    let keep = initrd.unchanged(&root, progress)?;
+    let initrd_arg = if keep { "keep-initrd" } else { "new-initrd" };
+    run(
+        &["finish".into(), initrd_arg.into()],
+        if keep {
+            "finishing the base"
+        } else {
+            "making the initrd"
+        },
+    )?;
+    pack(&source.tar, &root, out)?;
+    Ok(keep)
+}
+
+/// The cached base's initrd and what it was made from, read before the
+/// package change.
+struct InitrdInputs {
+    /// `None`: no single initrd in a format edgeimg reads; a new one is made.
+    listed: Option<(BTreeSet<String>, Inputs)>,
+}
+
+impl InitrdInputs {
+    fn read(root: &Path) -> Result<Self> {
+        let boot = root.join("boot");
+        let initrds: Vec<PathBuf> = std::fs::read_dir(&boot)
+            .with_context(|| format!("cannot list {}", boot.display()))?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("initrd.img-"))
+            .map(|e| e.path())
+            .collect();
+        let [initrd] = initrds.as_slice() else {
+            return Ok(InitrdInputs { listed: None });
+        };
+        let Some(paths) = initrd_inputs::initrd_paths(initrd)? else {
+            return Ok(InitrdInputs { listed: None });
+        };
+        let inputs = initrd_inputs::inputs(root, &paths)?;
+        Ok(InitrdInputs {
+            listed: Some((paths, inputs)),
+        })
     }
-    let bar = progress.spinner("apt");
-    c.run_streaming(&mut |line| bar.set_message(line.to_string()))
-        .context("applying the package difference to the cached base failed")?;
-    bar.finish_and_clear();
-    pack(&source.tar, &root, out)
+
+    /// Whether the root, after the package change, holds the same inputs;
+    /// says which one changed when not.
+    fn unchanged(&self, root: &Path, progress: &Progress) -> Result<bool> {
+        let Some((paths, before)) = &self.listed else {
+            progress.note("base: the cached initrd cannot be read; making a new one");
+            return Ok(false);
+        };
+        let after = initrd_inputs::inputs(root, paths)?;
+        match initrd_inputs::first_difference(before, &after) {
+            None => {
+                progress.note(
+                    "base: the initrd's inputs did not change; keeping the cached base's initrd",
+                );
+                Ok(true)
+            }
+            Some(path) => {
+                progress.note(&format!(
+                    "base: the package change touches the initrd's input /{path}; making a new initrd"
+                ));
+                Ok(false)
+            }
+        }
+    }
 }
 
 /// The dpkg architecture of an extracted root.

@@ -13,6 +13,7 @@ use crate::progress::Progress;
 use edgeimg_contract::arch::Arch;
 
 mod incremental;
+mod initrd_inputs;
 
 const LOCAL_BOTTOM: &str = include_str!("files/local-bottom-edgeimg");
 const INITRAMFS_CONF: &str = include_str!("files/initramfs.conf");
@@ -35,7 +36,9 @@ const APPLY_DIFFERENCE: &str = include_str!("files/apply-difference");
 /// depmod for a foreign architecture, no sshd host keys in the base.
 /// 4: the metadata records the family and package list, so a changed list
 /// starts from the closest cached base.
-const BASE_FORMAT: u32 = 4;
+/// 5: an incremental base keeps the cached initrd when its inputs did not
+/// change.
+const BASE_FORMAT: u32 = 5;
 
 /// The `SOURCE_DATE_EPOCH` every base is bootstrapped with (2025-01-01 UTC).
 /// With it mmdebstrap's output is reproducible (times clamped, logs dropped),
@@ -109,6 +112,10 @@ pub struct BaseMeta {
     /// package difference; none when bootstrapped from nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental_from: Option<String>,
+    /// For an incremental base: whether the cached base's initrd was kept
+    /// (the package change left its inputs alone) or a new one made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_kept: Option<bool>,
 }
 
 pub struct Base {
@@ -270,13 +277,13 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         "foreign"
     };
     let partial = work.path().join("base.tar");
-    let mut incremental_from = None;
+    let mut incremental = None;
     // The chroot needs real root (a rootless build bootstraps from nothing);
     // --refresh asks for a bootstrap from nothing.
     if !refresh && crate::rootless::is_root() {
-        incremental_from = try_incremental(spec, &dir, work.path(), cpu, &partial, progress);
+        incremental = try_incremental(spec, &dir, work.path(), cpu, &partial, progress);
     }
-    if incremental_from.is_none() {
+    if incremental.is_none() {
         bootstrap(spec, work.path(), cpu, &partial, progress)?;
     }
     let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
@@ -294,7 +301,8 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         mirror: spec.mirror.clone(),
         family: Some(spec.family()),
         packages: Some(spec.package_set().into_iter().collect()),
-        incremental_from,
+        incremental_from: incremental.as_ref().map(|(key, _)| key.clone()),
+        initrd_kept: incremental.map(|(_, kept)| kept),
     };
     // The tarball first, then its metadata: a base counts as cached only when both exist.
     std::fs::rename(&partial, &tar).with_context(|| format!("cannot store {}", tar.display()))?;
@@ -321,7 +329,7 @@ fn native_decompression_hooks(script: &Path) -> [String; 2] {
 }
 
 /// Makes the base from the closest cached one of its family, if there is one;
-/// returns that base's key. A failure is reported and leaves the bootstrap
+/// returns that base's key and whether its initrd was kept. A failure is reported and leaves the bootstrap
 /// from nothing to the caller.
 fn try_incremental(
     spec: &BaseSpec,
@@ -330,7 +338,7 @@ fn try_incremental(
     cpu: &str,
     partial: &Path,
     progress: &Progress,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     let source = incremental::closest(dir, spec)?;
     progress.note(&format!(
         "base: incremental from cached base {}: adding [{}], dropping [{}]",
@@ -339,7 +347,7 @@ fn try_incremental(
         source.drop.join(" ")
     ));
     match incremental::apply(&source, work, &work.join("hooks"), cpu, partial, progress) {
-        Ok(()) => Some(source.key),
+        Ok(kept) => Some((source.key, kept)),
         Err(e) => {
             progress.note(&format!(
                 "base: the incremental base failed ({e:#}); bootstrapping from nothing"
@@ -482,6 +490,7 @@ mod tests {
                 family: Some(s.family()),
                 packages: Some(s.packages.clone()),
                 incremental_from: None,
+                initrd_kept: None,
             };
             let stem = dir.path().join(s.key());
             std::fs::write(

@@ -15,9 +15,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::num::NonZeroU64;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
