@@ -150,6 +150,8 @@ impl InitrdInputs {
         let initrds: Vec<PathBuf> = std::fs::read_dir(&boot)
             .with_context(|| format!("cannot list {}", boot.display()))?
             .flatten()
+            // Regular files only (a link is not followed out of the root).
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter(|e| e.file_name().to_string_lossy().starts_with("initrd.img-"))
             .map(|e| e.path())
             .collect();
