@@ -279,7 +279,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
-        boot: boot_plan(board),
+        boot: boot_plan(board, config.secure_boot.as_ref()),
         k3s: k3s.as_ref().map(|(p, _)| p.clone()),
         selinux: config.selinux.as_ref().map(|se| SelinuxPlan {
             mode: format!("{:?}", se.mode).to_lowercase(),
@@ -301,7 +301,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
 }
 
 /// The boot partition's files, as `boot::uefi` and `boot::rpi` name them.
-fn boot_plan(board: &Board) -> BootPlan {
+fn boot_plan(board: &Board, secure_boot: Option<&crate::config::SecureBoot>) -> BootPlan {
     match (board.firmware, &board.rpi) {
         (Firmware::Rpi, Some(rpi)) => BootPlan {
             firmware: board.firmware.describe(),
@@ -309,7 +309,7 @@ fn boot_plan(board: &Board) -> BootPlan {
         },
         _ => BootPlan {
             firmware: board.firmware.describe(),
-            files: crate::boot::uefi::planned_files(board.rust_arch()),
+            files: crate::boot::uefi::planned_files(board.rust_arch(), secure_boot),
         },
     }
 }

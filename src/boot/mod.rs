@@ -77,9 +77,9 @@ mod tests {
                 &format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi"),
             );
             let k = kernel(d.path());
-            let files = uefi::boot_files(d.path(), arch, &k, "ro", "t").unwrap();
+            let files = uefi::boot_files(d.path(), arch, &k, "ro", "t", None, d.path()).unwrap();
             let made: Vec<String> = files.files.keys().cloned().collect();
-            same(&uefi::planned_files(arch), &made);
+            same(&uefi::planned_files(arch, None), &made);
         }
     }
 

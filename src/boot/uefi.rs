@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::config::SecureBoot;
 use crate::fs::vfat::BootFiles;
 use crate::stage::KernelFiles;
 
@@ -17,27 +18,41 @@ fn efi_names(rust_arch: &str) -> (&'static str, &'static str) {
 }
 
 /// The boot partition's files for slot A, as [`boot_files`] names them.
-pub fn planned_files(rust_arch: &str) -> Vec<String> {
+pub fn planned_files(rust_arch: &str, secure_boot: Option<&SecureBoot>) -> Vec<String> {
     let (suffix, removable) = efi_names(rust_arch);
     let mut v = vec![
         format!("EFI/BOOT/{removable}"),
         format!("EFI/systemd/systemd-boot{suffix}.efi"),
         LOADER_CONF.to_string(),
-        ENTRY_A.to_string(),
-        KERNEL_A.to_string(),
-        INITRD_A.to_string(),
         crate::boot::NODE_EXAMPLE_PATH.to_string(),
     ];
+    if secure_boot.is_some() {
+        v.push(UKI_A.to_string());
+        v.extend(AUTH.iter().map(|r| format!("{KEYS_DIR}/{r}.auth")));
+    } else {
+        v.extend([ENTRY_A, KERNEL_A, INITRD_A].map(String::from));
+    }
     v.sort();
     v
 }
+
+/// Slot A's signed Unified Kernel Image: a type-2 entry systemd-boot finds
+/// by itself, named as the type-1 entries are so loader.conf's default
+/// pattern and the update's ordering work the same.
+const UKI_A: &str = "EFI/Linux/edgeimg-1-a.efi";
+/// Where systemd-boot looks for keys to enroll (one set, named "fleet").
+const KEYS_DIR: &str = "loader/keys/fleet";
+/// The enrollment files, in the names systemd-boot reads.
+const AUTH: [&str; 3] = ["PK", "KEK", "db"];
 
 const LOADER_CONF: &str = "loader/loader.conf";
 const ENTRY_A: &str = "loader/entries/edgeimg-1-a.conf";
 const KERNEL_A: &str = "edgeimg/a/vmlinuz";
 const INITRD_A: &str = "edgeimg/a/initrd.img";
 
-/// Boot files for slot A (slot B's entry is written by updates).
+/// Boot files for slot A (slot B's entry is written by updates). With
+/// Secure Boot, systemd-boot is signed and slot A boots a signed UKI holding
+/// its command line; `work` holds the UKI and the signed binaries.
 ///
 /// Entries are named `edgeimg-<generation>-<slot>.conf` and loader.conf's
 /// default is the pattern `edgeimg-*`: systemd-boot picks the first match in
@@ -49,6 +64,8 @@ pub fn boot_files(
     kernel: &KernelFiles,
     cmdline: &str,
     title: &str,
+    secure_boot: Option<&SecureBoot>,
+    work: &Path,
 ) -> Result<BootFiles> {
     let (suffix, removable) = efi_names(rust_arch);
     let sdboot = tree.join(format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi"));
@@ -59,21 +76,57 @@ pub fn boot_files(
         );
     }
     let mut files = BootFiles::default();
-    files.add_file(&format!("EFI/BOOT/{removable}"), sdboot.clone());
-    files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), sdboot);
-    files.add_bytes(
-        LOADER_CONF,
-        "default edgeimg-*\ntimeout 0\neditor no\nconsole-mode keep\n",
-    );
-    files.add_bytes(
-        ENTRY_A,
-        format!(
-            "title {title} (slot A)\nversion {}\nlinux /{KERNEL_A}\ninitrd /{INITRD_A}\noptions {cmdline}\n",
-            kernel.version
-        ),
-    );
-    files.add_file(KERNEL_A, kernel.vmlinuz.clone());
-    files.add_file(INITRD_A, kernel.initrd.clone());
+    let mut loader_conf =
+        "default edgeimg-*\ntimeout 0\neditor no\nconsole-mode keep\n".to_string();
+    let loader = match secure_boot {
+        None => sdboot,
+        Some(sb) => {
+            let signed = work.join(format!("systemd-boot{suffix}.signed.efi"));
+            crate::secure_boot::sign::sign(&sb.keys, &sdboot, &signed)?;
+            signed
+        }
+    };
+    files.add_file(&format!("EFI/BOOT/{removable}"), loader.clone());
+    files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), loader);
+    match secure_boot {
+        None => {
+            files.add_bytes(
+                ENTRY_A,
+                format!(
+                    "title {title} (slot A)\nversion {}\nlinux /{KERNEL_A}\ninitrd /{INITRD_A}\noptions {cmdline}\n",
+                    kernel.version
+                ),
+            );
+            files.add_file(KERNEL_A, kernel.vmlinuz.clone());
+            files.add_file(INITRD_A, kernel.initrd.clone());
+        }
+        Some(sb) => {
+            let uki = work.join("uki-a.efi");
+            let unsigned = work.join("uki-a.unsigned.efi");
+            crate::secure_boot::uki::assemble(
+                &crate::secure_boot::uki::UkiInputs {
+                    tree,
+                    rust_arch,
+                    kernel: &kernel.vmlinuz,
+                    initrd: &kernel.initrd,
+                    cmdline,
+                },
+                work,
+                &unsigned,
+            )?;
+            crate::secure_boot::sign::sign(&sb.keys, &unsigned, &uki)?;
+            files.add_file(UKI_A, uki);
+            // Public lists only: the private keys never enter the image.
+            for r in AUTH {
+                files.add_file(
+                    &format!("{KEYS_DIR}/{r}.auth"),
+                    sb.keys.file(&format!("{r}.auth")),
+                );
+            }
+            loader_conf.push_str(&format!("secure-boot-enroll {}\n", sb.enroll.as_str()));
+        }
+    }
+    files.add_bytes(LOADER_CONF, loader_conf);
     files.add_bytes(super::NODE_EXAMPLE_PATH, super::NODE_EXAMPLE);
     std::fs::metadata(&kernel.vmlinuz).context("kernel missing")?;
     Ok(files)

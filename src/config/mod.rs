@@ -78,6 +78,8 @@ pub struct Config {
     pub verity: bool,
     /// `[update] generation`: the version floor (docs/updates.md).
     pub update_generation: u64,
+    /// `[secure_boot]`: None without keys (nothing signed).
+    pub secure_boot: Option<SecureBoot>,
 }
 
 /// Loads `path` (or the embedded default when `path` is None and
@@ -317,7 +319,20 @@ pub fn parse(
         selinux,
         verity,
         update_generation: file.update.generation,
+        secure_boot: file.secure_boot.keys.as_ref().map(|k| SecureBoot {
+            keys: crate::secure_boot::sign::FleetKeys {
+                prefix: base_dir.join(k.get_ref()),
+            },
+            enroll: file.secure_boot.enroll,
+        }),
     })
+}
+
+/// A build signed for UEFI Secure Boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBoot {
+    pub keys: crate::secure_boot::sign::FleetKeys,
+    pub enroll: schema::Enroll,
 }
 
 /// The kernel module a verity root needs in the initramfs.

@@ -79,6 +79,8 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
             &staged.kernel,
             &kernel_cmdline,
             &cfg.name,
+            cfg.secure_boot.as_ref(),
+            ctx.work,
         )?,
     };
     let boot = ctx.work.join("boot.vfat");
