@@ -117,6 +117,9 @@ pub struct Plan {
     pub selinux: Option<SelinuxPlan>,
     /// The root is opened through dm-verity.
     pub verity: bool,
+    /// How the boot chain is signed: "not signed", or the signing and
+    /// enrollment in words.
+    pub secure_boot: String,
     /// Files edgeimg itself places into the root (overlays come on top), as
     /// the build reports them in manifest.json's `placed_files`.
     pub files: Vec<String>,
@@ -292,6 +295,14 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
                 .collect(),
         }),
         verity: config.verity,
+        secure_boot: match &config.secure_boot {
+            None => "not signed".to_string(),
+            Some(sb) => format!(
+                "signed (systemd-boot and a UKI per slot, db key {}; enroll {})",
+                sb.keys.file("db.key").display(),
+                sb.enroll.as_str()
+            ),
+        },
         files: root_files(k3s.as_ref().map(|(_, f)| f.as_slice())),
         signing_key_file: edgeimg_agent::update::TRUSTED_KEY_PATH
             .trim_start_matches('/')
@@ -435,6 +446,7 @@ impl std::fmt::Display for Plan {
                 "off"
             }
         )?;
+        writeln!(f, "secure boot {}", self.secure_boot)?;
         match &self.selinux {
             Some(se) => writeln!(
                 f,

@@ -295,6 +295,19 @@ pub fn parse(
         board.initramfs_modules.push(VERITY_MODULE.to_string());
     }
 
+    if let Some(k) = &file.secure_boot.keys
+        && board.firmware == board::Firmware::Rpi
+    {
+        return Err(invalid(
+            k.span(),
+            "secure_boot.keys",
+            format!(
+                "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
+                board.name
+            ),
+        ));
+    }
+
     let seed = file
         .image
         .seed
