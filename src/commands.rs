@@ -211,18 +211,23 @@ pub fn doctor(boards: &[String]) -> Result<()> {
 
 pub fn boards() -> Result<()> {
     println!(
-        "{:<10} {:<6} {:<6} {:<26} {:<10} description",
-        "board", "arch", "table", "firmware", "qemu"
+        "{:<10} {:<6} {:<6} {:<26} {:<10} {:<30} description",
+        "board", "arch", "table", "firmware", "qemu", "secure boot"
     );
     for name in board::names() {
         let b = board::load(name)?;
         println!(
-            "{:<10} {:<6} {:<6} {:<26} {:<10} {}",
+            "{:<10} {:<6} {:<6} {:<26} {:<10} {:<30} {}",
             b.name,
             b.arch,
             format!("{:?}", b.partition_table).to_lowercase(),
             b.firmware.describe(),
             b.qemu.machine,
+            // The Pi's own signed boot burns OTP fuses: not offered.
+            match b.firmware {
+                board::Firmware::Uefi => "UEFI, fleet keys",
+                board::Firmware::Rpi => "none: verity + signed updates",
+            },
             b.description
         );
     }
