@@ -26,6 +26,7 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
         lock: a.lock,
         signing_key: a.signing_key,
         update: a.update,
+        secure_boot_keys: a.secure_boot_keys,
     };
     if crate::rootless::needed() {
         // Unprivileged: bootstrap (or reuse) the base here, then run the whole

@@ -369,4 +369,8 @@ pub struct BuildArgs {
     /// (root, kernel, initrd, boot files), for `edgeimg-agent update apply`.
     #[arg(long, requires = "signing_key")]
     pub update: bool,
+    /// Secure Boot keys (PREFIX from `edgeimg keygen --secure-boot`): sign
+    /// systemd-boot and the kernel images; replaces `[secure_boot] keys`.
+    #[arg(long, value_name = "PREFIX")]
+    pub secure_boot_keys: Option<PathBuf>,
 }

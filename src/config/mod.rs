@@ -348,6 +348,31 @@ pub struct SecureBoot {
     pub enroll: schema::Enroll,
 }
 
+impl Config {
+    /// `build --secure-boot-keys PREFIX` (relative to the working
+    /// directory, as any command-line path): replaces `[secure_boot] keys`,
+    /// keeping its `enroll`.
+    pub fn set_secure_boot_keys(&mut self, prefix: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.board.firmware == board::Firmware::Uefi,
+            "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
+            self.board.name
+        );
+        let enroll = self
+            .secure_boot
+            .as_ref()
+            .map(|s| s.enroll)
+            .unwrap_or_default();
+        self.secure_boot = Some(SecureBoot {
+            keys: crate::secure_boot::sign::FleetKeys {
+                prefix: prefix.to_path_buf(),
+            },
+            enroll,
+        });
+        Ok(())
+    }
+}
+
 /// The kernel module a verity root needs in the initramfs.
 pub const VERITY_MODULE: &str = "dm-verity";
 

@@ -38,7 +38,10 @@ pub struct BuildReport {
 pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     let progress = Progress::new(opts.quiet);
     crate::rootless::check()?;
-    let cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    if let Some(k) = &opts.secure_boot_keys {
+        cfg.set_secure_boot_keys(k)?;
+    }
     let plan = plan::make(&cfg, opts.bundle.as_deref());
     preflight::run(&cfg, opts, Half::RootlessOuter)?;
     preflight::k3s(&cfg, opts)?;
@@ -61,6 +64,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
     if let Some(c) = opts.compression {
         cfg.compression = c;
+    }
+    if let Some(k) = &opts.secure_boot_keys {
+        cfg.set_secure_boot_keys(k)?;
     }
     let plan = plan::make(&cfg, opts.bundle.as_deref());
     let mut checked = preflight::run(&cfg, opts, Half::Build)?;
