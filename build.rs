@@ -19,6 +19,9 @@ fn main() {
     println!("cargo:rerun-if-changed=agent/src");
     println!("cargo:rerun-if-changed=agent/Cargo.toml");
     println!("cargo:rerun-if-changed=agent/units");
+    // The agent links the contract crate: a change there changes the agent.
+    println!("cargo:rerun-if-changed=contract/src");
+    println!("cargo:rerun-if-changed=contract/Cargo.toml");
     for (arch, _) in TARGETS {
         println!(
             "cargo:rerun-if-env-changed=EDGEIMG_AGENT_{}",

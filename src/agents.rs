@@ -1,5 +1,7 @@
 //! The first-boot agent binaries and units embedded in edgeimg (built by build.rs).
 
+use edgeimg_contract::arch::Arch;
+
 pub const AGENT_X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeimg-agent-x86_64"));
 pub const AGENT_AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeimg-agent-aarch64"));
 
@@ -12,10 +14,11 @@ pub const README: &str = include_str!("../agent/README.md");
 /// Where the agent lives in the image.
 pub const AGENT_PATH: &str = "usr/lib/edgeimg/edgeimg-agent";
 
-/// The static agent for a Rust architecture name (x86_64, aarch64).
-pub fn binary(rust_arch: &str) -> &'static [u8] {
-    match rust_arch {
-        "aarch64" => AGENT_AARCH64,
+/// The static agent for an architecture (Debian or Rust name; x86_64 when
+/// the name is none edgeimg knows, which board validation already refused).
+pub fn binary(arch: &str) -> &'static [u8] {
+    match Arch::from_name(arch) {
+        Some(Arch::Arm64) => AGENT_AARCH64,
         _ => AGENT_X86_64,
     }
 }

@@ -1,6 +1,6 @@
 //! One function per subcommand; `main.rs` only dispatches here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -52,35 +52,87 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn keygen(prefix: &Path, secure_boot: bool, name: &str) -> Result<()> {
-    let made = if secure_boot {
+pub fn keygen(prefix: &Path, secure_boot: bool, tuf: bool, name: &str, quiet: bool) -> Result<()> {
+    let made = if tuf {
+        crate::tuf::keygen(prefix)?
+    } else if secure_boot {
         crate::secure_boot::keys::keygen(prefix, name)?
     } else {
         let (key, public) = crate::update::keygen(prefix)?;
         vec![key, public]
     };
-    for p in made {
-        println!("{}", p.display());
+    if !quiet {
+        for p in made {
+            println!("{}", p.display());
+        }
     }
     Ok(())
 }
 
-pub fn update(c: crate::cli::UpdateCommand) -> Result<()> {
+pub fn publish(a: crate::cli::PublishArgs, quiet: bool) -> Result<()> {
+    crate::publish::run(a, quiet)
+}
+
+/// With `--json`, a verification that fails still prints one JSON object on
+/// stdout: `what` (the file, directory or lock checked) with `verified`
+/// false and the error; the command then fails as it would without `--json`
+/// (the error on stderr, the refusal's exit status).
+fn json_on_failure<T, E: Into<anyhow::Error>>(
+    json: bool,
+    mut what: serde_json::Value,
+    r: std::result::Result<T, E>,
+) -> Result<T> {
+    let r = r.map_err(Into::into);
+    if let (true, Err(e)) = (json, &r) {
+        what["verified"] = false.into();
+        what["error"] = format!("{e:#}").into();
+        println!("{what}");
+    }
+    r
+}
+
+pub fn update(c: crate::cli::UpdateCommand, quiet: bool) -> Result<()> {
     match c {
         crate::cli::UpdateCommand::Verify {
             file,
             key,
             board,
             arch,
+            json,
         } => {
-            let h = crate::update::verify(
-                &file,
-                &key,
-                &crate::update::Expect {
-                    board: board.as_deref(),
-                    arch: arch.as_deref(),
-                },
+            // A missing input is not a refusal: it exits differently.
+            for p in [&file, &key] {
+                std::fs::File::open(p).map_err(|cause| crate::exit::Unreadable {
+                    path: p.clone(),
+                    cause,
+                })?;
+            }
+            let h = json_on_failure(
+                json,
+                serde_json::json!({ "file": file }),
+                crate::update::verify(
+                    &file,
+                    &key,
+                    &crate::update::Expect {
+                        board: board.as_deref(),
+                        arch: arch.as_deref(),
+                    },
+                ),
             )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": file, "verified": true, "name": h.name, "build_id": h.build_id,
+                        "generation": h.generation, "board": h.board, "arch": h.arch,
+                        "kernel_version": h.kernel_version, "key_id": h.key_id,
+                    })
+                );
+                return Ok(());
+            }
+            if quiet {
+                return Ok(());
+            }
             println!(
                 "{}: OK: {} build {} generation {} for {} ({}), kernel {}, signed with key {}",
                 file.display(),
@@ -166,31 +218,73 @@ pub fn run(
     Ok(())
 }
 
-pub fn doctor(boards: &[String]) -> Result<()> {
+pub fn doctor(
+    boards: &[String],
+    config: Option<&Path>,
+    lock: Option<&Path>,
+    bundle: Option<&Path>,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
     let boards = crate::doctor::boards_for(boards)?;
-    let checks = crate::doctor::checks(&boards);
+    let mut checks = crate::doctor::checks(&boards);
+    checks.extend(crate::doctor::config_checks(config, lock, bundle));
     let mut missing = Vec::new();
     let mut fixes = Vec::new();
     for c in &checks {
         match &c.found {
-            Some(p) => println!("ok       {:<40} {}", c.what, p),
+            Some(p) if !quiet && !json => println!("ok       {:<40} {}", c.what, p),
+            Some(_) => {}
             None if c.package.is_empty() => {
-                println!("MISSING  {:<40} fix: {}", c.what, c.purpose);
-                fixes.push(c.what.clone());
+                if !quiet && !json {
+                    println!("MISSING  {:<40} fix: {}", c.what, c.purpose);
+                }
+                fixes.push(format!("{}: {}", c.what, c.purpose));
             }
             None => {
-                println!(
-                    "MISSING  {:<40} package {} ({})",
-                    c.what, c.package, c.purpose
-                );
+                if !quiet && !json {
+                    println!(
+                        "MISSING  {:<40} package {} ({})",
+                        c.what, c.package, c.purpose
+                    );
+                }
                 missing.push(c.package.clone());
             }
         }
     }
-    if missing.is_empty() && !fixes.is_empty() {
-        anyhow::bail!("not ready: {} (see the fix lines above)", fixes.join(", "));
+    missing.sort();
+    missing.dedup();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "boards": boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+                "ready": missing.is_empty() && fixes.is_empty(),
+                "install": missing,
+                "checks": checks.iter().map(|c| serde_json::json!({
+                    "what": c.what, "ok": c.found.is_some(), "found": c.found,
+                    "package": (!c.package.is_empty()).then_some(&c.package),
+                    "fix": (c.found.is_none() && c.package.is_empty()).then_some(&c.purpose),
+                    "purpose": (!c.package.is_empty()).then_some(&c.purpose),
+                })).collect::<Vec<_>>(),
+            }))?
+        );
     }
-    if missing.is_empty() {
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "missing tools; install with: apt-get install {} (QEMU and firmware from bookworm-backports on bookworm){}",
+            missing.join(" "),
+            if fixes.is_empty() {
+                String::new()
+            } else {
+                format!("; also not ready: {}", fixes.join(", "))
+            }
+        )
+    }
+    if !fixes.is_empty() {
+        anyhow::bail!("not ready: {}", fixes.join("; "));
+    }
+    if !quiet && !json {
         println!(
             "all tools for {} present",
             boards
@@ -199,18 +293,25 @@ pub fn doctor(boards: &[String]) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(())
-    } else {
-        missing.sort();
-        missing.dedup();
-        anyhow::bail!(
-            "missing tools; install with: apt-get install {} (QEMU and firmware from bookworm-backports on bookworm)",
-            missing.join(" ")
-        )
     }
+    Ok(())
 }
 
-pub fn boards() -> Result<()> {
+pub fn boards(json: bool) -> Result<()> {
+    if json {
+        let mut v = Vec::new();
+        for name in board::names() {
+            let b = board::load(name)?;
+            v.push(serde_json::json!({
+                "name": b.name, "arch": b.arch,
+                "partition_table": format!("{:?}", b.partition_table).to_lowercase(),
+                "firmware": b.firmware.describe(), "qemu_machine": b.qemu.machine,
+                "description": b.description,
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!(
         "{:<10} {:<6} {:<6} {:<26} {:<10} {:<30} description",
         "board", "arch", "table", "firmware", "qemu", "secure boot"
@@ -252,12 +353,13 @@ pub fn flash(a: crate::cli::FlashArgs, quiet: bool) -> Result<()> {
             if !quiet && !a.json {
                 let secs = r.seconds.max(0.001);
                 println!(
-                    "flashed {} to {}: wrote {} of {} ({} ranges), verified, in {:.1} s ({:.0} MiB/s){}",
+                    "flashed {} to {}: wrote {} of {} ({} {}), verified, in {:.1} s ({:.0} MiB/s){}",
                     r.image,
                     r.target,
                     config::size::human(r.written),
                     config::size::human(r.image_size),
                     r.ranges,
+                    if r.ranges == 1 { "range" } else { "ranges" },
                     secs,
                     r.written as f64 / secs / 1048576.0,
                     if r.node_file {
@@ -291,7 +393,7 @@ pub fn inspect(image: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
+pub fn node(a: crate::cli::NodeArgs, quiet: bool) -> Result<()> {
     // The environment's token is for node files that ask for K3s.
     let wants_k3s = a.role.is_some() || a.server.is_some() || a.cluster_init;
     if !wants_k3s && a.token_from.is_none() && std::env::var_os(crate::node::TOKEN_ENV).is_some() {
@@ -317,7 +419,16 @@ pub fn node(a: crate::cli::NodeArgs) -> Result<()> {
     let cfg = crate::node::make(&spec)?;
     let text = crate::node::render(&cfg)?;
     crate::node::write(&text, a.out.as_deref(), a.force, spec.token.is_some())?;
-    if let Some(p) = &a.out {
+    if a.json {
+        let mut v = serde_json::to_value(&cfg)?;
+        crate::node::redact_json(&mut v);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"written": a.out, "node": v}))?
+        );
+        return Ok(());
+    }
+    if let Some(p) = a.out.as_ref().filter(|_| !quiet) {
         eprintln!(
             "wrote {}; flash it with: edgeimg flash IMAGE DEVICE --node {}",
             p.display(),
@@ -371,10 +482,10 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     Ok(())
 }
 
-pub fn man(out: &Path) -> Result<()> {
+pub fn man(out: &Path, quiet: bool) -> Result<()> {
     let files = crate::docgen::man_pages(out)
         .with_context(|| format!("writing man pages into {}", out.display()))?;
-    for f in files {
+    for f in files.iter().filter(|_| !quiet) {
         println!("{}", f.display());
     }
     Ok(())
@@ -400,15 +511,9 @@ pub fn docs(write: Option<&Path>, check: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// `edgeimg bundle fetch|import|verify|list`.
+/// `edgeimg bundle fetch|import|export|verify|list`.
 pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
-    use crate::bundle::{self, Arch, Manifest};
-    use crate::cli::{BundleArch, BundleCommand};
-    let arch_of = |a: BundleArch| match a {
-        BundleArch::Amd64 => Arch::Amd64,
-        BundleArch::Arm64 => Arch::Arm64,
-    };
-    let size = |n: u64| config::size::human(n);
+    use crate::cli::BundleCommand;
     match c {
         BundleCommand::Fetch {
             manifest,
@@ -416,121 +521,238 @@ pub fn bundle(c: crate::cli::BundleCommand, quiet: bool) -> Result<()> {
             buildkit,
             lock,
             mirror,
-        } => {
-            let m = Manifest::find(&manifest)?;
-            let mirror = mirror.filter(|m| !m.is_empty());
-            let opts = bundle::FetchOptions {
-                arch: arch_of(arch),
-                buildkit,
-                lock: lock.clone(),
-                mirror,
-                quiet,
-            };
-            let r = bundle::fetch(&m, &opts)?;
-            if !quiet {
-                for a in r.bundle.assets() {
-                    let how = if r.downloaded.contains(&a.file) {
-                        "fetched"
-                    } else {
-                        "cached "
-                    };
-                    println!(
-                        "{how} {:<44} {:>10}  sha256 {}",
-                        a.file,
-                        size(a.size),
-                        a.sha256
-                    );
-                }
-                println!(
-                    "{} ({}) ready; lock {}",
-                    r.bundle.name,
-                    r.bundle.arch,
-                    lock.display()
-                );
-            }
-        }
+        } => bundle_fetch(&manifest, arch, buildkit, &lock_of(&lock), mirror, quiet),
         BundleCommand::Import {
             dir,
             manifest,
             arch,
             buildkit,
             lock,
-        } => {
-            let m = Manifest::find(&manifest)?;
-            let r = bundle::import(&dir, &m, arch_of(arch), buildkit, &lock)?;
-            if !quiet {
-                for a in r.bundle.assets() {
-                    println!(
-                        "imported {:<44} {:>10}  sha256 {}",
-                        a.file,
-                        size(a.size),
-                        a.sha256
-                    );
-                }
-                println!(
-                    "{} ({}) imported; lock {}",
-                    r.bundle.name,
-                    r.bundle.arch,
-                    lock.display()
-                );
+        } => bundle_import(
+            &dir,
+            manifest.as_deref(),
+            arch,
+            buildkit,
+            &lock_of(&lock),
+            quiet,
+        ),
+        BundleCommand::Export {
+            manifest,
+            arch,
+            out,
+            lock,
+        } => bundle_export(&manifest, arch, &out, &lock_of(&lock), quiet),
+        BundleCommand::Verify {
+            dir: Some(dir),
+            manifest,
+            arch,
+            lock,
+            json,
+        } => bundle_verify_dir(
+            &dir,
+            manifest.as_deref(),
+            arch,
+            &lock_of(&lock),
+            json,
+            quiet,
+        ),
+        BundleCommand::Verify {
+            dir: None,
+            lock,
+            json,
+            ..
+        } => bundle_verify_lock(&lock_of(&lock), json, quiet),
+        BundleCommand::List { json } => {
+            let l = crate::bundle::list::listing(&crate::bundle::Store::open_default())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            } else {
+                print!("{l}");
             }
+            Ok(())
         }
-        BundleCommand::Verify { lock } => {
-            let n = bundle::verify(&lock)?;
-            if !quiet {
-                println!(
-                    "{n} file(s) in {} verified against the cache",
-                    lock.display()
-                );
-            }
+    }
+}
+
+fn arch_of(a: crate::cli::BundleArch) -> crate::bundle::Arch {
+    match a {
+        crate::cli::BundleArch::Amd64 => crate::bundle::Arch::Amd64,
+        crate::cli::BundleArch::Arm64 => crate::bundle::Arch::Arm64,
+    }
+}
+
+/// The lock a bundle command uses: `--lock`, else the one beside the config.
+fn lock_of(l: &crate::cli::LockArgs) -> PathBuf {
+    l.lock
+        .clone()
+        .unwrap_or_else(|| config::lock_path(l.config.as_deref()))
+}
+
+/// One line per asset: `<verb> <file> <size>  sha256 <hash>`.
+fn print_assets<'a>(verb: &str, assets: impl IntoIterator<Item = (&'a str, u64, &'a str)>) {
+    for (file, size, sha) in assets {
+        println!(
+            "{verb} {file:<44} {:>10}  sha256 {sha}",
+            config::size::human(size)
+        );
+    }
+}
+
+fn bundle_fetch(
+    manifest: &str,
+    arch: crate::cli::BundleArch,
+    buildkit: bool,
+    lock: &Path,
+    mirror: Option<String>,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::{self, Manifest};
+    let m = Manifest::find(manifest)?;
+    let opts = bundle::FetchOptions {
+        arch: arch_of(arch),
+        buildkit,
+        lock: lock.to_path_buf(),
+        mirror: mirror.filter(|m| !m.is_empty()),
+        quiet,
+    };
+    let r = bundle::fetch(&m, &opts)?;
+    if !quiet {
+        for a in r.bundle.assets() {
+            let how = if r.downloaded.contains(&a.file) {
+                "fetched"
+            } else {
+                "cached "
+            };
+            print_assets(how, [(a.file.as_str(), a.size, a.sha256.as_str())]);
         }
-        BundleCommand::List => {
-            println!("shipped manifests:");
-            for m in bundle::manifest::shipped()? {
-                let arches = m
-                    .arches
-                    .keys()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                println!(
-                    "  {:<24} k3s {:<16} nerdctl {:<8} {}",
-                    m.name, m.k3s_version, m.nerdctl_version, arches
-                );
-            }
-            let store = bundle::Store::open_default();
-            let listing = store.listing()?;
-            println!("cached in {}:", store.root().display());
-            if listing.is_empty() {
-                println!("  (nothing)");
-            }
-            let mut groups: std::collections::BTreeMap<
-                (String, Arch),
-                Vec<bundle::store::IndexRecord>,
-            > = Default::default();
-            for r in listing {
-                groups
-                    .entry((r.bundle.clone(), r.arch))
-                    .or_default()
-                    .push(r);
-            }
-            for ((name, arch), files) in groups {
-                let k3s_version = files
+        println!(
+            "{} ({}) ready; lock {}",
+            r.bundle.name,
+            r.bundle.arch,
+            lock.display()
+        );
+    }
+    Ok(())
+}
+
+fn bundle_import(
+    dir: &Path,
+    manifest: Option<&str>,
+    arch: Option<crate::cli::BundleArch>,
+    buildkit: bool,
+    lock: &Path,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::carry;
+    let m = carry::manifest_for_dir(dir, manifest)?;
+    for arch in carry::arches_in_dir(dir, &m, arch.map(arch_of))? {
+        carry::check_members(dir, &m, arch)?;
+        let r = crate::bundle::import(dir, &m, arch, buildkit, lock)?;
+        if !quiet {
+            print_assets(
+                "imported",
+                r.bundle
+                    .assets()
+                    .into_iter()
+                    .map(|a| (a.file.as_str(), a.size, a.sha256.as_str())),
+            );
+            println!(
+                "{} ({}) imported; lock {}",
+                r.bundle.name,
+                r.bundle.arch,
+                lock.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bundle_export(
+    manifest: &str,
+    arch: crate::cli::BundleArch,
+    out: &Path,
+    lock: &Path,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::{Manifest, Store, carry};
+    let m = Manifest::find(manifest)?;
+    let r = carry::export(&Store::open_default(), &m, lock, arch_of(arch), out)?;
+    if !quiet {
+        print_assets(
+            "exported",
+            r.files
+                .iter()
+                .map(|(file, sha, n)| (file.as_str(), *n, sha.as_str())),
+        );
+        println!(
+            "{} ({}) written to {}; on the other host: edgeimg bundle verify {} && edgeimg bundle import {}",
+            m.name,
+            arch_of(arch),
+            r.dir.display(),
+            r.dir.display(),
+            r.dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn bundle_verify_dir(
+    dir: &Path,
+    manifest: Option<&str>,
+    arch: Option<crate::cli::BundleArch>,
+    lock: &Path,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    use crate::bundle::carry;
+    let r = json_on_failure(
+        json,
+        serde_json::json!({ "dir": dir }),
+        carry::manifest_for_dir(dir, manifest).and_then(|m| {
+            let arches = carry::arches_in_dir(dir, &m, arch.map(arch_of))?;
+            carry::verify_dir(dir, &m, &arches, Some(lock))
+        }),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if !quiet {
+        for a in &r.arches {
+            print_assets(
+                "ok",
+                a.assets
                     .iter()
-                    .find(|f| f.role == bundle::Role::K3s)
-                    .map(|f| f.version.clone())
-                    .unwrap_or_else(|| "?".into());
-                let total: u64 = files.iter().map(|f| f.size).sum();
-                println!(
-                    "  {name:<24} {arch:<6} k3s {k3s_version:<16} {:>10}  {} file(s)",
-                    size(total),
-                    files.len()
-                );
-                for f in files {
-                    println!("      {:<44} {:>10}  {}", f.file, size(f.size), f.version);
-                }
-            }
+                    .map(|f| (f.file.as_str(), f.size, f.sha256.as_str())),
+            );
+            println!(
+                "{} ({}) in {}: complete and verified (k3s: {}; manifest {})",
+                r.manifest,
+                a.arch,
+                dir.display(),
+                a.k3s_kind,
+                r.manifest_source
+            );
         }
+    }
+    Ok(())
+}
+
+fn bundle_verify_lock(lock: &Path, json: bool, quiet: bool) -> Result<()> {
+    let n = json_on_failure(
+        json,
+        serde_json::json!({ "lock": lock }),
+        crate::bundle::verify(lock),
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"lock": lock, "files": n, "verified": true})
+        );
+    } else if !quiet {
+        println!(
+            "{n} {} in {} verified against the cache",
+            if n == 1 { "file" } else { "files" },
+            lock.display()
+        );
     }
     Ok(())
 }

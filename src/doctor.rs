@@ -5,8 +5,9 @@ use std::path::Path;
 
 use crate::cmd::{self, Tool};
 use crate::config::board::{self, Board, QemuBoot};
+use edgeimg_contract::arch::Arch;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     pub what: String,
     pub package: String,
@@ -56,7 +57,7 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
                 });
             }
         }
-        if let Some(c) = foreign_arch_check(b) {
+        if let Some(c) = foreign_arch_check(b.arch) {
             if !out.iter().any(|x| x.what == c.what) {
                 out.push(c);
             }
@@ -98,21 +99,15 @@ fn rootless_checks() -> Vec<Check> {
     out
 }
 
-/// Host architecture in Debian's naming.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "aarch64" => "arm64",
-        _ => "amd64",
-    }
+/// The host's architecture (a host edgeimg does not build for counts as
+/// amd64: every target is then foreign to it).
+pub fn host_arch() -> Arch {
+    Arch::host().unwrap_or(Arch::Amd64)
 }
 
 /// Why a root for `arch` cannot be bootstrapped on this host, with the fix.
-pub fn foreign_arch_problem(arch: &str) -> Option<String> {
-    let b = Board {
-        arch: arch.to_string(),
-        ..board::load(if arch == "arm64" { "arm64" } else { "x86_64" }).ok()?
-    };
-    let c = foreign_arch_check(&b)?;
+pub fn foreign_arch_problem(arch: Arch) -> Option<String> {
+    let c = foreign_arch_check(arch)?;
     if c.found.is_some() {
         None
     } else {
@@ -122,24 +117,14 @@ pub fn foreign_arch_problem(arch: &str) -> Option<String> {
 
 /// Bootstrapping a foreign-arch root runs its programs through qemu-user via
 /// binfmt_misc: the handler must be registered, not just installed.
-fn foreign_arch_check(b: &Board) -> Option<Check> {
-    if b.arch == host_arch() {
+fn foreign_arch_check(arch: Arch) -> Option<Check> {
+    if arch == host_arch() {
         return None;
     }
-    let (handler, qemu) = match b.arch.as_str() {
-        "arm64" => (
-            "/proc/sys/fs/binfmt_misc/qemu-aarch64",
-            "qemu-aarch64-static",
-        ),
-        other => {
-            return Some(Check {
-                what: format!("binfmt for {other}"),
-                package: "qemu-user-static".into(),
-                purpose: "foreign-arch bootstrap".into(),
-                found: None,
-            });
-        }
-    };
+    let handler = format!("/proc/sys/fs/binfmt_misc/{}", arch.qemu_user());
+    let qemu = format!("{}-static", arch.qemu_user());
+    let handler = handler.as_str();
+    let qemu = qemu.as_str();
     let registered = std::fs::read_to_string(handler).is_ok_and(|s| s.starts_with("enabled"));
     let installed = cmd::which(qemu).is_some();
     Some(Check {
@@ -147,15 +132,17 @@ fn foreign_arch_check(b: &Board) -> Option<Check> {
         what: format!("binfmt {}", handler.rsplit('/').next().unwrap_or(handler)),
         package: "qemu-user-static binfmt-support".into(),
         purpose: if !installed {
-            format!(
-                "run {} programs while bootstrapping: install qemu-user-static",
-                b.arch
-            )
+            format!("run {arch} programs while bootstrapping: install qemu-user-static")
         } else if !Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
-            "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable qemu-aarch64`".into()
+            format!(
+                "mount binfmt_misc: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then `update-binfmts --enable {}`",
+                arch.qemu_user()
+            )
         } else {
-            "register the handler: `update-binfmts --enable qemu-aarch64` (package binfmt-support)"
-                .into()
+            format!(
+                "register the handler: `update-binfmts --enable {}` (package binfmt-support)",
+                arch.qemu_user()
+            )
         },
         found: (registered && installed).then(|| format!("{handler} (enabled)")),
     })
@@ -188,4 +175,91 @@ pub fn boards_for(names: &[String]) -> anyhow::Result<Vec<Board>> {
         .iter()
         .map(|n| board::load(n).map_err(Into::into))
         .collect()
+}
+
+/// What a build of the config needs besides tools: the lock readable, and
+/// (with K3s enabled) the config's bundle cached and locked for the config's
+/// board. A gap's `purpose` is the command that fixes it.
+/// With `bundle_dir` (a `build --bundle DIR`), that directory is checked as
+/// `bundle verify DIR` does, instead of the cache.
+pub fn config_checks(
+    config: Option<&Path>,
+    lock: Option<&Path>,
+    bundle_dir: Option<&Path>,
+) -> Vec<Check> {
+    use crate::bundle::{self, LockFile, Manifest};
+    let lock = lock
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::config::lock_path(config));
+    let fix = |what: String, purpose: String| Check {
+        what,
+        package: String::new(),
+        purpose,
+        found: None,
+    };
+    let mut out = Vec::new();
+    let lock_what = format!("bundle lock {}", lock.display());
+    match LockFile::load_or_empty(&lock) {
+        Ok(l) if lock.exists() => out.push(Check {
+            found: Some(format!(
+                "{} {}",
+                l.bundles.len(),
+                if l.bundles.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
+            )),
+            ..fix(lock_what, String::new())
+        }),
+        Ok(_) => {}
+        Err(e) => out.push(fix(
+            lock_what,
+            format!("{e}; repair or delete it, then run `edgeimg bundle fetch`"),
+        )),
+    }
+    let cfg = match crate::config::load(config, None) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(fix("configuration".into(), format!("{e}")));
+            return out;
+        }
+    };
+    let Some(k) = &cfg.k3s else {
+        return out;
+    };
+    let what = format!("K3s bundle {} ({})", k.bundle, cfg.board.arch);
+    let arch = cfg.board.arch;
+    let flag = if k.buildkit { " --buildkit" } else { "" };
+    let get = format!(
+        "`edgeimg bundle fetch {} --arch {arch}{flag}`, or carry it in: `edgeimg bundle import DIR`",
+        k.bundle
+    );
+    if let Some(dir) = bundle_dir {
+        let checked = Manifest::for_build(&k.bundle, Some(dir)).and_then(|m| {
+            bundle::carry::check_members(dir, &m, arch)?;
+            let b = bundle::from_dir(dir, &m, arch, k.buildkit)?;
+            b.check_lock(&lock)?;
+            Ok(b)
+        });
+        out.push(match checked {
+            Ok(b) => Check {
+                found: Some(format!("directory {} verified", dir.display())),
+                ..fix(format!("K3s bundle {} ({})", b.name, b.arch), String::new())
+            },
+            Err(e) => fix(what, format!("{e}")),
+        });
+        return out;
+    }
+    match Manifest::find(&k.bundle).and_then(|m| bundle::resolve(&m, &lock, arch, k.buildkit)) {
+        Ok(b) => out.push(Check {
+            found: Some(format!("cached, locked in {}", lock.display())),
+            ..fix(format!("K3s bundle {} ({})", b.name, b.arch), String::new())
+        }),
+        Err(bundle::BundleError::NotCached { missing, .. }) => {
+            out.push(fix(what, format!("not cached ({missing}): run {get}")))
+        }
+        Err(e) => out.push(fix(what, format!("{e}"))),
+    }
+    out
 }

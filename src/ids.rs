@@ -1,6 +1,8 @@
 //! Every identifier in an image (disk GUID, partition UUIDs, filesystem UUIDs,
 //! FAT volume id) derives from one seed, so the same inputs give the same bytes.
 
+use edgeimg_contract::partition::{PARTITIONS, Role};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -88,6 +90,79 @@ pub fn fat_volume_id(seed: &str) -> u32 {
 pub fn mbr_disk_id(seed: &str) -> u32 {
     let u = Uuid::derive(seed, "mbr-disk-id").0;
     u32::from_be_bytes([u[0], u[1], u[2], u[3]]).max(1)
+}
+
+/// Every identifier of one image, derived once from its seed: the plan shows
+/// them and the build writes exactly these (layout, file systems, FAT).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ids {
+    pub disk_guid: Uuid,
+    /// MBR disk signature (MBR boards only), shown as 8 hex digits.
+    #[serde(serialize_with = "hex_lower_opt")]
+    pub mbr_disk_id: Option<u32>,
+    pub boot_partuuid: String,
+    pub root_a_partuuid: String,
+    pub root_b_partuuid: String,
+    pub data_partuuid: String,
+    pub root_a_fs_uuid: Uuid,
+    pub data_fs_uuid: Uuid,
+    pub data_hash_seed: Uuid,
+    /// The FAT volume id of the boot partition, shown as 8 hex digits.
+    #[serde(serialize_with = "hex_upper")]
+    pub boot_volume_id: u32,
+}
+
+impl Ids {
+    /// The identifiers for `seed`; `mbr` for boards whose disk has an MBR.
+    pub fn derive(seed: &str, mbr: bool) -> Ids {
+        let disk_id = mbr.then(|| mbr_disk_id(seed));
+        let part = |n: usize| {
+            let p = &PARTITIONS[n];
+            partuuid(seed, disk_id, p.number, p.label)
+        };
+        Ids {
+            disk_guid: Uuid::derive(seed, "disk"),
+            mbr_disk_id: disk_id,
+            boot_partuuid: part(0),
+            root_a_partuuid: part(1),
+            root_b_partuuid: part(2),
+            data_partuuid: part(3),
+            root_a_fs_uuid: Uuid::derive(seed, "fs/root-a"),
+            data_fs_uuid: Uuid::derive(seed, "fs/data"),
+            data_hash_seed: Uuid::derive(seed, "fs/data/hash-seed"),
+            boot_volume_id: fat_volume_id(seed),
+        }
+    }
+
+    /// The PARTUUID of the partition with `role`.
+    pub fn partuuid(&self, role: Role) -> &str {
+        match role {
+            Role::Boot => &self.boot_partuuid,
+            Role::RootA => &self.root_a_partuuid,
+            Role::RootB => &self.root_b_partuuid,
+            Role::Data => &self.data_partuuid,
+        }
+    }
+}
+
+fn hex_lower_opt<S: serde::Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(id) => s.serialize_some(&format!("{id:08x}")),
+        None => s.serialize_none(),
+    }
+}
+
+fn hex_upper<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:08X}"))
+}
+
+/// The PARTUUID of partition `number` (labelled `label`): derived from the seed
+/// on GPT; the disk signature and number on MBR.
+fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) -> String {
+    match mbr_disk_id {
+        Some(id) => edgeimg_contract::partition::mbr_partuuid(id, number),
+        None => Uuid::derive(seed, &format!("partition/{label}")).to_string(),
+    }
 }
 
 #[cfg(test)]

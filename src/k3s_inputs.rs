@@ -3,7 +3,6 @@
 //! architecture, and every image archive's names and platforms.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, Result};
 
@@ -19,6 +18,10 @@ pub struct K3sInputs {
     pub bundle: ResolvedBundle,
     /// True for edgeimg's labelled test stand-in (a script, not K3s).
     pub stand_in: bool,
+    /// The image's default role (a node file may choose another).
+    pub role: edgeimg_contract::schema::K3sRole,
+    /// BuildKit installed from the nerdctl-full archive.
+    pub buildkit: bool,
     /// Preloaded image archives with what they contain.
     pub preloaded: Vec<(PathBuf, images::ImageArchive)>,
     pub airgap: images::ImageArchive,
@@ -26,11 +29,11 @@ pub struct K3sInputs {
 
 pub fn prepare(
     k: &K3sConfig,
-    debian_arch: &str,
+    arch: Arch,
     bundle_dir: Option<&Path>,
     lock: &Path,
 ) -> Result<K3sInputs> {
-    let arch = Arch::from_str(debian_arch)?;
+    let debian_arch = arch.debian();
     let manifest = Manifest::for_build(&k.bundle, bundle_dir)?;
     let bundle = match bundle_dir {
         Some(dir) => {
@@ -62,6 +65,8 @@ pub fn prepare(
     Ok(K3sInputs {
         bundle,
         stand_in,
+        role: k.settings.role,
+        buildkit: k.buildkit,
         preloaded,
         airgap,
     })

@@ -10,12 +10,14 @@
 //! names. YAML is handled as a generic [`serde_norway::Value`] so fields this
 //! code does not know (extensions, exec plugins, preferences) survive.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_norway::{Mapping, Value};
+
+use crate::cmd::Cmd;
 
 /// Where K3s writes its admin kubeconfig on a server node.
 pub const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
@@ -178,28 +180,96 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|a| a.is_loopback())
 }
 
+/// The most read from a node: K3s' k3s.yaml is about 3 KiB; the node may
+/// be hostile, and what it sends is held in memory and parsed.
+pub const MAX_NODE_KUBECONFIG: u64 = 1 << 20;
+
+/// All of `r` when it is at most [`MAX_NODE_KUBECONFIG`] bytes, else
+/// `None` (having read one byte past the cap, never the rest).
+fn read_capped(r: &mut dyn Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    r.take(MAX_NODE_KUBECONFIG + 1).read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 <= MAX_NODE_KUBECONFIG).then_some(buf))
+}
+
+fn too_large(source_name: &str) -> KubeconfigError {
+    bad(
+        source_name,
+        format!(
+            "larger than {} MiB: not a K3s kubeconfig (refused without reading the rest)",
+            MAX_NODE_KUBECONFIG >> 20
+        ),
+    )
+}
+
+fn utf8(bytes: Vec<u8>, source_name: &str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| KubeconfigError::Bad {
+        source_name: source_name.to_string(),
+        msg: "not UTF-8 text".into(),
+    })
+}
+
 /// Reads the node's kubeconfig text; returns it and a name for messages.
 pub fn read_source(source: &Source) -> Result<(String, String)> {
     match source {
         Source::File(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| KubeconfigError::Io {
+            let name = p.display().to_string();
+            let io = |source| KubeconfigError::Io {
                 op: "read",
                 path: p.clone(),
                 source,
-            })?;
-            Ok((text, p.display().to_string()))
+            };
+            let mut f = std::fs::File::open(p).map_err(io)?;
+            let bytes = read_capped(&mut f)
+                .map_err(io)?
+                .ok_or_else(|| too_large(&name))?;
+            Ok((utf8(bytes, &name)?, name))
         }
         Source::Ssh { target, options } => {
             check_ssh_target(target)?;
-            let out = ssh_command(target, options)
+            let name = format!("{target}:{K3S_KUBECONFIG}");
+            let ssh_err = |msg: String| KubeconfigError::Ssh {
+                target: target.clone(),
+                msg,
+            };
+            let (mut ssh, _) = ssh_command(target, options)
+                .into_std()
+                .map_err(|e| ssh_err(e.to_string()))?;
+            let mut child = ssh
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
-                .output()
-                .map_err(|e| KubeconfigError::Ssh {
-                    target: target.clone(),
-                    msg: format!("cannot run ssh: {e}"),
-                })?;
+                .spawn()
+                .map_err(|e| ssh_err(format!("cannot run ssh: {e}")))?;
+            // stderr drained on its own thread (capped too) so neither pipe
+            // can fill and stall ssh while the other is read.
+            let mut err_pipe = child.stderr.take().expect("stderr is piped");
+            let err_reader = std::thread::spawn(move || {
+                let mut e = Vec::new();
+                let _ = (&mut err_pipe).take(64 * 1024).read_to_end(&mut e);
+                let _ = std::io::copy(&mut err_pipe, &mut std::io::sink());
+                e
+            });
+            let mut out_pipe = child.stdout.take().expect("stdout is piped");
+            let stdout = read_capped(&mut out_pipe);
+            if !matches!(stdout, Ok(Some(_))) {
+                let _ = child.kill();
+            }
+            drop(out_pipe);
+            let status = child
+                .wait()
+                .map_err(|e| ssh_err(format!("waiting for ssh: {e}")))?;
+            let stderr = err_reader.join().unwrap_or_default();
+            let stdout = match stdout {
+                Ok(Some(b)) => b,
+                Ok(None) => return Err(too_large(&name)),
+                Err(e) => return Err(ssh_err(format!("reading its output: {e}"))),
+            };
+            let out = std::process::Output {
+                status,
+                stdout,
+                stderr,
+            };
             if !out.status.success() {
                 // ssh's and sudo's own messages (never the file: cat failed).
                 let err = String::from_utf8_lossy(&out.stderr);
@@ -213,11 +283,7 @@ pub fn read_source(source: &Source) -> Result<(String, String)> {
                     msg: format!("reading {K3S_KUBECONFIG} failed ({}): {last}", out.status),
                 });
             }
-            let text = String::from_utf8(out.stdout).map_err(|_| KubeconfigError::Bad {
-                source_name: format!("{target}:{K3S_KUBECONFIG}"),
-                msg: "not UTF-8 text".into(),
-            })?;
-            Ok((text, format!("{target}:{K3S_KUBECONFIG}")))
+            Ok((utf8(out.stdout, &name)?, name))
         }
     }
 }
@@ -227,20 +293,18 @@ pub fn read_source(source: &Source) -> Result<(String, String)> {
 /// prompting) unless USER is root. BatchMode: no password or host-key
 /// prompt can hang a script; use an agent/key and a known host (or
 /// `--ssh-option StrictHostKeyChecking=accept-new`).
-pub fn ssh_command(target: &str, options: &[String]) -> Command {
-    let mut c = Command::new("ssh");
-    c.args(["-o", "BatchMode=yes"]);
+pub fn ssh_command(target: &str, options: &[String]) -> Cmd {
+    let mut c = Cmd::new(crate::cmd::SSH).args(["-o", "BatchMode=yes"]);
     for o in options {
-        c.arg("-o").arg(o);
+        c = c.arg("-o").arg(o);
     }
-    c.arg("--").arg(target);
+    c = c.arg("--").arg(target);
     let user = target.rsplit_once('@').map(|(u, _)| u);
     if user == Some("root") {
-        c.args(["cat", K3S_KUBECONFIG]);
+        c.args(["cat", K3S_KUBECONFIG])
     } else {
-        c.args(["sudo", "-n", "cat", K3S_KUBECONFIG]);
+        c.args(["sudo", "-n", "cat", K3S_KUBECONFIG])
     }
-    c
 }
 
 fn bad(source_name: &str, msg: impl Into<String>) -> KubeconfigError {
@@ -647,20 +711,14 @@ mod tests {
 
     #[test]
     fn ssh_runs_cat_through_sudo_unless_root() {
-        let args = |t: &str| {
-            ssh_command(t, &["Port=2222".into()])
-                .get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let args = |t: &str| ssh_command(t, &["Port=2222".into()]).cmdline();
         assert_eq!(
             args("ops@edge-1"),
-            "-o BatchMode=yes -o Port=2222 -- ops@edge-1 sudo -n cat /etc/rancher/k3s/k3s.yaml"
+            "ssh -o BatchMode=yes -o Port=2222 -- ops@edge-1 sudo -n cat /etc/rancher/k3s/k3s.yaml"
         );
         assert_eq!(
             args("root@edge-1"),
-            "-o BatchMode=yes -o Port=2222 -- root@edge-1 cat /etc/rancher/k3s/k3s.yaml"
+            "ssh -o BatchMode=yes -o Port=2222 -- root@edge-1 cat /etc/rancher/k3s/k3s.yaml"
         );
     }
 }

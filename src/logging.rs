@@ -13,5 +13,13 @@ pub fn init(quiet: bool, verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .without_time()
+        .with_ansi(colour())
         .try_init();
+}
+
+/// Colour codes only on a terminal, and never with `NO_COLOR` set to
+/// anything non-empty (https://no-color.org).
+pub fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

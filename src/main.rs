@@ -17,9 +17,11 @@ fn main() {
         Command::Keygen {
             out,
             secure_boot,
+            tuf,
             name,
-        } => edgeimg::commands::keygen(&out, secure_boot, &name),
-        Command::Update(c) => edgeimg::commands::update(c),
+        } => edgeimg::commands::keygen(&out, secure_boot, tuf, &name, cli.quiet),
+        Command::Update(c) => edgeimg::commands::update(c, cli.quiet),
+        Command::Publish(a) => edgeimg::commands::publish(a, cli.quiet),
         Command::Plan {
             config,
             bundle,
@@ -33,21 +35,34 @@ fn main() {
             cpus,
             kvm,
         } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
-        Command::Doctor { board } => edgeimg::commands::doctor(&board),
-        Command::Boards => edgeimg::commands::boards(),
+        Command::Doctor {
+            board,
+            config,
+            lock,
+            bundle,
+            json,
+        } => edgeimg::commands::doctor(
+            &board,
+            config.as_deref(),
+            lock.as_deref(),
+            bundle.as_deref(),
+            json,
+            cli.quiet,
+        ),
+        Command::Boards { json } => edgeimg::commands::boards(json),
         Command::Flash(a) => edgeimg::commands::flash(a, cli.quiet),
         Command::Inspect { image, json } => edgeimg::commands::inspect(&image, json),
-        Command::Node(a) => edgeimg::commands::node(a),
+        Command::Node(a) => edgeimg::commands::node(a, cli.quiet),
         Command::Kubeconfig(a) => edgeimg::commands::kubeconfig(a, cli.quiet),
         Command::Bundle(c) => edgeimg::commands::bundle(c, cli.quiet),
         Command::Completions { shell } => edgeimg::commands::completions(shell),
-        Command::Man { out } => edgeimg::commands::man(&out),
+        Command::Man { out } => edgeimg::commands::man(&out, cli.quiet),
         Command::Docs { write, check } => {
             edgeimg::commands::docs(write.as_deref(), check.as_deref())
         }
     };
     if let Err(e) = result {
         eprintln!("edgeimg: error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(edgeimg::exit::code(&e));
     }
 }

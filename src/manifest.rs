@@ -110,6 +110,13 @@ pub struct K3sInput {
     pub stand_in: bool,
     pub k3s_version: String,
     pub nerdctl_version: String,
+    /// The image's default role, `server` or `agent` (absent in manifests
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// BuildKit installed (absent in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildkit: Option<bool>,
     pub assets: Vec<Named>,
     pub preloaded_images: Vec<PreloadedImage>,
 }
@@ -213,7 +220,7 @@ impl Manifest {
             edgeimg_version: crate::VERSION.into(),
             name: p.name.clone(),
             board: p.board.clone(),
-            arch: p.arch.clone(),
+            arch: p.arch.to_string(),
             source_date_epoch: i.epoch,
             seed: p.seed.clone(),
             image: ImageInfo {
@@ -234,7 +241,7 @@ impl Manifest {
                 },
                 base: BaseInput {
                     suite: i.base.suite.clone(),
-                    arch: i.base.arch.clone(),
+                    arch: i.base.arch.to_string(),
                     mirror: i.base.mirror.clone(),
                     cache_key: i.base.key.clone(),
                     tarball_sha256: i.base.sha256.clone(),
@@ -296,7 +303,11 @@ fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            sha256: sha256_file(path)?,
+            // What was checked and copied (the copy refuses other bytes).
+            sha256: match &archive.sha256 {
+                Some(s) => s.clone(),
+                None => sha256_file(path)?,
+            },
             images: archive.images.iter().map(|i| i.name.clone()).collect(),
         });
     }
@@ -305,6 +316,8 @@ fn k3s_input(k: &crate::k3s_inputs::K3sInputs) -> Result<K3sInput> {
         stand_in: k.stand_in,
         k3s_version: b.k3s_version.clone(),
         nerdctl_version: b.nerdctl_version.clone(),
+        role: Some(k.role.as_str().to_string()),
+        buildkit: Some(k.buildkit),
         assets: b
             .assets()
             .into_iter()

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::io_error::{IoError, io_err};
-use edgeimg_agent::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
+use edgeimg_contract::schema::{K3sNodeSettings, K3sRole, NodeConfig, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -220,7 +220,7 @@ pub fn render(cfg: &NodeConfig) -> Result<String, NodeError> {
     let text = format!(
         "# edgeimg node file: read by edgeimg-agent on first boot from the boot\n\
          # partition's {}. Written by `edgeimg node`; edit freely.\n\n{body}",
-        edgeimg_agent::schema::NODE_CONFIG_RELPATH
+        edgeimg_contract::schema::NODE_CONFIG_RELPATH
     );
     let secret = cfg.k3s.as_ref().and_then(|k| k.token.as_deref());
     let back = NodeConfig::from_toml(&text, Path::new("node.toml"))
@@ -289,6 +289,24 @@ pub fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), Nod
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Replaces every `token` value in a node file's JSON form with `true`, so
+/// `edgeimg node --json` says a token is set without printing it.
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k.contains("token") && !x.is_null() {
+                    *x = serde_json::Value::Bool(true);
+                } else {
+                    redact_json(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

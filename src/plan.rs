@@ -9,42 +9,9 @@ use crate::base::{BaseSpec, REQUIRED_PACKAGES};
 use crate::config::board::{Board, Firmware, PartitionTable};
 use crate::config::{Config, ImageSize};
 use crate::disk::layout;
-use crate::ids::{self, Uuid};
-
-/// Identifiers, all derived from the seed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ids {
-    pub disk_guid: Uuid,
-    /// MBR disk signature (MBR boards only), as 8 hex digits.
-    pub mbr_disk_id: Option<String>,
-    pub boot_partuuid: String,
-    pub root_a_partuuid: String,
-    pub root_b_partuuid: String,
-    pub data_partuuid: String,
-    pub root_a_fs_uuid: Uuid,
-    pub data_fs_uuid: Uuid,
-    pub data_hash_seed: Uuid,
-    pub boot_volume_id: String,
-}
-
-impl Ids {
-    pub fn derive(seed: &str, table: PartitionTable) -> Ids {
-        let disk_id = (table == PartitionTable::Mbr).then(|| ids::mbr_disk_id(seed));
-        let part = |n: usize| layout::partuuid(seed, disk_id, n as u32 + 1, layout::LABELS[n]);
-        Ids {
-            disk_guid: Uuid::derive(seed, "disk"),
-            mbr_disk_id: disk_id.map(|d| format!("{d:08x}")),
-            boot_partuuid: part(0),
-            root_a_partuuid: part(1),
-            root_b_partuuid: part(2),
-            data_partuuid: part(3),
-            root_a_fs_uuid: Uuid::derive(seed, "fs/root-a"),
-            data_fs_uuid: Uuid::derive(seed, "fs/data"),
-            data_hash_seed: Uuid::derive(seed, "fs/data/hash-seed"),
-            boot_volume_id: format!("{:08X}", ids::fat_volume_id(seed)),
-        }
-    }
-}
+pub use crate::ids::Ids;
+use edgeimg_contract::arch::Arch;
+use edgeimg_contract::cmdline as kcmd;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionPlan {
@@ -98,7 +65,7 @@ pub struct SelinuxPlan {
 pub struct Plan {
     pub name: String,
     pub board: String,
-    pub arch: String,
+    pub arch: Arch,
     pub config_source: String,
     pub seed: String,
     pub base: BaseSpec,
@@ -150,8 +117,8 @@ pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -
     parts.extend([
         "rootfstype=erofs".into(),
         "ro".into(),
-        format!("edgeimg.data=PARTUUID={}", ids.data_partuuid),
-        "edgeimg.slot=a".into(),
+        format!("{}=PARTUUID={}", kcmd::DATA, ids.data_partuuid),
+        format!("{}=a", kcmd::SLOT),
         // Partitions are mounted by edgeimg, never guessed from their types.
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),
@@ -192,13 +159,13 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     packages.dedup();
     let base = BaseSpec {
         suite: config.suite.clone(),
-        arch: board.arch.clone(),
+        arch: board.arch,
         mirror: config.mirror.clone(),
         packages,
         initramfs_modules: board.initramfs_modules.clone(),
         verity: config.verity,
     };
-    let ids = Ids::derive(&config.seed, board.partition_table);
+    let ids = Ids::derive(&config.seed, board.partition_table == PartitionTable::Mbr);
     let slot = if config.verity {
         "auto (root size + hash tree + 25%, at least +64 MiB)"
     } else {
@@ -214,9 +181,8 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     };
     let partitions = layout::PARTITIONS
         .iter()
-        .enumerate()
-        .map(|(i, &(label, role, fs))| {
-            let (size, part_uuid, what) = match role {
+        .map(|p| {
+            let (size, part_uuid, what) = match p.role {
                 layout::Role::Boot => (
                     board.partitions.boot.to_string(),
                     &ids.boot_partuuid,
@@ -232,19 +198,16 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
                 layout::Role::Data => (data.clone(), &ids.data_partuuid, "/var, /etc upper layer"),
             };
             PartitionPlan {
-                number: i as u32 + 1,
-                label,
-                fs,
+                number: p.number,
+                label: p.label,
+                fs: p.fs,
                 size,
                 part_uuid: part_uuid.clone(),
                 role: what,
             }
         })
         .collect();
-    let k3s = config
-        .k3s
-        .as_ref()
-        .map(|k| k3s_plan(k, &board.arch, bundle));
+    let k3s = config.k3s.as_ref().map(|k| k3s_plan(k, board.arch, bundle));
     let name = format!("{}-{}", config.name, board.name);
     let mut outputs = vec![format!("{name}.img")];
     if let Some(ext) = config.compression.extension() {
@@ -258,7 +221,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     Plan {
         name: config.name.clone(),
         board: board.name.clone(),
-        arch: board.arch.clone(),
+        arch: board.arch,
         config_source: config.source.clone(),
         seed: config.seed.clone(),
         base,
@@ -304,7 +267,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
             ),
         },
         files: root_files(k3s.as_ref().map(|(_, f)| f.as_slice())),
-        signing_key_file: edgeimg_agent::update::TRUSTED_KEY_PATH
+        signing_key_file: edgeimg_contract::update::TRUSTED_KEY_PATH
             .trim_start_matches('/')
             .to_string(),
         outputs,
@@ -331,13 +294,11 @@ fn boot_plan(board: &Board, secure_boot: Option<&crate::config::SecureBoot>) -> 
 /// will say why.
 fn k3s_plan(
     k: &crate::config::k3s::K3sConfig,
-    debian_arch: &str,
+    arch: Arch,
     bundle_dir: Option<&Path>,
 ) -> (K3sPlan, Vec<String>) {
-    use std::str::FromStr;
     let manifest = crate::bundle::Manifest::for_build(&k.bundle, bundle_dir).ok();
     let airgap = manifest.as_ref().and_then(|m| {
-        let arch = crate::bundle::Arch::from_str(debian_arch).ok()?;
         m.arches
             .get(&arch)?
             .iter()
@@ -385,7 +346,7 @@ fn k3s_plan(
 fn root_files(k3s: Option<&[String]>) -> Vec<String> {
     let mut v = crate::stage::system::planned();
     v.push(
-        edgeimg_agent::update::GENERATION_PATH
+        edgeimg_contract::update::GENERATION_PATH
             .trim_start_matches('/')
             .to_string(),
     );
@@ -416,7 +377,7 @@ impl std::fmt::Display for Plan {
         match &self.ids.mbr_disk_id {
             Some(id) => writeln!(
                 f,
-                "disk       {} table, size {}, disk id {id}",
+                "disk       {} table, size {}, disk id {id:08x}",
                 self.partition_table, self.image_size
             )?,
             None => writeln!(

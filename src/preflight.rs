@@ -35,11 +35,16 @@ pub struct Checked {
 }
 
 pub fn run(cfg: &Config, opts: &BuildOptions, half: Half) -> Result<Checked> {
-    for f in crate::stage::overlay::preflight(&cfg.overlays)? {
-        tracing::warn!(
-            "overlay file {} is setuid/setgid; it is placed without those bits",
-            f.display()
-        );
+    let setuid = crate::stage::overlay::preflight(&cfg.overlays)?;
+    // The inner half of a rootless build checks again, but the outer half
+    // has already told the user.
+    if !crate::rootless::is_inner() {
+        for f in setuid {
+            tracing::warn!(
+                "overlay file {} is setuid/setgid; it is placed without those bits",
+                f.display()
+            );
+        }
     }
     let mut tools: Vec<cmd::Tool> = cmd::STAGE_TOOLS.to_vec();
     if half == Half::RootlessOuter {
@@ -109,7 +114,7 @@ pub fn k3s(cfg: &Config, opts: &BuildOptions) -> Result<Option<K3sInputs>> {
         .map(|k| {
             crate::k3s_inputs::prepare(
                 k,
-                &cfg.board.arch,
+                cfg.board.arch,
                 opts.bundle.as_deref(),
                 &opts.lock_path(cfg),
             )

@@ -1,6 +1,6 @@
 //! Signed updates on the host: key generation, writing the update file at
 //! build time, and `edgeimg update verify`. The file format and the
-//! verification are the agent's own code ([`edgeimg_agent::update`]), so the
+//! verification are the agent's own code ([`edgeimg_contract::update`]), so the
 //! host checks exactly what a device checks.
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edgeimg_agent::update::{format, keys};
+use edgeimg_contract::update::{format, keys};
 
 pub use format::{Expect, Header};
 
@@ -41,19 +41,13 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf)> {
         }
     }
     let sk = ed25519_dalek::SigningKey::from_bytes(&random_seed()?);
-    let write_new = |p: &Path, text: &str, mode: u32| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(p)
-            .with_context(|| format!("cannot create {}", p.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("cannot write {}", p.display()))
-    };
-    write_new(&key_path, &keys::secret_text(&sk), 0o600)?;
-    if let Err(e) = write_new(&pub_path, &keys::public_text(&sk.verifying_key()), 0o644) {
+    use crate::new_file::write_new;
+    write_new(&key_path, keys::secret_text(&sk).as_bytes(), 0o600)?;
+    if let Err(e) = write_new(
+        &pub_path,
+        keys::public_text(&sk.verifying_key()).as_bytes(),
+        0o644,
+    ) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e);
     }
@@ -118,7 +112,7 @@ pub fn write_for_build(
         Header {
             name: cfg.name.clone(),
             board: cfg.board.name.clone(),
-            arch: cfg.board.arch.clone(),
+            arch: cfg.board.arch.to_string(),
             build_id: root_sha[..16].to_string(),
             edgeimg_version: crate::VERSION.into(),
             kernel_version: p.kernel_version.to_string(),

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cmd::{self, Cmd, VERITYSETUP};
 use crate::ids::Uuid;
+use edgeimg_contract::cmdline as kcmd;
 
 /// Packages an image with verity on needs on top of the base (the initramfs
 /// copies veritysetup from it).
@@ -86,20 +87,24 @@ fn root_hash(report: &str) -> Option<String> {
 pub fn cmdline_params(root_partuuid: &str, root_hash: &str, hash_offset: &str) -> Vec<String> {
     vec![
         format!("root=/dev/mapper/{MAPPER_NAME}"),
-        format!("edgeimg.verity={root_hash}"),
-        format!("edgeimg.verity.dev=PARTUUID={root_partuuid}"),
-        format!("edgeimg.verity.offset={hash_offset}"),
+        format!("{}={root_hash}", kcmd::VERITY),
+        format!("{}=PARTUUID={root_partuuid}", kcmd::VERITY_DEV),
+        format!("{}={hash_offset}", kcmd::VERITY_OFFSET),
     ]
 }
 
 /// Fails unless the kernel in `tree` has dm-verity (as a module or built in).
 pub fn check_kernel(tree: &Path, version: &str, board_file: &str) -> Result<()> {
-    let dir = tree.join(format!("usr/lib/modules/{version}"));
-    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    let rel = std::path::PathBuf::from(format!("usr/lib/modules/{version}"));
+    let dir = tree.join(&rel);
+    let root = crate::stage::in_root::InRoot::open(tree)?;
+    let read =
+        |f: &str| -> Result<String> { Ok(root.read_to_string(&rel.join(f))?.unwrap_or_default()) };
+    let builtin = read("modules.builtin")?;
     if builtin.lines().any(|l| l.ends_with("/dm-verity.ko")) {
         return Ok(());
     }
-    let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
+    let dep = read("modules.dep")?;
     anyhow::ensure!(
         dep.lines().filter_map(|l| l.split(':').next()).any(|m| m
             .rsplit('/')

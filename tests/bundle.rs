@@ -39,6 +39,17 @@ fn synthetic(label: &str, len: usize) -> Vec<u8> {
     v
 }
 
+/// Synthetic bytes behind a 64-bit little-endian ELF header for `machine`
+/// (what `bundle verify DIR` checks of the k3s binary).
+fn fake_elf(machine: u16, label: &str, len: usize) -> Vec<u8> {
+    let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+    v.resize(16, 0);
+    v.extend_from_slice(&2u16.to_le_bytes()); // e_type: EXEC
+    v.extend_from_slice(&machine.to_le_bytes());
+    v.extend_from_slice(&synthetic(label, len - v.len()));
+    v
+}
+
 // ---------------------------------------------------------------- the server
 
 #[derive(Default)]
@@ -70,7 +81,7 @@ impl Server {
     fn start() -> Server {
         let mut files = HashMap::new();
         for (arch, k3s) in [("amd64", "k3s"), ("arm64", "k3s-arm64")] {
-            let bin = synthetic(k3s, 200_000);
+            let bin = fake_elf(if arch == "amd64" { 62 } else { 183 }, k3s, 200_000);
             let airgap = synthetic(&format!("airgap-{arch}"), 700_000);
             let other = synthetic(&format!("k3s-airgap-images-{arch}.tar.gz"), 1000);
             let sums = format!(
@@ -479,7 +490,7 @@ fn good_fetch_stores_and_locks_then_hits_the_cache_offline() {
 
     // verify and list.
     let out = ok(&env.run(&["bundle", "verify", "--lock", env.lock().to_str().unwrap()]));
-    assert!(out.contains("5 file(s)"), "{out}");
+    assert!(out.contains("5 files in"), "{out}");
     let out = ok(&env.run(&["bundle", "list"]));
     assert!(
         out.contains("shipped manifests:") && out.contains("k3s-v1.36.4+k3s1"),
@@ -490,7 +501,7 @@ fn good_fetch_stores_and_locks_then_hits_the_cache_offline() {
         cached.contains("k3s-v1.36.4+k3s1")
             && cached.contains("amd64")
             && cached.contains("v1.36.4+k3s1")
-            && cached.contains("5 file(s)"),
+            && cached.contains("5 files"),
         "{out}"
     );
 
@@ -949,4 +960,343 @@ fn credentials_in_a_mirror_url_are_not_printed() {
     let mirror = format!("http://user:s3cr3t-token@127.0.0.1:{}", server.port);
     let err = fails(&env.fetch(&mirror, &[]), &["404", "***@127.0.0.1"]);
     assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+/// Runs `edgeimg` with the cache and working directory of `root` (a second host).
+fn run_at(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeimg"))
+        .args(args)
+        .current_dir(root)
+        .env("EDGEIMG_CACHE_DIR", root.join("cache"))
+        .env_remove("EDGEIMG_BUNDLE_MIRROR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fetch_export_verify_import_on_a_second_host() {
+    let server = Server::start();
+    let env = Env::new();
+    // The lock lands beside the config `-c` names, as `build -c` reads it.
+    std::fs::create_dir_all(env.dir.path().join("configs")).unwrap();
+    let out = ok(&env.run(&[
+        "bundle",
+        "fetch",
+        BUNDLE,
+        "--arch",
+        "amd64",
+        "--mirror",
+        &server.url(),
+        "-c",
+        "configs/x.toml",
+    ]));
+    assert!(out.contains("lock configs/edgeimg.lock"), "{out}");
+    assert!(env.dir.path().join("configs/edgeimg.lock").is_file());
+    assert!(!env.lock().exists(), "./edgeimg.lock written as well");
+
+    // Export: upstream names plus a pinning bundle.toml; an existing target is refused.
+    let carried = env.dir.path().join("carried");
+    let export = |env: &Env| {
+        env.run(&[
+            "bundle",
+            "export",
+            BUNDLE,
+            "--arch",
+            "amd64",
+            "--out",
+            "carried",
+            "-c",
+            "configs/x.toml",
+        ])
+    };
+    let out = ok(&export(&env));
+    assert!(out.contains("exported k3s "), "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&carried)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = amd64_files(&server)
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    want.push("bundle.toml".into());
+    want.sort();
+    assert_eq!(names, want);
+    for (name, data) in amd64_files(&server) {
+        assert_eq!(std::fs::read(carried.join(name)).unwrap(), data, "{name}");
+    }
+    let m = Manifest::load(&carried.join("bundle.toml")).unwrap();
+    assert_eq!(m.name, BUNDLE);
+    let k3s_pin = m
+        .asset(Arch::Amd64, bundle::Role::K3s)
+        .unwrap()
+        .unwrap()
+        .sha256
+        .clone();
+    assert_eq!(k3s_pin, Some(sha(&server.file(&format!("{K3S}/k3s")))));
+    fails(&export(&env), &["carried", "already exists"]);
+    // No temporary directory left behind.
+    assert!(std::fs::read_dir(env.dir.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".export-")
+    }),);
+
+    // The second host: another cache, no network (the server is stopped).
+    drop(server);
+    let host2 = tempfile::tempdir().unwrap();
+    let dir2 = host2.path().join("carried");
+    copy_dir(&carried, &dir2);
+    let out = ok(&run_at(host2.path(), &["bundle", "verify", "carried"]));
+    assert!(out.contains("complete and verified (k3s: binary"), "{out}");
+    let json = ok(&run_at(
+        host2.path(),
+        &["bundle", "verify", "carried", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["manifest"], BUNDLE);
+    assert_eq!(v["arches"][0]["arch"], "amd64");
+    assert!(
+        !host2.path().join("cache").exists(),
+        "verify wrote into the cache"
+    );
+
+    // `bundle import DIR` as the README writes it; then the build's resolution finds it.
+    let out = ok(&run_at(host2.path(), &["bundle", "import", "carried"]));
+    assert!(out.contains("imported; lock edgeimg.lock"), "{out}");
+    let store2 = Store::open(host2.path().join("cache/bundles"));
+    let r = bundle::resolve_in(
+        &store2,
+        &Manifest::find(BUNDLE).unwrap(),
+        &host2.path().join("edgeimg.lock"),
+        Arch::Amd64,
+        false,
+    )
+    .unwrap();
+    assert!(r.k3s.path.starts_with(host2.path().join("cache")));
+    assert_eq!(r.k3s.sha256, k3s_pin.unwrap());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn verify_dir_refuses_tampered_missing_symlinked_and_wrong_arch() {
+    let server = Server::start();
+    let env = Env::new();
+    ok(&env.fetch(&server.url(), &[]));
+    ok(&env.run(&["bundle", "export", BUNDLE, "--arch", "amd64", "-o", "good"]));
+    let good = env.dir.path().join("good");
+    let case = |name: &str| {
+        let d = env.dir.path().join(name);
+        copy_dir(&good, &d);
+        d
+    };
+    let verify = |d: &Path| env.run(&["bundle", "verify", d.to_str().unwrap()]);
+    ok(&verify(&good));
+
+    // A flipped byte: refused against the pinned and listed hash.
+    let d = case("tampered");
+    let mut k3s = std::fs::read(d.join("k3s")).unwrap();
+    k3s[100] ^= 1;
+    std::fs::write(d.join("k3s"), &k3s).unwrap();
+    fails(&verify(&d), &["k3s", "does not match"]);
+    // With --json: one object on stdout naming the directory and the file,
+    // and the same exit status.
+    let plain = verify(&d);
+    let j = env.run(&["bundle", "verify", "--json", d.to_str().unwrap()]);
+    assert_eq!(
+        j.status.code(),
+        plain.status.code(),
+        "--json changes the exit status"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout)
+        .unwrap_or_else(|e| panic!("a failed --json verify prints JSON ({e}): {j:?}"));
+    assert_eq!(v["verified"], false, "{v}");
+    assert_eq!(v["dir"], d.display().to_string(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("k3s"), "{v}");
+
+    // A missing file is named.
+    let d = case("incomplete");
+    std::fs::remove_file(d.join("k3s-airgap-images-amd64.tar.zst")).unwrap();
+    fails(
+        &verify(&d),
+        &["k3s-airgap-images-amd64.tar.zst is missing from the bundle directory"],
+    );
+
+    // A member that is a symlink out of the directory is refused, not followed.
+    let d = case("symlinked");
+    let outside = env.dir.path().join("outside-k3s");
+    std::fs::rename(d.join("k3s"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, d.join("k3s")).unwrap();
+    fails(&verify(&d), &["k3s: a symbolic link", "regular files only"]);
+    fails(
+        &env.run(&[
+            "bundle",
+            "import",
+            d.to_str().unwrap(),
+            "--lock",
+            "other.lock",
+        ]),
+        &["a symbolic link"],
+    );
+    assert!(!env.dir.path().join("other.lock").exists());
+
+    // A k3s for the wrong architecture (with checksums and pins that agree) is refused.
+    let d = case("wrong-arch");
+    let arm = fake_elf(183, "k3s", 1000);
+    let old = sha(&std::fs::read(d.join("k3s")).unwrap());
+    std::fs::write(d.join("k3s"), &arm).unwrap();
+    let old_sums = sha(&std::fs::read(d.join("sha256sum-amd64.txt")).unwrap());
+    let sums = std::fs::read_to_string(d.join("sha256sum-amd64.txt"))
+        .unwrap()
+        .replace(&old, &sha(&arm));
+    std::fs::write(d.join("sha256sum-amd64.txt"), &sums).unwrap();
+    let t = std::fs::read_to_string(d.join("bundle.toml"))
+        .unwrap()
+        .replace(&old, &sha(&arm))
+        .replace(&old_sums, &sha(sums.as_bytes()));
+    std::fs::write(d.join("bundle.toml"), t).unwrap();
+    fails(&verify(&d), &["k3s", "amd64"]);
+    // The same directory with an x86-64 k3s that differs from the lock: the lock refuses it.
+    let other = fake_elf(62, "another k3s", 1000);
+    let arm_sums = sha(sums.as_bytes());
+    let sums2 = sums.replace(&sha(&arm), &sha(&other));
+    std::fs::write(d.join("k3s"), &other).unwrap();
+    std::fs::write(d.join("sha256sum-amd64.txt"), &sums2).unwrap();
+    let t = std::fs::read_to_string(d.join("bundle.toml"))
+        .unwrap()
+        .replace(&sha(&arm), &sha(&other))
+        .replace(&arm_sums, &sha(sums2.as_bytes()));
+    std::fs::write(d.join("bundle.toml"), t).unwrap();
+    fails(&verify(&d), &["k3s", "the lock", &old, &sha(&other)]);
+    // Without that lock (another host's), the directory stands on its own.
+    ok(&env.run(&[
+        "bundle",
+        "verify",
+        d.to_str().unwrap(),
+        "--lock",
+        "none.lock",
+    ]));
+
+    // A directory without bundle.toml needs --manifest, and then verifies.
+    let d = case("no-manifest");
+    std::fs::remove_file(d.join("bundle.toml")).unwrap();
+    fails(&verify(&d), &["no bundle.toml", "--manifest"]);
+    ok(&env.run(&[
+        "bundle",
+        "verify",
+        d.to_str().unwrap(),
+        "--manifest",
+        BUNDLE,
+    ]));
+
+    // An oversized manifest is refused without reading it all.
+    let d = case("huge");
+    std::fs::write(d.join("bundle.toml"), vec![b'#'; 2 << 20]).unwrap();
+    fails(&verify(&d), &["too large"]);
+
+    // A missing directory says so once.
+    let e = fails(&verify(&env.dir.path().join("nope")), &["nope"]);
+    assert_eq!(
+        e.matches("No such").count() + e.matches("no such").count(),
+        1,
+        "{e}"
+    );
+}
+
+#[test]
+fn bundle_list_json_lists_shipped_and_cached() {
+    let server = Server::start();
+    let env = Env::new();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env.run(&["bundle", "list", "--json"]))).unwrap();
+    assert_eq!(v["shipped"][0]["name"], BUNDLE);
+    assert_eq!(v["cached"].as_array().unwrap().len(), 0);
+    ok(&env.fetch(&server.url(), &[]));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env.run(&["bundle", "list", "--json"]))).unwrap();
+    assert_eq!(v["cached"][0]["bundle"], BUNDLE);
+    assert_eq!(v["cached"][0]["files"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn standin_bundle_verifies_imports_by_its_own_manifest_and_exports_again() {
+    // edgeimg's labelled stand-in (not K3s), both arches in one directory.
+    let env = Env::new();
+    let dir = env.dir.path().join("standin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/standin/make-bundle");
+    for arch in ["amd64", "arm64"] {
+        ok(&Command::new(&script)
+            .args(["--arch", arch, "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap());
+    }
+    let out = ok(&env.run(&["bundle", "verify", "standin"]));
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            out.contains(&format!(
+                "standin-v0.0.0-standin ({arch}) in standin: complete and verified (k3s: stand-in"
+            )),
+            "{out}"
+        );
+    }
+    // doctor checks a `--bundle DIR` the build would be given, instead of the cache.
+    let o = env.run(&["doctor", "--board", "x86_64", "--bundle", "standin"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("K3s bundle"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("ok")
+            && line.contains("standin-v0.0.0-standin (amd64)")
+            && line.contains("directory standin verified"),
+        "{line}"
+    );
+
+    // `bundle import DIR` alone: the manifest and both arches come from the directory.
+    let out = ok(&env.run(&["bundle", "import", "standin"]));
+    assert_eq!(
+        out.matches(" imported; lock edgeimg.lock").count(),
+        2,
+        "{out}"
+    );
+    let lock = LockFile::load_or_empty(&env.lock()).unwrap();
+    assert!(lock.entry("standin-v0.0.0-standin", Arch::Amd64).is_some());
+    assert!(lock.entry("standin-v0.0.0-standin", Arch::Arm64).is_some());
+    // `--arch` narrows it; an arch the directory lacks is named.
+    let one = env.dir.path().join("one");
+    ok(&Command::new(&script)
+        .args(["--arch", "arm64", "--out"])
+        .arg(&one)
+        .output()
+        .unwrap());
+    fails(
+        &env.run(&["bundle", "verify", "one", "--arch", "amd64"]),
+        &["one/bundle.toml has no assets for amd64 (it has: arm64)"],
+    );
+    // Exported again from the cache (the manifest named by its file), it verifies.
+    ok(&env.run(&[
+        "bundle",
+        "export",
+        "standin/bundle.toml",
+        "--arch",
+        "arm64",
+        "-o",
+        "again",
+    ]));
+    let out = ok(&env.run(&["bundle", "verify", "again"]));
+    assert!(
+        out.contains("(arm64) in again: complete and verified (k3s: stand-in"),
+        "{out}"
+    );
 }

@@ -17,18 +17,6 @@ use edgeimg::fs::erofs;
 
 const EPOCH: u64 = 1_750_000_000;
 
-/// xorshift bytes: incompressible.
-fn noise(len: usize, mut x: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A tree with what a root holds: text big enough to span several physical
 /// clusters, an incompressible blob (stored as is by the compress hints), an
 /// already-compressed module, a symlink, a hard link, an empty file,

@@ -7,7 +7,7 @@
 //! otherwise.
 
 mod common;
-#[path = "support/synthetic.rs"]
+#[path = "common/synthetic.rs"]
 mod synthetic;
 
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{edgeimg, ok, run};
-use edgeimg_agent::schema::NodeConfig;
+use edgeimg_contract::schema::NodeConfig;
 
 use synthetic::{DATA_AT, MIB, make_image};
 
@@ -89,6 +89,10 @@ fn json_progress_lines_for_scripts() {
         .collect();
     assert_eq!(kinds.first(), Some(&"start"));
     assert_eq!(kinds.last(), Some(&"done"));
+    // Machine fields carry data: the path alone, its kind as an enum value.
+    assert_eq!(events[0]["target"], t.display().to_string());
+    assert_eq!(events[0]["target_kind"], "new_file");
+    assert_eq!(events[0]["target_size"], 0);
     for phase in ["write", "verify"] {
         assert!(
             events
@@ -651,4 +655,88 @@ fn k3s_role_server_and_token_travel_in_the_node_file_without_being_printed() {
     assert!(!out.contains(secret));
     let o = run(edgeimg().args(["inspect", "--json"]).arg(&t));
     assert!(!all(&o).contains(secret));
+}
+
+/// Every file in `dir` (names only), to show nothing stray was left.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn to_file_with_a_node_is_0600_and_a_failed_flash_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path(), "gpt");
+    let node = d.path().join("node.toml");
+    std::fs::write(&node, "hostname = \"edge-1\"\n[k3s]\nserver = \"https://10.0.0.1:6443\"\ntoken = \"K10secret::server:abc\"\n").unwrap();
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let t = out.join("card.img");
+    let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(&t).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "an image holding a join token must be 0600");
+    assert_eq!(names_in(&out), ["card.img"]);
+    // Without a node file an image holds no secret: 0644.
+    let plain = out.join("plain.img");
+    assert!(
+        flash(&[&img, &plain, &"--to-file", &"--yes"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+
+    // A flash that fails verification leaves neither a partial target nor a
+    // temporary file; an existing target keeps its old content.
+    let failed = out.join("failed.img");
+    let o = run(edgeimg()
+        .args(["flash", "--to-file", "--yes"])
+        .arg(&img)
+        .arg(&failed)
+        .env("EDGEIMG_FLASH_CORRUPT_AT", (DATA_AT + 10).to_string())
+        .stdin(Stdio::null()));
+    assert!(!o.status.success());
+    assert!(!failed.exists(), "a failed flash left {}", failed.display());
+    std::fs::write(&failed, b"old").unwrap();
+    let o = run(edgeimg()
+        .args(["flash", "--to-file", "--yes"])
+        .arg(&img)
+        .arg(&failed)
+        .env("EDGEIMG_FLASH_CORRUPT_AT", (DATA_AT + 10).to_string())
+        .stdin(Stdio::null()));
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(&failed).unwrap(), b"old");
+    assert_eq!(names_in(&out), ["card.img", "failed.img", "plain.img"]);
+}
+
+#[test]
+fn to_file_with_at_at_in_the_name_puts_the_node_file_in_that_file() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path(), "gpt");
+    let node = d.path().join("node.toml");
+    std::fs::write(&node, "hostname = \"edge-at\"\n").unwrap();
+    // mtools reads `X@@N` as file X at offset N: with the target named
+    // `decoy@@1048576.img` a naive `-i TARGET@@OFF` addresses `decoy`.
+    let dir = d.path().join("dir@@1");
+    std::fs::create_dir(&dir).unwrap();
+    let decoy = dir.join("decoy");
+    std::fs::copy(&img, &decoy).unwrap();
+    let before = sha(&decoy);
+    let t = dir.join(format!("decoy@@{MIB}.img"));
+    let o = flash(&[&img, &t, &"--to-file", &"--yes", &"--node", &node]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sha(&decoy), before, "the node file went into another file");
+    let plain = d.path().join("check.img");
+    std::fs::copy(&t, &plain).unwrap();
+    let back = mtype(&plain, MIB, "edgeimg/node.toml");
+    assert!(back.contains("edge-at"), "{back}");
+    assert_eq!(names_in(&dir).len(), 2);
 }

@@ -376,3 +376,50 @@ fn host_system_directory_as_overlay_is_refused() {
     );
     assert!(!d.path().join("out").exists());
 }
+
+/// A real build (root, when run as root) whose overlay writes through the
+/// base's `var/run -> /run` link: the file lands in the image's own `/run`
+/// and the build host's /run is not touched.
+#[test]
+fn overlay_through_var_run_never_touches_the_host_run() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a root build needs root");
+        return;
+    }
+    let _g = exclusive();
+    let d = tempfile::tempdir().unwrap();
+    let name = format!(
+        "edgeimg-hostile-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let host_file = Path::new("/run").join(&name);
+    assert!(!host_file.exists());
+    std::fs::create_dir_all(d.path().join("ov/var/run")).unwrap();
+    std::fs::write(d.path().join("ov/var/run").join(&name), "from overlay\n").unwrap();
+    std::fs::write(
+        d.path().join("edgeimg.toml"),
+        "[image]\nname = \"ovrun\"\ncompression = \"none\"\noverlays = [\"ov\"]\n[k3s]\nenabled = false\n",
+    )
+    .unwrap();
+    let o = run(edgeimg()
+        .args(["build", "--out", "out"])
+        .current_dir(d.path()));
+    let escaped = host_file.exists();
+    let _ = std::fs::remove_file(&host_file);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !escaped,
+        "the overlay wrote the build host's {}",
+        host_file.display()
+    );
+    assert!(o.status.success(), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("out/manifest.json")).unwrap())
+            .unwrap();
+    let files = manifest["inputs"]["overlays"][0]["files"].to_string();
+    assert!(files.contains(&format!("var/run/{name}")), "{files}");
+}

@@ -230,7 +230,7 @@ fn rpi4_update_switches_slots_with_tryboot(out: &Path, boot: &Path, work: &Path,
         &mut f,
         &v,
         &dir,
-        'b',
+        edgeimg_contract::partition::Slot::B,
         "root=PARTUUID=0badcafe-03 edgeimg.slot=b",
     )
     .unwrap();

@@ -253,6 +253,12 @@ fn oci_arm64_zstd_and_gzip() {
         );
         validate_for_board(&a, "arm64").unwrap();
         assert!(validate_for_board(&a, "amd64").is_err());
+        // The hash of the bytes scanned, which the build's copy must match.
+        assert_eq!(
+            a.sha256.as_deref(),
+            Some(sha(&std::fs::read(&p).unwrap()).as_str()),
+            "{name}"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! (dump.erofs, dumpe2fs, fsck.vfat's view via mtools).
 
 mod common;
-#[path = "support/synthetic.rs"]
+#[path = "common/synthetic.rs"]
 mod synthetic;
 
 use std::path::Path;
@@ -72,7 +72,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
             "agent": {"name": "edgeimg-agent", "version": "0.1.0", "sha256": "55"},
             "packages": [], "overlays": [],
             "k3s": {"bundle": "stand-in", "stand_in": true, "k3s_version": "v1.33.1+k3s1",
-                    "nerdctl_version": "2.1.2", "assets": [],
+                    "nerdctl_version": "2.1.2", "role": "agent", "buildkit": true, "assets": [],
                     "preloaded_images": [{"file": "nginx.tar", "sha256": "abcdef0123456789",
                                           "images": ["docker.io/library/nginx:1.27"]}]},
             "selinux": {"mode": "enforcing", "policy": "default", "modules": []},
@@ -98,7 +98,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         let text = ok(edgeimg().arg("inspect").arg(i));
         for want in [
             "board       x86_64 (amd64)",
-            "k3s         K3s v1.33.1+k3s1 (bundle stand-in), nerdctl 2.1.2 -- STAND-IN",
+            "k3s         K3s v1.33.1+k3s1 (bundle stand-in), role agent, nerdctl 2.1.2, BuildKit yes -- STAND-IN",
             "selinux     policy default, mode enforcing",
             "nginx:1.27",
             "kernel      6.12.0-test",
@@ -112,10 +112,19 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     }
     // A manifest from before the format field reads as format 1; a newer
     // format is refused by name rather than misread.
+    // Nor the K3s role and BuildKit: they read as unknown.
     let mut old = manifest.clone();
     old.as_object_mut().unwrap().remove("format");
+    for k in ["role", "buildkit"] {
+        old["inputs"]["k3s"].as_object_mut().unwrap().remove(k);
+    }
     std::fs::write(d.path().join("manifest.json"), old.to_string()).unwrap();
     assert_eq!(inspect_json(&img)["board"], "x86_64");
+    let text = ok(edgeimg().arg("inspect").arg(&img));
+    assert!(
+        text.contains("role unknown, nerdctl 2.1.2, BuildKit unknown"),
+        "{text}"
+    );
     let mut newer = manifest.clone();
     newer["format"] = 99.into();
     std::fs::write(d.path().join("manifest.json"), newer.to_string()).unwrap();
@@ -135,6 +144,16 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // A file too small for a partition table says so.
+    let tiny = d.path().join("tiny.img");
+    std::fs::write(&tiny, b"not an image").unwrap();
+    let o = run(edgeimg().arg("inspect").arg(&tiny));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("tiny.img: no partition table: shorter than one 512-byte sector"),
+        "{err}"
+    );
     let o = run(edgeimg().arg("inspect").arg(d.path().join("nope.img")));
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope.img"));
 }
@@ -274,4 +293,186 @@ fn inspect_a_real_image_agrees_with_the_reference_tools() {
     // The compressed copy inspects the same.
     let z = inspect_json(&out.path().join("imgtest-x86_64.img.zst"));
     assert_eq!(z["partitions"], j["partitions"]);
+}
+
+/// `img`'s GPT with partition `n`'s first and last sectors replaced and the
+/// CRCs fixed, so only the arithmetic on them can object.
+fn patch_gpt_entry(img: &Path, n: usize, first: u64, last: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut hdr = [0u8; 92];
+    f.read_exact_at(&mut hdr, 512).unwrap();
+    let lba = u64::from_le_bytes(hdr[72..80].try_into().unwrap());
+    let count = u32::from_le_bytes(hdr[80..84].try_into().unwrap()) as usize;
+    let size = u32::from_le_bytes(hdr[84..88].try_into().unwrap()) as usize;
+    let mut entries = vec![0u8; count * size];
+    f.read_exact_at(&mut entries, lba * 512).unwrap();
+    let e = (n - 1) * size;
+    entries[e + 32..e + 40].copy_from_slice(&first.to_le_bytes());
+    entries[e + 40..e + 48].copy_from_slice(&last.to_le_bytes());
+    f.write_all_at(&entries, lba * 512).unwrap();
+    hdr[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+    hdr[16..20].fill(0);
+    let c = crc32fast::hash(&hdr);
+    hdr[16..20].copy_from_slice(&c.to_le_bytes());
+    f.write_all_at(&hdr, 512).unwrap();
+}
+
+/// A GPT entry whose byte size does not fit in 64 bits, or that ends before
+/// it starts: one error naming the image and the partition, plain or
+/// compressed — never a wrapped size (or an overflow panic).
+#[test]
+fn inspect_refuses_a_hostile_gpt_entry_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    for (first, last) in [(2048, u64::MAX - 1), (4096, 2047)] {
+        let img = make_image(d.path(), "gpt");
+        patch_gpt_entry(&img, 2, first, last);
+        let zst = Path::new(&format!("{}.zst", img.display())).to_path_buf();
+        let _ = std::fs::remove_file(&zst);
+        edgeimg::artifact::compress(&img, &zst, edgeimg::artifact::Compression::Zstd, &|_| {})
+            .unwrap();
+        for i in [&img, &zst] {
+            let o = run(edgeimg().arg("inspect").arg(i));
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{e}");
+            assert!(
+                e.contains(&i.display().to_string())
+                    && e.contains(&format!("GPT partition 2: sectors {first}..={last}")),
+                "{e}"
+            );
+            assert!(!e.contains("panicked"), "{e}");
+        }
+    }
+}
+
+/// A compressed image is read as a stream: nothing is decompressed to a
+/// temporary file, the node file is found on its FAT, and memory stays
+/// bounded (< 64 MiB peak RSS) for a 4 GiB image whose data is mostly zeros.
+#[test]
+fn inspect_streams_a_compressed_image_in_bounded_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path(), "gpt");
+    let node = d.path().join("node.toml");
+    std::fs::write(&node, "hostname = \"edge-z\"\n").unwrap();
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i"])
+        .arg(format!("{}@@{MIB}", img.display()))
+        .arg("-s")
+        .arg(&node)
+        .arg("::node.toml"));
+    ok(Command::new("mmd")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{MIB}", img.display()))
+        .arg("::edgeimg"));
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{MIB}", img.display()))
+        .arg(&node)
+        .arg("::edgeimg/node.toml"));
+    // Grow to 4 GiB of zeros: a whole-image temp file would be 4 GiB.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(4096 * MIB)
+        .unwrap();
+    let zst = Path::new(&format!("{}.zst", img.display())).to_path_buf();
+    edgeimg::artifact::compress(&img, &zst, edgeimg::artifact::Compression::Zstd, &|_| {}).unwrap();
+    let tmp = d.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let m = run_measured(
+        edgeimg()
+            .args(["inspect", "--json"])
+            .arg(&zst)
+            .env("TMPDIR", &tmp),
+    );
+    assert!(m.success, "{}", m.stderr);
+    let j: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+    assert_eq!(j["size"], 4096 * MIB);
+    assert_eq!(j["partitions"][0]["fs"], "vfat");
+    assert_eq!(j["node_file"]["hostname"], "edge-z", "{j}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "a temp file was made"
+    );
+    assert!(
+        m.peak_rss_kib < 64 * 1024,
+        "inspect of a 4 GiB .zst peaked at {} KiB",
+        m.peak_rss_kib
+    );
+}
+
+/// Detaches a loop device when the test ends, passed or not.
+struct Loop(String);
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn inspect_reads_a_flashed_card_read_only() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: attaching a loop device needs root (CI runs as root)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path(), "gpt");
+    // A node file with a join token, as `flash --node` leaves it on the card.
+    let node = d.path().join("node.toml");
+    std::fs::write(
+        &node,
+        "hostname = \"edge-07\"\n[k3s]\nrole = \"agent\"\nserver = \"https://10.0.0.1:6443\"\ntoken = \"K10secret-token-value\"\n",
+    )
+    .unwrap();
+    let fat = format!("{}@@{MIB}", img.display());
+    ok(Command::new("mmd")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &fat, "::edgeimg"]));
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &fat])
+        .arg(&node)
+        .arg("::edgeimg/node.toml"));
+    let from_file = inspect_json(&img);
+    let dev = ok(Command::new("losetup")
+        .args(["--find", "--show", "--read-only"])
+        .arg(&img));
+    let dev = Loop(dev.trim().to_string());
+    let before = edgeimg::artifact::checksums::sha256_file(&img).unwrap();
+    let j = inspect_json(Path::new(&dev.0));
+    assert_eq!(j["size"], 64 * MIB, "{j}");
+    assert_eq!(j["partitions"], from_file["partitions"], "{j}");
+    assert_eq!(j["table_kind"], "gpt");
+    assert_eq!(j["node_file"]["present"], true, "{j}");
+    assert_eq!(j["node_file"]["hostname"], "edge-07", "{j}");
+    assert_eq!(j["node_file"]["token_set"], true, "{j}");
+    assert!(j["manifest"].is_null(), "{j}");
+    let text = ok(edgeimg().arg("inspect").arg(&dev.0));
+    assert!(text.contains("edge-07"), "{text}");
+    assert!(
+        !text.contains("secret-token") && !j.to_string().contains("secret-token"),
+        "the token is never shown"
+    );
+    assert_eq!(
+        edgeimg::artifact::checksums::sha256_file(&img).unwrap(),
+        before,
+        "inspect changed the card"
+    );
+    // A character device is neither.
+    let o = run(edgeimg().args(["inspect", "/dev/null"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("neither an image file nor a block device"),
+        "{err}"
+    );
 }

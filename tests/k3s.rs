@@ -286,3 +286,177 @@ fn k3s_nerdctl_buildkit_and_images_are_placed_as_k3s_expects() {
         serde_json::from_str(&read("usr/lib/edgeimg/image.json")).unwrap();
     assert_eq!(image_json["k3s"]["stand_in"], true);
 }
+
+/// `dir`'s nerdctl archive replaced by `tgz`, with the checksum file and
+/// the manifest's pins rewritten so only the archive's content can object.
+fn swap_nerdctl_archive(dir: &Path, tgz: &[u8]) {
+    let name = "nerdctl-2.1.6-linux-amd64.tar.gz";
+    std::fs::write(dir.join(name), tgz).unwrap();
+    let sha = |p: &Path| edgeimg::artifact::checksums::sha256_file(p).unwrap();
+    let new = sha(&dir.join(name));
+    let sums: String = std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.ends_with(&format!("  {name}")) {
+                format!("{new}  {name}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("SHA256SUMS"), sums).unwrap();
+    let sums_sha = sha(&dir.join("SHA256SUMS"));
+    let manifest: String = std::fs::read_to_string(dir.join("bundle.toml"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("nerdctl = {") {
+                format!("nerdctl = {{ file = \"{name}\", sha256 = \"{new}\" }}\n")
+            } else if l.starts_with("nerdctl_checksums = {") {
+                format!(
+                    "nerdctl_checksums = {{ file = \"SHA256SUMS\", sha256 = \"{sums_sha}\" }}\n"
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
+}
+
+fn gz(tar: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(tar).unwrap();
+    e.finish().unwrap()
+}
+
+/// Crafted release archives in a bundle whose checksums all match: a
+/// `nerdctl` member that is a symlink to a build-host file is refused, never
+/// followed into the image; a GNU long-name header claiming 1 GiB (its data
+/// really there, 1 MiB compressed) is refused from its header, the build's
+/// peak RSS staying far below it. Nothing is left under a final name.
+/// The plan of a config with K3s, SELinux (enforcing) and dm-verity names
+/// exactly what its build placed (root files and boot partition), and the
+/// boot entry the build wrote carries what the plan says: the SELinux
+/// arguments and the root hash of the verity tree the manifest records.
+#[test]
+fn k3s_selinux_and_verity_build_is_what_its_plan_says() {
+    let _g = exclusive();
+    let d = tempfile::tempdir().unwrap();
+    let bundle = d.path().join("bundle");
+    make_bundle("amd64", &bundle);
+    let cfg = d.path().join("edgeimg.toml");
+    std::fs::write(
+        &cfg,
+        "[image]\nname = \"k3stest\"\ncompression = \"none\"\nverity = true\n\n[k3s]\nbuildkit = true\n\n[selinux]\nmode = \"enforcing\"\n",
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let o = build(&cfg, "x86_64", Some(&bundle), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let boot = d.path().join("boot.vfat");
+    let p = &manifest["layout"]["partitions"][0];
+    extract_range(
+        &out.join("k3stest-x86_64.img"),
+        p["offset"].as_u64().unwrap(),
+        p["size"].as_u64().unwrap(),
+        &boot,
+    );
+
+    let plan = plan_json(&cfg, "x86_64", Some(&bundle));
+    assert_build_matches_plan(&plan, &manifest, &boot, false);
+    assert_eq!(plan["verity"], true, "{plan}");
+    assert_eq!(plan["selinux"]["mode"], "enforcing", "{plan}");
+    assert_eq!(plan["k3s"]["buildkit"], true, "{plan}");
+    assert_eq!(manifest["verity"]["enabled"], true, "{manifest}");
+
+    // Slot A's entry: what the plan's command line says, with the real hash.
+    let entry = fat_files(&boot)
+        .into_iter()
+        .find(|f| f.starts_with("loader/entries/") && f.ends_with("-a.conf"))
+        .expect("a boot entry for slot A");
+    let text = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(&boot)
+        .arg(format!("::/{entry}")));
+    let hash = manifest["verity"]["root_hash"].as_str().unwrap();
+    assert_eq!(hash.len(), 64, "{manifest}");
+    for arg in [
+        format!("{}={hash}", edgeimg_contract::cmdline::VERITY),
+        "selinux=1".to_string(),
+        "enforcing=1".to_string(),
+    ] {
+        assert!(
+            text.split_whitespace().any(|w| w == arg),
+            "{entry} lacks `{arg}`:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn crafted_bundle_archives_are_refused_without_following_or_exhausting() {
+    let _g = exclusive();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "");
+    let out = d.path().join("out");
+
+    let link = d.path().join("link");
+    make_bundle("amd64", &link);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "nerdctl", "/etc/shadow").unwrap();
+    swap_nerdctl_archive(&link, &gz(&b.into_inner().unwrap()));
+    fails(
+        &build(&cfg, "x86_64", Some(&link), &out),
+        &["member nerdctl is a link", "/etc/shadow"],
+        &out,
+    );
+
+    let huge = d.path().join("huge");
+    make_bundle("amd64", &huge);
+    let mut h = tar::Header::new_gnu();
+    h.set_path("././@LongLink").unwrap();
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(1 << 30);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.resize(512 + (1 << 30), b'a');
+    let tgz = gz(&tar);
+    drop(tar);
+    swap_nerdctl_archive(&huge, &tgz);
+    let m = run_measured(
+        edgeimg()
+            .args(["build", "--board", "x86_64", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out)
+            .arg("--bundle")
+            .arg(&huge)
+            .env_remove("EDGEIMG_K3S_BUNDLE"),
+    );
+    assert!(!m.success, "{}", m.stderr);
+    assert!(
+        m.stderr.contains("name or PAX header")
+            && m.stderr.contains("nerdctl-2.1.6-linux-amd64.tar.gz"),
+        "{}",
+        m.stderr
+    );
+    assert!(visible_files(&out).is_empty());
+    assert!(
+        m.peak_rss_kib < 256 * 1024,
+        "a 1 GiB name header drove the build to {} KiB",
+        m.peak_rss_kib
+    );
+    eprintln!(
+        "build with a 1 GiB name header: peak RSS {} KiB",
+        m.peak_rss_kib
+    );
+}

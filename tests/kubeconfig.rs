@@ -612,3 +612,48 @@ fn ssh_through_a_real_sshd() {
         node.key
     );
 }
+
+/// What is read from a node is capped (1 MiB): an endless or huge k3s.yaml,
+/// from a file or over ssh, is one error naming the source, the target is
+/// untouched, and the read stops at the cap rather than exhausting memory.
+#[test]
+fn a_huge_node_kubeconfig_is_refused_at_the_cap() {
+    let d = tempfile::tempdir().unwrap();
+    let node = k3s_yaml(d.path(), "https://127.0.0.1:6443");
+    let target = d.path().join("config");
+    std::fs::write(&target, EXISTING).unwrap();
+    let huge = d.path().join("huge.yaml");
+    let mut text = std::fs::read_to_string(&node.path).unwrap();
+    text.push_str(&"# padding\n".repeat(200_000));
+    std::fs::write(&huge, &text).unwrap();
+    let (good, out) = merge(
+        &node,
+        &target,
+        &["--from", huge.to_str().unwrap(), "--server", "e"],
+    );
+    assert!(
+        !good && out.contains("huge.yaml") && out.contains("larger than 1 MiB"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), EXISTING);
+
+    // Over ssh: a node that never stops sending.
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("ssh");
+    std::fs::write(&script, "#!/bin/sh\nexec yes 'apiVersion: v1'\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut c = edgeimg();
+    c.args(["kubeconfig", "--ssh", "ops@edge-2", "--server", "e"])
+        .env("PATH", &path)
+        .env("KUBECONFIG", &target);
+    let (good, out) = run_without_secrets(&node, &mut c);
+    assert!(
+        !good
+            && out.contains("ops@edge-2:/etc/rancher/k3s/k3s.yaml")
+            && out.contains("larger than 1 MiB"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), EXISTING);
+}

@@ -177,6 +177,12 @@ fn root_and_user_build(board: &str, selinux: bool) {
         .arg(format!("{USER}:"))
         .arg(&fx)
         .arg(&user_out));
+    // A setuid file in the overlay: placed without the bit, and the build
+    // says so once, though both halves of the rootless build check overlays.
+    // (After the chown, which would clear the bit.)
+    let hello = fx.join("overlay-demo/usr/local/bin/hello");
+    let mode = std::fs::metadata(&hello).unwrap().mode() & 0o7777;
+    std::fs::set_permissions(&hello, std::fs::Permissions::from_mode(mode | 0o4000)).unwrap();
     let config = fx.join("image.toml");
     if selinux {
         let mut text = std::fs::read_to_string(&config).unwrap();
@@ -217,6 +223,12 @@ fn root_and_user_build(board: &str, selinux: bool) {
     let user_secs = t.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "unprivileged build failed:\n{err}");
+    assert_eq!(
+        err.matches("is setuid/setgid; it is placed without those bits")
+            .count(),
+        1,
+        "the setuid warning once, not once per half:\n{err}"
+    );
     eprintln!("timings: root build {root_secs:.1}s, unprivileged build {user_secs:.1}s");
     eprintln!("unprivileged build log:\n{err}");
 
@@ -339,6 +351,10 @@ fn without_sub_ids_doctor_and_build_say_what_is_missing() {
         !has("/etc/subuid") && !has("/etc/subgid"),
         "this test needs `nobody` without sub-ids"
     );
+    // Not beside the other test of this file: each copies the binary and
+    // starts processes, and a copy still open for writing in a child another
+    // thread forked makes running it fail (ETXTBSY, an empty doctor output).
+    let _g = exclusive();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let bin = dir.path().join("edgeimg");
@@ -360,12 +376,13 @@ fn without_sub_ids_doctor_and_build_say_what_is_missing() {
     };
     let o = as_nobody(&["doctor", "--board", "x86_64"]);
     let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "doctor passed without sub-ids:\n{out}");
     assert!(
         out.contains("MISSING  rootless: /etc/subuid range for nobody")
             && out.contains("usermod --add-subuids")
             && out.contains("rootless: /etc/subgid range for nobody"),
-        "doctor output:\n{out}"
+        "doctor output:\n{out}\nstderr:\n{err}"
     );
     let o = as_nobody(&["build", "--out", "out"]);
     let err = String::from_utf8_lossy(&o.stderr);

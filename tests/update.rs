@@ -9,13 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    let o = ok(edgeimg().arg("keygen").arg("--out").arg(&prefix));
-    assert!(o.contains(".key") && o.contains(".pub"), "{o}");
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
+    updates::keygen(dir, name)
 }
 
 fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
@@ -23,38 +17,15 @@ fn make_update(dir: &Path, key: &Path, board: &str, arch: &str) -> PathBuf {
 }
 
 fn make_update_gen(dir: &Path, key: &Path, board: &str, arch: &str, generation: u64) -> PathBuf {
-    let root = dir.join("root.erofs");
-    std::fs::write(&root, vec![0xe5u8; 1 << 20]).unwrap();
-    let kernel = dir.join("vmlinuz");
-    std::fs::write(&kernel, b"a kernel").unwrap();
-    let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, b"an initrd").unwrap();
-    let sk = edgeimg::update::load_signing_key(key).unwrap();
-    let out = dir.join(format!("t-{board}-{arch}-g{generation}.update"));
-    edgeimg::update::write_file(
-        &out,
-        edgeimg::update::Header {
-            name: "t".into(),
-            board: board.into(),
-            arch: arch.into(),
-            build_id: "00112233aabbccdd".into(),
-            edgeimg_version: "0".into(),
-            kernel_version: "6.12".into(),
-            cmdline: "root=PARTUUID=x edgeimg.slot=a".into(),
-            created: 0,
-            key_id: String::new(),
-            generation,
-            payloads: vec![],
-        },
-        &[
-            ("root.erofs".into(), root.as_path()),
-            ("vmlinuz".into(), kernel.as_path()),
-            ("initrd.img".into(), initrd.as_path()),
-        ],
-        &sk,
+    updates::make_update(
+        dir,
+        key,
+        board,
+        arch,
+        generation,
+        &vec![0xe5u8; 1 << 20],
+        "00112233aabbccdd",
     )
-    .unwrap();
-    out
 }
 
 fn verify(file: &Path, public: &Path) -> std::process::Output {
@@ -78,6 +49,23 @@ fn refused(file: &Path, public: &Path, needle: &str) {
         err.contains(&file.display().to_string()),
         "names the file: {err}"
     );
+    // With --json: one object on stdout saying so, and the same exit status.
+    let j = run(edgeimg()
+        .args(["update", "verify", "--json"])
+        .arg(file)
+        .arg("--key")
+        .arg(public)
+        .args(["--board", "x86_64", "--arch", "amd64"]));
+    assert_eq!(
+        j.status.code(),
+        o.status.code(),
+        "--json changes the exit status"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout)
+        .unwrap_or_else(|e| panic!("a refused --json verify prints JSON ({e}): {j:?}"));
+    assert_eq!(v["verified"], false, "{v}");
+    assert_eq!(v["file"], file.display().to_string(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
     assert_eq!(err.matches("error:").count(), 1, "{err}");
 }
 
@@ -284,4 +272,69 @@ fn verify_refuses_hostile_headers() {
         let f = signed_raw(d.path(), &key, h);
         refused(&f, &public, needle);
     }
+}
+
+/// Crafted headers cost bounded memory (< 64 MiB peak RSS): a length field
+/// claiming 4 GiB, a header of the maximum size (1 MiB) holding thousands
+/// of payload entries, signed, and a payload claiming 2^60 bytes. Each is
+/// refused with one error naming the file.
+#[test]
+fn crafted_headers_are_refused_in_bounded_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "fleet");
+    let x = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+    let base = |payloads: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "name": "t", "board": "x86_64", "arch": "amd64", "build_id": "00aa",
+            "edgeimg_version": "0", "kernel_version": "6.12", "cmdline": "root=x",
+            "created": 0, "key_id": "k", "generation": 2, "payloads": payloads,
+        })
+    };
+    let check = |f: &Path, needle: &str| {
+        let m = run_measured(
+            edgeimg()
+                .args(["update", "verify"])
+                .arg(f)
+                .arg("--key")
+                .arg(&public)
+                .args(["--board", "x86_64", "--arch", "amd64"]),
+        );
+        assert!(!m.success, "{} was accepted", f.display());
+        assert!(
+            m.stderr.contains(needle) && m.stderr.contains(&f.display().to_string()),
+            "{}",
+            m.stderr
+        );
+        assert!(
+            m.peak_rss_kib < 64 * 1024,
+            "{needle}: peak RSS {} KiB",
+            m.peak_rss_kib
+        );
+    };
+    // A length field of 4 GiB, and nothing behind it.
+    let huge = d.path().join("huge-len.update");
+    let mut b = b"EDGEUPD\0".to_vec();
+    b.extend_from_slice(&2u32.to_le_bytes());
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&huge, &b).unwrap();
+    check(&huge, "exceeds");
+    // Close to 1 MiB of signed header: 12000 payload entries.
+    let many: Vec<serde_json::Value> = (0..12000)
+        .map(|i| serde_json::json!({"name": format!("p{i}"), "offset": i, "size": 1, "sha256": x}))
+        .collect();
+    let f = signed_raw(d.path(), &key, base(many));
+    let len = std::fs::metadata(&f).unwrap().len();
+    assert!(len > 900 * 1024, "{len}");
+    let many = d.path().join("many.update");
+    std::fs::rename(&f, &many).unwrap();
+    check(&many, "update refused");
+    // A payload claiming 2^60 bytes.
+    let f = signed_raw(
+        d.path(),
+        &key,
+        base(vec![
+            serde_json::json!({"name": "root.erofs", "offset": 0, "size": 1u64 << 60, "sha256": x}),
+        ]),
+    );
+    check(&f, "truncated");
 }

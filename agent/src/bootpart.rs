@@ -15,9 +15,10 @@ use crate::error::{Context, Result};
 use crate::fsutil;
 use crate::grow::{find_data_device, find_mount_devnum};
 use crate::root::Root;
+pub use edgeimg_contract::bootfs::{MAX_FILE, read_bounded, read_from_partition};
 use gptman::GPT;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ pub enum Source {
 pub fn read_file(root: &Root, boot_mount: &str, rel: &str) -> Result<(Option<String>, Source)> {
     let path = root.path(Path::new(boot_mount).join(rel));
     if !root.is_host() || is_mounted(root, boot_mount)? {
-        return Ok((fsutil::read_opt(&path)?, Source::Mounted));
+        return Ok((read_opt_bounded(&path)?, Source::Mounted));
     }
     match read_unmounted(root, boot_mount, rel) {
         Ok((text, disk)) => return Ok((text, Source::Direct { disk })),
@@ -61,10 +62,10 @@ pub fn read_file(root: &Root, boot_mount: &str, rel: &str) -> Result<(Option<Str
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok((fsutil::read_opt(&path)?, Source::Mounted))
+    Ok((read_opt_bounded(&path)?, Source::Mounted))
 }
 
-fn is_mounted(root: &Root, mount_point: &str) -> Result<bool> {
+pub fn is_mounted(root: &Root, mount_point: &str) -> Result<bool> {
     let mountinfo = fsutil::read(&root.path("/proc/self/mountinfo"))?;
     Ok(find_mount_devnum(&mountinfo, mount_point).is_some())
 }
@@ -114,35 +115,25 @@ pub fn read_from_disk<D: Read + Seek>(
     rel: &str,
 ) -> Result<Option<String>> {
     let (start, len) = find_partition(disk, partuuid)?;
-    let part = ReadOnlySlice {
-        disk,
-        start,
-        len,
-        pos: 0,
-    };
-    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new().update_accessed_date(false))
-        .context("reading its FAT file system")?;
-    let mut file = match fs.root_dir().open_file(rel) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {rel}")),
-    };
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .with_context(|| format!("reading {rel}"))?;
-    Ok(Some(text))
+    read_from_partition(disk, start, len, rel)
+}
+
+/// [`read_bounded`] of a file; `Ok(None)` when it does not exist.
+pub fn read_opt_bounded(path: &Path) -> Result<Option<String>> {
+    match File::open(path) {
+        Ok(mut f) => read_bounded(&mut f, &path.display().to_string()).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// First byte and length of the partition whose PARTUUID is `partuuid`.
 fn find_partition<D: Read + Seek>(disk: &mut D, partuuid: &str) -> Result<(u64, u64)> {
     if let Ok(gpt) = GPT::find_from(disk) {
         let ss = gpt.sector_size;
-        for (_, p) in gpt.iter().filter(|(_, p)| p.is_used()) {
+        for (n, p) in gpt.iter().filter(|(_, p)| p.is_used()) {
             if guid_string(&p.unique_partition_guid) == partuuid {
-                return Ok((
-                    p.starting_lba * ss,
-                    (p.ending_lba + 1 - p.starting_lba) * ss,
-                ));
+                return crate::grow::byte_span(n, p.starting_lba, p.ending_lba, ss);
             }
         }
         crate::bail!("no GPT partition has this PARTUUID");
@@ -158,13 +149,7 @@ fn find_partition<D: Read + Seek>(disk: &mut D, partuuid: &str) -> Result<(u64, 
     crate::bail!("no MBR partition has this PARTUUID")
 }
 
-/// An MBR partition's PARTUUID as the kernel and blkid print it: the disk
-/// signature and the partition number, both in hex. The builder names
-/// partitions with this same function (disk/layout.rs), so the PARTUUID it
-/// writes into /etc/fstab is the one found here.
-pub fn mbr_partuuid(disk_id: u32, number: u32) -> String {
-    format!("{disk_id:08x}-{number:02x}")
-}
+pub use edgeimg_contract::partition::mbr_partuuid;
 
 /// A GPT GUID as the kernel and blkid print it (first three fields little-endian).
 fn guid_string(g: &[u8; 16]) -> String {
@@ -180,58 +165,10 @@ fn guid_string(g: &[u8; 16]) -> String {
     )
 }
 
-/// One partition of a disk opened read-only, as the file system library's
-/// disk: reads stay inside the partition, writes are refused.
-struct ReadOnlySlice<'a, D> {
-    disk: &'a mut D,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl<D: Read + Seek> Read for ReadOnlySlice<'_, D> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        if n == 0 {
-            return Ok(0);
-        }
-        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
-        let got = self.disk.read(&mut buf[..n])?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl<D> Seek for ReadOnlySlice<'_, D> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let pos = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-        };
-        self.pos = pos.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before the partition")
-        })?;
-        Ok(self.pos)
-    }
-}
-
-impl<D> Write for ReadOnlySlice<'_, D> {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the boot partition is read here, never written",
-        ))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::process::Command;
 
     const MIB: u64 = 1024 * 1024;
@@ -355,27 +292,5 @@ mod tests {
         let got = read_from_disk(&mut ro, "11223344-01", "edgeimg/node.toml").unwrap();
         assert_eq!(got.as_deref(), Some("hostname = \"pi\"\n"));
         assert!(read_from_disk(&mut ro, "11223344-02", "edgeimg/node.toml").is_err());
-    }
-
-    #[test]
-    fn writes_are_refused() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("d"), vec![0u8; 4096]).unwrap();
-        let mut d = File::open(t.path().join("d")).unwrap();
-        let mut s = ReadOnlySlice {
-            disk: &mut d,
-            start: 1024,
-            len: 1024,
-            pos: 0,
-        };
-        assert_eq!(
-            s.write(b"x").unwrap_err().kind(),
-            io::ErrorKind::PermissionDenied
-        );
-        // Reads stop at the partition's end.
-        s.seek(SeekFrom::End(-10)).unwrap();
-        let mut buf = [1u8; 64];
-        assert_eq!(s.read(&mut buf).unwrap(), 10);
-        assert_eq!(s.read(&mut buf).unwrap(), 0);
     }
 }

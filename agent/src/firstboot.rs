@@ -119,6 +119,8 @@ pub fn run(root: &Root) -> Result<()> {
         0o644,
     )
     .map_err(step_err("stamp"))?;
+    // Only now: had a step failed, the rerun on the next boot needs the token.
+    crate::scrub::scrub_and_log(root, &image);
     crate::log("first boot complete");
     Ok(())
 }

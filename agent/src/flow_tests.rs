@@ -92,12 +92,21 @@ fn firstboot_runs_once_and_writes_stamp() {
         fs::read_to_string(root.path("/var/roothome/.ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAA img\nssh-ed25519 BBBB node\n"
     );
+    // Host keys are made in a directory of random name (16 hex digits).
+    let commands: Vec<String> = root
+        .skipped_commands()
+        .into_iter()
+        .map(|c| match c.find(".tmp.") {
+            Some(i) if c.len() > i + 21 => format!("{}RANDOM{}", &c[..i + 5], &c[i + 21..]),
+            _ => c,
+        })
+        .collect();
     assert_eq!(
-        root.skipped_commands(),
+        commands,
         [
             "resize2fs /dev/vda4",
-            "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key.edgeimg-new",
-            "ssh-keygen -q -t ecdsa -N  -f /etc/ssh/ssh_host_ecdsa_key.edgeimg-new"
+            "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/.ssh_host_ed25519_key.tmp.RANDOM/ssh_host_ed25519_key",
+            "ssh-keygen -q -t ecdsa -N  -f /etc/ssh/.ssh_host_ecdsa_key.tmp.RANDOM/ssh_host_ecdsa_key"
         ]
     );
     // Stamp JSON has the documented fields.
@@ -317,6 +326,14 @@ fn k3s_firstboot_merges_node_and_keeps_token_secret() {
         fs::read_to_string(root.path(K3S_TOKEN_FILE)).unwrap(),
         "K10topsecret::server:xyz\n"
     );
+    // Once stored on the data partition the token leaves the FAT; the rest
+    // of node.toml stays.
+    let node_after = fs::read_to_string(root.path("/boot/efi/edgeimg/node.toml")).unwrap();
+    assert!(!node_after.contains("topsecret"), "{node_after}");
+    assert!(
+        node_after.contains("edge-2") && node_after.contains("zone=b"),
+        "{node_after}"
+    );
     let cfg = fs::read_to_string(root.path(K3S_CONFIG)).unwrap();
     assert_eq!(
         cfg,
@@ -493,4 +510,22 @@ fn plain_appliance_has_null_cluster_fields() {
             .unwrap()
             .contains("cluster")
     );
+}
+
+/// node.toml is read whole into memory: one larger than any real node file
+/// (here 1 MiB) is refused with an error naming it, before any step runs.
+#[test]
+fn an_oversized_node_file_is_refused_before_any_step() {
+    let (_d, root) = k3s_device(K3sSettings::default());
+    let mut big = String::from("hostname = \"x\"\n");
+    while big.len() < 1 << 20 {
+        big.push_str("# padding padding padding padding padding padding\n");
+    }
+    write(&root, "/boot/efi/edgeimg/node.toml", &big);
+    let e = firstboot::run(&root).unwrap_err().to_string();
+    assert!(
+        e.contains("node.toml is larger than 64 KiB") && e.contains("`config`"),
+        "{e}"
+    );
+    assert!(firstboot::read_stamp(&root).unwrap().is_none());
 }

@@ -113,11 +113,33 @@ pub enum Outcome {
 /// (inclusive). The size is rounded down to whole MiB. `None` when the gain
 /// would be under 1 MiB.
 pub fn plan_end(start: u64, end: u64, last_usable: u64, sector_size: u64) -> Option<u64> {
-    let per_mib = MIB / sector_size;
-    let max_sectors = (last_usable + 1).checked_sub(start)?;
+    let per_mib = MIB.checked_div(sector_size).filter(|&n| n > 0)?;
+    let max_sectors = last_usable.checked_add(1)?.checked_sub(start)?;
     let aligned = max_sectors / per_mib * per_mib;
-    let new_end = start + aligned - 1;
-    (aligned > 0 && new_end >= end + per_mib).then_some(new_end)
+    let new_end = start.checked_add(aligned)?.checked_sub(1)?;
+    (aligned > 0 && new_end >= end.checked_add(per_mib)?).then_some(new_end)
+}
+
+/// First byte and length of the sectors `start..=end`, every step checked:
+/// the numbers come from a partition table on the medium, which may be
+/// hostile, and a wrapped size would be used as a real one in a release build.
+pub fn byte_span(number: u32, start: u64, end: u64, sector_size: u64) -> Result<(u64, u64)> {
+    let span = end
+        .checked_add(1)
+        .and_then(|e| e.checked_sub(start))
+        .filter(|&n| n > 0)
+        .and_then(|sectors| {
+            let off = start.checked_mul(sector_size)?;
+            let len = sectors.checked_mul(sector_size)?;
+            off.checked_add(len)?;
+            Some((off, len))
+        });
+    match span {
+        Some(s) => Ok(s),
+        None => crate::bail!(
+            "partition {number}: sectors {start}..={end} of {sector_size} bytes are not a valid range"
+        ),
+    }
 }
 
 /// Rewrite a GPT so partition `number` fills the disk (`disk` = the whole
@@ -143,31 +165,31 @@ pub fn grow_gpt<D: Read + Write + Seek>(disk: &mut D, number: u32) -> Result<Out
     }
     let p = &gpt[number];
     let (start, end) = (p.starting_lba, p.ending_lba);
-    if end < start {
-        crate::bail!("MBR partition {number} has no sectors");
-    }
-    let old_size = (end - start + 1) * ss;
+    let (first_byte, old_size) = byte_span(number, start, end, ss)?;
     let new_end = plan_end(start, end, gpt.header.last_usable_lba, ss);
     if new_end.is_none() && old_backup == gpt.header.backup_lba {
         return Ok(Outcome::AlreadyMax {
-            start: start * ss,
+            start: first_byte,
             size: old_size,
         });
     }
+    let new_size = match new_end {
+        Some(e) => byte_span(number, start, e, ss)?.1,
+        None => old_size,
+    };
     if let Some(e) = new_end {
         gpt[number].ending_lba = e;
     }
     gpt.write_into(disk).context("writing GPT")?;
     fix_protective_mbr(disk, ss)?;
-    let new_size = (gpt[number].ending_lba - start + 1) * ss;
     Ok(match new_end {
         Some(_) => Outcome::Grown {
-            start: start * ss,
+            start: first_byte,
             old_size,
             new_size,
         },
         None => Outcome::AlreadyMax {
-            start: start * ss,
+            start: first_byte,
             size: old_size,
         }, // only the backup header moved
     })
@@ -225,8 +247,11 @@ pub fn grow_mbr<D: Read + Write + Seek>(
         )));
     }
     let n = number as usize;
-    let end_of =
-        |p: &mbrman::MBRPartitionEntry| u64::from(p.starting_lba) + u64::from(p.sectors) - 1;
+    // Saturating: a used entry with no sectors ends "before" its start and
+    // is refused by `byte_span` below rather than wrapping here.
+    let end_of = |p: &mbrman::MBRPartitionEntry| {
+        (u64::from(p.starting_lba) + u64::from(p.sectors)).saturating_sub(1)
+    };
     let last = mbr
         .iter()
         .filter(|(_, p)| p.is_used())
@@ -239,18 +264,24 @@ pub fn grow_mbr<D: Read + Write + Seek>(
     }
     let ss = u64::from(sector_size);
     let (start, end) = (u64::from(mbr[n].starting_lba), end_of(&mbr[n]));
-    if end < start {
+    if mbr[n].sectors == 0 {
         crate::bail!("MBR partition {number} has no sectors");
     }
-    let old_size = (end - start + 1) * ss;
-    let last_sector = u64::from(mbr.disk_size).min(u64::from(u32::MAX)) - 1;
+    let (first_byte, old_size) = byte_span(number, start, end, ss)?;
+    let Some(last_sector) = u64::from(mbr.disk_size)
+        .min(u64::from(u32::MAX))
+        .checked_sub(1)
+    else {
+        crate::bail!("the MBR says the disk has no sectors");
+    };
     let Some(new_end) = plan_end(start, end, last_sector, ss) else {
         return Ok(Outcome::AlreadyMax {
-            start: start * ss,
+            start: first_byte,
             size: old_size,
         });
     };
-    let sectors = new_end - start + 1;
+    let (_, new_size) = byte_span(number, start, new_end, ss)?;
+    let sectors = new_end + 1 - start; // byte_span checked this
     mbr[n].sectors = u32::try_from(sectors).context("partition size")?;
     if !mbr[n].last_chs.is_empty() {
         // Beyond CHS range: the conventional "maximum" address, as fdisk writes.
@@ -258,9 +289,9 @@ pub fn grow_mbr<D: Read + Write + Seek>(
     }
     mbr.write_into(disk).context("writing MBR")?;
     Ok(Outcome::Grown {
-        start: start * ss,
+        start: first_byte,
         old_size,
-        new_size: sectors * ss,
+        new_size,
     })
 }
 
@@ -677,5 +708,40 @@ pub(crate) mod tests {
         disk[510] = 0x55;
         disk[511] = 0xaa;
         assert!(grow_mbr(&mut std::io::Cursor::new(disk), 1, 512).is_err());
+    }
+
+    /// The 64 MiB GPT disk of [`gpt_file`] with partition 4's last sector
+    /// set to `end` and both CRCs fixed, so the table still reads as valid.
+    pub(crate) fn gpt_with_p4_end(end: u64) -> Vec<u8> {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk.img");
+        gpt_file(&p);
+        let mut disk = std::fs::read(&p).unwrap();
+        let entries = 2 * 512;
+        let e4 = entries + 3 * 128;
+        disk[e4 + 40..e4 + 48].copy_from_slice(&end.to_le_bytes());
+        let crc = crc32fast::hash(&disk[entries..entries + 128 * 128]);
+        disk[512 + 88..512 + 92].copy_from_slice(&crc.to_le_bytes());
+        disk[512 + 16..512 + 20].fill(0);
+        let crc = crc32fast::hash(&disk[512..512 + 92]);
+        disk[512 + 16..512 + 20].copy_from_slice(&crc.to_le_bytes());
+        disk
+    }
+
+    /// A GPT entry whose size in bytes does not fit in 64 bits: a clear
+    /// error from grow and from the boot-partition reader, never a wrapped
+    /// size (nor an overflow panic, an abort in the agent).
+    #[test]
+    fn gpt_partition_too_large_to_address_is_an_error_not_a_wrap() {
+        let disk = gpt_with_p4_end(u64::MAX - 2);
+        assert!(GPT::find_from(&mut std::io::Cursor::new(disk.clone())).is_ok());
+        let e = grow_gpt(&mut std::io::Cursor::new(disk.clone()), 4).unwrap_err();
+        assert!(format!("{e:#}").contains("partition 4: sectors"), "{e:#}");
+        let uuid = "04040404-0404-0404-0404-040404040404";
+        let e = crate::bootpart::read_from_disk(&mut std::io::Cursor::new(disk), uuid, "x")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("partition 4: sectors"), "{e:#}");
+        assert_eq!(plan_end(2048, 4096, u64::MAX, 512), None);
+        assert_eq!(plan_end(2048, u64::MAX, u64::MAX - 1, 512), None);
     }
 }

@@ -1,26 +1,27 @@
 //! edgeimg-agent: the first-boot and readiness agent of edgeimg images.
 //!
 //! The binary (`src/main.rs`) only parses arguments; every subcommand is a
-//! function here so the builder can depend on [`schema`] and tests can run the
+//! function here so tests can run the
 //! whole flow against a temporary [`root::Root`].
+
+// What the builder reads and writes the same way lives in the contract crate;
+// re-exported so the agent's modules name it as before.
+pub use edgeimg_contract::{bail, error, hex, schema, tomlerr};
 
 pub mod bootpart;
 pub mod config;
-pub mod error;
 pub mod firstboot;
 pub mod fsutil;
 pub mod grow;
-pub mod hex;
 pub mod hostname;
 pub mod k3s;
 pub mod machine_id;
 pub mod ready;
 pub mod root;
-pub mod schema;
+pub mod scrub;
 pub mod sshkeys;
 pub mod status;
 pub mod timefmt;
-pub mod tomlerr;
 pub mod update;
 pub mod users;
 

@@ -25,6 +25,11 @@ commands:
                    than this image's unless --allow-downgrade is given
   update verify FILE
                    verify an update against this image's trusted key only
+  update delta BASE DELTA OUT
+                   rebuild the update file OUT from the root image BASE (the
+                   running slot) and a delta payload of a repository; every
+                   chunk is checked, OUT appears only complete. Then
+                   `update apply OUT` verifies and installs it as usual
   update health    on a trial boot of a new slot: mark it good when the node
                    is ready, else exit 1 (the unit then reboots)
 
@@ -61,6 +66,12 @@ fn main() -> ExitCode {
         ["update", "apply", rest @ ..] => update::apply::parse_args(rest)
             .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
+        ["update", "delta", base, delta, out] => edgeimg_contract::update::delta::apply_files(
+            base.as_ref(),
+            delta.as_ref(),
+            out.as_ref(),
+        )
+        .map(|_| ()),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

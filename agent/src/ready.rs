@@ -234,6 +234,9 @@ pub fn run_with(root: &Root, opts: &ReadyOptions, out: &mut dyn Write) -> Result
     };
     let boot_id = config::boot_id(root)?;
     let image = config::load_image(root)?;
+    // Finishes what first boot could not when the boot partition was not
+    // mounted yet (a no-op once the token is gone).
+    crate::scrub::scrub_and_log(root, &image);
     let mut info = ReadyInfo {
         since: config::now_secs(),
         boot_id: boot_id.clone(),

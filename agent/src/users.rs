@@ -9,7 +9,7 @@ use crate::root::Root;
 use crate::schema::User;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::Path;
 
 /// One line of /etc/passwd (the fields we need).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,13 +75,44 @@ pub fn authorized_keys(keys: &[String]) -> String {
     keys.iter().map(|k| format!("{}\n", k.trim())).collect()
 }
 
-fn chown(path: &PathBuf, uid: u32, gid: u32, strict: bool) -> Result<()> {
-    match std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
-        Ok(()) => Ok(()),
-        // Unprivileged unit tests cannot chown; on the device it must work.
-        Err(e) if !strict && e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("chown {uid}:{gid} {}", path.display())),
-    }
+/// `~/.ssh` (0700) and `~/.ssh/authorized_keys` (0600), owned by the user.
+///
+/// Runs as root in a directory the user owns, so a user could plant
+/// `~/.ssh -> /etc` or `~/.ssh/authorized_keys -> /etc/shadow` to have a
+/// system file chmodded, chowned or replaced on the next first-boot run.
+/// Every step is therefore done through file descriptors opened with
+/// O_NOFOLLOW (fchmod, fchown, a temp file made O_EXCL and renamed within
+/// the directory): a symlink is refused, never followed.
+fn install_keys(home: &Path, keys: &[String], owner: fsutil::Owner) -> Result<()> {
+    fsutil::mkdir_p(home)?;
+    let home_dir = fsutil::open_dir_nofollow_at(None, home)
+        .with_context(|| format!("opening {}", home.display()))?;
+    let ssh = home.join(".ssh");
+    fsutil::mkdir_at(&home_dir, ".ssh", 0o700)
+        .with_context(|| format!("creating {}", ssh.display()))?;
+    let ssh_dir =
+        fsutil::open_dir_nofollow_at(Some(&home_dir), Path::new(".ssh")).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                crate::error::Error::msg(format!(
+                    "{} is a symlink or not a directory: refused (not followed)",
+                    ssh.display()
+                ))
+            } else {
+                crate::error::Error::msg(format!("opening {}: {e}", ssh.display()))
+            }
+        })?;
+    ssh_dir
+        .set_permissions(fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", ssh.display()))?;
+    fsutil::fchown(&ssh_dir, owner, &ssh.display())?;
+    fsutil::write_atomic_at(
+        &ssh_dir,
+        &ssh,
+        "authorized_keys",
+        authorized_keys(keys).as_bytes(),
+        0o600,
+        Some(owner),
+    )
 }
 
 /// Create `user` if missing and install its keys; returns a log line.
@@ -128,18 +159,15 @@ pub fn ensure_user(root: &Root, user: &User) -> Result<String> {
         ));
     };
     let home = root.path(real_home(&entry));
-    let ssh = home.join(".ssh");
-    fsutil::mkdir_p(&ssh)?;
-    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod 0700 {}", ssh.display()))?;
-    chown(&ssh, entry.uid, entry.gid, root.is_host())?;
-    let keys_path = ssh.join("authorized_keys");
-    fsutil::write_atomic(
-        &keys_path,
-        authorized_keys(&user.ssh_keys).as_bytes(),
-        0o600,
+    install_keys(
+        &home,
+        &user.ssh_keys,
+        fsutil::Owner {
+            uid: entry.uid,
+            gid: entry.gid,
+            strict: root.is_host(),
+        },
     )?;
-    chown(&keys_path, entry.uid, entry.gid, root.is_host())?;
     Ok(format!(
         "{}: {note}{} ssh key(s)",
         user.name,
@@ -250,6 +278,73 @@ mod tests {
         assert_eq!(
             fs::read_to_string(root.path("/var/home/ops/.ssh/authorized_keys")).unwrap(),
             "k1\nk2\n"
+        );
+    }
+
+    /// A user who owns their home can plant links there; first boot (root)
+    /// must neither follow `~/.ssh -> elsewhere` (chmod/chown/write into it)
+    /// nor write through `~/.ssh/authorized_keys -> elsewhere`.
+    #[test]
+    fn links_planted_in_a_home_are_never_followed() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let uid = unsafe { libc::getuid() };
+        let gid = unsafe { libc::getgid() };
+        fs::create_dir_all(root.path("/etc")).unwrap();
+        fs::write(
+            root.path("/etc/passwd"),
+            format!("ops:x:{uid}:{gid}::/var/home/ops:/bin/bash\n"),
+        )
+        .unwrap();
+        let outside = d.path().join("system");
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(outside.join("shadow"), "secret\n").unwrap();
+        fs::create_dir_all(root.path("/var/home/ops")).unwrap();
+        symlink(&outside, root.path("/var/home/ops/.ssh")).unwrap();
+        let user = User {
+            name: "ops".into(),
+            groups: vec![],
+            ssh_keys: vec!["ssh-ed25519 AAAA k".into()],
+            shell: None,
+        };
+        let e = ensure_user(&root, &user).unwrap_err().to_string();
+        assert!(e.contains(".ssh is a symlink"), "{e}");
+        assert_eq!(
+            fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+
+        // A link as authorized_keys is replaced, its target untouched.
+        fs::remove_file(root.path("/var/home/ops/.ssh")).unwrap();
+        fs::create_dir(root.path("/var/home/ops/.ssh")).unwrap();
+        symlink(
+            outside.join("shadow"),
+            root.path("/var/home/ops/.ssh/authorized_keys"),
+        )
+        .unwrap();
+        ensure_user(&root, &user).unwrap();
+        let keys = root.path("/var/home/ops/.ssh/authorized_keys");
+        assert!(
+            !fs::symlink_metadata(&keys)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&keys).unwrap(), "ssh-ed25519 AAAA k\n");
+        assert_eq!(
+            fs::read_to_string(outside.join("shadow")).unwrap(),
+            "secret\n"
+        );
+        assert_eq!(
+            fs::metadata(outside.join("shadow"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o644
         );
     }
 }

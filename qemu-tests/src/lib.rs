@@ -12,11 +12,38 @@ use anyhow::{Context, Result};
 use edgeimg::pipeline::{BuildOptions, BuildReport};
 
 pub mod record;
+pub mod selinux;
 
 /// Boot deadlines are generous: TCG on a busy 2-core CI machine.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(900);
 pub const SELFCHECK_TIMEOUT: Duration = Duration::from_secs(180);
 pub const POWEROFF_TIMEOUT: Duration = Duration::from_secs(180);
+/// A guest that reads its results from the console (rpi4) and writes nothing
+/// to it for this long has stalled: QEMU's raspi4b model has been seen to
+/// freeze whole (no kernel message, not even a soft-lockup warning) between
+/// two systemd units. The longest quiet stretch of a good rpi4 boot here is
+/// under three minutes (waiting for the node to be ready).
+pub const CONSOLE_STALL: Duration = Duration::from_secs(420);
+
+/// The error [`Records::wait`] returns when the console stayed silent for
+/// [`CONSOLE_STALL`]: the emulator froze, so the boot may be redone once
+/// from the disk as it was before it ([`boot_once_redoing_a_stall`]).
+#[derive(Debug)]
+pub struct GuestStalled {
+    pub silent: Duration,
+}
+
+impl std::fmt::Display for GuestStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest wrote nothing to its console for {}s (the emulator stalled)",
+            self.silent.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for GuestStalled {}
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -140,9 +167,17 @@ impl Records {
         let deadline = Instant::now() + timeout;
         let channel = if self.port { "record port" } else { "console" };
         let mut skipped = 0;
+        let mut last_line = Instant::now();
         loop {
             if let Some(r) = self.asm.take(kind) {
                 return Ok(r);
+            }
+            let silent = last_line.elapsed();
+            if !self.port && silent >= CONSOLE_STALL {
+                return Err(anyhow::Error::new(GuestStalled { silent }).context(format!(
+                    "no intact `{kind}` record on the console{}",
+                    vm.tail()
+                )));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -155,12 +190,13 @@ impl Records {
             let line = if self.port {
                 vm.next_port_line(left)
             } else {
-                vm.next_console_line(left)
+                vm.next_console_line(left.min(CONSOLE_STALL.saturating_sub(silent)))
             }
             .with_context(|| {
                 format!("no intact `{kind}` record on the {channel} ({skipped} torn record line(s) skipped)")
             })?;
             let Some(line) = line else { continue };
+            last_line = Instant::now();
             if let record::Fed::Rejected(why) = self.asm.feed(&line) {
                 skipped += 1;
                 let shown: String = line.chars().take(160).collect();
@@ -214,6 +250,46 @@ pub fn boot_once(
     Ok((v, ready))
 }
 
+/// [`boot_once`], redone once when the emulator stalled ([`GuestStalled`]):
+/// the disk is put back as it was before the stalled boot (a sparse copy
+/// kept for that), so the second try starts from the same state and every
+/// assertion holds for it as for a first try. Any other failure is returned
+/// as is. Both console logs are kept (the stalled one as `NAME-stalled.log`).
+/// Boards with a record port are not watched for silence (their console may
+/// rest while the port carries the results), so they are booted once.
+pub fn boot_once_redoing_a_stall(
+    board: &str,
+    disk: &Path,
+    work: &Path,
+    log_name: &str,
+) -> Result<(serde_json::Value, String)> {
+    if edgeimg::config::board::load(board)?
+        .qemu
+        .has_virtio_serial()
+    {
+        return boot_once(board, disk, work, log_name);
+    }
+    let before = work.join("disk-before-boot.raw");
+    edgeimg::sparse::copy_sparse(disk, &before)
+        .with_context(|| format!("keep {} before the boot", disk.display()))?;
+    let first = boot_once(board, disk, work, log_name);
+    let stalled = matches!(&first, Err(e) if e.downcast_ref::<GuestStalled>().is_some());
+    if !stalled {
+        let _ = std::fs::remove_file(&before);
+        return first;
+    }
+    let e = first.unwrap_err();
+    let log = log_dir().join(log_name);
+    let kept = log.with_file_name(log_name.replace(".log", "-stalled.log"));
+    std::fs::rename(&log, &kept)?;
+    eprintln!(
+        "{board}: {e:#}\n{board}: console kept as {}; booting again from the disk as it was before that boot (once)",
+        kept.display()
+    );
+    std::fs::rename(&before, disk)?;
+    boot_once(board, disk, work, log_name)
+}
+
 /// Console logs are kept here (target/vm-logs) for failed runs.
 pub fn log_dir() -> PathBuf {
     let d = repo_root().join("target").join("vm-logs");
@@ -245,8 +321,9 @@ impl SelfcheckImage {
     pub fn build_with(board: &str, image_keys: &str) -> SelfcheckImage {
         let dir = tempfile::tempdir().unwrap();
         let arch = edgeimg::config::board::load(board).unwrap().arch;
-        let (bundle, stand_in) = k3s_bundle(&arch, dir.path()).expect("K3s bundle for the VM test");
-        let config = selfcheck_config(&arch, dir.path()).expect("self-check config");
+        let (bundle, stand_in) =
+            k3s_bundle(arch.debian(), dir.path()).expect("K3s bundle for the VM test");
+        let config = selfcheck_config(arch.debian(), dir.path()).expect("self-check config");
         if !image_keys.is_empty() {
             let text = std::fs::read_to_string(&config).unwrap();
             assert!(text.contains("[image]\n"), "{text}");
@@ -309,8 +386,9 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
     let disk = out.path().join("disk.raw");
     disk_copy(&img.image, &disk, disk_len).unwrap();
 
-    let (first, ready) = boot_once(board, &disk, out.path(), &format!("{board}-boot1.log"))
-        .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
+    let (first, ready) =
+        boot_once_redoing_a_stall(board, &disk, out.path(), &format!("{board}-boot1.log"))
+            .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
     // The cluster-ready line; the stand-in says it is not K3s.
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     assert_eq!(ready.contains("stand-in"), stand_in, "{ready}");
@@ -419,8 +497,9 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         "ldconfig, sysusers and the catalog update skipped (the build's update stamps): {first}"
     );
 
-    let (second, _) = boot_once(board, &disk, out.path(), &format!("{board}-boot2.log"))
-        .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
+    let (second, _) =
+        boot_once_redoing_a_stall(board, &disk, out.path(), &format!("{board}-boot2.log"))
+            .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
     let boot1 = first["boot_id"].as_str().unwrap();
     assert_ne!(second["boot_id"], first["boot_id"]);
     assert_eq!(

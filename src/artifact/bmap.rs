@@ -119,8 +119,48 @@ pub fn write_bmap(image: &Path, out: &mut impl Write) -> Result<BmapSummary> {
     let ranges = block_ranges(&extents);
     let blocks_cnt = image_size.div_ceil(BMAP_BLOCK_SIZE);
     let mapped_cnt: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
-    let image_size_human = human_size(image_size);
 
+    let (mut t, blanks) = head(image_size, blocks_cnt);
+    t.push_str(&block_map(&f, image, &ranges, image_size)?);
+    t.push_str("    </BlockMap>\n");
+    t.push_str("</bmap>\n");
+
+    let mapped_size = mapped_cnt * BMAP_BLOCK_SIZE;
+    let mapped_percent = (mapped_cnt as f64 * 100.0) / blocks_cnt as f64;
+    let mut bytes = t.into_bytes();
+    overwrite(
+        &mut bytes,
+        blanks.mapped_size,
+        &format!("{} or {:.1}%", human_size(mapped_size), mapped_percent),
+    );
+    overwrite(&mut bytes, blanks.mapped_count, &mapped_cnt.to_string());
+    // The file checksum is taken with the checksum field all '0's (it is
+    // already), then written in place: that is what BmapCopy verifies.
+    let file_sum = hex::encode(Sha256::digest(&bytes));
+    overwrite(&mut bytes, blanks.checksum, &file_sum);
+
+    out.write_all(&bytes)
+        .map_err(io_err("write bmap for", image))?;
+    Ok(BmapSummary {
+        image_size,
+        mapped_bytes: mapped_size,
+        ranges,
+    })
+}
+
+/// Where [`head`] left blanks (spaces or zeros of the final width) for what
+/// is known only after the block map is made: bmaptool's file layout, in
+/// which the checksum covers the file with its own field zeroed.
+struct Blanks {
+    mapped_size: usize,
+    mapped_count: usize,
+    checksum: usize,
+}
+
+/// The bmap file up to and including `<BlockMap>`, in bmaptool's words and
+/// spacing.
+fn head(image_size: u64, blocks_cnt: u64) -> (String, Blanks) {
+    let image_size_human = human_size(image_size);
     let mut t = String::new();
     t.push_str(&format!(
         r#"<?xml version="1.0" ?>
@@ -159,14 +199,14 @@ pub fn write_bmap(image: &Path, out: &mut impl Write) -> Result<BmapSummary> {
 "#
     ));
     t.push_str("    <!-- Count of mapped blocks: ");
-    let pos1 = t.len();
+    let mapped_size = t.len();
     t.push_str(&format!(
         "{} or {}   -->\n",
         " ".repeat(image_size_human.len()),
         " ".repeat("100.0%".len())
     ));
     t.push_str("    <MappedBlocksCount> ");
-    let pos2 = t.len();
+    let mapped_count = t.len();
     t.push_str(&format!(
         "{} </MappedBlocksCount>\n\n",
         " ".repeat(blocks_cnt.to_string().len())
@@ -176,7 +216,7 @@ pub fn write_bmap(image: &Path, out: &mut impl Write) -> Result<BmapSummary> {
     t.push_str("    <!-- The checksum of this bmap file. When it is calculated, the value of\n");
     t.push_str("         the checksum has be zero (all ASCII \"0\" symbols).  -->\n");
     t.push_str("    <BmapFileChecksum> ");
-    let chksum_pos = t.len();
+    let checksum = t.len();
     t.push_str(&"0".repeat(CHKSUM_LEN));
     t.push_str(" </BmapFileChecksum>\n\n");
     t.push_str("    <!-- The block map which consists of elements which may either be a\n");
@@ -184,8 +224,21 @@ pub fn write_bmap(image: &Path, out: &mut impl Write) -> Result<BmapSummary> {
     t.push_str("         (if present) is the checksum of this blocks range. -->\n");
     t.push_str("    <BlockMap>\n");
 
-    for &(first, last) in &ranges {
-        let sum = range_sha256(&f, image, first, last, image_size)?;
+    (
+        t,
+        Blanks {
+            mapped_size,
+            mapped_count,
+            checksum,
+        },
+    )
+}
+
+/// One `<Range>` line per mapped range, with the SHA-256 of its blocks.
+fn block_map(f: &File, image: &Path, ranges: &[(u64, u64)], image_size: u64) -> Result<String> {
+    let mut t = String::new();
+    for &(first, last) in ranges {
+        let sum = range_sha256(f, image, first, last, image_size)?;
         if first != last {
             t.push_str(&format!(
                 "        <Range chksum=\"{sum}\"> {first}-{last} </Range>\n"
@@ -196,30 +249,7 @@ pub fn write_bmap(image: &Path, out: &mut impl Write) -> Result<BmapSummary> {
             ));
         }
     }
-    t.push_str("    </BlockMap>\n");
-    t.push_str("</bmap>\n");
-
-    let mapped_size = mapped_cnt * BMAP_BLOCK_SIZE;
-    let mapped_percent = (mapped_cnt as f64 * 100.0) / blocks_cnt as f64;
-    let mut bytes = t.into_bytes();
-    overwrite(
-        &mut bytes,
-        pos1,
-        &format!("{} or {:.1}%", human_size(mapped_size), mapped_percent),
-    );
-    overwrite(&mut bytes, pos2, &mapped_cnt.to_string());
-    // The file checksum is taken with the checksum field all '0's (it is
-    // already), then written in place: that is what BmapCopy verifies.
-    let file_sum = hex::encode(Sha256::digest(&bytes));
-    overwrite(&mut bytes, chksum_pos, &file_sum);
-
-    out.write_all(&bytes)
-        .map_err(io_err("write bmap for", image))?;
-    Ok(BmapSummary {
-        image_size,
-        mapped_bytes: mapped_size,
-        ranges,
-    })
+    Ok(t)
 }
 
 #[cfg(test)]

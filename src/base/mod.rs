@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::checksums::sha256_bytes;
 use crate::cmd::{self, Cmd};
 use crate::progress::Progress;
+use edgeimg_contract::arch::Arch;
+
+mod incremental;
 
 const LOCAL_BOTTOM: &str = include_str!("files/local-bottom-edgeimg");
 const INITRAMFS_CONF: &str = include_str!("files/initramfs.conf");
@@ -20,12 +23,19 @@ const VERITY_LOCAL_TOP: &str = include_str!("files/local-top-edgeimg-verity");
 /// (customize-finish): under qemu-user each of them costs tens of seconds.
 const ESSENTIAL_DEFER: &str = include_str!("files/essential-defer");
 const CUSTOMIZE_FINISH: &str = include_str!("files/customize-finish");
+/// Foreign roots only: the host's dpkg-deb decompresses the packages that
+/// dpkg, under qemu-user, unpacks.
+const DEBS_UNCOMPRESS: &str = include_str!("files/debs-uncompress");
+/// Applies a package difference to a copy of a cached base (see incremental).
+const APPLY_DIFFERENCE: &str = include_str!("files/apply-difference");
 /// Bumped whenever the way a base is made changes in a way the inputs don't show.
 /// 2: bootstrapped with `SOURCE_DATE_EPOCH=BASE_EPOCH`; edgeimg's initramfs
 /// files owned by root in unshare mode too.
 /// 3: depmod and the initramfs deferred to one run at the end, the host's
 /// depmod for a foreign architecture, no sshd host keys in the base.
-const BASE_FORMAT: u32 = 3;
+/// 4: the metadata records the family and package list, so a changed list
+/// starts from the closest cached base.
+const BASE_FORMAT: u32 = 4;
 
 /// The `SOURCE_DATE_EPOCH` every base is bootstrapped with (2025-01-01 UTC).
 /// With it mmdebstrap's output is reproducible (times clamped, logs dropped),
@@ -68,7 +78,7 @@ pub const DPKG_EXCLUDES: &[&str] = &[
 #[derive(Debug, Clone, Serialize)]
 pub struct BaseSpec {
     pub suite: String,
-    pub arch: String,
+    pub arch: Arch,
     pub mirror: String,
     /// Sorted, deduplicated.
     pub packages: Vec<String>,
@@ -87,8 +97,18 @@ pub struct BaseMeta {
     pub created: u64,
     pub sha256: String,
     pub suite: String,
-    pub arch: String,
+    pub arch: Arch,
     pub mirror: String,
+    /// [`BaseSpec::family`]: bases of one family differ in packages only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Sorted, deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<String>>,
+    /// The key of the cached base this one was made from by applying the
+    /// package difference; none when bootstrapped from nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_from: Option<String>,
 }
 
 pub struct Base {
@@ -143,10 +163,41 @@ impl BaseSpec {
             .into_iter()
             .map(|(p, c, m)| (p, sha256_bytes(c.as_bytes()), m))
             .collect();
-        let hooks = [ESSENTIAL_DEFER, CUSTOMIZE_FINISH].map(|h| sha256_bytes(h.as_bytes()));
+        // apply-difference too: a base made by it is cached under this key.
+        let hooks = [
+            ESSENTIAL_DEFER,
+            CUSTOMIZE_FINISH,
+            DEBS_UNCOMPRESS,
+            APPLY_DIFFERENCE,
+        ]
+        .map(|h| sha256_bytes(h.as_bytes()));
         let v = serde_json::json!({ "format": BASE_FORMAT, "spec": self, "files": files, "dpkg": DPKG_EXCLUDES, "hooks": hooks });
         sha256_bytes(v.to_string().as_bytes())[..24].to_string()
     }
+
+    /// The key of everything but the packages: bases of one family can be
+    /// turned into each other by installing and removing packages.
+    pub fn family(&self) -> String {
+        BaseSpec {
+            packages: vec![],
+            ..self.clone()
+        }
+        .key()
+    }
+
+    fn package_set(&self) -> std::collections::BTreeSet<String> {
+        self.packages.iter().cloned().collect()
+    }
+}
+
+/// qemu-user's CPU for a foreign arm64 target, unless the caller chose one:
+/// its default `max` CPU emulates pointer authentication with QARMA, which
+/// every function of Debian's arm64 binaries uses; the implementation-defined
+/// algorithm is cheaper and the results are the same (depmod under qemu-user:
+/// 17 % less CPU time).
+fn qemu_cpu(cpu: &str, arch: Arch) -> Option<&'static str> {
+    (cpu == "foreign" && arch == Arch::Arm64 && std::env::var_os("QEMU_CPU").is_none())
+        .then_some("max,pauth-impdef=on")
 }
 
 /// The directory sync-in creates for `rel`: its first two components
@@ -196,8 +247,7 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
             tar.display()
         );
     }
-    cmd::require(&[cmd::MMDEBSTRAP])?;
-    if let Some(problem) = crate::doctor::foreign_arch_problem(&spec.arch) {
+    if let Some(problem) = crate::doctor::foreign_arch_problem(spec.arch) {
         anyhow::bail!(
             "cannot bootstrap an {} root on this {} host: {problem}",
             spec.arch,
@@ -208,20 +258,11 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         .prefix("edgeimg-base-")
         .tempdir_in(&dir)
         .context("cannot create a work directory in the cache")?;
-    let files = work.path().join("files");
-    for (rel, content, mode) in spec.files() {
-        let p = files.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap())?;
-        std::fs::write(&p, content)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-    }
     let hooks = work.path().join("hooks");
     std::fs::create_dir_all(&hooks)?;
-    let essential_defer = hooks.join("essential-defer");
-    let customize_finish = hooks.join("customize-finish");
-    std::fs::write(&essential_defer, ESSENTIAL_DEFER)?;
-    std::fs::write(&customize_finish, CUSTOMIZE_FINISH)?;
+    std::fs::write(hooks.join("essential-defer"), ESSENTIAL_DEFER)?;
+    std::fs::write(hooks.join("customize-finish"), CUSTOMIZE_FINISH)?;
+    std::fs::write(hooks.join("debs-uncompress"), DEBS_UNCOMPRESS)?;
     // The host's depmod indexes a foreign root; a native one indexes itself.
     let cpu = if spec.arch == crate::doctor::host_arch() {
         "native"
@@ -229,6 +270,106 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         "foreign"
     };
     let partial = work.path().join("base.tar");
+    let mut incremental_from = None;
+    // The chroot needs real root (a rootless build bootstraps from nothing);
+    // --refresh asks for a bootstrap from nothing.
+    if !refresh && crate::rootless::is_root() {
+        incremental_from = try_incremental(spec, &dir, work.path(), cpu, &partial, progress);
+    }
+    if incremental_from.is_none() {
+        bootstrap(spec, work.path(), cpu, &partial, progress)?;
+    }
+    let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
+    // The default epoch of images made from it (without SOURCE_DATE_EPOCH).
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let meta = BaseMeta {
+        key,
+        created,
+        sha256,
+        suite: spec.suite.clone(),
+        arch: spec.arch,
+        mirror: spec.mirror.clone(),
+        family: Some(spec.family()),
+        packages: Some(spec.package_set().into_iter().collect()),
+        incremental_from,
+    };
+    // The tarball first, then its metadata: a base counts as cached only when both exist.
+    std::fs::rename(&partial, &tar).with_context(|| format!("cannot store {}", tar.display()))?;
+    let meta_tmp = work.path().join("meta.json");
+    std::fs::write(&meta_tmp, serde_json::to_vec_pretty(&meta)?)?;
+    std::fs::rename(&meta_tmp, &meta_path)?;
+    Ok(Base {
+        tar,
+        meta,
+        reused: false,
+    })
+}
+
+/// mmdebstrap options that have the host's dpkg-deb decompress every package
+/// for the whole install (`debs-uncompress`): set up once the essential set
+/// is extracted, before dpkg installs anything; gone before the customize
+/// hook that finishes the root.
+fn native_decompression_hooks(script: &Path) -> [String; 2] {
+    let script = script.display();
+    [
+        format!("--extract-hook=sh '{script}' --install \"$1\""),
+        format!("--customize-hook=sh '{script}' --remove \"$1\""),
+    ]
+}
+
+/// Makes the base from the closest cached one of its family, if there is one;
+/// returns that base's key. A failure is reported and leaves the bootstrap
+/// from nothing to the caller.
+fn try_incremental(
+    spec: &BaseSpec,
+    dir: &Path,
+    work: &Path,
+    cpu: &str,
+    partial: &Path,
+    progress: &Progress,
+) -> Option<String> {
+    let source = incremental::closest(dir, spec)?;
+    progress.note(&format!(
+        "base: incremental from cached base {}: adding [{}], dropping [{}]",
+        source.key,
+        source.add.join(" "),
+        source.drop.join(" ")
+    ));
+    match incremental::apply(&source, work, &work.join("hooks"), cpu, partial, progress) {
+        Ok(()) => Some(source.key),
+        Err(e) => {
+            progress.note(&format!(
+                "base: the incremental base failed ({e:#}); bootstrapping from nothing"
+            ));
+            let _ = std::fs::remove_dir_all(work.join("root"));
+            let _ = std::fs::remove_file(partial);
+            None
+        }
+    }
+}
+
+/// Bootstraps the base from nothing with mmdebstrap into `partial`.
+fn bootstrap(
+    spec: &BaseSpec,
+    work: &Path,
+    cpu: &str,
+    partial: &Path,
+    progress: &Progress,
+) -> Result<()> {
+    cmd::require(&[cmd::MMDEBSTRAP])?;
+    let files = work.join("files");
+    for (rel, content, mode) in spec.files() {
+        let p = files.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        std::fs::write(&p, content)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    }
+    let essential_defer = work.join("hooks/essential-defer");
+    let customize_finish = work.join("hooks/customize-finish");
     let mut packages = spec.packages.clone();
     packages.sort();
     packages.dedup();
@@ -239,12 +380,8 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
         .arg(format!("--include={}", packages.join(",")))
         .arg("--aptopt=Acquire::Retries \"3\"")
         .arg("--components=main,non-free-firmware");
-    if cpu == "foreign" && spec.arch == "arm64" && std::env::var_os("QEMU_CPU").is_none() {
-        // qemu-user's default `max` CPU emulates pointer authentication with
-        // QARMA, which every function of Debian's arm64 binaries uses; the
-        // implementation-defined algorithm is cheaper and the results are
-        // the same (depmod under qemu-user: 17 % less CPU time).
-        c = c.env("QEMU_CPU", "max,pauth-impdef=on");
+    if let Some(v) = qemu_cpu(cpu, spec.arch) {
+        c = c.env("QEMU_CPU", v);
     }
     if !crate::rootless::is_root() {
         // Explicit, so a host without user namespaces fails here, clearly.
@@ -252,6 +389,11 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     }
     for d in DPKG_EXCLUDES {
         c = c.arg(format!("--dpkgopt={d}"));
+    }
+    if cpu == "foreign" {
+        c = c.args(native_decompression_hooks(
+            &work.join("hooks/debs-uncompress"),
+        ));
     }
     c = c
         .arg(format!("--setup-hook=sync-in {} /", files.display()))
@@ -277,7 +419,7 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
             customize_finish.display()
         ))
         .arg(&spec.suite)
-        .arg(&partial)
+        .arg(partial)
         .arg(&spec.mirror);
     progress.note(&format!(
         "base: bootstrapping Debian {} {} with mmdebstrap (cached for later builds)",
@@ -287,30 +429,7 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     c.run_streaming(&mut |line| bar.set_message(line.to_string()))
         .context("bootstrapping the base root filesystem failed")?;
     bar.finish_and_clear();
-    let sha256 = crate::artifact::checksums::sha256_file(&partial)?;
-    // The default epoch of images made from it (without SOURCE_DATE_EPOCH).
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let meta = BaseMeta {
-        key,
-        created,
-        sha256,
-        suite: spec.suite.clone(),
-        arch: spec.arch.clone(),
-        mirror: spec.mirror.clone(),
-    };
-    // The tarball first, then its metadata: a base counts as cached only when both exist.
-    std::fs::rename(&partial, &tar).with_context(|| format!("cannot store {}", tar.display()))?;
-    let meta_tmp = work.path().join("meta.json");
-    std::fs::write(&meta_tmp, serde_json::to_vec_pretty(&meta)?)?;
-    std::fs::rename(&meta_tmp, &meta_path)?;
-    Ok(Base {
-        tar,
-        meta,
-        reused: false,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -321,7 +440,7 @@ mod tests {
     fn verity_off_leaves_the_key_and_files_alone() {
         let mut spec = BaseSpec {
             suite: "trixie".into(),
-            arch: "amd64".into(),
+            arch: Arch::Amd64,
             mirror: "http://deb.debian.org/debian".into(),
             packages: vec!["busybox".into()],
             initramfs_modules: vec!["erofs".into()],
@@ -342,10 +461,63 @@ mod tests {
     }
 
     #[test]
+    fn the_closest_base_of_the_family_is_chosen() {
+        let spec = |packages: &[&str], verity: bool| BaseSpec {
+            suite: "trixie".into(),
+            arch: Arch::Amd64,
+            mirror: "http://deb.debian.org/debian".into(),
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+            initramfs_modules: vec![],
+            verity,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cache = |s: &BaseSpec| {
+            let meta = BaseMeta {
+                key: s.key(),
+                created: 0,
+                sha256: String::new(),
+                suite: s.suite.clone(),
+                arch: s.arch,
+                mirror: s.mirror.clone(),
+                family: Some(s.family()),
+                packages: Some(s.packages.clone()),
+                incremental_from: None,
+            };
+            let stem = dir.path().join(s.key());
+            std::fs::write(
+                stem.with_extension("json"),
+                serde_json::to_vec(&meta).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(stem.with_extension("tar"), b"").unwrap();
+        };
+        cache(&spec(&["a", "b", "c"], false));
+        cache(&spec(&["a", "x", "y", "z"], false));
+        // Nearest of all, but another family: verity changes the initramfs.
+        cache(&spec(&["a", "b", "d"], true));
+        let want = spec(&["a", "b", "d"], false);
+        assert_eq!(want.family(), spec(&["q"], false).family());
+        let source = incremental::closest(dir.path(), &want).unwrap();
+        assert_eq!(source.key, spec(&["a", "b", "c"], false).key());
+        assert_eq!(source.add, ["d"]);
+        assert_eq!(source.drop, ["c"]);
+        // A base without a family (older format) is never a source.
+        let other = spec(&["k"], false);
+        let stem = dir.path().join("old");
+        std::fs::write(
+            stem.with_extension("json"),
+            r#"{"key":"old","created":0,"sha256":"","suite":"trixie","arch":"amd64","mirror":""}"#,
+        )
+        .unwrap();
+        std::fs::write(stem.with_extension("tar"), b"").unwrap();
+        assert_ne!(incremental::closest(dir.path(), &other).unwrap().key, "old");
+    }
+
+    #[test]
     fn the_chown_hook_covers_every_synced_file() {
         let spec = BaseSpec {
             suite: "trixie".into(),
-            arch: "amd64".into(),
+            arch: Arch::Amd64,
             mirror: "http://deb.debian.org/debian".into(),
             packages: vec![],
             initramfs_modules: vec![],

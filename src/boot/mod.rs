@@ -114,6 +114,48 @@ mod tests {
         same(&rpi::planned_files(&rpi), &made);
     }
 
+    /// Replaces `rel` in `tree` by a link to a file of the build host's.
+    fn link_out(tree: &Path, rel: &str) -> tempfile::TempDir {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("secret"), b"the build host's").unwrap();
+        let p = tree.join(rel);
+        let _ = std::fs::remove_file(&p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret"), p).unwrap();
+        host
+    }
+
+    #[test]
+    fn boot_files_never_come_from_outside_the_tree() {
+        // UEFI: systemd-boot a link to a host file.
+        let d = tempfile::tempdir().unwrap();
+        let k = kernel(d.path());
+        let _host = link_out(d.path(), "usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+        let e = uefi::boot_files(d.path(), "x86_64", &k, "ro", "t").unwrap_err();
+        assert!(format!("{e:#}").contains("leads out of the tree"), "{e:#}");
+        // The Pi: a firmware file, then a device tree.
+        let d = tempfile::tempdir().unwrap();
+        let k = kernel(d.path());
+        touch(d.path(), "usr/lib/raspi-firmware/start4.elf");
+        let dtb = format!("usr/lib/linux-image-{}/broadcom/b.dtb", k.version);
+        touch(d.path(), &dtb);
+        let rpi = RpiSpec {
+            dtbs: vec!["b.dtb".into()],
+            config_txt: String::new(),
+        };
+        assert!(rpi::boot_files(d.path(), &rpi, &k, "ro", "t").is_ok());
+        for rel in ["usr/lib/raspi-firmware/fixup4.dat", &dtb] {
+            let _host = link_out(d.path(), rel);
+            let e = rpi::boot_files(d.path(), &rpi, &k, "ro", "t").unwrap_err();
+            assert!(
+                format!("{e:#}").contains("leads out of the tree"),
+                "{rel}: {e:#}"
+            );
+            std::fs::remove_file(d.path().join(rel)).unwrap();
+            touch(d.path(), rel);
+        }
+    }
+
     #[test]
     fn patterns_match_as_globs_with_one_star() {
         assert!(matches("start4*.elf", "start4.elf"));

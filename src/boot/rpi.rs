@@ -2,13 +2,14 @@
 //! start4.elf/fixup4*.dat from Debian's raspi-firmware, the board family's DTBs
 //! from the kernel package, kernel and initrd, config.txt and cmdline.txt.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::config::board::RpiSpec;
 use crate::fs::vfat::BootFiles;
 use crate::stage::KernelFiles;
+use crate::stage::in_root::InRoot;
 
 /// Where Debian's raspi-firmware package keeps the firmware in the root.
 const FIRMWARE_DIR: &str = "usr/lib/raspi-firmware";
@@ -45,36 +46,42 @@ pub fn boot_files(
     image: &str,
 ) -> Result<BootFiles> {
     let mut files = BootFiles::default();
-    let fw = tree.join(FIRMWARE_DIR);
+    // Every file is taken from the tree, never through a link pointing at
+    // the build host (`InRoot::host_file` refuses one).
+    let root = InRoot::open(tree)?;
+    let fw_rel = Path::new(FIRMWARE_DIR);
+    let fw = root.host_dir(fw_rel)?.with_context(|| format!("{} is missing: the board needs the raspi-firmware package (component non-free-firmware)", tree.join(fw_rel).display()))?;
     let mut found_start = false;
-    for e in std::fs::read_dir(&fw).with_context(|| format!("{} is missing: the board needs the raspi-firmware package (component non-free-firmware)", fw.display()))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    for e in std::fs::read_dir(&fw).with_context(|| format!("cannot read {}", fw.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
         // Pi 4 family firmware only (start4*.elf, fixup4*.dat); bootcode.bin is in the Pi 4's EEPROM.
-        if crate::boot::matches(FIRMWARE_START, &name) || crate::boot::matches(FIRMWARE_FIXUP, &name) {
-            found_start |= name == "start4.elf";
-            files.add_file(&name, e.path());
+        if crate::boot::matches(FIRMWARE_START, &name)
+            || crate::boot::matches(FIRMWARE_FIXUP, &name)
+        {
+            if let Some(p) = root.host_file(&fw_rel.join(&name))? {
+                found_start |= name == "start4.elf";
+                files.add_file(&name, p);
+            }
         }
     }
     anyhow::ensure!(found_start, "start4.elf not found in {}", fw.display());
-    let dtb_dir = tree.join(format!("usr/lib/linux-image-{}/broadcom", kernel.version));
+    let dtb_rel = PathBuf::from(format!("usr/lib/linux-image-{}/broadcom", kernel.version));
     for dtb in &rpi.dtbs {
-        let p = dtb_dir.join(dtb);
-        anyhow::ensure!(
-            p.exists(),
-            "device tree {dtb} is not in the kernel package ({})",
-            dtb_dir.display()
-        );
+        let p = root.host_file(&dtb_rel.join(dtb))?.with_context(|| {
+            format!(
+                "device tree {dtb} is not in the kernel package ({})",
+                tree.join(&dtb_rel).display()
+            )
+        })?;
         files.add_file(dtb, p);
     }
     // Overlays (for dtoverlay= lines) where the firmware package ships them.
-    let overlays = fw.join("overlays");
-    if overlays.is_dir() {
+    let overlays_rel = fw_rel.join("overlays");
+    if let Some(overlays) = root.host_dir(&overlays_rel)? {
         for e in std::fs::read_dir(&overlays)?.flatten() {
-            files.add_file(
-                &format!("overlays/{}", e.file_name().to_string_lossy()),
-                e.path(),
-            );
+            if let Some(p) = root.host_file(&overlays_rel.join(e.file_name()))? {
+                files.add_file(&format!("overlays/{}", e.file_name().to_string_lossy()), p);
+            }
         }
     }
     files.add_file("vmlinuz", kernel.vmlinuz.clone());

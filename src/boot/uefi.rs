@@ -8,13 +8,16 @@ use anyhow::{Context, Result};
 use crate::config::SecureBoot;
 use crate::fs::vfat::BootFiles;
 use crate::stage::KernelFiles;
+use crate::stage::in_root::InRoot;
+use edgeimg_contract::arch::Arch;
+use edgeimg_contract::partition::{Slot, boot_files};
 
 /// systemd-boot's EFI binary name suffix and the removable-media file name.
-fn efi_names(rust_arch: &str) -> (&'static str, &'static str) {
-    match rust_arch {
-        "aarch64" => ("aa64", "BOOTAA64.EFI"),
-        _ => ("x64", "BOOTX64.EFI"),
-    }
+fn efi_names(rust_arch: &str) -> (&'static str, String) {
+    let suffix = Arch::from_name(rust_arch)
+        .unwrap_or(Arch::Amd64)
+        .efi_suffix();
+    (suffix, format!("BOOT{}.EFI", suffix.to_ascii_uppercase()))
 }
 
 /// The boot partition's files for slot A, as [`boot_files`] names them.
@@ -30,7 +33,11 @@ pub fn planned_files(rust_arch: &str, secure_boot: Option<&SecureBoot>) -> Vec<S
         v.push(UKI_A.to_string());
         v.extend(AUTH.iter().map(|r| format!("{KEYS_DIR}/{r}.auth")));
     } else {
-        v.extend([ENTRY_A, KERNEL_A, INITRD_A].map(String::from));
+        v.extend([
+            entry_a(),
+            boot_files::kernel(Slot::A),
+            boot_files::initrd(Slot::A),
+        ]);
     }
     v.sort();
     v
@@ -46,9 +53,15 @@ const KEYS_DIR: &str = "loader/keys/fleet";
 const AUTH: [&str; 3] = ["PK", "KEK", "db"];
 
 const LOADER_CONF: &str = "loader/loader.conf";
-const ENTRY_A: &str = "loader/entries/edgeimg-1-a.conf";
-const KERNEL_A: &str = "edgeimg/a/vmlinuz";
-const INITRD_A: &str = "edgeimg/a/initrd.img";
+
+/// Slot A's entry: the first one, numbered 1 (updates number theirs higher).
+fn entry_a() -> String {
+    format!(
+        "{}/{}",
+        boot_files::ENTRY_DIR,
+        boot_files::entry_name(1, Slot::A)
+    )
+}
 
 /// Boot files for slot A (slot B's entry is written by updates). With
 /// Secure Boot, systemd-boot is signed and slot A boots a signed UKI holding
@@ -68,13 +81,14 @@ pub fn boot_files(
     work: &Path,
 ) -> Result<BootFiles> {
     let (suffix, removable) = efi_names(rust_arch);
-    let sdboot = tree.join(format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi"));
-    if !sdboot.exists() {
+    // Read from the tree, never through a link pointing at the build host.
+    let rel = format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi");
+    let Some(sdboot) = InRoot::open(tree)?.host_file(Path::new(&rel))? else {
         anyhow::bail!(
             "{} is missing from the base; the board must include the systemd-boot-efi package",
-            sdboot.display()
+            tree.join(rel).display()
         );
-    }
+    };
     let mut files = BootFiles::default();
     let mut loader_conf =
         "default edgeimg-*\ntimeout 0\neditor no\nconsole-mode keep\n".to_string();
@@ -90,15 +104,16 @@ pub fn boot_files(
     files.add_file(&format!("EFI/systemd/systemd-boot{suffix}.efi"), loader);
     match secure_boot {
         None => {
+            let (kernel_a, initrd_a) = (boot_files::kernel(Slot::A), boot_files::initrd(Slot::A));
             files.add_bytes(
-                ENTRY_A,
+                &entry_a(),
                 format!(
-                    "title {title} (slot A)\nversion {}\nlinux /{KERNEL_A}\ninitrd /{INITRD_A}\noptions {cmdline}\n",
+                    "title {title} (slot A)\nversion {}\nlinux /{kernel_a}\ninitrd /{initrd_a}\noptions {cmdline}\n",
                     kernel.version
                 ),
             );
-            files.add_file(KERNEL_A, kernel.vmlinuz.clone());
-            files.add_file(INITRD_A, kernel.initrd.clone());
+            files.add_file(&kernel_a, kernel.vmlinuz.clone());
+            files.add_file(&initrd_a, kernel.initrd.clone());
         }
         Some(sb) => {
             let uki = work.join("uki-a.efi");

@@ -394,7 +394,7 @@ pub(crate) fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> Bundl
         file: source.to_string(),
         line,
         key,
-        message: edgeimg_agent::tomlerr::message(text, e),
+        message: edgeimg_contract::tomlerr::message(text, e),
     }
 }
 

@@ -10,8 +10,10 @@
 //! The builder calls [`resolve`] (cached bundle, checked against the lock) or
 //! [`from_dir`] (a `--bundle DIR`), and gets a [`ResolvedBundle`].
 
+pub mod carry;
 pub mod fetch;
 pub mod import;
+pub mod list;
 pub mod lock;
 pub mod manifest;
 pub mod store;
@@ -20,7 +22,6 @@ pub mod sums;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -34,53 +35,14 @@ pub use lock::{LockEntry, LockFile, LockedAsset};
 pub use manifest::{AssetSpec, Manifest};
 pub use store::Store;
 
-/// The lock file `bundle fetch`/`import` write when no `--lock` is given.
+/// The lock file's name: it lives beside the config a build reads
+/// ([`crate::config::lock_path`]), for `build` and every `bundle` command alike.
 pub const DEFAULT_LOCK: &str = "edgeimg.lock";
 /// Environment variable holding a mirror that replaces the manifest's upstream.
 pub const MIRROR_ENV: &str = "EDGEIMG_BUNDLE_MIRROR";
 
-/// A bundle architecture, spelled as K3s and nerdctl spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Amd64,
-    Arm64,
-}
-
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// The ELF machine of this architecture's binaries (`EM_X86_64`, `EM_AARCH64`).
-    pub fn elf_machine(self) -> u16 {
-        match self {
-            Arch::Amd64 => 62,
-            Arch::Arm64 => 183,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = BundleError;
-    /// `amd64`/`x86_64` and `arm64`/`aarch64` (board files say x86_64/aarch64).
-    fn from_str(s: &str) -> Result<Arch, BundleError> {
-        match s {
-            "amd64" | "x86_64" => Ok(Arch::Amd64),
-            "arm64" | "aarch64" => Ok(Arch::Arm64),
-            _ => Err(BundleError::UnknownArch(s.to_string())),
-        }
-    }
-}
+// A bundle architecture, spelled as K3s and nerdctl spell it (Debian's names).
+pub use edgeimg_contract::arch::Arch;
 
 /// What an asset is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -181,7 +143,8 @@ pub enum BundleError {
         partial: PathBuf,
     },
     #[error(
-        "{asset} ({source_desc}): SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached"
+        "{}: SHA-256 {actual} does not match {expected} from {against}; refused, nothing was cached",
+        located(asset, source_desc)
     )]
     ChecksumMismatch {
         asset: String,
@@ -235,6 +198,16 @@ pub enum BundleError {
     NoUrl { asset: String, manifest: String },
     #[error("no lock file {}: run `edgeimg bundle fetch` or `edgeimg bundle import` first, or pass --lock", lock.display())]
     NoLock { lock: PathBuf },
+    #[error("{}: {what}; a bundle directory holds regular files only", path.display())]
+    MemberNotRegular { path: PathBuf, what: String },
+    #[error("{}: larger than {max} bytes, too large for a manifest or checksum file", path.display())]
+    MemberTooLarge { path: PathBuf, max: u64 },
+    #[error("{}: no bundle.toml in the directory; give --manifest NAME (see `edgeimg bundle list`)", dir.display())]
+    DirHasNoManifest { dir: PathBuf },
+    #[error("{}: no architecture of {manifest} is in the directory (no K3s checksum file for any); give --arch", dir.display())]
+    NoArchInDir { dir: PathBuf, manifest: String },
+    #[error("{message}")]
+    WrongBinary { message: String },
     #[error("bundle verify: {count} problem(s):\n{details}")]
     VerifyFailed { count: usize, details: String },
 }
@@ -457,6 +430,16 @@ pub fn from_dir(
     ))
 }
 
+/// An asset and where it was read: the path or URL alone when it ends with
+/// the asset's name (so the name is not printed twice), else `asset (where)`.
+fn located(asset: &str, source_desc: &str) -> String {
+    if source_desc == asset || source_desc.ends_with(&format!("/{asset}")) {
+        source_desc.to_string()
+    } else {
+        format!("{asset} ({source_desc})")
+    }
+}
+
 pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -482,7 +465,7 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
                 .span()
                 .map(|s| manifest::line_of(&text, s.start))
                 .unwrap_or(1),
-            message: edgeimg_agent::tomlerr::message(&text, &e),
+            message: edgeimg_contract::tomlerr::message(&text, &e),
         })
 }
 
@@ -534,6 +517,28 @@ mod tests {
                 .to_string()
                 .contains("riscv64")
         );
+    }
+
+    #[test]
+    fn a_checksum_mismatch_names_the_file_once() {
+        let e = BundleError::ChecksumMismatch {
+            asset: "k3s".into(),
+            source_desc: "/carried/k3s".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+            against: "x".into(),
+        }
+        .to_string();
+        assert!(e.starts_with("/carried/k3s: SHA-256 b"), "{e}");
+        let e = BundleError::ChecksumMismatch {
+            asset: "k3s".into(),
+            source_desc: "the upstream checksum file https://h/sums".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+            against: "x".into(),
+        }
+        .to_string();
+        assert!(e.starts_with("k3s (the upstream checksum file"), "{e}");
     }
 
     #[test]

@@ -5,17 +5,34 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "edgeimg", version, about = "Build immutable, air-gapped edge OS images that boot into a ready node", long_about = None)]
+#[command(
+    name = "edgeimg",
+    version,
+    about = "Build immutable, air-gapped edge OS images that boot into a ready node",
+    long_about = None,
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
-    /// Only print errors.
-    #[arg(short, long, global = true)]
+    /// No progress, notes or warnings, in every command: only errors, and what a command exists to show (plan, inspect, boards, --json).
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
-    /// More logging (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More logging on stderr (repeat for more); coloured only on a terminal and without NO_COLOR.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The help heading of the options every command takes.
+pub const GLOBAL: &str = "Global options";
+
+/// The exit codes, shown in `--help` and the man pages.
+pub const EXIT_STATUS: &str = "Exit status:\n  \
+0  success\n  \
+1  refused or failed (a check did not pass, a build or write failed)\n  \
+2  usage error (unknown flag, missing argument)\n  \
+3  an input file named on the command line could not be read (the config, an image to inspect, an update or key to verify)\n\n\
+-o/--out is always a path: each command's help says whether a file, a directory or a file-name prefix.";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressArg {
@@ -37,7 +54,8 @@ pub struct ConfigArgs {
 #[derive(Debug, Subcommand)]
 pub enum UpdateCommand {
     /// Verify an update file as a device would (signature, board, architecture,
-    /// length, every payload's SHA-256); exit 1 with the reason if refused.
+    /// length, every payload's SHA-256); exit 1 with the reason if refused,
+    /// 3 if the file or the key cannot be read.
     Verify {
         /// The .update file.
         file: PathBuf,
@@ -50,7 +68,42 @@ pub enum UpdateCommand {
         /// Refuse an update that is not for this architecture (amd64, arm64).
         #[arg(long)]
         arch: Option<String>,
+        /// Machine-readable output; a refused update prints `"verified": false` and the error too.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The .update file (out/<name>-<board>.update); not with --refresh-timestamp.
+    #[arg(required_unless_present = "refresh_timestamp")]
+    pub file: Option<PathBuf>,
+    /// The repository directory (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Key prefix of `edgeimg keygen --tuf` (PREFIX-targets.key, ...).
+    #[arg(long, value_name = "PREFIX")]
+    pub keys: PathBuf,
+    /// The update signing public key (PREFIX.pub of `edgeimg keygen`) the devices trust.
+    #[arg(
+        long,
+        value_name = "PUB",
+        required_unless_present = "refresh_timestamp"
+    )]
+    pub update_key: Option<PathBuf>,
+    /// Make delta payloads from this many previous releases of the board.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub deltas: usize,
+    /// Validity of the targets and snapshot metadata: 90d, 12h, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "90d")]
+    pub expires: String,
+    /// Validity of the timestamp metadata (refresh it before then).
+    #[arg(long, value_name = "WHEN", default_value = "7d")]
+    pub timestamp_expires: String,
+    /// Only re-sign the snapshot and timestamp of every board in the repository.
+    #[arg(long, conflicts_with_all = ["file", "update_key"])]
+    pub refresh_timestamp: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,19 +116,27 @@ pub enum Command {
         args: BuildArgs,
     },
     /// Make an ed25519 update signing key pair: PREFIX.key (mode 0600) and PREFIX.pub;
-    /// or, with --secure-boot, a fleet's Secure Boot keys.
+    /// or, with --secure-boot, a fleet's Secure Boot keys; or, with --tuf, an update repository's keys.
     ///
     /// --secure-boot writes PREFIX-{PK,KEK,db}.{key,crt,esl,auth} and
     /// PREFIX-owner.guid: RSA-2048 keys (0600), self-signed certificates,
     /// EFI signature lists, and the lists signed for enrollment by a
     /// firmware in setup mode (PK and KEK signed by PK, db by KEK).
+    ///
+    /// --tuf writes PREFIX-{root,targets,snapshot,timestamp}.key (ed25519,
+    /// PEM PKCS#8, 0600) and PREFIX-root.json: The Update Framework root
+    /// metadata naming the four keys, signed by the root key, valid for a
+    /// year. Keep the root key offline; `edgeimg publish` needs the other three.
     Keygen {
-        /// Path prefix of the files; existing files are never overwritten.
-        #[arg(long, value_name = "PREFIX")]
+        /// Path prefix of the files (PREFIX.key, PREFIX.pub); existing files are never overwritten.
+        #[arg(long, short = 'o', value_name = "PREFIX")]
         out: PathBuf,
         /// Make the Secure Boot key hierarchy (PK, KEK, db) instead of an update key.
         #[arg(long)]
         secure_boot: bool,
+        /// Make the keys and root metadata of an update repository (for `edgeimg publish`).
+        #[arg(long, conflicts_with = "secure_boot")]
+        tuf: bool,
         /// Common name in the Secure Boot certificates ("NAME PK", "NAME KEK", "NAME db").
         #[arg(
             long,
@@ -85,9 +146,20 @@ pub enum Command {
         )]
         name: String,
     },
-    /// Signed update files (see docs/updates.md).
+    /// Signed update files: check one as a device would.
     #[command(subcommand)]
     Update(UpdateCommand),
+    /// Add a signed update to a static update repository (The Update Framework).
+    ///
+    /// The update is verified with --update-key first, then added to
+    /// DIR/<board>/ with delta payloads from the previous --deltas releases
+    /// of its board, and new targets, snapshot and timestamp metadata signed
+    /// with the keys of `edgeimg keygen --tuf`. The directory is static
+    /// files: serve it with any web server or object store. Publishing the
+    /// same update again changes nothing; a publish that fails leaves the
+    /// repository as it was. --refresh-timestamp only re-signs the snapshot
+    /// and timestamp of every board (run it before the timestamp expires).
+    Publish(PublishArgs),
     /// Print the resolved plan (packages, partitions, UUIDs, files) without building.
     Plan {
         #[command(flatten)]
@@ -124,9 +196,25 @@ pub enum Command {
         /// Only check for these boards (default: all).
         #[arg(long)]
         board: Vec<String>,
+        /// The configuration whose K3s bundle and lock to check, as for `edgeimg build -c FILE`.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Bundle lock file (default: edgeimg.lock beside the config).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+        /// Check this K3s bundle directory (as `build --bundle DIR` uses it) instead of the cache.
+        #[arg(long, value_name = "DIR", env = "EDGEIMG_K3S_BUNDLE")]
+        bundle: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// List the boards edgeimg can build for.
-    Boards,
+    Boards {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an image to an SD card, USB stick or disk (only mapped blocks), then verify it.
     #[command(
         long_about = "Write an image (.img, .img.zst or .img.xz) to an SD card, USB stick or disk.\n\n\
@@ -139,7 +227,7 @@ and partitions and asks."
     Flash(FlashArgs),
     /// Show an image's partition table, filesystems, board, K3s, images, SELinux mode and inputs.
     Inspect {
-        /// The image (.img, .img.zst or .img.xz); manifest.json beside it adds board and inputs.
+        /// The image (.img, .img.zst or .img.xz; manifest.json beside it adds board and inputs), or a flashed card's block device (read-only: its partitions, filesystems and node file, never the node file's secrets).
         image: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -159,7 +247,7 @@ same name are replaced; current-context is kept unless there is none or --use is
 replaced atomically, keeping its mode. Credentials are never printed."
     )]
     Kubeconfig(KubeconfigArgs),
-    /// K3s air-gap bundles: fetch, import, verify and list (see docs/bundles.md).
+    /// K3s air-gap bundles: fetch, export, verify, import and list (cache and lock file).
     #[command(subcommand)]
     Bundle(BundleCommand),
     /// Print a shell completion script (e.g. `edgeimg completions bash > /etc/bash_completion.d/edgeimg`).
@@ -170,8 +258,8 @@ replaced atomically, keeping its mode. Credentials are never printed."
     },
     /// Write man pages (edgeimg.1 and edgeimg-<command>.1) into a directory.
     Man {
-        /// Directory to write the pages into (created if missing).
-        #[arg(long, short = 'o')]
+        /// Directory (a path to a directory) to write the pages into (created if missing).
+        #[arg(long, short = 'o', value_name = "DIR")]
         out: PathBuf,
     },
     /// Print the generated command-line reference (docs/cli.md), or write/check it.
@@ -250,9 +338,12 @@ pub struct NodeArgs {
     /// A K3s node taint key=value:Effect (repeatable).
     #[arg(long = "node-taint", value_name = "TAINT")]
     pub node_taints: Vec<String>,
-    /// Write to this file (mode 0600) instead of stdout (required when a token is set).
-    #[arg(long, short = 'o')]
+    /// File (a path to a file) to write, mode 0600, instead of stdout (required when a token is set).
+    #[arg(long, short = 'o', value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// After writing --out, print what it holds as JSON on stdout (a token as `true`, never its value).
+    #[arg(long, requires = "out")]
+    pub json: bool,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -295,6 +386,18 @@ pub enum BundleArch {
     Arm64,
 }
 
+/// Which lock file a `bundle` command reads and writes: the one `build` reads.
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// Lock file (default: edgeimg.lock beside the config `build` reads: in the
+    /// directory of -c FILE, else the current directory).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// The configuration file whose lock to use, as for `edgeimg build -c FILE`.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Download a bundle's assets (resuming partial downloads), verify them against the release
@@ -308,45 +411,77 @@ pub enum BundleCommand {
         /// Also fetch the nerdctl-full archive (BuildKit).
         #[arg(long)]
         buildkit: bool,
-        /// Lock file to check against and update.
-        #[arg(long, default_value = "edgeimg.lock")]
-        lock: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
         /// Download from this mirror instead of https://github.com (same path layout as the release pages).
         #[arg(long, env = "EDGEIMG_BUNDLE_MIRROR", value_name = "URL")]
         mirror: Option<String>,
     },
     /// Import assets carried in by hand (upstream file names, checksum files beside them) into the cache and the lock.
+    ///
+    /// A directory written by `edgeimg bundle export` (or any directory with a
+    /// bundle.toml) names its manifest and architecture itself: `bundle import DIR`.
     Import {
         /// Directory holding the assets and the release checksum files.
         dir: PathBuf,
-        /// A shipped manifest's name or a manifest file.
+        /// A shipped manifest's name or a manifest file (default: DIR/bundle.toml).
         #[arg(long)]
-        manifest: String,
-        /// Architecture of the assets.
+        manifest: Option<String>,
+        /// Architecture of the assets (default: every architecture of the manifest whose files are in DIR).
         #[arg(long, value_enum)]
-        arch: BundleArch,
+        arch: Option<BundleArch>,
         /// Require the nerdctl-full archive (BuildKit); without it, it is imported when present.
         #[arg(long)]
         buildkit: bool,
-        /// Lock file to check against and update.
-        #[arg(long, default_value = "edgeimg.lock")]
-        lock: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
     },
-    /// Re-hash every file the lock records against the cache.
+    /// Write a cached bundle into a new directory to carry to an air-gapped host:
+    /// the files under their upstream names and a bundle.toml pinning each SHA-256.
+    Export {
+        /// A shipped manifest's name or a manifest file (as given to `bundle fetch`).
+        manifest: String,
+        /// Architecture to export.
+        #[arg(long, value_enum)]
+        arch: BundleArch,
+        /// Directory (a path to a new directory) to create; written under a temporary name, then renamed.
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Without DIR: re-hash every file the lock records against the cache. With DIR: check a
+    /// carried bundle directory offline (every file present, regular, hashing to its manifest's
+    /// and checksum files' SHA-256 and to the lock's when it names the bundle, k3s built for the
+    /// architecture) without importing it.
     Verify {
-        /// Lock file to verify.
-        #[arg(long, default_value = "edgeimg.lock")]
-        lock: PathBuf,
+        /// A bundle directory (from `bundle export`, or upstream assets with their checksum files).
+        dir: Option<PathBuf>,
+        /// With DIR: the manifest (default: DIR/bundle.toml).
+        #[arg(long, requires = "dir")]
+        manifest: Option<String>,
+        /// With DIR: the architecture (default: every one whose files are in DIR).
+        #[arg(long, value_enum, requires = "dir")]
+        arch: Option<BundleArch>,
+        #[command(flatten)]
+        lock: LockArgs,
+        /// Machine-readable output; a failed verification prints `"verified": false` and the error too.
+        #[arg(long)]
+        json: bool,
     },
     /// List the shipped bundle manifests and the cached bundles.
-    List,
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The flags of `edgeimg build` besides the config selection.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Output directory.
-    #[arg(long, short = 'o', default_value = "out")]
+    /// Output directory (a path to a directory, created if missing).
+    #[arg(long, short = 'o', default_value = "out", value_name = "DIR")]
     pub out: PathBuf,
     /// Rebuild the cached base root filesystem instead of reusing it.
     #[arg(long)]

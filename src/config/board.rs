@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::size::Bytes;
+use edgeimg_contract::arch::Arch;
 
 /// Board files shipped with edgeimg, by name.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -104,13 +105,21 @@ pub struct QemuSpec {
     pub tcg_single_thread: bool,
 }
 
+impl QemuSpec {
+    /// Whether the machine can take a virtio-serial device: QEMU's raspi
+    /// machines have neither PCI nor virtio-mmio slots.
+    pub fn has_virtio_serial(&self) -> bool {
+        !self.machine.starts_with("raspi")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Board {
     pub name: String,
     pub description: String,
-    /// Debian architecture name (amd64, arm64).
-    pub arch: String,
+    /// The CPU architecture (by its Debian name in board files: amd64, arm64).
+    pub arch: Arch,
     pub partition_table: PartitionTable,
     pub firmware: Firmware,
     pub consoles: Vec<String>,
@@ -135,10 +144,7 @@ pub struct Board {
 impl Board {
     /// The architecture name used for Rust targets and file names.
     pub fn rust_arch(&self) -> &'static str {
-        match self.arch.as_str() {
-            "arm64" => "aarch64",
-            _ => "x86_64",
-        }
+        self.arch.rust()
     }
 
     /// Checks the combinations serde cannot (firmware vs. table vs. QEMU boot).
@@ -160,12 +166,6 @@ impl Board {
                 ));
             }
             _ => {}
-        }
-        if !["amd64", "arm64"].contains(&self.arch.as_str()) {
-            return Err(bad(format!(
-                "arch `{}` is not supported (amd64, arm64)",
-                self.arch
-            )));
         }
         Ok(())
     }
@@ -189,7 +189,7 @@ pub fn load(name: &str) -> Result<Board, ConfigError> {
     let file = format!("boards/{name}.toml (embedded)");
     let bad = |text: &str, e: toml::de::Error| ConfigError::TomlSyntax {
         file: file.clone(),
-        detail: edgeimg_agent::tomlerr::describe(text, &e),
+        detail: edgeimg_contract::tomlerr::describe(text, &e),
     };
     let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(text, e))?;
     // `inherits = "other"`: a board that differs from another only in a few keys

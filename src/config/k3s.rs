@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use edgeimg_agent::schema::{K3sRole, K3sSettings};
+use edgeimg_contract::schema::{K3sRole, K3sSettings};
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -25,11 +25,9 @@ pub const HOSTNAME_PLACEHOLDERS: &[&str] = &["name", "board", "machine_id", "mac
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    /// The OS's cause is in the message, not `source()`, so `{:#}` prints it once.
+    #[error("cannot read {file}: {cause}")]
+    Read { file: String, cause: std::io::Error },
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
     /// A TOML parse error, `file:line:column: message`, redacted (no source
@@ -82,20 +80,39 @@ pub struct Config {
     pub secure_boot: Option<SecureBoot>,
 }
 
+/// The directory a config's relative paths (overlays, images, the lock) are
+/// resolved against: the config file's directory, else `.` for
+/// `./edgeimg.toml` or the built-in default. [`load`] uses the same rule.
+pub fn base_dir(path: Option<&Path>) -> PathBuf {
+    match path {
+        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => PathBuf::from("."),
+    }
+}
+
+/// The bundle lock beside the config `build` would read (`-c FILE`, else
+/// `./edgeimg.toml` or the built-in default): `edgeimg.lock` in
+/// [`base_dir`]. `build` and every `bundle` command read and write this one
+/// unless given `--lock`.
+pub fn lock_path(config: Option<&Path>) -> PathBuf {
+    let dir = base_dir(config);
+    if dir.as_os_str().is_empty() || dir == Path::new(".") {
+        PathBuf::from(crate::bundle::DEFAULT_LOCK)
+    } else {
+        dir.join(crate::bundle::DEFAULT_LOCK)
+    }
+}
+
 /// Loads `path` (or the embedded default when `path` is None and
 /// `./edgeimg.toml` does not exist), then merges the board.
 pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config, ConfigError> {
     let (source, text, base_dir) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
                 file: p.display().to_string(),
-                source,
+                cause,
             })?;
-            (
-                p.display().to_string(),
-                text,
-                p.parent().map(Path::to_path_buf).unwrap_or_default(),
-            )
+            (p.display().to_string(), text, base_dir(Some(p)))
         }
         None if Path::new("edgeimg.toml").exists() => {
             return load(Some(Path::new("edgeimg.toml")), board_override);
@@ -103,7 +120,7 @@ pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config,
         None => (
             "built-in default".to_string(),
             DEFAULT_CONFIG.to_string(),
-            PathBuf::from("."),
+            base_dir(None),
         ),
     };
     parse(&source, &text, &base_dir, board_override)
@@ -152,7 +169,7 @@ pub fn parse(
 ) -> Result<Config, ConfigError> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::TomlSyntax {
         file: source.to_string(),
-        detail: edgeimg_agent::tomlerr::describe(text, &e),
+        detail: edgeimg_contract::tomlerr::describe(text, &e),
     })?;
     let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
         file: source.to_string(),

@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::size::ImageSize;
 use crate::artifact::Compression;
-pub use edgeimg_agent::schema::User;
+pub use edgeimg_contract::schema::User;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

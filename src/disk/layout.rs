@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::size::{MIB, human};
-use crate::ids::Uuid;
+use crate::ids::{Ids, Uuid};
+use edgeimg_contract::arch::Arch;
 
 /// Partition type GUIDs (UEFI spec and the Discoverable Partitions Specification).
 pub const TYPE_ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
@@ -21,14 +22,7 @@ pub const TAIL: u64 = MIB;
 /// The smallest data partition a fixed-size image may leave.
 pub const MIN_DATA: u64 = 64 * MIB;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Boot,
-    RootA,
-    RootB,
-    Data,
-}
+pub use edgeimg_contract::partition::{PARTITIONS, Role};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Partition {
@@ -79,9 +73,8 @@ pub struct TooSmall {
 /// Lays out the four partitions. With `fixed`, the data partition takes what is
 /// left; otherwise it gets `data` bytes (first boot grows it to the medium).
 pub fn compute(
-    seed: &str,
-    arch: &str,
-    mbr_disk_id: Option<u32>,
+    ids: &Ids,
+    arch: Arch,
     boot: u64,
     root_bytes: u64,
     data: u64,
@@ -116,7 +109,7 @@ pub fn compute(
             (slot, total - fixed_part - 2 * slot, total)
         }
     };
-    let root_type = if arch == "arm64" {
+    let root_type = if arch == Arch::Arm64 {
         TYPE_ROOT_ARM64
     } else {
         TYPE_ROOT_X86_64
@@ -124,21 +117,19 @@ pub fn compute(
     let mut offset = HEAD;
     let partitions = PARTITIONS
         .iter()
-        .enumerate()
-        .map(|(i, &(label, role, fs))| {
-            let (ty, sz) = match role {
+        .map(|spec| {
+            let (ty, sz) = match spec.role {
                 Role::Boot => (TYPE_ESP, boot),
                 Role::RootA | Role::RootB => (root_type, slot),
                 Role::Data => (TYPE_LINUX_DATA, data),
             };
-            let number = i as u32 + 1;
             let p = Partition {
-                number,
-                label: label.to_string(),
-                role,
-                fs: fs.to_string(),
+                number: spec.number,
+                label: spec.label.to_string(),
+                role: spec.role,
+                fs: spec.fs.to_string(),
                 type_guid: ty.to_string(),
-                part_uuid: partuuid(seed, mbr_disk_id, number, label),
+                part_uuid: ids.partuuid(spec.role).to_string(),
                 offset,
                 size: sz,
             };
@@ -147,38 +138,12 @@ pub fn compute(
         })
         .collect();
     Ok(Layout {
-        disk_guid: Uuid::derive(seed, "disk"),
-        mbr_disk_id,
+        disk_guid: ids.disk_guid,
+        mbr_disk_id: ids.mbr_disk_id,
         size,
         partitions,
     })
 }
-
-/// The PARTUUID of partition `number` (labelled `label`): derived from the seed
-/// on GPT; the disk signature and number on MBR.
-pub fn partuuid(seed: &str, mbr_disk_id: Option<u32>, number: u32, label: &str) -> String {
-    match mbr_disk_id {
-        Some(id) => edgeimg_agent::bootpart::mbr_partuuid(id, number),
-        None => Uuid::derive(seed, &format!("partition/{label}")).to_string(),
-    }
-}
-
-/// The four partitions in disk order (number = index + 1): label, role and
-/// filesystem. The one list the layout and the plan are both made from.
-pub const PARTITIONS: [(&str, Role, &str); 4] = [
-    ("EDGEBOOT", Role::Boot, "vfat"),
-    ("edgeimg-root-a", Role::RootA, "erofs"),
-    ("edgeimg-root-b", Role::RootB, "none"),
-    ("edgeimg-data", Role::Data, "ext4"),
-];
-
-/// Labels of the four partitions, in order.
-pub const LABELS: [&str; 4] = [
-    PARTITIONS[0].0,
-    PARTITIONS[1].0,
-    PARTITIONS[2].0,
-    PARTITIONS[3].0,
-];
 
 #[cfg(test)]
 mod tests {
@@ -187,9 +152,8 @@ mod tests {
     #[test]
     fn auto_layout_is_aligned_and_contiguous() {
         let l = compute(
-            "s",
-            "amd64",
-            None,
+            &Ids::derive("s", false),
+            Arch::Amd64,
             256 * MIB,
             300 * MIB + 5,
             256 * MIB,
@@ -212,9 +176,8 @@ mod tests {
     #[test]
     fn fixed_size_gives_rest_to_data() {
         let l = compute(
-            "s",
-            "amd64",
-            None,
+            &Ids::derive("s", false),
+            Arch::Amd64,
             256 * MIB,
             300 * MIB,
             256 * MIB,
@@ -229,9 +192,8 @@ mod tests {
     #[test]
     fn too_small_says_how_much_is_needed() {
         let e = compute(
-            "s",
-            "amd64",
-            None,
+            &Ids::derive("s", false),
+            Arch::Amd64,
             256 * MIB,
             300 * MIB,
             256 * MIB,
@@ -245,23 +207,32 @@ mod tests {
 
     #[test]
     fn uuids_follow_the_seed() {
-        let a = compute("one", "amd64", None, MIB, MIB, MIB, None).unwrap();
-        let b = compute("two", "amd64", None, MIB, MIB, MIB, None).unwrap();
+        let a = compute(&Ids::derive("one", false), Arch::Amd64, MIB, MIB, MIB, None).unwrap();
+        let b = compute(&Ids::derive("two", false), Arch::Amd64, MIB, MIB, MIB, None).unwrap();
         assert_ne!(a.disk_guid, b.disk_guid);
         assert_ne!(a.partitions[1].part_uuid, b.partitions[1].part_uuid);
         assert_eq!(
             a.partitions[1].part_uuid,
-            compute("one", "amd64", None, MIB, 9 * MIB, MIB, None)
-                .unwrap()
-                .partitions[1]
+            compute(
+                &Ids::derive("one", false),
+                Arch::Amd64,
+                MIB,
+                9 * MIB,
+                MIB,
+                None
+            )
+            .unwrap()
+            .partitions[1]
                 .part_uuid
         );
     }
 
     #[test]
     fn mbr_partuuids_are_disk_id_and_number() {
-        let l = compute("s", "arm64", Some(0x1234abcd), MIB, MIB, MIB, None).unwrap();
-        assert_eq!(l.get(Role::RootA).part_uuid, "1234abcd-02");
-        assert_eq!(l.get(Role::Data).part_uuid, "1234abcd-04");
+        let mbr_ids = Ids::derive("s", true);
+        let id = format!("{:08x}", mbr_ids.mbr_disk_id.unwrap());
+        let l = compute(&mbr_ids, Arch::Arm64, MIB, MIB, MIB, None).unwrap();
+        assert_eq!(l.get(Role::RootA).part_uuid, format!("{id}-02"));
+        assert_eq!(l.get(Role::Data).part_uuid, format!("{id}-04"));
     }
 }

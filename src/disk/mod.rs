@@ -74,25 +74,6 @@ pub fn splice(image: &File, part: &Partition, fs_image: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Offset and size of partition 1 (the boot partition) of an image or device,
-/// from its GPT or, failing that, its MBR.
-pub fn boot_partition(path: &Path) -> Result<(u64, u64)> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    if let Ok(gpt) = gptman::GPT::find_from(&mut f) {
-        let p = &gpt[1];
-        anyhow::ensure!(p.is_used(), "{} has no partition 1", path.display());
-        return Ok((
-            p.starting_lba * gpt.sector_size,
-            (p.ending_lba - p.starting_lba + 1) * gpt.sector_size,
-        ));
-    }
-    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32)
-        .with_context(|| format!("{} has neither a GPT nor an MBR", path.display()))?;
-    let p = &mbr[1];
-    anyhow::ensure!(p.is_used(), "{} has no partition 1", path.display());
-    Ok((p.starting_lba as u64 * SECTOR, p.sectors as u64 * SECTOR))
-}
-
 /// Writes an empty sparse image of `layout.size` with an MBR (DOS) table whose
 /// disk signature is `disk_id` (Linux shows MBR PARTUUIDs as `<id>-<nn>`).
 pub fn write_mbr(layout: &Layout, disk_id: u32, out: &File) -> Result<()> {

@@ -148,7 +148,13 @@ pub fn parse(original: &str, path: &Path) -> Result<Bmap, BmapError> {
         let pos = original
             .find("<BmapFileChecksum>")
             .ok_or_else(|| err("no <BmapFileChecksum> element".into()))?;
-        let vstart = pos + original[pos..].find(want).unwrap_or(0);
+        // The value as written after that tag; not there (the element
+        // parsed from another spot than the file's text shows) is an error,
+        // never an index past the end.
+        let vstart = original[pos..]
+            .find(want)
+            .map(|i| pos + i)
+            .ok_or_else(|| err("<BmapFileChecksum> value not found where the element is".into()))?;
         let mut zeroed = original.as_bytes().to_vec();
         zeroed[vstart..vstart + want.len()].fill(b'0');
         let got = hex::encode(Sha256::digest(&zeroed));

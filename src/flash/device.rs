@@ -24,7 +24,7 @@ pub const EXTRA_SYSTEM_MOUNTS_ENV: &str = "EDGEIMG_FLASH_EXTRA_SYSTEM_MOUNTS";
 pub enum Refusal {
     #[error("refusing to write to {}: it is a regular file; pass --to-file to write the image into a file", .0.display())]
     RegularFile(PathBuf),
-    #[error("refusing to write to {}: it is {what}, neither a block device nor a regular file", path.display())]
+    #[error("refusing to write to {}: {what}", path.display())]
     NotATarget { path: PathBuf, what: String },
     #[error("refusing to write to {}: no such device; pass --to-file to create a file", .0.display())]
     Missing(PathBuf),
@@ -64,6 +64,17 @@ pub enum Kind {
     RegularFile,
     /// Does not exist yet (a file will be created with --to-file).
     Missing,
+}
+
+impl Kind {
+    /// The machine value of `flash --json`'s `target_kind`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Kind::BlockDevice => "block_device",
+            Kind::RegularFile => "regular_file",
+            Kind::Missing => "new_file",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -345,7 +356,7 @@ pub fn probe(path: &Path, host: &HostView) -> Result<Target, Refusal> {
         };
         return Err(Refusal::NotATarget {
             path: path.into(),
-            what: what.into(),
+            what: format!("it is {what}, not a block device or a regular file"),
         });
     }
     t.kind = Kind::BlockDevice;
@@ -355,7 +366,7 @@ pub fn probe(path: &Path, host: &HostView) -> Result<Target, Refusal> {
         .name_of_devno(&devno)
         .ok_or_else(|| Refusal::NotATarget {
             path: path.into(),
-            what: format!("a block device ({devno}) that sysfs does not list"),
+            what: format!("it is a block device ({devno}) that sysfs does not list"),
         })?;
     let dir = host.sys.join("class/block").join(&name);
     t.size = host

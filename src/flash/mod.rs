@@ -62,7 +62,7 @@ pub enum FlashError {
     #[error(transparent)]
     Tool(#[from] crate::cmd::CmdError),
     #[error(transparent)]
-    Inspect(#[from] crate::inspect::InspectError),
+    Read(#[from] crate::image_read::ReadError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,7 +100,7 @@ pub struct FlashReport {
 /// The bmap beside an image: `x.img.bmap` for `x.img`, `x.img.zst` and
 /// `x.img.xz`, else `x.bmap`.
 pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
-    let raw = crate::inspect::uncompressed_name(image);
+    let raw = crate::image_read::uncompressed_name(image);
     let mut a = raw.clone().into_os_string();
     a.push(".bmap");
     let a = PathBuf::from(a);
@@ -111,7 +111,7 @@ pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
 /// Reads and validates a node file with the agent's own schema.
 pub fn load_node(path: &Path) -> Result<String, FlashError> {
     let text = std::fs::read_to_string(path).map_err(io_err("read node file", path))?;
-    edgeimg_agent::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
+    edgeimg_contract::schema::NodeConfig::from_toml(&text, path).map_err(|e| FlashError::Node {
         path: path.into(),
         msg: e.to_string(),
     })?;
@@ -198,7 +198,18 @@ fn confirm(
     }
 }
 
-fn open_target(t: &device::Target) -> Result<File, FlashError> {
+/// Where a flash writes: the block device itself, or (`--to-file`) a
+/// temporary file beside the target that is renamed over it only once the
+/// write, the verify pass and the node file have all succeeded — a failed
+/// flash leaves no partial image under the target's name.
+struct Sink {
+    file: File,
+    /// The path written now (the device, or the temporary file).
+    path: PathBuf,
+    temp: Option<tempfile::TempPath>,
+}
+
+fn open_target(t: &device::Target) -> Result<Sink, FlashError> {
     let p = &t.path;
     match t.kind {
         Kind::BlockDevice => OpenOptions::new()
@@ -208,6 +219,11 @@ fn open_target(t: &device::Target) -> Result<File, FlashError> {
             // kernel's own last line of defence behind our checks.
             .custom_flags(libc::O_EXCL)
             .open(p)
+            .map(|file| Sink {
+                file,
+                path: p.clone(),
+                temp: None,
+            })
             .map_err(|source| {
                 if source.raw_os_error() == Some(libc::EBUSY) {
                     FlashError::Busy(p.clone())
@@ -215,20 +231,91 @@ fn open_target(t: &device::Target) -> Result<File, FlashError> {
                     IoError::new("open for writing", p, source).into()
                 }
             }),
-        Kind::RegularFile | Kind::Missing => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(p)
-            .map_err(|source| IoError::new("create", p, source).into()),
+        Kind::RegularFile | Kind::Missing => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            // tempfile creates it O_EXCL, mode 0600, under a random name of
+            // letters and digits only (so mtools can address it).
+            let tmp = tempfile::Builder::new()
+                .prefix(".edgeimg-flash-")
+                .suffix(".tmp")
+                .tempfile_in(dir)
+                .map_err(io_err("create a temporary file in", dir))?;
+            let (file, temp) = tmp.into_parts();
+            Ok(Sink {
+                file,
+                path: temp.to_path_buf(),
+                temp: Some(temp),
+            })
+        }
     }
+}
+
+/// Gives a `--to-file` target its final mode and name: 0600 when a node file
+/// (which may hold a join token) was written into it, else 0644.
+fn publish_file(
+    temp: tempfile::TempPath,
+    target: &Path,
+    with_node: bool,
+) -> Result<(), FlashError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if with_node { 0o600 } else { 0o644 };
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("set the mode of", &temp))?;
+    File::open(&temp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("sync", &temp))?;
+    temp.persist(target)
+        .map_err(|e| IoError::new("rename the flashed image to", target, e.error))?;
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename is durable once the directory is.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// How mtools is pointed at an image: `-i NAME@@OFFSET` with `NAME` relative
+/// to the returned directory. mtools splits its argument at `@@`, so a path
+/// whose own name holds `@@` would address a different file: refused. The
+/// directory part is never passed to mtools, only used as its working
+/// directory, so `@@` there is harmless.
+fn mtools_spec(target: &Path, off: u64) -> Result<(PathBuf, String), FlashError> {
+    let real;
+    let mut target = target;
+    if target
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().windows(2).any(|w| w == b"@@"))
+    {
+        // A device reached through a link such as /dev/disk/by-id/…@@…:
+        // its real node is named without '@@'.
+        real = std::fs::canonicalize(target).map_err(io_err("resolve", target))?;
+        target = &real;
+    }
+    let name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        FlashError::Image(format!(
+            "{}: cannot place the node file: the name is not UTF-8",
+            target.display()
+        ))
+    })?;
+    if name.contains("@@") {
+        return Err(FlashError::Image(format!(
+            "{}: cannot place the node file: mtools reads '@@' in a file name as an offset",
+            target.display()
+        )));
+    }
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, format!("./{name}@@{off}")))
 }
 
 /// Byte offset of partition 1 (the FAT boot partition) on the written target.
 fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     let mut f = File::open(target).map_err(io_err("open", target))?;
-    let table = crate::inspect::read_table(&mut f, target)?;
+    let table = crate::image_read::read_table(&mut f, target)?;
     let p = table.partition(1).ok_or_else(|| {
         FlashError::Image(format!(
             "{}: the image has no partition 1 (boot partition) for the node file",
@@ -239,7 +326,7 @@ fn boot_offset(target: &Path) -> Result<u64, FlashError> {
     use std::os::unix::fs::FileExt;
     f.read_exact_at(&mut head, p.offset)
         .map_err(io_err("read boot partition of", target))?;
-    let fs = crate::inspect::probe_fs(&head);
+    let fs = crate::image_read::probe_fs(&head);
     if fs.fs != "vfat" {
         return Err(FlashError::Image(format!(
             "{}: partition 1 is {}, not the FAT boot partition; cannot place the node file",
@@ -254,24 +341,29 @@ fn boot_offset(target: &Path) -> Result<u64, FlashError> {
 /// partition of `target`, with mtools at the partition's offset.
 pub fn write_node_file(target: &Path, node: &Path) -> Result<(), FlashError> {
     let off = boot_offset(target)?;
-    let spec = format!("{}@@{off}", target.display());
-    let rel = edgeimg_agent::schema::NODE_CONFIG_RELPATH;
+    let (cwd, spec) = mtools_spec(target, off)?;
+    // mtools runs in the target's directory: the node path must survive that.
+    let node = std::path::absolute(node).map_err(io_err("resolve", node))?;
+    let rel = edgeimg_contract::schema::NODE_CONFIG_RELPATH;
     let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let exists = Cmd::new(MDIR)
         .env("MTOOLS_SKIP_CHECK", "1")
+        .current_dir(&cwd)
         .args(["-b", "-i", &spec, &format!("::{dir}")])
         .run()
         .is_ok();
     if !exists {
         Cmd::new(MMD)
             .env("MTOOLS_SKIP_CHECK", "1")
+            .current_dir(&cwd)
             .args(["-i", &spec, &format!("::{dir}")])
             .run()?;
     }
     Cmd::new(MCOPY)
         .env("MTOOLS_SKIP_CHECK", "1")
+        .current_dir(&cwd)
         .args(["-o", "-i", &spec])
-        .arg(node)
+        .arg(&node)
         .arg(format!("::{rel}"))
         .run()?;
     Ok(())
@@ -293,7 +385,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     let target = device::probe(&o.target, &host)?;
     device::check_target(&target, o.to_file, &o.image, &host)?;
 
-    let compressed = crate::inspect::uncompressed_name(&o.image) != o.image;
+    let compressed = crate::image_read::uncompressed_name(&o.image) != o.image;
     let bmap_path = if o.no_bmap {
         None
     } else {
@@ -321,6 +413,10 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     }
     if let Some(n) = &o.node {
         load_node(n)?;
+        if target.kind == Kind::BlockDevice {
+            // Refused now rather than after the image is written.
+            mtools_spec(&target.path, 0)?;
+        }
     }
     let mapped = bmap.as_ref().map(|b| b.mapped_bytes());
     let reporter_note = |s: &str| {
@@ -340,7 +436,9 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
 
     let mut rep = Reporter::new(o.json);
     rep.event(serde_json::json!({
-        "event": "start", "image": o.image.display().to_string(), "target": target.describe(),
+        "event": "start", "image": o.image.display().to_string(),
+        "target": target.path.display().to_string(), "target_kind": target.kind.key(),
+        "target_size": target.size, "target_model": target.model, "target_removable": target.removable,
         "image_size": image_size, "mapped_bytes": mapped, "bmap": bmap_path.as_ref().map(|p| p.display().to_string()),
     }));
     let ranges: Vec<writer::Range> = match &bmap {
@@ -362,7 +460,11 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
             sha256: None,
         }],
     };
-    let file = open_target(&target)?;
+    let Sink {
+        file,
+        path: sink_path,
+        temp,
+    } = open_target(&target)?;
     let is_dev = target.kind == Kind::BlockDevice;
     if !is_dev && let Some(s) = image_size {
         file.set_len(s).map_err(io_err("size", &target.path))?;
@@ -407,7 +509,7 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
     }
     drop(file);
     if let Some(n) = &o.node {
-        write_node_file(&target.path, n)?;
+        write_node_file(&sink_path, n)?;
         if is_dev {
             let f = File::open(&target.path).map_err(io_err("open", &target.path))?;
             f.sync_all().map_err(io_err("sync", &target.path))?;
@@ -415,8 +517,11 @@ pub fn flash(o: &FlashOptions) -> Result<FlashReport, FlashError> {
         reporter_note(&format!(
             "edgeimg flash: wrote {} to the boot partition as {}",
             n.display(),
-            edgeimg_agent::schema::NODE_CONFIG_RELPATH
+            edgeimg_contract::schema::NODE_CONFIG_RELPATH
         ));
+    }
+    if let Some(temp) = temp {
+        publish_file(temp, &target.path, o.node.is_some())?;
     }
     if is_dev {
         reread_partitions(&target.path);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{data_seed, erofs, ext4, vfat};
-use crate::config::board::{Firmware, PartitionTable};
+use crate::config::board::Firmware;
 use crate::config::{ImageSize, size::human};
 use crate::context::Ctx;
 use crate::disk::Role;
@@ -88,7 +88,7 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
         &boot,
         layout.get(Role::Boot).size,
         "EDGEBOOT",
-        crate::ids::fat_volume_id(&cfg.seed),
+        ctx.plan.ids.boot_volume_id,
         &boot_files,
         ctx.work,
         ctx.epoch,
@@ -112,12 +112,9 @@ fn layout_for(ctx: &Ctx, root_bytes: u64) -> Result<Layout> {
         ImageSize::Auto => None,
         ImageSize::Fixed(b) => Some(b.0),
     };
-    let mbr_disk_id = (cfg.board.partition_table == PartitionTable::Mbr)
-        .then(|| crate::ids::mbr_disk_id(&cfg.seed));
     layout::compute(
-        &cfg.seed,
-        &cfg.board.arch,
-        mbr_disk_id,
+        &ctx.plan.ids,
+        cfg.board.arch,
         cfg.board.partitions.boot.0,
         root_bytes,
         cfg.board.partitions.data.0,

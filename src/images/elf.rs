@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::ImageError;
 use crate::io_error::io_err;
+use edgeimg_contract::arch::Arch;
 
 /// What an ELF header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,8 @@ pub struct ElfInfo {
 
 const EM_386: u16 = 3;
 const EM_ARM: u16 = 40;
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
+const EM_X86_64: u16 = Arch::Amd64.elf_machine();
+const EM_AARCH64: u16 = Arch::Arm64.elf_machine();
 const EM_RISCV: u16 = 243;
 
 fn machine_name(m: u16) -> &'static str {
@@ -78,10 +79,9 @@ pub fn is_script(path: &Path) -> bool {
 /// Read `path`'s ELF header and check it is a 64-bit little-endian executable
 /// for `debian_arch` (`amd64`: e_machine 62; `arm64`: e_machine 183).
 pub fn check_elf_arch(path: &Path, debian_arch: &str) -> Result<ElfInfo, ImageError> {
-    let expected = match debian_arch {
-        "amd64" => EM_X86_64,
-        "arm64" => EM_AARCH64,
-        other => return Err(ImageError::UnknownArch(other.to_string())),
+    let expected = match Arch::from_debian(debian_arch) {
+        Some(a) => a.elf_machine(),
+        None => return Err(ImageError::UnknownArch(debian_arch.to_string())),
     };
     let info = read_elf(path)?;
     if info.machine != expected || info.class_bits != 64 || !info.little_endian {

@@ -234,6 +234,10 @@ pub struct ImageArchive {
     pub format: ArchiveFormat,
     pub compression: Compression,
     pub images: Vec<ImageRef>,
+    /// SHA-256 of the file's bytes as scanned (set by [`inspect_archive`]):
+    /// the build copies the archive only if it still hashes to this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Everything that can be wrong with a preloaded image or the `k3s` binary.
@@ -414,9 +418,33 @@ pub fn inspect_archive_with(
         });
     }
     drop(file);
-    let file =
-        std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(io_err)?);
-    inspect_stream(path, compression, file, opts)
+    // Hashed while scanned (the very bytes checked), then to the end.
+    let mut file = std::io::BufReader::with_capacity(
+        256 * 1024,
+        HashingRead {
+            inner: std::fs::File::open(path).map_err(io_err)?,
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+        },
+    );
+    let mut archive = inspect_stream(path, compression, &mut file, opts)?;
+    std::io::copy(&mut file, &mut std::io::sink()).map_err(io_err)?;
+    let hashing = file.into_inner();
+    archive.sha256 = Some(hex::encode(sha2::Digest::finalize(hashing.hash)));
+    Ok(archive)
+}
+
+/// Hashes what is read through it.
+struct HashingRead<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The scan of [`inspect_archive_with`] over an already opened, buffered
@@ -525,6 +553,7 @@ fn build(
         format,
         compression,
         images,
+        sha256: None,
     })
 }
 
@@ -654,6 +683,7 @@ mod tests {
             format: ArchiveFormat::Oci,
             compression: Compression::None,
             images: vec![],
+            sha256: None,
         };
         assert!(matches!(
             validate_for_board(&a, "armhf"),

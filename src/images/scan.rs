@@ -9,6 +9,8 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
+use crate::tar_members::Flow;
+
 use super::{ImageError, InspectOptions, MAX_JSON_KEPT, MAX_JSON_MEMBER, MAX_MEMBERS};
 
 #[derive(Default, Debug)]
@@ -109,26 +111,20 @@ pub(crate) fn scan<R: Read>(
         reason,
     };
     let hit_eof = Rc::new(Cell::new(false));
-    let mut archive = tar::Archive::new(EofWatch {
+    let mut reader = EofWatch {
         inner: reader,
         hit_eof: hit_eof.clone(),
-    });
+    };
     let mut scan = Scan::default();
-    let entries = archive
-        .entries()
-        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
     let mut count = 0usize;
     let mut kept_bytes: u64 = 0;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(format!("after {count} members: {e}")))?;
+    // Members through `tar_members`: long-name and PAX headers bounded.
+    crate::tar_members::for_each(&mut reader, |m, entry| -> Result<Flow, ImageError> {
         count += 1;
-        let raw = entry
-            .path()
-            .map_err(|e| corrupt(format!("bad member name: {e}")))?;
-        let name = normalize(&raw.to_string_lossy());
-        let kind = entry.header().entry_type();
+        let name = normalize(&m.name);
+        let kind = m.kind;
         if kind.is_dir() || name.is_empty() {
-            continue;
+            return Ok(Flow::Continue);
         }
         if scan.files.len() + scan.links.len() >= MAX_MEMBERS {
             return Err(corrupt(format!(
@@ -136,11 +132,7 @@ pub(crate) fn scan<R: Read>(
             )));
         }
         if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry
-                .link_name()
-                .map_err(|e| corrupt(format!("{name}: bad link target: {e}")))?
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let target = m.link.clone().unwrap_or_default();
             let target = if kind.is_symlink() && !target.starts_with('/') {
                 let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
                 normalize(&format!("{dir}/{target}"))
@@ -148,12 +140,12 @@ pub(crate) fn scan<R: Read>(
                 normalize(&target)
             };
             scan.links.insert(name, target);
-            continue;
+            return Ok(Flow::Continue);
         }
         if !(kind.is_file() || kind.is_contiguous()) {
-            continue;
+            return Ok(Flow::Continue);
         }
-        let size = entry.size();
+        let size = m.size;
         let hash_it =
             blob_sha256(&name).filter(|_| opts.verify_blob_digests || wants_json(&name, size));
         let mut hasher = hash_it.map(|_| Sha256::new());
@@ -191,7 +183,7 @@ pub(crate) fn scan<R: Read>(
                 h.update(&buf[..n]);
             }
         } else {
-            got = io::copy(&mut entry, &mut io::sink()).map_err(read_err)?;
+            got = io::copy(entry, &mut io::sink()).map_err(read_err)?;
         }
         if got != size {
             // The tar reader returns a short member at end-of-file without error.
@@ -210,7 +202,12 @@ pub(crate) fn scan<R: Read>(
             }
         }
         scan.files.insert(name, size);
-    }
+        Ok(Flow::Continue)
+    })
+    .map_err(|e| match e {
+        crate::tar_members::Error::Archive(m) => corrupt(m),
+        crate::tar_members::Error::Callback(e) => e,
+    })?;
     if hit_eof.get() {
         return Err(corrupt(format!(
             "the tar stream ends after {count} members without its end-of-archive marker (cut short?)"
@@ -219,8 +216,7 @@ pub(crate) fn scan<R: Read>(
     if compressed {
         // Read the rest of the compressed stream (tar padding) so its own
         // integrity checks (gzip CRC, zstd frame ends) run.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink())
+        io::copy(&mut reader, &mut io::sink())
             .map_err(|e| corrupt(format!("compressed stream: {e}")))?;
     }
     Ok(scan)

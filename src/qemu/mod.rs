@@ -123,10 +123,10 @@ impl Vm {
         })
     }
 
-    /// Whether the machine can take a virtio-serial device: QEMU's raspi
-    /// machines have neither PCI nor virtio-mmio slots.
+    /// Whether the machine can take a virtio-serial device
+    /// ([`QemuSpec::has_virtio_serial`]).
     pub fn has_virtio_serial(&self) -> bool {
-        !self.qemu.machine.starts_with("raspi")
+        self.qemu.has_virtio_serial()
     }
 
     pub fn command(&self) -> Cmd {

@@ -37,7 +37,8 @@ const DISABLE_SOC_PREFIXES: &[&str] = &["hdmi@"];
 /// Extracts the boot files from the boot partition of `disk` into `work`.
 pub fn prepare(disk: &Path, work: &Path) -> Result<DirectBoot> {
     cmd::require(&[cmd::MCOPY, cmd::FDTPUT, cmd::FDTGET])?;
-    let (offset, _) = crate::disk::boot_partition(disk)?;
+    let boot = edgeimg_contract::partition::spec(edgeimg_contract::partition::Role::Boot).number;
+    let offset = crate::image_read::table::partition_of(disk, boot)?.offset;
     let get = |name: &str| -> Result<PathBuf> {
         let dest = work.join(name.replace('/', "_"));
         Cmd::new(cmd::MCOPY)

@@ -75,9 +75,10 @@ pub fn apply(
     mode: SelinuxMode,
     compiled: &[compile::Compiled],
 ) -> Result<Applied> {
-    let store = tree.join("etc/selinux").join(POLICY_TYPE);
+    let root = crate::stage::in_root::InRoot::open(tree)?;
+    let contexts = format!("etc/selinux/{POLICY_TYPE}/contexts/files/file_contexts");
     anyhow::ensure!(
-        store.join("contexts/files/file_contexts").is_file(),
+        root.host_file(Path::new(&contexts))?.is_some(),
         "the base root has no SELinux policy at /etc/selinux/{POLICY_TYPE} (selinux-policy-default not installed?)"
     );
     install(tree, compiled)?;
@@ -113,21 +114,24 @@ pub fn apply(
 /// so `semodule -p ROOT` from the host is not an option.
 fn install(tree: &Path, modules: &[compile::Compiled]) -> Result<()> {
     let inbox_rel = "tmp/edgeimg-selinux";
-    let inbox = tree.join(inbox_rel);
-    std::fs::create_dir_all(&inbox)?;
+    let root = crate::stage::in_root::InRoot::open(tree)?;
+    root.mkdir_p(Path::new(inbox_rel), 0o755)?;
     let mut c = Cmd::new(cmd::CHROOT)
         .arg(tree)
         .args(["/usr/sbin/semodule", "-n"]);
     for m in modules {
         let name = format!("{}.pp", m.name);
-        std::fs::copy(&m.pp, inbox.join(&name))?;
+        let pp = std::fs::read(&m.pp).with_context(|| format!("cannot read {}", m.pp.display()))?;
+        root.write_file(&Path::new(inbox_rel).join(&name), &pp, 0o644)?;
         c = c.arg("-i").arg(format!("/{inbox_rel}/{name}"));
     }
     let r = c
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .run()
         .context("installing the SELinux modules into the image's policy store failed");
-    std::fs::remove_dir_all(&inbox)?;
+    if let Some(inbox) = root.host_dir(Path::new(inbox_rel))? {
+        std::fs::remove_dir_all(&inbox)?;
+    }
     r?;
     Ok(())
 }
@@ -139,17 +143,13 @@ fn enable_audit_socket(tree: &Path) -> Result<()> {
     let unit = "systemd-journald-audit.socket";
     let target = format!("/usr/lib/systemd/system/{unit}");
     anyhow::ensure!(
-        tree.join(&target[1..]).is_file(),
+        crate::stage::in_root::InRoot::open(tree)?
+            .host_file(Path::new(&target[1..]))?
+            .is_some(),
         "the base root has no {target}"
     );
-    for wants in ["sockets.target.wants", "systemd-journald.service.wants"] {
-        let dir = tree.join("etc/systemd/system").join(wants);
-        std::fs::create_dir_all(&dir)?;
-        let link = dir.join(unit);
-        if !link.is_symlink() {
-            std::os::unix::fs::symlink(&target, &link)
-                .with_context(|| format!("cannot enable {unit}"))?;
-        }
+    for wanted_by in ["sockets.target", "systemd-journald.service"] {
+        crate::stage::system::enable(tree, unit, wanted_by)?;
     }
     Ok(())
 }
@@ -161,6 +161,5 @@ fn write_config(tree: &Path, mode: SelinuxMode) -> Result<()> {
         "# Written by edgeimg from [selinux] in edgeimg.toml.\nSELINUX={}\nSELINUXTYPE={POLICY_TYPE}\n",
         mode.as_str()
     );
-    let p = tree.join("etc/selinux/config");
-    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+    crate::stage::system::write(tree, "etc/selinux/config", text.as_bytes(), 0o644)
 }

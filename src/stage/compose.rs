@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use super::in_root::InRoot;
 use super::{KernelFiles, k3s, overlay, system, update_stamps};
 use crate::base::Base;
 use crate::config;
@@ -87,9 +88,49 @@ pub fn compose(ctx: &Ctx, base: &Base, checked: &Checked) -> Result<Staged> {
     })
 }
 
-/// The verity module check, and the board's module and firmware sets.
+/// dpkg's backups of its database from before its last change. The image
+/// never runs dpkg, and the last change differs between a base bootstrapped
+/// from nothing and one made incrementally, so without them both bases give
+/// the same image.
+const DPKG_BACKUPS: &[&str] = &["var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old"];
+
+/// apt's record of which packages were installed as dependencies: written
+/// in the order of apt's package cache, which differs between a base from
+/// nothing and an incremental one with the same entries.
+const APT_AUTO_MARKS: &str = "var/lib/apt/extended_states";
+
+/// Rewrites a deb822 file (stanzas separated by blank lines) with its stanzas
+/// in byte order, if it exists.
+fn sort_stanzas(root: &InRoot, rel: &std::path::Path) -> Result<()> {
+    let Some(text) = root.read_to_string(rel)? else {
+        return Ok(());
+    };
+    let mut stanzas: Vec<&str> = text
+        .split("\n\n")
+        .map(|s| s.trim_matches('\n'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    stanzas.sort_unstable();
+    let mut sorted = stanzas.join("\n\n");
+    if !sorted.is_empty() {
+        sorted.push('\n');
+    }
+    if sorted != text {
+        root.write_file(rel, sorted.as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// What the root loses or gets normalised before edgeimg adds to it: dpkg's
+/// backups, apt's marks in one order, then the verity module check, and the
+/// board's module and firmware sets.
 fn trim(ctx: &Ctx, base: &Base, tree: &std::path::Path, kernel: &KernelFiles) -> Result<()> {
     let cfg = ctx.cfg;
+    let root = InRoot::open(tree)?;
+    for b in DPKG_BACKUPS {
+        root.remove(std::path::Path::new(b))?;
+    }
+    sort_stanzas(&root, std::path::Path::new(APT_AUTO_MARKS))?;
     let board_file = ctx.board_file();
     if cfg.verity {
         crate::verity::check_kernel(tree, &kernel.version, &board_file)
@@ -128,22 +169,22 @@ fn trim(ctx: &Ctx, base: &Base, tree: &std::path::Path, kernel: &KernelFiles) ->
 
 /// What the builder tells the agent (`/usr/lib/edgeimg/image.json`),
 /// checked as the agent would check it on every device.
-fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_agent::schema::ImageConfig> {
+fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_contract::schema::ImageConfig> {
     let cfg = ctx.cfg;
-    let image_config = edgeimg_agent::schema::ImageConfig {
+    let image_config = edgeimg_contract::schema::ImageConfig {
         name: cfg.name.clone(),
         board: cfg.board.name.clone(),
-        arch: cfg.board.arch.clone(),
+        arch: cfg.board.arch.to_string(),
         edgeimg_version: crate::VERSION.to_string(),
         hostname_pattern: cfg.hostname_pattern.clone(),
         users: cfg.users.clone(),
         boot_mount: "/boot/efi".into(),
         k3s: match (&cfg.k3s, &checked.k3s) {
-            (Some(k), Some(inputs)) => Some(edgeimg_agent::schema::K3sSettings {
+            (Some(k), Some(inputs)) => Some(edgeimg_contract::schema::K3sSettings {
                 stand_in: inputs.stand_in,
                 // A token given at build time is placed in the agent's token file.
                 token_file: if k.token.is_some() {
-                    Some(edgeimg_agent::schema::K3S_TOKEN_FILE.to_string())
+                    Some(edgeimg_contract::schema::K3S_TOKEN_FILE.to_string())
                 } else {
                     k.settings.token_file.clone()
                 },
@@ -164,16 +205,16 @@ fn image_config(ctx: &Ctx, checked: &Checked) -> Result<edgeimg_agent::schema::I
 fn update_keys(ctx: &Ctx, tree: &std::path::Path, checked: &Checked) -> Result<Vec<String>> {
     let mut placed = Vec::new();
     if let Some(sk) = &checked.signing_key {
-        let rel = edgeimg_agent::update::TRUSTED_KEY_PATH.trim_start_matches('/');
+        let rel = edgeimg_contract::update::TRUSTED_KEY_PATH.trim_start_matches('/');
         system::write(
             tree,
             rel,
-            edgeimg_agent::update::keys::public_text(&sk.verifying_key()).as_bytes(),
+            edgeimg_contract::update::keys::public_text(&sk.verifying_key()).as_bytes(),
             0o644,
         )?;
         placed.push(rel.into());
     }
-    let rel = edgeimg_agent::update::GENERATION_PATH.trim_start_matches('/');
+    let rel = edgeimg_contract::update::GENERATION_PATH.trim_start_matches('/');
     system::write(
         tree,
         rel,
@@ -191,9 +232,19 @@ fn place_k3s(
     tree: &std::path::Path,
     k: &crate::config::k3s::K3sConfig,
     inputs: &crate::k3s_inputs::K3sInputs,
-    settings: &edgeimg_agent::schema::K3sSettings,
+    settings: &edgeimg_contract::schema::K3sSettings,
 ) -> Result<Vec<String>> {
-    let preloaded: Vec<PathBuf> = inputs.preloaded.iter().map(|(p, _)| p.clone()).collect();
+    let preloaded: Vec<(PathBuf, String)> = inputs
+        .preloaded
+        .iter()
+        .map(|(p, a)| {
+            let sha = a
+                .sha256
+                .clone()
+                .with_context(|| format!("{}: not hashed when it was checked", p.display()))?;
+            Ok((p.clone(), sha))
+        })
+        .collect::<Result<_>>()?;
     let placed = k3s::place(
         tree,
         ctx.work,
@@ -242,5 +293,31 @@ fn stamps_unless_overlaid(
             ));
             Ok(Vec::new())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InRoot, sort_stanzas};
+    use std::path::Path;
+
+    #[test]
+    fn stanzas_come_out_sorted_and_a_missing_file_is_fine() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("extended_states");
+        let root = InRoot::open(d.path()).unwrap();
+        let rel = Path::new("extended_states");
+        sort_stanzas(&root, rel).unwrap();
+        assert!(!p.exists());
+        std::fs::write(
+            &p,
+            "Package: zstd\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: libc6\nArchitecture: amd64\nAuto-Installed: 1\n\n",
+        )
+        .unwrap();
+        sort_stanzas(&root, rel).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "Package: libc6\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: zstd\nArchitecture: amd64\nAuto-Installed: 1\n"
+        );
     }
 }

@@ -12,11 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edgeimg_agent::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
+use edgeimg_contract::schema::{K3S_CONFIG, K3S_TOKEN_FILE, K3sSettings};
 
+use super::in_root::InRoot;
 use super::system::{enable, write};
 use crate::bundle::ResolvedBundle;
-use crate::cmd::{self, Cmd};
 
 /// Where the images sit on the root, and where K3s looks for them.
 pub const IMAGES_ON_ROOT: &str = "usr/lib/edgeimg/k3s-images";
@@ -29,8 +29,9 @@ pub struct K3sInput<'a> {
     /// A join token given at build time (secret: written 0600, never logged).
     pub token: Option<&'a str>,
     pub registries_yaml: Option<String>,
-    /// Validated image archives to preload.
-    pub preloaded: &'a [PathBuf],
+    /// Validated image archives to preload, each with the SHA-256 of the
+    /// bytes that were validated (the copy must match it).
+    pub preloaded: &'a [(PathBuf, String)],
     pub buildkit: bool,
 }
 
@@ -64,7 +65,13 @@ pub fn planned(
             .chain(preloaded.iter().map(String::as_str))
             .map(|n| format!("{IMAGES_ON_ROOT}/{n}")),
     );
+    v.push(images_mount_file());
     v
+}
+
+/// The unit that overlays the images onto K3s' directory.
+fn images_mount_file() -> String {
+    format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}")
 }
 
 const K3S_BINARY: &str = "usr/local/bin/k3s";
@@ -80,21 +87,39 @@ const BUILDKIT_FILES: [&str; 3] = [
     "usr/lib/systemd/system/buildkit.service",
 ];
 
+/// K3s as its installer lays it out, from the verified bundle: the binary
+/// and its links, both roles' units, the config, nerdctl (and BuildKit),
+/// and the images K3s imports. Returns the files placed (for the manifest).
 pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> {
+    let root = InRoot::open(tree)?;
     let mut placed = Vec::new();
-    let b = input.bundle;
+    placed.extend(place_binary(tree, &root, input)?);
+    placed.extend(place_units(tree)?);
+    placed.extend(place_config(tree, input)?);
+    placed.extend(place_nerdctl(tree, work, input)?);
+    if input.buildkit {
+        placed.extend(place_buildkit(tree, work, input)?);
+    }
+    placed.extend(place_images(tree, &root, input)?);
+    Ok(placed)
+}
 
+fn place_binary(tree: &Path, root: &InRoot, input: &K3sInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // The binary and the links K3s' installer creates.
-    let k3s = std::fs::read(&b.k3s.path)
-        .with_context(|| format!("cannot read {}", b.k3s.path.display()))?;
+    let b = input.bundle;
+    let k3s = super::bundle_files::read_verified(&b.k3s)?;
     write(tree, K3S_BINARY, &k3s, 0o755)?;
     for link in ["kubectl", "crictl", "ctr"] {
-        let p = tree.join("usr/local/bin").join(link);
-        let _ = std::fs::remove_file(&p);
-        std::os::unix::fs::symlink("k3s", &p)?;
+        root.symlink(&Path::new("usr/local/bin").join(link), Path::new("k3s"))?;
     }
     placed.push(K3S_BINARY.into());
 
+    Ok(placed)
+}
+
+fn place_units(tree: &Path) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // Units for both roles; the agent enables the one node.toml/edgeimg.toml chooses.
     write(
         tree,
@@ -110,6 +135,11 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
     )?;
     placed.extend([K3S_SERVER_UNIT.into(), K3S_AGENT_UNIT.into()]);
 
+    Ok(placed)
+}
+
+fn place_config(tree: &Path, input: &K3sInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // Config (0600: it may point at a token). The agent rewrites it on first
     // boot with the node's hostname and node.toml's overrides.
     let token_file = match input.token {
@@ -124,7 +154,8 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
         }
         None => input.settings.token_file.as_deref(),
     };
-    let yaml = edgeimg_agent::k3s::render_config_yaml(input.settings, None, "", token_file);
+    let yaml =
+        edgeimg_contract::k3s_config::render_config_yaml(input.settings, None, "", token_file);
     write(
         tree,
         K3S_CONFIG.trim_start_matches('/'),
@@ -137,53 +168,74 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
         placed.push(REGISTRIES.into());
     }
 
+    Ok(placed)
+}
+
+fn place_nerdctl(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
+    let b = input.bundle;
     // nerdctl talking to K3s' containerd, in the namespace pods use.
     let nerdctl_dir = work.join("nerdctl");
-    extract(&b.nerdctl.path, &nerdctl_dir, &["nerdctl"])?;
+    super::bundle_files::extract_verified(&b.nerdctl, &nerdctl_dir, &["nerdctl"])?;
     copy_exec(&nerdctl_dir.join("nerdctl"), tree, NERDCTL_BINARY)?;
     write(tree, NERDCTL_CONFIG, NERDCTL_TOML.as_bytes(), 0o644)?;
     placed.extend([NERDCTL_BINARY.into(), NERDCTL_CONFIG.into()]);
 
-    if input.buildkit {
-        let full = b.nerdctl_full.as_ref().context("BuildKit was asked for but the bundle has no nerdctl-full archive (fetch with --buildkit)")?;
-        let full_dir = work.join("nerdctl-full");
-        extract(&full.path, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
-        let [buildkitd, buildctl, unit_path] = BUILDKIT_FILES;
-        copy_exec(&full_dir.join("bin/buildkitd"), tree, buildkitd)?;
-        copy_exec(&full_dir.join("bin/buildctl"), tree, buildctl)?;
-        write(tree, unit_path, BUILDKIT_UNIT.as_bytes(), 0o644)?;
-        enable(tree, "buildkit.service", "multi-user.target")?;
-        placed.extend(BUILDKIT_FILES.map(String::from));
-    }
+    Ok(placed)
+}
 
-    // Images: airgap tarball and preloaded archives on the root, overlaid onto K3s' directory.
-    let images = tree.join(IMAGES_ON_ROOT);
-    std::fs::create_dir_all(&images)?;
+fn place_buildkit(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
+    let full = input.bundle.nerdctl_full.as_ref().context(
+        "BuildKit was asked for but the bundle has no nerdctl-full archive (fetch with --buildkit)",
+    )?;
+    let full_dir = work.join("nerdctl-full");
+    super::bundle_files::extract_verified(full, &full_dir, &["bin/buildkitd", "bin/buildctl"])?;
+    let [buildkitd, buildctl, unit_path] = BUILDKIT_FILES;
+    copy_exec(&full_dir.join("buildkitd"), tree, buildkitd)?;
+    copy_exec(&full_dir.join("buildctl"), tree, buildctl)?;
+    write(tree, unit_path, BUILDKIT_UNIT.as_bytes(), 0o644)?;
+    enable(tree, "buildkit.service", "multi-user.target")?;
+    placed.extend(BUILDKIT_FILES.map(String::from));
+
+    Ok(placed)
+}
+
+/// The airgap tarball and preloaded archives on the root, overlaid onto
+/// K3s' images directory (upper layer on the data partition).
+fn place_images(tree: &Path, root: &InRoot, input: &K3sInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
+    let b = input.bundle;
+    let images = Path::new(IMAGES_ON_ROOT);
+    root.mkdir_p(images, 0o755)?;
     let mut names = std::collections::BTreeSet::new();
-    let mut add_image = |src: &Path, name: &str| -> Result<()> {
+    let mut add_image = |src: &Path, name: &str, sha256: &str| -> Result<()> {
         anyhow::ensure!(
             names.insert(name.to_string()),
             "two preloaded images are both named {name}; rename one"
         );
-        std::fs::copy(src, images.join(name))
-            .with_context(|| format!("cannot copy {}", src.display()))?;
+        super::bundle_files::copy_checked(src, name, sha256, root, &images.join(name))?;
         placed.push(format!("{IMAGES_ON_ROOT}/{name}"));
         Ok(())
     };
-    add_image(&b.airgap_images.path, &b.airgap_images.file)?;
-    for p in input.preloaded {
+    add_image(
+        &b.airgap_images.path,
+        &b.airgap_images.file,
+        &b.airgap_images.sha256,
+    )?;
+    for (p, sha256) in input.preloaded {
         let name = p
             .file_name()
             .and_then(|n| n.to_str())
             .context("image archive without a file name")?;
-        add_image(p, name)?;
+        add_image(p, name, sha256)?;
     }
-    std::fs::create_dir_all(tree.join(K3S_IMAGES_DIR))?;
     for d in [
+        K3S_IMAGES_DIR,
         "var/lib/edgeimg/k3s-images/upper",
         "var/lib/edgeimg/k3s-images/work",
     ] {
-        std::fs::create_dir_all(tree.join(d))?;
+        root.mkdir_p(Path::new(d), 0o755)?;
     }
     // An existing .cache.json turns on K3s' import cache: unchanged tarballs
     // are not imported again on every start.
@@ -193,28 +245,11 @@ pub fn place(tree: &Path, work: &Path, input: &K3sInput) -> Result<Vec<String>> 
         b"{}\n",
         0o644,
     )?;
-    write(
-        tree,
-        &format!("usr/lib/systemd/system/{IMAGES_MOUNT_UNIT}"),
-        IMAGES_MOUNT.as_bytes(),
-        0o644,
-    )?;
+    let unit = images_mount_file();
+    write(tree, &unit, IMAGES_MOUNT.as_bytes(), 0o644)?;
+    placed.push(unit);
     enable(tree, IMAGES_MOUNT_UNIT, "local-fs.target")?;
     Ok(placed)
-}
-
-/// Unpacks `members` of a .tar.gz release archive into `dest`.
-fn extract(archive: &Path, dest: &Path, members: &[&str]) -> Result<()> {
-    std::fs::create_dir_all(dest)?;
-    Cmd::new(cmd::TAR)
-        .arg("-xzf")
-        .arg(archive)
-        .arg("-C")
-        .arg(dest)
-        .args(members)
-        .run()
-        .with_context(|| format!("{} lacks {}", archive.display(), members.join(", ")))?;
-    Ok(())
 }
 
 fn copy_exec(src: &Path, tree: &Path, rel: &str) -> Result<()> {

@@ -17,6 +17,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::in_root::InRoot;
+
 use crate::cmd::{self, Cmd};
 
 /// What trimming did (for the build log).
@@ -102,12 +104,17 @@ struct Index {
 }
 
 impl Index {
-    fn read(dir: &Path) -> Result<Index> {
+    /// The index files of the kernel directory `dir` (relative to the
+    /// tree), each read through `root`: a link among them resolves inside
+    /// the tree, never to the build host's own files.
+    fn read(root: &InRoot, dir: &Path) -> Result<Index> {
         let read = |f: &str| {
-            std::fs::read_to_string(dir.join(f))
-                .with_context(|| format!("cannot read {}", dir.join(f).display()))
+            root.read_to_string(&dir.join(f))?
+                .with_context(|| format!("{} is missing", root.show(&dir.join(f)).display()))
         };
-        let optional = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let optional = |f: &str| -> Result<String> {
+            Ok(root.read_to_string(&dir.join(f))?.unwrap_or_default())
+        };
         let mut deps = BTreeMap::new();
         let mut by_name = BTreeMap::new();
         for line in read("modules.dep")?.lines() {
@@ -120,12 +127,12 @@ impl Index {
                 d.split_whitespace().map(str::to_string).collect(),
             );
         }
-        let builtin = optional("modules.builtin")
+        let builtin = optional("modules.builtin")?
             .lines()
             .map(module_name)
             .collect();
         let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in optional("modules.alias").lines() {
+        for line in optional("modules.alias")?.lines() {
             let mut w = line.split_whitespace();
             if let (Some("alias"), Some(a), Some(m)) = (w.next(), w.next(), w.next()) {
                 if !a.contains(['*', '?', '[']) {
@@ -134,10 +141,8 @@ impl Index {
             }
         }
         let mut soft: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in optional("modules.softdep")
-            .lines()
-            .chain(optional("modules.weakdep").lines())
-        {
+        let (softdep, weakdep) = (optional("modules.softdep")?, optional("modules.weakdep")?);
+        for line in softdep.lines().chain(weakdep.lines()) {
             let mut w = line.split_whitespace();
             if let (Some("softdep" | "weakdep"), Some(m)) = (w.next(), w.next()) {
                 soft.entry(normalize(m))
@@ -273,8 +278,14 @@ pub fn trim_modules(
     base_key: &str,
     cache: &Path,
 ) -> Result<Trimmed> {
-    let dir = tree.join("usr/lib/modules").join(version);
-    let index = Index::read(&dir)?;
+    // Read and trimmed where it is inside the tree: removals and the index
+    // files go through InRoot, and the directory's own path is checked.
+    let root = InRoot::open(tree)?;
+    let rel = Path::new("usr/lib/modules").join(version);
+    let dir = root
+        .host_dir(&rel)?
+        .with_context(|| format!("{}: no such directory", root.show(&rel).display()))?;
+    let index = Index::read(&root, &rel)?;
     let kept = index.keep(wanted).map_err(|e| {
         anyhow::anyhow!(
             "{source}: modules entry {e} in kernel {version} ({})",
@@ -286,15 +297,16 @@ pub fn trim_modules(
         ..Trimmed::default()
     };
     for p in index.deps.keys().filter(|p| !kept.contains(*p)) {
-        let f = dir.join(p);
-        if let Ok(m) = std::fs::symlink_metadata(&f) {
-            t.bytes_removed += m.len();
-            std::fs::remove_file(&f).with_context(|| format!("cannot remove {}", f.display()))?;
+        if let Some(st) = root.lstat(&rel.join(p))? {
+            t.bytes_removed += st.st_size as u64;
+            root.remove(&rel.join(p))?;
             t.removed += 1;
         }
     }
-    remove_empty_dirs(&dir.join("kernel"))?;
-    filter_weakdep(&dir, &index, &kept)?;
+    if let Some(kernel) = root.host_dir(&rel.join("kernel"))? {
+        remove_empty_dirs(&kernel)?;
+    }
+    filter_weakdep(&root, &rel, &index, &kept)?;
     let key = {
         let listing: Vec<&str> = kept.iter().map(String::as_str).collect();
         let v = serde_json::json!({ "base": base_key, "version": version, "kept": listing });
@@ -302,41 +314,51 @@ pub fn trim_modules(
     };
     let cached = cache.join(&key);
     if !cached.is_dir() {
-        depmod_into_cache(tree, version, &cached)?;
+        depmod_into_cache(&root, &dir, version, &cached)?;
     }
     // Both a fresh and a cached build put the index into the tree the same
     // way: directory history decides mkfs.erofs' inode order, so writing the
     // files any other way would make the two builds' images differ.
     for e in std::fs::read_dir(&cached)? {
         let e = e?;
-        std::fs::copy(e.path(), dir.join(e.file_name()))
-            .with_context(|| format!("cannot copy {}", e.path().display()))?;
+        let bytes = std::fs::read(e.path())
+            .with_context(|| format!("cannot read {}", e.path().display()))?;
+        root.write_file(&rel.join(e.file_name()), &bytes, 0o644)?;
     }
     Ok(t)
 }
 
 /// Runs the host's depmod (pointed at the tree's own configuration, so no
 /// foreign-architecture binary runs) on a scratch tree of hard links to the
-/// trimmed modules, and stores the index files it writes in `cached`
-/// (written aside, then renamed: never half there).
-fn depmod_into_cache(tree: &Path, version: &str, cached: &Path) -> Result<()> {
+/// trimmed modules in `moddir_host` (the kernel's directory, resolved inside
+/// the tree), and stores the index files it writes in `cached` (written aside,
+/// then renamed: never half there).
+fn depmod_into_cache(
+    root: &InRoot,
+    moddir_host: &Path,
+    version: &str,
+    cached: &Path,
+) -> Result<()> {
     let cache = cached.parent().expect("cache entry has a parent");
     std::fs::create_dir_all(cache)?;
     let scratch = tempfile::Builder::new()
         .prefix(".depmod-")
         .tempdir_in(cache)?;
     let moddir = Path::new("usr/lib/modules").join(version);
-    link_tree(&tree.join(&moddir), &scratch.path().join(&moddir))?;
+    link_tree(moddir_host, &scratch.path().join(&moddir))?;
     // depmod looks under BASE/lib/modules; merged-/usr trees link lib to usr/lib.
     std::os::unix::fs::symlink("usr/lib", scratch.path().join("lib"))?;
     let conf = tempfile::tempdir()?;
+    // The configuration is read through the tree (a link in it resolves
+    // inside the tree; one that leads nowhere there is skipped).
     for d in ["etc/depmod.d", "usr/lib/depmod.d", "lib/depmod.d"] {
-        for e in std::fs::read_dir(tree.join(d))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            std::fs::copy(e.path(), conf.path().join(e.file_name()))?;
+        let Ok(Some(host)) = root.host_dir(Path::new(d)) else {
+            continue;
+        };
+        for e in std::fs::read_dir(host)?.flatten() {
+            if let Some(text) = root.read_to_string(&Path::new(d).join(e.file_name()))? {
+                std::fs::write(conf.path().join(e.file_name()), text)?;
+            }
         }
     }
     Cmd::new(cmd::DEPMOD)
@@ -386,9 +408,9 @@ fn link_tree(src: &Path, dst: &Path) -> Result<()> {
 
 /// The host's depmod may predate modules.weakdep and leave it as it was:
 /// drop the lines of removed modules so the file only names what is there.
-fn filter_weakdep(dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<()> {
+fn filter_weakdep(root: &InRoot, dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<()> {
     let f = dir.join("modules.weakdep");
-    let Ok(text) = std::fs::read_to_string(&f) else {
+    let Ok(Some(text)) = root.read_to_string(&f) else {
         return Ok(());
     };
     let kept_names: BTreeSet<String> = kept.iter().map(|p| module_name(p)).collect();
@@ -405,17 +427,17 @@ fn filter_weakdep(dir: &Path, index: &Index, kept: &BTreeSet<String>) -> Result<
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&f, out)?;
-    Ok(())
+    root.write_file(&f, out.as_bytes(), 0o644)
 }
 
 /// Keeps the firmware files `wanted` selects under /usr/lib/firmware.
 pub fn trim_firmware(tree: &Path, wanted: &[String], source: &str) -> Result<Trimmed> {
-    let dir = tree.join("usr/lib/firmware");
+    let root = InRoot::open(tree)?;
+    let rel = Path::new("usr/lib/firmware");
     let mut t = Trimmed::default();
-    if !dir.is_dir() {
+    let Some(dir) = root.host_dir(rel)? else {
         return Ok(t);
-    }
+    };
     let mut files = Vec::new();
     walk(&dir, &dir, &mut files)?;
     for w in wanted {
@@ -430,9 +452,9 @@ pub fn trim_firmware(tree: &Path, wanted: &[String], source: &str) -> Result<Tri
         if wanted.iter().any(|w| path_selects(w, f)) {
             t.kept += 1;
         } else {
-            let p = dir.join(f);
-            t.bytes_removed += std::fs::symlink_metadata(&p)?.len();
-            std::fs::remove_file(&p)?;
+            let p = rel.join(f);
+            t.bytes_removed += root.lstat(&p)?.map_or(0, |st| st.st_size as u64);
+            root.remove(&p)?;
             t.removed += 1;
         }
     }
@@ -537,10 +559,60 @@ mod tests {
         t
     }
 
+    const FAKE: &str = "usr/lib/modules/6.1-test";
+
+    fn fake_index(t: &tempfile::TempDir) -> Result<Index> {
+        Index::read(&InRoot::open(t.path())?, Path::new(FAKE))
+    }
+
+    #[test]
+    fn the_index_is_read_inside_the_tree() {
+        // modules.dep a link to an absolute path: the build host's file of
+        // that name is never what is read, the tree's is.
+        let t = fake_tree();
+        let host = tempfile::tempdir().unwrap();
+        let outside = host.path().join("modules.dep");
+        std::fs::write(&outside, "kernel/host-only.ko:\n").unwrap();
+        let dep = t.path().join(FAKE).join("modules.dep");
+        std::fs::remove_file(&dep).unwrap();
+        std::os::unix::fs::symlink(&outside, &dep).unwrap();
+        let e = fake_index(&t).err().unwrap().to_string();
+        assert!(e.contains("modules.dep is missing"), "{e}");
+        let inside = t.path().join(outside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::write(&inside, "kernel/tree-only.ko:\n").unwrap();
+        let idx = fake_index(&t).unwrap();
+        assert_eq!(idx.deps.keys().collect::<Vec<_>>(), ["kernel/tree-only.ko"]);
+    }
+
+    #[test]
+    fn a_kernel_directory_linked_out_of_the_tree_is_refused() {
+        // `kernel` a link to a host directory: emptied directories are
+        // removed below it, so it must not lead out of the tree.
+        let t = fake_tree();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("empty")).unwrap();
+        let kernel = t.path().join(FAKE).join("kernel");
+        std::fs::rename(&kernel, t.path().join("kernel.real")).unwrap();
+        std::os::unix::fs::symlink(host.path(), &kernel).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let e = trim_modules(
+            t.path(),
+            "6.1-test",
+            &["ext4".into()],
+            "test",
+            "k",
+            cache.path(),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("leads out of the tree"), "{e:#}");
+        assert!(host.path().join("empty").is_dir());
+    }
+
     #[test]
     fn closure_follows_dep_and_softdep_through_aliases() {
         let t = fake_tree();
-        let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
+        let idx = fake_index(&t).unwrap();
         let kept = idx
             .keep(&[
                 "ext4".into(),
@@ -559,7 +631,7 @@ mod tests {
     #[test]
     fn unknown_entries_are_errors() {
         let t = fake_tree();
-        let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
+        let idx = fake_index(&t).unwrap();
         let e = idx.select(&["ext5".into()]).unwrap_err();
         assert!(e.contains("`ext5`"), "{e}");
         let e = idx.select(&["kernel/sound".into()]).unwrap_err();
@@ -575,7 +647,7 @@ mod tests {
     #[test]
     fn exclusions_take_modules_out_unless_a_kept_one_needs_them() {
         let t = fake_tree();
-        let idx = Index::read(&t.path().join("usr/lib/modules/6.1-test")).unwrap();
+        let idx = fake_index(&t).unwrap();
         let names = |kept: BTreeSet<String>| -> Vec<String> {
             kept.iter().map(|p| module_name(p)).collect()
         };

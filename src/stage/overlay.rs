@@ -2,11 +2,12 @@
 //! `.j2` are rendered with minijinja (suffix dropped). Everything is owned by
 //! root; modes and symlinks are kept.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::in_root::InRoot;
 use crate::context::Ctx;
 
 /// Each overlay with the files it placed and their SHA-256
@@ -90,40 +91,48 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
 pub fn apply_all(ctx: &Ctx, tree: &Path) -> Result<OverlayFiles> {
     let cfg = ctx.cfg;
     let vars = minijinja::context! {
-        image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => &cfg.board.arch, suite => &cfg.suite },
+        image => minijinja::context! { name => &cfg.name, board => &cfg.board.name, arch => cfg.board.arch.debian(), suite => &cfg.suite },
         users => cfg.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
     };
     let mut out = Vec::new();
     for o in &cfg.overlays {
-        let mut hashed = Vec::new();
-        for f in apply(o, tree, &vars)? {
-            let p = tree.join(&f);
-            let sha = if p.is_symlink() {
-                format!("symlink:{}", std::fs::read_link(&p)?.display())
-            } else {
-                crate::artifact::checksums::sha256_file(&p)?
-            };
-            hashed.push((f, sha));
-        }
-        out.push((o.clone(), hashed));
+        out.push((o.clone(), apply_hashed(o, tree, &vars)?));
     }
     Ok(out)
 }
 
 /// Applies `src` onto `tree`; returns the files placed (relative paths).
 pub fn apply(src: &Path, tree: &Path, ctx: &minijinja::Value) -> Result<Vec<String>> {
+    Ok(apply_hashed(src, tree, ctx)?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect())
+}
+
+/// [`apply`], with each placed file's SHA-256 (`symlink:<target>` for a
+/// link), taken from the bytes written rather than read back by a path.
+///
+/// Every write goes through [`InRoot`]: the base's absolute symlinks
+/// (`var/run -> /run`) resolve inside the tree, so no overlay path can
+/// reach the build host's files.
+pub fn apply_hashed(
+    src: &Path,
+    tree: &Path,
+    ctx: &minijinja::Value,
+) -> Result<Vec<(String, String)>> {
+    let root = InRoot::open(tree)?;
     let mut placed = Vec::new();
-    walk(src, src, tree, ctx, &mut placed)?;
+    walk(src, src, &root, ctx, &mut placed)?;
     placed.sort();
     Ok(placed)
 }
 
 fn walk(
-    root: &Path,
+    src_root: &Path,
     dir: &Path,
-    tree: &Path,
+    root: &InRoot,
     ctx: &minijinja::Value,
-    placed: &mut Vec<String>,
+    placed: &mut Vec<(String, String)>,
 ) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read overlay {}", dir.display()))?
@@ -131,33 +140,30 @@ fn walk(
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
-        let rel = path.strip_prefix(root).unwrap();
+        let rel = path.strip_prefix(src_root).unwrap();
         let meta = std::fs::symlink_metadata(&path)?;
-        let mut dest = tree.join(rel);
+        let mut dest = rel.to_path_buf();
         let ft = meta.file_type();
         if ft.is_dir() {
-            if !dest.exists() {
-                std::fs::create_dir_all(&dest)?;
-                std::fs::set_permissions(
-                    &dest,
-                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
-                )?;
-            }
-            walk(root, &path, tree, ctx, placed)?;
+            root.mkdir(&dest, meta.mode() & 0o7777)?;
+            walk(src_root, &path, root, ctx, placed)?;
             continue;
         }
-        if dest.symlink_metadata().is_ok() && dest.is_dir() && !ft.is_symlink() {
+        let dest_is_dir = root
+            .lstat(&dest)
+            .with_context(|| format!("cannot read {}", root.show(&dest).display()))?
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if dest_is_dir && !ft.is_symlink() {
             anyhow::bail!(
                 "overlay file {} would replace the directory {}",
                 path.display(),
-                dest.display()
+                root.show(&dest).display()
             );
         }
-        if ft.is_symlink() {
+        let sha = if ft.is_symlink() {
             let target = std::fs::read_link(&path)?;
-            let _ = std::fs::remove_file(&dest);
-            std::os::unix::fs::symlink(&target, &dest)
-                .with_context(|| format!("cannot place symlink {}", dest.display()))?;
+            root.symlink(&dest, &target)?;
+            format!("symlink:{}", target.display())
         } else if ft.is_file() {
             let content =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -169,20 +175,20 @@ fn walk(
             } else {
                 content
             };
-            let _ = std::fs::remove_file(&dest);
-            std::fs::write(&dest, content)
-                .with_context(|| format!("cannot write {}", dest.display()))?;
             // Setuid/setgid bits are dropped (preflight warned): an overlay
             // must not add privileged programs to the image.
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(meta.mode() & 0o1777))?;
+            root.write_file(&dest, &content, meta.mode() & 0o1777)?;
+            {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&content))
+            }
         } else {
             anyhow::bail!(
                 "overlay entry {} is not a file, directory or symlink",
                 path.display()
             );
-        }
-        std::os::unix::fs::lchown(&dest, Some(0), Some(0)).ok();
-        placed.push(dest.strip_prefix(tree).unwrap().display().to_string());
+        };
+        placed.push((dest.display().to_string(), sha));
     }
     Ok(())
 }
@@ -204,6 +210,55 @@ fn render(text: &str, path: &Path, ctx: &minijinja::Value) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The base's `var/run -> /run` (an absolute link, as in Debian): an
+    /// overlay writing `var/run/...` lands in the tree's own `run/`, never
+    /// in the host's. Here "the host's /run" is a directory beside the tree
+    /// that the link names by absolute path: with host path resolution the
+    /// overlay file would be written (and a file there replaced) in it.
+    #[test]
+    fn an_overlay_through_an_absolute_base_link_stays_in_the_tree() {
+        let host = tempfile::tempdir().unwrap();
+        let tree = host.path().join("tree");
+        let host_run = host.path().join("run");
+        std::fs::create_dir_all(tree.join("var")).unwrap();
+        std::fs::create_dir_all(tree.join(host_run.strip_prefix("/").unwrap())).unwrap();
+        std::fs::create_dir_all(&host_run).unwrap();
+        std::fs::write(host_run.join("victim"), "host file\n").unwrap();
+        std::os::unix::fs::symlink(&host_run, tree.join("var/run")).unwrap();
+        let src = host.path().join("overlay");
+        std::fs::create_dir_all(src.join("var/run/sub")).unwrap();
+        std::fs::write(src.join("var/run/victim"), "from overlay\n").unwrap();
+        std::fs::write(src.join("var/run/sub/new"), "new\n").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", src.join("var/run/link")).unwrap();
+        let placed = apply_hashed(&src, &tree, &minijinja::context! {}).unwrap();
+        // Nothing changed or appeared in the host's directory.
+        let names: Vec<_> = std::fs::read_dir(&host_run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["victim"]);
+        assert_eq!(
+            std::fs::read_to_string(host_run.join("victim")).unwrap(),
+            "host file\n"
+        );
+        // The files are in the tree, where the link leads inside it.
+        let inside = tree.join(host_run.strip_prefix("/").unwrap());
+        assert_eq!(
+            std::fs::read_to_string(inside.join("victim")).unwrap(),
+            "from overlay\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(inside.join("sub/new")).unwrap(),
+            "new\n"
+        );
+        assert_eq!(
+            placed.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            ["var/run/link", "var/run/sub/new", "var/run/victim"]
+        );
+        assert_eq!(placed[0].1, "symlink:/etc/shadow");
+    }
 
     #[test]
     fn setuid_files_are_reported_and_placed_without_the_bits() {

@@ -2,17 +2,17 @@
 //! layout, identity removed (each node makes its own on first boot), the agent
 //! and its units, fstab and network defaults.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::in_root::InRoot;
 use crate::agents;
 
 /// Values the system files are made from.
 pub struct SystemInput<'a> {
     pub agent: &'a [u8],
-    pub image_config: &'a edgeimg_agent::schema::ImageConfig,
+    pub image_config: &'a edgeimg_contract::schema::ImageConfig,
     pub boot_partuuid: String,
     /// Extra lines for /usr/lib/os-release (IMAGE_ID=..., ...).
     pub os_release_extra: Vec<(String, String)>,
@@ -38,19 +38,22 @@ const AGENT_UNITS: [(&str, &str, &str); 3] = [
 ];
 
 const DHCP_NETWORK: &str = "etc/systemd/network/80-edgeimg-dhcp.network";
+/// What the agent is and which units run it, for whoever looks in the root.
+const AGENT_README: &str = "usr/lib/edgeimg/README.md";
 
 /// What [`apply`] reports placing in a root with sshd and systemd-networkd
 /// (every edgeimg base has both: openssh-server and systemd are required
 /// packages), in its order: `edgeimg plan` lists these.
 pub fn planned() -> Vec<String> {
     let mut v = vec![
-        edgeimg_agent::sshkeys::SSHD_DROP_IN
+        edgeimg_contract::ssh::SSHD_DROP_IN
             .trim_start_matches('/')
             .to_string(),
         SSH_SERVICE_DROP_IN.to_string(),
         "etc/fstab".to_string(),
         agents::AGENT_PATH.to_string(),
-        edgeimg_agent::schema::IMAGE_CONFIG_PATH
+        AGENT_README.to_string(),
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH
             .trim_start_matches('/')
             .to_string(),
     ];
@@ -63,9 +66,31 @@ pub fn planned() -> Vec<String> {
     v
 }
 
+/// Everything the system needs beyond the Debian base, in the staged tree:
+/// per-node identity left empty, sshd's settings, the read-only root's
+/// directory layout, the agent and its units, networking, os-release.
+/// Returns the files placed (for the manifest).
 pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
+    let root = InRoot::open(tree)?;
     let mut placed = Vec::new();
+    clear_identity(tree, &root)?;
+    placed.extend(configure_ssh(tree)?);
+    lay_out_dirs(&root)?;
+    write(
+        tree,
+        "etc/fstab",
+        fstab(&input.boot_partuuid).as_bytes(),
+        0o644,
+    )?;
+    placed.push("etc/fstab".into());
+    placed.extend(install_agent(tree, input)?);
+    disable_e2scrub_reap(&root)?;
+    placed.extend(configure_network(tree)?);
+    extend_os_release(&root, input)?;
+    Ok(placed)
+}
 
+fn clear_identity(tree: &Path, root: &InRoot) -> Result<()> {
     // Identity is per node: systemd makes the machine-id on every device's
     // first boot, the agent makes SSH host keys. Empty, not "uninitialized"
     // (machine-id(5), "First Boot Semantics"): an empty file gets an id
@@ -77,24 +102,28 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     // image enables are the ones its build enabled, as `edgeimg inspect`
     // shows. The agent's own first boot does not depend on systemd's.
     write(tree, "etc/machine-id", b"", 0o444)?;
-    let _ = std::fs::remove_file(tree.join("var/lib/dbus/machine-id"));
-    for e in std::fs::read_dir(tree.join("etc/ssh"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            std::fs::remove_file(e.path())?;
+    root.remove(Path::new("var/lib/dbus/machine-id"))?;
+    if let Some(ssh) = root.host_dir(Path::new("etc/ssh"))? {
+        for e in std::fs::read_dir(&ssh).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                root.remove(&Path::new("etc/ssh").join(e.file_name()))?;
+            }
         }
     }
     write(tree, "etc/hostname", b"localhost\n", 0o644)?;
+    Ok(())
+}
+
+/// sshd's drop-ins, when the base has sshd.
+fn configure_ssh(tree: &Path) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // sshd uses exactly the host keys the agent makes (no RSA: see sshkeys.rs).
     if tree.join("usr/sbin/sshd").exists() {
-        let rel = edgeimg_agent::sshkeys::SSHD_DROP_IN.trim_start_matches('/');
+        let rel = edgeimg_contract::ssh::SSHD_DROP_IN.trim_start_matches('/');
         write(
             tree,
             rel,
-            edgeimg_agent::sshkeys::sshd_drop_in().as_bytes(),
+            edgeimg_contract::ssh::sshd_drop_in().as_bytes(),
             0o644,
         )?;
         placed.push(rel.into());
@@ -109,43 +138,40 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(SSH_SERVICE_DROP_IN.into());
     }
 
+    Ok(placed)
+}
+
+fn lay_out_dirs(root: &InRoot) -> Result<()> {
     // Home directories live on the data partition (the root is read-only).
-    relocate_to_var(tree, "home", "home")?;
-    relocate_to_var(tree, "root", "roothome")?;
-    std::fs::create_dir_all(tree.join("boot/efi"))?;
+    relocate_to_var(root, "home", "home")?;
+    relocate_to_var(root, "root", "roothome")?;
+    root.mkdir_p(Path::new("boot/efi"), 0o755)?;
     // raspi-firmware's hooks copy the firmware, kernel and initrd here; edgeimg
     // lays out the real boot partition itself, so the copies would only waste space.
-    let fw = tree.join("boot/firmware");
-    if fw.is_dir() {
+    if let Some(fw) = root.host_dir(Path::new("boot/firmware"))? {
         std::fs::remove_dir_all(&fw)?;
-        std::fs::create_dir(&fw)?;
+        root.mkdir(Path::new("boot/firmware"), 0o755)?;
     }
 
-    write(
-        tree,
-        "etc/fstab",
-        fstab(&input.boot_partuuid).as_bytes(),
-        0o644,
-    )?;
-    placed.push("etc/fstab".into());
+    Ok(())
+}
 
+/// The agent binary, its notes, the image's `image.json` and its units.
+fn install_agent(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     write(tree, agents::AGENT_PATH, input.agent, 0o755)?;
     placed.push(agents::AGENT_PATH.into());
-    write(
-        tree,
-        "usr/lib/edgeimg/README.md",
-        agents::README.as_bytes(),
-        0o644,
-    )?;
+    write(tree, AGENT_README, agents::README.as_bytes(), 0o644)?;
+    placed.push(AGENT_README.into());
     let image_json = serde_json::to_vec_pretty(input.image_config)?;
     write(
         tree,
-        edgeimg_agent::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'),
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH.trim_start_matches('/'),
         &image_json,
         0o644,
     )?;
     placed.push(
-        edgeimg_agent::schema::IMAGE_CONFIG_PATH
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH
             .trim_start_matches('/')
             .into(),
     );
@@ -157,19 +183,25 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(unit);
     }
 
+    Ok(placed)
+}
+
+fn disable_e2scrub_reap(root: &InRoot) -> Result<()> {
     // e2scrub_reap removes e2scrub's stale LVM snapshots at every boot; an
     // edgeimg disk has no LVM, so it would only spend a boot-time second
     // (its shell script and LVM tools) on finding none.
     for target in ["default.target", "multi-user.target"] {
-        let link = tree
-            .join("etc/systemd/system")
-            .join(format!("{target}.wants/e2scrub_reap.service"));
-        if link.symlink_metadata().is_ok() {
-            std::fs::remove_file(&link)
-                .with_context(|| format!("cannot disable {}", link.display()))?;
-        }
+        let link =
+            Path::new("etc/systemd/system").join(format!("{target}.wants/e2scrub_reap.service"));
+        root.remove(&link)
+            .context("cannot disable e2scrub_reap.service")?;
     }
 
+    Ok(())
+}
+
+fn configure_network(tree: &Path) -> Result<Vec<String>> {
+    let mut placed = Vec::new();
     // DHCP on wired interfaces through systemd-networkd, if the suite ships it.
     if tree
         .join("usr/lib/systemd/system/systemd-networkd.service")
@@ -186,14 +218,20 @@ pub fn apply(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
         placed.push(DHCP_NETWORK.into());
     }
 
-    let os_release = tree.join("usr/lib/os-release");
-    let mut text =
-        std::fs::read_to_string(&os_release).context("the base has no /usr/lib/os-release")?;
+    Ok(placed)
+}
+
+/// os-release gains the image's own fields (name, board, version...).
+fn extend_os_release(root: &InRoot, input: &SystemInput) -> Result<()> {
+    let os_release = Path::new("usr/lib/os-release");
+    let mut text = root
+        .read_to_string(os_release)?
+        .context("the base has no /usr/lib/os-release")?;
     for (k, v) in &input.os_release_extra {
         text.push_str(&format!("{k}=\"{v}\"\n"));
     }
-    std::fs::write(&os_release, text)?;
-    Ok(placed)
+    root.write_file(os_release, text.as_bytes(), 0o644)?;
+    Ok(())
 }
 
 const SSH_SERVICE_DROP_IN: &str = "etc/systemd/system/ssh.service.d/50-edgeimg.conf";
@@ -223,45 +261,39 @@ fn fstab(boot_partuuid: &str) -> String {
 
 /// Replaces `/<dir>` by a symlink to `var/<target>`, moving its content into
 /// the image's /var (which seeds the data partition on first boot).
-fn relocate_to_var(tree: &Path, dir: &str, target: &str) -> Result<()> {
-    let from = tree.join(dir);
-    let to = tree.join("var").join(target);
-    if from.is_symlink() {
-        return Ok(());
+fn relocate_to_var(root: &InRoot, dir: &str, target: &str) -> Result<()> {
+    let from = Path::new(dir);
+    let to = Path::new("var").join(target);
+    match root.lstat(from)? {
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Ok(()),
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            root.mkdir_p(Path::new("var"), 0o755)?;
+            root.rename(from, &to)?;
+        }
+        _ => root.mkdir_p(&to, 0o755)?,
     }
-    if from.is_dir() {
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("cannot move /{dir} to /var/{target}"))?;
-    } else {
-        std::fs::create_dir_all(&to)?;
-    }
-    std::os::unix::fs::symlink(format!("var/{target}"), &from)?;
-    Ok(())
+    root.symlink(from, Path::new(&format!("var/{target}")))
 }
 
 /// `systemctl enable` without systemctl: the wants symlink.
+/// The link is placed through [`InRoot`], like every write into the tree.
 pub fn enable(tree: &Path, unit: &str, target: &str) -> Result<()> {
-    let dir = tree
-        .join("etc/systemd/system")
-        .join(format!("{target}.wants"));
-    std::fs::create_dir_all(&dir)?;
-    let link = dir.join(unit);
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), &link)
-        .with_context(|| format!("cannot enable {unit}"))?;
-    Ok(())
+    let root = InRoot::open(tree)?;
+    let dir = Path::new("etc/systemd/system").join(format!("{target}.wants"));
+    root.mkdir_p(&dir, 0o755)
+        .and_then(|()| {
+            root.symlink(
+                &dir.join(unit),
+                Path::new(&format!("/usr/lib/systemd/system/{unit}")),
+            )
+        })
+        .with_context(|| format!("cannot enable {unit}"))
 }
 
-/// Writes `rel` under `tree` (creating parents) with `mode`.
+/// Writes `rel` under `tree` (creating parents) with `mode`, resolved inside
+/// the tree ([`InRoot::write`]): a link in the base cannot send it out.
 pub fn write(tree: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
-    let p = tree.join(rel);
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let _ = std::fs::remove_file(&p);
-    std::fs::write(&p, content).with_context(|| format!("cannot write {}", p.display()))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
+    InRoot::open(tree)?.write(Path::new(rel), content, mode)
 }
 
 #[cfg(test)]
@@ -282,7 +314,7 @@ mod tests {
             write(tree, f, b"", 0o644).unwrap();
         }
         write(tree, "usr/lib/os-release", b"ID=debian\n", 0o644).unwrap();
-        let image_config = edgeimg_agent::schema::ImageConfig {
+        let image_config = edgeimg_contract::schema::ImageConfig {
             name: "x".into(),
             board: "x86_64".into(),
             arch: "amd64".into(),

@@ -60,14 +60,13 @@ pub fn write(tree: &Path, epoch: u64) -> Result<()> {
         u128::from(epoch) * 1_000_000_000
     );
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    let root = super::in_root::InRoot::open(tree)?;
     for rel in STAMPS {
-        let p = tree.join(rel);
-        std::fs::File::create(&p)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.set_modified(when)
-            })
-            .with_context(|| format!("cannot write {}", p.display()))?;
+        let rel = Path::new(rel);
+        let mut f = root.create(rel, 0o644)?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.set_modified(when))
+            .with_context(|| format!("cannot write {}", root.show(rel).display()))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod erofs;
+pub mod updates;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -143,4 +144,66 @@ pub fn assert_build_matches_plan(
             "the plan names {p}, which is not on the boot partition: {boot:?}"
         );
     }
+}
+
+/// What [`run_measured`] saw: exit status, output, and the child's peak
+/// resident set size.
+#[allow(dead_code)]
+pub struct Measured {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `cmd` under `/usr/bin/time` and reads the command's peak RSS.
+/// Measured from a small parent: `ru_maxrss` of a child spawned by this test
+/// process would include this process's own peak (it is carried across the
+/// fork and exec).
+#[allow(dead_code)]
+pub fn run_measured(cmd: &mut Command) -> Measured {
+    const MARK: &str = "EDGEIMG_TEST_MAXRSS_KIB=";
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg(format!("{MARK}%M"))
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        timed.current_dir(d);
+    }
+    let o = run(&mut timed);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let peak_rss_kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(MARK))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time:\n{stderr}"));
+    Measured {
+        // time exits with the command's status.
+        success: o.status.success(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr,
+        peak_rss_kib,
+    }
+}
+
+/// Deterministic xorshift bytes from a nonzero seed: incompressible, like a
+/// compressed root image or archive.
+pub fn noise(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

@@ -32,25 +32,14 @@ use crate::root::Root;
 use crate::update::format::{self, Expect, Header, INITRD, ROOT, VMLINUZ};
 use crate::update::payload::{copy_payload, write_boot_file};
 use crate::update::{DEFAULT_TRIES, TRUSTED_KEY_PATH, efivar, health, keys};
+use edgeimg_contract::cmdline as kcmd;
+use edgeimg_contract::partition::{Slot, boot_files};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-pub const ENTRY_PREFIX: &str = "edgeimg-";
+pub use edgeimg_contract::partition::boot_files::{ENTRY_PREFIX, parse_entry};
 pub const LOADER_DEFAULT: &str = "edgeimg-*";
-
-/// `edgeimg-<n>-<slot>[+tries[-done]].conf` -> (entry number, slot).
-pub fn parse_entry(name: &str) -> Option<(u64, char)> {
-    let stem = name.strip_prefix(ENTRY_PREFIX)?.strip_suffix(".conf")?;
-    let stem = stem.split('+').next()?;
-    let (g, s) = stem.rsplit_once('-')?;
-    let slot = match s {
-        "a" => 'a',
-        "b" => 'b',
-        _ => return None,
-    };
-    Some((g.parse().ok()?, slot))
-}
 
 /// A kernel command line parameter's value.
 pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
@@ -64,19 +53,19 @@ pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 /// With dm-verity (`edgeimg.verity.dev=` present), `root=` names the verity
 /// device and stays; the slot is `edgeimg.verity.dev=` instead. The root hash
 /// (`edgeimg.verity=`) is the new image's own, so it is kept as the update has it.
-pub fn device_cmdline(new: &str, current: &str, slot: char, root_partuuid: &str) -> String {
-    let data = param(current, "edgeimg.data");
-    let verity = param(new, "edgeimg.verity.dev").is_some();
+pub fn device_cmdline(new: &str, current: &str, slot: Slot, root_partuuid: &str) -> String {
+    let data = param(current, kcmd::DATA);
+    let verity = param(new, kcmd::VERITY_DEV).is_some();
     let mut out: Vec<String> = Vec::new();
     for t in new.split_whitespace() {
         let k = t.split('=').next().unwrap_or("");
         out.push(match k {
             "root" if verity => t.to_string(),
             "root" => format!("root=PARTUUID={root_partuuid}"),
-            "edgeimg.verity.dev" => format!("edgeimg.verity.dev=PARTUUID={root_partuuid}"),
-            "edgeimg.slot" => format!("edgeimg.slot={slot}"),
-            "edgeimg.data" => match data {
-                Some(d) => format!("edgeimg.data={d}"),
+            kcmd::VERITY_DEV => format!("{}=PARTUUID={root_partuuid}", kcmd::VERITY_DEV),
+            kcmd::SLOT => format!("{}={slot}", kcmd::SLOT),
+            kcmd::DATA => match data {
+                Some(d) => format!("{}={d}", kcmd::DATA),
                 None => t.to_string(),
             },
             _ => t.to_string(),
@@ -96,24 +85,20 @@ pub fn loader_conf(old: &str) -> String {
     lines.join("\n") + "\n"
 }
 
-pub fn other(slot: char) -> char {
-    if slot == 'a' { 'b' } else { 'a' }
-}
-
 /// Where the target slot is on this device.
 struct Target {
-    slot: char,
+    slot: Slot,
     device: PathBuf,
     partuuid: String,
     size: u64,
 }
 
-fn find_target(root: &Root, current: char) -> Result<Target> {
-    let slot = other(current);
+fn find_target(root: &Root, current: Slot) -> Result<Target> {
+    let slot = current.other();
     let data = grow::find_data_device(root)?
         .ok_or_else(|| Error::msg("/var is not on a partition: not an edgeimg disk"))?;
-    // Slots are partitions 2 (a) and 3 (b) of the disk holding data (4).
-    let number = if slot == 'a' { 2 } else { 3 };
+    // The slot is a partition of the disk holding the data partition.
+    let number = slot.partition_number();
     let base = data
         .partition
         .strip_suffix(&data.number.to_string())
@@ -244,13 +229,15 @@ fn entry_value<'a>(key: &str, v: &'a str) -> Result<&'a str> {
 }
 
 /// The systemd-boot entry of `slot`.
-pub fn boot_entry(h: &Header, slot: char, cmdline: &str) -> Result<String> {
+pub fn boot_entry(h: &Header, slot: Slot, cmdline: &str) -> Result<String> {
     Ok(format!(
-        "title {} {} (slot {})\nversion {}\nlinux /edgeimg/{slot}/vmlinuz\ninitrd /edgeimg/{slot}/initrd.img\noptions {}\n",
+        "title {} {} (slot {})\nversion {}\nlinux /{}\ninitrd /{}\noptions {}\n",
         entry_value("title", &h.name)?,
         entry_value("title", &h.build_id)?,
-        slot.to_ascii_uppercase(),
+        slot.upper(),
         entry_value("version", &h.kernel_version)?,
+        boot_files::kernel(slot),
+        boot_files::initrd(slot),
         entry_value("options", cmdline)?,
     ))
 }
@@ -269,10 +256,13 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     }
     let key = keys::read_public(&key_path)?;
     let cmdline = fsutil::read(&root.path("/proc/cmdline"))?;
-    let current = match param(&cmdline, "edgeimg.slot") {
-        Some("a") => 'a',
-        Some("b") => 'b',
-        other => crate::bail!("no edgeimg.slot=a|b on the kernel command line ({other:?})"),
+    let current = match param(&cmdline, kcmd::SLOT).and_then(Slot::from_name) {
+        Some(s) => s,
+        None => crate::bail!(
+            "no {}=a|b on the kernel command line ({:?})",
+            kcmd::SLOT,
+            param(&cmdline, kcmd::SLOT)
+        ),
     };
     let esp = root.path(&image.boot_mount);
     let entries = esp.join("loader/entries");
@@ -289,7 +279,7 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     if let Some(entry) = unconfirmed_trial(root, &esp, pi)? {
         crate::bail!(
             "slot {current} is on a trial boot ({entry}) that the health check has not confirmed: slot {} is the only known-good one and an update would overwrite it; let edgeimg-update-health.service confirm this boot (or reboot to fall back), then apply",
-            other(current)
+            current.other()
         );
     }
     let running = crate::update::running_generation(root)?;
@@ -408,9 +398,8 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     }
 
     // 4. Kernel and initrd.
-    let dir = esp.join("edgeimg").join(t.slot.to_string());
-    write_boot_file(&mut f, &v, VMLINUZ, &dir.join("vmlinuz"))?;
-    write_boot_file(&mut f, &v, INITRD, &dir.join("initrd.img"))?;
+    write_boot_file(&mut f, &v, VMLINUZ, &esp.join(boot_files::kernel(t.slot)))?;
+    write_boot_file(&mut f, &v, INITRD, &esp.join(boot_files::initrd(t.slot)))?;
 
     // 5. loader.conf, then the new entry, last.
     let lc = esp.join("loader/loader.conf");
@@ -419,7 +408,8 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     if new != old {
         fsutil::write_atomic_fat(&lc, new.as_bytes())?;
     }
-    let id = format!("{ENTRY_PREFIX}{}-{}", number + 1, t.slot);
+    let name = boot_files::entry_name(number + 1, t.slot);
+    let id = name.trim_end_matches(".conf");
     let path = entries.join(format!("{id}+{tries}.conf"));
     fsutil::write_atomic_fat(&path, entry.as_bytes())?;
     crate::log(format!(
@@ -439,9 +429,9 @@ mod tests {
 
     #[test]
     fn entry_names() {
-        assert_eq!(parse_entry("edgeimg-1-a.conf"), Some((1, 'a')));
-        assert_eq!(parse_entry("edgeimg-12-b+3.conf"), Some((12, 'b')));
-        assert_eq!(parse_entry("edgeimg-2-b+0-3.conf"), Some((2, 'b')));
+        assert_eq!(parse_entry("edgeimg-1-a.conf"), Some((1, Slot::A)));
+        assert_eq!(parse_entry("edgeimg-12-b+3.conf"), Some((12, Slot::B)));
+        assert_eq!(parse_entry("edgeimg-2-b+0-3.conf"), Some((2, Slot::B)));
         assert_eq!(parse_entry("edgeimg-a.conf"), None);
         assert_eq!(parse_entry("other-1-a.conf"), None);
     }
@@ -452,7 +442,7 @@ mod tests {
             "root=PARTUUID=111 rootfstype=erofs ro edgeimg.data=PARTUUID=999 edgeimg.slot=a quiet";
         let cur = "root=PARTUUID=aaa ro edgeimg.data=PARTUUID=ddd edgeimg.slot=a";
         assert_eq!(
-            device_cmdline(new, cur, 'b', "bbb"),
+            device_cmdline(new, cur, Slot::B, "bbb"),
             "root=PARTUUID=bbb rootfstype=erofs ro edgeimg.data=PARTUUID=ddd edgeimg.slot=b quiet"
         );
     }
@@ -462,13 +452,13 @@ mod tests {
         let new = "root=/dev/mapper/edgeimg-root edgeimg.verity=0123abcd edgeimg.verity.dev=PARTUUID=111 edgeimg.verity.offset=8192 rootfstype=erofs ro edgeimg.data=PARTUUID=999 edgeimg.slot=a";
         let cur = "root=/dev/mapper/edgeimg-root edgeimg.verity=ffff edgeimg.verity.dev=PARTUUID=aaa edgeimg.verity.offset=4096 ro edgeimg.data=PARTUUID=ddd edgeimg.slot=a";
         assert_eq!(
-            device_cmdline(new, cur, 'b', "bbb"),
+            device_cmdline(new, cur, Slot::B, "bbb"),
             "root=/dev/mapper/edgeimg-root edgeimg.verity=0123abcd edgeimg.verity.dev=PARTUUID=bbb edgeimg.verity.offset=8192 rootfstype=erofs ro edgeimg.data=PARTUUID=ddd edgeimg.slot=b"
         );
         // An update without verity onto a verity device: back to the partition.
         let plain = "root=PARTUUID=111 ro edgeimg.data=PARTUUID=999 edgeimg.slot=a";
         assert_eq!(
-            device_cmdline(plain, cur, 'b', "bbb"),
+            device_cmdline(plain, cur, Slot::B, "bbb"),
             "root=PARTUUID=bbb ro edgeimg.data=PARTUUID=ddd edgeimg.slot=b"
         );
     }
@@ -696,14 +686,14 @@ mod tests {
             generation: 0,
             payloads: vec![],
         };
-        assert!(boot_entry(&h("edge", "6"), 'b', "ro").is_ok());
+        assert!(boot_entry(&h("edge", "6"), Slot::B, "ro").is_ok());
         for (hd, cmdline) in [
             (h("edge\noptions init=/bin/sh", "6"), "ro"),
             (h("edge", "6\rlinux /x"), "ro"),
             (h("edge", "6"), "ro\noptions init=/bin/sh"),
             (h("edge", "6"), "ro\u{0}"),
         ] {
-            let e = boot_entry(&hd, 'b', cmdline).unwrap_err().to_string();
+            let e = boot_entry(&hd, Slot::B, cmdline).unwrap_err().to_string();
             assert!(e.contains("contains a control character"), "{e}");
         }
     }

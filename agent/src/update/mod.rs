@@ -1,25 +1,18 @@
 //! Signed update files and the A/B slot switch.
 //!
-//! [`format`] and [`keys`] are shared with the host tool (`edgeimg update
-//! verify`, `edgeimg build --update`), so the host and the device run the
-//! very same verification. [`apply`] installs an update into the inactive
+//! [`format`] and [`keys`] come from the contract crate, shared with the host
+//! tool (`edgeimg update verify`, `edgeimg build --update`), so the host and
+//! the device run the very same verification. [`apply`] installs an update into the inactive
 //! slot; [`health`] decides on a trial boot whether the new slot is good.
 
 pub mod apply;
 pub mod efivar;
-pub mod format;
 pub mod health;
-pub mod keys;
 pub mod payload;
 pub mod rpi;
 
-/// Where an image built with `--signing-key` carries the trusted public key.
-pub const TRUSTED_KEY_PATH: &str = "/usr/share/edgeimg/update.pub";
-
-/// The generation (version floor) of the running image: `[update]
-/// generation` of its config, one decimal number. Images built before the
-/// floor existed have no such file: generation 0.
-pub const GENERATION_PATH: &str = "/usr/lib/edgeimg/update-generation";
+// The file format and keys are the builder's too: they live in the contract.
+pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys};
 
 /// The generation this device runs ([`GENERATION_PATH`] on the read-only root).
 pub fn running_generation(root: &crate::Root) -> crate::Result<u64> {

@@ -36,7 +36,18 @@ pub(crate) fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Pat
         ".{}.tmp",
         dest.file_name().unwrap().to_string_lossy()
     ));
-    let mut out = File::create(&tmp).with_context(|| tmp.display().to_string())?;
+    // A leftover from an interrupted apply is removed, then the file is
+    // created O_EXCL|O_NOFOLLOW: never opened through whatever is there.
+    let _ = std::fs::remove_file(&tmp);
+    let mut out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .with_context(|| tmp.display().to_string())?
+    };
     copy_payload(f, v, name, &mut out).with_context(|| tmp.display().to_string())?;
     out.sync_all().with_context(|| tmp.display().to_string())?;
     std::fs::rename(&tmp, dest).with_context(|| dest.display().to_string())?;

@@ -16,6 +16,7 @@ use crate::error::{Context, Result};
 use crate::fsutil;
 use crate::update::format::{BOOT_PREFIX, Verified};
 use crate::update::payload::{copy_payload, write_boot_file};
+use edgeimg_contract::partition::Slot;
 use std::fs::File;
 use std::path::Path;
 
@@ -25,8 +26,11 @@ pub const CONFIG: &str = "config.txt";
 pub const TRYBOOT_FLAG: &str = "/proc/device-tree/chosen/bootloader/tryboot";
 
 /// The OS file directory of a slot on the boot partition.
-pub fn prefix(slot: char) -> &'static str {
-    if slot == 'a' { "" } else { "b/" }
+pub fn prefix(slot: Slot) -> &'static str {
+    match slot {
+        Slot::A => "",
+        Slot::B => "b/",
+    }
 }
 
 /// Boot files both slots share (the firmware) or that are not per slot.
@@ -39,7 +43,7 @@ pub fn shared(rel: &str) -> bool {
 
 /// config.txt for `slot`: the image's, with the slot's `os_prefix` first
 /// (outside any conditional section, so it applies to every model).
-pub fn with_os_prefix(config: &str, slot: char) -> String {
+pub fn with_os_prefix(config: &str, slot: Slot) -> String {
     let body: Vec<&str> = config
         .lines()
         .filter(|l| !l.trim_start().starts_with("os_prefix="))
@@ -48,7 +52,7 @@ pub fn with_os_prefix(config: &str, slot: char) -> String {
     if !prefix(slot).is_empty() {
         out.push_str(&format!(
             "# edgeimg: slot {} (its kernel, initrd, DTBs and cmdline.txt are in {})\nos_prefix={}\n",
-            slot.to_ascii_uppercase(),
+            slot.upper(),
             prefix(slot),
             prefix(slot)
         ));
@@ -69,7 +73,7 @@ pub fn forget_trial(esp: &Path) -> Result<()> {
 }
 
 /// Writes the slot's OS files and then `tryboot.txt`.
-pub fn install(f: &mut File, v: &Verified, esp: &Path, slot: char, cmdline: &str) -> Result<()> {
+pub fn install(f: &mut File, v: &Verified, esp: &Path, slot: Slot, cmdline: &str) -> Result<()> {
     let dir = esp.join(prefix(slot));
     let mut config = None;
     for p in &v.header.payloads {
@@ -119,10 +123,10 @@ mod tests {
     #[test]
     fn os_prefix_goes_first_and_replaces_an_old_one() {
         let c = "[all]\nos_prefix=b/\nkernel=vmlinuz\n";
-        let b = with_os_prefix(c, 'b');
+        let b = with_os_prefix(c, Slot::B);
         assert!(b.contains("\nos_prefix=b/\n[all]\nkernel=vmlinuz\n"), "{b}");
         assert_eq!(b.matches("os_prefix=").count(), 1);
-        assert_eq!(with_os_prefix(c, 'a'), "[all]\nkernel=vmlinuz\n");
+        assert_eq!(with_os_prefix(c, Slot::A), "[all]\nkernel=vmlinuz\n");
     }
 
     /// The whole Pi flow on a directory standing in for the boot partition
@@ -179,7 +183,14 @@ mod tests {
         std::fs::write(esp.join("vmlinuz"), "KERNEL1").unwrap();
         std::fs::write(esp.join("start4.elf"), "FW1").unwrap();
         let mut f = File::open(&upd).unwrap();
-        install(&mut f, &v, &esp, 'b', "root=PARTUUID=dev-03 edgeimg.slot=b").unwrap();
+        install(
+            &mut f,
+            &v,
+            &esp,
+            Slot::B,
+            "root=PARTUUID=dev-03 edgeimg.slot=b",
+        )
+        .unwrap();
         let read = |p: &str| std::fs::read_to_string(esp.join(p)).unwrap();
         assert_eq!(read("b/vmlinuz"), "KERNEL2");
         assert_eq!(read("b/initrd.img"), "INITRD2");
@@ -207,7 +218,14 @@ mod tests {
         assert!(!esp.join("tryboot.txt").exists());
 
         // The next update goes to slot A: top-level files, no os_prefix.
-        install(&mut f, &v, &esp, 'a', "root=PARTUUID=dev-02 edgeimg.slot=a").unwrap();
+        install(
+            &mut f,
+            &v,
+            &esp,
+            Slot::A,
+            "root=PARTUUID=dev-02 edgeimg.slot=a",
+        )
+        .unwrap();
         assert_eq!(read("vmlinuz"), "KERNEL2");
         assert_eq!(read("cmdline.txt"), "root=PARTUUID=dev-02 edgeimg.slot=a\n");
         assert!(!read("tryboot.txt").contains("os_prefix"));

@@ -1,0 +1,16 @@
+//! The signed update file: [`format`] (header, payloads, signature),
+//! [`keys`] (Ed25519 key files and ids) and [`delta`] (a delta payload of an
+//! update repository, and how it is applied to the running root). The builder writes it and runs the
+//! device's check on the host; the agent verifies and applies it.
+
+pub mod delta;
+pub mod format;
+pub mod keys;
+
+/// Where an image built with `--signing-key` carries the trusted public key.
+pub const TRUSTED_KEY_PATH: &str = "/usr/share/edgeimg/update.pub";
+
+/// The generation (version floor) of the running image: `[update]
+/// generation` of its config, one decimal number. Images built before the
+/// floor existed have no such file: generation 0.
+pub const GENERATION_PATH: &str = "/usr/lib/edgeimg/update-generation";
