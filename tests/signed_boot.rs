@@ -116,7 +116,7 @@ fn uki_and_loader_are_signed_and_reproducible() {
     let conf = String::from_utf8(get(&one, "loader/loader.conf")).unwrap();
     assert!(conf.contains("secure-boot-enroll force\n"), "{conf}");
     assert_eq!(
-        get(&one, "loader/keys/fleet/db.auth"),
+        get(&one, &format!("{}/db.auth", edgeimg::boot::uefi::KEYS_DIR)),
         std::fs::read(sb.keys.file("db.auth")).unwrap()
     );
     // Only public lists: no private key lands on the boot partition.

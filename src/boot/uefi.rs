@@ -47,8 +47,12 @@ pub fn planned_files(rust_arch: &str, secure_boot: Option<&SecureBoot>) -> Vec<S
 /// by itself, named as the type-1 entries are so loader.conf's default
 /// pattern and the update's ordering work the same.
 const UKI_A: &str = "EFI/Linux/edgeimg-1-a.efi";
-/// Where systemd-boot looks for keys to enroll (one set, named "fleet").
-const KEYS_DIR: &str = "loader/keys/fleet";
+/// The keys systemd-boot enrolls by itself. It offers every directory under
+/// `loader/keys` as a menu entry, but enrolls without being asked (with
+/// `secure-boot-enroll if-safe` or `force`, in setup mode) only from the one
+/// named `auto`: under any other name the keys wait for someone to pick the
+/// entry (systemd 257, `secure_boot_discover_keys` in src/boot/boot.c).
+pub const KEYS_DIR: &str = "loader/keys/auto";
 /// The enrollment files, in the names systemd-boot reads.
 const AUTH: [&str; 3] = ["PK", "KEK", "db"];
 

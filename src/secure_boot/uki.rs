@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, OBJCOPY, OBJCOPY_AARCH64};
+use crate::stage::in_root::InRoot;
+use edgeimg_contract::arch::Arch;
 
 /// What goes into one UKI.
 pub struct UkiInputs<'a> {
@@ -25,11 +27,9 @@ pub struct UkiInputs<'a> {
 
 /// The stub's path inside a root (package systemd-boot-efi).
 pub fn stub_path(rust_arch: &str) -> String {
-    let suffix = if rust_arch == "aarch64" {
-        "aa64"
-    } else {
-        "x64"
-    };
+    let suffix = Arch::from_name(rust_arch)
+        .unwrap_or(Arch::Amd64)
+        .efi_suffix();
     format!("usr/lib/systemd/boot/efi/linux{suffix}.efi.stub")
 }
 
@@ -124,22 +124,26 @@ pub fn section_vmas(end: &PeEnd, sizes: &[u64]) -> Vec<u64> {
 /// files). Sections: `.osrel` (the root's os-release, for the loader's
 /// menu), `.cmdline`, `.initrd`, then `.linux` last, as ukify orders them.
 pub fn assemble(inp: &UkiInputs, work: &Path, out: &Path) -> Result<()> {
-    let stub = inp.tree.join(stub_path(inp.rust_arch));
-    let stub_bytes = std::fs::read(&stub).with_context(|| {
-        format!(
+    // The stub and os-release are the tree's own: never read through a
+    // link that points at the build host.
+    let root = InRoot::open(inp.tree)?;
+    let rel = stub_path(inp.rust_arch);
+    let Some(stub) = root.host_file(Path::new(&rel))? else {
+        bail!(
             "{} is missing from the base; Secure Boot images need the systemd-boot-efi package",
-            stub.display()
-        )
-    })?;
+            root.show(Path::new(&rel)).display()
+        );
+    };
+    let stub_bytes = std::fs::read(&stub).with_context(|| format!("reading {}", stub.display()))?;
     let end = pe_end(&stub_bytes).with_context(|| format!("reading {}", stub.display()))?;
-    let osrel = ["etc/os-release", "usr/lib/os-release"]
-        .iter()
-        .map(|p| inp.tree.join(p))
-        .find(|p| p.is_file())
-        .context("the root has no os-release")?;
-    // os-release is often a symlink into /usr/lib: read it, write a file.
+    let osrel = match root.read_to_string(Path::new("etc/os-release"))? {
+        Some(t) => t,
+        None => root
+            .read_to_string(Path::new("usr/lib/os-release"))?
+            .context("the root has no os-release (etc/os-release, usr/lib/os-release)")?,
+    };
     let osrel_file = work.join("uki.osrel");
-    std::fs::write(&osrel_file, std::fs::read(&osrel)?)?;
+    std::fs::write(&osrel_file, osrel)?;
     let cmdline_file = work.join("uki.cmdline");
     std::fs::write(&cmdline_file, inp.cmdline.as_bytes())?;
     let sections: [(&str, PathBuf); 4] = [
