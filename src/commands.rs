@@ -193,6 +193,7 @@ pub fn run(
     memory: u32,
     cpus: u32,
     kvm: bool,
+    secure_boot_vars: Option<&Path>,
 ) -> Result<()> {
     if !image.is_file() {
         anyhow::bail!("{} is not an image file", image.display());
@@ -204,12 +205,20 @@ pub fn run(
     vm.memory_mib = memory;
     vm.cpus = cpus;
     vm.kvm |= kvm;
+    if let Some(vars) = secure_boot_vars {
+        vm.use_secure_boot_firmware(vars)
+            .with_context(|| format!("board {}", b.name))?;
+    }
     eprintln!(
-        "edgeimg: booting {} as {} ({}, {}); quit with Ctrl-A x",
+        "edgeimg: booting {} as {} ({}, {}{}); quit with Ctrl-A x",
         image.display(),
         b.name,
         b.qemu.machine,
-        if vm.kvm { "KVM" } else { "TCG" }
+        if vm.kvm { "KVM" } else { "TCG" },
+        match secure_boot_vars {
+            Some(v) => format!(", Secure Boot firmware, variables in {}", v.display()),
+            None => String::new(),
+        }
     );
     let status = vm.run_interactive()?;
     if !status.success() {
