@@ -306,6 +306,19 @@ pub fn doctor(
     Ok(())
 }
 
+/// The `secure boot` column of `edgeimg boards`.
+fn secure_boot_support(b: &board::Board) -> &'static str {
+    match (b.firmware, &b.qemu.firmware_code_secure_boot) {
+        // The Pi's own signed boot burns OTP fuses: not offered.
+        (board::Firmware::Rpi, _) => "none: verity + signed updates",
+        // qemu-tests/tests/x86_64_secure_boot.rs enrolls and enforces.
+        (board::Firmware::Uefi, Some(_)) => "signed UKI, fleet keys",
+        // No Secure Boot firmware to boot it with in QEMU: never enforced
+        // in a VM test.
+        (board::Firmware::Uefi, None) => "signed UKI, fleet keys (untested)",
+    }
+}
+
 pub fn boards(json: bool) -> Result<()> {
     if json {
         let mut v = Vec::new();
@@ -315,6 +328,7 @@ pub fn boards(json: bool) -> Result<()> {
                 "name": b.name, "arch": b.arch,
                 "partition_table": format!("{:?}", b.partition_table).to_lowercase(),
                 "firmware": b.firmware.describe(), "qemu_machine": b.qemu.machine,
+                "secure_boot": secure_boot_support(&b),
                 "description": b.description,
             }));
         }
@@ -322,23 +336,19 @@ pub fn boards(json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<6} {:<6} {:<26} {:<10} {:<30} description",
+        "{:<10} {:<6} {:<6} {:<26} {:<10} {:<34} description",
         "board", "arch", "table", "firmware", "qemu", "secure boot"
     );
     for name in board::names() {
         let b = board::load(name)?;
         println!(
-            "{:<10} {:<6} {:<6} {:<26} {:<10} {:<30} {}",
+            "{:<10} {:<6} {:<6} {:<26} {:<10} {:<34} {}",
             b.name,
             b.arch,
             format!("{:?}", b.partition_table).to_lowercase(),
             b.firmware.describe(),
             b.qemu.machine,
-            // The Pi's own signed boot burns OTP fuses: not offered.
-            match b.firmware {
-                board::Firmware::Uefi => "UEFI, fleet keys",
-                board::Firmware::Rpi => "none: verity + signed updates",
-            },
+            secure_boot_support(&b),
             b.description
         );
     }

@@ -51,7 +51,7 @@ const UKI_A: &str = "EFI/Linux/edgeimg-1-a.efi";
 /// `loader/keys` as a menu entry, but enrolls without being asked (with
 /// `secure-boot-enroll if-safe` or `force`, in setup mode) only from the one
 /// named `auto`: under any other name the keys wait for someone to pick the
-/// entry (systemd 257, `secure_boot_discover_keys` in src/boot/boot.c).
+/// entry (systemd-boot 257; docs/trusted-boot.md).
 pub const KEYS_DIR: &str = "loader/keys/auto";
 /// The enrollment files, in the names systemd-boot reads.
 const AUTH: [&str; 3] = ["PK", "KEK", "db"];
