@@ -191,6 +191,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stub_linked_out_of_the_tree_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("stub"), b"the build host's").unwrap();
+        let stub = d.path().join(stub_path("x86_64"));
+        std::fs::create_dir_all(stub.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(host.path().join("stub"), &stub).unwrap();
+        let k = d.path().join("vmlinuz");
+        std::fs::write(&k, b"k").unwrap();
+        let inputs = UkiInputs {
+            tree: d.path(),
+            rust_arch: "x86_64",
+            kernel: &k,
+            initrd: &k,
+            cmdline: "ro",
+        };
+        let e = assemble(&inputs, d.path(), &d.path().join("uki.efi")).unwrap_err();
+        assert!(format!("{e:#}").contains("leads out of the tree"), "{e:#}");
+    }
+
+    #[test]
     fn non_pe_is_refused() {
         assert!(pe_end(b"MZ").is_err());
         assert!(pe_end(b"\x7fELF....").is_err());
