@@ -12,6 +12,7 @@ use crate::disk::layout;
 pub use crate::ids::Ids;
 use edgeimg_contract::arch::Arch;
 use edgeimg_contract::cmdline as kcmd;
+use edgeimg_contract::partition::Slot;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionPlan {
@@ -104,21 +105,31 @@ impl Plan {
 /// Slot A's kernel command line. With verity, `verity` gives the root hash
 /// and hash offset once the build knows them (the plan shows placeholders).
 pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -> String {
+    slot_cmdline(config, ids, verity, Slot::A)
+}
+
+/// The kernel command line that boots `slot`: its partition as the root (or
+/// as the verity device), `edgeimg.slot=`. Slot B's is only built for the
+/// signed UKI a Secure Boot update carries; without Secure Boot the device
+/// derives it from slot A's.
+pub fn slot_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>, slot: Slot) -> String {
+    let partuuid = match slot {
+        Slot::A => &ids.root_a_partuuid,
+        Slot::B => &ids.root_b_partuuid,
+    };
     let root = match (config.verity, verity) {
-        (false, _) => vec![format!("root=PARTUUID={}", ids.root_a_partuuid)],
+        (false, _) => vec![format!("root=PARTUUID={partuuid}")],
         (true, Some((hash, offset))) => {
-            crate::verity::cmdline_params(&ids.root_a_partuuid, hash, &offset.to_string())
+            crate::verity::cmdline_params(partuuid, hash, &offset.to_string())
         }
-        (true, None) => {
-            crate::verity::cmdline_params(&ids.root_a_partuuid, "<root-hash>", "<bytes>")
-        }
+        (true, None) => crate::verity::cmdline_params(partuuid, "<root-hash>", "<bytes>"),
     };
     let mut parts = root;
     parts.extend([
         "rootfstype=erofs".into(),
         "ro".into(),
         format!("{}=PARTUUID={}", kcmd::DATA, ids.data_partuuid),
-        format!("{}=a", kcmd::SLOT),
+        format!("{}={slot}", kcmd::SLOT),
         // Partitions are mounted by edgeimg, never guessed from their types.
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),

@@ -12,11 +12,15 @@
 //!   gets ready, and the guest reports the firmware's own SecureBoot and
 //!   SetupMode variables and what the loader started (test-only overlay
 //!   qemu-tests/overlays/sbcheck, a `secureboot` record).
-//! - Two copies of the enrolled disk and variables: one whose UKI has one
-//!   byte of its command line changed (`edgeimg.slot=a` made `b`), one whose
-//!   UKI has its signature removed (`sbattach --remove`). The firmware refuses
-//!   to load either: systemd-boot reports the refusal on the console, and no
-//!   kernel starts.
+//!   That boot also applies the build's own signed update (`--update`: a
+//!   signed UKI per slot) from a second disk and reboots.
+//! - Third boot: systemd-boot tries slot B's signed UKI, which the firmware
+//!   lets through; the node gets ready on slot B and the trial is blessed.
+//! - Two copies of the enrolled disk and variables, taken before the update:
+//!   one whose UKI has one byte of its command line changed
+//!   (`edgeimg.slot=a` made `b`), one whose UKI has its signature removed
+//!   (`sbattach --remove`). The firmware refuses to load either: systemd-boot
+//!   reports the refusal on the console, and no kernel starts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,16 +71,67 @@ fn config(dir: &Path, keys: &Path) -> PathBuf {
     path
 }
 
-/// One QEMU run on the Secure Boot firmware with the variable store `vars`.
-fn start(disk: &Path, vars: &Path, work: &Path, name: &str) -> (edgeimg::qemu::RunningVm, Records) {
+/// One QEMU run on the Secure Boot firmware with the variable store `vars`
+/// (and the update disk `extra`).
+fn start(
+    disk: &Path,
+    vars: &Path,
+    extra: Option<&Path>,
+    work: &Path,
+    name: &str,
+) -> (edgeimg::qemu::RunningVm, Records) {
     let b = edgeimg::config::board::load("x86_64").unwrap();
     let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work).unwrap();
+    vm.extra_disks = extra.into_iter().map(Path::to_path_buf).collect();
     vm.use_secure_boot_firmware(vars)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let log = log_dir().join(format!("{name}.log"));
     attach_record_port(&mut vm, &log);
     let records = Records::new(&vm);
     (vm.spawn_captured(&log).unwrap(), records)
+}
+
+/// A FAT disk labelled EDGEUPD holding update.bin.
+fn update_disk(update: &Path, dest: &Path, work: &Path) {
+    let mut files = edgeimg::fs::vfat::BootFiles::default();
+    files.add_file("update.bin", update.to_path_buf());
+    let size =
+        (std::fs::metadata(update).unwrap().len() + 64 * 1024 * 1024).next_multiple_of(1024 * 1024);
+    edgeimg::fs::vfat::make(dest, size, "EDGEUPD", 0x0ed6e0d, &files, work, 0)
+        .unwrap_or_else(|e| panic!("update disk: {e:#}"));
+}
+
+/// The guest's `secureboot` record as key=value pairs (and its text).
+fn report(
+    vm: &mut edgeimg::qemu::RunningVm,
+    records: &mut Records,
+    name: &str,
+) -> (std::collections::HashMap<String, String>, String) {
+    let bytes = records
+        .wait(vm, "secureboot", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let text = String::from_utf8(bytes).unwrap();
+    let r = text
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (r, text)
+}
+
+/// What every boot that enforces Secure Boot reports, on `slot`.
+fn assert_enforced(r: &std::collections::HashMap<String, String>, text: &str, slot: &str) {
+    let get = |k: &str| r.get(k).map(String::as_str);
+    assert_eq!(get("secureboot"), Some("1"), "Secure Boot not on: {text}");
+    assert_eq!(get("setupmode"), Some("0"), "still in setup mode: {text}");
+    assert!(
+        get("stub").is_some_and(|s| s.starts_with("systemd-stub")),
+        "not started through systemd-stub: {text}"
+    );
+    // Debian's kernel locks itself down when the firmware enforces Secure Boot.
+    assert_eq!(get("lockdown"), Some("integrity"), "{text}");
+    assert_eq!(get("ready"), Some("active"), "{text}");
+    assert_eq!(get("slot"), Some(slot), "{text}");
 }
 
 /// The boot partition's offset in the image, from manifest.json.
@@ -139,7 +194,7 @@ fn tampered_copy(
 /// kernel's first line or at the deadline.
 fn expect_refused(disk: &Path, vars: &Path, w: &Path, name: &str) {
     let t = Instant::now();
-    let (mut vm, _) = start(disk, vars, w, name);
+    let (mut vm, _) = start(disk, vars, None, w, name);
     let deadline = Instant::now() + LOADER;
     let line = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -182,7 +237,7 @@ fn expect_refused(disk: &Path, vars: &Path, w: &Path, name: &str) {
 }
 
 #[test]
-fn x86_64_secure_boot_enrolls_then_refuses_changed_and_unsigned_kernels() {
+fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_kernels() {
     let _guard = exclusive();
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -192,27 +247,33 @@ fn x86_64_secure_boot_enrolls_then_refuses_changed_and_unsigned_kernels() {
     // What `edgeimg keygen --secure-boot --out PREFIX` runs.
     edgeimg::commands::keygen(&keys, true, false, "edgeimg VM test", true)
         .unwrap_or_else(|e| panic!("keygen --secure-boot: {e:#}"));
+    let (update_key, _) = edgeimg::update::keygen(&w.join("update")).unwrap();
     let out = w.join("out");
-    let report = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
+    // One build: the image, and its own signed update (a UKI per slot).
+    let built = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
         config: Some(config(w, &keys)),
         out: out.clone(),
         compression: Some(edgeimg::artifact::Compression::None),
+        signing_key: Some(update_key),
+        update: true,
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("build the Secure Boot image: {e:#}"));
+    let upd = w.join("upd.raw");
+    update_disk(&out.join("sbtest-x86_64.update"), &upd, w);
     eprintln!("keys and build: {:.0}s", t0.elapsed().as_secs_f64());
     let offset = boot_offset(&out);
     let db_crt = PathBuf::from(format!("{}-db.crt", keys.display()));
 
     let disk = w.join("disk.raw");
-    let disk_len = std::fs::metadata(&report.image).unwrap().len() + GIB;
-    disk_copy(&report.image, &disk, disk_len).unwrap();
+    let disk_len = std::fs::metadata(&built.image).unwrap().len() + GIB;
+    disk_copy(&built.image, &disk, disk_len).unwrap();
     let vars = w.join("vars.fd");
 
     // 1. Setup mode: systemd-boot enrolls the keys and resets the machine
     //    (-no-reboot: QEMU exits) before any kernel runs.
     let t = Instant::now();
-    let (mut vm, _) = start(&disk, &vars, w, "secure-boot-enroll");
+    let (mut vm, _) = start(&disk, &vars, None, w, "secure-boot-enroll");
     vm.wait_for(ENROLLED, LOADER)
         .unwrap_or_else(|e| panic!("enrollment: {e:#}"));
     let st = vm
@@ -232,46 +293,9 @@ fn x86_64_secure_boot_enrolls_then_refuses_changed_and_unsigned_kernels() {
     );
     eprintln!("enrolled: {:.0}s", t.elapsed().as_secs_f64());
 
-    // 2. The same machine now enforces Secure Boot and boots the signed UKI.
-    let t = Instant::now();
-    let (mut vm, mut records) = start(&disk, &vars, w, "secure-boot-enforced");
-    vm.wait_for(edgeimg_agent::schema::READY_LINE, BOOT)
-        .unwrap_or_else(|e| panic!("enforced boot: {e:#}"));
-    let bytes = records
-        .wait(&mut vm, "secureboot", BOOT)
-        .unwrap_or_else(|e| panic!("enforced boot: {e:#}"));
-    let text = String::from_utf8(bytes).unwrap();
-    let r: std::collections::HashMap<&str, &str> = text
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    assert_eq!(
-        r.get("secureboot"),
-        Some(&"1"),
-        "Secure Boot not on: {text}"
-    );
-    assert_eq!(
-        r.get("setupmode"),
-        Some(&"0"),
-        "still in setup mode: {text}"
-    );
-    assert_eq!(r.get("entry"), Some(&"edgeimg-1-a.efi"), "{text}");
-    assert!(
-        r.get("stub").is_some_and(|s| s.starts_with("systemd-stub")),
-        "not started through systemd-stub: {text}"
-    );
-    // Debian's kernel locks itself down when the firmware enforces Secure Boot.
-    assert_eq!(r.get("lockdown"), Some(&"integrity"), "{text}");
-    assert_eq!(r.get("ready"), Some(&"active"), "{text}");
-    assert_eq!(r.get("slot"), Some(&"a"), "{text}");
-    let st = vm
-        .wait_exit(EXIT)
-        .unwrap_or_else(|e| panic!("enforced boot: {e:#}"));
-    assert!(st.success(), "QEMU exited with {st}");
-    eprintln!("enforced boot: {:.0}s", t.elapsed().as_secs_f64());
-
-    // 3. One byte of the UKI's signed command line changed.
-    let (d, v) = tampered_copy((&disk, &vars), offset, w, "uki-changed", |uki| {
+    // The tampered copies start from the enrolled machine, before the update
+    // adds slot B's UKI (which would boot first).
+    let changed = tampered_copy((&disk, &vars), offset, w, "uki-changed", |uki| {
         let mut b = std::fs::read(uki).unwrap();
         let needle = b"edgeimg.slot=a";
         let at: Vec<usize> = b
@@ -285,10 +309,7 @@ fn x86_64_secure_boot_enrolls_then_refuses_changed_and_unsigned_kernels() {
         std::fs::write(uki, b).unwrap();
         assert!(!sbverify(&db_crt, uki), "the changed UKI still verifies");
     });
-    expect_refused(&d, &v, w, "secure-boot-uki-changed");
-
-    // 4. The UKI without its signature.
-    let (d, v) = tampered_copy((&disk, &vars), offset, w, "uki-unsigned", |uki| {
+    let unsigned = tampered_copy((&disk, &vars), offset, w, "uki-unsigned", |uki| {
         assert!(sbverify(&db_crt, uki), "the built UKI does not verify");
         let o = Command::new("sbattach")
             .arg("--remove")
@@ -298,6 +319,49 @@ fn x86_64_secure_boot_enrolls_then_refuses_changed_and_unsigned_kernels() {
         assert!(o.status.success(), "sbattach --remove: {o:?}");
         assert!(!sbverify(&db_crt, uki), "the unsigned UKI still verifies");
     });
-    expect_refused(&d, &v, w, "secure-boot-uki-unsigned");
+
+    // 2. The same machine now enforces Secure Boot and boots the signed UKI;
+    //    then it installs the update into slot B and reboots.
+    let t = Instant::now();
+    let name = "secure-boot-enforced";
+    let (mut vm, mut records) = start(&disk, &vars, Some(&upd), w, name);
+    vm.wait_for(edgeimg_agent::schema::READY_LINE, BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let (r, text) = report(&mut vm, &mut records, name);
+    assert_enforced(&r, &text, "a");
+    assert_eq!(r["entry"], "edgeimg-1-a.efi", "{text}");
+    assert_eq!(r["ukis"], "edgeimg-1-a.efi,", "{text}");
+    let applied = records
+        .wait(&mut vm, "update-apply", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let applied = String::from_utf8_lossy(&applied).into_owned();
+    assert_eq!(applied.trim(), "applied", "{name}: {applied}");
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    eprintln!("{name}, update applied: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 3. Slot B's own signed UKI boots under Secure Boot; the trial is blessed.
+    let t = Instant::now();
+    let name = "secure-boot-slot-b";
+    let (mut vm, mut records) = start(&disk, &vars, None, w, name);
+    let (r, text) = report(&mut vm, &mut records, name);
+    assert_enforced(&r, &text, "b");
+    assert!(r["entry"].starts_with("edgeimg-2-b"), "{text}");
+    assert_eq!(
+        r["ukis"], "edgeimg-1-a.efi,edgeimg-2-b.efi,",
+        "slot B's UKI blessed, slot A's kept: {text}"
+    );
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    eprintln!("{name}: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 4. One byte of the UKI's signed command line changed.
+    expect_refused(&changed.0, &changed.1, w, "secure-boot-uki-changed");
+    // 5. The UKI without its signature.
+    expect_refused(&unsigned.0, &unsigned.1, w, "secure-boot-uki-unsigned");
     eprintln!("total: {:.0}s", t0.elapsed().as_secs_f64());
 }

@@ -1,7 +1,7 @@
 //! UEFI boards: systemd-boot on the ESP (removable-media path, so no NVRAM
 //! entry is needed), one loader entry per root slot.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -30,7 +30,7 @@ pub fn planned_files(rust_arch: &str, secure_boot: Option<&SecureBoot>) -> Vec<S
         crate::boot::NODE_EXAMPLE_PATH.to_string(),
     ];
     if secure_boot.is_some() {
-        v.push(UKI_A.to_string());
+        v.push(uki_a());
         v.extend(AUTH.iter().map(|r| format!("{KEYS_DIR}/{r}.auth")));
     } else {
         v.extend([
@@ -46,7 +46,13 @@ pub fn planned_files(rust_arch: &str, secure_boot: Option<&SecureBoot>) -> Vec<S
 /// Slot A's signed Unified Kernel Image: a type-2 entry systemd-boot finds
 /// by itself, named as the type-1 entries are so loader.conf's default
 /// pattern and the update's ordering work the same.
-const UKI_A: &str = "EFI/Linux/edgeimg-1-a.efi";
+fn uki_a() -> String {
+    format!(
+        "{}/{}",
+        boot_files::UKI_DIR,
+        boot_files::uki_name(1, Slot::A)
+    )
+}
 /// The keys systemd-boot enrolls by itself. It offers every directory under
 /// `loader/keys` as a menu entry, but enrolls without being asked (with
 /// `secure-boot-enroll if-safe` or `force`, in setup mode) only from the one
@@ -65,6 +71,36 @@ fn entry_a() -> String {
         boot_files::ENTRY_DIR,
         boot_files::entry_name(1, Slot::A)
     )
+}
+
+/// `slot`'s Unified Kernel Image with its command line `cmdline`, signed with
+/// the db key, made in `work` as `uki-<slot>.efi`. Slot A's goes on the boot
+/// partition; a Secure Boot update carries both slots' (the device picks the
+/// one for the slot it writes, and edits nothing in it).
+pub fn signed_uki(
+    tree: &Path,
+    rust_arch: &str,
+    kernel: &KernelFiles,
+    cmdline: &str,
+    sb: &SecureBoot,
+    work: &Path,
+    slot: Slot,
+) -> Result<PathBuf> {
+    let uki = work.join(format!("uki-{slot}.efi"));
+    let unsigned = work.join(format!("uki-{slot}.unsigned.efi"));
+    crate::secure_boot::uki::assemble(
+        &crate::secure_boot::uki::UkiInputs {
+            tree,
+            rust_arch,
+            kernel: &kernel.vmlinuz,
+            initrd: &kernel.initrd,
+            cmdline,
+        },
+        work,
+        &unsigned,
+    )?;
+    crate::secure_boot::sign::sign(&sb.keys, &unsigned, &uki)?;
+    Ok(uki)
 }
 
 /// Boot files for slot A (slot B's entry is written by updates). With
@@ -120,21 +156,8 @@ pub fn boot_files(
             files.add_file(&initrd_a, kernel.initrd.clone());
         }
         Some(sb) => {
-            let uki = work.join("uki-a.efi");
-            let unsigned = work.join("uki-a.unsigned.efi");
-            crate::secure_boot::uki::assemble(
-                &crate::secure_boot::uki::UkiInputs {
-                    tree,
-                    rust_arch,
-                    kernel: &kernel.vmlinuz,
-                    initrd: &kernel.initrd,
-                    cmdline,
-                },
-                work,
-                &unsigned,
-            )?;
-            crate::secure_boot::sign::sign(&sb.keys, &unsigned, &uki)?;
-            files.add_file(UKI_A, uki);
+            let uki = signed_uki(tree, rust_arch, kernel, cmdline, sb, work, Slot::A)?;
+            files.add_file(&uki_a(), uki);
             // Public lists only: the private keys never enter the image.
             for r in AUTH {
                 files.add_file(

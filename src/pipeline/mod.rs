@@ -173,6 +173,10 @@ fn disk_and_update(
                     cmdline: &fs.kernel_cmdline,
                     pi_boot_files: (ctx.cfg.board.firmware == Firmware::Rpi)
                         .then_some(&fs.boot_files),
+                    ukis: fs
+                        .update_ukis
+                        .as_ref()
+                        .map(|(a, b)| (a.as_path(), b.as_path())),
                 };
                 crate::update::write_for_build(ctx, &payloads, key, out.staging.path())
             },

@@ -18,6 +18,13 @@
 //! 5. write the new entry `edgeimg-<n>-<slot>+<tries>.conf` last (`n`: one
 //!    more than the highest entry number on the ESP).
 //!
+//! A Secure Boot image's update carries a signed UKI per slot instead of the
+//! kernel and initrd, each with its slot's command line fixed at build time:
+//! step 4 is skipped and step 5 writes the target slot's UKI as
+//! `EFI/Linux/edgeimg-<n>-<slot>+<tries>.efi`, an entry of its own that
+//! systemd-boot counts and orders like an entry file. Nothing in it is
+//! edited (that would break its signature).
+//!
 //! `loader.conf` says `default edgeimg-*`: systemd-boot sorts entries by id,
 //! highest entry number first, and entries with no tries left last, so the new
 //! entry is tried first while it has tries left; once they are used up the
@@ -242,6 +249,63 @@ pub fn boot_entry(h: &Header, slot: Slot, cmdline: &str) -> Result<String> {
     ))
 }
 
+/// Whether the update installs `slot`'s signed UKI rather than a kernel, an
+/// initrd and an entry. A device that boots signed UKIs (its firmware may
+/// enforce Secure Boot) takes only an update that carries them: a plain
+/// kernel would not be let through. The UKI's command line was fixed at
+/// build time for the partitions of that build's image, so the update's
+/// data partition must be this device's.
+fn signed_kernel(h: &Header, uki_dir: &Path, slot: Slot, running: &str) -> Result<bool> {
+    let name = format::uki(slot);
+    let carried = h.payloads.iter().any(|p| p.name == name);
+    let boots_ukis = std::fs::read_dir(uki_dir)
+        .map(|d| {
+            d.flatten()
+                .any(|e| boot_files::parse_uki(&e.file_name().to_string_lossy()).is_some())
+        })
+        .unwrap_or(false);
+    if boots_ukis && !carried {
+        crate::bail!(
+            "this device boots signed kernel images ({}) and the update carries none for slot {slot}: build the update with the image's [secure_boot] keys",
+            uki_dir.display()
+        );
+    }
+    if carried && param(&h.cmdline, kcmd::DATA) != param(running, kcmd::DATA) {
+        crate::bail!(
+            "the update's signed command lines name data partition {:?}, this device's is {:?}: it was built for another image (a different image seed)",
+            param(&h.cmdline, kcmd::DATA).unwrap_or("none"),
+            param(running, kcmd::DATA).unwrap_or("none")
+        );
+    }
+    Ok(carried)
+}
+
+/// Removes `slot`'s entries from `dir` (entry files or UKIs, as `parse`
+/// names them; a missing directory has none) and returns the highest entry
+/// number of either slot found there.
+fn remove_slot_entries(
+    dir: &Path,
+    parse: fn(&str) -> Option<(u64, Slot)>,
+    slot: Slot,
+) -> Result<u64> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| dir.display().to_string()),
+    };
+    let mut number = 0;
+    for e in listing.flatten() {
+        if let Some((g, s)) = parse(&e.file_name().to_string_lossy()) {
+            number = number.max(g);
+            if s == slot {
+                std::fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
+            }
+        }
+    }
+    fsutil::sync_dir(dir)?;
+    Ok(number)
+}
+
 pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     let tries = opts.tries;
     if !(1..=9).contains(&tries) {
@@ -321,6 +385,8 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     ));
 
     // What goes into the boot files, checked before anything is touched.
+    let uki_dir = esp.join(boot_files::UKI_DIR);
+    let signed = !pi && signed_kernel(h, &uki_dir, t.slot, &cmdline)?;
     let new_cmdline = device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid);
     let entry = boot_entry(h, t.slot, &new_cmdline)?;
 
@@ -328,26 +394,12 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     let mut number = 0;
     if pi {
         crate::update::rpi::forget_trial(&esp)?;
-    }
-    let listing: Vec<std::fs::DirEntry> = if pi {
-        Vec::new()
     } else {
-        std::fs::read_dir(&entries)
-            .with_context(|| entries.display().to_string())?
-            .flatten()
-            .collect()
-    };
-    for e in listing {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some((g, s)) = parse_entry(&name) {
-            number = number.max(g);
-            if s == t.slot {
-                std::fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
-            }
-        }
-    }
-    if !pi {
-        fsutil::sync_dir(&entries)?;
+        number = remove_slot_entries(&entries, parse_entry, t.slot)?.max(remove_slot_entries(
+            &uki_dir,
+            boot_files::parse_uki,
+            t.slot,
+        )?);
     }
 
     // 3. The root image.
@@ -397,21 +449,33 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
         return Ok(());
     }
 
-    // 4. Kernel and initrd.
-    write_boot_file(&mut f, &v, VMLINUZ, &esp.join(boot_files::kernel(t.slot)))?;
-    write_boot_file(&mut f, &v, INITRD, &esp.join(boot_files::initrd(t.slot)))?;
+    // 4. Kernel and initrd (a signed UKI holds both).
+    if !signed {
+        write_boot_file(&mut f, &v, VMLINUZ, &esp.join(boot_files::kernel(t.slot)))?;
+        write_boot_file(&mut f, &v, INITRD, &esp.join(boot_files::initrd(t.slot)))?;
+    }
 
-    // 5. loader.conf, then the new entry, last.
+    // 5. loader.conf, then the new entry (or the slot's signed UKI, which is
+    // an entry of its own), last.
     let lc = esp.join("loader/loader.conf");
     let old = fsutil::read(&lc)?;
     let new = loader_conf(&old);
     if new != old {
         fsutil::write_atomic_fat(&lc, new.as_bytes())?;
     }
-    let name = boot_files::entry_name(number + 1, t.slot);
-    let id = name.trim_end_matches(".conf");
-    let path = entries.join(format!("{id}+{tries}.conf"));
-    fsutil::write_atomic_fat(&path, entry.as_bytes())?;
+    let id = if signed {
+        let name = boot_files::uki_name(number + 1, t.slot);
+        let id = name.trim_end_matches(".efi").to_string();
+        let path = uki_dir.join(format!("{id}+{tries}.efi"));
+        write_boot_file(&mut f, &v, &format::uki(t.slot), &path)?;
+        id
+    } else {
+        let name = boot_files::entry_name(number + 1, t.slot);
+        let id = name.trim_end_matches(".conf").to_string();
+        let path = entries.join(format!("{id}+{tries}.conf"));
+        fsutil::write_atomic_fat(&path, entry.as_bytes())?;
+        id
+    };
     crate::log(format!(
         "update: slot {} installed as boot entry {id} with {tries} tries; reboot to try it",
         t.slot
