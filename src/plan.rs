@@ -532,6 +532,37 @@ mod tests {
     }
 
     #[test]
+    fn each_slot_has_its_own_command_line() {
+        let cfg = crate::config::parse(
+            "edgeimg.toml",
+            "[image]\nname = \"x\"\nverity = true\n",
+            std::path::Path::new("."),
+            Some("x86_64"),
+        )
+        .unwrap();
+        let ids = make(&cfg, None).ids;
+        let a = slot_cmdline(&cfg, &ids, Some(("ab12", 8192)), Slot::A);
+        let b = slot_cmdline(&cfg, &ids, Some(("ab12", 8192)), Slot::B);
+        assert_eq!(a, kernel_cmdline(&cfg, &ids, Some(("ab12", 8192))));
+        let dev = |slot: &str| format!("edgeimg.verity.dev=PARTUUID={slot}");
+        assert!(
+            a.contains(&dev(&ids.root_a_partuuid)) && a.contains("edgeimg.slot=a"),
+            "{a}"
+        );
+        assert!(
+            b.contains(&dev(&ids.root_b_partuuid)) && b.contains("edgeimg.slot=b"),
+            "{b}"
+        );
+        // The same root (hash and offset) and the same data partition.
+        assert_eq!(
+            a.replace(&ids.root_a_partuuid, "P")
+                .replace("slot=a", "slot=S"),
+            b.replace(&ids.root_b_partuuid, "P")
+                .replace("slot=b", "slot=S")
+        );
+    }
+
+    #[test]
     fn k3s_selinux_and_verity_show_in_the_plan() {
         let off = plan("[image]\nname = \"x\"\n[k3s]\nenabled = false\n", "x86_64");
         assert!(off.k3s.is_none());

@@ -640,6 +640,127 @@ mod tests {
         );
     }
 
+    /// [`device`] as a Secure Boot image has it (signed UKIs in EFI/Linux, no
+    /// entry files), with an update that carries a UKI per slot (`ukis`) or
+    /// a kernel and initrd, for the data partition `data`.
+    fn signed_device(ukis: bool, data: &str) -> (tempfile::TempDir, Root, PathBuf) {
+        let (d, root, file) = device(1, 1);
+        std::fs::remove_dir_all(root.path("/boot/efi/loader/entries")).unwrap();
+        let linux = root.path("/boot/efi/EFI/Linux");
+        std::fs::create_dir_all(&linux).unwrap();
+        std::fs::write(linux.join("edgeimg-1-a.efi"), b"UKI A1").unwrap();
+        std::fs::write(linux.join("edgeimg-1-b.efi"), b"old UKI B").unwrap();
+        let src = d.path().join("src");
+        for (n, b) in [("uki-a", &b"UKI A2"[..]), ("uki-b", b"UKI B2")] {
+            std::fs::write(src.join(n), b).unwrap();
+        }
+        let mut payloads = vec![(ROOT.to_string(), src.join("root"))];
+        if ukis {
+            payloads.push((format::uki(Slot::A), src.join("uki-a")));
+            payloads.push((format::uki(Slot::B), src.join("uki-b")));
+        } else {
+            payloads.push((VMLINUZ.into(), src.join("k")));
+            payloads.push((INITRD.into(), src.join("i")));
+        }
+        let refs: Vec<(String, &Path)> = payloads
+            .iter()
+            .map(|(n, p)| (n.clone(), p.as_path()))
+            .collect();
+        format::write(
+            &mut File::create(&file).unwrap(),
+            Header {
+                name: "edge".into(),
+                board: "x86_64".into(),
+                arch: "amd64".into(),
+                build_id: "00bb".into(),
+                edgeimg_version: "0".into(),
+                kernel_version: "6.12".into(),
+                cmdline: format!(
+                    "root=PARTUUID=pu-2 ro edgeimg.data=PARTUUID={data} edgeimg.slot=a"
+                ),
+                created: 0,
+                key_id: String::new(),
+                generation: 1,
+                payloads: vec![],
+            },
+            &refs,
+            &ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        )
+        .unwrap();
+        (d, root, file)
+    }
+
+    fn ukis(root: &Root) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.path("/boot/efi/EFI/Linux"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_signed_update_installs_the_target_slots_uki_unedited() {
+        let (_d, root, file) = signed_device(true, "pu-4");
+        run(&root, &file, &Options::default()).unwrap();
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert_eq!(&dev[..4096], &[0x5a; 4096][..]);
+        // Slot B's old UKI gone, its new one counting, slot A's untouched.
+        assert_eq!(ukis(&root), ["edgeimg-1-a.efi", "edgeimg-2-b+3.efi"]);
+        let linux = root.path("/boot/efi/EFI/Linux");
+        assert_eq!(
+            std::fs::read(linux.join("edgeimg-2-b+3.efi")).unwrap(),
+            b"UKI B2"
+        );
+        assert_eq!(
+            std::fs::read(linux.join("edgeimg-1-a.efi")).unwrap(),
+            b"UKI A1"
+        );
+        // No kernel, initrd or entry file beside it.
+        assert!(!root.path("/boot/efi/edgeimg/b").exists());
+        assert!(!root.path("/boot/efi/loader/entries").exists());
+    }
+
+    #[test]
+    fn a_device_booting_signed_ukis_refuses_an_update_without_them() {
+        let (_d, root, file) = signed_device(false, "pu-4");
+        let e = run(&root, &file, &Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("boots signed kernel images") && e.contains("carries none for slot b"),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(root.path("/dev/vda3"))
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert_eq!(ukis(&root), ["edgeimg-1-a.efi", "edgeimg-1-b.efi"]);
+    }
+
+    #[test]
+    fn a_signed_update_for_another_data_partition_is_refused() {
+        let (_d, root, file) = signed_device(true, "other-4");
+        let e = run(&root, &file, &Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "name data partition \"PARTUUID=other-4\", this device's is \"PARTUUID=pu-4\""
+            ),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(root.path("/dev/vda3"))
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert_eq!(ukis(&root), ["edgeimg-1-a.efi", "edgeimg-1-b.efi"]);
+    }
+
     #[test]
     fn an_older_generation_is_refused_unless_allowed() {
         let (_d, root, file) = device(5, 4);
