@@ -161,6 +161,22 @@ pub const SIGN_EFI_SIG_LIST: Tool = Tool {
     purpose: "sign the PK/KEK/db lists a firmware in setup mode enrolls",
 };
 
+pub const OBJCOPY: Tool = Tool {
+    name: "objcopy",
+    package: "binutils",
+    purpose: "assemble x86_64 Unified Kernel Images (Secure Boot builds)",
+};
+pub const OBJCOPY_AARCH64: Tool = Tool {
+    name: "aarch64-linux-gnu-objcopy",
+    package: "binutils-aarch64-linux-gnu",
+    purpose: "assemble arm64 Unified Kernel Images (Secure Boot builds)",
+};
+pub const SBSIGN: Tool = Tool {
+    name: "sbsign",
+    package: "sbsigntool",
+    purpose: "sign systemd-boot and the kernel images with the db key",
+};
+
 /// What an image with `[selinux]` on needs on top of [`BUILD_TOOLS`].
 /// (The root is labelled by mkfs.erofs itself: `fs::erofs::check_file_contexts`.)
 pub const SELINUX_TOOLS: &[Tool] = &[CHECKMODULE, SEMODULE_PACKAGE, MATCHPATHCON, DEBUGFS, CHROOT];
@@ -182,6 +198,9 @@ pub const VERITY_TOOLS: &[Tool] = &[VERITYSETUP];
 pub const ROOTLESS_TOOLS: &[Tool] = &[UNSHARE, NEWGIDMAP];
 /// What `keygen --secure-boot` runs.
 pub const SECURE_BOOT_TOOLS: &[Tool] = &[OPENSSL, CERT_TO_EFI_SIG_LIST, SIGN_EFI_SIG_LIST];
+/// What a build with Secure Boot keys runs on top (the arm64 objcopy only
+/// for arm64 boards: the host's own binutils reads no aarch64 PE files).
+pub const SIGNED_BOOT_TOOLS: &[Tool] = &[OBJCOPY, OBJCOPY_AARCH64, SBSIGN];
 /// What the commands after a build run (flash, inspect, kubeconfig).
 pub const DEVICE_TOOLS: &[Tool] = &[MTYPE, MDIR, SSH];
 
@@ -193,6 +212,7 @@ pub const GROUPS: &[(&str, &[Tool])] = &[
     ("verity", VERITY_TOOLS),
     ("rootless", ROOTLESS_TOOLS),
     ("keygen --secure-boot", SECURE_BOOT_TOOLS),
+    ("build with Secure Boot keys", SIGNED_BOOT_TOOLS),
     ("flash, inspect, kubeconfig", DEVICE_TOOLS),
 ];
 

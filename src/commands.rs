@@ -26,6 +26,7 @@ pub fn build(c: ConfigArgs, a: BuildArgs, quiet: bool) -> Result<()> {
         lock: a.lock,
         signing_key: a.signing_key,
         update: a.update,
+        secure_boot_keys: a.secure_boot_keys,
     };
     if crate::rootless::needed() {
         // Unprivileged: bootstrap (or reuse) the base here, then run the whole
@@ -192,6 +193,7 @@ pub fn run(
     memory: u32,
     cpus: u32,
     kvm: bool,
+    secure_boot_vars: Option<&Path>,
 ) -> Result<()> {
     if !image.is_file() {
         anyhow::bail!("{} is not an image file", image.display());
@@ -203,12 +205,20 @@ pub fn run(
     vm.memory_mib = memory;
     vm.cpus = cpus;
     vm.kvm |= kvm;
+    if let Some(vars) = secure_boot_vars {
+        vm.use_secure_boot_firmware(vars)
+            .with_context(|| format!("board {}", b.name))?;
+    }
     eprintln!(
-        "edgeimg: booting {} as {} ({}, {}); quit with Ctrl-A x",
+        "edgeimg: booting {} as {} ({}, {}{}); quit with Ctrl-A x",
         image.display(),
         b.name,
         b.qemu.machine,
-        if vm.kvm { "KVM" } else { "TCG" }
+        if vm.kvm { "KVM" } else { "TCG" },
+        match secure_boot_vars {
+            Some(v) => format!(", Secure Boot firmware, variables in {}", v.display()),
+            None => String::new(),
+        }
     );
     let status = vm.run_interactive()?;
     if !status.success() {
@@ -296,6 +306,19 @@ pub fn doctor(
     Ok(())
 }
 
+/// The `secure boot` column of `edgeimg boards`.
+fn secure_boot_support(b: &board::Board) -> &'static str {
+    match (b.firmware, &b.qemu.firmware_code_secure_boot) {
+        // The Pi's own signed boot burns OTP fuses: not offered.
+        (board::Firmware::Rpi, _) => "none: verity + signed updates",
+        // qemu-tests/tests/x86_64_secure_boot.rs enrolls and enforces.
+        (board::Firmware::Uefi, Some(_)) => "signed UKI, fleet keys",
+        // No Secure Boot firmware to boot it with in QEMU: never enforced
+        // in a VM test.
+        (board::Firmware::Uefi, None) => "signed UKI, fleet keys (untested)",
+    }
+}
+
 pub fn boards(json: bool) -> Result<()> {
     if json {
         let mut v = Vec::new();
@@ -305,6 +328,7 @@ pub fn boards(json: bool) -> Result<()> {
                 "name": b.name, "arch": b.arch,
                 "partition_table": format!("{:?}", b.partition_table).to_lowercase(),
                 "firmware": b.firmware.describe(), "qemu_machine": b.qemu.machine,
+                "secure_boot": secure_boot_support(&b),
                 "description": b.description,
             }));
         }
@@ -312,18 +336,19 @@ pub fn boards(json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<6} {:<6} {:<26} {:<10} description",
-        "board", "arch", "table", "firmware", "qemu"
+        "{:<10} {:<6} {:<6} {:<26} {:<10} {:<34} description",
+        "board", "arch", "table", "firmware", "qemu", "secure boot"
     );
     for name in board::names() {
         let b = board::load(name)?;
         println!(
-            "{:<10} {:<6} {:<6} {:<26} {:<10} {}",
+            "{:<10} {:<6} {:<6} {:<26} {:<10} {:<34} {}",
             b.name,
             b.arch,
             format!("{:?}", b.partition_table).to_lowercase(),
             b.firmware.describe(),
             b.qemu.machine,
+            secure_boot_support(&b),
             b.description
         );
     }

@@ -25,6 +25,8 @@ pub struct BuildOptions {
     pub signing_key: Option<PathBuf>,
     /// Also write the signed update file (needs `signing_key`).
     pub update: bool,
+    /// `--secure-boot-keys PREFIX`: replaces `[secure_boot] keys`.
+    pub secure_boot_keys: Option<PathBuf>,
 }
 
 impl BuildOptions {

@@ -44,9 +44,13 @@ pub fn checks(boards: &[Board]) -> Vec<Check> {
                 out.push(tool_check(&t));
             }
         }
-        for f in [&b.qemu.firmware_code, &b.qemu.firmware_vars]
-            .into_iter()
-            .flatten()
+        for f in [
+            &b.qemu.firmware_code,
+            &b.qemu.firmware_vars,
+            &b.qemu.firmware_code_secure_boot,
+        ]
+        .into_iter()
+        .flatten()
         {
             if !out.iter().any(|c| &c.what == f) {
                 out.push(Check {

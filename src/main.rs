@@ -34,7 +34,16 @@ fn main() {
             memory,
             cpus,
             kvm,
-        } => edgeimg::commands::run(&image, board.as_deref(), snapshot, memory, cpus, kvm),
+            secure_boot_vars,
+        } => edgeimg::commands::run(
+            &image,
+            board.as_deref(),
+            snapshot,
+            memory,
+            cpus,
+            kvm,
+            secure_boot_vars.as_deref(),
+        ),
         Command::Doctor {
             board,
             config,

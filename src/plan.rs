@@ -12,6 +12,7 @@ use crate::disk::layout;
 pub use crate::ids::Ids;
 use edgeimg_contract::arch::Arch;
 use edgeimg_contract::cmdline as kcmd;
+use edgeimg_contract::partition::Slot;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionPlan {
@@ -84,6 +85,9 @@ pub struct Plan {
     pub selinux: Option<SelinuxPlan>,
     /// The root is opened through dm-verity.
     pub verity: bool,
+    /// How the boot chain is signed: "not signed", or the signing and
+    /// enrollment in words.
+    pub secure_boot: String,
     /// Files edgeimg itself places into the root (overlays come on top), as
     /// the build reports them in manifest.json's `placed_files`.
     pub files: Vec<String>,
@@ -101,21 +105,31 @@ impl Plan {
 /// Slot A's kernel command line. With verity, `verity` gives the root hash
 /// and hash offset once the build knows them (the plan shows placeholders).
 pub fn kernel_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>) -> String {
+    slot_cmdline(config, ids, verity, Slot::A)
+}
+
+/// The kernel command line that boots `slot`: its partition as the root (or
+/// as the verity device), `edgeimg.slot=`. Slot B's is only built for the
+/// signed UKI a Secure Boot update carries; without Secure Boot the device
+/// derives it from slot A's.
+pub fn slot_cmdline(config: &Config, ids: &Ids, verity: Option<(&str, u64)>, slot: Slot) -> String {
+    let partuuid = match slot {
+        Slot::A => &ids.root_a_partuuid,
+        Slot::B => &ids.root_b_partuuid,
+    };
     let root = match (config.verity, verity) {
-        (false, _) => vec![format!("root=PARTUUID={}", ids.root_a_partuuid)],
+        (false, _) => vec![format!("root=PARTUUID={partuuid}")],
         (true, Some((hash, offset))) => {
-            crate::verity::cmdline_params(&ids.root_a_partuuid, hash, &offset.to_string())
+            crate::verity::cmdline_params(partuuid, hash, &offset.to_string())
         }
-        (true, None) => {
-            crate::verity::cmdline_params(&ids.root_a_partuuid, "<root-hash>", "<bytes>")
-        }
+        (true, None) => crate::verity::cmdline_params(partuuid, "<root-hash>", "<bytes>"),
     };
     let mut parts = root;
     parts.extend([
         "rootfstype=erofs".into(),
         "ro".into(),
         format!("{}=PARTUUID={}", kcmd::DATA, ids.data_partuuid),
-        format!("{}=a", kcmd::SLOT),
+        format!("{}={slot}", kcmd::SLOT),
         // Partitions are mounted by edgeimg, never guessed from their types.
         "systemd.gpt_auto=0".into(),
         "panic=10".into(),
@@ -242,7 +256,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
-        boot: boot_plan(board),
+        boot: boot_plan(board, config.secure_boot.as_ref()),
         k3s: k3s.as_ref().map(|(p, _)| p.clone()),
         selinux: config.selinux.as_ref().map(|se| SelinuxPlan {
             mode: format!("{:?}", se.mode).to_lowercase(),
@@ -255,6 +269,14 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
                 .collect(),
         }),
         verity: config.verity,
+        secure_boot: match &config.secure_boot {
+            None => "not signed".to_string(),
+            Some(sb) => format!(
+                "signed (systemd-boot and a UKI per slot, db key {}; enroll {})",
+                sb.keys.file("db.key").display(),
+                sb.enroll.as_str()
+            ),
+        },
         files: root_files(k3s.as_ref().map(|(_, f)| f.as_slice())),
         signing_key_file: edgeimg_contract::update::TRUSTED_KEY_PATH
             .trim_start_matches('/')
@@ -264,7 +286,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
 }
 
 /// The boot partition's files, as `boot::uefi` and `boot::rpi` name them.
-fn boot_plan(board: &Board) -> BootPlan {
+fn boot_plan(board: &Board, secure_boot: Option<&crate::config::SecureBoot>) -> BootPlan {
     match (board.firmware, &board.rpi) {
         (Firmware::Rpi, Some(rpi)) => BootPlan {
             firmware: board.firmware.describe(),
@@ -272,7 +294,7 @@ fn boot_plan(board: &Board) -> BootPlan {
         },
         _ => BootPlan {
             firmware: board.firmware.describe(),
-            files: crate::boot::uefi::planned_files(board.rust_arch()),
+            files: crate::boot::uefi::planned_files(board.rust_arch(), secure_boot),
         },
     }
 }
@@ -396,6 +418,7 @@ impl std::fmt::Display for Plan {
                 "off"
             }
         )?;
+        writeln!(f, "secure boot {}", self.secure_boot)?;
         match &self.selinux {
             Some(se) => writeln!(
                 f,
@@ -506,6 +529,37 @@ mod tests {
         assert_eq!(pc.partitions[0].role, "boot (ESP)");
         let arm = plan("[image]\nname = \"x\"\n", "arm64");
         assert!(arm.boot.files.iter().any(|f| f == "EFI/BOOT/BOOTAA64.EFI"));
+    }
+
+    #[test]
+    fn each_slot_has_its_own_command_line() {
+        let cfg = crate::config::parse(
+            "edgeimg.toml",
+            "[image]\nname = \"x\"\nverity = true\n",
+            std::path::Path::new("."),
+            Some("x86_64"),
+        )
+        .unwrap();
+        let ids = make(&cfg, None).ids;
+        let a = slot_cmdline(&cfg, &ids, Some(("ab12", 8192)), Slot::A);
+        let b = slot_cmdline(&cfg, &ids, Some(("ab12", 8192)), Slot::B);
+        assert_eq!(a, kernel_cmdline(&cfg, &ids, Some(("ab12", 8192))));
+        let dev = |slot: &str| format!("edgeimg.verity.dev=PARTUUID={slot}");
+        assert!(
+            a.contains(&dev(&ids.root_a_partuuid)) && a.contains("edgeimg.slot=a"),
+            "{a}"
+        );
+        assert!(
+            b.contains(&dev(&ids.root_b_partuuid)) && b.contains("edgeimg.slot=b"),
+            "{b}"
+        );
+        // The same root (hash and offset) and the same data partition.
+        assert_eq!(
+            a.replace(&ids.root_a_partuuid, "P")
+                .replace("slot=a", "slot=S"),
+            b.replace(&ids.root_b_partuuid, "P")
+                .replace("slot=b", "slot=S")
+        );
     }
 
     #[test]

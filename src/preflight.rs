@@ -60,6 +60,16 @@ pub fn run(cfg: &Config, opts: &BuildOptions, half: Half) -> Result<Checked> {
     if cfg.verity {
         tools.extend_from_slice(cmd::VERITY_TOOLS);
     }
+    if let Some(sb) = &cfg.secure_boot {
+        // The arm64 objcopy only for arm64: the host's own reads x86 PE.
+        tools.push(if cfg.board.rust_arch() == "aarch64" {
+            cmd::OBJCOPY_AARCH64
+        } else {
+            cmd::OBJCOPY
+        });
+        tools.push(cmd::SBSIGN);
+        sb.keys.check().with_context(|| cfg.source.clone())?;
+    }
     cmd::require(&tools)?;
     // The root's compressor too: bookworm's mkfs.erofs has no lzma, and the
     // EROFS step comes minutes into the build.

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use edgeimg_contract::partition::Slot;
 use edgeimg_contract::update::{format, keys};
 
 pub use format::{Expect, Header};
@@ -78,6 +79,9 @@ pub struct BuildPayloads<'a> {
     /// The whole boot directory, for a Pi (its slot switch swaps it:
     /// firmware, DTBs, config.txt, cmdline.txt).
     pub pi_boot_files: Option<&'a crate::fs::vfat::BootFiles>,
+    /// A Secure Boot build's signed UKIs for slots A and B: they replace the
+    /// kernel and initrd (both are inside each UKI).
+    pub ukis: Option<(&'a Path, &'a Path)>,
 }
 
 /// The update-file step of a build: `<name>-<board>.update` in `dir`,
@@ -91,11 +95,17 @@ pub fn write_for_build(
     let cfg = ctx.cfg;
     let name = format!("{}-{}.update", ctx.plan.name, ctx.plan.board);
     let root_sha = crate::artifact::checksums::sha256_file(p.root)?;
-    let mut payloads: Vec<(String, PathBuf)> = vec![
-        (format::ROOT.into(), p.root.to_path_buf()),
-        (format::VMLINUZ.into(), p.vmlinuz.to_path_buf()),
-        (format::INITRD.into(), p.initrd.to_path_buf()),
-    ];
+    let mut payloads: Vec<(String, PathBuf)> = vec![(format::ROOT.into(), p.root.to_path_buf())];
+    match p.ukis {
+        Some((a, b)) => payloads.extend([
+            (format::uki(Slot::A), a.to_path_buf()),
+            (format::uki(Slot::B), b.to_path_buf()),
+        ]),
+        None => payloads.extend([
+            (format::VMLINUZ.into(), p.vmlinuz.to_path_buf()),
+            (format::INITRD.into(), p.initrd.to_path_buf()),
+        ]),
+    }
     if let Some(files) = p.pi_boot_files {
         for (dest, src) in files.materialize(ctx.work)? {
             payloads.push((format!("{}{dest}", format::BOOT_PREFIX), src));

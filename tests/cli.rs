@@ -156,6 +156,22 @@ fn boards_and_doctor_list_x86_64() {
         out.contains("x86_64") && out.contains("gpt") && out.contains("q35"),
         "{out}"
     );
+    // The secure boot column: proven on x86_64, untested on arm64, none on the Pi.
+    let row = |b: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(b))
+            .unwrap_or_else(|| panic!("no {b} row: {out}"))
+            .to_string()
+    };
+    assert!(row("x86_64").contains("signed UKI, fleet keys  "), "{out}");
+    assert!(
+        row("arm64").contains("signed UKI, fleet keys (untested)"),
+        "{out}"
+    );
+    assert!(
+        row("rpi4").contains("none: verity + signed updates"),
+        "{out}"
+    );
     let o = run(edgeimg()
         .arg("doctor")
         .current_dir(d.path())
@@ -294,6 +310,7 @@ fn json_on_boards_doctor_and_node() {
         .unwrap();
     assert_eq!(x86["arch"], "amd64");
     assert_eq!(x86["partition_table"], "gpt");
+    assert_eq!(x86["secure_boot"], "signed UKI, fleet keys");
 
     // doctor --json: data fields, and a K3s bundle check whose fix is a command.
     let v = json_of(&["doctor", "--board", "x86_64", "--json"], d.path());

@@ -144,7 +144,27 @@ pub mod boot_files {
 
     /// `edgeimg-<n>-<slot>[+tries[-done]].conf` -> (entry number, slot).
     pub fn parse_entry(name: &str) -> Option<(u64, Slot)> {
-        let stem = name.strip_prefix(ENTRY_PREFIX)?.strip_suffix(".conf")?;
+        parse_numbered(name.strip_suffix(".conf")?)
+    }
+
+    /// Where a Secure Boot image's signed Unified Kernel Images are: systemd-boot
+    /// lists every `.efi` there as an entry of its own (no entry file), with
+    /// boot counting in the file name as for entry files.
+    pub const UKI_DIR: &str = "EFI/Linux";
+
+    /// UKI `n` of `slot`, without boot counting: `edgeimg-1-a.efi`.
+    pub fn uki_name(n: u64, slot: Slot) -> String {
+        format!("{ENTRY_PREFIX}{n}-{slot}.efi")
+    }
+
+    /// `edgeimg-<n>-<slot>[+tries[-done]].efi` -> (entry number, slot).
+    pub fn parse_uki(name: &str) -> Option<(u64, Slot)> {
+        parse_numbered(name.strip_suffix(".efi")?)
+    }
+
+    /// `edgeimg-<n>-<slot>[+tries[-done]]` -> (entry number, slot).
+    fn parse_numbered(name: &str) -> Option<(u64, Slot)> {
+        let stem = name.strip_prefix(ENTRY_PREFIX)?;
         let stem = stem.split('+').next()?;
         let (g, s) = stem.rsplit_once('-')?;
         Some((g.parse().ok()?, Slot::from_name(s)?))
@@ -194,5 +214,10 @@ mod tests {
         assert_eq!(parse_entry("edgeimg-a.conf"), None);
         assert_eq!(parse_entry("other-1-a.conf"), None);
         assert_eq!(kernel(Slot::B), "edgeimg/b/vmlinuz");
+        assert_eq!(uki_name(1, Slot::A), "edgeimg-1-a.efi");
+        assert_eq!(parse_uki("edgeimg-1-a.efi"), Some((1, Slot::A)));
+        assert_eq!(parse_uki("edgeimg-2-b+2-1.efi"), Some((2, Slot::B)));
+        assert_eq!(parse_uki("edgeimg-2-b.conf"), None);
+        assert_eq!(parse_entry("edgeimg-2-b.efi"), None);
     }
 }

@@ -77,6 +77,7 @@ pub fn build(
         lock: None,
         signing_key: None,
         update: false,
+        secure_boot_keys: None,
     })
 }
 

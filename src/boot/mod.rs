@@ -77,9 +77,9 @@ mod tests {
                 &format!("usr/lib/systemd/boot/efi/systemd-boot{suffix}.efi"),
             );
             let k = kernel(d.path());
-            let files = uefi::boot_files(d.path(), arch, &k, "ro", "t").unwrap();
+            let files = uefi::boot_files(d.path(), arch, &k, "ro", "t", None, d.path()).unwrap();
             let made: Vec<String> = files.files.keys().cloned().collect();
-            same(&uefi::planned_files(arch), &made);
+            same(&uefi::planned_files(arch, None), &made);
         }
     }
 
@@ -131,7 +131,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = kernel(d.path());
         let _host = link_out(d.path(), "usr/lib/systemd/boot/efi/systemd-bootx64.efi");
-        let e = uefi::boot_files(d.path(), "x86_64", &k, "ro", "t").unwrap_err();
+        let e = uefi::boot_files(d.path(), "x86_64", &k, "ro", "t", None, d.path()).unwrap_err();
         assert!(format!("{e:#}").contains("leads out of the tree"), "{e:#}");
         // The Pi: a firmware file, then a device tree.
         let d = tempfile::tempdir().unwrap();

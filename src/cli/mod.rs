@@ -190,6 +190,11 @@ pub enum Command {
         /// Use KVM instead of TCG (also EDGEIMG_QEMU_KVM=1).
         #[arg(long)]
         kvm: bool,
+        /// Boot the board's Secure Boot firmware with this variable store
+        /// (created in setup mode when missing, kept so that keys enrolled on
+        /// one run are there on the next).
+        #[arg(long, value_name = "FILE")]
+        secure_boot_vars: Option<PathBuf>,
     },
     /// Check the host for every tool the boards need, and say how to install what is missing.
     Doctor {
@@ -504,4 +509,8 @@ pub struct BuildArgs {
     /// (root, kernel, initrd, boot files), for `edgeimg-agent update apply`.
     #[arg(long, requires = "signing_key")]
     pub update: bool,
+    /// Secure Boot keys (PREFIX from `edgeimg keygen --secure-boot`): sign
+    /// systemd-boot and the kernel images; replaces `[secure_boot] keys`.
+    #[arg(long, value_name = "PREFIX")]
+    pub secure_boot_keys: Option<PathBuf>,
 }

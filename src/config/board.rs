@@ -87,6 +87,12 @@ pub struct QemuSpec {
     pub firmware_vars: Option<String>,
     #[serde(default)]
     pub firmware_package: Option<String>,
+    /// The firmware's Secure Boot build, whose variable store only SMM code
+    /// may write (so a guest cannot enroll keys behind the firmware's back);
+    /// it takes the same `firmware_vars` template (setup mode: no PK). Used
+    /// by the Secure Boot VM test and `edgeimg run --secure-boot-vars`.
+    #[serde(default)]
+    pub firmware_code_secure_boot: Option<String>,
     /// "virtio" (a virtio-blk disk) or "sd" (the machine's SD card slot).
     pub disk_interface: String,
     /// Guest memory when the machine fixes it (raspi4b has exactly 2 GiB).

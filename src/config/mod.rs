@@ -76,6 +76,8 @@ pub struct Config {
     pub verity: bool,
     /// `[update] generation`: the version floor (docs/updates.md).
     pub update_generation: u64,
+    /// `[secure_boot]`: None without keys (nothing signed).
+    pub secure_boot: Option<SecureBoot>,
 }
 
 /// The directory a config's relative paths (overlays, images, the lock) are
@@ -310,6 +312,19 @@ pub fn parse(
         board.initramfs_modules.push(VERITY_MODULE.to_string());
     }
 
+    if let Some(k) = &file.secure_boot.keys
+        && board.firmware == board::Firmware::Rpi
+    {
+        return Err(invalid(
+            k.span(),
+            "secure_boot.keys",
+            format!(
+                "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
+                board.name
+            ),
+        ));
+    }
+
     let seed = file
         .image
         .seed
@@ -334,7 +349,45 @@ pub fn parse(
         selinux,
         verity,
         update_generation: file.update.generation,
+        secure_boot: file.secure_boot.keys.as_ref().map(|k| SecureBoot {
+            keys: crate::secure_boot::sign::FleetKeys {
+                prefix: base_dir.join(k.get_ref()),
+            },
+            enroll: file.secure_boot.enroll,
+        }),
     })
+}
+
+/// A build signed for UEFI Secure Boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBoot {
+    pub keys: crate::secure_boot::sign::FleetKeys,
+    pub enroll: schema::Enroll,
+}
+
+impl Config {
+    /// `build --secure-boot-keys PREFIX` (relative to the working
+    /// directory, as any command-line path): replaces `[secure_boot] keys`,
+    /// keeping its `enroll`.
+    pub fn set_secure_boot_keys(&mut self, prefix: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.board.firmware == board::Firmware::Uefi,
+            "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
+            self.board.name
+        );
+        let enroll = self
+            .secure_boot
+            .as_ref()
+            .map(|s| s.enroll)
+            .unwrap_or_default();
+        self.secure_boot = Some(SecureBoot {
+            keys: crate::secure_boot::sign::FleetKeys {
+                prefix: prefix.to_path_buf(),
+            },
+            enroll,
+        });
+        Ok(())
+    }
 }
 
 /// The kernel module a verity root needs in the initramfs.

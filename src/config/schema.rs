@@ -25,6 +25,47 @@ pub struct ConfigFile {
     /// Absent: generation 0.
     #[serde(default)]
     pub update: UpdateSection,
+    /// Absent: nothing signed.
+    #[serde(default)]
+    pub secure_boot: SecureBootSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBootSection {
+    /// The fleet's key PREFIX (`edgeimg keygen --secure-boot --out PREFIX`),
+    /// relative to the config file.
+    pub keys: Option<Spanned<String>>,
+    /// systemd-boot's `secure-boot-enroll`.
+    #[serde(default)]
+    pub enroll: Enroll,
+}
+
+/// When systemd-boot enrolls the keys the image carries (loader.conf
+/// `secure-boot-enroll`, systemd 252 and later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enroll {
+    /// Never: the keys are enrolled by hand.
+    Off,
+    /// A menu entry the operator picks.
+    Manual,
+    /// By itself only on machines where that is known safe (virtual machines).
+    #[default]
+    IfSafe,
+    /// By itself on any machine in setup mode (after a 15 s countdown).
+    Force,
+}
+
+impl Enroll {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enroll::Off => "off",
+            Enroll::Manual => "manual",
+            Enroll::IfSafe => "if-safe",
+            Enroll::Force => "force",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

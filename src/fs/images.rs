@@ -15,12 +15,16 @@ use crate::context::Ctx;
 use crate::disk::Role;
 use crate::disk::layout::{self, Layout};
 use crate::stage::compose::Staged;
+use edgeimg_contract::partition::Slot;
 
 pub struct Filesystems {
     /// The slot payload: EROFS data, then the hash tree with verity.
     pub root: PathBuf,
     pub verity: Option<crate::verity::Verity>,
     pub kernel_cmdline: String,
+    /// Both slots' signed UKIs (A, B) for the update file of a Secure Boot
+    /// build with `--update`.
+    pub update_ukis: Option<(PathBuf, PathBuf)>,
     pub layout: Layout,
     pub boot_files: vfat::BootFiles,
     pub boot: PathBuf,
@@ -79,8 +83,11 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
             &staged.kernel,
             &kernel_cmdline,
             &cfg.name,
+            cfg.secure_boot.as_ref(),
+            ctx.work,
         )?,
     };
+    let update_ukis = update_ukis(ctx, staged, verity.as_ref())?;
     let boot = ctx.work.join("boot.vfat");
     vfat::make(
         &boot,
@@ -96,11 +103,47 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
         root,
         verity,
         kernel_cmdline,
+        update_ukis,
         layout,
         boot_files,
         boot,
         data,
     })
+}
+
+/// With Secure Boot and `--update`: the update carries a signed UKI per slot,
+/// each with its slot's command line (slot A's is the one on the boot
+/// partition, made with the boot files).
+fn update_ukis(
+    ctx: &Ctx,
+    staged: &Staged,
+    verity: Option<&crate::verity::Verity>,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    let (Some(sb), true) = (&ctx.cfg.secure_boot, ctx.opts.update) else {
+        return Ok(None);
+    };
+    // Their own directory: the UKI's section files and names are per slot
+    // only within one directory.
+    let work = ctx.work.join("update-ukis");
+    std::fs::create_dir_all(&work)?;
+    let [a, b] = [Slot::A, Slot::B].map(|slot| {
+        let cmdline = crate::plan::slot_cmdline(
+            ctx.cfg,
+            &ctx.plan.ids,
+            verity.map(|v| (v.root_hash.as_str(), v.hash_offset)),
+            slot,
+        );
+        crate::boot::uefi::signed_uki(
+            &staged.tree,
+            ctx.cfg.board.rust_arch(),
+            &staged.kernel,
+            &cmdline,
+            sb,
+            &work,
+            slot,
+        )
+    });
+    Ok(Some((a?, b?)))
 }
 
 /// Partitions sized from the root payload (and `[image] size` when fixed).

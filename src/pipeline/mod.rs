@@ -38,7 +38,10 @@ pub struct BuildReport {
 pub fn prepare_base(opts: &BuildOptions) -> Result<()> {
     let progress = Progress::new(opts.quiet);
     crate::rootless::check()?;
-    let cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
+    if let Some(k) = &opts.secure_boot_keys {
+        cfg.set_secure_boot_keys(k)?;
+    }
     let plan = plan::make(&cfg, opts.bundle.as_deref());
     preflight::run(&cfg, opts, Half::RootlessOuter)?;
     preflight::k3s(&cfg, opts)?;
@@ -61,6 +64,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut cfg = config::load(opts.config.as_deref(), opts.board.as_deref())?;
     if let Some(c) = opts.compression {
         cfg.compression = c;
+    }
+    if let Some(k) = &opts.secure_boot_keys {
+        cfg.set_secure_boot_keys(k)?;
     }
     let plan = plan::make(&cfg, opts.bundle.as_deref());
     let mut checked = preflight::run(&cfg, opts, Half::Build)?;
@@ -167,6 +173,10 @@ fn disk_and_update(
                     cmdline: &fs.kernel_cmdline,
                     pi_boot_files: (ctx.cfg.board.firmware == Firmware::Rpi)
                         .then_some(&fs.boot_files),
+                    ukis: fs
+                        .update_ukis
+                        .as_ref()
+                        .map(|(a, b)| (a.as_path(), b.as_path())),
                 };
                 crate::update::write_for_build(ctx, &payloads, key, out.staging.path())
             },

@@ -52,6 +52,9 @@ pub struct Vm {
     /// messages, which can land in the middle of a user-space line). Only on
     /// machines with PCI ([`Vm::has_virtio_serial`]).
     pub record_port: Option<PathBuf>,
+    /// The firmware is the board's Secure Boot build
+    /// ([`Vm::use_secure_boot_firmware`]).
+    pub secure_boot: bool,
 }
 
 /// The guest sees the record port as /dev/virtio-ports/<this name>.
@@ -120,7 +123,43 @@ impl Vm {
             boot,
             extra_disks: Vec::new(),
             record_port: None,
+            secure_boot: false,
         })
+    }
+
+    /// Boots the board's Secure Boot firmware (`qemu.firmware_code_secure_boot`)
+    /// with the variable store `vars`, which the caller keeps: keys enrolled
+    /// on one boot are there on the next (QEMU exits when the guest reboots,
+    /// as after systemd-boot enrolls). A missing `vars` starts as a copy of
+    /// the board's store template, which holds no PK: setup mode.
+    pub fn use_secure_boot_firmware(&mut self, vars: &Path) -> Result<()> {
+        let code =
+            self.qemu.firmware_code_secure_boot.clone().context(
+                "the board has no Secure Boot firmware (qemu.firmware_code_secure_boot)",
+            )?;
+        let template = self
+            .qemu
+            .firmware_vars
+            .clone()
+            .context("board has no qemu.firmware_vars")?;
+        let package = self
+            .qemu
+            .firmware_package
+            .as_deref()
+            .unwrap_or("the board's firmware package");
+        if !Path::new(&code).exists() {
+            anyhow::bail!("firmware file {code} is missing (Debian package: {package})");
+        }
+        if !vars.exists() {
+            std::fs::copy(&template, vars)
+                .with_context(|| format!("cannot copy {template} to {}", vars.display()))?;
+        }
+        self.boot = BootMode::Uefi {
+            code,
+            vars: vars.to_path_buf(),
+        };
+        self.secure_boot = true;
+        Ok(())
     }
 
     /// Whether the machine can take a virtio-serial device
@@ -141,7 +180,16 @@ impl Vm {
             (false, false) => "tcg",
         };
         c = c.args(["-accel", accel]);
-        c = c.args(["-machine", &self.qemu.machine, "-cpu", &self.qemu.cpu]);
+        if self.secure_boot {
+            // The Secure Boot firmware keeps its variables writable only from
+            // SMM: the machine needs SMM, and the variable flash must answer
+            // only to it.
+            c = c.args(["-machine", &format!("{},smm=on", self.qemu.machine)]);
+            c = c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        } else {
+            c = c.args(["-machine", &self.qemu.machine]);
+        }
+        c = c.args(["-cpu", &self.qemu.cpu]);
         // raspi4b fixes its CPU count; other machines take -smp.
         if self.qemu.boot == QemuBoot::Uefi {
             c = c.args(["-smp", &self.cpus.to_string()]);

@@ -4,3 +4,5 @@
 //! hierarchy and the signed signature lists a firmware in setup mode enrolls.
 
 pub mod keys;
+pub mod sign;
+pub mod uki;

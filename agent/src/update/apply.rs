@@ -18,6 +18,13 @@
 //! 5. write the new entry `edgeimg-<n>-<slot>+<tries>.conf` last (`n`: one
 //!    more than the highest entry number on the ESP).
 //!
+//! A Secure Boot image's update carries a signed UKI per slot instead of the
+//! kernel and initrd, each with its slot's command line fixed at build time:
+//! step 4 is skipped and step 5 writes the target slot's UKI as
+//! `EFI/Linux/edgeimg-<n>-<slot>+<tries>.efi`, an entry of its own that
+//! systemd-boot counts and orders like an entry file. Nothing in it is
+//! edited (that would break its signature).
+//!
 //! `loader.conf` says `default edgeimg-*`: systemd-boot sorts entries by id,
 //! highest entry number first, and entries with no tries left last, so the new
 //! entry is tried first while it has tries left; once they are used up the
@@ -242,6 +249,63 @@ pub fn boot_entry(h: &Header, slot: Slot, cmdline: &str) -> Result<String> {
     ))
 }
 
+/// Whether the update installs `slot`'s signed UKI rather than a kernel, an
+/// initrd and an entry. A device that boots signed UKIs (its firmware may
+/// enforce Secure Boot) takes only an update that carries them: a plain
+/// kernel would not be let through. The UKI's command line was fixed at
+/// build time for the partitions of that build's image, so the update's
+/// data partition must be this device's.
+fn signed_kernel(h: &Header, uki_dir: &Path, slot: Slot, running: &str) -> Result<bool> {
+    let name = format::uki(slot);
+    let carried = h.payloads.iter().any(|p| p.name == name);
+    let boots_ukis = std::fs::read_dir(uki_dir)
+        .map(|d| {
+            d.flatten()
+                .any(|e| boot_files::parse_uki(&e.file_name().to_string_lossy()).is_some())
+        })
+        .unwrap_or(false);
+    if boots_ukis && !carried {
+        crate::bail!(
+            "this device boots signed kernel images ({}) and the update carries none for slot {slot}: build the update with the image's [secure_boot] keys",
+            uki_dir.display()
+        );
+    }
+    if carried && param(&h.cmdline, kcmd::DATA) != param(running, kcmd::DATA) {
+        crate::bail!(
+            "the update's signed command lines name data partition {:?}, this device's is {:?}: it was built for another image (a different image seed)",
+            param(&h.cmdline, kcmd::DATA).unwrap_or("none"),
+            param(running, kcmd::DATA).unwrap_or("none")
+        );
+    }
+    Ok(carried)
+}
+
+/// Removes `slot`'s entries from `dir` (entry files or UKIs, as `parse`
+/// names them; a missing directory has none) and returns the highest entry
+/// number of either slot found there.
+fn remove_slot_entries(
+    dir: &Path,
+    parse: fn(&str) -> Option<(u64, Slot)>,
+    slot: Slot,
+) -> Result<u64> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| dir.display().to_string()),
+    };
+    let mut number = 0;
+    for e in listing.flatten() {
+        if let Some((g, s)) = parse(&e.file_name().to_string_lossy()) {
+            number = number.max(g);
+            if s == slot {
+                std::fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
+            }
+        }
+    }
+    fsutil::sync_dir(dir)?;
+    Ok(number)
+}
+
 pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     let tries = opts.tries;
     if !(1..=9).contains(&tries) {
@@ -321,6 +385,8 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     ));
 
     // What goes into the boot files, checked before anything is touched.
+    let uki_dir = esp.join(boot_files::UKI_DIR);
+    let signed = !pi && signed_kernel(h, &uki_dir, t.slot, &cmdline)?;
     let new_cmdline = device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid);
     let entry = boot_entry(h, t.slot, &new_cmdline)?;
 
@@ -328,26 +394,12 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     let mut number = 0;
     if pi {
         crate::update::rpi::forget_trial(&esp)?;
-    }
-    let listing: Vec<std::fs::DirEntry> = if pi {
-        Vec::new()
     } else {
-        std::fs::read_dir(&entries)
-            .with_context(|| entries.display().to_string())?
-            .flatten()
-            .collect()
-    };
-    for e in listing {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some((g, s)) = parse_entry(&name) {
-            number = number.max(g);
-            if s == t.slot {
-                std::fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
-            }
-        }
-    }
-    if !pi {
-        fsutil::sync_dir(&entries)?;
+        number = remove_slot_entries(&entries, parse_entry, t.slot)?.max(remove_slot_entries(
+            &uki_dir,
+            boot_files::parse_uki,
+            t.slot,
+        )?);
     }
 
     // 3. The root image.
@@ -397,21 +449,33 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
         return Ok(());
     }
 
-    // 4. Kernel and initrd.
-    write_boot_file(&mut f, &v, VMLINUZ, &esp.join(boot_files::kernel(t.slot)))?;
-    write_boot_file(&mut f, &v, INITRD, &esp.join(boot_files::initrd(t.slot)))?;
+    // 4. Kernel and initrd (a signed UKI holds both).
+    if !signed {
+        write_boot_file(&mut f, &v, VMLINUZ, &esp.join(boot_files::kernel(t.slot)))?;
+        write_boot_file(&mut f, &v, INITRD, &esp.join(boot_files::initrd(t.slot)))?;
+    }
 
-    // 5. loader.conf, then the new entry, last.
+    // 5. loader.conf, then the new entry (or the slot's signed UKI, which is
+    // an entry of its own), last.
     let lc = esp.join("loader/loader.conf");
     let old = fsutil::read(&lc)?;
     let new = loader_conf(&old);
     if new != old {
         fsutil::write_atomic_fat(&lc, new.as_bytes())?;
     }
-    let name = boot_files::entry_name(number + 1, t.slot);
-    let id = name.trim_end_matches(".conf");
-    let path = entries.join(format!("{id}+{tries}.conf"));
-    fsutil::write_atomic_fat(&path, entry.as_bytes())?;
+    let id = if signed {
+        let name = boot_files::uki_name(number + 1, t.slot);
+        let id = name.trim_end_matches(".efi").to_string();
+        let path = uki_dir.join(format!("{id}+{tries}.efi"));
+        write_boot_file(&mut f, &v, &format::uki(t.slot), &path)?;
+        id
+    } else {
+        let name = boot_files::entry_name(number + 1, t.slot);
+        let id = name.trim_end_matches(".conf").to_string();
+        let path = entries.join(format!("{id}+{tries}.conf"));
+        fsutil::write_atomic_fat(&path, entry.as_bytes())?;
+        id
+    };
     crate::log(format!(
         "update: slot {} installed as boot entry {id} with {tries} tries; reboot to try it",
         t.slot
@@ -574,6 +638,127 @@ mod tests {
             e,
             "title edge 00aa (slot B)\nversion 6.12\nlinux /edgeimg/b/vmlinuz\ninitrd /edgeimg/b/initrd.img\noptions root=PARTUUID=pu-3 ro edgeimg.slot=b\n"
         );
+    }
+
+    /// [`device`] as a Secure Boot image has it (signed UKIs in EFI/Linux, no
+    /// entry files), with an update that carries a UKI per slot (`ukis`) or
+    /// a kernel and initrd, for the data partition `data`.
+    fn signed_device(ukis: bool, data: &str) -> (tempfile::TempDir, Root, PathBuf) {
+        let (d, root, file) = device(1, 1);
+        std::fs::remove_dir_all(root.path("/boot/efi/loader/entries")).unwrap();
+        let linux = root.path("/boot/efi/EFI/Linux");
+        std::fs::create_dir_all(&linux).unwrap();
+        std::fs::write(linux.join("edgeimg-1-a.efi"), b"UKI A1").unwrap();
+        std::fs::write(linux.join("edgeimg-1-b.efi"), b"old UKI B").unwrap();
+        let src = d.path().join("src");
+        for (n, b) in [("uki-a", &b"UKI A2"[..]), ("uki-b", b"UKI B2")] {
+            std::fs::write(src.join(n), b).unwrap();
+        }
+        let mut payloads = vec![(ROOT.to_string(), src.join("root"))];
+        if ukis {
+            payloads.push((format::uki(Slot::A), src.join("uki-a")));
+            payloads.push((format::uki(Slot::B), src.join("uki-b")));
+        } else {
+            payloads.push((VMLINUZ.into(), src.join("k")));
+            payloads.push((INITRD.into(), src.join("i")));
+        }
+        let refs: Vec<(String, &Path)> = payloads
+            .iter()
+            .map(|(n, p)| (n.clone(), p.as_path()))
+            .collect();
+        format::write(
+            &mut File::create(&file).unwrap(),
+            Header {
+                name: "edge".into(),
+                board: "x86_64".into(),
+                arch: "amd64".into(),
+                build_id: "00bb".into(),
+                edgeimg_version: "0".into(),
+                kernel_version: "6.12".into(),
+                cmdline: format!(
+                    "root=PARTUUID=pu-2 ro edgeimg.data=PARTUUID={data} edgeimg.slot=a"
+                ),
+                created: 0,
+                key_id: String::new(),
+                generation: 1,
+                payloads: vec![],
+            },
+            &refs,
+            &ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        )
+        .unwrap();
+        (d, root, file)
+    }
+
+    fn ukis(root: &Root) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.path("/boot/efi/EFI/Linux"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_signed_update_installs_the_target_slots_uki_unedited() {
+        let (_d, root, file) = signed_device(true, "pu-4");
+        run(&root, &file, &Options::default()).unwrap();
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert_eq!(&dev[..4096], &[0x5a; 4096][..]);
+        // Slot B's old UKI gone, its new one counting, slot A's untouched.
+        assert_eq!(ukis(&root), ["edgeimg-1-a.efi", "edgeimg-2-b+3.efi"]);
+        let linux = root.path("/boot/efi/EFI/Linux");
+        assert_eq!(
+            std::fs::read(linux.join("edgeimg-2-b+3.efi")).unwrap(),
+            b"UKI B2"
+        );
+        assert_eq!(
+            std::fs::read(linux.join("edgeimg-1-a.efi")).unwrap(),
+            b"UKI A1"
+        );
+        // No kernel, initrd or entry file beside it.
+        assert!(!root.path("/boot/efi/edgeimg/b").exists());
+        assert!(!root.path("/boot/efi/loader/entries").exists());
+    }
+
+    #[test]
+    fn a_device_booting_signed_ukis_refuses_an_update_without_them() {
+        let (_d, root, file) = signed_device(false, "pu-4");
+        let e = run(&root, &file, &Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("boots signed kernel images") && e.contains("carries none for slot b"),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(root.path("/dev/vda3"))
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert_eq!(ukis(&root), ["edgeimg-1-a.efi", "edgeimg-1-b.efi"]);
+    }
+
+    #[test]
+    fn a_signed_update_for_another_data_partition_is_refused() {
+        let (_d, root, file) = signed_device(true, "other-4");
+        let e = run(&root, &file, &Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "name data partition \"PARTUUID=other-4\", this device's is \"PARTUUID=pu-4\""
+            ),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(root.path("/dev/vda3"))
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert_eq!(ukis(&root), ["edgeimg-1-a.efi", "edgeimg-1-b.efi"]);
     }
 
     #[test]

@@ -18,11 +18,15 @@ use crate::status;
 use crate::update::efivar;
 use std::path::Path;
 
-/// The blessed name of a counting entry file name: `x+1-2.conf` -> `x.conf`.
+/// The blessed name of a counting entry file name: `x+1-2.conf` -> `x.conf`;
+/// a signed UKI counts the same way: `x+1-2.efi` -> `x.efi`.
 pub fn blessed_name(name: &str) -> Option<String> {
-    let stem = name.strip_suffix(".conf")?;
+    let (stem, ext) = name.rsplit_once('.')?;
+    if ext != "conf" && ext != "efi" {
+        return None;
+    }
     let (base, _) = stem.split_once('+')?;
-    Some(format!("{base}.conf"))
+    Some(format!("{base}.{ext}"))
 }
 
 /// Whether the node is healthy, and why not.
@@ -104,5 +108,11 @@ mod tests {
             "edgeimg-2-b.conf"
         );
         assert_eq!(super::blessed_name("edgeimg-1-a.conf"), None);
+        assert_eq!(
+            super::blessed_name("edgeimg-2-b+2-1.efi").unwrap(),
+            "edgeimg-2-b.efi"
+        );
+        assert_eq!(super::blessed_name("edgeimg-1-a.efi"), None);
+        assert_eq!(super::blessed_name("edgeimg-2-b+1.txt"), None);
     }
 }

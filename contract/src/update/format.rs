@@ -47,6 +47,15 @@ pub const INITRD: &str = "initrd.img";
 /// Raspberry Pi boot files are named `boot/<path on the boot partition>`.
 pub const BOOT_PREFIX: &str = "boot/";
 
+/// A Secure Boot image's update carries, instead of a kernel and an initrd,
+/// one signed Unified Kernel Image per slot: each holds its slot's whole
+/// command line (root or verity device, slot, data partition), fixed and
+/// signed at build time, so the device picks the target slot's UKI and
+/// edits nothing.
+pub fn uki(slot: crate::partition::Slot) -> String {
+    format!("uki-{slot}.efi")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Header {

@@ -1,0 +1,367 @@
+//! VM test of UEFI Secure Boot on x86_64: OVMF's Secure Boot firmware
+//! (`qemu.firmware_code_secure_boot`) with an empty variable store (setup
+//! mode: no PK) boots an image built with `[secure_boot] keys` from keys
+//! `edgeimg keygen --secure-boot` made for the test, `enroll` left at its
+//! default (`if-safe`).
+//!
+//! - First boot: systemd-boot enrolls the image's keys (db, KEK, then PK:
+//!   the firmware leaves setup mode) and resets the machine; QEMU runs with
+//!   -no-reboot, so that ends the QEMU process.
+//! - Second boot, same disk and variable store: the firmware now enforces
+//!   Secure Boot. The signed systemd-boot starts the signed UKI, the node
+//!   gets ready, and the guest reports the firmware's own SecureBoot and
+//!   SetupMode variables and what the loader started (test-only overlay
+//!   qemu-tests/overlays/sbcheck, a `secureboot` record).
+//!   That boot also applies the build's own signed update (`--update`: a
+//!   signed UKI per slot) from a second disk and reboots.
+//! - Third boot: systemd-boot tries slot B's signed UKI, which the firmware
+//!   lets through; the node gets ready on slot B and the trial is blessed.
+//! - Two copies of the enrolled disk and variables, taken before the update:
+//!   one whose UKI has one byte of its command line changed
+//!   (`edgeimg.slot=a` made `b`), one whose UKI has its signature removed
+//!   (`sbattach --remove`). The firmware refuses to load either: systemd-boot
+//!   reports the refusal on the console, and no kernel starts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use edgeimg_qemu_tests::{Records, attach_record_port, disk_copy, exclusive, log_dir, overlay};
+
+/// The node's boot under TCG with Secure Boot (each image the firmware loads
+/// is hashed in emulated code).
+const BOOT: Duration = Duration::from_secs(600);
+/// The firmware and systemd-boot alone, up to enrolling or refusing.
+const LOADER: Duration = Duration::from_secs(240);
+const EXIT: Duration = Duration::from_secs(180);
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// What systemd-boot 257 prints once the firmware took the keys (then it
+/// resets the machine).
+const ENROLLED: &str = "Custom Secure Boot keys successfully enrolled";
+/// How systemd-boot prints the firmware's refusal to load an image
+/// (EFI_SECURITY_VIOLATION or EFI_ACCESS_DENIED, by firmware version), in
+/// its "Error loading \EFI\Linux\...: <status>" line.
+const REFUSED: [&str; 2] = ["Security violation", "Access denied"];
+/// Lines that only appear once a kernel runs.
+const KERNEL_STARTED: [&str; 2] = ["Linux version", "EFI stub: "];
+
+const UKI: &str = "EFI/Linux/edgeimg-1-a.efi";
+
+fn config(dir: &Path, keys: &Path) -> PathBuf {
+    let overlays: Vec<String> = [overlay("record"), overlay("sbcheck")]
+        .iter()
+        .map(|o| format!("{:?}", o.display().to_string()))
+        .collect();
+    let path = dir.join("sbtest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[image]\nname = \"sbtest\"\nboard = \"x86_64\"\n\
+             # The UKI's signed command line carries the verity root hash.\n\
+             verity = true\noverlays = [{}]\n\n\
+             # No K3s: Secure Boot does not need it, and boots are faster.\n\
+             [k3s]\nenabled = false\n\n\
+             [secure_boot]\nkeys = {:?}\n",
+            overlays.join(", "),
+            keys.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// One QEMU run on the Secure Boot firmware with the variable store `vars`
+/// (and the update disk `extra`).
+fn start(
+    disk: &Path,
+    vars: &Path,
+    extra: Option<&Path>,
+    work: &Path,
+    name: &str,
+) -> (edgeimg::qemu::RunningVm, Records) {
+    let b = edgeimg::config::board::load("x86_64").unwrap();
+    let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work).unwrap();
+    vm.extra_disks = extra.into_iter().map(Path::to_path_buf).collect();
+    vm.use_secure_boot_firmware(vars)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let log = log_dir().join(format!("{name}.log"));
+    attach_record_port(&mut vm, &log);
+    let records = Records::new(&vm);
+    (vm.spawn_captured(&log).unwrap(), records)
+}
+
+/// A FAT disk labelled EDGEUPD holding update.bin.
+fn update_disk(update: &Path, dest: &Path, work: &Path) {
+    let mut files = edgeimg::fs::vfat::BootFiles::default();
+    files.add_file("update.bin", update.to_path_buf());
+    let size =
+        (std::fs::metadata(update).unwrap().len() + 64 * 1024 * 1024).next_multiple_of(1024 * 1024);
+    edgeimg::fs::vfat::make(dest, size, "EDGEUPD", 0x0ed6e0d, &files, work, 0)
+        .unwrap_or_else(|e| panic!("update disk: {e:#}"));
+}
+
+/// The guest's `secureboot` record as key=value pairs (and its text).
+fn report(
+    vm: &mut edgeimg::qemu::RunningVm,
+    records: &mut Records,
+    name: &str,
+) -> (std::collections::HashMap<String, String>, String) {
+    let bytes = records
+        .wait(vm, "secureboot", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let text = String::from_utf8(bytes).unwrap();
+    let r = text
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (r, text)
+}
+
+/// What every boot that enforces Secure Boot reports, on `slot`.
+fn assert_enforced(r: &std::collections::HashMap<String, String>, text: &str, slot: &str) {
+    let get = |k: &str| r.get(k).map(String::as_str);
+    assert_eq!(get("secureboot"), Some("1"), "Secure Boot not on: {text}");
+    assert_eq!(get("setupmode"), Some("0"), "still in setup mode: {text}");
+    assert!(
+        get("stub").is_some_and(|s| s.starts_with("systemd-stub")),
+        "not started through systemd-stub: {text}"
+    );
+    // Debian's kernel locks itself down when the firmware enforces Secure Boot.
+    assert_eq!(get("lockdown"), Some("integrity"), "{text}");
+    assert_eq!(get("ready"), Some("active"), "{text}");
+    assert_eq!(get("slot"), Some(slot), "{text}");
+}
+
+/// The boot partition's offset in the image, from manifest.json.
+fn boot_offset(out: &Path) -> u64 {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    manifest["layout"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "boot")
+        .unwrap_or_else(|| panic!("no boot partition in {manifest}"))["offset"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `mcopy` between the host and the FAT boot partition of `disk` at `offset`.
+fn mcopy(disk: &Path, offset: u64, from: &str, to: &str) {
+    let image = format!("{}@@{offset}", disk.display());
+    let o = Command::new("mcopy")
+        .args(["-o", "-n", "-i", &image, from, to])
+        .output()
+        .expect("mcopy (mtools)");
+    assert!(o.status.success(), "mcopy {from} {to}: {o:?}");
+}
+
+fn sbverify(cert: &Path, file: &Path) -> bool {
+    Command::new("sbverify")
+        .arg("--cert")
+        .arg(cert)
+        .arg(file)
+        .output()
+        .expect("sbverify (sbsigntool)")
+        .status
+        .success()
+}
+
+/// A copy of the enrolled disk and variable store whose UKI `change` edits
+/// (on the host, as someone holding the medium would).
+fn tampered_copy(
+    enrolled: (&Path, &Path),
+    offset: u64,
+    w: &Path,
+    name: &str,
+    change: impl FnOnce(&Path),
+) -> (PathBuf, PathBuf) {
+    let disk = w.join(format!("{name}.raw"));
+    let vars = w.join(format!("{name}-vars.fd"));
+    edgeimg::sparse::copy_sparse(enrolled.0, &disk).unwrap();
+    std::fs::copy(enrolled.1, &vars).unwrap();
+    let uki = w.join(format!("{name}.efi"));
+    mcopy(&disk, offset, &format!("::{UKI}"), uki.to_str().unwrap());
+    change(&uki);
+    mcopy(&disk, offset, uki.to_str().unwrap(), &format!("::{UKI}"));
+    (disk, vars)
+}
+
+/// Boots a copy the firmware must refuse: reads the console until
+/// systemd-boot reports the refusal (then stops the VM), failing on a
+/// kernel's first line or at the deadline.
+fn expect_refused(disk: &Path, vars: &Path, w: &Path, name: &str) {
+    let t = Instant::now();
+    let (mut vm, _) = start(disk, vars, None, w, name);
+    let deadline = Instant::now() + LOADER;
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{name}: no refusal ({REFUSED:?}) on the console within {}s{}",
+            LOADER.as_secs(),
+            vm.tail()
+        );
+        let Some(line) = vm
+            .next_console_line(left)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+        else {
+            continue;
+        };
+        assert!(
+            !KERNEL_STARTED.iter().any(|k| line.contains(k)),
+            "{name}: a kernel started: {line}{}",
+            vm.tail()
+        );
+        if REFUSED.iter().any(|r| line.contains(r)) {
+            break line;
+        }
+    };
+    vm.kill();
+    assert!(
+        line.contains("edgeimg-1-a.efi"),
+        "{name}: the refusal names another image: {line}"
+    );
+    let log = std::fs::read_to_string(&vm.log).unwrap();
+    assert!(
+        !log.contains(edgeimg_agent::schema::READY_LINE),
+        "{name}: the node got ready ({})",
+        vm.log.display()
+    );
+    eprintln!(
+        "{name}: refused ({line}) in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_kernels() {
+    let _guard = exclusive();
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let keys = w.join("keys/fleet");
+    std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+    // What `edgeimg keygen --secure-boot --out PREFIX` runs.
+    edgeimg::commands::keygen(&keys, true, false, "edgeimg VM test", true)
+        .unwrap_or_else(|e| panic!("keygen --secure-boot: {e:#}"));
+    let (update_key, _) = edgeimg::update::keygen(&w.join("update")).unwrap();
+    let out = w.join("out");
+    // One build: the image, and its own signed update (a UKI per slot).
+    let built = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
+        config: Some(config(w, &keys)),
+        out: out.clone(),
+        compression: Some(edgeimg::artifact::Compression::None),
+        signing_key: Some(update_key),
+        update: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("build the Secure Boot image: {e:#}"));
+    let upd = w.join("upd.raw");
+    update_disk(&out.join("sbtest-x86_64.update"), &upd, w);
+    eprintln!("keys and build: {:.0}s", t0.elapsed().as_secs_f64());
+    let offset = boot_offset(&out);
+    let db_crt = PathBuf::from(format!("{}-db.crt", keys.display()));
+
+    let disk = w.join("disk.raw");
+    let disk_len = std::fs::metadata(&built.image).unwrap().len() + GIB;
+    disk_copy(&built.image, &disk, disk_len).unwrap();
+    let vars = w.join("vars.fd");
+
+    // 1. Setup mode: systemd-boot enrolls the keys and resets the machine
+    //    (-no-reboot: QEMU exits) before any kernel runs.
+    let t = Instant::now();
+    let (mut vm, _) = start(&disk, &vars, None, w, "secure-boot-enroll");
+    vm.wait_for(ENROLLED, LOADER)
+        .unwrap_or_else(|e| panic!("enrollment: {e:#}"));
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("enrollment reset: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st} after enrolling");
+    let log = std::fs::read_to_string(&vm.log).unwrap();
+    assert!(
+        log.contains("Enrolling secure boot keys from directory: \\loader\\keys\\auto"),
+        "enrolled from another directory ({})",
+        vm.log.display()
+    );
+    assert!(
+        !KERNEL_STARTED.iter().any(|k| log.contains(k)),
+        "a kernel ran before the keys were enrolled ({})",
+        vm.log.display()
+    );
+    eprintln!("enrolled: {:.0}s", t.elapsed().as_secs_f64());
+
+    // The tampered copies start from the enrolled machine, before the update
+    // adds slot B's UKI (which would boot first).
+    let changed = tampered_copy((&disk, &vars), offset, w, "uki-changed", |uki| {
+        let mut b = std::fs::read(uki).unwrap();
+        let needle = b"edgeimg.slot=a";
+        let at: Vec<usize> = b
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, win)| win == needle)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "the UKI holds `edgeimg.slot=a` once: {at:?}");
+        b[at[0] + needle.len() - 1] = b'b';
+        std::fs::write(uki, b).unwrap();
+        assert!(!sbverify(&db_crt, uki), "the changed UKI still verifies");
+    });
+    let unsigned = tampered_copy((&disk, &vars), offset, w, "uki-unsigned", |uki| {
+        assert!(sbverify(&db_crt, uki), "the built UKI does not verify");
+        let o = Command::new("sbattach")
+            .arg("--remove")
+            .arg(uki)
+            .output()
+            .expect("sbattach (sbsigntool)");
+        assert!(o.status.success(), "sbattach --remove: {o:?}");
+        assert!(!sbverify(&db_crt, uki), "the unsigned UKI still verifies");
+    });
+
+    // 2. The same machine now enforces Secure Boot and boots the signed UKI;
+    //    then it installs the update into slot B and reboots.
+    let t = Instant::now();
+    let name = "secure-boot-enforced";
+    let (mut vm, mut records) = start(&disk, &vars, Some(&upd), w, name);
+    vm.wait_for(edgeimg_agent::schema::READY_LINE, BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let (r, text) = report(&mut vm, &mut records, name);
+    assert_enforced(&r, &text, "a");
+    assert_eq!(r["entry"], "edgeimg-1-a.efi", "{text}");
+    assert_eq!(r["ukis"], "edgeimg-1-a.efi,", "{text}");
+    let applied = records
+        .wait(&mut vm, "update-apply", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let applied = String::from_utf8_lossy(&applied).into_owned();
+    assert_eq!(applied.trim(), "applied", "{name}: {applied}");
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    eprintln!("{name}, update applied: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 3. Slot B's own signed UKI boots under Secure Boot; the trial is blessed.
+    let t = Instant::now();
+    let name = "secure-boot-slot-b";
+    let (mut vm, mut records) = start(&disk, &vars, None, w, name);
+    let (r, text) = report(&mut vm, &mut records, name);
+    assert_enforced(&r, &text, "b");
+    assert!(r["entry"].starts_with("edgeimg-2-b"), "{text}");
+    assert_eq!(
+        r["ukis"], "edgeimg-1-a.efi,edgeimg-2-b.efi,",
+        "slot B's UKI blessed, slot A's kept: {text}"
+    );
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    eprintln!("{name}: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 4. One byte of the UKI's signed command line changed.
+    expect_refused(&changed.0, &changed.1, w, "secure-boot-uki-changed");
+    // 5. The UKI without its signature.
+    expect_refused(&unsigned.0, &unsigned.1, w, "secure-boot-uki-unsigned");
+    eprintln!("total: {:.0}s", t0.elapsed().as_secs_f64());
+}
