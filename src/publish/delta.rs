@@ -101,7 +101,9 @@ fn source_of<'a>(p: &Payload, old: &'a Verified, base: &mut Vec<BasePayload>) ->
     let found = match same_name {
         Some(o) if o.sha256 == p.sha256 => Some((o, true)),
         Some(o) => Some((o, false)),
-        None => candidates().find(|o| o.sha256 == p.sha256).map(|o| (o, true)),
+        None => candidates()
+            .find(|o| o.sha256 == p.sha256)
+            .map(|o| (o, true)),
     };
     let Some((o, same)) = found else {
         return Source::New;
@@ -117,7 +119,11 @@ fn source_of<'a>(p: &Payload, old: &'a Verified, base: &mut Vec<BasePayload>) ->
             base.len() - 1
         }
     };
-    if same { Source::Same(i, o) } else { Source::Changed(i, o) }
+    if same {
+        Source::Same(i, o)
+    } else {
+        Source::Changed(i, o)
+    }
 }
 
 /// The delta being made: the two update files, the frames so far (in a

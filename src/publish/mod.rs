@@ -761,7 +761,7 @@ fn make_delta(
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
     );
     delta::make(&mut of, &ov, &mut nf, new, &mut w)
-    .with_context(|| format!("making the delta from {old_name}"))?;
+        .with_context(|| format!("making the delta from {old_name}"))?;
     let f = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     f.sync_all()?;
     Ok(true)

@@ -77,15 +77,24 @@ mod tests {
         };
         let p = |r: &RunningSlot, n: &str| r.path(n).unwrap().display().to_string();
         assert_eq!(p(&s(false, Slot::A), ROOT), "/dev/sda2");
-        assert_eq!(p(&s(false, Slot::B), VMLINUZ), "/boot/efi/edgeimg/b/vmlinuz");
-        assert_eq!(p(&s(false, Slot::A), INITRD), "/boot/efi/edgeimg/a/initrd.img");
+        assert_eq!(
+            p(&s(false, Slot::B), VMLINUZ),
+            "/boot/efi/edgeimg/b/vmlinuz"
+        );
+        assert_eq!(
+            p(&s(false, Slot::A), INITRD),
+            "/boot/efi/edgeimg/a/initrd.img"
+        );
         assert_eq!(p(&s(true, Slot::A), "boot/vmlinuz"), "/boot/efi/vmlinuz");
         assert_eq!(
             p(&s(true, Slot::B), "boot/overlays/x.dtbo"),
             "/boot/efi/b/overlays/x.dtbo"
         );
         // The firmware is shared: the top level whatever the slot.
-        assert_eq!(p(&s(true, Slot::B), "boot/start4.elf"), "/boot/efi/start4.elf");
+        assert_eq!(
+            p(&s(true, Slot::B), "boot/start4.elf"),
+            "/boot/efi/start4.elf"
+        );
         assert!(s(false, Slot::A).path("boot/vmlinuz").is_err());
         assert!(s(true, Slot::A).path("vmlinuz").is_err());
     }

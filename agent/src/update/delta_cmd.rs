@@ -32,8 +32,9 @@ pub fn parse_args(args: &[&str]) -> Result<Args> {
             p => plain.push(PathBuf::from(p)),
         }
     }
-    let [base, delta, out] = <[PathBuf; 3]>::try_from(plain)
-        .map_err(|p| crate::Error::msg(format!("expected BASE DELTA OUT, got {} paths", p.len())))?;
+    let [base, delta, out] = <[PathBuf; 3]>::try_from(plain).map_err(|p| {
+        crate::Error::msg(format!("expected BASE DELTA OUT, got {} paths", p.len()))
+    })?;
     Ok(Args {
         base,
         delta,
@@ -46,10 +47,7 @@ pub fn run(root: &Root, args: &[&str]) -> Result<()> {
     let a = parse_args(args)?;
     match a.boot_dir {
         Some(dir) => {
-            let mut b = DirBase {
-                root: a.base,
-                dir,
-            };
+            let mut b = DirBase { root: a.base, dir };
             delta::apply_files(&mut b, &a.delta, &a.out)?;
         }
         None => {
