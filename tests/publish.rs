@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -262,16 +263,68 @@ impl Fleet {
     }
 }
 
-/// The root image of `update` (its root.erofs payload), read with the
-/// library's verification.
-fn root_payload(update: &Path, public: &Path) -> Vec<u8> {
+/// Every payload of `update` by name, read with the library's verification.
+fn payloads_of(update: &Path, public: &Path) -> BTreeMap<String, Vec<u8>> {
     let key = edgeimg_contract::update::keys::read_public(public).unwrap();
     let v =
         edgeimg_contract::update::format::verify_file(update, &key, &Default::default()).unwrap();
-    let p = v.header.payload("root.erofs").unwrap();
     let bytes = std::fs::read(update).unwrap();
-    let at = v.offset(p) as usize;
-    bytes[at..at + p.size as usize].to_vec()
+    v.header
+        .payloads
+        .iter()
+        .map(|p| {
+            let at = v.offset(p) as usize;
+            (p.name.clone(), bytes[at..at + p.size as usize].to_vec())
+        })
+        .collect()
+}
+
+/// A delta base held in memory: payload name -> bytes.
+struct MemBase(BTreeMap<String, Vec<u8>>);
+
+impl edgeimg::publish::delta::Base for MemBase {
+    fn open(
+        &mut self,
+        name: &str,
+    ) -> edgeimg_contract::error::Result<edgeimg_contract::update::delta::Source> {
+        let bytes = self.0.get(name).cloned().ok_or_else(|| {
+            edgeimg_contract::error::Error::msg(format!("no base payload {name}"))
+        })?;
+        Ok(edgeimg_contract::update::delta::Source {
+            reader: Box::new(std::io::Cursor::new(bytes)),
+            offset: 0,
+            what: format!("memory:{name}"),
+        })
+    }
+}
+
+/// The delta target file `name` in the fleet's x86_64 repository.
+fn delta_file(f: &Fleet, name: &str) -> PathBuf {
+    std::fs::read_dir(f.repo.join("x86_64/targets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(name))
+        .unwrap()
+}
+
+/// Writes `payloads` into `dir` as the static agent's `--boot-dir` reads
+/// them (DIR/<payload name>), the root image excepted.
+fn boot_dir(dir: &Path, payloads: &BTreeMap<String, Vec<u8>>) -> PathBuf {
+    for (name, bytes) in payloads.iter().filter(|(n, _)| *n != "root.erofs") {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn static_agent(f: &Fleet) -> PathBuf {
+    let agent = f.dir.join("edgeimg-agent");
+    if !agent.exists() {
+        std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    agent
 }
 
 const V1: &str = "t-x86_64-1-0000000000000001.update";
@@ -342,25 +395,17 @@ fn published_releases_verify_over_http_and_the_delta_rebuilds_the_update() {
         delta.len()
     );
 
-    // The delta applied to the old root image is the new update, byte for byte.
-    let old_root = root_payload(&v1, &f.update_pub);
+    // The delta applied to the old release is the new update, byte for byte.
+    let old = payloads_of(&v1, &f.update_pub);
     let mut rebuilt = Vec::new();
-    edgeimg::publish::delta::apply(
-        &mut std::io::Cursor::new(&old_root),
-        &mut &delta[..],
-        &mut rebuilt,
-    )
-    .unwrap();
+    edgeimg::publish::delta::apply(&mut MemBase(old.clone()), &mut &delta[..], &mut rebuilt)
+        .unwrap();
     assert!(rebuilt == full, "the rebuilt update differs");
-    // Applied to another image it stops at the first chunk that differs.
-    let mut other = old_root.clone();
-    other[100] ^= 1;
-    let e = edgeimg::publish::delta::apply(
-        &mut std::io::Cursor::new(&other),
-        &mut &delta[..],
-        &mut Vec::new(),
-    )
-    .unwrap_err();
+    // Applied to another root image it stops at the first chunk that differs.
+    let mut other = old.clone();
+    other.get_mut("root.erofs").unwrap()[100] ^= 1;
+    let e = edgeimg::publish::delta::apply(&mut MemBase(other), &mut &delta[..], &mut Vec::new())
+        .unwrap_err();
     assert!(format!("{e:#}").contains("does not rebuild"), "{e:#}");
 }
 
@@ -509,21 +554,27 @@ fn republishing_is_idempotent_and_a_failed_publish_changes_nothing() {
     );
 }
 
-/// A delta file with `header` (JSON as given) and `body` after it.
-fn crafted_delta(header: &serde_json::Value, body: &[u8]) -> Vec<u8> {
+/// A delta file of `version` with `header` (JSON as given) and `body` after it.
+fn crafted_delta_v(version: u32, header: &serde_json::Value, body: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(header).unwrap();
     let mut v = b"EDGEDLT\0".to_vec();
-    v.extend_from_slice(&1u32.to_le_bytes());
+    v.extend_from_slice(&version.to_le_bytes());
     v.extend_from_slice(&(json.len() as u32).to_le_bytes());
     v.extend_from_slice(&json);
     v.extend_from_slice(body);
     v
 }
 
+fn crafted_delta(header: &serde_json::Value, body: &[u8]) -> Vec<u8> {
+    crafted_delta_v(2, header, body)
+}
+
+/// Applies `delta` to a base whose root image is `base`; the error, after
+/// checking that nothing was written.
 fn apply_err(delta: &[u8], base: &[u8]) -> String {
     let mut out = Vec::new();
-    match edgeimg::publish::delta::apply(&mut std::io::Cursor::new(base), &mut &delta[..], &mut out)
-    {
+    let mut b = MemBase(BTreeMap::from([("root.erofs".to_string(), base.to_vec())]));
+    match edgeimg::publish::delta::apply(&mut b, &mut &delta[..], &mut out) {
         Ok(_) => panic!("a crafted delta was applied"),
         Err(e) => {
             assert!(
@@ -539,24 +590,41 @@ fn apply_err(delta: &[u8], base: &[u8]) -> String {
 #[test]
 fn crafted_deltas_are_refused_before_any_large_allocation() {
     let sha = "0".repeat(64);
+    // A frame chunk; a reference (ref_size > 0) is into base payload 0.
     let chunk = |size: u64, frame: u64, ref_offset: u64, ref_size: u64| {
-        serde_json::json!({"size": size, "frame": frame, "sha256": sha,
-            "ref_offset": ref_offset, "ref_size": ref_size})
+        let mut c = serde_json::json!({"size": size, "frame": frame, "sha256": sha,
+            "ref_offset": ref_offset, "ref_size": ref_size});
+        if ref_size > 0 {
+            c["from"] = 0.into();
+        }
+        c
     };
+    let root = serde_json::json!({"name": "root.erofs", "size": 1000, "sha256": sha});
+    let header_with =
+        |base: Vec<serde_json::Value>, chunks: Vec<serde_json::Value>, target_size: u64| {
+            serde_json::json!({"base": base, "target_size": target_size,
+            "target_sha256": sha, "chunks": chunks})
+        };
     let header = |chunks: Vec<serde_json::Value>, target_size: u64| {
-        serde_json::json!({"base_size": 1000, "base_sha256": sha,
-            "target_size": target_size, "target_sha256": sha, "chunks": chunks})
+        header_with(vec![root.clone()], chunks, target_size)
     };
     let base = vec![0u8; 1000];
     let e = apply_err(b"EDGEUPD\0\x01\0\0\0\0\0\0\0", &base);
     assert!(e.contains("not an edgeimg delta"), "{e}");
     let mut big = b"EDGEDLT\0".to_vec();
-    big.extend_from_slice(&1u32.to_le_bytes());
+    big.extend_from_slice(&2u32.to_le_bytes());
     big.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(apply_err(&big, &base).contains("exceeds"));
-    let mut v2 = big.clone();
-    v2[8] = 2;
-    assert!(apply_err(&v2, &base).contains("version 2 is not supported"));
+    // The format before boot payloads had bases, and one from the future.
+    for v in [1u32, 3] {
+        let e = apply_err(&crafted_delta_v(v, &header(vec![], 0), &[]), &base);
+        assert!(
+            e.contains(&format!(
+                "delta format version {v} is not supported (this reads version 2)"
+            )),
+            "{e}"
+        );
+    }
     let e = apply_err(
         &crafted_delta(&header(vec![chunk(u64::MAX, 10, 0, 0)], u64::MAX), &[]),
         &base,
@@ -594,6 +662,122 @@ fn crafted_deltas_are_refused_before_any_large_allocation() {
     assert!(e.contains("delta chunk 0"), "{e}");
     let e = apply_err(&crafted_delta(&serde_json::json!({"x": 1}), &[]), &base);
     assert!(e.contains("the delta header is not valid"), "{e}");
+
+    // Base payloads: plain unique names of payloads a device keeps as they are.
+    let named = |name: &str| serde_json::json!({"name": name, "size": 10, "sha256": sha});
+    for name in [
+        "../vmlinuz",
+        "/vmlinuz",
+        "a/vmlinuz",
+        "..",
+        "",
+        "boot/../../etc/shadow",
+        "boot//x",
+        "boot/a\\b",
+    ] {
+        let e = apply_err(
+            &crafted_delta(&header_with(vec![named(name)], vec![], 0), &[]),
+            &base,
+        );
+        assert!(
+            e.contains("delta base payload 0: payload name"),
+            "{name:?}: {e}"
+        );
+    }
+    for name in ["boot/cmdline.txt", "boot/config.txt"] {
+        let e = apply_err(
+            &crafted_delta(&header_with(vec![named(name)], vec![], 0), &[]),
+            &base,
+        );
+        assert!(e.contains("devices rewrite it"), "{name:?}: {e}");
+    }
+    let e = apply_err(
+        &crafted_delta(
+            &header_with(vec![named("vmlinuz"), named("vmlinuz")], vec![], 0),
+            &[],
+        ),
+        &base,
+    );
+    assert!(
+        e.contains("delta base payload \"vmlinuz\" appears twice"),
+        "{e}"
+    );
+    let mut no_sha = named("vmlinuz");
+    no_sha["sha256"] = "../x".into();
+    let e = apply_err(
+        &crafted_delta(&header_with(vec![no_sha], vec![], 0), &[]),
+        &base,
+    );
+    assert!(e.contains("no SHA-256"), "{e}");
+    // Copies (frame 0): of a base payload that exists, inside it, one chunk at most.
+    let copy = |from: Option<u64>, size: u64, ref_offset: u64| {
+        let mut c = serde_json::json!({"size": size, "frame": 0, "sha256": sha,
+            "ref_offset": ref_offset, "ref_size": size});
+        if let Some(b) = from {
+            c["from"] = b.into();
+        }
+        c
+    };
+    let e = apply_err(
+        &crafted_delta(&header(vec![copy(None, 10, 0)], 10), &[]),
+        &base,
+    );
+    assert!(
+        e.contains("delta chunk 0: a copy without a base payload"),
+        "{e}"
+    );
+    let e = apply_err(
+        &crafted_delta(&header(vec![copy(Some(1), 10, 0)], 10), &[]),
+        &base,
+    );
+    assert!(
+        e.contains("delta chunk 0: base payload 1 does not exist"),
+        "{e}"
+    );
+    let e = apply_err(
+        &crafted_delta(&header(vec![copy(Some(0), 10, 995)], 10), &[]),
+        &base,
+    );
+    assert!(e.contains("outside base payload \"root.erofs\""), "{e}");
+    let e = apply_err(
+        &crafted_delta(&header(vec![copy(Some(0), 10, u64::MAX)], 10), &[]),
+        &base,
+    );
+    assert!(e.contains("outside base payload"), "{e}");
+    let huge = serde_json::json!({"name": "root.erofs", "size": u64::MAX, "sha256": sha});
+    let e = apply_err(
+        &crafted_delta(
+            &header_with(vec![huge], vec![copy(Some(0), 1 << 40, 0)], 1 << 40),
+            &[],
+        ),
+        &base,
+    );
+    assert!(
+        e.contains("outside base payload"),
+        "a copy over one chunk: {e}"
+    );
+    let mut unequal = copy(Some(0), 10, 0);
+    unequal["ref_size"] = 20.into();
+    let e = apply_err(&crafted_delta(&header(vec![unequal], 10), &[]), &base);
+    assert!(e.contains("outside base payload"), "{e}");
+    // A copy of bytes the base does not have: refused by its hash, unwritten.
+    let e = apply_err(
+        &crafted_delta(&header(vec![copy(Some(0), 10, 0)], 10), &[]),
+        &base,
+    );
+    assert!(
+        e.contains("delta chunk 0 does not rebuild what was published"),
+        "{e}"
+    );
+    // A frame with a base payload but no window, or a window with none.
+    let mut c = chunk(10, 10, 0, 0);
+    c["from"] = 0.into();
+    let e = apply_err(&crafted_delta(&header(vec![c], 10), &[]), &base);
+    assert!(e.contains("outside the base payload"), "{e}");
+    let mut c = chunk(10, 10, 0, 2);
+    c.as_object_mut().unwrap().remove("from");
+    let e = apply_err(&crafted_delta(&header(vec![c], 10), &[]), &base);
+    assert!(e.contains("outside the base"), "{e}");
 }
 
 #[test]
@@ -695,22 +879,20 @@ fn the_static_agent_rebuilds_the_update_from_a_delta() {
     let (v1, v2) = two_releases(&f);
     f.published(&v1, &[]);
     f.published(&v2, &[]);
-    let agent = f.dir.join("edgeimg-agent");
-    std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = static_agent(&f);
+    let old = payloads_of(&v1, &f.update_pub);
     let base = f.dir.join("slot");
-    std::fs::write(&base, root_payload(&v1, &f.update_pub)).unwrap();
-    let delta = std::fs::read_dir(f.repo.join("x86_64/targets"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(DELTA))
-        .unwrap();
+    std::fs::write(&base, &old["root.erofs"]).unwrap();
+    let boot = boot_dir(&f.dir.join("boot"), &old);
+    let delta = delta_file(&f, DELTA);
     let out = f.dir.join("rebuilt.update");
     ok(std::process::Command::new(&agent)
         .args(["update", "delta"])
         .arg(&base)
         .arg(&delta)
-        .arg(&out));
+        .arg(&out)
+        .arg("--boot-dir")
+        .arg(&boot));
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&v2).unwrap());
     // Against another base: refused, and no OUT (nor OUT.part) is left.
     let mut other = std::fs::read(&base).unwrap();
@@ -721,7 +903,9 @@ fn the_static_agent_rebuilds_the_update_from_a_delta() {
         .args(["update", "delta"])
         .arg(&base)
         .arg(&delta)
-        .arg(&out2));
+        .arg(&out2)
+        .arg("--boot-dir")
+        .arg(&boot));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("does not rebuild what was published"), "{err}");
@@ -730,4 +914,185 @@ fn the_static_agent_rebuilds_the_update_from_a_delta() {
         "names the delta: {err}"
     );
     assert!(!out2.exists() && !f.dir.join("other.update.part").exists());
+}
+
+/// Releases with a kernel and an initrd of incompressible bytes: sent whole
+/// they would cost megabytes.
+fn releases_with_boot_payloads(f: &Fleet, initrd_changes: bool) -> (PathBuf, PathBuf) {
+    let root = noise(6 << 20, 7);
+    let kernel = noise(3 << 20, 13);
+    let initrd = noise(5 << 20, 15);
+    let mut new_root = root.clone();
+    new_root[2_000_000..2_004_096].copy_from_slice(&noise(4096, 9));
+    let mut new_initrd = initrd.clone();
+    if initrd_changes {
+        new_initrd[4_500_000..4_504_096].copy_from_slice(&noise(4096, 17));
+        new_initrd.extend_from_slice(b"one more module");
+    }
+    let release = |generation: u64, payloads: &[(&str, &[u8])]| {
+        let sub = f.dir.join(format!("build-{generation}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        updates::make_update_with(
+            &sub,
+            &f.update_key,
+            "x86_64",
+            "amd64",
+            generation,
+            payloads,
+            &format!("{generation:016x}"),
+        )
+    };
+    let v1 = release(
+        1,
+        &[
+            ("root.erofs", &root),
+            ("vmlinuz", &kernel),
+            ("initrd.img", &initrd),
+        ],
+    );
+    let v2 = release(
+        2,
+        &[
+            ("root.erofs", &new_root),
+            ("vmlinuz", &kernel),
+            ("initrd.img", &new_initrd),
+        ],
+    );
+    f.published(&v1, &[]);
+    f.published(&v2, &[]);
+    (v1, v2)
+}
+
+/// The chunks of `h` that read base payload `name`.
+fn chunks_from<'a>(
+    h: &'a edgeimg::publish::delta::Header,
+    name: &str,
+) -> Vec<&'a edgeimg::publish::delta::Chunk> {
+    let i = h.base.iter().position(|b| b.name == name).expect(name);
+    h.chunks.iter().filter(|c| c.from == Some(i)).collect()
+}
+
+#[test]
+fn unchanged_boot_payloads_cost_a_reference_and_changed_ones_are_rebuilt() {
+    let f = fleet();
+    let (v1, v2) = releases_with_boot_payloads(&f, true);
+    let delta = std::fs::read(delta_file(&f, DELTA)).unwrap();
+    let h = edgeimg::publish::delta::read_header(&mut &delta[..]).unwrap();
+    let old = payloads_of(&v1, &f.update_pub);
+    let new = payloads_of(&v2, &f.update_pub);
+    // The unchanged kernel: copies of the base's kernel, no frame bytes.
+    let kernel = chunks_from(&h, "vmlinuz");
+    assert!(kernel.iter().all(|c| c.is_copy()), "{kernel:?}");
+    assert_eq!(kernel.iter().map(|c| c.size).sum::<u64>(), 3 << 20);
+    let b = &h.base[h.base.iter().position(|b| b.name == "vmlinuz").unwrap()];
+    assert_eq!(b.size, old["vmlinuz"].len() as u64);
+    assert_eq!(b.sha256, hex::encode(sha2::Sha256::digest(&old["vmlinuz"])));
+    // The changed initrd: frames against the old initrd, small.
+    let initrd = chunks_from(&h, "initrd.img");
+    assert!(
+        initrd.iter().all(|c| !c.is_copy() && c.ref_size > 0),
+        "{initrd:?}"
+    );
+    assert_eq!(
+        initrd.iter().map(|c| c.size).sum::<u64>(),
+        new["initrd.img"].len() as u64
+    );
+    let initrd_frames: u64 = initrd.iter().map(|c| c.frame).sum();
+    assert!(
+        initrd_frames < 16 << 10,
+        "initrd frames {initrd_frames} bytes"
+    );
+    // 14 MiB of incompressible payloads, of which 8 KiB changed.
+    assert!(delta.len() < 64 << 10, "delta {} bytes", delta.len());
+    eprintln!(
+        "delta {} bytes for a {} byte update",
+        delta.len(),
+        std::fs::metadata(&v2).unwrap().len()
+    );
+
+    // Rebuilt byte for byte, by the library and by the static agent from
+    // the base's files.
+    let mut rebuilt = Vec::new();
+    edgeimg::publish::delta::apply(&mut MemBase(old.clone()), &mut &delta[..], &mut rebuilt)
+        .unwrap();
+    assert!(
+        rebuilt == std::fs::read(&v2).unwrap(),
+        "the rebuilt update differs"
+    );
+    let agent = static_agent(&f);
+    let slot = f.dir.join("slot");
+    std::fs::write(&slot, &old["root.erofs"]).unwrap();
+    let boot = boot_dir(&f.dir.join("boot"), &old);
+    let out = f.dir.join("rebuilt.update");
+    let agent_delta = |out: &Path| {
+        let mut c = std::process::Command::new(&agent);
+        c.args(["update", "delta"])
+            .arg(&slot)
+            .arg(delta_file(&f, DELTA))
+            .arg(out)
+            .arg("--boot-dir")
+            .arg(&boot);
+        run(&mut c)
+    };
+    let o = agent_delta(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&v2).unwrap());
+}
+
+#[test]
+fn a_running_slot_whose_kernel_is_not_the_base_is_refused_and_nothing_written() {
+    let f = fleet();
+    let (v1, _v2) = releases_with_boot_payloads(&f, false);
+    let old = payloads_of(&v1, &f.update_pub);
+    let agent = static_agent(&f);
+    let slot = f.dir.join("slot");
+    std::fs::write(&slot, &old["root.erofs"]).unwrap();
+    let boot = boot_dir(&f.dir.join("boot"), &old);
+    let delta = delta_file(&f, DELTA);
+    let attempt = |out: &Path| {
+        let o = run(std::process::Command::new(&agent)
+            .args(["update", "delta"])
+            .arg(&slot)
+            .arg(&delta)
+            .arg(out)
+            .arg("--boot-dir")
+            .arg(&boot));
+        assert!(!o.status.success());
+        let mut part = out.as_os_str().to_owned();
+        part.push(".part");
+        assert!(!out.exists() && !Path::new(&part).exists(), "output left");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // One byte of the running slot's kernel flipped.
+    let kernel = boot.join("vmlinuz");
+    let mut k = old["vmlinuz"].clone();
+    k[1_234_567] ^= 0x20;
+    std::fs::write(&kernel, &k).unwrap();
+    let err = attempt(&f.dir.join("a.update"));
+    assert!(
+        err.contains(&format!("{} is not the base's vmlinuz", kernel.display()))
+            && err.contains("take the full update"),
+        "{err}"
+    );
+    // A kernel cut short, and none at all: named, nothing written.
+    std::fs::write(&kernel, &old["vmlinuz"][..1000]).unwrap();
+    let err = attempt(&f.dir.join("b.update"));
+    assert!(
+        err.contains(&kernel.display().to_string()) && err.contains("shorter"),
+        "{err}"
+    );
+    std::fs::remove_file(&kernel).unwrap();
+    let err = attempt(&f.dir.join("c.update"));
+    assert!(err.contains(&kernel.display().to_string()), "{err}");
+    // The base's own kernel back: the same delta applies.
+    std::fs::write(&kernel, &old["vmlinuz"]).unwrap();
+    let out = f.dir.join("d.update");
+    let o = run(std::process::Command::new(&agent)
+        .args(["update", "delta"])
+        .arg(&slot)
+        .arg(&delta)
+        .arg(&out)
+        .arg("--boot-dir")
+        .arg(&boot));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

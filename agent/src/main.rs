@@ -25,10 +25,13 @@ commands:
                    than this image's unless --allow-downgrade is given
   update verify FILE
                    verify an update against this image's trusted key only
-  update delta BASE DELTA OUT
-                   rebuild the update file OUT from the root image BASE (the
-                   running slot) and a delta payload of a repository; every
-                   chunk is checked, OUT appears only complete. Then
+  update delta BASE DELTA OUT [--boot-dir DIR]
+                   rebuild the update file OUT from a delta payload of a
+                   repository, the root image BASE (the running slot) and
+                   the running slot's boot files (kernel, initrd, Pi boot
+                   files), or with --boot-dir each base payload at
+                   DIR/<payload name>; every base file and chunk is
+                   checked, OUT appears only complete. Then
                    `update apply OUT` verifies and installs it as usual
   update health    on a trial boot of a new slot: mark it good when the node
                    is ready, else exit 1 (the unit then reboots)
@@ -66,12 +69,7 @@ fn main() -> ExitCode {
         ["update", "apply", rest @ ..] => update::apply::parse_args(rest)
             .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
-        ["update", "delta", base, delta, out] => edgeimg_contract::update::delta::apply_files(
-            base.as_ref(),
-            delta.as_ref(),
-            out.as_ref(),
-        )
-        .map(|_| ()),
+        ["update", "delta", rest @ ..] => update::delta_cmd::run(&root, rest),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

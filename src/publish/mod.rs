@@ -756,30 +756,12 @@ fn make_delta(
             return Ok(false);
         }
     };
-    let op = ov
-        .header
-        .payload(format::ROOT)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let np = new
-        .header
-        .payload(format::ROOT)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut nf = std::fs::File::open(new_file)?;
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
     );
-    delta::make(
-        &mut of,
-        &mut nf,
-        &delta::Layout {
-            new_root_offset: new.offset(np),
-            new_root_size: np.size,
-            base_offset: ov.offset(op),
-            base_size: op.size,
-        },
-        &mut w,
-    )
-    .with_context(|| format!("making the delta from {old_name}"))?;
+    delta::make(&mut of, &ov, &mut nf, new, &mut w)
+        .with_context(|| format!("making the delta from {old_name}"))?;
     let f = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     f.sync_all()?;
     Ok(true)

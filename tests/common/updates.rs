@@ -28,14 +28,35 @@ pub fn make_update(
     root: &[u8],
     build_id: &str,
 ) -> PathBuf {
-    let root_path = dir.join("root.erofs");
-    std::fs::write(&root_path, root).unwrap();
-    let kernel = dir.join("vmlinuz");
-    std::fs::write(&kernel, b"a kernel").unwrap();
-    let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, b"an initrd").unwrap();
+    let payloads: [(&str, &[u8]); 3] = [
+        ("root.erofs", root),
+        ("vmlinuz", b"a kernel"),
+        ("initrd.img", b"an initrd"),
+    ];
+    make_update_with(dir, key, board, arch, generation, &payloads, build_id)
+}
+
+/// An update like [`make_update`]'s with the payloads given (name, bytes).
+pub fn make_update_with(
+    dir: &Path,
+    key: &Path,
+    board: &str,
+    arch: &str,
+    generation: u64,
+    payloads: &[(&str, &[u8])],
+    build_id: &str,
+) -> PathBuf {
+    let files = dir.join("payloads");
+    let mut list = vec![];
+    for (i, (name, bytes)) in payloads.iter().enumerate() {
+        std::fs::create_dir_all(&files).unwrap();
+        let p = files.join(i.to_string());
+        std::fs::write(&p, bytes).unwrap();
+        list.push((name.to_string(), p));
+    }
     let sk = edgeimg::update::load_signing_key(key).unwrap();
     let out = dir.join(format!("t-{board}-{arch}-g{generation}.update"));
+    let refs: Vec<(String, &Path)> = list.iter().map(|(n, p)| (n.clone(), p.as_path())).collect();
     edgeimg::update::write_file(
         &out,
         edgeimg::update::Header {
@@ -51,11 +72,7 @@ pub fn make_update(
             generation,
             payloads: vec![],
         },
-        &[
-            ("root.erofs".into(), root_path.as_path()),
-            ("vmlinuz".into(), kernel.as_path()),
-            ("initrd.img".into(), initrd.as_path()),
-        ],
+        &refs,
         &sk,
     )
     .unwrap();

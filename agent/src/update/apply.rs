@@ -92,6 +92,34 @@ pub fn loader_conf(old: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// The slot this boot runs (`edgeimg.slot=` of the kernel command line).
+pub fn running_slot(cmdline: &str) -> Result<Slot> {
+    match param(cmdline, kcmd::SLOT).and_then(Slot::from_name) {
+        Some(s) => Ok(s),
+        None => crate::bail!(
+            "no {}=a|b on the kernel command line ({:?})",
+            kcmd::SLOT,
+            param(cmdline, kcmd::SLOT)
+        ),
+    }
+}
+
+/// The mounted boot partition, and whether it is a Raspberry Pi's
+/// (`config.txt`) rather than systemd-boot's (`loader/loader.conf`).
+pub fn boot_partition(root: &Root, image: &crate::schema::ImageConfig) -> Result<(PathBuf, bool)> {
+    let esp = root.path(&image.boot_mount);
+    if esp.join("loader/loader.conf").exists() {
+        Ok((esp, false))
+    } else if esp.join("config.txt").exists() {
+        Ok((esp, true))
+    } else {
+        crate::bail!(
+            "{} has neither loader/loader.conf (systemd-boot) nor config.txt (Raspberry Pi): is the boot partition mounted?",
+            esp.display()
+        )
+    }
+}
+
 /// Where the target slot is on this device.
 struct Target {
     slot: Slot,
@@ -320,26 +348,9 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     }
     let key = keys::read_public(&key_path)?;
     let cmdline = fsutil::read(&root.path("/proc/cmdline"))?;
-    let current = match param(&cmdline, kcmd::SLOT).and_then(Slot::from_name) {
-        Some(s) => s,
-        None => crate::bail!(
-            "no {}=a|b on the kernel command line ({:?})",
-            kcmd::SLOT,
-            param(&cmdline, kcmd::SLOT)
-        ),
-    };
-    let esp = root.path(&image.boot_mount);
+    let current = running_slot(&cmdline)?;
+    let (esp, pi) = boot_partition(root, &image)?;
     let entries = esp.join("loader/entries");
-    let pi = if esp.join("loader/loader.conf").exists() {
-        false
-    } else if esp.join("config.txt").exists() {
-        true
-    } else {
-        crate::bail!(
-            "{} has neither loader/loader.conf (systemd-boot) nor config.txt (Raspberry Pi): is the boot partition mounted?",
-            esp.display()
-        );
-    };
     if let Some(entry) = unconfirmed_trial(root, &esp, pi)? {
         crate::bail!(
             "slot {current} is on a trial boot ({entry}) that the health check has not confirmed: slot {} is the only known-good one and an update would overwrite it; let edgeimg-update-health.service confirm this boot (or reboot to fall back), then apply",

@@ -6,6 +6,8 @@
 //! slot; [`health`] decides on a trial boot whether the new slot is good.
 
 pub mod apply;
+pub mod delta_base;
+pub mod delta_cmd;
 pub mod efivar;
 pub mod health;
 pub mod payload;

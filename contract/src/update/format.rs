@@ -325,7 +325,7 @@ fn check_text(what: &str, s: &str) -> Result<()> {
 
 /// A payload name: `root.erofs`-like (no `/`), or `boot/<relative path>`
 /// whose every component is a plain name (no `..`, `.`, empty, `\\`).
-fn check_payload_name(name: &str) -> Result<()> {
+pub(crate) fn check_payload_name(name: &str) -> Result<()> {
     check_text("payload name", name)?;
     let bad = |why: &str| Err(Error::msg(format!("payload name {name:?} {why}")));
     let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('\\');

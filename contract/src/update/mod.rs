@@ -1,6 +1,7 @@
 //! The signed update file: [`format`] (header, payloads, signature),
 //! [`keys`] (Ed25519 key files and ids) and [`delta`] (a delta payload of an
-//! update repository, and how it is applied to the running root). The builder writes it and runs the
+//! update repository, and how it is applied to the release a device runs).
+//! The builder writes it and runs the
 //! device's check on the host; the agent verifies and applies it.
 
 pub mod delta;
