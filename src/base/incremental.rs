@@ -161,9 +161,8 @@ impl InitrdInputs {
         let Some(paths) = initrd_inputs::initrd_paths(initrd)? else {
             return Ok(InitrdInputs { listed: None });
         };
-        let inputs = initrd_inputs::inputs(root, &paths)?;
         Ok(InitrdInputs {
-            listed: Some((paths, inputs)),
+            listed: Some(initrd_inputs::copied_inputs(root, &paths)?),
         })
     }
 

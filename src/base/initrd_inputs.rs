@@ -191,6 +191,9 @@ impl<R: Read> Read for Chained<'_, R> {
     }
 }
 
+/// How [`Inputs`] records a path the root does not have.
+const ABSENT: &str = "-";
+
 /// Each input path and what the root has there (`f <mode> <sha256>`,
 /// `l <target>`, `d <mode>`, `-` for absent): equal listings mean an
 /// initrd built now would be built from the same inputs.
@@ -224,6 +227,21 @@ pub fn inputs(root: &Path, listed: &BTreeSet<String>) -> Result<Inputs> {
     Ok(out)
 }
 
+/// The paths of `listed` the initrd copied from `root`, and their inputs as
+/// [`inputs`] records them. A path the root does not have was made by a hook
+/// (busybox's applet links, `bin/less` among them), not copied: a file that
+/// a package later puts there does not reach the initrd, so it is no input.
+pub fn copied_inputs(root: &Path, listed: &BTreeSet<String>) -> Result<(BTreeSet<String>, Inputs)> {
+    let mut all = inputs(root, listed)?;
+    let copied: BTreeSet<String> = listed
+        .iter()
+        .filter(|p| all.get(*p).is_some_and(|d| d != ABSENT))
+        .cloned()
+        .collect();
+    all.retain(|k, v| !(v == ABSENT && listed.contains(k)));
+    Ok((copied, all))
+}
+
 /// The first path whose input differs between two listings.
 pub fn first_difference(a: &Inputs, b: &Inputs) -> Option<String> {
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -237,13 +255,13 @@ fn describe(tree: &InRoot, rel: &Path) -> Result<String> {
         .lstat(rel)
         .with_context(|| format!("cannot read {}", tree.show(rel).display()))?
     else {
-        return Ok("-".into());
+        return Ok(ABSENT.into());
     };
     let mode = st.st_mode & 0o7777;
     Ok(match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => match tree.host_file(rel)? {
             Some(p) => format!("f {mode:o} {}", sha256(&p)?),
-            None => "-".into(),
+            None => ABSENT.into(),
         },
         libc::S_IFDIR => format!("d {mode:o}"),
         libc::S_IFLNK => {
@@ -406,6 +424,10 @@ mod tests {
         let before = inputs(r, &listed).unwrap();
         assert_eq!(before["usr/lib/libgone.so"], "-");
         assert_eq!(before["bin"], "l usr/bin");
+        // A path the root lacks was made by a hook, not copied.
+        let (copied, base) = copied_inputs(r, &listed).unwrap();
+        assert!(!copied.contains("usr/lib/libgone.so") && copied.contains("usr/bin/busybox"));
+        assert!(!base.contains_key("usr/lib/libgone.so"));
         // A file the initrd does not hold, one it makes itself, and the
         // initrd.
         std::fs::write(r.join("usr/bin/less"), "less 2").unwrap();
@@ -430,16 +452,8 @@ mod tests {
             first_difference(&before, &after).as_deref(),
             Some("usr/share/initramfs-tools/hooks/lvm2")
         );
-        // A file that appears where the initrd had none, and the kernel.
+        // The kernel.
         std::fs::remove_file(r.join("usr/share/initramfs-tools/hooks/lvm2")).unwrap();
-        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
-        std::fs::write(r.join("usr/lib/libgone.so"), "").unwrap();
-        let after = inputs(r, &listed).unwrap();
-        assert_eq!(
-            first_difference(&before, &after).as_deref(),
-            Some("usr/lib/libgone.so")
-        );
-        std::fs::remove_file(r.join("usr/lib/libgone.so")).unwrap();
         std::fs::write(r.join("boot/vmlinuz-6"), "kernel 2").unwrap();
         let after = inputs(r, &listed).unwrap();
         assert_eq!(
