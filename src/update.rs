@@ -66,7 +66,6 @@ pub fn load_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
     keys::read_secret(path).map_err(|e| anyhow::anyhow!("signing key: {e}"))
 }
 
-/// Writes the update file `dest` (payloads in order) signed with `key`.
 /// What a build's update file carries.
 pub struct BuildPayloads<'a> {
     /// The slot payload (EROFS root, then the hash tree with verity).
@@ -136,6 +135,7 @@ pub fn write_for_build(
     Ok(name)
 }
 
+/// Writes the update file `dest` (payloads in order) signed with `key`.
 pub fn write_file(
     dest: &Path,
     header: Header,
