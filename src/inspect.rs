@@ -82,6 +82,9 @@ pub struct Report {
     pub k3s: Option<String>,
     pub preloaded_images: Vec<String>,
     pub selinux: Option<String>,
+    /// How the boot chain is signed, from the manifest; `None` for a
+    /// manifest from before it recorded this.
+    pub secure_boot: Option<String>,
     pub node_file: Option<NodeFile>,
     /// The manifest's `inputs` as they are.
     pub inputs: Option<crate::manifest::InputList>,
@@ -282,6 +285,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
         selinux: m
             .and_then(|m| m.inputs.selinux.as_ref())
             .map(|s| format!("policy {}, mode {}", s.policy, s.mode)),
+        secure_boot: m.and_then(|m| m.secure_boot.as_ref()).map(secure_boot_line),
         node_file,
         inputs: manifest.map(|(_, m)| m.inputs),
     })
@@ -292,6 +296,18 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
 fn hash_matches(raw: &Path, want: &str) -> anyhow::Result<bool> {
     eprintln!("hashing {} to compare with its manifest...", raw.display());
     Ok(crate::artifact::checksums::sha256_file(raw)? == want)
+}
+
+/// One line for the boot chain's signature.
+fn secure_boot_line(s: &crate::manifest::SecureBootInfo) -> String {
+    if !s.signed {
+        return "not signed (systemd-boot, kernel and initrd as built; no Secure Boot)".into();
+    }
+    format!(
+        "signed: systemd-boot and a UKI per slot, db certificate sha256 {}, enroll {}",
+        s.db_cert_sha256.as_deref().unwrap_or("unknown"),
+        s.enroll.as_deref().unwrap_or("unknown")
+    )
 }
 
 /// One readable line for the K3s bundle; the stand-in is named as such so it
@@ -431,6 +447,11 @@ impl Report {
             f,
             "selinux     {}",
             or(&self.selinux, unless("not enabled (none in the manifest)"))
+        )?;
+        writeln!(
+            f,
+            "secure boot {}",
+            or(&self.secure_boot, "unknown (not in the manifest)")
         )
     }
 

@@ -37,6 +37,8 @@ pub struct Inputs<'a> {
     /// Slot A's command line as written (with verity's root hash).
     pub kernel_cmdline: &'a str,
     pub verity: Option<&'a crate::verity::Verity>,
+    /// The fleet keys the boot chain was signed with; `None`: not signed.
+    pub secure_boot: Option<&'a crate::config::SecureBoot>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,10 +63,26 @@ pub struct Manifest {
     pub kernel_cmdline: String,
     /// dm-verity on or off, and slot A's hash tree parameters when on.
     pub verity: VerityInfo,
+    /// Whether systemd-boot and the UKIs are signed, and with which db
+    /// certificate; absent in manifests from before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBootInfo>,
     pub inputs: InputList,
     pub layout: Layout,
     /// Files edgeimg placed into the root on top of the Debian base, sorted.
     pub placed_files: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecureBootInfo {
+    pub signed: bool,
+    /// SHA-256 of the db certificate (PEM file) that signed the boot files:
+    /// names the fleet's key without naming where it is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_cert_sha256: Option<String>,
+    /// systemd-boot's `secure-boot-enroll` setting on the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,6 +251,18 @@ impl Manifest {
                 enabled: i.verity.is_some(),
                 slot_a: i.verity.cloned(),
             },
+            secure_boot: Some(match i.secure_boot {
+                None => SecureBootInfo {
+                    signed: false,
+                    db_cert_sha256: None,
+                    enroll: None,
+                },
+                Some(sb) => SecureBootInfo {
+                    signed: true,
+                    db_cert_sha256: Some(sha256_file(&sb.keys.file("db.crt"))?),
+                    enroll: Some(sb.enroll.as_str().to_string()),
+                },
+            }),
             inputs: InputList {
                 config: Named {
                     name: p.config_source.clone(),

@@ -64,6 +64,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         "image": {"file": "test-gpt.img", "size": 64 * MIB, "sha256": "00"},
         "kernel_cmdline": "root=PARTUUID=x ro",
         "verity": {"enabled": false},
+        "secure_boot": {"signed": true, "db_cert_sha256": "66", "enroll": "if-safe"},
         "inputs": {
             "config": {"name": "image.toml", "version": "", "sha256": "11"},
             "base": {"suite": "trixie", "arch": "amd64", "mirror": "http://deb.debian.org/debian",
@@ -100,6 +101,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
             "board       x86_64 (amd64)",
             "k3s         K3s v1.33.1+k3s1 (bundle stand-in), role agent, nerdctl 2.1.2, BuildKit yes -- STAND-IN",
             "selinux     policy default, mode enforcing",
+            "secure boot signed: systemd-boot and a UKI per slot, db certificate sha256 66, enroll if-safe",
             "nginx:1.27",
             "kernel      6.12.0-test",
         ] {
@@ -112,9 +114,10 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     }
     // A manifest from before the format field reads as format 1; a newer
     // format is refused by name rather than misread.
-    // Nor the K3s role and BuildKit: they read as unknown.
+    // Nor the K3s role and BuildKit, nor Secure Boot: they read as unknown.
     let mut old = manifest.clone();
     old.as_object_mut().unwrap().remove("format");
+    old.as_object_mut().unwrap().remove("secure_boot");
     for k in ["role", "buildkit"] {
         old["inputs"]["k3s"].as_object_mut().unwrap().remove(k);
     }
@@ -122,7 +125,8 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     assert_eq!(inspect_json(&img)["board"], "x86_64");
     let text = ok(edgeimg().arg("inspect").arg(&img));
     assert!(
-        text.contains("role unknown, nerdctl 2.1.2, BuildKit unknown"),
+        text.contains("role unknown, nerdctl 2.1.2, BuildKit unknown")
+            && text.contains("secure boot unknown (not in the manifest)"),
         "{text}"
     );
     let mut newer = manifest.clone();
@@ -283,6 +287,7 @@ fn inspect_a_real_image_agrees_with_the_reference_tools() {
         "ext4",
         "k3s ",
         "selinux ",
+        "secure boot not signed",
         "images ",
         "node file   none",
         "inputs",

@@ -122,6 +122,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         epoch: ctx.epoch,
         kernel_cmdline: &fs.kernel_cmdline,
         verity: fs.verity.as_ref(),
+        secure_boot: cfg.secure_boot.as_ref(),
     })?;
     std::fs::write(out.staged("manifest.json"), serde_json::to_vec_pretty(&m)?)?;
     names.push("manifest.json".into());
