@@ -266,11 +266,17 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     let db_crt = PathBuf::from(format!("{}-db.crt", keys.display()));
     // The manifest names the db certificate that signed the boot chain.
     let manifest = edgeimg::manifest::Manifest::read(&out.join("manifest.json")).unwrap();
-    let sb = manifest.secure_boot.expect("the manifest records Secure Boot");
+    let sb = manifest
+        .secure_boot
+        .expect("the manifest records Secure Boot");
     assert!(sb.signed);
     assert_eq!(
         sb.db_cert_sha256.as_deref(),
-        Some(edgeimg::artifact::checksums::sha256_file(&db_crt).unwrap().as_str())
+        Some(
+            edgeimg::artifact::checksums::sha256_file(&db_crt)
+                .unwrap()
+                .as_str()
+        )
     );
     assert_eq!(sb.enroll.as_deref(), Some("if-safe"));
 
