@@ -161,6 +161,10 @@ fn line_containing(text: &str, from: usize, needle: &str) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// How a step of [`parse`] reports a bad value: its span in the text, the
+/// key, the message.
+type Invalid<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a;
+
 pub fn parse(
     source: &str,
     text: &str,
@@ -178,56 +182,8 @@ pub fn parse(
         message,
     };
 
-    let name = file.image.name.get_ref().clone();
-    if name.len() > 64 {
-        return Err(invalid(
-            file.image.name.span(),
-            "image.name",
-            format!(
-                "is {} characters long; at most 64 (it becomes a file name)",
-                name.len()
-            ),
-        ));
-    }
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        || name.starts_with('.')
-    {
-        return Err(invalid(
-            file.image.name.span(),
-            "image.name",
-            format!("`{name}` must be letters, digits, '-', '_' or '.' (it becomes a file name)"),
-        ));
-    }
-
-    let board_name = match (board_override, &file.image.board) {
-        (Some(b), _) => b.to_string(),
-        (None, Some(b)) => b.get_ref().clone(),
-        (None, None) => "x86_64".to_string(),
-    };
-    let mut board =
-        board::load(&board_name).map_err(|e| match (e, board_override, &file.image.board) {
-            (ConfigError::UnknownBoard { name, known, .. }, None, Some(b)) => {
-                ConfigError::UnknownBoard {
-                    name,
-                    known,
-                    at: Some(format!(
-                        "{source}:{}: key `image.board`",
-                        line_of(text, b.span().start)
-                    )),
-                }
-            }
-            (ConfigError::UnknownBoard { name, known, .. }, Some(_), _) => {
-                ConfigError::UnknownBoard {
-                    name,
-                    known,
-                    at: Some("--board".into()),
-                }
-            }
-            (e, _, _) => e,
-        })?;
+    let name = image_name(&file, &invalid)?;
+    let mut board = load_board(source, text, &file, board_override)?;
 
     let suite = file.base.suite.get_ref().clone();
     if !SUITES.contains(&suite.as_str()) {
@@ -247,62 +203,9 @@ pub fn parse(
     validate_hostname_pattern(&pattern)
         .map_err(|m| invalid(file.image.hostname.span(), "image.hostname", m))?;
 
-    let mut extra_packages = Vec::new();
-    for p in &file.base.packages {
-        let n = p.get_ref();
-        let ok = n.len() >= 2
-            && n.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && n.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-        if !ok {
-            return Err(invalid(
-                p.span(),
-                "base.packages",
-                format!("`{n}` is not a Debian package name"),
-            ));
-        }
-        extra_packages.push(n.clone());
-    }
-
-    for (i, u) in file.users.iter().enumerate() {
-        // [[users]] entries carry no spans: the line of the i-th header,
-        // and of the key's own text after it.
-        let header = nth_line_starting(text, "[[users]]", i);
-        u.validate().map_err(|m| ConfigError::Invalid {
-            file: source.to_string(),
-            line: header,
-            key: format!("users[{i}]"),
-            message: m.to_string(),
-        })?;
-        for (k, key) in u.ssh_keys.iter().enumerate() {
-            crate::ssh_pubkey::check(key).map_err(|message| ConfigError::Invalid {
-                file: source.to_string(),
-                line: line_containing(text, header, key).unwrap_or(header),
-                key: format!("users[{i}].ssh_keys[{k}]"),
-                message,
-            })?;
-        }
-    }
-
-    let mut overlays = Vec::new();
-    for o in &file.image.overlays {
-        let p = base_dir.join(o.get_ref());
-        if !p.is_dir() {
-            return Err(invalid(
-                o.span(),
-                "image.overlays",
-                format!(
-                    "`{}` is not a directory (resolved to {})",
-                    o.get_ref(),
-                    p.display()
-                ),
-            ));
-        }
-        overlays.push(p);
-    }
-
+    let extra_packages = package_names(&file, &invalid)?;
+    check_users(source, text, &file.users)?;
+    let overlays = overlay_dirs(&file, base_dir, &invalid)?;
     let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
     let selinux = selinux::validate(&file.selinux, base_dir, &invalid)?;
 
@@ -312,18 +215,7 @@ pub fn parse(
         board.initramfs_modules.push(VERITY_MODULE.to_string());
     }
 
-    if let Some(k) = &file.secure_boot.keys
-        && board.firmware == board::Firmware::Rpi
-    {
-        return Err(invalid(
-            k.span(),
-            "secure_boot.keys",
-            format!(
-                "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
-                board.name
-            ),
-        ));
-    }
+    let secure_boot = secure_boot(&file.secure_boot, &board, base_dir, &invalid)?;
 
     let seed = file
         .image
@@ -349,12 +241,173 @@ pub fn parse(
         selinux,
         verity,
         update_generation: file.update.generation,
-        secure_boot: file.secure_boot.keys.as_ref().map(|k| SecureBoot {
-            keys: crate::secure_boot::sign::FleetKeys {
-                prefix: base_dir.join(k.get_ref()),
-            },
-            enroll: file.secure_boot.enroll,
-        }),
+        secure_boot,
+    })
+}
+
+/// `image.name`: it becomes a file name.
+fn image_name(file: &ConfigFile, invalid: &Invalid) -> Result<String, ConfigError> {
+    let name = file.image.name.get_ref().clone();
+    if name.len() > 64 {
+        return Err(invalid(
+            file.image.name.span(),
+            "image.name",
+            format!(
+                "is {} characters long; at most 64 (it becomes a file name)",
+                name.len()
+            ),
+        ));
+    }
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || name.starts_with('.')
+    {
+        return Err(invalid(
+            file.image.name.span(),
+            "image.name",
+            format!("`{name}` must be letters, digits, '-', '_' or '.' (it becomes a file name)"),
+        ));
+    }
+    Ok(name)
+}
+
+/// The board `--board` or `image.board` names (x86_64 by default); an
+/// unknown one is reported where it was named.
+fn load_board(
+    source: &str,
+    text: &str,
+    file: &ConfigFile,
+    board_override: Option<&str>,
+) -> Result<Board, ConfigError> {
+    let board_name = match (board_override, &file.image.board) {
+        (Some(b), _) => b.to_string(),
+        (None, Some(b)) => b.get_ref().clone(),
+        (None, None) => "x86_64".to_string(),
+    };
+    board::load(&board_name).map_err(|e| match (e, board_override, &file.image.board) {
+        (ConfigError::UnknownBoard { name, known, .. }, None, Some(b)) => {
+            ConfigError::UnknownBoard {
+                name,
+                known,
+                at: Some(format!(
+                    "{source}:{}: key `image.board`",
+                    line_of(text, b.span().start)
+                )),
+            }
+        }
+        (ConfigError::UnknownBoard { name, known, .. }, Some(_), _) => ConfigError::UnknownBoard {
+            name,
+            known,
+            at: Some("--board".into()),
+        },
+        (e, _, _) => e,
+    })
+}
+
+/// `base.packages`, each a Debian package name.
+fn package_names(file: &ConfigFile, invalid: &Invalid) -> Result<Vec<String>, ConfigError> {
+    let mut extra_packages = Vec::new();
+    for p in &file.base.packages {
+        let n = p.get_ref();
+        let ok = n.len() >= 2
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if !ok {
+            return Err(invalid(
+                p.span(),
+                "base.packages",
+                format!("`{n}` is not a Debian package name"),
+            ));
+        }
+        extra_packages.push(n.clone());
+    }
+    Ok(extra_packages)
+}
+
+/// Each `[[users]]` entry and its SSH keys.
+fn check_users(source: &str, text: &str, users: &[User]) -> Result<(), ConfigError> {
+    for (i, u) in users.iter().enumerate() {
+        // [[users]] entries carry no spans: the line of the i-th header,
+        // and of the key's own text after it.
+        let header = nth_line_starting(text, "[[users]]", i);
+        u.validate().map_err(|m| ConfigError::Invalid {
+            file: source.to_string(),
+            line: header,
+            key: format!("users[{i}]"),
+            message: m.to_string(),
+        })?;
+        for (k, key) in u.ssh_keys.iter().enumerate() {
+            crate::ssh_pubkey::check(key).map_err(|message| ConfigError::Invalid {
+                file: source.to_string(),
+                line: line_containing(text, header, key).unwrap_or(header),
+                key: format!("users[{i}].ssh_keys[{k}]"),
+                message,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `image.overlays`, relative to the config file, each a directory.
+fn overlay_dirs(
+    file: &ConfigFile,
+    base_dir: &Path,
+    invalid: &Invalid,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut overlays = Vec::new();
+    for o in &file.image.overlays {
+        let p = base_dir.join(o.get_ref());
+        if !p.is_dir() {
+            return Err(invalid(
+                o.span(),
+                "image.overlays",
+                format!(
+                    "`{}` is not a directory (resolved to {})",
+                    o.get_ref(),
+                    p.display()
+                ),
+            ));
+        }
+        overlays.push(p);
+    }
+    Ok(overlays)
+}
+
+/// `[secure_boot]`: keys relative to the config file, on a board with UEFI
+/// Secure Boot.
+fn secure_boot(
+    section: &schema::SecureBootSection,
+    board: &Board,
+    base_dir: &Path,
+    invalid: &Invalid,
+) -> Result<Option<SecureBoot>, ConfigError> {
+    let Some(k) = &section.keys else {
+        return Ok(None);
+    };
+    if let Some(why) = no_secure_boot(board) {
+        return Err(invalid(k.span(), "secure_boot.keys", why));
+    }
+    Ok(Some(SecureBoot {
+        keys: crate::secure_boot::sign::FleetKeys {
+            prefix: base_dir.join(k.get_ref()),
+        },
+        enroll: section.enroll,
+    }))
+}
+
+/// Why `board` cannot be signed for Secure Boot; `None` when it can. For
+/// `[secure_boot] keys` and `build --secure-boot-keys` alike.
+fn no_secure_boot(board: &Board) -> Option<String> {
+    (board.firmware != board::Firmware::Uefi).then(|| {
+        format!(
+            "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
+            board.name
+        )
     })
 }
 
@@ -370,11 +423,9 @@ impl Config {
     /// directory, as any command-line path): replaces `[secure_boot] keys`,
     /// keeping its `enroll`.
     pub fn set_secure_boot_keys(&mut self, prefix: &Path) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.board.firmware == board::Firmware::Uefi,
-            "board `{}` has no UEFI Secure Boot (its firmware boots unsigned); it gets dm-verity and signed updates only",
-            self.board.name
-        );
+        if let Some(why) = no_secure_boot(&self.board) {
+            anyhow::bail!(why);
+        }
         let enroll = self
             .secure_boot
             .as_ref()
@@ -587,6 +638,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":3:") && e.contains("4Q"), "{e}");
+    }
+
+    #[test]
+    fn secure_boot_keys_are_refused_on_a_board_without_uefi_secure_boot() {
+        let text = "[image]\nname = \"x\"\nboard = \"rpi4\"\n\n[secure_boot]\nkeys = \"k/fleet\"\n";
+        let e = p(text).unwrap_err().to_string();
+        assert!(
+            e.contains("secure_boot.keys") && e.contains("board `rpi4` has no UEFI Secure Boot"),
+            "{e}"
+        );
+        // The command line's keys: the same refusal; a UEFI board takes them.
+        let mut rpi = p("[image]\nname = \"x\"\nboard = \"rpi4\"\n").unwrap();
+        let e = rpi.set_secure_boot_keys(Path::new("k/fleet")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("board `rpi4` has no UEFI Secure Boot"),
+            "{e}"
+        );
+        let mut pc = p("[image]\nname = \"x\"\n").unwrap();
+        pc.set_secure_boot_keys(Path::new("k/fleet")).unwrap();
+        assert_eq!(pc.secure_boot.unwrap().keys.prefix, Path::new("k/fleet"));
+        let with_keys = p("[image]\nname = \"x\"\n\n[secure_boot]\nkeys = \"k/fleet\"\n").unwrap();
+        assert_eq!(
+            with_keys.secure_boot.unwrap().keys.prefix,
+            Path::new("./k/fleet")
+        );
     }
 
     #[test]
