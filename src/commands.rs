@@ -311,7 +311,8 @@ fn secure_boot_support(b: &board::Board) -> &'static str {
     match (b.firmware, &b.qemu.firmware_code_secure_boot) {
         // The Pi's own signed boot burns OTP fuses: not offered.
         (board::Firmware::Rpi, _) => "none: verity + signed updates",
-        // qemu-tests/tests/x86_64_secure_boot.rs enrolls and enforces.
+        // qemu-tests/tests/x86_64_secure_boot.rs and arm64.rs enroll and
+        // enforce.
         (board::Firmware::Uefi, Some(_)) => "signed UKI, fleet keys",
         // No Secure Boot firmware to boot it with in QEMU: never enforced
         // in a VM test.

@@ -134,7 +134,8 @@ fn plan_without_config_uses_the_embedded_default() {
     assert!(
         out.contains("built-in default")
             && out.contains("edgeimg-root-a")
-            && out.contains("root=PARTUUID="),
+            && out.contains("root=/dev/mapper/edgeimg-root")
+            && out.contains("verity     on"),
         "{out}"
     );
     let json = ok(edgeimg().args(["plan", "--json"]).current_dir(d.path()));
@@ -144,7 +145,33 @@ fn plan_without_config_uses_the_embedded_default() {
         v["kernel_cmdline"]
             .as_str()
             .unwrap()
-            .contains(&format!("root=PARTUUID={root}"))
+            .contains(&format!("edgeimg.verity.dev=PARTUUID={root}"))
+    );
+}
+
+#[test]
+fn verity_false_opts_out_of_the_verity_root() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("edgeimg.toml"),
+        "[image]\nname = \"x\"\nverity = false\n",
+    )
+    .unwrap();
+    let out = ok(edgeimg().arg("plan").current_dir(d.path()));
+    assert!(
+        out.contains("verity     off") && out.contains("root=PARTUUID="),
+        "{out}"
+    );
+    let json = ok(edgeimg().args(["plan", "--json"]).current_dir(d.path()));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["verity"], false, "{v}");
+    assert!(
+        !v["base"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "cryptsetup-bin"),
+        "{v}"
     );
 }
 
@@ -156,7 +183,7 @@ fn boards_and_doctor_list_x86_64() {
         out.contains("x86_64") && out.contains("gpt") && out.contains("q35"),
         "{out}"
     );
-    // The secure boot column: proven on x86_64, untested on arm64, none on the Pi.
+    // The secure boot column: proven on x86_64 and arm64, none on the Pi.
     let row = |b: &str| {
         out.lines()
             .find(|l| l.split_whitespace().next() == Some(b))
@@ -165,7 +192,7 @@ fn boards_and_doctor_list_x86_64() {
     };
     assert!(row("x86_64").contains("signed UKI, fleet keys  "), "{out}");
     assert!(
-        row("arm64").contains("signed UKI, fleet keys (untested)"),
+        row("arm64").contains("signed UKI, fleet keys") && !row("arm64").contains("untested"),
         "{out}"
     );
     assert!(

@@ -125,14 +125,17 @@ fn image_artifacts_pass_reference_tools_and_builds_reproduce() {
         .args(["-fn"])
         .arg(&data));
 
-    // Boot partition: systemd-boot, the entry for slot A pointing at its PARTUUID.
+    // Boot partition: systemd-boot, the entry for slot A opening its PARTUUID
+    // through dm-verity (on by default) and mounting the verity device.
     let entry = ok(std::process::Command::new("mtype")
         .args(["-i"])
         .arg(&boot)
         .arg("::/loader/entries/edgeimg-1-a.conf"));
     let root_uuid = layout[1]["part_uuid"].as_str().unwrap();
     assert!(
-        entry.contains(&format!("root=PARTUUID={root_uuid}")) && entry.contains("rootfstype=erofs"),
+        entry.contains("root=/dev/mapper/edgeimg-root ")
+            && entry.contains(&format!("edgeimg.verity.dev=PARTUUID={root_uuid}"))
+            && entry.contains("rootfstype=erofs"),
         "{entry}"
     );
     let listing = ok(std::process::Command::new("mdir")

@@ -136,8 +136,9 @@ fn rpi4_card_is_laid_out_for_the_pi_firmware() {
         "cmdline.txt must be one line: {cmdline:?}"
     );
     assert!(
-        cmdline.contains(&format!("root=PARTUUID={disk_id}-02")),
-        "cmdline.txt root must be the MBR disk id: {cmdline}"
+        cmdline.contains("root=/dev/mapper/edgeimg-root ")
+            && cmdline.contains(&format!("edgeimg.verity.dev=PARTUUID={disk_id}-02")),
+        "cmdline.txt must open the root slot, named by the MBR disk id, through dm-verity (the default): {cmdline}"
     );
     assert!(
         cmdline.contains(&format!("edgeimg.data=PARTUUID={disk_id}-04")),

@@ -1,4 +1,4 @@
-//! dm-verity images (`[image] verity = true`), without a VM: the slot A
+//! dm-verity images (the default; `[image] verity = false` opts out), without a VM: the slot A
 //! payload verifies with `veritysetup verify` against the root hash on slot
 //! A's boot entry, a flipped byte does not, and rebuilds are byte-identical.
 //! (The boots, a tampered disk and A/B updates: qemu-tests/tests/x86_64_update.rs.)

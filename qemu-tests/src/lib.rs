@@ -218,14 +218,21 @@ pub fn disk_copy(image: &Path, dest: &Path, size: u64) -> Result<()> {
 /// the self-check's JSON and the agent's cluster line of that boot ("edgeimg:
 /// cluster ready..." or "edgeimg: cluster not ready: ...", which the caller
 /// asserts), as the guest read it from its journal.
+///
+/// With `secure_boot_vars`, the machine runs the board's Secure Boot firmware
+/// on that variable store (kept by the caller across boots).
 pub fn boot_once(
     board: &str,
     disk: &Path,
+    secure_boot_vars: Option<&Path>,
     work: &Path,
     log_name: &str,
 ) -> Result<(serde_json::Value, String)> {
     let b = edgeimg::config::board::load(board)?;
     let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work)?;
+    if let Some(vars) = secure_boot_vars {
+        vm.use_secure_boot_firmware(vars)?;
+    }
     let log = log_dir().join(log_name);
     attach_record_port(&mut vm, &log);
     let mut records = Records::new(&vm);
@@ -260,6 +267,7 @@ pub fn boot_once(
 pub fn boot_once_redoing_a_stall(
     board: &str,
     disk: &Path,
+    secure_boot_vars: Option<&Path>,
     work: &Path,
     log_name: &str,
 ) -> Result<(serde_json::Value, String)> {
@@ -267,12 +275,12 @@ pub fn boot_once_redoing_a_stall(
         .qemu
         .has_virtio_serial()
     {
-        return boot_once(board, disk, work, log_name);
+        return boot_once(board, disk, secure_boot_vars, work, log_name);
     }
     let before = work.join("disk-before-boot.raw");
     edgeimg::sparse::copy_sparse(disk, &before)
         .with_context(|| format!("keep {} before the boot", disk.display()))?;
-    let first = boot_once(board, disk, work, log_name);
+    let first = boot_once(board, disk, secure_boot_vars, work, log_name);
     let stalled = matches!(&first, Err(e) if e.downcast_ref::<GuestStalled>().is_some());
     if !stalled {
         let _ = std::fs::remove_file(&before);
@@ -287,7 +295,39 @@ pub fn boot_once_redoing_a_stall(
         kept.display()
     );
     std::fs::rename(&before, disk)?;
-    boot_once(board, disk, work, log_name)
+    boot_once(board, disk, secure_boot_vars, work, log_name)
+}
+
+/// What systemd-boot prints once the firmware took the keys (then it resets
+/// the machine).
+pub const SECURE_BOOT_ENROLLED: &str = "Custom Secure Boot keys successfully enrolled";
+/// Lines that only appear once a kernel runs.
+pub const KERNEL_STARTED: [&str; 2] = ["Linux version", "EFI stub: "];
+
+/// The boot before a signed image's first: the board's Secure Boot firmware
+/// in setup mode (`vars` a copy of its empty store) starts systemd-boot, which
+/// enrolls the image's keys from `loader/keys/auto` (db, KEK, then PK: the
+/// firmware leaves setup mode) and resets the machine; QEMU runs with
+/// -no-reboot, so that ends the QEMU process. No kernel may run before.
+pub fn enroll_secure_boot_keys(board: &str, disk: &Path, vars: &Path, work: &Path) -> Result<()> {
+    let b = edgeimg::config::board::load(board)?;
+    let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work)?;
+    vm.use_secure_boot_firmware(vars)?;
+    let log = log_dir().join(format!("{board}-secure-boot-enroll.log"));
+    let mut running = vm.spawn_captured(&log)?;
+    running.wait_for(SECURE_BOOT_ENROLLED, READY_TIMEOUT)?;
+    let status = running.wait_exit(POWEROFF_TIMEOUT)?;
+    anyhow::ensure!(
+        status.success(),
+        "QEMU exited with {status} after enrolling"
+    );
+    let text = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(
+        !KERNEL_STARTED.iter().any(|k| text.contains(k)),
+        "a kernel ran before the keys were enrolled ({})",
+        log.display()
+    );
+    Ok(())
 }
 
 /// Console logs are kept here (target/vm-logs) for failed runs.
@@ -307,6 +347,10 @@ pub struct SelfcheckImage {
     pub image: PathBuf,
     /// Built with the labelled stand-in bundle (not `EDGEIMG_K3S_BUNDLE`).
     pub stand_in: bool,
+    /// Signed for Secure Boot ([`SelfcheckImage::build_secure_boot`]): the
+    /// firmware variable store its boots share, in setup mode until the
+    /// first boot enrolls the image's keys.
+    pub secure_boot_vars: Option<PathBuf>,
 }
 
 impl SelfcheckImage {
@@ -319,7 +363,32 @@ impl SelfcheckImage {
     /// [`SelfcheckImage::build`] with `image_keys` (TOML lines) added to the
     /// config's `[image]` section, e.g. `root_compression = "lzma"`.
     pub fn build_with(board: &str, image_keys: &str) -> SelfcheckImage {
+        Self::build_in(tempfile::tempdir().unwrap(), board, image_keys, "", None)
+    }
+
+    /// [`SelfcheckImage::build_with`], signed for UEFI Secure Boot with keys
+    /// `edgeimg keygen --secure-boot` makes for the test (`[secure_boot]
+    /// keys`, enrollment left at its default, `if-safe`). Its boots run the
+    /// board's Secure Boot firmware from setup mode: [`check_server_boots`]
+    /// lets systemd-boot enroll the keys first.
+    pub fn build_secure_boot(board: &str, image_keys: &str) -> SelfcheckImage {
         let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys/fleet");
+        std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+        edgeimg::commands::keygen(&keys, true, false, "edgeimg VM test", true)
+            .unwrap_or_else(|e| panic!("keygen --secure-boot: {e:#}"));
+        let section = format!("\n[secure_boot]\nkeys = {:?}\n", keys.display().to_string());
+        let vars = dir.path().join("secure-boot-vars.fd");
+        Self::build_in(dir, board, image_keys, &section, Some(vars))
+    }
+
+    fn build_in(
+        dir: tempfile::TempDir,
+        board: &str,
+        image_keys: &str,
+        sections: &str,
+        secure_boot_vars: Option<PathBuf>,
+    ) -> SelfcheckImage {
         let arch = edgeimg::config::board::load(board).unwrap().arch;
         let (bundle, stand_in) =
             k3s_bundle(arch.debian(), dir.path()).expect("K3s bundle for the VM test");
@@ -330,6 +399,11 @@ impl SelfcheckImage {
             let text = text.replacen("[image]\n", &format!("[image]\n{image_keys}\n"), 1);
             std::fs::write(&config, text).unwrap();
         }
+        if !sections.is_empty() {
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(sections);
+            std::fs::write(&config, text).unwrap();
+        }
         let report = build(&config, Some(board), dir.path(), Some(&bundle))
             .unwrap_or_else(|e| panic!("build the {board} test image: {e:#}"));
         SelfcheckImage {
@@ -337,6 +411,7 @@ impl SelfcheckImage {
             dir,
             image: report.image,
             stand_in,
+            secure_boot_vars,
         }
     }
 
@@ -385,10 +460,20 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
     let disk_len = (image_len + 2 * GIB).next_power_of_two();
     let disk = out.path().join("disk.raw");
     disk_copy(&img.image, &disk, disk_len).unwrap();
+    let vars = img.secure_boot_vars.as_deref();
+    if let Some(vars) = vars {
+        enroll_secure_boot_keys(board, &disk, vars, out.path())
+            .unwrap_or_else(|e| panic!("{board} Secure Boot enrollment: {e:#}"));
+    }
 
-    let (first, ready) =
-        boot_once_redoing_a_stall(board, &disk, out.path(), &format!("{board}-boot1.log"))
-            .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
+    let (first, ready) = boot_once_redoing_a_stall(
+        board,
+        &disk,
+        vars,
+        out.path(),
+        &format!("{board}-boot1.log"),
+    )
+    .unwrap_or_else(|e| panic!("{board} first boot: {e:#}"));
     // The cluster-ready line; the stand-in says it is not K3s.
     assert!(ready.contains("edgeimg: cluster ready"), "{ready}");
     assert_eq!(ready.contains("stand-in"), stand_in, "{ready}");
@@ -442,6 +527,17 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
     }
     assert_eq!(first["usr_ro"], true, "/usr must be read-only: {first}");
     assert_eq!(first["root_fstype"], "erofs", "{first}");
+    // The firmware's own SecureBoot variable: 1 once the keys are enrolled
+    // and the signed chain booted; 0 (or none, no UEFI) otherwise.
+    let enforced = first["secureboot"] == "1";
+    assert_eq!(enforced, vars.is_some(), "Secure Boot state: {first}");
+    // dm-verity is on by default and no self-check config turns it off: the
+    // root must come through the verity device, never the raw slot.
+    assert_eq!(first["root_source"], "/dev/mapper/edgeimg-root", "{first}");
+    assert_eq!(
+        first["root_verity"], "verified",
+        "the root is not a dm-verity device the kernel verifies: {first}"
+    );
     assert_eq!(first["etc_fstype"], "overlay", "{first}");
     assert_eq!(first["var_fstype"], "ext4", "{first}");
     assert_eq!(first["disk_bytes"].as_u64(), Some(disk_len), "{first}");
@@ -497,9 +593,14 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         "ldconfig, sysusers and the catalog update skipped (the build's update stamps): {first}"
     );
 
-    let (second, _) =
-        boot_once_redoing_a_stall(board, &disk, out.path(), &format!("{board}-boot2.log"))
-            .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
+    let (second, _) = boot_once_redoing_a_stall(
+        board,
+        &disk,
+        vars,
+        out.path(),
+        &format!("{board}-boot2.log"),
+    )
+    .unwrap_or_else(|e| panic!("{board} second boot: {e:#}"));
     let boot1 = first["boot_id"].as_str().unwrap();
     assert_ne!(second["boot_id"], first["boot_id"]);
     assert_eq!(
@@ -594,7 +695,7 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
         .unwrap();
 
     let log_name = format!("{board}-agent.log");
-    let (v, ready) = boot_once(board, &disk, work, &log_name)
+    let (v, ready) = boot_once(board, &disk, None, work, &log_name)
         .unwrap_or_else(|e| panic!("{board} agent boot: {e:#}"));
     let console = std::fs::read_to_string(log_dir().join(&log_name)).unwrap();
     assert!(

@@ -58,19 +58,25 @@ impl SelinuxImage {
         if n == 1 {
             disk_copy(&self.image, &self.disk, 4 << 30).unwrap();
         }
-        boot_once_redoing_a_stall(&self.board, &self.disk, self.out.path(), &self.log_name(n))
-            .unwrap_or_else(|e| {
-                // A denial is the likeliest reason a boot under enforcing
-                // fails: name them rather than only the symptom.
-                let log = std::fs::read_to_string(log_dir().join(self.log_name(n)));
-                let (denials, _) = denials_in(&log.unwrap_or_default());
-                panic!(
-                    "{} {} boot {n}: {e:#}\ndenials on the console:\n{}",
-                    self.board,
-                    self.mode,
-                    denials.join("\n")
-                )
-            })
+        boot_once_redoing_a_stall(
+            &self.board,
+            &self.disk,
+            None,
+            self.out.path(),
+            &self.log_name(n),
+        )
+        .unwrap_or_else(|e| {
+            // A denial is the likeliest reason a boot under enforcing
+            // fails: name them rather than only the symptom.
+            let log = std::fs::read_to_string(log_dir().join(self.log_name(n)));
+            let (denials, _) = denials_in(&log.unwrap_or_default());
+            panic!(
+                "{} {} boot {n}: {e:#}\ndenials on the console:\n{}",
+                self.board,
+                self.mode,
+                denials.join("\n")
+            )
+        })
     }
 
     fn log_name(&self, n: u32) -> String {

@@ -87,12 +87,18 @@ pub struct QemuSpec {
     pub firmware_vars: Option<String>,
     #[serde(default)]
     pub firmware_package: Option<String>,
-    /// The firmware's Secure Boot build, whose variable store only SMM code
-    /// may write (so a guest cannot enroll keys behind the firmware's back);
-    /// it takes the same `firmware_vars` template (setup mode: no PK). Used
-    /// by the Secure Boot VM test and `edgeimg run --secure-boot-vars`.
+    /// The firmware's Secure Boot build; it takes the same `firmware_vars`
+    /// template (setup mode: no PK). Used by the Secure Boot VM tests and
+    /// `edgeimg run --secure-boot-vars`.
     #[serde(default)]
     pub firmware_code_secure_boot: Option<String>,
+    /// That build keeps its variable store writable only from SMM (OVMF's
+    /// `.secboot` build: a guest cannot rewrite the keys behind the
+    /// firmware's back), so the machine needs SMM and a secure flash.
+    /// AAVMF has no SMM: its variables are authenticated by the firmware's
+    /// runtime services, but the flash itself is not shielded from the guest.
+    #[serde(default)]
+    pub secure_boot_smm: bool,
     /// "virtio" (a virtio-blk disk) or "sd" (the machine's SD card slot).
     pub disk_interface: String,
     /// Guest memory when the machine fixes it (raspi4b has exactly 2 GiB).

@@ -72,7 +72,7 @@ pub struct Config {
     pub k3s: Option<k3s::K3sConfig>,
     /// None: `[selinux] mode = "disabled"` (the default).
     pub selinux: Option<selinux::SelinuxConfig>,
-    /// `[image] verity = true`: the root is opened through dm-verity.
+    /// `[image] verity` (default true): the root is opened through dm-verity.
     pub verity: bool,
     /// `[update] generation`: the version floor (docs/updates.md).
     pub update_generation: u64,
@@ -209,7 +209,7 @@ pub fn parse(
     let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
     let selinux = selinux::validate(&file.selinux, base_dir, &invalid)?;
 
-    let verity = file.image.verity.as_ref().is_some_and(|v| *v.get_ref());
+    let verity = file.image.verity.as_ref().is_none_or(|v| *v.get_ref());
     if verity {
         // The initramfs loads it (and so the board's module trimming keeps it).
         board.initramfs_modules.push(VERITY_MODULE.to_string());
@@ -580,16 +580,17 @@ mod tests {
     }
 
     #[test]
-    fn verity_adds_its_module_and_packages_only_when_on() {
-        let off = p("[image]\nname = \"x\"\n").unwrap();
+    fn verity_is_on_by_default_and_adds_its_module_and_packages_only_when_on() {
+        let off = p("[image]\nname = \"x\"\nverity = false\n").unwrap();
         assert!(!off.verity);
         assert!(
             !off.board
                 .initramfs_modules
                 .contains(&VERITY_MODULE.to_string())
         );
-        let on = p("[image]\nname = \"x\"\nverity = true\n").unwrap();
-        assert!(on.verity);
+        let on = p("[image]\nname = \"x\"\n").unwrap();
+        assert!(on.verity, "dm-verity is the default");
+        assert!(p("[image]\nname = \"x\"\nverity = true\n").unwrap().verity);
         assert!(
             on.board
                 .initramfs_modules

@@ -104,7 +104,8 @@ pub struct ImageSection {
     #[serde(default)]
     pub overlays: Vec<Spanned<String>>,
     /// dm-verity: each root slot carries a hash tree after its EROFS data and
-    /// the initramfs opens the root through it (docs/verity.md).
+    /// the initramfs opens the root through it (docs/verity.md). Absent means
+    /// on; `false` opts out.
     pub verity: Option<Spanned<bool>>,
 }
 

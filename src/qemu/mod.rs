@@ -180,7 +180,7 @@ impl Vm {
             (false, false) => "tcg",
         };
         c = c.args(["-accel", accel]);
-        if self.secure_boot {
+        if self.secure_boot && self.qemu.secure_boot_smm {
             // The Secure Boot firmware keeps its variables writable only from
             // SMM: the machine needs SMM, and the variable flash must answer
             // only to it.
