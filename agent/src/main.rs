@@ -36,9 +36,12 @@ commands:
   update check     ask the update repository (TUF metadata verified against
                    the image's trusted root) for a newer update of this
                    board; print it
-  update pull      check, download the update (resuming an interrupted
+  update pull [--window HH:MM-HH:MM] [--reboot]
+                   check, download the update (resuming an interrupted
                    download), verify it against the signed length and
-                   SHA-256, and install it as `update apply` does
+                   SHA-256, and install it as `update apply` does; with a
+                   maintenance window (UTC; default $EDGEIMG_UPDATE_WINDOW)
+                   install only inside it; --reboot reboots into the trial
   update status    print the update status (JSON)
   update health    on a trial boot of a new slot: mark it good when the node
                    is ready, else exit 1 (the unit then reboots)
@@ -77,8 +80,11 @@ fn main() -> ExitCode {
             .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
         ["update", "delta", rest @ ..] => update::delta_cmd::run(&root, rest),
-        ["update", "check"] => update::pull::run(&root, update::pull::Mode::Check),
-        ["update", "pull"] => update::pull::run(&root, update::pull::Mode::Pull),
+        ["update", "check"] => {
+            update::pull::run(&root, update::pull::Mode::Check, &Default::default())
+        }
+        ["update", "pull", rest @ ..] => update::pull::parse_args(rest)
+            .and_then(|o| update::pull::run(&root, update::pull::Mode::Pull, &o)),
         ["update", "status"] => update::pull::print_status(&root),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),

@@ -18,7 +18,7 @@ pub mod state;
 pub mod tuf_client;
 
 // The file format and keys are the builder's too: they live in the contract.
-pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys};
+pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys, window};
 
 /// The generation this device runs ([`GENERATION_PATH`] on the read-only root).
 pub fn running_generation(root: &crate::Root) -> crate::Result<u64> {

@@ -10,6 +10,7 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::root::Root;
 use crate::update::state::{Pending, Status};
+use crate::update::window::Window;
 use crate::update::{apply, download, state, tuf_client};
 use edgeimg_contract::update::{REPOSITORY_PATH, TRUSTED_ROOT_PATH};
 use std::path::Path;
@@ -21,7 +22,7 @@ pub const DOWNLOAD_DIR: &str = "/var/lib/edgeimg/update/download";
 /// the image's. `None` when neither names one.
 pub fn configured(root: &Root) -> Result<Option<tuf_client::Location>> {
     let image = config::load_image(root)?;
-    let node = config::load_node(root, &image).unwrap_or_default();
+    let node = config::load_node(root, &image)?;
     let from_node = node.and_then(|n| n.update).and_then(|u| u.repository);
     let s = match from_node {
         Some(s) => s,
@@ -163,17 +164,55 @@ pub enum Mode {
     Pull,
 }
 
+/// `update pull` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOptions {
+    /// Install only inside this window (download at any time).
+    pub window: Option<Window>,
+    /// Reboot into the trial once installed.
+    pub reboot: bool,
+}
+
+/// The environment variable the pull service's policy file sets.
+pub const WINDOW_ENV: &str = "EDGEIMG_UPDATE_WINDOW";
+
+/// `[--window HH:MM-HH:MM] [--reboot]`; the window defaults to
+/// [`WINDOW_ENV`].
+pub fn parse_args(args: &[&str]) -> Result<PullOptions> {
+    let mut o = PullOptions::default();
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--reboot" => o.reboot = true,
+            "--window" => {
+                let w = it
+                    .next()
+                    .ok_or_else(|| Error::msg("--window needs HH:MM-HH:MM"))?;
+                o.window = Some(Window::parse(w)?);
+            }
+            _ => crate::bail!("unknown argument {a}"),
+        }
+    }
+    if o.window.is_none()
+        && let Ok(w) = std::env::var(WINDOW_ENV)
+        && !w.trim().is_empty()
+    {
+        o.window = Some(Window::parse(&w)?);
+    }
+    Ok(o)
+}
+
 /// `update check` / `update pull`. Records the outcome in the status file.
-pub fn run(root: &Root, mode: Mode) -> Result<()> {
+pub fn run(root: &Root, mode: Mode, opts: &PullOptions) -> Result<()> {
     let mut status = Status::load(root)?;
-    let r = run_inner(root, mode, &mut status);
+    let r = run_inner(root, mode, opts, &mut status);
     status.current_generation = crate::update::running_generation(root).unwrap_or(0);
     status.last_error = r.as_ref().err().map(|e| e.to_string());
     status.save(root)?;
     r
 }
 
-fn run_inner(root: &Root, mode: Mode, status: &mut Status) -> Result<()> {
+fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -> Result<()> {
     settle_pending(root, status)?;
     let Some(location) = configured(root)? else {
         crate::bail!(
@@ -209,10 +248,26 @@ fn run_inner(root: &Root, mode: Mode, status: &mut Status) -> Result<()> {
     let dir = root.path(DOWNLOAD_DIR);
     crate::log(format!("update: downloading {}", want.url));
     let file = download::fetch(&want, &dir)?;
+    if let Some(w) = opts.window
+        && !w.contains(config::now_secs())
+    {
+        crate::log(format!(
+            "update: {} downloaded and verified; it installs in the maintenance window {w}",
+            c.name
+        ));
+        status.downloaded = Some(c.name.clone());
+        return Ok(());
+    }
     let r = install(root, &file, &c, status);
     // The file is spent either way: a refused one would be refused again.
     let _ = std::fs::remove_file(&file);
-    r
+    status.downloaded = None;
+    r?;
+    if opts.reboot {
+        crate::log("update: rebooting into the trial boot");
+        root.run("systemctl", &["reboot"])?;
+    }
+    Ok(())
 }
 
 fn install(root: &Root, file: &Path, c: &Candidate, status: &mut Status) -> Result<()> {

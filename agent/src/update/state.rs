@@ -35,6 +35,9 @@ pub struct Status {
     /// The newest update the repository offers this device, if any.
     #[serde(default)]
     pub available: Option<String>,
+    /// Downloaded and verified, waiting for the maintenance window.
+    #[serde(default)]
+    pub downloaded: Option<String>,
     #[serde(default)]
     pub pending: Option<Pending>,
     /// Targets whose trial boot failed.

@@ -7,6 +7,7 @@
 pub mod delta;
 pub mod format;
 pub mod keys;
+pub mod window;
 
 /// Where an image built with `--signing-key` carries the trusted public key.
 pub const TRUSTED_KEY_PATH: &str = "/usr/share/edgeimg/update.pub";
@@ -25,3 +26,7 @@ pub const REPOSITORY_PATH: &str = "/usr/share/edgeimg/update-repository";
 /// config, from `edgeimg keygen --tuf`): the start of the chain of trust,
 /// on the read-only root.
 pub const TRUSTED_ROOT_PATH: &str = "/usr/share/edgeimg/repo-root.json";
+
+/// The pull service's policy (`[update] window` of the config), an
+/// environment file: `EDGEIMG_UPDATE_WINDOW=HH:MM-HH:MM`.
+pub const POLICY_PATH: &str = "/usr/share/edgeimg/update-policy";
