@@ -383,7 +383,7 @@ fn a_replayed_older_snapshot_is_refused_and_nothing_written() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("does not verify") && e.contains("snapshot"),
+        e.contains("does not verify") && e.contains("Snapshot version 1"),
         "{e}"
     );
     untouched(&root);
