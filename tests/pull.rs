@@ -466,3 +466,96 @@ fn outside_the_window_a_pull_downloads_and_installs_later() {
     assert_eq!(s.requests.lock().unwrap().len(), 1);
     assert_eq!(Status::load(&root).unwrap().downloaded, None);
 }
+
+/// Copies `dir` to `to` (files and directories only).
+fn copy_tree(dir: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The embedded static agents themselves (aarch64 through qemu-user, as
+/// `.ci/setup` registers it), each in a user namespace rooted at the fake
+/// device, check a copy of the repository: their TUF client, its C
+/// cryptography (aws-lc) included, verifies real metadata.
+#[test]
+fn the_static_agents_verify_the_repository() {
+    let f = fleet();
+    f.publish(2, &noise(50_000, 2));
+    for (arch, bin) in [
+        ("x86_64", edgeimg::agents::AGENT_X86_64),
+        ("aarch64", edgeimg::agents::AGENT_AARCH64),
+    ] {
+        let (_d, root) = device(&f, 1, "/repo");
+        copy_tree(&f.repo, &root.path("/repo"));
+        let agent = root.path("/edgeimg-agent");
+        std::fs::write(&agent, bin).unwrap();
+        std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let o = ok(std::process::Command::new("unshare")
+            .args(["--map-root-user", "--root"])
+            .arg(root.prefix())
+            .args(["/edgeimg-agent", "update", "check"]));
+        assert!(
+            o.contains("edgeimg: update available: t-x86_64-2-0000000000000002.update"),
+            "{arch}: {o}"
+        );
+        // A byte of the targets metadata changed: refused by either.
+        let m = root.path("/repo/x86_64/metadata/1.targets.json");
+        let text = std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("\"full\"", "\"fulL\"");
+        std::fs::write(&m, text).unwrap();
+        std::fs::remove_dir_all(root.path(edgeimg_agent::update::tuf_client::DATASTORE)).unwrap();
+        let o = run(std::process::Command::new("unshare")
+            .args(["--map-root-user", "--root"])
+            .arg(root.prefix())
+            .args(["/edgeimg-agent", "update", "check"]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{arch}: {err}");
+        assert!(err.contains("does not verify"), "{arch}: {err}");
+    }
+}
+
+#[test]
+fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_nothing_written() {
+    let f = fleet();
+    f.publish(2, &noise(60_000, 2));
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    let target = std::fs::read_dir(f.repo.join("x86_64/targets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".update"))
+        .unwrap();
+    let good = std::fs::read(&target).unwrap();
+    let mut flipped = good.clone();
+    flipped[40_000] ^= 1;
+    std::fs::write(&target, &flipped).unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not match the signed targets metadata"),
+        "{e}"
+    );
+    untouched(&root);
+    assert!(parts(&root).is_empty(), "the bad download is removed");
+
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"more");
+    std::fs::write(&target, &longer).unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the signed length"), "{e}");
+    untouched(&root);
+    assert!(parts(&root).is_empty());
+}
