@@ -195,7 +195,8 @@ fn device(f: &Fleet, generation: u64, url: &str) -> (tempfile::TempDir, Root) {
     };
     w(
         "/proc/self/mountinfo",
-        b"30 22 254:4 / /var rw,relatime - ext4 /dev/vda4 rw\n",
+        b"30 22 254:4 / /var rw,relatime - ext4 /dev/vda4 rw\n\
+          31 22 254:1 / /boot/efi rw,relatime - vfat /dev/vda1 rw\n",
     );
     w("/sys/devices/virtual/block/vda/vda4/partition", b"4\n");
     std::fs::create_dir_all(root.path("/sys/dev/block")).unwrap();

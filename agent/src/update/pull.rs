@@ -132,6 +132,25 @@ pub fn offer(root: &Root, location: &tuf_client::Location, status: &Status) -> R
     })
 }
 
+/// One pull at a time (the timer's and an operator's): an exclusive lock
+/// on the status directory, waited for, released when the process ends.
+fn lock(root: &Root) -> Result<std::fs::File> {
+    let dir = root.path(state::STATUS_PATH);
+    let dir = dir.parent().unwrap_or(Path::new("/"));
+    crate::fsutil::mkdir_p(dir)?;
+    let f = std::fs::File::open(dir).map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    let r = unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    if r != 0 {
+        crate::bail!(
+            "cannot lock {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(f)
+}
+
 /// A trial boot that ended back on the old slot failed: record it.
 fn settle_pending(root: &Root, status: &mut Status) -> Result<()> {
     let Some(p) = status.pending.clone() else {
@@ -204,6 +223,7 @@ pub fn parse_args(args: &[&str]) -> Result<PullOptions> {
 
 /// `update check` / `update pull`. Records the outcome in the status file.
 pub fn run(root: &Root, mode: Mode, opts: &PullOptions) -> Result<()> {
+    let _lock = lock(root)?;
     let mut status = Status::load(root)?;
     let r = run_inner(root, mode, opts, &mut status);
     status.current_generation = crate::update::running_generation(root).unwrap_or(0);
