@@ -683,6 +683,24 @@ pub fn merge_users(image: &[User], node: &[User]) -> Vec<User> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn node_update_repository_is_checked() {
+        let p = Path::new("node.toml");
+        let c = NodeConfig::from_toml("[update]\nrepository = \"/media/usb/repo\"\n", p).unwrap();
+        assert_eq!(
+            c.update.unwrap().repository.as_deref(),
+            Some("/media/usb/repo")
+        );
+        for bad in ["relative/repo", "ftp://h/", "http://", "http://h/\nx"] {
+            let text = format!("[update]\nrepository = {bad:?}\n");
+            let e = NodeConfig::from_toml(&text, p).unwrap_err().to_string();
+            assert!(
+                e.contains("[update]") && e.contains("repository"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
     fn p() -> &'static Path {
         Path::new("/boot/efi/edgeimg/node.toml")
     }

@@ -702,6 +702,54 @@ mod tests {
     }
 
     #[test]
+    fn update_repository_needs_a_trusted_root_that_is_tuf_root_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        crate::tuf::keygen(&d.path().join("repo")).unwrap();
+        std::fs::write(d.path().join("not-root.json"), "{}").unwrap();
+        let q = |u: &str| {
+            parse(
+                "edgeimg.toml",
+                &format!("[image]\nname = \"x\"\n[update]\n{u}"),
+                d.path(),
+                None,
+            )
+        };
+        let c = q("repository = \"http://10.0.0.1/fleet\"\ntrusted_root = \"repo-root.json\"\nwindow = \"23:00-02:00\"\n").unwrap();
+        let r = c.update_repository.unwrap();
+        assert_eq!(r.url, "http://10.0.0.1/fleet");
+        assert_eq!(r.trusted_root, d.path().join("repo-root.json"));
+        assert_eq!(r.window.as_deref(), Some("23:00-02:00"));
+        assert!(q("").unwrap().update_repository.is_none());
+        for (bad, says) in [
+            ("repository = \"http://h/\"\n", "needs update.trusted_root"),
+            (
+                "trusted_root = \"repo-root.json\"\n",
+                "needs update.repository",
+            ),
+            ("window = \"01:00-02:00\"\n", "needs update.repository"),
+            (
+                "repository = \"ftp://h/\"\ntrusted_root = \"repo-root.json\"\n",
+                "expected an http://",
+            ),
+            (
+                "repository = \"http://h/\"\ntrusted_root = \"missing.json\"\n",
+                "cannot read",
+            ),
+            (
+                "repository = \"http://h/\"\ntrusted_root = \"not-root.json\"\n",
+                "is not TUF root metadata",
+            ),
+            (
+                "repository = \"http://h/\"\ntrusted_root = \"repo-root.json\"\nwindow = \"1-2\"\n",
+                "HH:MM-HH:MM",
+            ),
+        ] {
+            let e = q(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn update_generation_defaults_to_zero() {
         assert_eq!(p("[image]\nname = \"x\"\n").unwrap().update_generation, 0);
         let c = p("[image]\nname = \"x\"\n[update]\ngeneration = 7\n").unwrap();
