@@ -295,8 +295,14 @@ fn pull_resumes_a_cut_download_and_installs_the_newest_update() {
         Some("t-x86_64-2-0000000000000002.update")
     );
 
-    // The next pull asks for the rest only, verifies and installs it.
-    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    // The next pull asks for the rest only, verifies and installs it, and
+    // reboots into the trial.
+    let reboot = pull::PullOptions {
+        window: None,
+        reboot: true,
+    };
+    pull::run(&root, Mode::Pull, &reboot).unwrap();
+    assert_eq!(root.skipped_commands(), ["systemctl reboot"]);
     let reqs = s.requests.lock().unwrap().clone();
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert!(
@@ -508,6 +514,18 @@ fn the_static_agents_verify_the_repository() {
             o.contains("edgeimg: update available: t-x86_64-2-0000000000000002.update"),
             "{arch}: {o}"
         );
+        // `update status` prints the status file the check wrote.
+        let o = ok(std::process::Command::new("unshare")
+            .args(["--map-root-user", "--root"])
+            .arg(root.prefix())
+            .args(["/edgeimg-agent", "update", "status"]));
+        let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+        assert_eq!(
+            st["available"], "t-x86_64-2-0000000000000002.update",
+            "{arch}: {o}"
+        );
+        assert_eq!(st["current_generation"], 1, "{arch}: {o}");
+        assert!(st["last_check"].as_u64().is_some(), "{arch}: {o}");
         // A byte of the targets metadata changed: refused by either.
         let m = root.path("/repo/x86_64/metadata/1.targets.json");
         let text = std::fs::read_to_string(&m)

@@ -285,7 +285,13 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
     r?;
     if opts.reboot {
         crate::log("update: rebooting into the trial boot");
-        root.run("systemctl", &["reboot"])?;
+        // The Pi's firmware reads tryboot.txt only after a tryboot reboot.
+        let image = config::load_image(root)?;
+        if apply::boot_partition(root, &image)?.1 {
+            root.run("systemctl", &["reboot", "0 tryboot"])?;
+        } else {
+            root.run("systemctl", &["reboot"])?;
+        }
     }
     Ok(())
 }
