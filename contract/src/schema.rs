@@ -394,11 +394,18 @@ impl NodeConfig {
     }
 }
 
-/// Check an update repository location: one line, an `http://`, `https://`
-/// or `file://` URL or an absolute path (a directory, e.g. a USB stick).
+/// Check an update repository location: one line, an `http://` or
+/// `file://` URL or an absolute path (a directory, e.g. a USB stick). The
+/// agent has no TLS client: TUF signs what it fetches, so `https://` is
+/// refused here rather than on every device.
 pub fn validate_repository(r: &str) -> Result<()> {
     check_line("repository", r)?;
-    let ok = ["http://", "https://", "file:///"]
+    if r.starts_with("https://") {
+        crate::bail!(
+            "repository = {r:?}: the device's agent has no TLS client (TUF signs the metadata and every update): use http://"
+        );
+    }
+    let ok = ["http://", "file:///"]
         .iter()
         .any(|p| r.starts_with(p) && r.len() > p.len())
         || r.starts_with('/');
@@ -691,7 +698,13 @@ mod tests {
             c.update.unwrap().repository.as_deref(),
             Some("/media/usb/repo")
         );
-        for bad in ["relative/repo", "ftp://h/", "http://", "http://h/\nx"] {
+        for bad in [
+            "relative/repo",
+            "ftp://h/",
+            "http://",
+            "http://h/\nx",
+            "https://h/",
+        ] {
             let text = format!("[update]\nrepository = {bad:?}\n");
             let e = NodeConfig::from_toml(&text, p).unwrap_err().to_string();
             assert!(

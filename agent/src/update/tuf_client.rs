@@ -29,7 +29,7 @@ pub const DATASTORE: &str = "/var/lib/edgeimg/tuf";
 pub struct Location(url::Url);
 
 impl Location {
-    /// `http://…`, `https://…`, `file:///…` or an absolute path.
+    /// `http://…`, `file:///…` or an absolute path.
     pub fn parse(s: &str) -> Result<Location> {
         edgeimg_contract::schema::validate_repository(s)?;
         let mut url = if s.starts_with('/') {
