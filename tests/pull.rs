@@ -420,11 +420,25 @@ fn an_older_validly_signed_update_is_not_installed() {
 }
 
 #[test]
-fn a_directory_is_a_repository_too() {
+fn a_directory_named_by_node_toml_is_the_repository() {
     let f = fleet();
     let v2_root = noise(50_000, 2);
     f.publish(2, &v2_root);
-    let (_d, root) = device(&f, 1, &f.repo.display().to_string());
+    // The image's repository is unreachable; the node's file names a copy
+    // on a mounted stick, and wins.
+    let (_d, root) = device(&f, 1, "http://127.0.0.1:9/");
+    let node = root
+        .path("/boot/efi")
+        .join(edgeimg_contract::schema::NODE_CONFIG_RELPATH);
+    std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+    std::fs::write(
+        &node,
+        format!(
+            "[update]\nrepository = {:?}\n",
+            f.repo.display().to_string()
+        ),
+    )
+    .unwrap();
     pull::run(&root, Mode::Pull, &Default::default()).unwrap();
     let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
     assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
