@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A loopback HTTP/1.1 server of a directory with Range support. `cut`:
-/// the next `.update` body stops after that many bytes (0: none).
+/// the next target's body stops after that many bytes (0: none).
 struct Server {
     url: String,
     cut: Arc<AtomicU64>,
-    /// Every request line of an `.update`, with its Range header.
+    /// Every target requested, with the offset of its Range header.
     requests: Arc<Mutex<Vec<String>>>,
 }
 
@@ -73,7 +73,7 @@ fn serve(root: &Path) -> Server {
                     send.len()
                 )
             };
-            if rel.ends_with(".update") {
+            if rel.contains("/targets/") {
                 reqs.lock().unwrap().push(format!("{rel} from {from}"));
                 let n = c.swap(0, Ordering::SeqCst);
                 if n > 0 {
@@ -117,6 +117,11 @@ fn fleet() -> Fleet {
 impl Fleet {
     /// Release `generation` with a root image of `root`, published.
     fn publish(&self, generation: u64, root: &[u8]) {
+        self.publish_deltas(generation, root, 0)
+    }
+
+    /// Same, with deltas from up to `deltas` older releases.
+    fn publish_deltas(&self, generation: u64, root: &[u8], deltas: usize) {
         let sub = self.dir.join(format!("build-{generation}"));
         std::fs::create_dir_all(&sub).unwrap();
         let u = updates::make_update(
@@ -137,7 +142,8 @@ impl Fleet {
             .arg(&self.tuf)
             .arg("--update-key")
             .arg(&self.update_pub)
-            .args(["--deltas", "0"]));
+            .arg("--deltas")
+            .arg(deltas.to_string()));
     }
 
     fn metadata(&self) -> PathBuf {
@@ -591,4 +597,61 @@ fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_nothing_w
     assert!(e.contains("more than the signed length"), "{e}");
     untouched(&root);
     assert!(parts(&root).is_empty());
+}
+
+#[test]
+fn a_delta_from_the_running_release_is_preferred_and_a_wrong_base_falls_back_to_the_full_update() {
+    let f = fleet();
+    let v1_root = noise(300_000, 1);
+    let mut v2_root = v1_root.clone();
+    v2_root[100_000..104_096].copy_from_slice(&noise(4096, 9));
+    f.publish(1, &v1_root);
+    f.publish_deltas(2, &v2_root, 1);
+    let s = serve(&f.repo);
+    for base_matches in [true, false] {
+        let (_d, root) = device(&f, 1, &s.url);
+        // The running slot A holds v1 (its root, kernel and initrd).
+        let w = |p: &str, b: &[u8]| {
+            let p = root.path(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b).unwrap();
+        };
+        let mut slot_a = vec![0u8; SLOT];
+        slot_a[..v1_root.len()].copy_from_slice(&v1_root);
+        if !base_matches {
+            slot_a[200_000] ^= 1;
+        }
+        w("/dev/vda2", &slot_a);
+        w(
+            "/sys/class/block/vda2/size",
+            format!("{}\n", SLOT / 512).as_bytes(),
+        );
+        std::os::unix::fs::symlink("../../vda2", root.path("/dev/disk/by-partuuid/pu-2")).unwrap();
+        w("/boot/efi/edgeimg/a/vmlinuz", b"a kernel");
+        w("/boot/efi/edgeimg/a/initrd.img", b"an initrd");
+        s.requests.lock().unwrap().clear();
+        pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+        let slot_b = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert!(
+            slot_b[..v2_root.len()] == v2_root[..],
+            "base matches: {base_matches}"
+        );
+        assert!(
+            root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+                .exists()
+        );
+        assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+        let reqs = s.requests.lock().unwrap().clone();
+        let delta = reqs.iter().filter(|r| r.contains(".delta-from-")).count();
+        let full = reqs.iter().filter(|r| r.contains(".update from")).count();
+        if base_matches {
+            assert_eq!((delta, full), (1, 0), "the delta only: {reqs:?}");
+        } else {
+            assert_eq!(
+                (delta, full),
+                (1, 1),
+                "the delta, then the full update: {reqs:?}"
+            );
+        }
+    }
 }

@@ -75,23 +75,54 @@ pub fn newest<'a>(
         .max_by(|a, b| (a.generation, &a.created).cmp(&(b.generation, &b.created)))
 }
 
+/// A delta target that rebuilds `target` from a release of `base_generation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub name: String,
+    pub target: String,
+    pub base_generation: u64,
+    pub length: u64,
+    pub sha256: Vec<u8>,
+}
+
+fn deltas<'a>(targets: impl Iterator<Item = (&'a str, &'a tough::schema::Target)>) -> Vec<Delta> {
+    targets
+        .filter(|(_, t)| t.custom.get("kind").and_then(|v| v.as_str()) == Some("delta"))
+        .filter_map(|(n, t)| {
+            Some(Delta {
+                name: n.to_string(),
+                target: t.custom.get("target")?.as_str()?.to_string(),
+                base_generation: t.custom.get("base_generation")?.as_u64()?,
+                length: t.length,
+                sha256: t.hashes.sha256.to_vec(),
+            })
+        })
+        .collect()
+}
+
 /// What the repository offers this device, and where to get it.
 pub struct Offer {
     pub candidate: Option<Candidate>,
+    /// The candidate's deltas from a release of the running generation.
+    pub deltas: Vec<Delta>,
     targets_base: url::Url,
 }
 
 impl Offer {
     pub fn want(&self, c: &Candidate) -> Result<download::Want> {
+        self.want_target(&c.name, c.length, &c.sha256)
+    }
+
+    fn want_target(&self, name: &str, length: u64, sha256: &[u8]) -> Result<download::Want> {
         // Consistent snapshots: targets are stored under their SHA-256.
         let url = self
             .targets_base
-            .join(&format!("{}.{}", crate::hex::hex(&c.sha256), c.name))
-            .map_err(|e| Error::msg(format!("target {}: {e}", c.name)))?;
+            .join(&format!("{}.{name}", crate::hex::hex(sha256)))
+            .map_err(|e| Error::msg(format!("target {name}: {e}")))?;
         Ok(download::Want {
             url,
-            length: c.length,
-            sha256: c.sha256.clone(),
+            length,
+            sha256: sha256.to_vec(),
         })
     }
 }
@@ -126,8 +157,23 @@ pub fn offer(root: &Root, location: &tuf_client::Location, status: &Status) -> R
         running,
         &status.failed,
     );
+    let all = || {
+        repo.targets()
+            .signed
+            .targets
+            .iter()
+            .map(|(n, t)| (n.raw(), t))
+    };
+    let deltas = match &candidate {
+        None => vec![],
+        Some(c) => deltas(all())
+            .into_iter()
+            .filter(|d| d.target == c.name && d.base_generation == running)
+            .collect(),
+    };
     Ok(Offer {
         candidate,
+        deltas,
         targets_base: location.board_dir(&image.board, "targets")?,
     })
 }
@@ -267,6 +313,20 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
     let want = offer.want(&c)?;
     let dir = root.path(DOWNLOAD_DIR);
     crate::log(format!("update: downloading {}", want.url));
+    let complete = download::part_path(&dir, &want)
+        .metadata()
+        .is_ok_and(|m| m.len() == want.length);
+    if !complete && let Some(d) = offer.deltas.first() {
+        // A delta is worth trying: a base that is not the running slot is
+        // found by its checks before anything is written, and the full
+        // update is taken instead.
+        if let Err(e) = via_delta(root, &offer, d, &want, &dir) {
+            crate::log(format!(
+                "update: the delta {} does not apply ({e}): taking the full update",
+                d.name
+            ));
+        }
+    }
     let file = download::fetch(&want, &dir)?;
     if let Some(w) = opts.window
         && !w.contains(config::now_secs())
@@ -293,6 +353,30 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
             root.run("systemctl", &["reboot"])?;
         }
     }
+    Ok(())
+}
+
+/// Downloads delta `d` (with resume) and rebuilds the full update from it
+/// and the running slot, as the full download's completed part: the
+/// caller's [`download::fetch`] then finds it complete and checks it
+/// against the signed SHA-256 like any download.
+fn via_delta(
+    root: &Root,
+    offer: &Offer,
+    d: &Delta,
+    full: &download::Want,
+    dir: &Path,
+) -> Result<()> {
+    let want = offer.want_target(&d.name, d.length, &d.sha256)?;
+    crate::log(format!("update: downloading the delta {}", want.url));
+    let delta_file = download::fetch(&want, dir)?;
+    let base = apply::running_device(root)?;
+    let mut slot = crate::update::delta_base::RunningSlot::find(root, &base)?;
+    let out = download::part_path(dir, full);
+    let r = edgeimg_contract::update::delta::apply_files(&mut slot, &delta_file, &out);
+    let _ = std::fs::remove_file(&delta_file);
+    r?;
+    crate::log(format!("update: rebuilt {} from the delta", out.display()));
     Ok(())
 }
 
