@@ -13,6 +13,15 @@ const TARGETS: &[(&str, &str)] = &[
     ("aarch64", "aarch64-unknown-linux-musl"),
 ];
 
+/// The C compiler of each target for `aws-lc-sys` (the cryptography under
+/// the agent's TUF client, `tough`): Debian's musl-gcc (musl-tools) and the
+/// aarch64 cross compiler (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross),
+/// which `.ci/setup` installs. `CC_<triple>` set by the caller wins.
+const C_COMPILERS: &[(&str, &str)] = &[
+    ("x86_64-unknown-linux-musl", "musl-gcc"),
+    ("aarch64-unknown-linux-musl", "aarch64-linux-gnu-gcc"),
+];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -52,6 +61,13 @@ fn main() {
             "CARGO_TARGET_{}_LINKER",
             triple.to_uppercase().replace('-', "_")
         );
+        let cc_var = format!("CC_{}", triple.replace('-', "_"));
+        println!("cargo:rerun-if-env-changed={cc_var}");
+        if std::env::var_os(&cc_var).is_none()
+            && let Some((_, cc)) = C_COMPILERS.iter().find(|(t, _)| t == triple)
+        {
+            cmd.env(&cc_var, cc);
+        }
         let status = cmd
             .current_dir(&manifest_dir)
             .args([
@@ -73,7 +89,8 @@ fn main() {
                 "--config",
                 "profile.release.panic=\"abort\"",
             ])
-            // Pure Rust + musl's self-contained CRT: rust-lld links it without a C cross toolchain.
+            // musl's self-contained CRT: rust-lld links it (the C objects of
+            // aws-lc-sys included) without a C cross linker.
             .env(linker_var, "rust-lld")
             .status()
             .expect("cannot run cargo to build the agent");

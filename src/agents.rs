@@ -8,6 +8,8 @@ pub const AGENT_AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgei
 pub const FIRSTBOOT_UNIT: &str = include_str!("../agent/units/edgeimg-firstboot.service");
 pub const READY_UNIT: &str = include_str!("../agent/units/edgeimg-ready.service");
 pub const UPDATE_HEALTH_UNIT: &str = include_str!("../agent/units/edgeimg-update-health.service");
+pub const UPDATE_PULL_UNIT: &str = include_str!("../agent/units/edgeimg-update-pull.service");
+pub const UPDATE_PULL_TIMER: &str = include_str!("../agent/units/edgeimg-update-pull.timer");
 /// The agent's README, placed beside it (the units' Documentation= points there).
 pub const README: &str = include_str!("../agent/README.md");
 

@@ -277,7 +277,10 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
                 sb.enroll.as_str()
             ),
         },
-        files: root_files(k3s.as_ref().map(|(_, f)| f.as_slice())),
+        files: root_files(
+            k3s.as_ref().map(|(_, f)| f.as_slice()),
+            config.update_repository.as_ref(),
+        ),
         signing_key_file: edgeimg_contract::update::TRUSTED_KEY_PATH
             .trim_start_matches('/')
             .to_string(),
@@ -354,8 +357,18 @@ fn k3s_plan(
 /// step's, the version floor, K3s', and the update stamps (which an overlay
 /// replacing an input of ldconfig, sysusers, hwdb or the journal catalog
 /// leaves out: the build says so).
-fn root_files(k3s: Option<&[String]>) -> Vec<String> {
+fn root_files(
+    k3s: Option<&[String]>,
+    repository: Option<&crate::config::UpdateRepository>,
+) -> Vec<String> {
     let mut v = crate::stage::system::planned();
+    if let Some(r) = repository {
+        v.push(edgeimg_contract::update::REPOSITORY_PATH[1..].to_string());
+        v.push(edgeimg_contract::update::TRUSTED_ROOT_PATH[1..].to_string());
+        if r.window.is_some() {
+            v.push(edgeimg_contract::update::POLICY_PATH[1..].to_string());
+        }
+    }
     v.push(
         edgeimg_contract::update::GENERATION_PATH
             .trim_start_matches('/')

@@ -491,6 +491,9 @@ fn every_documented_toml_snippet_parses() {
     let module = dir.path().join("policy/mysite");
     std::fs::create_dir_all(&module).unwrap();
     std::fs::write(module.join("mysite.te"), "module mysite 1.0;\n").unwrap();
+    // updates.md's trusted root: keys/repo-root.json.
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    edgeimg::tuf::keygen(&dir.path().join("keys/repo")).unwrap();
     let mut configs = 0;
     for (where_, text) in &blocks {
         if let Err(e) = text.parse::<toml::Table>() {

@@ -33,6 +33,16 @@ commands:
                    DIR/<payload name>; every base file and chunk is
                    checked, OUT appears only complete. Then
                    `update apply OUT` verifies and installs it as usual
+  update check     ask the update repository (TUF metadata verified against
+                   the image's trusted root) for a newer update of this
+                   board; print it
+  update pull [--window HH:MM-HH:MM] [--reboot]
+                   check, download the update (resuming an interrupted
+                   download), verify it against the signed length and
+                   SHA-256, and install it as `update apply` does; with a
+                   maintenance window (UTC; default $EDGEIMG_UPDATE_WINDOW)
+                   install only inside it; --reboot reboots into the trial
+  update status    print the update status (JSON)
   update health    on a trial boot of a new slot: mark it good when the node
                    is ready, else exit 1 (the unit then reboots)
 
@@ -70,6 +80,12 @@ fn main() -> ExitCode {
             .and_then(|(file, opts)| update::apply::run(&root, &file, &opts)),
         ["update", "verify", file] => update::verify_trusted(&root, file.as_ref()),
         ["update", "delta", rest @ ..] => update::delta_cmd::run(&root, rest),
+        ["update", "check"] => {
+            update::pull::run(&root, update::pull::Mode::Check, &Default::default())
+        }
+        ["update", "pull", rest @ ..] => update::pull::parse_args(rest)
+            .and_then(|o| update::pull::run(&root, update::pull::Mode::Pull, &o)),
+        ["update", "status"] => update::pull::print_status(&root),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

@@ -254,6 +254,18 @@ pub struct NodeConfig {
     /// line, when the image has no K3s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s: Option<K3sNodeSettings>,
+    /// Update settings for this node, over the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<NodeUpdate>,
+}
+
+/// `[update]` of node.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUpdate {
+    /// The update repository this node pulls from, instead of the image's.
+    #[serde(default)]
+    pub repository: Option<String>,
 }
 
 /// True for a POSIX-portable login/group name as useradd accepts it:
@@ -375,8 +387,34 @@ impl NodeConfig {
         if let Some(k) = &self.k3s {
             k.validate().map_err(|e| e.context("[k3s]"))?;
         }
+        if let Some(r) = self.update.as_ref().and_then(|u| u.repository.as_ref()) {
+            validate_repository(r).map_err(|e| e.context("[update]"))?;
+        }
         Ok(())
     }
+}
+
+/// Check an update repository location: one line, an `http://` or
+/// `file://` URL or an absolute path (a directory, e.g. a USB stick). The
+/// agent has no TLS client: TUF signs what it fetches, so `https://` is
+/// refused here rather than on every device.
+pub fn validate_repository(r: &str) -> Result<()> {
+    check_line("repository", r)?;
+    if r.starts_with("https://") {
+        crate::bail!(
+            "repository = {r:?}: the device's agent has no TLS client (TUF signs the metadata and every update): use http://"
+        );
+    }
+    let ok = ["http://", "file:///"]
+        .iter()
+        .any(|p| r.starts_with(p) && r.len() > p.len())
+        || r.starts_with('/');
+    if !ok {
+        crate::bail!(
+            "repository = {r:?} is invalid: expected an http:// or file:// URL or an absolute path"
+        );
+    }
+    Ok(())
 }
 
 /// A single-line, non-empty value without control characters (newlines
@@ -651,6 +689,30 @@ pub fn merge_users(image: &[User], node: &[User]) -> Vec<User> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_update_repository_is_checked() {
+        let p = Path::new("node.toml");
+        let c = NodeConfig::from_toml("[update]\nrepository = \"/media/usb/repo\"\n", p).unwrap();
+        assert_eq!(
+            c.update.unwrap().repository.as_deref(),
+            Some("/media/usb/repo")
+        );
+        for bad in [
+            "relative/repo",
+            "ftp://h/",
+            "http://",
+            "http://h/\nx",
+            "https://h/",
+        ] {
+            let text = format!("[update]\nrepository = {bad:?}\n");
+            let e = NodeConfig::from_toml(&text, p).unwrap_err().to_string();
+            assert!(
+                e.contains("[update]") && e.contains("repository"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     fn p() -> &'static Path {
         Path::new("/boot/efi/edgeimg/node.toml")

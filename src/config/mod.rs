@@ -76,6 +76,9 @@ pub struct Config {
     pub verity: bool,
     /// `[update] generation`: the version floor (docs/updates.md).
     pub update_generation: u64,
+    /// `[update] repository` and `trusted_root`: where devices pull
+    /// updates from, and the TUF root they trust (resolved path).
+    pub update_repository: Option<UpdateRepository>,
     /// `[secure_boot]`: None without keys (nothing signed).
     pub secure_boot: Option<SecureBoot>,
 }
@@ -206,6 +209,7 @@ pub fn parse(
     let extra_packages = package_names(&file, &invalid)?;
     check_users(source, text, &file.users)?;
     let overlays = overlay_dirs(&file, base_dir, &invalid)?;
+    let update_repository = update_repository(&file, base_dir, &invalid)?;
     let k3s = k3s::validate(&file.k3s, base_dir, &invalid)?;
     let selinux = selinux::validate(&file.selinux, base_dir, &invalid)?;
 
@@ -241,8 +245,90 @@ pub fn parse(
         selinux,
         verity,
         update_generation: file.update.generation,
+        update_repository,
         secure_boot,
     })
+}
+
+/// Where devices pull updates from and the TUF root they trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateRepository {
+    pub url: String,
+    pub trusted_root: PathBuf,
+    /// `[update] window`, as written (checked).
+    pub window: Option<String>,
+}
+
+/// `[update] repository` and `trusted_root`: both or neither; the URL as
+/// the device will check it, the root file read as TUF root metadata now,
+/// not on the first device that pulls.
+fn update_repository(
+    file: &ConfigFile,
+    base_dir: &Path,
+    invalid: &Invalid,
+) -> Result<Option<UpdateRepository>, ConfigError> {
+    let u = &file.update;
+    let (url, root) = match (&u.repository, &u.trusted_root) {
+        (None, None) => {
+            return match &u.window {
+                Some(w) => Err(invalid(
+                    w.span(),
+                    "update.window",
+                    "needs update.repository (a window applies to pulled updates)".into(),
+                )),
+                None => Ok(None),
+            };
+        }
+        (Some(r), None) => {
+            return Err(invalid(
+                r.span(),
+                "update.repository",
+                "needs update.trusted_root too (the repository's root.json from `edgeimg keygen --tuf`)".into(),
+            ));
+        }
+        (None, Some(t)) => {
+            return Err(invalid(
+                t.span(),
+                "update.trusted_root",
+                "needs update.repository too".into(),
+            ));
+        }
+        (Some(r), Some(t)) => (r, t),
+    };
+    edgeimg_contract::schema::validate_repository(url.get_ref())
+        .map_err(|e| invalid(url.span(), "update.repository", e.to_string()))?;
+    let path = base_dir.join(t_path(root));
+    let text = std::fs::read(&path).map_err(|e| {
+        invalid(
+            root.span(),
+            "update.trusted_root",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    serde_json::from_slice::<tough::schema::Signed<tough::schema::Root>>(&text).map_err(|e| {
+        invalid(
+            root.span(),
+            "update.trusted_root",
+            format!("{} is not TUF root metadata: {e}", path.display()),
+        )
+    })?;
+    let window = match &u.window {
+        None => None,
+        Some(w) => {
+            edgeimg_contract::update::window::Window::parse(w.get_ref())
+                .map_err(|e| invalid(w.span(), "update.window", e.to_string()))?;
+            Some(w.get_ref().clone())
+        }
+    };
+    Ok(Some(UpdateRepository {
+        url: url.get_ref().clone(),
+        trusted_root: path,
+        window,
+    }))
+}
+
+fn t_path(p: &toml::Spanned<PathBuf>) -> &Path {
+    p.get_ref()
 }
 
 /// `image.name`: it becomes a file name.
@@ -614,6 +700,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":3:") && e.contains("verity"), "{e}");
+    }
+
+    #[test]
+    fn update_repository_needs_a_trusted_root_that_is_tuf_root_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        crate::tuf::keygen(&d.path().join("repo")).unwrap();
+        std::fs::write(d.path().join("not-root.json"), "{}").unwrap();
+        let q = |u: &str| {
+            parse(
+                "edgeimg.toml",
+                &format!("[image]\nname = \"x\"\n[update]\n{u}"),
+                d.path(),
+                None,
+            )
+        };
+        let c = q("repository = \"http://10.0.0.1/fleet\"\ntrusted_root = \"repo-root.json\"\nwindow = \"23:00-02:00\"\n").unwrap();
+        let r = c.update_repository.unwrap();
+        assert_eq!(r.url, "http://10.0.0.1/fleet");
+        assert_eq!(r.trusted_root, d.path().join("repo-root.json"));
+        assert_eq!(r.window.as_deref(), Some("23:00-02:00"));
+        assert!(q("").unwrap().update_repository.is_none());
+        for (bad, says) in [
+            ("repository = \"http://h/\"\n", "needs update.trusted_root"),
+            (
+                "trusted_root = \"repo-root.json\"\n",
+                "needs update.repository",
+            ),
+            ("window = \"01:00-02:00\"\n", "needs update.repository"),
+            (
+                "repository = \"ftp://h/\"\ntrusted_root = \"repo-root.json\"\n",
+                "expected an http://",
+            ),
+            (
+                "repository = \"http://h/\"\ntrusted_root = \"missing.json\"\n",
+                "cannot read",
+            ),
+            (
+                "repository = \"http://h/\"\ntrusted_root = \"not-root.json\"\n",
+                "is not TUF root metadata",
+            ),
+            (
+                "repository = \"http://h/\"\ntrusted_root = \"repo-root.json\"\nwindow = \"1-2\"\n",
+                "HH:MM-HH:MM",
+            ),
+        ] {
+            let e = q(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! board). Unknown keys are errors: a typo must never be silently ignored.
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use toml::Spanned;
 
 use super::size::ImageSize;
@@ -75,6 +76,18 @@ pub struct UpdateSection {
     /// device refuses an update of a lower generation (docs/updates.md).
     #[serde(default)]
     pub generation: u64,
+    /// The update repository devices pull from (`edgeimg publish`'s
+    /// directory, served): an `http://` or `file://` URL or an absolute path.
+    #[serde(default)]
+    pub repository: Option<Spanned<String>>,
+    /// The repository's TUF root metadata (`edgeimg keygen --tuf`), relative
+    /// to the config file: what devices trust.
+    #[serde(default)]
+    pub trusted_root: Option<Spanned<PathBuf>>,
+    /// The maintenance window, `HH:MM-HH:MM` UTC: devices download at any
+    /// time and install only inside it.
+    #[serde(default)]
+    pub window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

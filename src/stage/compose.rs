@@ -214,6 +214,26 @@ fn update_keys(ctx: &Ctx, tree: &std::path::Path, checked: &Checked) -> Result<V
         )?;
         placed.push(rel.into());
     }
+    if let Some(r) = &ctx.cfg.update_repository {
+        let rel = edgeimg_contract::update::REPOSITORY_PATH.trim_start_matches('/');
+        system::write(tree, rel, format!("{}\n", r.url).as_bytes(), 0o644)?;
+        placed.push(rel.into());
+        let root = std::fs::read(&r.trusted_root)
+            .with_context(|| format!("reading {}", r.trusted_root.display()))?;
+        let rel = edgeimg_contract::update::TRUSTED_ROOT_PATH.trim_start_matches('/');
+        system::write(tree, rel, &root, 0o644)?;
+        placed.push(rel.into());
+        if let Some(w) = &r.window {
+            let rel = edgeimg_contract::update::POLICY_PATH.trim_start_matches('/');
+            system::write(
+                tree,
+                rel,
+                format!("EDGEIMG_UPDATE_WINDOW={w}\n").as_bytes(),
+                0o644,
+            )?;
+            placed.push(rel.into());
+        }
+    }
     let rel = edgeimg_contract::update::GENERATION_PATH.trim_start_matches('/');
     system::write(
         tree,

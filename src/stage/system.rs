@@ -18,8 +18,9 @@ pub struct SystemInput<'a> {
     pub os_release_extra: Vec<(String, String)>,
 }
 
-/// The units the agent runs, and the target each is enabled for.
-const AGENT_UNITS: [(&str, &str, &str); 3] = [
+/// The units the agent runs, and the target each is enabled for (none: the
+/// pull service, which its timer starts).
+const AGENT_UNITS: [(&str, &str, &str); 5] = [
     (
         "edgeimg-firstboot.service",
         agents::FIRSTBOOT_UNIT,
@@ -34,6 +35,12 @@ const AGENT_UNITS: [(&str, &str, &str); 3] = [
         "edgeimg-update-health.service",
         agents::UPDATE_HEALTH_UNIT,
         "multi-user.target",
+    ),
+    ("edgeimg-update-pull.service", agents::UPDATE_PULL_UNIT, ""),
+    (
+        "edgeimg-update-pull.timer",
+        agents::UPDATE_PULL_TIMER,
+        "timers.target",
     ),
 ];
 
@@ -179,7 +186,9 @@ fn install_agent(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
     for (name, text, target) in AGENT_UNITS {
         let unit = format!("usr/lib/systemd/system/{name}");
         write(tree, &unit, text.as_bytes(), 0o644)?;
-        enable(tree, name, target)?;
+        if !target.is_empty() {
+            enable(tree, name, target)?;
+        }
         placed.push(unit);
     }
 

@@ -177,6 +177,13 @@ fn find_target(root: &Root, current: Slot) -> Result<Target> {
     })
 }
 
+/// The partition of the slot this boot runs: the base a delta is applied to.
+pub fn running_device(root: &Root) -> Result<PathBuf> {
+    let cmdline = fsutil::read(&root.path("/proc/cmdline"))?;
+    // find_target names the other slot of the one it is given.
+    Ok(find_target(root, running_slot(&cmdline)?.other())?.device)
+}
+
 /// `update apply` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {

@@ -8,13 +8,17 @@
 pub mod apply;
 pub mod delta_base;
 pub mod delta_cmd;
+pub mod download;
 pub mod efivar;
 pub mod health;
 pub mod payload;
+pub mod pull;
 pub mod rpi;
+pub mod state;
+pub mod tuf_client;
 
 // The file format and keys are the builder's too: they live in the contract.
-pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys};
+pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys, window};
 
 /// The generation this device runs ([`GENERATION_PATH`] on the read-only root).
 pub fn running_generation(root: &crate::Root) -> crate::Result<u64> {

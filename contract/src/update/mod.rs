@@ -7,6 +7,7 @@
 pub mod delta;
 pub mod format;
 pub mod keys;
+pub mod window;
 
 /// Where an image built with `--signing-key` carries the trusted public key.
 pub const TRUSTED_KEY_PATH: &str = "/usr/share/edgeimg/update.pub";
@@ -15,3 +16,17 @@ pub const TRUSTED_KEY_PATH: &str = "/usr/share/edgeimg/update.pub";
 /// generation` of its config, one decimal number. Images built before the
 /// floor existed have no such file: generation 0.
 pub const GENERATION_PATH: &str = "/usr/lib/edgeimg/update-generation";
+
+/// The update repository an image pulls from (`[update] repository` of its
+/// config): one line, an `http://` or `file://` URL or an absolute path.
+/// `node.toml`'s `[update] repository` overrides it per node.
+pub const REPOSITORY_PATH: &str = "/usr/share/edgeimg/update-repository";
+
+/// The TUF root metadata the image trusts (`[update] trusted_root` of its
+/// config, from `edgeimg keygen --tuf`): the start of the chain of trust,
+/// on the read-only root.
+pub const TRUSTED_ROOT_PATH: &str = "/usr/share/edgeimg/repo-root.json";
+
+/// The pull service's policy (`[update] window` of the config), an
+/// environment file: `EDGEIMG_UPDATE_WINDOW=HH:MM-HH:MM`.
+pub const POLICY_PATH: &str = "/usr/share/edgeimg/update-policy";

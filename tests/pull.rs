@@ -1,0 +1,657 @@
+//! The device pulling its updates: the agent's `update pull` against a real
+//! repository made by `edgeimg publish`, served over HTTP on loopback by a
+//! server that can cut a download mid-way, into a fake device (its slot,
+//! sysfs and ESP under a temporary root).
+
+mod common;
+use common::*;
+
+use edgeimg_agent::Root;
+use edgeimg_agent::update::pull::{self, Mode};
+use edgeimg_agent::update::state::Status;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A loopback HTTP/1.1 server of a directory with Range support. `cut`:
+/// the next target's body stops after that many bytes (0: none).
+struct Server {
+    url: String,
+    cut: Arc<AtomicU64>,
+    /// Every target requested, with the offset of its Range header.
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve(root: &Path) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cut = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (root, c, reqs) = (root.to_path_buf(), cut.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut from = 0u64;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    from = v.trim().trim_end_matches('-').parse().unwrap_or(0);
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let rel = path.trim_start_matches('/');
+            let file = (!rel.split('/').any(|c| c == ".." || c.is_empty()))
+                .then(|| root.join(rel))
+                .filter(|p| p.is_file());
+            let Some(body) = file.and_then(|p| std::fs::read(p).ok()) else {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let mut send = &body[(from as usize).min(body.len())..];
+            let head = if from > 0 {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    send.len(),
+                    body.len() - 1,
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    send.len()
+                )
+            };
+            if rel.contains("/targets/") {
+                reqs.lock().unwrap().push(format!("{rel} from {from}"));
+                let n = c.swap(0, Ordering::SeqCst);
+                if n > 0 {
+                    send = &send[..(n as usize).min(send.len())];
+                }
+            }
+            let _ = conn
+                .write_all(head.as_bytes())
+                .and_then(|_| conn.write_all(send));
+        }
+    });
+    Server { url, cut, requests }
+}
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    tuf: PathBuf,
+    update_key: PathBuf,
+    update_pub: PathBuf,
+    repo: PathBuf,
+}
+
+fn fleet() -> Fleet {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    let tuf = dir.join("repo-keys");
+    ok(edgeimg().args(["keygen", "--tuf", "--out"]).arg(&tuf));
+    let (update_key, update_pub) = updates::keygen(&dir, "update");
+    let repo = dir.join("repo");
+    Fleet {
+        _dir: d,
+        dir,
+        tuf,
+        update_key,
+        update_pub,
+        repo,
+    }
+}
+
+impl Fleet {
+    /// Release `generation` with a root image of `root`, published.
+    fn publish(&self, generation: u64, root: &[u8]) {
+        self.publish_deltas(generation, root, 0)
+    }
+
+    /// Same, with deltas from up to `deltas` older releases.
+    fn publish_deltas(&self, generation: u64, root: &[u8], deltas: usize) {
+        let sub = self.dir.join(format!("build-{generation}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let u = updates::make_update(
+            &sub,
+            &self.update_key,
+            "x86_64",
+            "amd64",
+            generation,
+            root,
+            &format!("{generation:016x}"),
+        );
+        ok(edgeimg()
+            .arg("publish")
+            .arg(&u)
+            .arg("--repo")
+            .arg(&self.repo)
+            .arg("--keys")
+            .arg(&self.tuf)
+            .arg("--update-key")
+            .arg(&self.update_pub)
+            .arg("--deltas")
+            .arg(deltas.to_string()));
+    }
+
+    fn metadata(&self) -> PathBuf {
+        self.repo.join("x86_64/metadata")
+    }
+
+    /// Re-signs `role`'s metadata file `name` with the repository's key.
+    fn resign<T: tough::schema::Role + serde::Serialize>(&self, role: &str, signed: T) {
+        let root: tough::schema::Signed<tough::schema::Root> =
+            serde_json::from_slice(&std::fs::read(self.dir.join("repo-keys-root.json")).unwrap())
+                .unwrap();
+        let key: Vec<Box<dyn tough::key_source::KeySource>> =
+            vec![Box::new(edgeimg::tuf::FileKey {
+                path: self.dir.join(format!("repo-keys-{role}.key")),
+            })];
+        let out = tempfile::tempdir().unwrap();
+        edgeimg::tuf::block_on(async {
+            let s = tough::editor::signed::SignedRole::new(
+                signed,
+                &tough::schema::KeyHolder::Root(root.signed),
+                &key,
+                &aws_lc_rs::rand::SystemRandom::new(),
+            )
+            .await
+            .unwrap();
+            s.write(out.path(), false).await.unwrap();
+        })
+        .unwrap();
+        std::fs::copy(
+            out.path().join(format!("{role}.json")),
+            self.metadata().join(format!("{role}.json")),
+        )
+        .unwrap();
+    }
+
+    fn timestamp(&self) -> tough::schema::Timestamp {
+        let s: tough::schema::Signed<tough::schema::Timestamp> =
+            serde_json::from_slice(&std::fs::read(self.metadata().join("timestamp.json")).unwrap())
+                .unwrap();
+        s.signed
+    }
+}
+
+const SLOT: usize = 1 << 20;
+
+/// A UEFI device running slot A of `generation`, trusting the fleet's
+/// update key and TUF root, configured to pull from `url`.
+fn device(f: &Fleet, generation: u64, url: &str) -> (tempfile::TempDir, Root) {
+    let d = tempfile::tempdir().unwrap();
+    let root = Root::new(d.path());
+    let w = |p: &str, s: &[u8]| {
+        let p = root.path(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, s).unwrap();
+    };
+    w(
+        "/proc/self/mountinfo",
+        b"30 22 254:4 / /var rw,relatime - ext4 /dev/vda4 rw\n\
+          31 22 254:1 / /boot/efi rw,relatime - vfat /dev/vda1 rw\n",
+    );
+    w("/sys/devices/virtual/block/vda/vda4/partition", b"4\n");
+    std::fs::create_dir_all(root.path("/sys/dev/block")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtual/block/vda/vda4",
+        root.path("/sys/dev/block/254:4"),
+    )
+    .unwrap();
+    w("/dev/vda3", &vec![0u8; SLOT]);
+    w(
+        "/sys/class/block/vda3/size",
+        format!("{}\n", SLOT / 512).as_bytes(),
+    );
+    std::fs::create_dir_all(root.path("/dev/disk/by-partuuid")).unwrap();
+    std::os::unix::fs::symlink("../../vda3", root.path("/dev/disk/by-partuuid/pu-3")).unwrap();
+    w(
+        edgeimg_contract::schema::IMAGE_CONFIG_PATH,
+        br#"{"name":"t","board":"x86_64","arch":"amd64","edgeimg_version":"0","hostname_pattern":"e"}"#,
+    );
+    w(
+        edgeimg_contract::update::TRUSTED_KEY_PATH,
+        &std::fs::read(&f.update_pub).unwrap(),
+    );
+    w(
+        edgeimg_contract::update::TRUSTED_ROOT_PATH,
+        &std::fs::read(f.dir.join("repo-keys-root.json")).unwrap(),
+    );
+    w(
+        edgeimg_contract::update::REPOSITORY_PATH,
+        format!("{url}\n").as_bytes(),
+    );
+    w(
+        edgeimg_contract::update::GENERATION_PATH,
+        format!("{generation}\n").as_bytes(),
+    );
+    w(
+        "/proc/cmdline",
+        b"root=PARTUUID=pu-2 ro edgeimg.data=PARTUUID=pu-4 edgeimg.slot=a\n",
+    );
+    w("/proc/sys/kernel/random/boot_id", b"boot-1\n");
+    w("/boot/efi/loader/loader.conf", b"default edgeimg-*\n");
+    w("/boot/efi/loader/entries/edgeimg-1-a.conf", b"title v1\n");
+    (d, root)
+}
+
+/// Nothing reached slot B or the ESP, and no download is left behind.
+fn untouched(root: &Root) {
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert!(slot.iter().all(|&b| b == 0), "slot b was written");
+    let entries: Vec<_> = std::fs::read_dir(root.path("/boot/efi/loader/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["edgeimg-1-a.conf"]);
+    assert!(!root.path("/boot/efi/edgeimg/b").exists());
+}
+
+fn parts(root: &Root) -> Vec<(String, u64)> {
+    match std::fs::read_dir(root.path(pull::DOWNLOAD_DIR)) {
+        Err(_) => vec![],
+        Ok(d) => d
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn pull_resumes_a_cut_download_and_installs_the_newest_update() {
+    let f = fleet();
+    let v2_root = noise(300_000, 2);
+    f.publish(1, &noise(200_000, 1));
+    f.publish(2, &v2_root);
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+
+    // The first download is cut after 100 000 bytes: refused, the part kept.
+    s.cut.store(100_000, Ordering::SeqCst);
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("resumes there"), "{e}");
+    untouched(&root);
+    let p = parts(&root);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].1, 100_000);
+    let st = Status::load(&root).unwrap();
+    assert_eq!(st.last_error.as_deref(), Some(e.as_str()));
+    assert_eq!(
+        st.available.as_deref(),
+        Some("t-x86_64-2-0000000000000002.update")
+    );
+
+    // The next pull asks for the rest only, verifies and installs it, and
+    // reboots into the trial.
+    let reboot = pull::PullOptions {
+        window: None,
+        reboot: true,
+    };
+    pull::run(&root, Mode::Pull, &reboot).unwrap();
+    assert_eq!(root.skipped_commands(), ["systemctl reboot"]);
+    let reqs = s.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(
+        reqs[0].ends_with("from 0") && reqs[1].ends_with("from 100000"),
+        "{reqs:?}"
+    );
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
+    assert!(
+        parts(&root).is_empty(),
+        "the download is removed once installed"
+    );
+    let st = Status::load(&root).unwrap();
+    assert_eq!(st.last_error, None);
+    let pending = st.pending.unwrap();
+    assert_eq!(pending.target, "t-x86_64-2-0000000000000002.update");
+    assert_eq!(pending.slot, "b");
+
+    // The trial boot failed: back on slot A after a reboot. The release is
+    // recorded and not offered again.
+    std::fs::write(root.path("/proc/sys/kernel/random/boot_id"), "boot-2\n").unwrap();
+    pull::run(&root, Mode::Check, &Default::default()).unwrap();
+    let st = Status::load(&root).unwrap();
+    assert_eq!(st.failed, ["t-x86_64-2-0000000000000002.update"]);
+    assert_eq!(st.available, None);
+    assert_eq!(st.pending, None);
+}
+
+#[test]
+fn an_expired_timestamp_is_refused_and_nothing_written() {
+    let f = fleet();
+    f.publish(2, &noise(100_000, 2));
+    let mut ts = f.timestamp();
+    ts.expires = "2020-01-01T00:00:00Z".parse().unwrap();
+    ts.version = ts.version.checked_add(1).unwrap();
+    f.resign("timestamp", ts);
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not verify") && e.to_lowercase().contains("expired"),
+        "{e}"
+    );
+    untouched(&root);
+    assert!(parts(&root).is_empty());
+    assert!(
+        s.requests.lock().unwrap().is_empty(),
+        "no target was fetched"
+    );
+}
+
+#[test]
+fn a_replayed_older_snapshot_is_refused_and_nothing_written() {
+    let f = fleet();
+    f.publish(1, &noise(100_000, 1));
+    // The device trusts snapshot version 1 after a check on generation 1.
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    pull::run(&root, Mode::Check, &Default::default()).unwrap();
+    let old_snapshot = std::fs::read(f.metadata().join("1.snapshot.json")).unwrap();
+    f.publish(2, &noise(100_000, 2));
+    pull::run(&root, Mode::Check, &Default::default()).unwrap();
+    assert_eq!(
+        Status::load(&root).unwrap().available.as_deref(),
+        Some("t-x86_64-2-0000000000000002.update")
+    );
+    // A validly signed, newer timestamp that points at snapshot 1 again.
+    let mut ts = f.timestamp();
+    ts.version = ts.version.checked_add(1).unwrap();
+    let meta = ts.meta.get_mut("snapshot.json").unwrap();
+    meta.version = std::num::NonZeroU64::MIN;
+    meta.length = Some(old_snapshot.len() as u64);
+    if let Some(h) = meta.hashes.as_mut() {
+        use sha2::Digest;
+        h.sha256 = sha2::Sha256::digest(&old_snapshot).to_vec().into();
+    }
+    f.resign("timestamp", ts);
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not verify") && e.contains("Snapshot version 1"),
+        "{e}"
+    );
+    untouched(&root);
+    assert!(
+        s.requests.lock().unwrap().is_empty(),
+        "no target was fetched"
+    );
+}
+
+#[test]
+fn an_older_validly_signed_update_is_not_installed() {
+    let f = fleet();
+    f.publish(1, &noise(100_000, 1));
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 2, &s.url);
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    untouched(&root);
+    let st = Status::load(&root).unwrap();
+    assert_eq!(
+        (st.available, st.last_error, st.current_generation),
+        (None, None, 2)
+    );
+    assert!(
+        s.requests.lock().unwrap().is_empty(),
+        "no target was fetched"
+    );
+}
+
+#[test]
+fn a_directory_named_by_node_toml_is_the_repository() {
+    let f = fleet();
+    let v2_root = noise(50_000, 2);
+    f.publish(2, &v2_root);
+    // The image's repository is unreachable; the node's file names a copy
+    // on a mounted stick, and wins.
+    let (_d, root) = device(&f, 1, "http://127.0.0.1:9/");
+    let node = root
+        .path("/boot/efi")
+        .join(edgeimg_contract::schema::NODE_CONFIG_RELPATH);
+    std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+    std::fs::write(
+        &node,
+        format!(
+            "[update]\nrepository = {:?}\n",
+            f.repo.display().to_string()
+        ),
+    )
+    .unwrap();
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+}
+
+#[test]
+fn outside_the_window_a_pull_downloads_and_installs_later() {
+    let f = fleet();
+    let v2_root = noise(80_000, 2);
+    f.publish(2, &v2_root);
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    // A window that starts an hour from now: not open now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let m = |secs: u64| {
+        let m = (secs % 86_400) / 60;
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    let closed = pull::PullOptions {
+        window: Some(
+            edgeimg_contract::update::window::Window::parse(&format!(
+                "{}-{}",
+                m(now + 3600),
+                m(now + 7200)
+            ))
+            .unwrap(),
+        ),
+        reboot: false,
+    };
+    pull::run(&root, Mode::Pull, &closed).unwrap();
+    untouched(&root);
+    let st = Status::load(&root).unwrap();
+    assert_eq!(
+        st.downloaded.as_deref(),
+        Some("t-x86_64-2-0000000000000002.update")
+    );
+    assert_eq!(parts(&root).len(), 1);
+    // In the window (here: none), the downloaded file installs without
+    // being fetched again.
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    assert_eq!(s.requests.lock().unwrap().len(), 1);
+    assert_eq!(Status::load(&root).unwrap().downloaded, None);
+}
+
+/// Copies `dir` to `to` (files and directories only).
+fn copy_tree(dir: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The embedded static agents themselves (aarch64 through qemu-user, as
+/// `.ci/setup` registers it), each in a user namespace rooted at the fake
+/// device, check a copy of the repository: their TUF client, its C
+/// cryptography (aws-lc) included, verifies real metadata.
+#[test]
+fn the_static_agents_verify_the_repository() {
+    let f = fleet();
+    f.publish(2, &noise(50_000, 2));
+    for (arch, bin) in [
+        ("x86_64", edgeimg::agents::AGENT_X86_64),
+        ("aarch64", edgeimg::agents::AGENT_AARCH64),
+    ] {
+        let (_d, root) = device(&f, 1, "/repo");
+        copy_tree(&f.repo, &root.path("/repo"));
+        let agent = root.path("/edgeimg-agent");
+        std::fs::write(&agent, bin).unwrap();
+        std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let o = ok(std::process::Command::new("unshare")
+            .args(["--map-root-user", "--root"])
+            .arg(root.prefix())
+            .args(["/edgeimg-agent", "update", "check"]));
+        assert!(
+            o.contains("edgeimg: update available: t-x86_64-2-0000000000000002.update"),
+            "{arch}: {o}"
+        );
+        // `update status` prints the status file the check wrote.
+        let o = ok(std::process::Command::new("unshare")
+            .args(["--map-root-user", "--root"])
+            .arg(root.prefix())
+            .args(["/edgeimg-agent", "update", "status"]));
+        let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+        assert_eq!(
+            st["available"], "t-x86_64-2-0000000000000002.update",
+            "{arch}: {o}"
+        );
+        assert_eq!(st["current_generation"], 1, "{arch}: {o}");
+        assert!(st["last_check"].as_u64().is_some(), "{arch}: {o}");
+        // A byte of the targets metadata changed: refused by either.
+        let m = root.path("/repo/x86_64/metadata/1.targets.json");
+        let text = std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("\"full\"", "\"fulL\"");
+        std::fs::write(&m, text).unwrap();
+        std::fs::remove_dir_all(root.path(edgeimg_agent::update::tuf_client::DATASTORE)).unwrap();
+        let o = run(std::process::Command::new("unshare")
+            .args(["--map-root-user", "--root"])
+            .arg(root.prefix())
+            .args(["/edgeimg-agent", "update", "check"]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{arch}: {err}");
+        assert!(err.contains("does not verify"), "{arch}: {err}");
+    }
+}
+
+#[test]
+fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_nothing_written() {
+    let f = fleet();
+    f.publish(2, &noise(60_000, 2));
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    let target = std::fs::read_dir(f.repo.join("x86_64/targets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".update"))
+        .unwrap();
+    let good = std::fs::read(&target).unwrap();
+    let mut flipped = good.clone();
+    flipped[40_000] ^= 1;
+    std::fs::write(&target, &flipped).unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not match the signed targets metadata"),
+        "{e}"
+    );
+    untouched(&root);
+    assert!(parts(&root).is_empty(), "the bad download is removed");
+
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"more");
+    std::fs::write(&target, &longer).unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the signed length"), "{e}");
+    untouched(&root);
+    assert!(parts(&root).is_empty());
+}
+
+#[test]
+fn a_delta_from_the_running_release_is_preferred_and_a_wrong_base_falls_back_to_the_full_update() {
+    let f = fleet();
+    let v1_root = noise(300_000, 1);
+    let mut v2_root = v1_root.clone();
+    v2_root[100_000..104_096].copy_from_slice(&noise(4096, 9));
+    f.publish(1, &v1_root);
+    f.publish_deltas(2, &v2_root, 1);
+    let s = serve(&f.repo);
+    for base_matches in [true, false] {
+        let (_d, root) = device(&f, 1, &s.url);
+        // The running slot A holds v1 (its root, kernel and initrd).
+        let w = |p: &str, b: &[u8]| {
+            let p = root.path(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b).unwrap();
+        };
+        let mut slot_a = vec![0u8; SLOT];
+        slot_a[..v1_root.len()].copy_from_slice(&v1_root);
+        if !base_matches {
+            slot_a[200_000] ^= 1;
+        }
+        w("/dev/vda2", &slot_a);
+        w(
+            "/sys/class/block/vda2/size",
+            format!("{}\n", SLOT / 512).as_bytes(),
+        );
+        std::os::unix::fs::symlink("../../vda2", root.path("/dev/disk/by-partuuid/pu-2")).unwrap();
+        w("/boot/efi/edgeimg/a/vmlinuz", b"a kernel");
+        w("/boot/efi/edgeimg/a/initrd.img", b"an initrd");
+        s.requests.lock().unwrap().clear();
+        pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+        let slot_b = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert!(
+            slot_b[..v2_root.len()] == v2_root[..],
+            "base matches: {base_matches}"
+        );
+        assert!(
+            root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+                .exists()
+        );
+        assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+        let reqs = s.requests.lock().unwrap().clone();
+        let delta = reqs.iter().filter(|r| r.contains(".delta-from-")).count();
+        let full = reqs.iter().filter(|r| r.contains(".update from")).count();
+        if base_matches {
+            assert_eq!((delta, full), (1, 0), "the delta only: {reqs:?}");
+        } else {
+            assert_eq!(
+                (delta, full),
+                (1, 1),
+                "the delta, then the full update: {reqs:?}"
+            );
+        }
+    }
+}
