@@ -148,7 +148,7 @@ pub const SSH: Tool = Tool {
 pub const OPENSSL: Tool = Tool {
     name: "openssl",
     package: "openssl",
-    purpose: "make the Secure Boot keys and certificates (keygen --secure-boot)",
+    purpose: "make the Secure Boot keys and certificates (keygen --secure-boot); check [data] recovery_public_key",
 };
 pub const CERT_TO_EFI_SIG_LIST: Tool = Tool {
     name: "cert-to-efi-sig-list",

@@ -98,7 +98,7 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
         ctx.work,
         ctx.epoch,
     )?;
-    let data = make_data(ctx, staged, layout.get(Role::Data).size)?;
+    let data = make_data(ctx, staged, data_fs_size(ctx.cfg, layout.get(Role::Data).size)?)?;
     Ok(Filesystems {
         root,
         verity,
@@ -162,6 +162,26 @@ fn layout_for(ctx: &Ctx, root_bytes: u64) -> Result<Layout> {
         fixed,
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))
+}
+
+/// The data filesystem's size in a data partition of `partition` bytes:
+/// all of it, or with `[data] encryption` all but the room the device's
+/// first boot writes the LUKS2 header into (the partition and the image
+/// keep their size; the ext4 ends earlier).
+pub fn data_fs_size(cfg: &crate::config::Config, partition: u64) -> Result<u64> {
+    if cfg.data_encryption.is_none() {
+        return Ok(partition);
+    }
+    let headroom = crate::config::data::LUKS_HEADROOM;
+    // At least as much filesystem as headroom: smaller would not hold the seed.
+    anyhow::ensure!(
+        partition >= 2 * headroom,
+        "{}: the data partition ({} MiB) is too small to encrypt: it needs {} MiB for the LUKS2 header and as much again for the filesystem",
+        cfg.source,
+        partition >> 20,
+        headroom >> 20
+    );
+    Ok(partition - headroom)
 }
 
 /// The data partition, seeded here rather than by the device's first boot
