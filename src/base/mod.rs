@@ -466,6 +466,7 @@ mod tests {
             packages: vec!["busybox".into()],
             initramfs_modules: vec!["erofs".into()],
             verity: false,
+            luks: false,
         };
         // The key of a base without verity is the one from before the field existed.
         let json = serde_json::to_value(&spec).unwrap();
@@ -490,6 +491,7 @@ mod tests {
             packages: packages.iter().map(|p| p.to_string()).collect(),
             initramfs_modules: vec![],
             verity,
+            luks: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let cache = |s: &BaseSpec| {
@@ -544,6 +546,7 @@ mod tests {
             packages: vec![],
             initramfs_modules: vec![],
             verity: true,
+            luks: true,
         };
         for (rel, _, _) in spec.files() {
             let top = top_dir(rel);

@@ -453,12 +453,16 @@ impl Config {
 }
 
 /// The kernel modules an encrypted data partition needs in the initramfs:
-/// dm-crypt and LUKS2's default cipher (aes-xts-plain64); AES itself is
-/// built into Debian's kernels, the x86 AES-NI code is a module.
+/// dm-crypt and LUKS2's default cipher (aes-xts-plain64; AES itself is
+/// built into Debian's kernels, the x86 AES-NI code is a module), and the
+/// kernel's crypto API for user space (algif_skcipher), through which
+/// cryptsetup encrypts the data when it converts the partition offline.
 pub fn luks_modules(arch: edgeimg_contract::arch::Arch) -> &'static [&'static str] {
     match arch {
-        edgeimg_contract::arch::Arch::Amd64 => &["dm-crypt", "xts", "aesni-intel"],
-        _ => &["dm-crypt", "xts"],
+        edgeimg_contract::arch::Arch::Amd64 => {
+            &["dm-crypt", "xts", "algif_skcipher", "aesni-intel"]
+        }
+        _ => &["dm-crypt", "xts", "algif_skcipher"],
     }
 }
 

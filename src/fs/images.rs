@@ -218,3 +218,42 @@ fn make_data(ctx: &Ctx, staged: &Staged, size: u64) -> Result<PathBuf> {
     }
     Ok(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(data: &str) -> crate::config::Config {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("r.pub"),
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        crate::config::parse(
+            "edgeimg.toml",
+            &format!("[image]\nname = \"x\"\n{data}"),
+            d.path(),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// The ext4 leaves the LUKS2 headroom at the partition's end only when
+    /// the device will encrypt it; a partition too small to hold both is an
+    /// error naming the config.
+    #[test]
+    fn the_data_filesystem_leaves_the_luks_headroom() {
+        const MIB: u64 = 1 << 20;
+        let plain = cfg("");
+        assert_eq!(data_fs_size(&plain, 256 * MIB).unwrap(), 256 * MIB);
+        let enc = cfg("[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"r.pub\"\n");
+        assert_eq!(
+            data_fs_size(&enc, 256 * MIB).unwrap(),
+            256 * MIB - crate::config::data::LUKS_HEADROOM
+        );
+        assert_eq!(crate::config::data::LUKS_HEADROOM, 32 * MIB);
+        let e = data_fs_size(&enc, 48 * MIB).unwrap_err().to_string();
+        assert!(e.starts_with("edgeimg.toml: the data partition (48 MiB) is too small"), "{e}");
+    }
+}
