@@ -88,7 +88,12 @@ fn rsa_bits(text: &str) -> Option<u32> {
         return None;
     }
     let line = text.lines().find(|l| l.contains("Public-Key: ("))?;
-    line.split('(').nth(1)?.split_whitespace().next()?.parse().ok()
+    line.split('(')
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -105,7 +110,11 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write;
-        c.stdin.take().unwrap().write_all(stdin.unwrap_or(b"")).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or(b""))
+            .unwrap();
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "openssl {args:?}: {o:?}");
         o.stdout
@@ -120,7 +129,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
         for (key, pubk) in [("a.key", "a.pub"), ("b.key", "b.pub")] {
-            openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", &p(key)], None);
+            openssl(
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:3072",
+                    "-out",
+                    &p(key),
+                ],
+                None,
+            );
             openssl(&["pkey", "-in", &p(key), "-pubout", "-out", &p(pubk)], None);
         }
         assert_eq!(check_public_key(Path::new(&p("a.pub"))).unwrap(), 3072);
@@ -128,20 +148,62 @@ mod tests {
         assert!(script.contains("openssl pkeyutl -encrypt -pubin -inkey \"$edgeimg_luks_pub\" \\\n\t\t-pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 \\\n\t\t-pkeyopt rsa_mgf1_md:sha256"));
         let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let wrapped = openssl(
-            &["pkeyutl", "-encrypt", "-pubin", "-inkey", &p("a.pub"), "-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256"],
+            &[
+                "pkeyutl",
+                "-encrypt",
+                "-pubin",
+                "-inkey",
+                &p("a.pub"),
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+            ],
             Some(key.as_bytes()),
         );
         assert_eq!(wrapped.len(), 384, "one RSA-3072 block");
-        assert!(!wrapped.windows(16).any(|w| key.as_bytes().windows(16).any(|k| k == w)));
+        assert!(
+            !wrapped
+                .windows(16)
+                .any(|w| key.as_bytes().windows(16).any(|k| k == w))
+        );
         std::fs::write(p("recovery-key.bin"), &wrapped).unwrap();
         // docs/trusted-boot.md, "Recovery".
         let opened = openssl(
-            &["pkeyutl", "-decrypt", "-inkey", &p("a.key"), "-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256", "-in", &p("recovery-key.bin")],
+            &[
+                "pkeyutl",
+                "-decrypt",
+                "-inkey",
+                &p("a.key"),
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+                "-in",
+                &p("recovery-key.bin"),
+            ],
             None,
         );
         assert_eq!(opened, key.as_bytes());
         let wrong = Command::new("openssl")
-            .args(["pkeyutl", "-decrypt", "-inkey", &p("b.key"), "-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256", "-in", &p("recovery-key.bin")])
+            .args([
+                "pkeyutl",
+                "-decrypt",
+                "-inkey",
+                &p("b.key"),
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+                "-in",
+                &p("recovery-key.bin"),
+            ])
             .output()
             .unwrap();
         assert!(!wrong.status.success());
@@ -151,12 +213,35 @@ mod tests {
     fn small_and_non_rsa_keys_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
-        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", &p("s.key")], None);
-        openssl(&["pkey", "-in", &p("s.key"), "-pubout", "-out", &p("s.pub")], None);
+        openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:1024",
+                "-out",
+                &p("s.key"),
+            ],
+            None,
+        );
+        openssl(
+            &["pkey", "-in", &p("s.key"), "-pubout", "-out", &p("s.pub")],
+            None,
+        );
         let e = check_public_key(Path::new(&p("s.pub"))).unwrap_err();
-        assert!(format!("{e:#}").contains("1024 bits; at least 2048"), "{e:#}");
-        openssl(&["genpkey", "-algorithm", "ED25519", "-out", &p("e.key")], None);
-        openssl(&["pkey", "-in", &p("e.key"), "-pubout", "-out", &p("e.pub")], None);
+        assert!(
+            format!("{e:#}").contains("1024 bits; at least 2048"),
+            "{e:#}"
+        );
+        openssl(
+            &["genpkey", "-algorithm", "ED25519", "-out", &p("e.key")],
+            None,
+        );
+        openssl(
+            &["pkey", "-in", &p("e.key"), "-pubout", "-out", &p("e.pub")],
+            None,
+        );
         let e = check_public_key(Path::new(&p("e.pub"))).unwrap_err();
         assert!(format!("{e:#}").contains("not an RSA public key"), "{e:#}");
     }

@@ -291,7 +291,9 @@ impl Manifest {
                 Some(e) => DataEncryptionInfo {
                     encryption: "tpm2".into(),
                     no_tpm: Some(e.no_tpm.as_str().into()),
-                    recovery_public_key_sha256: Some(sha256_bytes(e.recovery_public_pem.as_bytes())),
+                    recovery_public_key_sha256: Some(sha256_bytes(
+                        e.recovery_public_pem.as_bytes(),
+                    )),
                 },
             }),
             inputs: InputList {

@@ -288,7 +288,10 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
         files: {
             let mut files = root_files(k3s.as_ref().map(|(_, f)| f.as_slice()));
             if config.data_encryption.is_some() {
-                files.extend([crate::luks::CONF.to_string(), crate::luks::PUBLIC_KEY.to_string()]);
+                files.extend([
+                    crate::luks::CONF.to_string(),
+                    crate::luks::PUBLIC_KEY.to_string(),
+                ]);
             }
             files
         },

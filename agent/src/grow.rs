@@ -722,7 +722,10 @@ pub(crate) mod tests {
         );
         assert_eq!(
             root.skipped_commands(),
-            ["cryptsetup resize edgeimg-data", "resize2fs /dev/mapper/edgeimg-data"]
+            [
+                "cryptsetup resize edgeimg-data",
+                "resize2fs /dev/mapper/edgeimg-data"
+            ]
         );
     }
 

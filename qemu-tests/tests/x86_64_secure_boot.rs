@@ -302,8 +302,23 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     // The operator's recovery key pair (docs/trusted-boot.md, "Recovery").
     let rec_key = w.join("recovery.key");
     let rec_pub = w.join("recovery.pub");
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", rec_key.to_str().unwrap()]);
-    openssl(&["pkey", "-in", rec_key.to_str().unwrap(), "-pubout", "-out", rec_pub.to_str().unwrap()]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:3072",
+        "-out",
+        rec_key.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        rec_key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        rec_pub.to_str().unwrap(),
+    ]);
     let out = w.join("out");
     // One build: the image, and its own signed update (a UKI per slot).
     let built = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
@@ -447,12 +462,27 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     let t = Instant::now();
     let name = "secure-boot-other-tpm";
     let wrapped = w.join("recovery-key.bin");
-    mcopy(&disk, offset, &format!("::{WRAPPED_KEY}"), wrapped.to_str().unwrap());
+    mcopy(
+        &disk,
+        offset,
+        &format!("::{WRAPPED_KEY}"),
+        wrapped.to_str().unwrap(),
+    );
     // docs/trusted-boot.md, "Recovery": the operator's command.
     let o = Command::new("openssl")
         .args(["pkeyutl", "-decrypt", "-inkey", rec_key.to_str().unwrap()])
-        .args(["-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256"])
-        .args(["-pkeyopt", "rsa_mgf1_md:sha256", "-in", wrapped.to_str().unwrap()])
+        .args([
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+        ])
+        .args([
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            wrapped.to_str().unwrap(),
+        ])
         .output()
         .expect("openssl");
     assert!(o.status.success(), "unwrap the recovery key: {o:?}");
@@ -483,11 +513,17 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     assert!(st.success(), "QEMU exited with {st}");
     for log in ["secure-boot-enforced", "secure-boot-slot-b", name] {
         let text = std::fs::read_to_string(log_dir().join(format!("{log}.log"))).unwrap();
-        assert!(!text.contains(&key), "the recovery key is on the console ({log})");
+        assert!(
+            !text.contains(&key),
+            "the recovery key is on the console ({log})"
+        );
     }
     let console = std::fs::read_to_string(&vm.log).unwrap();
     assert!(console.contains(RECOVERY_PROMPT), "{name}: no prompt");
-    eprintln!("{name}, opened with the recovery key: {:.0}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}, opened with the recovery key: {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
 
     // 5. One byte of the UKI's signed command line changed.
     expect_refused(&changed.0, &changed.1, w, "secure-boot-uki-changed");

@@ -130,7 +130,8 @@ pub fn validate(
         ));
     };
     let path = base_dir.join(k.get_ref());
-    let pem = read_public_key(&path).map_err(|m| invalid(k.span(), "data.recovery_public_key", m))?;
+    let pem =
+        read_public_key(&path).map_err(|m| invalid(k.span(), "data.recovery_public_key", m))?;
     Ok(Some(DataEncryption {
         no_tpm,
         recovery_public_key: path,
@@ -196,7 +197,12 @@ mod tests {
     #[test]
     fn off_by_default_and_tpm2_with_its_defaults() {
         let d = dir_with_key();
-        assert_eq!(p(d.path(), "[image]\nname = \"x\"\n").unwrap().data_encryption, None);
+        assert_eq!(
+            p(d.path(), "[image]\nname = \"x\"\n")
+                .unwrap()
+                .data_encryption,
+            None
+        );
         let c = p(
             d.path(),
             "[image]\nname = \"x\"\n[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"keys/recovery.pub\"\n",
@@ -220,18 +226,27 @@ mod tests {
         let d = dir_with_key();
         let err = |text: &str| p(d.path(), text).unwrap_err().to_string();
         let e = err("[image]\nname = \"x\"\n[data]\nencryption = \"luks\"\n");
-        assert!(e.starts_with("edgeimg.toml:4: key `data.encryption`"), "{e}");
+        assert!(
+            e.starts_with("edgeimg.toml:4: key `data.encryption`"),
+            "{e}"
+        );
         assert!(e.contains("none, tpm2"), "{e}");
         let e = err(
             "[image]\nname = \"x\"\n[data]\nencryption = \"tpm2\"\nno_tpm = \"maybe\"\nrecovery_public_key = \"keys/recovery.pub\"\n",
         );
         assert!(e.starts_with("edgeimg.toml:5: key `data.no_tpm`"), "{e}");
         let e = err("[image]\nname = \"x\"\n[data]\nencryption = \"tpm2\"\n");
-        assert!(e.contains("key `data.recovery_public_key`: is required"), "{e}");
+        assert!(
+            e.contains("key `data.recovery_public_key`: is required"),
+            "{e}"
+        );
         let e = err(
             "[image]\nname = \"x\"\n[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"keys/missing.pub\"\n",
         );
-        assert!(e.starts_with("edgeimg.toml:5: key `data.recovery_public_key`: cannot read"), "{e}");
+        assert!(
+            e.starts_with("edgeimg.toml:5: key `data.recovery_public_key`: cannot read"),
+            "{e}"
+        );
         let e = err("[image]\nname = \"x\"\n[data]\nno_tpm = \"plain\"\n");
         assert!(e.contains("key `data.no_tpm`: only applies with"), "{e}");
         let e = err("[image]\nname = \"x\"\n[data]\nencrypt = \"tpm2\"\n");
@@ -247,7 +262,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("edgeimg.toml:5: key `data.encryption`: board `rpi4` has no UEFI"), "{e}");
+        assert!(
+            e.starts_with("edgeimg.toml:5: key `data.encryption`: board `rpi4` has no UEFI"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -255,9 +273,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("k");
         for (text, want) in [
-            ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "private key"),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "private key",
+            ),
             ("ssh-ed25519 AAAAC3Nza x\n", "not one PEM public key"),
-            ("-----BEGIN PUBLIC KEY-----\nA$A\n-----END PUBLIC KEY-----\n", "not base64"),
+            (
+                "-----BEGIN PUBLIC KEY-----\nA$A\n-----END PUBLIC KEY-----\n",
+                "not base64",
+            ),
         ] {
             std::fs::write(&f, text).unwrap();
             let e = read_public_key(&f).unwrap_err();

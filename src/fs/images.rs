@@ -98,7 +98,11 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
         ctx.work,
         ctx.epoch,
     )?;
-    let data = make_data(ctx, staged, data_fs_size(ctx.cfg, layout.get(Role::Data).size)?)?;
+    let data = make_data(
+        ctx,
+        staged,
+        data_fs_size(ctx.cfg, layout.get(Role::Data).size)?,
+    )?;
     Ok(Filesystems {
         root,
         verity,
@@ -254,6 +258,9 @@ mod tests {
         );
         assert_eq!(crate::config::data::LUKS_HEADROOM, 32 * MIB);
         let e = data_fs_size(&enc, 48 * MIB).unwrap_err().to_string();
-        assert!(e.starts_with("edgeimg.toml: the data partition (48 MiB) is too small"), "{e}");
+        assert!(
+            e.starts_with("edgeimg.toml: the data partition (48 MiB) is too small"),
+            "{e}"
+        );
     }
 }

@@ -305,7 +305,7 @@ impl Vm {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        .stderr(Stdio::piped());
         if let Some(path) = &self.record_port {
             anyhow::ensure!(
                 self.has_virtio_serial(),
