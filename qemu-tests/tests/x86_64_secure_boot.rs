@@ -498,8 +498,8 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         .wait_for("cannot open the data partition with the TPM2", BOOT)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     assert!(why.contains("the TPM2 refused"), "{name}: {why}");
-    // The prompt has no newline: the line after the instructions.
-    vm.wait_for("enter the recovery key", LOADER)
+    // Typed once the guest turned the console's echo off (then it says so).
+    vm.wait_for("type the recovery key, then Enter", LOADER)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     vm.send_console(format!("{key}\n").as_bytes()).unwrap();
     vm.wait_for("opened with the recovery key", LOADER)
