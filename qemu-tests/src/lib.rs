@@ -13,7 +13,6 @@ use edgeimg::pipeline::{BuildOptions, BuildReport};
 
 pub mod record;
 pub mod selinux;
-pub mod swtpm;
 
 /// Boot deadlines are generous: TCG on a busy 2-core CI machine.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(900);

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeimg_qemu_tests::swtpm::Swtpm;
+use edgeimg::qemu::swtpm::Swtpm;
 use edgeimg_qemu_tests::{Records, attach_record_port, disk_copy, exclusive, log_dir, overlay};
 
 /// The node's boot under TCG with Secure Boot (each image the firmware loads

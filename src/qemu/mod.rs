@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub mod rpi;
+pub mod swtpm;
 
 use crate::cmd::{Cmd, Tool};
 use crate::config::board::{QemuBoot, QemuSpec};

@@ -1,6 +1,7 @@
 //! A software TPM2 for a VM (swtpm, package swtpm): one process per QEMU
-//! run, its state in a directory the test keeps, so a later run with the
-//! same directory is the same TPM and a run with a fresh one is another.
+//! run, its state in a directory the caller keeps, so a later run with the
+//! same directory is the same TPM and a run with a fresh one is another
+//! (`edgeimg run --tpm-state`, the VM tests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +25,7 @@ impl Swtpm {
         std::fs::create_dir_all(state)?;
         let socket = state.join("swtpm.sock");
         let _ = std::fs::remove_file(&socket);
+        crate::cmd::require(&[crate::cmd::SWTPM])?;
         let mut child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
             .arg(format!("dir={}", state.display()))
