@@ -625,4 +625,49 @@ mod tests {
             assert!(text.contains(line), "{line}:\n{text}");
         }
     }
+
+    /// `[data] encryption` shows in the plan: its line, the packages and
+    /// initramfs modules the device's first boot needs, the root's files.
+    #[test]
+    fn data_encryption_shows_in_the_plan() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("r.pub"),
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let parse =
+            |text: &str| crate::config::parse("edgeimg.toml", text, d.path(), None).unwrap();
+        let off = make(
+            &parse("[image]\nname = \"x\"\n[k3s]\nenabled = false\n"),
+            None,
+        );
+        assert!(off.to_string().contains("data enc   none (plain ext4)"));
+        assert!(!off.base.luks);
+        let on = make(
+            &parse(
+                "[image]\nname = \"x\"\n[k3s]\nenabled = false\n[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"r.pub\"\n",
+            ),
+            None,
+        );
+        assert!(on.base.luks);
+        assert!(
+            on.to_string()
+                .contains("data enc   tpm2: LUKS2 made on the device's first boot")
+        );
+        for p in crate::luks::PACKAGES {
+            assert!(on.base.packages.iter().any(|x| x == p), "{p}");
+        }
+        assert!(
+            on.base
+                .initramfs_modules
+                .iter()
+                .any(|m| m == "algif_skcipher")
+        );
+        for f in [crate::luks::CONF, crate::luks::PUBLIC_KEY] {
+            assert!(on.files.iter().any(|x| x == f), "{f}");
+        }
+        // Only the encryption changes the base's key.
+        assert_ne!(on.base.key(), off.base.key());
+    }
 }
