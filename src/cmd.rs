@@ -148,7 +148,7 @@ pub const SSH: Tool = Tool {
 pub const OPENSSL: Tool = Tool {
     name: "openssl",
     package: "openssl",
-    purpose: "make the Secure Boot keys and certificates (keygen --secure-boot)",
+    purpose: "make the Secure Boot keys and certificates (keygen --secure-boot); check [data] recovery_public_key",
 };
 pub const CERT_TO_EFI_SIG_LIST: Tool = Tool {
     name: "cert-to-efi-sig-list",
@@ -201,6 +201,14 @@ pub const SECURE_BOOT_TOOLS: &[Tool] = &[OPENSSL, CERT_TO_EFI_SIG_LIST, SIGN_EFI
 /// What a build with Secure Boot keys runs on top (the arm64 objcopy only
 /// for arm64 boards: the host's own binutils reads no aarch64 PE files).
 pub const SIGNED_BOOT_TOOLS: &[Tool] = &[OBJCOPY, OBJCOPY_AARCH64, SBSIGN];
+/// What a build with `[data] encryption = "tpm2"` runs (the recovery public
+/// key's check), and what the VM tests give the guest as its TPM2.
+pub const SWTPM: Tool = Tool {
+    name: "swtpm",
+    package: "swtpm",
+    purpose: "a software TPM2 for VM tests of [data] encryption = \"tpm2\"",
+};
+pub const DATA_ENCRYPTION_TOOLS: &[Tool] = &[OPENSSL, SWTPM];
 /// What the commands after a build run (flash, inspect, kubeconfig).
 pub const DEVICE_TOOLS: &[Tool] = &[MTYPE, MDIR, SSH];
 
@@ -213,6 +221,7 @@ pub const GROUPS: &[(&str, &[Tool])] = &[
     ("rootless", ROOTLESS_TOOLS),
     ("keygen --secure-boot", SECURE_BOOT_TOOLS),
     ("build with Secure Boot keys", SIGNED_BOOT_TOOLS),
+    ("[data] encryption (swtpm: VM tests)", DATA_ENCRYPTION_TOOLS),
     ("flash, inspect, kubeconfig", DEVICE_TOOLS),
 ];
 

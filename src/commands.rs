@@ -194,6 +194,7 @@ pub fn run(
     cpus: u32,
     kvm: bool,
     secure_boot_vars: Option<&Path>,
+    tpm_state: Option<&Path>,
 ) -> Result<()> {
     if !image.is_file() {
         anyhow::bail!("{} is not an image file", image.display());
@@ -209,14 +210,27 @@ pub fn run(
         vm.use_secure_boot_firmware(vars)
             .with_context(|| format!("board {}", b.name))?;
     }
+    // Kept until QEMU exits (swtpm also ends by itself when QEMU disconnects).
+    let _tpm = match tpm_state {
+        Some(dir) => {
+            let t = crate::qemu::swtpm::Swtpm::start(dir)?;
+            vm.tpm_socket = Some(t.socket.clone());
+            Some(t)
+        }
+        None => None,
+    };
     eprintln!(
-        "edgeimg: booting {} as {} ({}, {}{}); quit with Ctrl-A x",
+        "edgeimg: booting {} as {} ({}, {}{}{}); quit with Ctrl-A x",
         image.display(),
         b.name,
         b.qemu.machine,
         if vm.kvm { "KVM" } else { "TCG" },
         match secure_boot_vars {
             Some(v) => format!(", Secure Boot firmware, variables in {}", v.display()),
+            None => String::new(),
+        },
+        match tpm_state {
+            Some(d) => format!(", TPM2 state in {}", d.display()),
             None => String::new(),
         }
     );

@@ -85,6 +85,8 @@ pub struct Report {
     /// How the boot chain is signed, from the manifest; `None` for a
     /// manifest from before it recorded this.
     pub secure_boot: Option<String>,
+    /// Whether the data partition is encrypted, from the manifest.
+    pub data_encryption: Option<String>,
     pub node_file: Option<NodeFile>,
     /// The manifest's `inputs` as they are.
     pub inputs: Option<crate::manifest::InputList>,
@@ -286,6 +288,9 @@ pub fn inspect(image: &Path) -> anyhow::Result<Report> {
             .and_then(|m| m.inputs.selinux.as_ref())
             .map(|s| format!("policy {}, mode {}", s.policy, s.mode)),
         secure_boot: m.and_then(|m| m.secure_boot.as_ref()).map(secure_boot_line),
+        data_encryption: m
+            .and_then(|m| m.data_encryption.as_ref())
+            .map(data_encryption_line),
         node_file,
         inputs: manifest.map(|(_, m)| m.inputs),
     })
@@ -308,6 +313,18 @@ fn secure_boot_line(s: &crate::manifest::SecureBootInfo) -> String {
         s.db_cert_sha256.as_deref().unwrap_or("unknown"),
         s.enroll.as_deref().unwrap_or("unknown")
     )
+}
+
+/// One line for the data partition's encryption.
+fn data_encryption_line(d: &crate::manifest::DataEncryptionInfo) -> String {
+    match d.encryption.as_str() {
+        "none" => "none (plain ext4)".into(),
+        other => format!(
+            "{other}: LUKS2 made on the device's first boot, sealed to its TPM2 (PCR 7); without a TPM2: {}; recovery public key sha256 {}",
+            d.no_tpm.as_deref().unwrap_or("unknown"),
+            d.recovery_public_key_sha256.as_deref().unwrap_or("unknown")
+        ),
+    }
 }
 
 /// One readable line for the K3s bundle; the stand-in is named as such so it
@@ -452,6 +469,11 @@ impl Report {
             f,
             "secure boot {}",
             or(&self.secure_boot, "unknown (not in the manifest)")
+        )?;
+        writeln!(
+            f,
+            "data enc    {}",
+            or(&self.data_encryption, "unknown (not in the manifest)")
         )
     }
 

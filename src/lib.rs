@@ -26,6 +26,7 @@ pub mod io_error;
 pub mod k3s_inputs;
 pub mod kubeconfig;
 pub mod logging;
+pub mod luks;
 pub mod manifest;
 pub mod new_file;
 pub mod node;

@@ -35,6 +35,7 @@ fn main() {
             cpus,
             kvm,
             secure_boot_vars,
+            tpm_state,
         } => edgeimg::commands::run(
             &image,
             board.as_deref(),
@@ -43,6 +44,7 @@ fn main() {
             cpus,
             kvm,
             secure_boot_vars.as_deref(),
+            tpm_state.as_deref(),
         ),
         Command::Doctor {
             board,

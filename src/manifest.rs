@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub verity: Option<&'a crate::verity::Verity>,
     /// The fleet keys the boot chain was signed with; `None`: not signed.
     pub secure_boot: Option<&'a crate::config::SecureBoot>,
+    /// `[data] encryption = "tpm2"`; `None`: a plain data partition.
+    pub data_encryption: Option<&'a crate::config::data::DataEncryption>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +69,10 @@ pub struct Manifest {
     /// certificate; absent in manifests from before the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<SecureBootInfo>,
+    /// Whether the device encrypts its data partition; absent in manifests
+    /// from before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_encryption: Option<DataEncryptionInfo>,
     pub inputs: InputList,
     pub layout: Layout,
     /// Files edgeimg placed into the root on top of the Debian base, sorted.
@@ -83,6 +89,19 @@ pub struct SecureBootInfo {
     /// systemd-boot's `secure-boot-enroll` setting on the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enroll: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DataEncryptionInfo {
+    /// "none" or "tpm2" (LUKS2 made on the device, sealed to its TPM2).
+    pub encryption: String,
+    /// With "tpm2": what a device without a TPM2 does ("refuse", "plain").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_tpm: Option<String>,
+    /// With "tpm2": SHA-256 of the recovery public key file (PEM), naming
+    /// the operator's key without naming where it is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_public_key_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -261,6 +280,20 @@ impl Manifest {
                     signed: true,
                     db_cert_sha256: Some(sha256_file(&sb.keys.file("db.crt"))?),
                     enroll: Some(sb.enroll.as_str().to_string()),
+                },
+            }),
+            data_encryption: Some(match i.data_encryption {
+                None => DataEncryptionInfo {
+                    encryption: "none".into(),
+                    no_tpm: None,
+                    recovery_public_key_sha256: None,
+                },
+                Some(e) => DataEncryptionInfo {
+                    encryption: "tpm2".into(),
+                    no_tpm: Some(e.no_tpm.as_str().into()),
+                    recovery_public_key_sha256: Some(sha256_bytes(
+                        e.recovery_public_pem.as_bytes(),
+                    )),
                 },
             }),
             inputs: InputList {

@@ -88,6 +88,8 @@ pub struct Plan {
     /// How the boot chain is signed: "not signed", or the signing and
     /// enrollment in words.
     pub secure_boot: String,
+    /// The data partition's encryption in words ("none: plain ext4", ...).
+    pub data_encryption: String,
     /// Files edgeimg itself places into the root (overlays come on top), as
     /// the build reports them in manifest.json's `placed_files`.
     pub files: Vec<String>,
@@ -166,6 +168,10 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
     if config.verity {
         packages.extend(crate::verity::PACKAGES.iter().map(|s| s.to_string()));
     }
+    // Likewise for the encrypted data partition (its first boot runs them).
+    if config.data_encryption.is_some() {
+        packages.extend(crate::luks::PACKAGES.iter().map(|s| s.to_string()));
+    }
     packages.sort();
     packages.dedup();
     let base = BaseSpec {
@@ -175,6 +181,7 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
         packages,
         initramfs_modules: board.initramfs_modules.clone(),
         verity: config.verity,
+        luks: config.data_encryption.is_some(),
     };
     let ids = Ids::derive(&config.seed, board.partition_table == PartitionTable::Mbr);
     let slot = if config.verity {
@@ -277,14 +284,36 @@ pub fn make(config: &Config, bundle: Option<&Path>) -> Plan {
                 sb.enroll.as_str()
             ),
         },
-        files: root_files(
-            k3s.as_ref().map(|(_, f)| f.as_slice()),
-            config.update_repository.as_ref(),
-        ),
+        data_encryption: data_encryption(config.data_encryption.as_ref()),
+        files: {
+            let mut files = root_files(
+                k3s.as_ref().map(|(_, f)| f.as_slice()),
+                config.update_repository.as_ref(),
+            );
+            if config.data_encryption.is_some() {
+                files.extend([
+                    crate::luks::CONF.to_string(),
+                    crate::luks::PUBLIC_KEY.to_string(),
+                ]);
+            }
+            files
+        },
         signing_key_file: edgeimg_contract::update::TRUSTED_KEY_PATH
             .trim_start_matches('/')
             .to_string(),
         outputs,
+    }
+}
+
+/// The data partition's encryption as `plan` and `inspect` say it.
+pub fn data_encryption(e: Option<&crate::config::data::DataEncryption>) -> String {
+    match e {
+        None => "none (plain ext4)".into(),
+        Some(e) => format!(
+            "tpm2: LUKS2 made on the device's first boot, key sealed to its TPM2 (PCR 7); without a TPM2: {}; recovery key wrapped to {}",
+            e.no_tpm.as_str(),
+            e.recovery_public_key.display()
+        ),
     }
 }
 
@@ -432,6 +461,7 @@ impl std::fmt::Display for Plan {
             }
         )?;
         writeln!(f, "secure boot {}", self.secure_boot)?;
+        writeln!(f, "data enc   {}", self.data_encryption)?;
         match &self.selinux {
             Some(se) => writeln!(
                 f,
@@ -607,5 +637,50 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}:\n{text}");
         }
+    }
+
+    /// `[data] encryption` shows in the plan: its line, the packages and
+    /// initramfs modules the device's first boot needs, the root's files.
+    #[test]
+    fn data_encryption_shows_in_the_plan() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("r.pub"),
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let parse =
+            |text: &str| crate::config::parse("edgeimg.toml", text, d.path(), None).unwrap();
+        let off = make(
+            &parse("[image]\nname = \"x\"\n[k3s]\nenabled = false\n"),
+            None,
+        );
+        assert!(off.to_string().contains("data enc   none (plain ext4)"));
+        assert!(!off.base.luks);
+        let on = make(
+            &parse(
+                "[image]\nname = \"x\"\n[k3s]\nenabled = false\n[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"r.pub\"\n",
+            ),
+            None,
+        );
+        assert!(on.base.luks);
+        assert!(
+            on.to_string()
+                .contains("data enc   tpm2: LUKS2 made on the device's first boot")
+        );
+        for p in crate::luks::PACKAGES {
+            assert!(on.base.packages.iter().any(|x| x == p), "{p}");
+        }
+        assert!(
+            on.base
+                .initramfs_modules
+                .iter()
+                .any(|m| m == "algif_skcipher")
+        );
+        for f in [crate::luks::CONF, crate::luks::PUBLIC_KEY] {
+            assert!(on.files.iter().any(|x| x == f), "{f}");
+        }
+        // Only the encryption changes the base's key.
+        assert_ne!(on.base.key(), off.base.key());
     }
 }

@@ -65,6 +65,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
         "kernel_cmdline": "root=PARTUUID=x ro",
         "verity": {"enabled": false},
         "secure_boot": {"signed": true, "db_cert_sha256": "66", "enroll": "if-safe"},
+        "data_encryption": {"encryption": "tpm2", "no_tpm": "refuse", "recovery_public_key_sha256": "77"},
         "inputs": {
             "config": {"name": "image.toml", "version": "", "sha256": "11"},
             "base": {"suite": "trixie", "arch": "amd64", "mirror": "http://deb.debian.org/debian",
@@ -102,6 +103,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
             "k3s         K3s v1.33.1+k3s1 (bundle stand-in), role agent, nerdctl 2.1.2, BuildKit yes -- STAND-IN",
             "selinux     policy default, mode enforcing",
             "secure boot signed: systemd-boot and a UKI per slot, db certificate sha256 66, enroll if-safe",
+            "data enc    tpm2: LUKS2 made on the device's first boot, sealed to its TPM2 (PCR 7); without a TPM2: refuse; recovery public key sha256 77",
             "nginx:1.27",
             "kernel      6.12.0-test",
         ] {
@@ -118,6 +120,7 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     let mut old = manifest.clone();
     old.as_object_mut().unwrap().remove("format");
     old.as_object_mut().unwrap().remove("secure_boot");
+    old.as_object_mut().unwrap().remove("data_encryption");
     for k in ["role", "buildkit"] {
         old["inputs"]["k3s"].as_object_mut().unwrap().remove(k);
     }
@@ -126,7 +129,8 @@ fn inspect_reads_gpt_and_mbr_tables_and_the_fat() {
     let text = ok(edgeimg().arg("inspect").arg(&img));
     assert!(
         text.contains("role unknown, nerdctl 2.1.2, BuildKit unknown")
-            && text.contains("secure boot unknown (not in the manifest)"),
+            && text.contains("secure boot unknown (not in the manifest)")
+            && text.contains("data enc    unknown (not in the manifest)"),
         "{text}"
     );
     let mut newer = manifest.clone();

@@ -8,6 +8,12 @@
 //! the mounted ext4 online with resize2fs. Every part is idempotent: a rerun
 //! after a crash finds the table already grown and only repeats the cheap
 //! kernel/resize2fs calls.
+//!
+//! An encrypted data partition (`[data] encryption = "tpm2"`) is mounted
+//! through dm-crypt: /var's device is the mapping, the partition is its one
+//! slave. The partition grows the same way, then `cryptsetup resize` widens
+//! the mapping (the initramfs opened it with the key in the dm table, so no
+//! key is asked for) before resize2fs grows the ext4 inside.
 
 use crate::error::{Context, Result};
 use crate::fsutil;
@@ -31,6 +37,18 @@ pub struct DataDevice {
     pub disk: String,
     /// Partition number (1-based), from /sys/dev/block/M:m/partition.
     pub number: u32,
+    /// The dm-crypt mapping's name when /var is mounted through one.
+    pub mapper: Option<String>,
+}
+
+impl DataDevice {
+    /// What holds the ext4: the mapping, else the partition.
+    pub fn filesystem(&self) -> String {
+        match &self.mapper {
+            Some(name) => format!("/dev/mapper/{name}"),
+            None => self.partition.clone(),
+        }
+    }
 }
 
 /// Find "major:minor" of the topmost mount at `mount_point` in mountinfo text.
@@ -51,7 +69,24 @@ pub fn find_data_device(root: &Root) -> Result<Option<DataDevice>> {
     let Some(devnum) = find_mount_devnum(&mountinfo, "/var") else {
         return Ok(None);
     };
-    let sys = root.path(format!("/sys/dev/block/{devnum}"));
+    let mut sys = root.path(format!("/sys/dev/block/{devnum}"));
+    let mapper = match fsutil::read_opt(&sys.join("dm/name"))? {
+        None => None,
+        Some(name) => {
+            // A device-mapper device: follow it to its partition when it
+            // has exactly one below it (dm-crypt).
+            let slaves = sys.join("slaves");
+            let below: Vec<_> = match std::fs::read_dir(&slaves) {
+                Ok(d) => d.flatten().map(|e| e.file_name()).collect(),
+                Err(_) => Vec::new(),
+            };
+            let [slave] = below.as_slice() else {
+                return Ok(None);
+            };
+            sys = root.path(format!("/sys/class/block/{}", slave.to_string_lossy()));
+            Some(name.trim().to_string())
+        }
+    };
     let part_file = sys.join("partition");
     let Some(number) = fsutil::read_opt(&part_file)? else {
         return Ok(None); // a whole disk or a virtual device: nothing to grow
@@ -82,6 +117,7 @@ pub fn find_data_device(root: &Root) -> Result<Option<DataDevice>> {
         partition: format!("/dev/{part}"),
         disk: format!("/dev/{disk}"),
         number,
+        mapper,
     }))
 }
 
@@ -441,7 +477,10 @@ pub fn step(root: &Root) -> Result<String> {
         blkpg_resize(&disk, dev.number, start, new_size).with_context(|| dev.disk.clone())?;
     }
     drop(disk);
-    let out = root.run("resize2fs", &[&dev.partition])?;
+    if let Some(name) = &dev.mapper {
+        root.run("cryptsetup", &["resize", name])?;
+    }
+    let out = root.run("resize2fs", &[&dev.filesystem()])?;
     if let Some(line) = out.lines().rev().find(|l| !l.trim().is_empty()) {
         crate::log(format!("resize2fs: {}", line.trim()));
     }
@@ -633,7 +672,8 @@ pub(crate) mod tests {
             DataDevice {
                 partition: "/dev/vda4".into(),
                 disk: "/dev/vda".into(),
-                number: 4
+                number: 4,
+                mapper: None,
             }
         );
         assert_eq!(
@@ -641,6 +681,52 @@ pub(crate) mod tests {
             "/dev/vda4 grown from 31 MiB to 118 MiB"
         );
         assert_eq!(root.skipped_commands(), ["resize2fs /dev/vda4"]);
+    }
+
+    /// /var on dm-crypt: the partition below the mapping grows, then the
+    /// mapping, then the ext4 inside it.
+    #[test]
+    fn step_through_a_dm_crypt_mapping() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        fake_disk(&root);
+        let w = |p: &str, s: &str| {
+            let p = root.path(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w(
+            "/proc/self/mountinfo",
+            "30 22 253:0 / /var rw,relatime - ext4 /dev/mapper/edgeimg-data rw\n",
+        );
+        w("/sys/devices/virtual/block/dm-0/dm/name", "edgeimg-data\n");
+        std::fs::create_dir_all(root.path("/sys/devices/virtual/block/dm-0/slaves/vda4")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/block/dm-0",
+            root.path("/sys/dev/block/253:0"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.path("/sys/class/block")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/block/vda/vda4",
+            root.path("/sys/class/block/vda4"),
+        )
+        .unwrap();
+        let dev = find_data_device(&root).unwrap().unwrap();
+        assert_eq!(dev.partition, "/dev/vda4");
+        assert_eq!(dev.disk, "/dev/vda");
+        assert_eq!(dev.mapper.as_deref(), Some("edgeimg-data"));
+        assert_eq!(
+            step(&root).unwrap(),
+            "/dev/vda4 grown from 31 MiB to 118 MiB"
+        );
+        assert_eq!(
+            root.skipped_commands(),
+            [
+                "cryptsetup resize edgeimg-data",
+                "resize2fs /dev/mapper/edgeimg-data"
+            ]
+        );
     }
 
     /// Real block device check of the table rewrite and BLKPG resize (root

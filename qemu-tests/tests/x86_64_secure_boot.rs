@@ -21,11 +21,28 @@
 //!   (`edgeimg.slot=a` made `b`), one whose UKI has its signature removed
 //!   (`sbattach --remove`). The firmware refuses to load either: systemd-boot
 //!   reports the refusal on the console, and no kernel starts.
+//!
+//! The image also seals its data partition to the TPM2 (`[data] encryption
+//! = "tpm2"`); every boot has a software TPM2 (swtpm) whose state lives in
+//! one directory, as a machine's TPM would:
+//! - the second boot encrypts the data partition in place (LUKS2), enrolls a
+//!   TPM2 token bound to PCR 7, leaves the recovery key on the boot
+//!   partition wrapped to the operator's RSA key, opens the partition with
+//!   the TPM2 and grows it (the guest reports the LUKS header, the token, how
+//!   the partition was opened and /var's size);
+//! - the third boot (slot B, after the signed update) opens it with the
+//!   TPM2 again: PCR 7 did not change with the update;
+//! - a last boot of the same disk with a fresh TPM2 cannot open it: the
+//!   console says why and asks for the recovery key, which the test
+//!   unwraps from the boot partition with the operator's private key (the
+//!   documented openssl command) and types; the node then boots, and the key
+//!   appears nowhere on the console.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use edgeimg::qemu::swtpm::Swtpm;
 use edgeimg_qemu_tests::{Records, attach_record_port, disk_copy, exclusive, log_dir, overlay};
 
 /// The node's boot under TCG with Secure Boot (each image the firmware loads
@@ -48,7 +65,12 @@ const KERNEL_STARTED: [&str; 2] = ["Linux version", "EFI stub: "];
 
 const UKI: &str = "EFI/Linux/edgeimg-1-a.efi";
 
-fn config(dir: &Path, keys: &Path) -> PathBuf {
+/// Where the device leaves its wrapped recovery key on the boot partition.
+const WRAPPED_KEY: &str = "edgeimg/recovery-key.bin";
+/// The initramfs' recovery prompt (src/base/files/edgeimg-data-luks).
+const RECOVERY_PROMPT: &str = "edgeimg: recovery key: ";
+
+fn config(dir: &Path, keys: &Path, recovery_pub: &Path) -> PathBuf {
     let overlays: Vec<String> = [overlay("record"), overlay("sbcheck")]
         .iter()
         .map(|o| format!("{:?}", o.display().to_string()))
@@ -62,9 +84,11 @@ fn config(dir: &Path, keys: &Path) -> PathBuf {
              verity = true\noverlays = [{}]\n\n\
              # No K3s: Secure Boot does not need it, and boots are faster.\n\
              [k3s]\nenabled = false\n\n\
-             [secure_boot]\nkeys = {:?}\n",
+             [secure_boot]\nkeys = {:?}\n\n\
+             [data]\nencryption = \"tpm2\"\nrecovery_public_key = {:?}\n",
             overlays.join(", "),
-            keys.display().to_string()
+            keys.display().to_string(),
+            recovery_pub.display().to_string()
         ),
     )
     .unwrap();
@@ -72,23 +96,50 @@ fn config(dir: &Path, keys: &Path) -> PathBuf {
 }
 
 /// One QEMU run on the Secure Boot firmware with the variable store `vars`
-/// (and the update disk `extra`).
+/// (and the update disk `extra`), with a TPM2 whose state is `tpm` when
+/// given (the TPM's process is returned: it must outlive the VM).
 fn start(
     disk: &Path,
     vars: &Path,
     extra: Option<&Path>,
+    tpm: Option<&Path>,
     work: &Path,
     name: &str,
-) -> (edgeimg::qemu::RunningVm, Records) {
+) -> (edgeimg::qemu::RunningVm, Records, Option<Swtpm>) {
     let b = edgeimg::config::board::load("x86_64").unwrap();
     let mut vm = edgeimg::qemu::Vm::new(&b.qemu, disk, work).unwrap();
     vm.extra_disks = extra.into_iter().map(Path::to_path_buf).collect();
+    let swtpm = tpm.map(|dir| Swtpm::start(dir).unwrap_or_else(|e| panic!("{name}: {e:#}")));
+    vm.tpm_socket = swtpm.as_ref().map(|t| t.socket.clone());
+    vm.console_input = true;
     vm.use_secure_boot_firmware(vars)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let log = log_dir().join(format!("{name}.log"));
     attach_record_port(&mut vm, &log);
     let records = Records::new(&vm);
-    (vm.spawn_captured(&log).unwrap(), records)
+    (vm.spawn_captured(&log).unwrap(), records, swtpm)
+}
+
+/// What every boot that opened the data partition reports.
+fn assert_data(r: &std::collections::HashMap<String, String>, text: &str, unlock: &str) {
+    let get = |k: &str| r.get(k).map(String::as_str);
+    assert_eq!(get("var"), Some("/dev/mapper/edgeimg-data"), "{text}");
+    assert_eq!(get("luks"), Some("2"), "{text}");
+    assert_eq!(get("tpm2token"), Some("1"), "{text}");
+    assert_eq!(get("pcrs"), Some("7"), "bound to PCR 7 only: {text}");
+    assert_eq!(get("unlock"), Some(unlock), "{text}");
+    // The disk is the image plus 1 GiB: first boot grew the partition, the
+    // mapping and the ext4 inside.
+    let mib: u64 = get("varmib").and_then(|m| m.parse().ok()).unwrap_or(0);
+    assert!(mib > 1000, "/var not grown through the mapping: {text}");
+}
+
+fn openssl(args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "openssl {args:?}: {o:?}");
 }
 
 /// A FAT disk labelled EDGEUPD holding update.bin.
@@ -194,7 +245,7 @@ fn tampered_copy(
 /// kernel's first line or at the deadline.
 fn expect_refused(disk: &Path, vars: &Path, w: &Path, name: &str) {
     let t = Instant::now();
-    let (mut vm, _) = start(disk, vars, None, w, name);
+    let (mut vm, _, _) = start(disk, vars, None, None, w, name);
     let deadline = Instant::now() + LOADER;
     let line = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -248,10 +299,30 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     edgeimg::commands::keygen(&keys, true, false, "edgeimg VM test", true)
         .unwrap_or_else(|e| panic!("keygen --secure-boot: {e:#}"));
     let (update_key, _) = edgeimg::update::keygen(&w.join("update")).unwrap();
+    // The operator's recovery key pair (docs/trusted-boot.md, "Recovery").
+    let rec_key = w.join("recovery.key");
+    let rec_pub = w.join("recovery.pub");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:3072",
+        "-out",
+        rec_key.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        rec_key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        rec_pub.to_str().unwrap(),
+    ]);
     let out = w.join("out");
     // One build: the image, and its own signed update (a UKI per slot).
     let built = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
-        config: Some(config(w, &keys)),
+        config: Some(config(w, &keys, &rec_pub)),
         out: out.clone(),
         compression: Some(edgeimg::artifact::Compression::None),
         signing_key: Some(update_key),
@@ -279,16 +350,23 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         )
     );
     assert_eq!(sb.enroll.as_deref(), Some("if-safe"));
+    let enc = manifest
+        .data_encryption
+        .expect("the manifest records the data encryption");
+    assert_eq!(enc.encryption, "tpm2");
+    assert_eq!(enc.no_tpm.as_deref(), Some("refuse"));
 
     let disk = w.join("disk.raw");
     let disk_len = std::fs::metadata(&built.image).unwrap().len() + GIB;
     disk_copy(&built.image, &disk, disk_len).unwrap();
     let vars = w.join("vars.fd");
+    // The machine's TPM2, kept across its boots.
+    let tpm = w.join("tpm");
 
     // 1. Setup mode: systemd-boot enrolls the keys and resets the machine
     //    (-no-reboot: QEMU exits) before any kernel runs.
     let t = Instant::now();
-    let (mut vm, _) = start(&disk, &vars, None, w, "secure-boot-enroll");
+    let (mut vm, _, _tpm) = start(&disk, &vars, None, Some(&tpm), w, "secure-boot-enroll");
     vm.wait_for(ENROLLED, LOADER)
         .unwrap_or_else(|e| panic!("enrollment: {e:#}"));
     let st = vm
@@ -339,11 +417,14 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     //    then it installs the update into slot B and reboots.
     let t = Instant::now();
     let name = "secure-boot-enforced";
-    let (mut vm, mut records) = start(&disk, &vars, Some(&upd), w, name);
+    let (mut vm, mut records, _tpm) = start(&disk, &vars, Some(&upd), Some(&tpm), w, name);
+    vm.wait_for("edgeimg: data: encrypting the data partition", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     vm.wait_for(edgeimg_agent::schema::READY_LINE, BOOT)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let (r, text) = report(&mut vm, &mut records, name);
     assert_enforced(&r, &text, "a");
+    assert_data(&r, &text, "tpm2");
     assert_eq!(r["entry"], "edgeimg-1-a.efi", "{text}");
     assert_eq!(r["ukis"], "edgeimg-1-a.efi,", "{text}");
     let applied = records
@@ -360,9 +441,10 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     // 3. Slot B's own signed UKI boots under Secure Boot; the trial is blessed.
     let t = Instant::now();
     let name = "secure-boot-slot-b";
-    let (mut vm, mut records) = start(&disk, &vars, None, w, name);
+    let (mut vm, mut records, _tpm) = start(&disk, &vars, None, Some(&tpm), w, name);
     let (r, text) = report(&mut vm, &mut records, name);
     assert_enforced(&r, &text, "b");
+    assert_data(&r, &text, "tpm2");
     assert!(r["entry"].starts_with("edgeimg-2-b"), "{text}");
     assert_eq!(
         r["ukis"], "edgeimg-1-a.efi,edgeimg-2-b.efi,",
@@ -374,9 +456,78 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     assert!(st.success(), "QEMU exited with {st}");
     eprintln!("{name}: {:.0}s", t.elapsed().as_secs_f64());
 
-    // 4. One byte of the UKI's signed command line changed.
+    // 4. The same machine with another (fresh) TPM2: the token does not
+    //    open the data partition; the recovery key, unwrapped by the
+    //    operator, does.
+    let t = Instant::now();
+    let name = "secure-boot-other-tpm";
+    let wrapped = w.join("recovery-key.bin");
+    mcopy(
+        &disk,
+        offset,
+        &format!("::{WRAPPED_KEY}"),
+        wrapped.to_str().unwrap(),
+    );
+    // docs/trusted-boot.md, "Recovery": the operator's command.
+    let o = Command::new("openssl")
+        .args(["pkeyutl", "-decrypt", "-inkey", rec_key.to_str().unwrap()])
+        .args([
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+        ])
+        .args([
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            wrapped.to_str().unwrap(),
+        ])
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "unwrap the recovery key: {o:?}");
+    let key = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the recovery key is 64 hex digits ({} bytes)",
+        key.len()
+    );
+    let (mut vm, mut records, _tpm) =
+        start(&disk, &vars, None, Some(&w.join("tpm-other")), w, name);
+    let why = vm
+        .wait_for("cannot open the data partition with the TPM2", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(why.contains("the TPM2 refused"), "{name}: {why}");
+    // Typed once the guest turned the console's echo off (then it says so).
+    vm.wait_for("type the recovery key, then Enter", LOADER)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    vm.send_console(format!("{key}\n").as_bytes()).unwrap();
+    vm.wait_for("opened with the recovery key", LOADER)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let (r, text) = report(&mut vm, &mut records, name);
+    assert_enforced(&r, &text, "b");
+    assert_data(&r, &text, "recovery");
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    for log in ["secure-boot-enforced", "secure-boot-slot-b", name] {
+        let text = std::fs::read_to_string(log_dir().join(format!("{log}.log"))).unwrap();
+        assert!(
+            !text.contains(&key),
+            "the recovery key is on the console ({log})"
+        );
+    }
+    let console = std::fs::read_to_string(&vm.log).unwrap();
+    assert!(console.contains(RECOVERY_PROMPT), "{name}: no prompt");
+    eprintln!(
+        "{name}, opened with the recovery key: {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 5. One byte of the UKI's signed command line changed.
     expect_refused(&changed.0, &changed.1, w, "secure-boot-uki-changed");
-    // 5. The UKI without its signature.
+    // 6. The UKI without its signature.
     expect_refused(&unsigned.0, &unsigned.1, w, "secure-boot-uki-unsigned");
     eprintln!("total: {:.0}s", t0.elapsed().as_secs_f64());
 }

@@ -19,6 +19,8 @@ const LOCAL_BOTTOM: &str = include_str!("files/local-bottom-edgeimg");
 const INITRAMFS_CONF: &str = include_str!("files/initramfs.conf");
 const VERITY_HOOK: &str = include_str!("files/hook-edgeimg-verity");
 const VERITY_LOCAL_TOP: &str = include_str!("files/local-top-edgeimg-verity");
+/// Sourced by LOCAL_BOTTOM when the root asks for an encrypted data partition.
+const DATA_LUKS: &str = include_str!("files/edgeimg-data-luks");
 /// mmdebstrap hooks that move depmod, the initramfs and sshd's host keys out of
 /// the package scripts (essential-defer) and do the first two once at the end
 /// (customize-finish): under qemu-user each of them costs tens of seconds.
@@ -91,6 +93,10 @@ pub struct BaseSpec {
     /// verity keep their cached base.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verity: bool,
+    /// `[data] encryption = "tpm2"`: the script that encrypts and opens the
+    /// data partition goes into the initramfs. Out of the key when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub luks: bool,
 }
 
 /// Facts recorded beside a cached base.
@@ -159,6 +165,13 @@ impl BaseSpec {
                     0o755,
                 ),
             ]);
+        }
+        if self.luks {
+            files.push((
+                "etc/initramfs-tools/scripts/edgeimg-data-luks",
+                DATA_LUKS.to_string(),
+                0o644,
+            ));
         }
         files
     }
@@ -453,6 +466,7 @@ mod tests {
             packages: vec!["busybox".into()],
             initramfs_modules: vec!["erofs".into()],
             verity: false,
+            luks: false,
         };
         // The key of a base without verity is the one from before the field existed.
         let json = serde_json::to_value(&spec).unwrap();
@@ -477,6 +491,7 @@ mod tests {
             packages: packages.iter().map(|p| p.to_string()).collect(),
             initramfs_modules: vec![],
             verity,
+            luks: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let cache = |s: &BaseSpec| {
@@ -531,6 +546,7 @@ mod tests {
             packages: vec![],
             initramfs_modules: vec![],
             verity: true,
+            luks: true,
         };
         for (rel, _, _) in spec.files() {
             let top = top_dir(rel);

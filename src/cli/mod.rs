@@ -195,6 +195,11 @@ pub enum Command {
         /// one run are there on the next).
         #[arg(long, value_name = "FILE")]
         secure_boot_vars: Option<PathBuf>,
+        /// Give the guest a software TPM2 (swtpm) whose state is kept in
+        /// this directory (created when missing): the same directory is the
+        /// same TPM on the next run ([data] encryption = "tpm2").
+        #[arg(long, value_name = "DIR")]
+        tpm_state: Option<PathBuf>,
     },
     /// Check the host for every tool the boards need, and say how to install what is missing.
     Doctor {

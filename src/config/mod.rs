@@ -2,6 +2,7 @@
 //! one validated [`Config`]. Pure: reads files, runs nothing.
 
 pub mod board;
+pub mod data;
 pub mod k3s;
 pub mod schema;
 pub mod selinux;
@@ -81,6 +82,8 @@ pub struct Config {
     pub update_repository: Option<UpdateRepository>,
     /// `[secure_boot]`: None without keys (nothing signed).
     pub secure_boot: Option<SecureBoot>,
+    /// `[data] encryption = "tpm2"`: None for a plain ext4 data partition.
+    pub data_encryption: Option<data::DataEncryption>,
 }
 
 /// The directory a config's relative paths (overlays, images, the lock) are
@@ -220,6 +223,13 @@ pub fn parse(
     }
 
     let secure_boot = secure_boot(&file.secure_boot, &board, base_dir, &invalid)?;
+    let data_encryption = data::validate(&file.data, &board, base_dir, &invalid)?;
+    if data_encryption.is_some() {
+        // The initramfs opens the data partition through dm-crypt.
+        board
+            .initramfs_modules
+            .extend(luks_modules(board.arch).iter().map(|m| m.to_string()));
+    }
 
     let seed = file
         .image
@@ -247,6 +257,7 @@ pub fn parse(
         update_generation: file.update.generation,
         update_repository,
         secure_boot,
+        data_encryption,
     })
 }
 
@@ -524,6 +535,20 @@ impl Config {
             enroll,
         });
         Ok(())
+    }
+}
+
+/// The kernel modules an encrypted data partition needs in the initramfs:
+/// dm-crypt and LUKS2's default cipher (aes-xts-plain64; AES itself is
+/// built into Debian's kernels, the x86 AES-NI code is a module), and the
+/// kernel's crypto API for user space (algif_skcipher), through which
+/// cryptsetup encrypts the data when it converts the partition offline.
+pub fn luks_modules(arch: edgeimg_contract::arch::Arch) -> &'static [&'static str] {
+    match arch {
+        edgeimg_contract::arch::Arch::Amd64 => {
+            &["dm-crypt", "xts", "algif_skcipher", "aesni-intel"]
+        }
+        _ => &["dm-crypt", "xts", "algif_skcipher"],
     }
 }
 

@@ -29,6 +29,9 @@ pub struct ConfigFile {
     /// Absent: nothing signed.
     #[serde(default)]
     pub secure_boot: SecureBootSection,
+    /// Absent: the data partition is plain ext4.
+    #[serde(default)]
+    pub data: super::data::DataSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -98,7 +98,11 @@ pub fn make_all(ctx: &Ctx, staged: &Staged) -> Result<Filesystems> {
         ctx.work,
         ctx.epoch,
     )?;
-    let data = make_data(ctx, staged, layout.get(Role::Data).size)?;
+    let data = make_data(
+        ctx,
+        staged,
+        data_fs_size(ctx.cfg, layout.get(Role::Data).size)?,
+    )?;
     Ok(Filesystems {
         root,
         verity,
@@ -164,6 +168,26 @@ fn layout_for(ctx: &Ctx, root_bytes: u64) -> Result<Layout> {
     .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.source))
 }
 
+/// The data filesystem's size in a data partition of `partition` bytes:
+/// all of it, or with `[data] encryption` all but the room the device's
+/// first boot writes the LUKS2 header into (the partition and the image
+/// keep their size; the ext4 ends earlier).
+pub fn data_fs_size(cfg: &crate::config::Config, partition: u64) -> Result<u64> {
+    if cfg.data_encryption.is_none() {
+        return Ok(partition);
+    }
+    let headroom = crate::config::data::LUKS_HEADROOM;
+    // At least as much filesystem as headroom: smaller would not hold the seed.
+    anyhow::ensure!(
+        partition >= 2 * headroom,
+        "{}: the data partition ({} MiB) is too small to encrypt: it needs {} MiB for the LUKS2 header and as much again for the filesystem",
+        cfg.source,
+        partition >> 20,
+        headroom >> 20
+    );
+    Ok(partition - headroom)
+}
+
 /// The data partition, seeded here rather than by the device's first boot
 /// (data_seed.rs): with SELinux from its labelled copy, without from the
 /// tree's /var itself (the root is made already, so it may change).
@@ -197,4 +221,46 @@ fn make_data(ctx: &Ctx, staged: &Staged, size: u64) -> Result<PathBuf> {
         )?;
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(data: &str) -> crate::config::Config {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("r.pub"),
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        crate::config::parse(
+            "edgeimg.toml",
+            &format!("[image]\nname = \"x\"\n{data}"),
+            d.path(),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// The ext4 leaves the LUKS2 headroom at the partition's end only when
+    /// the device will encrypt it; a partition too small to hold both is an
+    /// error naming the config.
+    #[test]
+    fn the_data_filesystem_leaves_the_luks_headroom() {
+        const MIB: u64 = 1 << 20;
+        let plain = cfg("");
+        assert_eq!(data_fs_size(&plain, 256 * MIB).unwrap(), 256 * MIB);
+        let enc = cfg("[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"r.pub\"\n");
+        assert_eq!(
+            data_fs_size(&enc, 256 * MIB).unwrap(),
+            256 * MIB - crate::config::data::LUKS_HEADROOM
+        );
+        assert_eq!(crate::config::data::LUKS_HEADROOM, 32 * MIB);
+        let e = data_fs_size(&enc, 48 * MIB).unwrap_err().to_string();
+        assert!(
+            e.starts_with("edgeimg.toml: the data partition (48 MiB) is too small"),
+            "{e}"
+        );
+    }
 }

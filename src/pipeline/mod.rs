@@ -123,6 +123,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         kernel_cmdline: &fs.kernel_cmdline,
         verity: fs.verity.as_ref(),
         secure_boot: cfg.secure_boot.as_ref(),
+        data_encryption: cfg.data_encryption.as_ref(),
     })?;
     std::fs::write(out.staged("manifest.json"), serde_json::to_vec_pretty(&m)?)?;
     names.push("manifest.json".into());

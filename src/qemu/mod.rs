@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub mod rpi;
+pub mod swtpm;
 
 use crate::cmd::{Cmd, Tool};
 use crate::config::board::{QemuBoot, QemuSpec};
@@ -55,6 +56,13 @@ pub struct Vm {
     /// The firmware is the board's Secure Boot build
     /// ([`Vm::use_secure_boot_firmware`]).
     pub secure_boot: bool,
+    /// A TPM2 emulator's control socket (`swtpm socket --tpm2 --ctrl
+    /// type=unixio,path=...`): the guest gets a TPM2 (CRB on x86, TIS on
+    /// arm64's virt machine) backed by it.
+    pub tpm_socket: Option<PathBuf>,
+    /// A captured run takes console input from [`RunningVm::send_console`]
+    /// (else its serial input is empty).
+    pub console_input: bool,
 }
 
 /// The guest sees the record port as /dev/virtio-ports/<this name>.
@@ -124,6 +132,8 @@ impl Vm {
             extra_disks: Vec::new(),
             record_port: None,
             secure_boot: false,
+            tpm_socket: None,
+            console_input: false,
         })
     }
 
@@ -247,6 +257,20 @@ impl Vm {
                 "virtserialport,bus=edgeimg-vser.0,chardev=edgeimg-rec,name={RECORD_PORT}"
             ));
         }
+        if let Some(sock) = &self.tpm_socket {
+            let sock = sock.display().to_string().replace(',', ",,");
+            let model = if self.qemu.machine.starts_with("virt") {
+                "tpm-tis-device"
+            } else {
+                "tpm-crb"
+            };
+            c = c
+                .arg("-chardev")
+                .arg(format!("socket,id=chrtpm,path={sock}"))
+                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                .arg("-device")
+                .arg(format!("{model},tpmdev=tpm0"));
+        }
         if self.snapshot {
             c = c.arg("-snapshot");
         }
@@ -276,9 +300,13 @@ impl Vm {
             .unused_serial_ports(self.command())
             .args(["-serial", "stdio", "-monitor", "none"])
             .into_std()?;
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.stdin(if self.console_input {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         if let Some(path) = &self.record_port {
             anyhow::ensure!(
                 self.has_virtio_serial(),
@@ -293,6 +321,7 @@ impl Vm {
             .spawn()
             .with_context(|| format!("cannot start {}", self.qemu.binary))?;
         let stdout = child.stdout.take().expect("piped");
+        let console_in = child.stdin.take();
         let (tx, rx) = mpsc::channel();
         // A new file, not a truncation: target/ of a worktree may be a
         // hard-linked copy of another's, and its old logs shared inodes.
@@ -322,6 +351,7 @@ impl Vm {
         });
         Ok(RunningVm {
             child,
+            console_in,
             lines: rx,
             log: log.to_path_buf(),
             port: self.record_port.clone().map(|path| PortTail {
@@ -336,6 +366,8 @@ impl Vm {
 
 pub struct RunningVm {
     child: Child,
+    /// The serial console's input, with [`Vm::console_input`].
+    console_in: Option<std::process::ChildStdin>,
     lines: Receiver<String>,
     pub log: PathBuf,
     port: Option<PortTail>,
@@ -468,6 +500,18 @@ impl RunningVm {
             // Drain console lines while waiting; this also paces the loop.
             let _ = self.lines.recv_timeout(Duration::from_millis(200));
         }
+    }
+
+    /// Types `text` on the serial console (needs [`Vm::console_input`]).
+    pub fn send_console(&mut self, text: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let input = self
+            .console_in
+            .as_mut()
+            .context("the VM was started without console input")?;
+        input.write_all(text)?;
+        input.flush()?;
+        Ok(())
     }
 
     pub fn kill(&mut self) {

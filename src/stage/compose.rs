@@ -49,6 +49,15 @@ pub fn compose(ctx: &Ctx, base: &Base, checked: &Checked) -> Result<Staged> {
         },
     )?;
     placed.extend(update_keys(ctx, &tree, checked)?);
+    if let Some(e) = &ctx.cfg.data_encryption {
+        crate::luks::check_public_key(&e.recovery_public_key).map_err(|err| {
+            anyhow::anyhow!(
+                "{}: key `data.recovery_public_key`: {err:#}",
+                ctx.cfg.source
+            )
+        })?;
+        placed.extend(crate::luks::apply(&tree, e)?);
+    }
     if let (Some(k), Some(inputs), Some(settings)) = (&ctx.cfg.k3s, &checked.k3s, &image_config.k3s)
     {
         placed.extend(place_k3s(ctx, &tree, k, inputs, settings)?);
