@@ -139,6 +139,7 @@ fn spec(arch: &str, kernel: &str, extra: &str) -> BaseSpec {
         packages,
         initramfs_modules: vec!["erofs".into()],
         verity: false,
+        luks: false,
     }
 }
 
