@@ -43,7 +43,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgeimg::qemu::swtpm::Swtpm;
-use edgeimg_qemu_tests::{Records, attach_record_port, disk_copy, exclusive, log_dir, overlay};
+use edgeimg_qemu_tests::{
+    KERNEL_STARTED, Records, SECURE_BOOT_ENROLLED, attach_record_port, disk_copy, exclusive,
+    log_dir, overlay,
+};
 
 /// The node's boot under TCG with Secure Boot (each image the firmware loads
 /// is hashed in emulated code).
@@ -53,15 +56,10 @@ const LOADER: Duration = Duration::from_secs(240);
 const EXIT: Duration = Duration::from_secs(180);
 const GIB: u64 = 1024 * 1024 * 1024;
 
-/// What systemd-boot 257 prints once the firmware took the keys (then it
-/// resets the machine).
-const ENROLLED: &str = "Custom Secure Boot keys successfully enrolled";
 /// How systemd-boot prints the firmware's refusal to load an image
 /// (EFI_SECURITY_VIOLATION or EFI_ACCESS_DENIED, by firmware version), in
 /// its "Error loading \EFI\Linux\...: <status>" line.
 const REFUSED: [&str; 2] = ["Security violation", "Access denied"];
-/// Lines that only appear once a kernel runs.
-const KERNEL_STARTED: [&str; 2] = ["Linux version", "EFI stub: "];
 
 const UKI: &str = "EFI/Linux/edgeimg-1-a.efi";
 
@@ -367,7 +365,7 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     //    (-no-reboot: QEMU exits) before any kernel runs.
     let t = Instant::now();
     let (mut vm, _, _tpm) = start(&disk, &vars, None, Some(&tpm), w, "secure-boot-enroll");
-    vm.wait_for(ENROLLED, LOADER)
+    vm.wait_for(SECURE_BOOT_ENROLLED, LOADER)
         .unwrap_or_else(|e| panic!("enrollment: {e:#}"));
     let st = vm
         .wait_exit(EXIT)
