@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use edgeimg::pipeline::{BuildOptions, BuildReport};
 
 pub mod record;
+pub mod repo_server;
 pub mod selinux;
 
 /// Boot deadlines are generous: TCG on a busy 2-core CI machine.

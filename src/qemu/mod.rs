@@ -63,7 +63,17 @@ pub struct Vm {
     /// A captured run takes console input from [`RunningVm::send_console`]
     /// (else its serial input is empty).
     pub console_input: bool,
+    /// A NIC on QEMU's user-mode network (slirp): the guest gets an address
+    /// by DHCP and reaches the host's loopback services at
+    /// [`USER_NET_HOST`]. Off by default: edgeimg nodes are air-gapped by
+    /// design, and a VM only gets a network when asked (the update VM test
+    /// serves its repository this way).
+    pub user_net: bool,
 }
+
+/// The address under which a guest on the user-mode network
+/// ([`Vm::user_net`]) reaches the host's 127.0.0.1.
+pub const USER_NET_HOST: &str = "10.0.2.2";
 
 /// The guest sees the record port as /dev/virtio-ports/<this name>.
 pub const RECORD_PORT: &str = "org.edgeimg.records";
@@ -134,6 +144,7 @@ impl Vm {
             secure_boot: false,
             tpm_socket: None,
             console_input: false,
+            user_net: false,
         })
     }
 
@@ -237,7 +248,6 @@ impl Vm {
             self.disk.display(),
             self.qemu.disk_interface
         ));
-        // Air-gapped by design: no network device unless the operator adds one.
         for d in &self.extra_disks {
             c = c.arg("-drive").arg(format!(
                 "file={},format=raw,if={},readonly=on",
@@ -245,7 +255,13 @@ impl Vm {
                 self.qemu.disk_interface
             ));
         }
-        c = c.args(["-nic", "none", "-no-reboot", "-display", "none"]);
+        let nic = if self.user_net {
+            // virtio: every board the update VM tests boot has PCI.
+            "user,model=virtio-net-pci".to_string()
+        } else {
+            "none".to_string()
+        };
+        c = c.args(["-nic", &nic, "-no-reboot", "-display", "none"]);
         if let Some(path) = &self.record_port {
             c = c.args(["-device", "virtio-serial-pci,id=edgeimg-vser"]);
             // QEMU's option syntax doubles a comma inside a value.
