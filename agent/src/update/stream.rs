@@ -623,3 +623,13 @@ impl Write for Download<'_> {
         Ok(())
     }
 }
+
+/// A download that stored nothing worth resuming leaves no files.
+impl Drop for Download<'_> {
+    fn drop(&mut self) {
+        if self.progress.done == 0 || self.ready.is_none() {
+            let _ = std::fs::remove_file(&self.progress_path);
+            let _ = std::fs::remove_file(&self.rest_path);
+        }
+    }
+}
