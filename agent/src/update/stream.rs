@@ -483,6 +483,12 @@ impl<'a> Download<'a> {
             return Ok(());
         }
         let done = self.progress.done;
+        if done > 0 {
+            crate::log(format!(
+                "update: continuing {} from byte {done} of {} (Range)",
+                want.url, want.length
+            ));
+        }
         let src = download::open_at(&want.url, done)?;
         if done > 0 && !src.resumed {
             crate::log(format!(
