@@ -878,3 +878,47 @@ fn a_delta_from_the_running_release_is_preferred_and_a_wrong_base_falls_back_to_
         }
     }
 }
+
+/// The static agent pulls a 64 MiB root image into the slot in a few MiB
+/// of memory (its peak RSS measured by `time`): the payload is streamed,
+/// never held, and nothing near its size lands on /var.
+#[test]
+fn the_static_agent_streams_a_large_update_in_bounded_memory() {
+    const ROOT: usize = 64 << 20;
+    let f = fleet();
+    let v2_root = noise(ROOT, 2);
+    f.publish(2, &v2_root);
+    let (_d, root) = device(&f, 1, "/repo");
+    copy_tree(&f.repo, &root.path("/repo"));
+    let slot = std::fs::File::create(root.path("/dev/vda3")).unwrap();
+    slot.set_len(2 * ROOT as u64).unwrap();
+    std::fs::write(
+        root.path("/sys/class/block/vda3/size"),
+        format!("{}\n", 2 * ROOT / 512),
+    )
+    .unwrap();
+    let agent = root.path("/edgeimg-agent");
+    std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let o = run(std::process::Command::new("/usr/bin/time")
+        .args(["-f", "MAXRSS_KB=%M", "unshare", "--map-root-user", "--root"])
+        .arg(root.prefix())
+        .args(["/edgeimg-agent", "update", "pull"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let rss_kb: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    eprintln!("pull of a {ROOT}-byte root image: peak RSS {rss_kb} KiB");
+    assert!(rss_kb < 32 * 1024, "peak RSS {rss_kb} KiB: {err}");
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert!(slot[..ROOT] == v2_root[..], "slot b is not the update's root");
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
+    no_payload_copy(&root, ROOT);
+}
