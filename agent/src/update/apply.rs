@@ -638,7 +638,7 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -688,7 +688,7 @@ mod tests {
     /// A UEFI device running slot A of generation `running` (fake disk,
     /// sysfs and ESP under a temporary root) and a signed update of
     /// generation `update` for it.
-    fn device(running: u64, update: u64) -> (tempfile::TempDir, Root, PathBuf) {
+    pub(crate) fn device(running: u64, update: u64) -> (tempfile::TempDir, Root, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path().join("root"));
         crate::grow::tests::fake_disk(&root);

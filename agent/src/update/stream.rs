@@ -639,3 +639,174 @@ impl Drop for Download<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::format::Header;
+    use edgeimg_contract::partition::Slot;
+
+    /// [`apply::tests::device`] as a Raspberry Pi (config.txt on the boot
+    /// partition, no loader) and a Pi update for it whose root image is
+    /// between boot payloads, so bytes after it go to `.rest` too.
+    fn pi() -> (tempfile::TempDir, crate::Root, Vec<u8>, Vec<u8>) {
+        let (d, root, _) = apply::tests::device(1, 2);
+        std::fs::remove_dir_all(root.path("/boot/efi/loader")).unwrap();
+        std::fs::write(root.path("/boot/efi/config.txt"), "[all]\n").unwrap();
+        let src = d.path().join("pi-src");
+        std::fs::create_dir_all(&src).unwrap();
+        let rootfs: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let files: [(&str, &[u8]); 4] = [
+            ("boot/config.txt", b"[all]\nkernel=vmlinuz\n"),
+            (ROOT, &rootfs),
+            ("boot/vmlinuz", b"PI KERNEL 2"),
+            ("boot/cmdline.txt", b"root=PARTUUID=x edgeimg.slot=a"),
+        ];
+        let mut payloads = vec![];
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            let p = src.join(format!("{i}"));
+            std::fs::write(&p, bytes).unwrap();
+            payloads.push((name.to_string(), p));
+        }
+        let refs: Vec<(String, &Path)> = payloads
+            .iter()
+            .map(|(n, p)| (n.clone(), p.as_path()))
+            .collect();
+        let mut file = vec![];
+        format::write(
+            &mut file,
+            Header {
+                name: "edge".into(),
+                board: "x86_64".into(),
+                arch: "amd64".into(),
+                build_id: "00pi".into(),
+                edgeimg_version: "0".into(),
+                kernel_version: "6.12".into(),
+                cmdline: "root=PARTUUID=x ro edgeimg.slot=a".into(),
+                created: 0,
+                key_id: String::new(),
+                generation: 2,
+                payloads: vec![],
+            },
+            &refs,
+            &ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        )
+        .unwrap();
+        (d, root, file, rootfs)
+    }
+
+    fn want(file: &[u8]) -> Want {
+        Want {
+            url: "http://updates.invalid/t.update".parse().unwrap(),
+            length: file.len() as u64,
+            sha256: Sha256::digest(file).to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_pi_update_streams_resumes_and_installs_with_tryboot() {
+        let (_d, root, file, rootfs) = pi();
+        let plan = apply::plan(&root, &apply::Options::default()).unwrap();
+        assert_eq!(plan.slot(), Slot::B);
+        let want = want(&file);
+        let dir = root.path("/var/lib/edgeimg/update/download");
+        // Up to a byte past the root image, in odd pieces, then "cut".
+        let cut = file.len() - 20;
+        {
+            let mut dl = Download::open(&plan, &want, "t", &dir).unwrap();
+            for piece in file[..cut].chunks(777) {
+                dl.write_all(piece).unwrap();
+            }
+            dl.checkpoint().unwrap();
+        }
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert_eq!(&dev[..rootfs.len()], &rootfs[..]);
+        assert!(!root.path("/boot/efi/tryboot.txt").exists());
+        // The rest of the file, not the root image, is on /var.
+        let (_, rest) = state_paths(&dir, &want);
+        let rest_len = std::fs::metadata(&rest).unwrap().len() as usize;
+        assert_eq!(rest_len, cut - rootfs.len());
+        // A fresh open (another process, after a reboot) continues there.
+        let mut dl = Download::open(&plan, &want, "t", &dir).unwrap();
+        assert_eq!(dl.done(), cut as u64);
+        dl.write_all(&file[cut..]).unwrap();
+        dl.finish().unwrap();
+        dl.install().unwrap();
+        let esp = root.path("/boot/efi");
+        assert!(
+            std::fs::read_to_string(esp.join("tryboot.txt"))
+                .unwrap()
+                .contains("os_prefix=b/")
+        );
+        assert_eq!(
+            std::fs::read(esp.join("b/vmlinuz")).unwrap(),
+            b"PI KERNEL 2"
+        );
+        assert!(
+            std::fs::read_to_string(esp.join("b/cmdline.txt"))
+                .unwrap()
+                .contains("root=PARTUUID=pu-3")
+        );
+        assert!(!rest.exists());
+    }
+
+    #[test]
+    fn a_changed_byte_after_the_root_image_fails_the_resumed_hash() {
+        let (_d, root, file, _) = pi();
+        let plan = apply::plan(&root, &apply::Options::default()).unwrap();
+        let want = want(&file);
+        let dir = root.path("/var/lib/edgeimg/update/download");
+        let cut = file.len() - 10;
+        {
+            let mut dl = Download::open(&plan, &want, "t", &dir).unwrap();
+            dl.write_all(&file[..cut]).unwrap();
+            dl.checkpoint().unwrap();
+        }
+        let (progress, rest) = state_paths(&dir, &want);
+        let mut r = std::fs::read(&rest).unwrap();
+        let n = r.len();
+        r[n - 3] ^= 1; // in the kernel, after the root image
+        std::fs::write(&rest, r).unwrap();
+        let mut dl = Download::open(&plan, &want, "t", &dir).unwrap();
+        assert_eq!(dl.done(), cut as u64);
+        dl.write_all(&file[cut..]).unwrap();
+        let e = dl.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("does not match the signed targets metadata"),
+            "{e}"
+        );
+        drop(dl);
+        assert!(!progress.exists() && !rest.exists());
+        assert!(!root.path("/boot/efi/tryboot.txt").exists());
+        assert!(!root.path("/boot/efi/b").exists());
+    }
+
+    #[test]
+    fn a_header_that_is_refused_writes_nothing() {
+        let (_d, root, mut file, _) = pi();
+        // The device runs a newer generation: the version floor.
+        std::fs::write(root.path(crate::update::GENERATION_PATH), "3\n").unwrap();
+        let plan = apply::plan(&root, &apply::Options::default()).unwrap();
+        let w = want(&file);
+        let dir = root.path("/var/lib/edgeimg/update/download");
+        let mut dl = Download::open(&plan, &w, "t", &dir).unwrap();
+        let e = dl.write_all(&file).unwrap_err().to_string();
+        assert!(e.contains("refusing to downgrade"), "{e}");
+        drop(dl);
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert!(dev.iter().all(|&b| b == 0));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // A length other than the signed one: refused by the header too.
+        std::fs::write(root.path(crate::update::GENERATION_PATH), "1\n").unwrap();
+        let plan = apply::plan(&root, &apply::Options::default()).unwrap();
+        file.push(0);
+        let mut w = want(&file);
+        w.length -= 2;
+        let mut dl = Download::open(&plan, &w, "t", &dir).unwrap();
+        let e = dl.write_all(&file).unwrap_err().to_string();
+        assert!(e.contains("the header describes"), "{e}");
+        drop(dl);
+        let dev = std::fs::read(root.path("/dev/vda3")).unwrap();
+        assert!(dev.iter().all(|&b| b == 0));
+    }
+}
