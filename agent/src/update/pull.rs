@@ -324,6 +324,11 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
     let want = offer.want(&c)?;
     let dir = root.path(DOWNLOAD_DIR);
     let mut dl = stream::Download::open(&plan, &want, &c.name, &dir)?;
+    // Only this target's download is kept: another one waiting for the
+    // window is gone.
+    if status.downloaded.as_ref() != Some(&c.name) || !dl.complete() {
+        status.downloaded = None;
+    }
     if !dl.complete() {
         if dl.done() == 0
             && let Some(d) = offer.deltas.first()
