@@ -288,8 +288,8 @@ impl<'a> Download<'a> {
     }
 
     /// Nothing stored: the next byte is the file's first. The slot keeps
-    /// what it has (nothing boots it) until the header of the next attempt
-    /// is accepted.
+    /// what it has (without a boot entry, if a header had been accepted)
+    /// until the next header is accepted.
     fn restart(&mut self) -> Result<()> {
         self.progress.done = 0;
         self.hash = Sha256::new();
