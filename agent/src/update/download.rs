@@ -54,7 +54,7 @@ pub(crate) fn open_at(url: &url::Url, offset: u64) -> Result<Source> {
             })
         }
         "http" => {
-            let mut req = tuf_client::http_agent().get(url.as_str());
+            let mut req = tuf_client::target_agent().get(url.as_str());
             if offset > 0 {
                 req = req.header("Range", format!("bytes={offset}-"));
             }
