@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 struct Server {
     url: String,
     cut: Arc<AtomicU64>,
+    /// Answer a Range request with the whole file (200), as some servers do.
+    ignore_range: Arc<std::sync::atomic::AtomicBool>,
     /// Every target requested, with the offset of its Range header.
     requests: Arc<Mutex<Vec<String>>>,
 }
@@ -29,7 +31,13 @@ fn serve(root: &Path) -> Server {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let cut = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let (root, c, reqs) = (root.to_path_buf(), cut.clone(), requests.clone());
+    let ignore_range = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (root, c, reqs, ign) = (
+        root.to_path_buf(),
+        cut.clone(),
+        requests.clone(),
+        ignore_range.clone(),
+    );
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -59,6 +67,10 @@ fn serve(root: &Path) -> Server {
                 );
                 continue;
             };
+            let asked = from;
+            if ign.load(Ordering::SeqCst) {
+                from = 0;
+            }
             let mut send = &body[(from as usize).min(body.len())..];
             let head = if from > 0 {
                 format!(
@@ -74,7 +86,7 @@ fn serve(root: &Path) -> Server {
                 )
             };
             if rel.contains("/targets/") {
-                reqs.lock().unwrap().push(format!("{rel} from {from}"));
+                reqs.lock().unwrap().push(format!("{rel} from {asked}"));
                 let n = c.swap(0, Ordering::SeqCst);
                 if n > 0 {
                     send = &send[..(n as usize).min(send.len())];
@@ -85,7 +97,12 @@ fn serve(root: &Path) -> Server {
                 .and_then(|_| conn.write_all(send));
         }
     });
-    Server { url, cut, requests }
+    Server {
+        url,
+        cut,
+        ignore_range,
+        requests,
+    }
 }
 
 struct Fleet {
@@ -248,10 +265,15 @@ fn device(f: &Fleet, generation: u64, url: &str) -> (tempfile::TempDir, Root) {
     (d, root)
 }
 
-/// Nothing reached slot B or the ESP, and no download is left behind.
+/// Nothing reached slot B or the ESP.
 fn untouched(root: &Root) {
     let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
     assert!(slot.iter().all(|&b| b == 0), "slot b was written");
+    unbootable(root);
+}
+
+/// Slot B may hold bytes, but nothing boots it: no entry, no kernel.
+fn unbootable(root: &Root) {
     let entries: Vec<_> = std::fs::read_dir(root.path("/boot/efi/loader/entries"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -260,19 +282,50 @@ fn untouched(root: &Root) {
     assert!(!root.path("/boot/efi/edgeimg/b").exists());
 }
 
-fn parts(root: &Root) -> Vec<(String, u64)> {
-    match std::fs::read_dir(root.path(pull::DOWNLOAD_DIR)) {
-        Err(_) => vec![],
-        Ok(d) => d
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    e.metadata().unwrap().len(),
-                )
-            })
-            .collect(),
+/// Every file under the update directory on the device's /var, with its size.
+fn stored(root: &Root) -> Vec<(String, u64)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(d) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in d {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push((e.path().display().to_string(), e.metadata().unwrap().len()));
+            }
+        }
     }
+    let mut out = vec![];
+    walk(&root.path("/var/lib/edgeimg/update"), &mut out);
+    out
+}
+
+/// The download's files only (not the status file).
+fn parts(root: &Root) -> Vec<(String, u64)> {
+    stored(root)
+        .into_iter()
+        .filter(|(p, _)| p.contains("/download/"))
+        .collect()
+}
+
+/// No copy of the payload on /var: every file there is far smaller than
+/// the root image (`root_len` bytes).
+fn no_payload_copy(root: &Root, root_len: usize) {
+    let s = stored(root);
+    assert!(
+        s.iter().all(|(_, n)| *n < (root_len / 10) as u64),
+        "a file on /var near the payload's size: {s:?}"
+    );
+}
+
+fn the_progress(root: &Root) -> serde_json::Value {
+    let p = parts(root)
+        .into_iter()
+        .find(|(p, _)| p.ends_with(".progress"))
+        .unwrap_or_else(|| panic!("no progress record: {:?}", stored(root)));
+    serde_json::from_slice(&std::fs::read(p.0).unwrap()).unwrap()
 }
 
 #[test]
@@ -284,16 +337,27 @@ fn pull_resumes_a_cut_download_and_installs_the_newest_update() {
     let s = serve(&f.repo);
     let (_d, root) = device(&f, 1, &s.url);
 
-    // The first download is cut after 100 000 bytes: refused, the part kept.
+    // The first download is cut after 100 000 bytes: its root image bytes
+    // are in slot B (which nothing boots), a small record says how many.
     s.cut.store(100_000, Ordering::SeqCst);
     let e = pull::run(&root, Mode::Pull, &Default::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("resumes there"), "{e}");
-    untouched(&root);
-    let p = parts(&root);
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert_eq!(p[0].1, 100_000);
+    unbootable(&root);
+    no_payload_copy(&root, v2_root.len());
+    assert_eq!(the_progress(&root)["done"], 100_000);
+    // The header and signature are kept beside the record; the root
+    // image's bytes went straight into the slot.
+    let header = parts(&root)
+        .into_iter()
+        .find(|(p, _)| p.ends_with(".rest"))
+        .unwrap()
+        .1 as usize;
+    assert!(header > 80 && header < 2000, "{header}");
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..100_000 - header], &v2_root[..100_000 - header]);
+    assert!(slot[100_000 - header..].iter().all(|&b| b == 0));
     let st = Status::load(&root).unwrap();
     assert_eq!(st.last_error.as_deref(), Some(e.as_str()));
     assert_eq!(
@@ -323,7 +387,7 @@ fn pull_resumes_a_cut_download_and_installs_the_newest_update() {
     );
     assert!(
         parts(&root).is_empty(),
-        "the download is removed once installed"
+        "the download's state is removed once installed"
     );
     let st = Status::load(&root).unwrap();
     assert_eq!(st.last_error, None);
@@ -478,20 +542,59 @@ fn outside_the_window_a_pull_downloads_and_installs_later() {
         reboot: false,
     };
     pull::run(&root, Mode::Pull, &closed).unwrap();
-    untouched(&root);
+    // Downloaded into slot B and verified, but not installed: no entry.
+    unbootable(&root);
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    no_payload_copy(&root, v2_root.len());
     let st = Status::load(&root).unwrap();
     assert_eq!(
         st.downloaded.as_deref(),
         Some("t-x86_64-2-0000000000000002.update")
     );
-    assert_eq!(parts(&root).len(), 1);
+    assert_eq!(st.pending, None);
+    assert!(st.last_error.is_none());
+    // Still outside: nothing fetched again, nothing installed.
+    pull::run(&root, Mode::Pull, &closed).unwrap();
+    unbootable(&root);
+    assert_eq!(s.requests.lock().unwrap().len(), 1);
     // In the window (here: none), the downloaded file installs without
     // being fetched again.
     pull::run(&root, Mode::Pull, &Default::default()).unwrap();
     let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
     assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
     assert_eq!(s.requests.lock().unwrap().len(), 1);
-    assert_eq!(Status::load(&root).unwrap().downloaded, None);
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
+    let st = Status::load(&root).unwrap();
+    assert_eq!(st.downloaded, None);
+    assert_eq!(st.pending.unwrap().slot, "b");
+    assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+
+    // A slot changed between the download and the window is read back
+    // before the install: refused, no entry, and the next pull fetches the
+    // update again.
+    let (_d, root) = device(&f, 1, &s.url);
+    s.requests.lock().unwrap().clear();
+    pull::run(&root, Mode::Pull, &closed).unwrap();
+    let dev = root.path("/dev/vda3");
+    let mut slot = std::fs::read(&dev).unwrap();
+    slot[1234] ^= 1;
+    std::fs::write(&dev, &slot).unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("payload root.erofs is corrupt"), "{e}");
+    unbootable(&root);
+    let st = Status::load(&root).unwrap();
+    assert_eq!((st.pending, st.downloaded), (None, None));
+    assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    let slot = std::fs::read(&dev).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    assert_eq!(s.requests.lock().unwrap().len(), 2);
 }
 
 /// Copies `dir` to `to` (files and directories only).
@@ -564,7 +667,7 @@ fn the_static_agents_verify_the_repository() {
 }
 
 #[test]
-fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_nothing_written() {
+fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_never_booted() {
     let f = fleet();
     f.publish(2, &noise(60_000, 2));
     let s = serve(&f.repo);
@@ -575,6 +678,21 @@ fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_nothing_w
         .find(|p| p.to_string_lossy().ends_with(".update"))
         .unwrap();
     let good = std::fs::read(&target).unwrap();
+
+    // Longer than signed: the server says so before any byte is written.
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"more");
+    std::fs::write(&target, &longer).unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the signed length"), "{e}");
+    untouched(&root);
+    assert!(parts(&root).is_empty());
+
+    // A changed payload byte: the signed header is intact, so its root
+    // image went into slot B, but the whole file's SHA-256 is not the
+    // signed one: no boot entry, nothing to resume.
     let mut flipped = good.clone();
     flipped[40_000] ^= 1;
     std::fs::write(&target, &flipped).unwrap();
@@ -585,17 +703,113 @@ fn a_target_that_differs_from_its_signed_hash_or_length_is_refused_and_nothing_w
         e.contains("does not match the signed targets metadata"),
         "{e}"
     );
-    untouched(&root);
-    assert!(parts(&root).is_empty(), "the bad download is removed");
+    unbootable(&root);
+    assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+    assert_eq!(Status::load(&root).unwrap().pending, None);
+}
 
-    let mut longer = good.clone();
-    longer.extend_from_slice(b"more");
-    std::fs::write(&target, &longer).unwrap();
+/// Another key's update, a valid repository: refused by its signed header
+/// before a byte reaches the slot, and nothing is kept.
+#[test]
+fn an_update_the_image_does_not_trust_writes_nothing() {
+    let f = fleet();
+    f.publish(2, &noise(60_000, 2));
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    let (_, other_pub) = updates::keygen(&f.dir, "other");
+    std::fs::write(
+        root.path(edgeimg_contract::update::TRUSTED_KEY_PATH),
+        std::fs::read(other_pub).unwrap(),
+    )
+    .unwrap();
     let e = pull::run(&root, Mode::Pull, &Default::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("more than the signed length"), "{e}");
+    assert!(e.contains("bad signature"), "{e}");
     untouched(&root);
+    assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+}
+
+/// The bytes already in the slot are read back and hashed again when a
+/// download continues: one changed between the cut and the resume makes
+/// the whole file's SHA-256 fail, nothing boots it, and the next pull
+/// starts over and installs.
+#[test]
+fn a_resume_hashes_the_slots_bytes_again() {
+    let f = fleet();
+    let v2_root = noise(300_000, 2);
+    f.publish(2, &v2_root);
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    s.cut.store(100_000, Ordering::SeqCst);
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap_err();
+    let dev = root.path("/dev/vda3");
+    let mut slot = std::fs::read(&dev).unwrap();
+    slot[50_000] ^= 0x80;
+    std::fs::write(&dev, &slot).unwrap();
+    // A reboot in between: a new boot, the same record.
+    std::fs::write(root.path("/proc/sys/kernel/random/boot_id"), "boot-2\n").unwrap();
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not match the signed targets metadata"),
+        "{e}"
+    );
+    unbootable(&root);
+    assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+    let st = Status::load(&root).unwrap();
+    assert_eq!(st.pending, None);
+    assert_eq!(st.last_error.as_deref(), Some(e.as_str()));
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    let reqs = s.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(
+        reqs[0].ends_with("from 0")
+            && reqs[1].ends_with("from 100000")
+            && reqs[2].ends_with("from 0"),
+        "{reqs:?}"
+    );
+    let slot = std::fs::read(&dev).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
+}
+
+/// Cut twice, then a server that ignores Range: each pull continues where
+/// the last stopped, and the whole file sent again is taken from the start.
+#[test]
+fn a_download_cut_twice_continues_and_a_server_ignoring_range_starts_over() {
+    let f = fleet();
+    let v2_root = noise(300_000, 2);
+    f.publish(2, &v2_root);
+    let s = serve(&f.repo);
+    let (_d, root) = device(&f, 1, &s.url);
+    s.cut.store(100_000, Ordering::SeqCst);
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap_err();
+    s.cut.store(50_000, Ordering::SeqCst);
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at byte 150000 of"), "{e}");
+    assert_eq!(the_progress(&root)["done"], 150_000);
+    no_payload_copy(&root, v2_root.len());
+    s.ignore_range.store(true, Ordering::SeqCst);
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    let reqs = s.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(
+        reqs[1].ends_with("from 100000") && reqs[2].ends_with("from 150000"),
+        "{reqs:?}"
+    );
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
     assert!(parts(&root).is_empty());
 }
 
@@ -641,6 +855,7 @@ fn a_delta_from_the_running_release_is_preferred_and_a_wrong_base_falls_back_to_
                 .exists()
         );
         assert!(parts(&root).is_empty(), "{:?}", parts(&root));
+        no_payload_copy(&root, v2_root.len());
         let reqs = s.requests.lock().unwrap().clone();
         let delta = reqs.iter().filter(|r| r.contains(".delta-from-")).count();
         let full = reqs.iter().filter(|r| r.contains(".update from")).count();
@@ -652,6 +867,58 @@ fn a_delta_from_the_running_release_is_preferred_and_a_wrong_base_falls_back_to_
                 (1, 1),
                 "the delta, then the full update: {reqs:?}"
             );
+            // The delta's chunks before the one that did not match are the
+            // update's first bytes: the full download continues after them.
+            let from: u64 = reqs
+                .iter()
+                .find(|r| r.contains(".update from"))
+                .and_then(|r| r.rsplit(' ').next()?.parse().ok())
+                .unwrap();
+            assert!(from > 0, "{reqs:?}");
         }
     }
+}
+
+/// The static agent pulls a 64 MiB root image into the slot in a few MiB
+/// of memory (its peak RSS measured by `time`): the payload is streamed,
+/// never held, and nothing near its size lands on /var.
+#[test]
+fn the_static_agent_streams_a_large_update_in_bounded_memory() {
+    const ROOT: usize = 64 << 20;
+    let f = fleet();
+    let v2_root = noise(ROOT, 2);
+    f.publish(2, &v2_root);
+    let (_d, root) = device(&f, 1, "/repo");
+    copy_tree(&f.repo, &root.path("/repo"));
+    let slot = std::fs::File::create(root.path("/dev/vda3")).unwrap();
+    slot.set_len(2 * ROOT as u64).unwrap();
+    std::fs::write(
+        root.path("/sys/class/block/vda3/size"),
+        format!("{}\n", 2 * ROOT / 512),
+    )
+    .unwrap();
+    let agent = root.path("/edgeimg-agent");
+    std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let o = run(std::process::Command::new("/usr/bin/time")
+        .args(["-f", "MAXRSS_KB=%M", "unshare", "--map-root-user", "--root"])
+        .arg(root.prefix())
+        .args(["/edgeimg-agent", "update", "pull"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let rss_kb: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    eprintln!("pull of a {ROOT}-byte root image: peak RSS {rss_kb} KiB");
+    assert!(rss_kb < 32 * 1024, "peak RSS {rss_kb} KiB: {err}");
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert!(slot[..ROOT] == v2_root[..], "slot b is not the update's root");
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
+    no_payload_copy(&root, ROOT);
 }

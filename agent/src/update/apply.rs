@@ -30,13 +30,21 @@
 //! entry is tried first while it has tries left; once they are used up the
 //! previous entry boots again by itself. A good boot drops the `+N`
 //! suffix ([`crate::update::health`]); the new slot then stays first.
+//!
+//! `update pull` ([`crate::update::stream`]) takes the same steps from the
+//! same [`Plan`], with the update as it arrives instead of a file: the
+//! signed header is verified and [`Plan::check`]ed before step 2, the root
+//! image is written to the slot as it is downloaded (step 3), and the whole
+//! update (its signed SHA-256 from the repository, then every payload's
+//! hash, the root image read back from the slot) is checked before
+//! [`Plan::install_boot`] takes steps 4 and 5.
 
 use crate::config;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::grow;
 use crate::root::Root;
-use crate::update::format::{self, Expect, Header, INITRD, ROOT, VMLINUZ};
+use crate::update::format::{self, Expect, Header, INITRD, ROOT, VMLINUZ, Verified};
 use crate::update::payload::{copy_payload, write_boot_file};
 use crate::update::{DEFAULT_TRIES, TRUSTED_KEY_PATH, efivar, health, keys};
 use edgeimg_contract::cmdline as kcmd;
@@ -341,7 +349,33 @@ fn remove_slot_entries(
     Ok(number)
 }
 
-pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
+/// This device as `update apply` sees it before it looks at an update: the
+/// trusted key, the running and the target slot, the boot partition. Made
+/// by [`plan`], which refuses during an unconfirmed trial boot.
+pub struct Plan {
+    tries: u32,
+    allow_downgrade: bool,
+    board: String,
+    arch: String,
+    key: ed25519_dalek::VerifyingKey,
+    cmdline: String,
+    esp: PathBuf,
+    pi: bool,
+    running: u64,
+    target: Target,
+}
+
+/// What goes into the boot files for one update, checked before anything
+/// is touched ([`Plan::check`]).
+pub struct Checked {
+    signed: bool,
+    cmdline: String,
+    entry: String,
+}
+
+/// The checks that need no update: `--tries`, a trusted key, the running
+/// slot, the boot partition, no unconfirmed trial boot, the target slot.
+pub fn plan(root: &Root, opts: &Options) -> Result<Plan> {
     let tries = opts.tries;
     if !(1..=9).contains(&tries) {
         crate::bail!("--tries {tries}: must be 1 to 9");
@@ -357,7 +391,6 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
     let cmdline = fsutil::read(&root.path("/proc/cmdline"))?;
     let current = running_slot(&cmdline)?;
     let (esp, pi) = boot_partition(root, &image)?;
-    let entries = esp.join("loader/entries");
     if let Some(entry) = unconfirmed_trial(root, &esp, pi)? {
         crate::bail!(
             "slot {current} is on a trial boot ({entry}) that the health check has not confirmed: slot {} is the only known-good one and an update would overwrite it; let edgeimg-update-health.service confirm this boot (or reboot to fall back), then apply",
@@ -365,148 +398,247 @@ pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
         );
     }
     let running = crate::update::running_generation(root)?;
-    crate::log(format!("update: verifying {}", file.display()));
-    let v = format::verify_file(
-        file,
-        &key,
-        &Expect {
-            board: Some(&image.board),
-            arch: Some(&image.arch),
-        },
-    )?;
-    let h = &v.header;
-    check_generation(running, h.generation, opts.allow_downgrade)?;
-    if h.generation < running {
+    let target = find_target(root, current)?;
+    Ok(Plan {
+        tries,
+        allow_downgrade: opts.allow_downgrade,
+        board: image.board,
+        arch: image.arch,
+        key,
+        cmdline,
+        esp,
+        pi,
+        running,
+        target,
+    })
+}
+
+impl Plan {
+    pub fn key(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.key
+    }
+
+    /// This device's board and architecture, which an update must name.
+    pub fn expect(&self) -> Expect<'_> {
+        Expect {
+            board: Some(&self.board),
+            arch: Some(&self.arch),
+        }
+    }
+
+    /// The slot an update goes into.
+    pub fn slot(&self) -> Slot {
+        self.target.slot
+    }
+
+    /// The target slot's partition.
+    pub fn device(&self) -> &Path {
+        &self.target.device
+    }
+
+    /// The target slot's PARTUUID.
+    pub fn partuuid(&self) -> &str {
+        &self.target.partuuid
+    }
+
+    /// Everything about a verified header that decides whether it may be
+    /// installed here: the version floor, the root image fitting the slot,
+    /// the signed kernel images, the boot entry's text. Writes nothing.
+    pub fn check(&self, h: &Header) -> Result<Checked> {
+        check_generation(self.running, h.generation, self.allow_downgrade)?;
+        let rootp = h.payload(ROOT)?;
+        if rootp.size > self.target.size {
+            crate::bail!(
+                "the new root ({} bytes) does not fit slot {} ({} bytes)",
+                rootp.size,
+                self.target.slot,
+                self.target.size
+            );
+        }
+        let uki_dir = self.esp.join(boot_files::UKI_DIR);
+        let signed = !self.pi && signed_kernel(h, &uki_dir, self.target.slot, &self.cmdline)?;
+        let cmdline = device_cmdline(
+            &h.cmdline,
+            &self.cmdline,
+            self.target.slot,
+            &self.target.partuuid,
+        );
+        let entry = boot_entry(h, self.target.slot, &cmdline)?;
+        Ok(Checked {
+            signed,
+            cmdline,
+            entry,
+        })
+    }
+
+    /// The log line of a header that passed [`Plan::check`].
+    pub fn log_verified(&self, h: &Header) {
+        if h.generation < self.running {
+            crate::log(format!(
+                "update: installing generation {} over generation {}: downgrade allowed by --allow-downgrade",
+                h.generation, self.running
+            ));
+        }
         crate::log(format!(
-            "update: installing generation {} over generation {running}: downgrade allowed by --allow-downgrade",
-            h.generation
+            "update: {} build {} generation {} verified (key {}); installing into slot {} ({})",
+            h.name,
+            h.build_id,
+            h.generation,
+            h.key_id,
+            self.target.slot,
+            self.target.device.display()
         ));
     }
-    let t = find_target(root, current)?;
-    let rootp = h.payload(ROOT)?;
-    if rootp.size > t.size {
-        crate::bail!(
-            "the new root ({} bytes) does not fit slot {} ({} bytes)",
-            rootp.size,
-            t.slot,
-            t.size
-        );
-    }
-    crate::log(format!(
-        "update: {} build {} generation {} verified (key {}); installing into slot {} ({})",
-        h.name,
-        h.build_id,
-        h.generation,
-        h.key_id,
-        t.slot,
-        t.device.display()
-    ));
 
-    // What goes into the boot files, checked before anything is touched.
-    let uki_dir = esp.join(boot_files::UKI_DIR);
-    let signed = !pi && signed_kernel(h, &uki_dir, t.slot, &cmdline)?;
-    let new_cmdline = device_cmdline(&h.cmdline, &cmdline, t.slot, &t.partuuid);
-    let entry = boot_entry(h, t.slot, &new_cmdline)?;
-
-    // 2. Nothing may boot the slot while it is being overwritten.
-    let mut number = 0;
-    if pi {
-        crate::update::rpi::forget_trial(&esp)?;
-    } else {
-        number = remove_slot_entries(&entries, parse_entry, t.slot)?.max(remove_slot_entries(
-            &uki_dir,
-            boot_files::parse_uki,
-            t.slot,
-        )?);
+    /// Step 2: nothing may boot the target slot while it is overwritten.
+    /// Returns the highest entry number left on the boot partition.
+    /// Idempotent.
+    pub fn unboot_target(&self) -> Result<u64> {
+        if self.pi {
+            crate::update::rpi::forget_trial(&self.esp)?;
+            return Ok(0);
+        }
+        let entries = self.esp.join("loader/entries");
+        let uki_dir = self.esp.join(boot_files::UKI_DIR);
+        Ok(
+            remove_slot_entries(&entries, parse_entry, self.target.slot)?.max(remove_slot_entries(
+                &uki_dir,
+                boot_files::parse_uki,
+                self.target.slot,
+            )?),
+        )
     }
 
-    // 3. The root image.
-    crate::log(format!(
-        "update: writing slot {} ({} bytes)",
-        t.slot, rootp.size
-    ));
-    let mut f = File::open(file).with_context(|| file.display().to_string())?;
-    let mut dev = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&t.device)
-        .with_context(|| t.device.display().to_string())?;
-    copy_payload(&mut f, &v, ROOT, &mut dev).with_context(|| t.device.display().to_string())?;
-    dev.sync_all()
-        .with_context(|| t.device.display().to_string())?;
-    // Read back what the medium holds, not what the page cache remembers.
+    /// The "writing slot" log line, just before the first byte goes there.
+    pub fn log_writing(&self, size: u64) {
+        crate::log(format!(
+            "update: writing slot {} ({size} bytes)",
+            self.target.slot
+        ));
+    }
+
+    /// Opens the target slot's partition for writing and reading back.
+    pub fn open_device(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.target.device)
+            .with_context(|| self.target.device.display().to_string())
+    }
+
+    /// Steps 4 and 5 (or the Pi's boot files and tryboot.txt): once the
+    /// root image is in the slot and `f` (the update, verified as `v`)
+    /// has been checked whole. Every boot file is hashed again as it is
+    /// copied.
+    pub fn install_boot(
+        &self,
+        f: &mut (impl Read + Seek),
+        v: &Verified,
+        checked: &Checked,
+    ) -> Result<()> {
+        let h = &v.header;
+        let (esp, slot, tries) = (&self.esp, self.target.slot, self.tries);
+        let number = self.unboot_target()?;
+        if self.pi {
+            crate::update::rpi::install(f, v, esp, slot, &checked.cmdline)?;
+            crate::log(format!(
+                "update: slot {slot} installed with tryboot.txt; reboot with `systemctl reboot '0 tryboot'` to try it once"
+            ));
+            println!("edgeimg: update {} installed in slot {slot}", h.build_id);
+            return Ok(());
+        }
+
+        // 4. Kernel and initrd (a signed UKI holds both).
+        if !checked.signed {
+            write_boot_file(f, v, VMLINUZ, &esp.join(boot_files::kernel(slot)))?;
+            write_boot_file(f, v, INITRD, &esp.join(boot_files::initrd(slot)))?;
+        }
+
+        // 5. loader.conf, then the new entry (or the slot's signed UKI, which is
+        // an entry of its own), last.
+        let lc = esp.join("loader/loader.conf");
+        let old = fsutil::read(&lc)?;
+        let new = loader_conf(&old);
+        if new != old {
+            fsutil::write_atomic_fat(&lc, new.as_bytes())?;
+        }
+        let id = if checked.signed {
+            let name = boot_files::uki_name(number + 1, slot);
+            let id = name.trim_end_matches(".efi").to_string();
+            let path = esp
+                .join(boot_files::UKI_DIR)
+                .join(format!("{id}+{tries}.efi"));
+            write_boot_file(f, v, &format::uki(slot), &path)?;
+            id
+        } else {
+            let name = boot_files::entry_name(number + 1, slot);
+            let id = name.trim_end_matches(".conf").to_string();
+            let path = esp
+                .join("loader/entries")
+                .join(format!("{id}+{tries}.conf"));
+            fsutil::write_atomic_fat(&path, checked.entry.as_bytes())?;
+            id
+        };
+        crate::log(format!(
+            "update: slot {slot} installed as boot entry {id} with {tries} tries; reboot to try it"
+        ));
+        println!("edgeimg: update {} installed in slot {slot}", h.build_id);
+        Ok(())
+    }
+}
+
+/// Drops the page cache of `f`, so what is read next comes from the medium.
+pub fn drop_cache(f: &File) {
+    // SAFETY: fadvise on a descriptor the caller owns; only a hint.
     unsafe {
         libc::posix_fadvise(
-            std::os::unix::io::AsRawFd::as_raw_fd(&dev),
+            std::os::unix::io::AsRawFd::as_raw_fd(f),
             0,
             0,
             libc::POSIX_FADV_DONTNEED,
         );
     }
+}
+
+pub fn run(root: &Root, file: &Path, opts: &Options) -> Result<()> {
+    let p = plan(root, opts)?;
+    crate::log(format!("update: verifying {}", file.display()));
+    let v = format::verify_file(file, p.key(), &p.expect())?;
+    let h = &v.header;
+    let checked = p.check(h)?;
+    p.log_verified(h);
+
+    // 2. Nothing may boot the slot while it is being overwritten.
+    p.unboot_target()?;
+
+    // 3. The root image.
+    let rootp = h.payload(ROOT)?;
+    p.log_writing(rootp.size);
+    let device = p.device().display().to_string();
+    let mut f = File::open(file).with_context(|| file.display().to_string())?;
+    let mut dev = p.open_device()?;
+    copy_payload(&mut f, &v, ROOT, &mut dev).with_context(|| device.clone())?;
+    dev.sync_all().with_context(|| device.clone())?;
+    // Read back what the medium holds, not what the page cache remembers.
+    drop_cache(&dev);
     dev.seek(SeekFrom::Start(0)).context("seek")?;
     let back = format::sha256_of(&mut (&mut dev).take(rootp.size), rootp.size, |_| Ok(()))
-        .with_context(|| format!("reading back {}", t.device.display()))?;
+        .with_context(|| format!("reading back {device}"))?;
     if back != rootp.sha256 {
         crate::bail!(
             "slot {} reads back SHA-256 {back}, expected {}: the medium is failing",
-            t.slot,
+            p.slot(),
             rootp.sha256
         );
     }
     drop(dev);
-    if pi {
-        crate::update::rpi::install(&mut f, &v, &esp, t.slot, &new_cmdline)?;
-        crate::log(format!(
-            "update: slot {} installed with tryboot.txt; reboot with `systemctl reboot '0 tryboot'` to try it once",
-            t.slot
-        ));
-        println!(
-            "edgeimg: update {} installed in slot {}",
-            h.build_id, t.slot
-        );
-        return Ok(());
-    }
 
-    // 4. Kernel and initrd (a signed UKI holds both).
-    if !signed {
-        write_boot_file(&mut f, &v, VMLINUZ, &esp.join(boot_files::kernel(t.slot)))?;
-        write_boot_file(&mut f, &v, INITRD, &esp.join(boot_files::initrd(t.slot)))?;
-    }
-
-    // 5. loader.conf, then the new entry (or the slot's signed UKI, which is
-    // an entry of its own), last.
-    let lc = esp.join("loader/loader.conf");
-    let old = fsutil::read(&lc)?;
-    let new = loader_conf(&old);
-    if new != old {
-        fsutil::write_atomic_fat(&lc, new.as_bytes())?;
-    }
-    let id = if signed {
-        let name = boot_files::uki_name(number + 1, t.slot);
-        let id = name.trim_end_matches(".efi").to_string();
-        let path = uki_dir.join(format!("{id}+{tries}.efi"));
-        write_boot_file(&mut f, &v, &format::uki(t.slot), &path)?;
-        id
-    } else {
-        let name = boot_files::entry_name(number + 1, t.slot);
-        let id = name.trim_end_matches(".conf").to_string();
-        let path = entries.join(format!("{id}+{tries}.conf"));
-        fsutil::write_atomic_fat(&path, entry.as_bytes())?;
-        id
-    };
-    crate::log(format!(
-        "update: slot {} installed as boot entry {id} with {tries} tries; reboot to try it",
-        t.slot
-    ));
-    println!(
-        "edgeimg: update {} installed in slot {}",
-        h.build_id, t.slot
-    );
-    Ok(())
+    // 4 and 5.
+    p.install_boot(&mut f, &v, &checked)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -556,7 +688,7 @@ mod tests {
     /// A UEFI device running slot A of generation `running` (fake disk,
     /// sysfs and ESP under a temporary root) and a signed update of
     /// generation `update` for it.
-    fn device(running: u64, update: u64) -> (tempfile::TempDir, Root, PathBuf) {
+    pub(crate) fn device(running: u64, update: u64) -> (tempfile::TempDir, Root, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path().join("root"));
         crate::grow::tests::fake_disk(&root);

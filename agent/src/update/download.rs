@@ -1,5 +1,6 @@
-//! Downloading one update target with resume: the bytes so far stay in a
-//! `.part` file named by the target's signed SHA-256, so an interrupted
+//! Downloading one update target with resume into a file (a delta: the
+//! full update goes into the slot, [`crate::update::stream`]): the bytes
+//! so far stay in a `.part` file named by the target's signed SHA-256, so an interrupted
 //! download (a cut connection, a reboot) continues where it stopped with an
 //! HTTP Range request, and a different target never continues another's
 //! bytes. Nothing beyond the signed length is accepted, and the whole file
@@ -25,31 +26,66 @@ pub fn part_path(dir: &Path, want: &Want) -> PathBuf {
     dir.join(format!("{}.part", crate::hex::hex(&want.sha256)))
 }
 
-/// A source positioned at `offset`, and whether it honoured the offset
-/// (a server that ignores Range sends the whole file again).
-fn open_at(url: &url::Url, offset: u64) -> Result<(Box<dyn Read>, bool)> {
+/// A target's bytes from some offset on.
+pub(crate) struct Source {
+    pub reader: Box<dyn Read>,
+    /// Whether it starts at the offset asked for (a server that ignores
+    /// Range sends the whole file again, from byte 0).
+    pub resumed: bool,
+    /// How many bytes it says it sends, when it says so (Content-Length).
+    pub length: Option<u64>,
+}
+
+/// A source of `url` positioned at `offset`.
+pub(crate) fn open_at(url: &url::Url, offset: u64) -> Result<Source> {
     match url.scheme() {
         "file" => {
             let p = url
                 .to_file_path()
                 .map_err(|_| Error::msg(format!("{url} is not a local path")))?;
             let mut f = File::open(&p).with_context(|| p.display().to_string())?;
+            let len = f.metadata().with_context(|| p.display().to_string())?.len();
             f.seek(SeekFrom::Start(offset))
                 .with_context(|| p.display().to_string())?;
-            Ok((Box::new(f), true))
+            Ok(Source {
+                reader: Box::new(f),
+                resumed: true,
+                length: Some(len.saturating_sub(offset)),
+            })
         }
         "http" => {
-            let mut req = tuf_client::http_agent().get(url.as_str());
+            let mut req = tuf_client::target_agent().get(url.as_str());
             if offset > 0 {
                 req = req.header("Range", format!("bytes={offset}-"));
             }
             let resp = req.call().map_err(|e| Error::msg(format!("{url}: {e}")))?;
+            let header = |k: &str| {
+                resp.headers()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
             let resumed = match resp.status().as_u16() {
-                206 if offset > 0 => true,
+                206 if offset > 0 => {
+                    // The part sent must start where it was asked to.
+                    if let Some(r) = header("content-range")
+                        && !r.trim().starts_with(&format!("bytes {offset}-"))
+                    {
+                        crate::bail!(
+                            "{url}: asked for the bytes from {offset}, the server sent {r:?}"
+                        );
+                    }
+                    true
+                }
                 200 => false,
                 s => crate::bail!("{url}: HTTP status {s}"),
             };
-            Ok((Box::new(resp.into_body().into_reader()), resumed))
+            let length = header("content-length").and_then(|v| v.trim().parse().ok());
+            Ok(Source {
+                reader: Box::new(resp.into_body().into_reader()),
+                resumed,
+                length,
+            })
         }
         s => crate::bail!("{url}: the scheme {s} is not supported (http:// or a path)"),
     }
@@ -97,7 +133,11 @@ pub fn fetch(want: &Want, dir: &Path) -> Result<PathBuf> {
         ));
     }
     if have < want.length {
-        let (src, resumed) = open_at(&want.url, have)?;
+        let Source {
+            reader: src,
+            resumed,
+            ..
+        } = open_at(&want.url, have)?;
         if !resumed && have > 0 {
             crate::log(format!(
                 "update: {} ignored the range request: downloading from the start",

@@ -15,6 +15,7 @@ pub mod payload;
 pub mod pull;
 pub mod rpi;
 pub mod state;
+pub mod stream;
 pub mod tuf_client;
 
 // The file format and keys are the builder's too: they live in the contract.

@@ -1,18 +1,19 @@
 //! Moving a verified update's payloads to where they go: a slot device, or
 //! a file on the boot partition. Each copy re-hashes what it reads, so a file
-//! changed after verification is never installed.
+//! changed after verification is never installed. The source is the update
+//! file, or (a pulled update) the update as it was streamed: its root image
+//! in the slot, everything else in a small file on the data partition.
 
 use crate::error::{Context, Result};
 use crate::fsutil;
 use crate::update::format::{self, Verified};
-use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// Copies payload `name` from `f` to `out`, re-hashing on the way (the file
 /// could change after verification), and returns nothing but errors.
 pub(crate) fn copy_payload(
-    f: &mut File,
+    f: &mut (impl Read + Seek),
     v: &Verified,
     name: &str,
     out: &mut impl Write,
@@ -29,7 +30,12 @@ pub(crate) fn copy_payload(
 /// Writes payload `name` to `dest` on the boot partition: a temporary file
 /// beside it, synced, then renamed over it (FAT renames are atomic enough
 /// that a power cut leaves the old or the new file, never half of one).
-pub(crate) fn write_boot_file(f: &mut File, v: &Verified, name: &str, dest: &Path) -> Result<()> {
+pub(crate) fn write_boot_file(
+    f: &mut (impl Read + Seek),
+    v: &Verified,
+    name: &str,
+    dest: &Path,
+) -> Result<()> {
     let dir = dest.parent().expect("has a parent");
     fsutil::mkdir_p(dir)?;
     let tmp = dir.join(format!(

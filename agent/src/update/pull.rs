@@ -1,21 +1,26 @@
 //! `edgeimg-agent update check` and `update pull`: the device asks its
 //! update repository (TUF, verified by [`tuf_client`]) for the newest full
 //! update of its board and architecture above the generation it runs,
-//! downloads it with resume ([`download`]), and installs it with
-//! `update apply` (which verifies the signed update file again and keeps
-//! the version floor). A release whose trial boot failed is recorded in the
+//! downloads it with resume straight into the inactive slot ([`stream`]:
+//! its signed header checked as `update apply` checks it before anything
+//! is written), or rebuilds it there from a delta and the running slot,
+//! and installs it with `update apply`'s steps once the whole file is
+//! verified. A release whose trial boot failed is recorded in the
 //! status ([`state`]) and not offered again.
 
 use crate::config;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::root::Root;
 use crate::update::state::{Pending, Status};
 use crate::update::window::Window;
-use crate::update::{apply, download, state, tuf_client};
+use crate::update::{apply, download, state, stream, tuf_client};
 use edgeimg_contract::update::{REPOSITORY_PATH, TRUSTED_ROOT_PATH};
+use std::fs::File;
 use std::path::Path;
 
-/// Where a download in progress is kept (the data partition).
+/// Where a download's small state is kept (the data partition): the
+/// progress record and the update minus its root image (which goes to the
+/// slot), and a delta being downloaded.
 pub const DOWNLOAD_DIR: &str = "/var/lib/edgeimg/update/download";
 
 /// The repository this node uses: node.toml's `[update] repository`, else
@@ -310,24 +315,41 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
         ));
         return Ok(());
     }
+    // This device's checks that need no update (an unconfirmed trial boot
+    // is refused here, before anything is fetched), then the download into
+    // the inactive slot: its signed header is checked before a byte is
+    // written, and a download of the same target into the same slot that
+    // was cut is continued.
+    let plan = apply::plan(root, &apply::Options::default())?;
     let want = offer.want(&c)?;
     let dir = root.path(DOWNLOAD_DIR);
-    crate::log(format!("update: downloading {}", want.url));
-    let complete = download::part_path(&dir, &want)
-        .metadata()
-        .is_ok_and(|m| m.len() == want.length);
-    if !complete && let Some(d) = offer.deltas.first() {
-        // A delta is worth trying: a base that is not the running slot is
-        // found by its checks before anything is written, and the full
-        // update is taken instead.
-        if let Err(e) = via_delta(root, &offer, d, &want, &dir) {
-            crate::log(format!(
-                "update: the delta {} does not apply ({e}): taking the full update",
-                d.name
-            ));
+    let mut dl = stream::Download::open(&plan, &want, &c.name, &dir)?;
+    // Only this target's download is kept: another one waiting for the
+    // window is gone.
+    if status.downloaded.as_ref() != Some(&c.name) || !dl.complete() {
+        status.downloaded = None;
+    }
+    if !dl.complete() {
+        if dl.done() == 0
+            && let Some(d) = offer.deltas.first()
+        {
+            // A delta is worth trying: a base that is not the running slot
+            // is found by its checks, chunk by chunk, before a chunk is
+            // written; what was written is the full update's first bytes,
+            // and its download continues from there.
+            if let Err(e) = via_delta(root, &offer, d, &mut dl) {
+                crate::log(format!(
+                    "update: the delta {} does not apply ({e}): taking the full update",
+                    d.name
+                ));
+                dl.checkpoint()?;
+            }
+        }
+        if !dl.complete() {
+            crate::log(format!("update: downloading {}", want.url));
+            dl.fetch()?;
         }
     }
-    let file = download::fetch(&want, &dir)?;
     if let Some(w) = opts.window
         && !w.contains(config::now_secs())
     {
@@ -338,11 +360,16 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
         status.downloaded = Some(c.name.clone());
         return Ok(());
     }
-    let r = install(root, &file, &c, status);
-    // The file is spent either way: a refused one would be refused again.
-    let _ = std::fs::remove_file(&file);
+    // The download is spent either way: a refused one would be refused again.
+    let r = dl.install();
     status.downloaded = None;
     r?;
+    status.pending = Some(Pending {
+        target: c.name.clone(),
+        generation: c.generation,
+        slot: plan.slot().to_string(),
+        boot_id: config::boot_id(root)?,
+    });
     if opts.reboot {
         crate::log("update: rebooting into the trial boot");
         // The Pi's firmware reads tryboot.txt only after a tryboot reboot.
@@ -356,40 +383,35 @@ fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -
     Ok(())
 }
 
-/// Downloads delta `d` (with resume) and rebuilds the full update from it
-/// and the running slot, as the full download's completed part: the
-/// caller's [`download::fetch`] then finds it complete and checks it
-/// against the signed SHA-256 like any download.
-fn via_delta(
-    root: &Root,
-    offer: &Offer,
-    d: &Delta,
-    full: &download::Want,
-    dir: &Path,
-) -> Result<()> {
+/// Downloads delta `d` (with resume, into the download directory) and
+/// rebuilds the full update from it and the running slot into `dl`, i.e.
+/// into the inactive slot, checking the whole file's signed SHA-256.
+fn via_delta(root: &Root, offer: &Offer, d: &Delta, dl: &mut stream::Download) -> Result<()> {
     let want = offer.want_target(&d.name, d.length, &d.sha256)?;
     crate::log(format!("update: downloading the delta {}", want.url));
-    let delta_file = download::fetch(&want, dir)?;
+    let dir = root.path(DOWNLOAD_DIR);
+    let delta_file = download::fetch(&want, &dir)?;
     let base = apply::running_device(root)?;
     let mut slot = crate::update::delta_base::RunningSlot::find(root, &base)?;
-    let out = download::part_path(dir, full);
-    let r = edgeimg_contract::update::delta::apply_files(&mut slot, &delta_file, &out);
+    let r = File::open(&delta_file)
+        .with_context(|| delta_file.display().to_string())
+        .and_then(|f| {
+            edgeimg_contract::update::delta::apply(
+                &mut slot,
+                &mut std::io::BufReader::new(f),
+                &mut *dl,
+            )
+            .with_context(|| delta_file.display().to_string())
+        });
     let _ = std::fs::remove_file(&delta_file);
     r?;
-    crate::log(format!("update: rebuilt {} from the delta", out.display()));
-    Ok(())
-}
-
-fn install(root: &Root, file: &Path, c: &Candidate, status: &mut Status) -> Result<()> {
-    apply::run(root, file, &apply::Options::default())?;
-    let cmdline = crate::fsutil::read(&root.path("/proc/cmdline"))?;
-    let slot = apply::running_slot(&cmdline)?.other();
-    status.pending = Some(Pending {
-        target: c.name.clone(),
-        generation: c.generation,
-        slot: slot.to_string(),
-        boot_id: config::boot_id(root)?,
-    });
+    dl.finish()?;
+    crate::log(format!(
+        "update: rebuilt {} from the delta {} and the running slot {}",
+        d.target,
+        d.name,
+        base.display()
+    ));
     Ok(())
 }
 

@@ -17,7 +17,6 @@ use crate::fsutil;
 use crate::update::format::{BOOT_PREFIX, Verified};
 use crate::update::payload::{copy_payload, write_boot_file};
 use edgeimg_contract::partition::Slot;
-use std::fs::File;
 use std::path::Path;
 
 pub const TRYBOOT: &str = "tryboot.txt";
@@ -73,7 +72,13 @@ pub fn forget_trial(esp: &Path) -> Result<()> {
 }
 
 /// Writes the slot's OS files and then `tryboot.txt`.
-pub fn install(f: &mut File, v: &Verified, esp: &Path, slot: Slot, cmdline: &str) -> Result<()> {
+pub fn install(
+    f: &mut (impl std::io::Read + std::io::Seek),
+    v: &Verified,
+    esp: &Path,
+    slot: Slot,
+    cmdline: &str,
+) -> Result<()> {
     let dir = esp.join(prefix(slot));
     let mut config = None;
     for p in &v.header.payloads {
@@ -119,6 +124,7 @@ pub fn commit(esp: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::update::format::{self, Expect, Header};
+    use std::fs::File;
 
     #[test]
     fn os_prefix_goes_first_and_replaces_an_old_one() {

@@ -77,6 +77,23 @@ pub fn http_agent() -> ureq::Agent {
         .into()
 }
 
+/// The agent for an update target's body, hundreds of MB over a link of
+/// any speed: like [`http_agent`], but the body may take as long as it
+/// takes while data keeps coming (each read within [`HTTP_TIMEOUT`]);
+/// ureq's body timeout is a total, which would cut every download longer
+/// than that.
+pub fn target_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(HTTP_TIMEOUT))
+        .timeout_recv_response(Some(HTTP_TIMEOUT))
+        .timeout_recv_body(None)
+        .timeout_per_read(Some(HTTP_TIMEOUT))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
 /// tough's transport: `file://` through its own, `http://` through ureq.
 /// tough bounds every metadata read by its size limits.
 #[derive(Debug, Clone)]
