@@ -42,6 +42,16 @@ commands:
                    SHA-256, and install it as `update apply` does; with a
                    maintenance window (UTC; default $EDGEIMG_UPDATE_WINDOW)
                    install only inside it; --reboot reboots into the trial
+  update usb MOUNTPOINT [--reboot]
+  update usb --device /dev/NAME [--reboot]
+                   install from a removable medium (filesystem label
+                   EDGEUPDATE): its repository/ copy as `update pull` would
+                   (no maintenance window), or its one top-level *.update
+                   file as `update apply` would, if newer than this image;
+                   --device mounts it read-only under /run/edgeimg/usb
+                   first; --reboot reboots into the trial when installed.
+                   Prints `edgeimg: usb update: installed|nothing to
+                   install|refused: ...`
   update status    print the update status (JSON)
   update health    on a trial boot of a new slot: mark it good when the node
                    is ready, else exit 1 (the unit then reboots)
@@ -85,6 +95,16 @@ fn main() -> ExitCode {
         }
         ["update", "pull", rest @ ..] => update::pull::parse_args(rest)
             .and_then(|o| update::pull::run(&root, update::pull::Mode::Pull, &o)),
+        // `update usb` prints its outcome line, the reason included.
+        ["update", "usb", rest @ ..] => match update::usb::parse_args(rest) {
+            Ok((source, o)) => {
+                return match update::usb::run(&root, &source, &o) {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::from(1),
+                };
+            }
+            Err(e) => Err(e),
+        },
         ["update", "status"] => update::pull::print_status(&root),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),

@@ -16,6 +16,7 @@ pub mod pull;
 pub mod rpi;
 pub mod state;
 pub mod tuf_client;
+pub mod usb;
 
 // The file format and keys are the builder's too: they live in the contract.
 pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys, window};
