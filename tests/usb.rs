@@ -204,8 +204,22 @@ fn copy_tree(dir: &Path, to: &Path) {
     }
 }
 
+/// No symbolic links in `dir`: a repository copies onto a FAT stick as it
+/// is (`cp -r`), and a stick with links is refused.
+fn no_links(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        assert!(!t.is_symlink(), "{}", e.path().display());
+        if t.is_dir() {
+            no_links(&e.path());
+        }
+    }
+}
+
 /// A stick holding `edgeimg publish`'s repository as `repository/`.
 fn repo_stick(f: &Fleet) -> tempfile::TempDir {
+    no_links(&f.repo);
     let s = tempfile::tempdir().unwrap();
     copy_tree(&f.repo, &s.path().join("repository"));
     s
