@@ -35,3 +35,39 @@ pub fn binary(arch: &str) -> &'static [u8] {
 pub fn render(text: &str) -> String {
     text.replace("@USB_LABEL@", edgeimg_contract::update::USB_LABEL)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The USB update rule as placed passes `udevadm verify` (syntax and
+    /// style; systemd 254 or later) where the host has one; bookworm's
+    /// udev (252) has no `verify`, and then this only says so.
+    #[test]
+    fn the_usb_update_rule_passes_udevadm_verify_where_available() {
+        let d = tempfile::tempdir().unwrap();
+        let rule = d.path().join("90-edgeimg-update-usb.rules");
+        std::fs::write(&rule, render(UPDATE_USB_RULE)).unwrap();
+        let o = match std::process::Command::new("udevadm")
+            .arg("verify")
+            .arg(&rule)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("no udevadm ({e}): rule not verified");
+                return;
+            }
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if text.to_lowercase().contains("unknown command") {
+            eprintln!("udevadm has no verify: rule not verified");
+            return;
+        }
+        assert!(o.status.success(), "{text}");
+    }
+}
