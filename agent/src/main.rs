@@ -45,7 +45,7 @@ commands:
   update usb MOUNTPOINT [--reboot]
   update usb --device /dev/NAME [--reboot]
                    install from a removable medium (filesystem label
-                   EDGEUPDATE): its repository/ copy as `update pull` would
+                   @USB_LABEL@): its repository/ copy as `update pull` would
                    (no maintenance window), or its one top-level *.update
                    file as `update apply` would, if newer than this image;
                    --device mounts it read-only under /run/edgeimg/usb
@@ -61,13 +61,18 @@ options:
   -V, --version    show the version
 ";
 
+/// The usage text with the update medium's label filled in.
+fn usage() -> String {
+    USAGE.replace("@USB_LABEL@", update::usb::USB_LABEL)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let root = Root::host();
     let result = match args.as_slice() {
         ["-h" | "--help" | "help"] => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         ["-V" | "--version"] => {
@@ -112,7 +117,10 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         _ => {
-            eprint!("edgeimg-agent: unrecognized arguments: {args:?}\n\n{USAGE}");
+            eprint!(
+                "edgeimg-agent: unrecognized arguments: {args:?}\n\n{}",
+                usage()
+            );
             return ExitCode::from(2);
         }
     };
