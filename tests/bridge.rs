@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 /// The payload sets today's builder writes: a UEFI image (kernel and
 /// initrd), a Secure Boot image (a signed UKI per slot), a Raspberry Pi
 /// image (boot partition files).
-fn payload_sets() -> Vec<(&'static str, Vec<(&'static str, &'static [u8])>)> {
+/// Named payload sets: (set name, [(payload name, bytes)]).
+type PayloadSets = Vec<(&'static str, Vec<(&'static str, &'static [u8])>)>;
+
+fn payload_sets() -> PayloadSets {
     vec![
         (
             "uefi",
