@@ -42,6 +42,16 @@ commands:
                    SHA-256, and install it as `update apply` does; with a
                    maintenance window (UTC; default $EDGEIMG_UPDATE_WINDOW)
                    install only inside it; --reboot reboots into the trial
+  update usb MOUNTPOINT [--reboot]
+  update usb --device /dev/NAME [--reboot]
+                   install from a removable medium (filesystem label
+                   @USB_LABEL@): its repository/ copy as `update pull` would
+                   (no maintenance window), or its one top-level *.update
+                   file as `update apply` would, if newer than this image;
+                   --device mounts it read-only under /run/edgeimg/usb
+                   first; --reboot reboots into the trial when installed.
+                   Prints `edgeimg: usb update: installed|nothing to
+                   install|refused: ...`
   update status    print the update status (JSON)
   update health    on a trial boot of a new slot: mark it good when the node
                    is ready, else exit 1 (the unit then reboots)
@@ -51,13 +61,18 @@ options:
   -V, --version    show the version
 ";
 
+/// The usage text with the update medium's label filled in.
+fn usage() -> String {
+    USAGE.replace("@USB_LABEL@", update::usb::USB_LABEL)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let root = Root::host();
     let result = match args.as_slice() {
         ["-h" | "--help" | "help"] => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         ["-V" | "--version"] => {
@@ -85,6 +100,16 @@ fn main() -> ExitCode {
         }
         ["update", "pull", rest @ ..] => update::pull::parse_args(rest)
             .and_then(|o| update::pull::run(&root, update::pull::Mode::Pull, &o)),
+        // `update usb` prints its outcome line, the reason included.
+        ["update", "usb", rest @ ..] => match update::usb::parse_args(rest) {
+            Ok((source, o)) => {
+                return match update::usb::run(&root, &source, &o) {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::from(1),
+                };
+            }
+            Err(e) => Err(e),
+        },
         ["update", "status"] => update::pull::print_status(&root),
         ["update", "health"] => match update::health::run(&root) {
             Ok(true) => Ok(()),
@@ -92,7 +117,10 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         _ => {
-            eprint!("edgeimg-agent: unrecognized arguments: {args:?}\n\n{USAGE}");
+            eprint!(
+                "edgeimg-agent: unrecognized arguments: {args:?}\n\n{}",
+                usage()
+            );
             return ExitCode::from(2);
         }
     };

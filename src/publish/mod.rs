@@ -242,10 +242,7 @@ fn check_incoming(o: &Options) -> Result<Incoming> {
             );
         }
     }
-    let name = format!(
-        "{}-{}-{}-{}.update",
-        h.name, h.board, h.generation, h.build_id
-    );
+    let name = edgeimg_contract::update::target_name(h);
     let tname = TargetName::new(name.clone()).map_err(|e| {
         anyhow::anyhow!(
             "{}: {name:?} cannot be a target name: {e}",

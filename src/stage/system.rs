@@ -19,8 +19,9 @@ pub struct SystemInput<'a> {
 }
 
 /// The units the agent runs, and the target each is enabled for (none: the
-/// pull service, which its timer starts).
-const AGENT_UNITS: [(&str, &str, &str); 5] = [
+/// pull service, which its timer starts, and the USB update service, which
+/// its udev rule starts).
+const AGENT_UNITS: [(&str, &str, &str); 6] = [
     (
         "edgeimg-firstboot.service",
         agents::FIRSTBOOT_UNIT,
@@ -37,6 +38,7 @@ const AGENT_UNITS: [(&str, &str, &str); 5] = [
         "multi-user.target",
     ),
     ("edgeimg-update-pull.service", agents::UPDATE_PULL_UNIT, ""),
+    ("edgeimg-update-usb@.service", agents::UPDATE_USB_UNIT, ""),
     (
         "edgeimg-update-pull.timer",
         agents::UPDATE_PULL_TIMER,
@@ -69,6 +71,7 @@ pub fn planned() -> Vec<String> {
             .iter()
             .map(|(name, _, _)| format!("usr/lib/systemd/system/{name}")),
     );
+    v.push(agents::UPDATE_USB_RULE_PATH.to_string());
     v.push(DHCP_NETWORK.to_string());
     v
 }
@@ -185,12 +188,20 @@ fn install_agent(tree: &Path, input: &SystemInput) -> Result<Vec<String>> {
 
     for (name, text, target) in AGENT_UNITS {
         let unit = format!("usr/lib/systemd/system/{name}");
-        write(tree, &unit, text.as_bytes(), 0o644)?;
+        write(tree, &unit, agents::render(text).as_bytes(), 0o644)?;
         if !target.is_empty() {
             enable(tree, name, target)?;
         }
         placed.push(unit);
     }
+    // A medium labelled for updates starts edgeimg-update-usb@.service.
+    write(
+        tree,
+        agents::UPDATE_USB_RULE_PATH,
+        agents::render(agents::UPDATE_USB_RULE).as_bytes(),
+        0o644,
+    )?;
+    placed.push(agents::UPDATE_USB_RULE_PATH.into());
 
     Ok(placed)
 }
@@ -347,5 +358,62 @@ mod tests {
         for p in &placed {
             assert!(tree.join(p).is_file(), "{p}");
         }
+        usb_update_rule_and_unit(tree);
+    }
+
+    /// The USB update rule starts the template unit for a vfat or ext4
+    /// filesystem with the contract's label; the unit runs the agent on
+    /// that device and is enabled by nothing else.
+    fn usb_update_rule_and_unit(tree: &Path) {
+        let label = edgeimg_contract::update::USB_LABEL;
+        let rule = std::fs::read_to_string(tree.join(agents::UPDATE_USB_RULE_PATH)).unwrap();
+        let lines: Vec<&str> = rule
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
+        let matching = lines
+            .iter()
+            .find(|l| l.contains("SYSTEMD_WANTS"))
+            .expect("a SYSTEMD_WANTS line");
+        for want in [
+            &format!("ENV{{ID_FS_LABEL}}==\"{label}\""),
+            "ENV{ID_FS_TYPE}==\"vfat|ext4\"",
+            "ENV{ID_FS_USAGE}==\"filesystem\"",
+            "TAG+=\"systemd\"",
+            "ENV{SYSTEMD_WANTS}+=\"edgeimg-update-usb@%k.service\"",
+        ] {
+            assert!(matching.contains(want), "{want} in {matching}");
+        }
+        assert!(!rule.contains("@USB_LABEL@"), "{rule}");
+        // Every GOTO has its LABEL; every line is a rule of key-op-value pairs.
+        for l in &lines {
+            if let Some(g) = l.split("GOTO=\"").nth(1) {
+                let target = g.split('"').next().unwrap();
+                assert!(rule.contains(&format!("LABEL=\"{target}\"")), "{l}");
+            }
+            for pair in l.split(", ") {
+                assert!(
+                    ["==", "!=", "+=", "="].iter().any(|op| pair.contains(op))
+                        && pair.ends_with('"'),
+                    "{pair:?} in {l:?}"
+                );
+            }
+        }
+        let unit = std::fs::read_to_string(
+            tree.join("usr/lib/systemd/system/edgeimg-update-usb@.service"),
+        )
+        .unwrap();
+        assert!(unit.contains(&format!("labelled {label} ")), "{unit}");
+        assert!(!unit.contains("@USB_LABEL@"));
+        assert!(unit.contains(
+            "ExecStart=/usr/lib/edgeimg/edgeimg-agent update usb --device /dev/%I --reboot"
+        ));
+        assert!(unit.contains("BindsTo=dev-%i.device"));
+        assert!(!unit.contains("[Install]"), "started by the rule only");
+        assert!(
+            !tree
+                .join("etc/systemd/system/multi-user.target.wants/edgeimg-update-usb@.service")
+                .exists()
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod rpi;
 pub mod state;
 pub mod stream;
 pub mod tuf_client;
+pub mod usb;
 
 // The file format and keys are the builder's too: they live in the contract.
 pub use edgeimg_contract::update::{GENERATION_PATH, TRUSTED_KEY_PATH, format, keys, window};

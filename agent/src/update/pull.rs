@@ -185,7 +185,7 @@ pub fn offer(root: &Root, location: &tuf_client::Location, status: &Status) -> R
 
 /// One pull at a time (the timer's and an operator's): an exclusive lock
 /// on the status directory, waited for, released when the process ends.
-fn lock(root: &Root) -> Result<std::fs::File> {
+pub(crate) fn lock(root: &Root) -> Result<std::fs::File> {
     let dir = root.path(state::STATUS_PATH);
     let dir = dir.parent().unwrap_or(Path::new("/"));
     crate::fsutil::mkdir_p(dir)?;
@@ -203,7 +203,7 @@ fn lock(root: &Root) -> Result<std::fs::File> {
 }
 
 /// A trial boot that ended back on the old slot failed: record it.
-fn settle_pending(root: &Root, status: &mut Status) -> Result<()> {
+pub(crate) fn settle_pending(root: &Root, status: &mut Status) -> Result<()> {
     let Some(p) = status.pending.clone() else {
         return Ok(());
     };
@@ -274,21 +274,41 @@ pub fn parse_args(args: &[&str]) -> Result<PullOptions> {
 
 /// `update check` / `update pull`. Records the outcome in the status file.
 pub fn run(root: &Root, mode: Mode, opts: &PullOptions) -> Result<()> {
+    run_at(root, mode, opts, None)
+}
+
+/// [`run`] from `location` (a mounted repository copy, see
+/// [`crate::update::usb`]) instead of the configured repository, when given.
+pub fn run_at(
+    root: &Root,
+    mode: Mode,
+    opts: &PullOptions,
+    location: Option<&tuf_client::Location>,
+) -> Result<()> {
     let _lock = lock(root)?;
     let mut status = Status::load(root)?;
-    let r = run_inner(root, mode, opts, &mut status);
+    let r = run_inner(root, mode, opts, location, &mut status);
     status.current_generation = crate::update::running_generation(root).unwrap_or(0);
     status.last_error = r.as_ref().err().map(|e| e.to_string());
     status.save(root)?;
     r
 }
 
-fn run_inner(root: &Root, mode: Mode, opts: &PullOptions, status: &mut Status) -> Result<()> {
+fn run_inner(
+    root: &Root,
+    mode: Mode,
+    opts: &PullOptions,
+    location: Option<&tuf_client::Location>,
+    status: &mut Status,
+) -> Result<()> {
     settle_pending(root, status)?;
-    let Some(location) = configured(root)? else {
-        crate::bail!(
-            "no update repository configured ([update] repository of the image, or of node.toml)"
-        );
+    let location = match location {
+        Some(l) => l.clone(),
+        None => configured(root)?.ok_or_else(|| {
+            Error::msg(
+                "no update repository configured ([update] repository of the image, or of node.toml)",
+            )
+        })?,
     };
     crate::log(format!("update: checking {location}"));
     let offer = offer(root, &location, status)?;

@@ -30,3 +30,26 @@ pub const TRUSTED_ROOT_PATH: &str = "/usr/share/edgeimg/repo-root.json";
 /// The pull service's policy (`[update] window` of the config), an
 /// environment file: `EDGEIMG_UPDATE_WINDOW=HH:MM-HH:MM`.
 pub const POLICY_PATH: &str = "/usr/share/edgeimg/update-policy";
+
+/// The filesystem label of a removable medium that carries updates (a
+/// repository copy or one update file): the image's udev rule starts
+/// `edgeimg-update-usb@<device>.service` for a vfat or ext4 filesystem with
+/// this label. The builder writes it into the rule, `edgeimg-agent update
+/// usb` names it in its messages.
+pub const USB_LABEL: &str = "EDGEUPDATE";
+
+/// Where `edgeimg-agent update usb --device /dev/NAME` mounts the medium
+/// (read-only, nosuid, nodev, noexec): `<USB_MOUNT_DIR>/NAME`, under /run.
+pub const USB_MOUNT_DIR: &str = "/run/edgeimg/usb";
+
+/// The repository target name of a full update:
+/// `<name>-<board>-<generation>-<build id>.update`. `edgeimg publish`
+/// names the target so; the device records an update installed from a
+/// stick under the same name, so a release whose trial boot failed is
+/// known whichever way it came.
+pub fn target_name(h: &format::Header) -> String {
+    format!(
+        "{}-{}-{}-{}.update",
+        h.name, h.board, h.generation, h.build_id
+    )
+}
