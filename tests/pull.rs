@@ -899,8 +899,7 @@ fn the_static_agent_streams_a_large_update_in_bounded_memory() {
     .unwrap();
     let agent = root.path("/edgeimg-agent");
     std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();
-    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let o = run(std::process::Command::new("/usr/bin/time")
         .args(["-f", "MAXRSS_KB=%M", "unshare", "--map-root-user", "--root"])
         .arg(root.prefix())
@@ -915,7 +914,10 @@ fn the_static_agent_streams_a_large_update_in_bounded_memory() {
     eprintln!("pull of a {ROOT}-byte root image: peak RSS {rss_kb} KiB");
     assert!(rss_kb < 32 * 1024, "peak RSS {rss_kb} KiB: {err}");
     let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
-    assert!(slot[..ROOT] == v2_root[..], "slot b is not the update's root");
+    assert!(
+        slot[..ROOT] == v2_root[..],
+        "slot b is not the update's root"
+    );
     assert!(
         root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
             .exists()

@@ -14,6 +14,7 @@ use edgeimg::pipeline::{BuildOptions, BuildReport};
 pub mod record;
 pub mod repo_server;
 pub mod selinux;
+pub mod update_vm;
 
 /// Boot deadlines are generous: TCG on a busy 2-core CI machine.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(900);

@@ -1,8 +1,7 @@
 //! A small HTTP/1.1 server on the host's loopback for the update VM tests:
 //! it serves update repositories (directories made by `edgeimg publish`)
 //! under URL prefixes, answers `Range` requests, and can misbehave on
-//! purpose: cut the next target download mid-way, or stall it until the test
-//! has killed the VM (a power cut during the download). A guest on QEMU's
+//! purpose: cut the next target download mid-way. A guest on QEMU's
 //! user network reaches it at `http://10.0.2.2:<port>/`
 //! ([`edgeimg::qemu::USER_NET_HOST`]).
 
@@ -10,23 +9,14 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-
-/// What happens to the next request for a file under `targets/`.
-enum Fault {
-    /// Send this many body bytes, then close the connection.
-    Cut(u64),
-    /// Send this many body bytes, report it on the first sender, then wait
-    /// for the test to release the connection (second channel), and close.
-    Stall(u64, Sender<()>, Receiver<()>),
-}
 
 #[derive(Default)]
 struct State {
     /// URL prefix (no slashes) -> directory served under it.
     roots: BTreeMap<String, PathBuf>,
-    fault: Option<Fault>,
+    /// The next target request sends this many body bytes and closes.
+    cut: Option<u64>,
     /// `<path> from <offset>` of every target request, in order.
     requests: Vec<String>,
 }
@@ -34,24 +24,6 @@ struct State {
 pub struct RepoServer {
     port: u16,
     state: Arc<Mutex<State>>,
-}
-
-/// A stalled download: [`Stalled::release`] lets the server close it.
-pub struct Stalled {
-    reached: Receiver<()>,
-    release: Sender<()>,
-}
-
-impl Stalled {
-    /// Blocks until the server has sent the stall's bytes.
-    pub fn wait(&self) {
-        self.reached
-            .recv()
-            .expect("the repository server stopped before the stalled download started");
-    }
-    pub fn release(self) {
-        let _ = self.release.send(());
-    }
 }
 
 impl RepoServer {
@@ -63,8 +35,8 @@ impl RepoServer {
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let s = s.clone();
-                // One thread per connection: a stalled download must not
-                // hold up the metadata requests of the next boot.
+                // One thread per connection: a slow reader does not hold up
+                // the others.
                 std::thread::spawn(move || {
                     let _ = answer(conn, &s);
                 });
@@ -93,16 +65,7 @@ impl RepoServer {
 
     /// The next target download stops after `bytes` body bytes.
     pub fn cut_next_target(&self, bytes: u64) {
-        self.state.lock().unwrap().fault = Some(Fault::Cut(bytes));
-    }
-
-    /// The next target download sends `bytes` body bytes and then hangs
-    /// until released.
-    pub fn stall_next_target(&self, bytes: u64) -> Stalled {
-        let (reached_tx, reached) = channel();
-        let (release, release_rx) = channel();
-        self.state.lock().unwrap().fault = Some(Fault::Stall(bytes, reached_tx, release_rx));
-        Stalled { reached, release }
+        self.state.lock().unwrap().cut = Some(bytes);
     }
 
     /// Every target request so far (`<path> from <offset>`), and forgets them.
@@ -154,28 +117,18 @@ fn answer(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     } else {
         format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
     };
-    let fault = if path.contains("/targets/") {
+    let cut = if path.contains("/targets/") {
         let mut st = state.lock().unwrap();
         st.requests.push(format!("{path} from {from}"));
-        st.fault.take()
+        st.cut.take()
     } else {
         None
     };
     out.write_all(head.as_bytes())?;
     f.seek(SeekFrom::Start(from))?;
-    match fault {
-        None => {
-            std::io::copy(&mut f, &mut out)?;
-        }
-        Some(Fault::Cut(n)) => {
-            std::io::copy(&mut f.take(n), &mut out)?;
-        }
-        Some(Fault::Stall(n, reached, release)) => {
-            std::io::copy(&mut f.take(n), &mut out)?;
-            out.flush()?;
-            let _ = reached.send(());
-            let _ = release.recv();
-        }
-    }
+    match cut {
+        None => std::io::copy(&mut f, &mut out)?,
+        Some(n) => std::io::copy(&mut f.take(n), &mut out)?,
+    };
     out.flush()
 }
