@@ -4,165 +4,16 @@
 //! ESP under a temporary root), as `edgeimg-update-usb@.service` runs it.
 
 mod common;
+use common::fleet::*;
 use common::*;
 
 use edgeimg_agent::Root;
 use edgeimg_agent::update::state::Status;
 use edgeimg_agent::update::usb::{self, Options, Outcome, Source};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-struct Fleet {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    tuf: PathBuf,
-    update_key: PathBuf,
-    update_pub: PathBuf,
-    repo: PathBuf,
-}
-
-fn fleet() -> Fleet {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().to_path_buf();
-    let tuf = dir.join("repo-keys");
-    ok(edgeimg().args(["keygen", "--tuf", "--out"]).arg(&tuf));
-    let (update_key, update_pub) = updates::keygen(&dir, "update");
-    let repo = dir.join("repo");
-    Fleet {
-        _dir: d,
-        dir,
-        tuf,
-        update_key,
-        update_pub,
-        repo,
-    }
-}
-
-impl Fleet {
-    /// The update file of release `generation` with root image `root`.
-    fn update(&self, generation: u64, root: &[u8]) -> PathBuf {
-        let sub = self.dir.join(format!("build-{generation}"));
-        std::fs::create_dir_all(&sub).unwrap();
-        updates::make_update(
-            &sub,
-            &self.update_key,
-            "x86_64",
-            "amd64",
-            generation,
-            root,
-            &format!("{generation:016x}"),
-        )
-    }
-
-    /// Release `generation`, published.
-    fn publish(&self, generation: u64, root: &[u8]) {
-        let u = self.update(generation, root);
-        ok(edgeimg()
-            .arg("publish")
-            .arg(&u)
-            .arg("--repo")
-            .arg(&self.repo)
-            .arg("--keys")
-            .arg(&self.tuf)
-            .arg("--update-key")
-            .arg(&self.update_pub));
-    }
-
-    fn metadata(&self) -> PathBuf {
-        self.repo.join("x86_64/metadata")
-    }
-
-    /// The timestamp re-signed to have expired.
-    fn expire_timestamp(&self) {
-        let path = self.metadata().join("timestamp.json");
-        let s: tough::schema::Signed<tough::schema::Timestamp> =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let mut ts = s.signed;
-        ts.expires = "2020-01-01T00:00:00Z".parse().unwrap();
-        ts.version = ts.version.checked_add(1).unwrap();
-        let root: tough::schema::Signed<tough::schema::Root> =
-            serde_json::from_slice(&std::fs::read(self.dir.join("repo-keys-root.json")).unwrap())
-                .unwrap();
-        let key: Vec<Box<dyn tough::key_source::KeySource>> =
-            vec![Box::new(edgeimg::tuf::FileKey {
-                path: self.dir.join("repo-keys-timestamp.key"),
-            })];
-        let out = tempfile::tempdir().unwrap();
-        edgeimg::tuf::block_on(async {
-            let s = tough::editor::signed::SignedRole::new(
-                ts,
-                &tough::schema::KeyHolder::Root(root.signed),
-                &key,
-                &aws_lc_rs::rand::SystemRandom::new(),
-            )
-            .await
-            .unwrap();
-            s.write(out.path(), false).await.unwrap();
-        })
-        .unwrap();
-        std::fs::copy(out.path().join("timestamp.json"), &path).unwrap();
-    }
-}
-
-const SLOT: usize = 1 << 20;
-
-/// A UEFI device running slot A of `generation`, trusting the fleet's
-/// update key and TUF root; its own repository (the network) unreachable.
-fn device(f: &Fleet, generation: u64) -> (tempfile::TempDir, Root) {
-    let d = tempfile::tempdir().unwrap();
-    let root = Root::new(d.path());
-    let w = |p: &str, s: &[u8]| {
-        let p = root.path(p);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, s).unwrap();
-    };
-    w(
-        "/proc/self/mountinfo",
-        b"30 22 254:4 / /var rw,relatime - ext4 /dev/vda4 rw\n\
-          31 22 254:1 / /boot/efi rw,relatime - vfat /dev/vda1 rw\n",
-    );
-    w("/sys/devices/virtual/block/vda/vda4/partition", b"4\n");
-    std::fs::create_dir_all(root.path("/sys/dev/block")).unwrap();
-    std::os::unix::fs::symlink(
-        "../../devices/virtual/block/vda/vda4",
-        root.path("/sys/dev/block/254:4"),
-    )
-    .unwrap();
-    w("/dev/vda3", &vec![0u8; SLOT]);
-    w(
-        "/sys/class/block/vda3/size",
-        format!("{}\n", SLOT / 512).as_bytes(),
-    );
-    std::fs::create_dir_all(root.path("/dev/disk/by-partuuid")).unwrap();
-    std::os::unix::fs::symlink("../../vda3", root.path("/dev/disk/by-partuuid/pu-3")).unwrap();
-    w(
-        edgeimg_contract::schema::IMAGE_CONFIG_PATH,
-        br#"{"name":"t","board":"x86_64","arch":"amd64","edgeimg_version":"0","hostname_pattern":"e"}"#,
-    );
-    w(
-        edgeimg_contract::update::TRUSTED_KEY_PATH,
-        &std::fs::read(&f.update_pub).unwrap(),
-    );
-    w(
-        edgeimg_contract::update::TRUSTED_ROOT_PATH,
-        &std::fs::read(f.dir.join("repo-keys-root.json")).unwrap(),
-    );
-    w(
-        edgeimg_contract::update::REPOSITORY_PATH,
-        b"http://127.0.0.1:9/\n",
-    );
-    w(
-        edgeimg_contract::update::GENERATION_PATH,
-        format!("{generation}\n").as_bytes(),
-    );
-    w(
-        "/proc/cmdline",
-        b"root=PARTUUID=pu-2 ro edgeimg.data=PARTUUID=pu-4 edgeimg.slot=a\n",
-    );
-    w("/proc/sys/kernel/random/boot_id", b"boot-1\n");
-    w("/boot/efi/loader/loader.conf", b"default edgeimg-*\n");
-    w("/boot/efi/loader/entries/edgeimg-1-a.conf", b"title v1\n");
-    (d, root)
-}
+/// The image's own repository (the network): unreachable at a stick's site.
+const UNREACHABLE: &str = "http://127.0.0.1:9/";
 
 /// Nothing reached slot B or the ESP.
 fn untouched(root: &Root) {
@@ -249,7 +100,7 @@ fn a_repository_copy_installs_the_newest_update_and_reboots() {
     f.publish(2, &noise(100_000, 2));
     f.publish(3, &v3);
     let stick = repo_stick(&f);
-    let (_d, root) = device(&f, 1);
+    let (_d, root) = device(&f, 1, UNREACHABLE);
     let o = usb(&root, stick.path(), true).unwrap();
     assert_eq!(
         o,
@@ -284,7 +135,7 @@ fn a_repository_copy_with_nothing_newer_installs_nothing() {
     let f = fleet();
     f.publish(2, &noise(100_000, 2));
     let stick = repo_stick(&f);
-    let (_d, root) = device(&f, 2);
+    let (_d, root) = device(&f, 2, UNREACHABLE);
     let o = usb(&root, stick.path(), true).unwrap();
     assert!(
         matches!(&o, Outcome::Nothing(w) if w.contains("nothing newer than generation 2")),
@@ -300,7 +151,7 @@ fn an_expired_repository_copy_is_refused_and_nothing_written() {
     f.publish(2, &noise(100_000, 2));
     f.expire_timestamp();
     let stick = repo_stick(&f);
-    let (_d, root) = device(&f, 1);
+    let (_d, root) = device(&f, 1, UNREACHABLE);
     let e = usb(&root, stick.path(), true).unwrap_err().to_string();
     assert!(
         e.contains("does not verify") && e.to_lowercase().contains("expired"),
@@ -321,7 +172,7 @@ fn a_single_update_file_installs_once() {
     let v2 = noise(90_000, 2);
     let u = f.update(2, &v2);
     let stick = file_stick(&[&u]);
-    let (_d, root) = device(&f, 1);
+    let (_d, root) = device(&f, 1, UNREACHABLE);
     let o = usb(&root, stick.path(), false).unwrap();
     let name = "t-x86_64-2-0000000000000002.update";
     assert_eq!(
@@ -359,7 +210,7 @@ fn a_release_whose_trial_boot_failed_is_not_installed_again() {
     let f = fleet();
     let u = f.update(2, &noise(90_000, 2));
     let stick = file_stick(&[&u]);
-    let (_d, root) = device(&f, 1);
+    let (_d, root) = device(&f, 1, UNREACHABLE);
     usb(&root, stick.path(), true).unwrap();
     // Back on slot A (generation 1) after a reboot: the trial failed.
     std::fs::write(root.path("/proc/sys/kernel/random/boot_id"), "boot-2\n").unwrap();
@@ -382,7 +233,7 @@ fn an_older_update_file_is_refused_and_nothing_written() {
     let f = fleet();
     let u = f.update(2, &noise(90_000, 2));
     let stick = file_stick(&[&u]);
-    let (_d, root) = device(&f, 3);
+    let (_d, root) = device(&f, 3, UNREACHABLE);
     let e = usb(&root, stick.path(), true).unwrap_err().to_string();
     assert!(e.contains("refusing to downgrade"), "{e}");
     untouched(&root);
@@ -401,7 +252,7 @@ fn a_file_for_another_board_or_signed_by_another_key_is_refused() {
     let other = updates::make_update(&sub, &other_key, "x86_64", "amd64", 2, b"r", "o");
     for (u, want) in [(&pi, "for board rpi4"), (&other, "bad signature")] {
         let stick = file_stick(&[u]);
-        let (_d, root) = device(&f, 1);
+        let (_d, root) = device(&f, 1, UNREACHABLE);
         let e = usb(&root, stick.path(), true).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
         untouched(&root);
@@ -413,7 +264,7 @@ fn links_off_the_stick_and_ambiguous_sticks_are_refused_before_anything_is_read(
     let f = fleet();
     f.publish(2, &noise(100_000, 2));
     let u = f.update(3, &noise(90_000, 3));
-    let (_d, root) = device(&f, 1);
+    let (_d, root) = device(&f, 1, UNREACHABLE);
 
     // A metadata file of the copy links to the fleet's own repository.
     let stick = repo_stick(&f);
@@ -463,7 +314,7 @@ fn links_off_the_stick_and_ambiguous_sticks_are_refused_before_anything_is_read(
 fn the_static_agent_prints_one_outcome_line() {
     let f = fleet();
     f.publish(2, &noise(50_000, 2));
-    let (_d, root) = device(&f, 2);
+    let (_d, root) = device(&f, 2, UNREACHABLE);
     copy_tree(&f.repo, &root.path("/stick/repository"));
     let agent = root.path("/edgeimg-agent");
     std::fs::write(&agent, edgeimg::agents::AGENT_X86_64).unwrap();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod erofs;
+pub mod fleet;
 pub mod updates;
 
 use std::path::{Path, PathBuf};
