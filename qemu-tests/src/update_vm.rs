@@ -32,13 +32,13 @@ pub fn sha256(b: &[u8]) -> String {
 }
 
 /// Where the images pull from, and the maintenance window they install in.
-pub struct Pulling<'a> {
-    pub url: &'a str,
-    pub trusted_root: &'a Path,
-    pub window: &'a str,
+struct Pulling<'a> {
+    url: &'a str,
+    trusted_root: &'a Path,
+    window: &'a str,
 }
 
-pub fn config(
+fn config(
     dir: &Path,
     board: &str,
     version: &str,
@@ -83,7 +83,7 @@ pub fn config(
 }
 
 /// Builds `cfg` signed with `key`: the image and its update file.
-pub fn build_signed(cfg: &Path, board: &str, out: &Path, key: &Path) -> (PathBuf, PathBuf) {
+fn build_signed(cfg: &Path, board: &str, out: &Path, key: &Path) -> (PathBuf, PathBuf) {
     let r = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
         config: Some(cfg.to_path_buf()),
         board: None,
@@ -95,6 +95,61 @@ pub fn build_signed(cfg: &Path, board: &str, out: &Path, key: &Path) -> (PathBuf
     })
     .unwrap_or_else(|e| panic!("build {}: {e:#}", cfg.display()));
     (r.image, out.join(format!("updtest-{board}.update")))
+}
+
+/// A fleet's keys (the update signing key, the TUF repository keys) and the
+/// settings its test images pull with, under the test's directory.
+pub struct Fleet {
+    pub board: &'static str,
+    pub dir: PathBuf,
+    pub update_key: PathBuf,
+    pub update_pub: PathBuf,
+    /// TUF key prefix (`edgeimg keygen --tuf`).
+    pub tuf: PathBuf,
+    /// The images' repository URL, as the guest reaches it.
+    pub url: String,
+    /// The images' maintenance window: now (the guest's clock is the host's).
+    pub window: String,
+}
+
+impl Fleet {
+    pub fn new(board: &'static str, dir: &Path, url: String) -> Fleet {
+        let (update_key, update_pub) = edgeimg::update::keygen(&dir.join("fleet")).unwrap();
+        let tuf = dir.join("repo-keys");
+        edgeimg::tuf::keygen(&tuf).unwrap();
+        Fleet {
+            board,
+            dir: dir.to_path_buf(),
+            update_key,
+            update_pub,
+            tuf,
+            url,
+            window: window(-1, 3),
+        }
+    }
+
+    /// Builds release `version` (of `generation`; `unhealthy`: its health
+    /// check fails) into `out-<version>[-bad]`: the image and its update.
+    pub fn build(&self, version: &str, unhealthy: bool, generation: u64) -> (PathBuf, PathBuf) {
+        let trusted_root = edgeimg::tuf::root_path(&self.tuf);
+        let pull = Pulling {
+            url: &self.url,
+            trusted_root: &trusted_root,
+            window: &self.window,
+        };
+        let cfg = config(&self.dir, self.board, version, unhealthy, generation, &pull);
+        let out = self.dir.join(format!(
+            "out-{version}{}",
+            if unhealthy { "-bad" } else { "" }
+        ));
+        build_signed(&cfg, self.board, &out, &self.update_key)
+    }
+
+    /// Publishes `update` to `repo` with deltas from up to `deltas` older
+    /// releases.
+    pub fn publish(&self, update: &Path, repo: &Path, deltas: usize) {
+        publish(update, repo, &self.tuf, &self.update_pub, deltas)
+    }
 }
 
 /// The fleet's update repositories, each a directory `edgeimg publish` made
@@ -110,7 +165,7 @@ pub struct Repos {
     pub expired: PathBuf,
 }
 
-pub fn publish(update: &Path, repo: &Path, tuf: &Path, update_pub: &Path, deltas: usize) {
+fn publish(update: &Path, repo: &Path, tuf: &Path, update_pub: &Path, deltas: usize) {
     let in_days = |d: i64| {
         jiff::Timestamp::now()
             .checked_add(jiff::SignedDuration::from_hours(24 * d))
@@ -138,18 +193,19 @@ pub fn copy_tree(from: &Path, to: &Path) {
     assert!(st.success(), "cp -a {}", from.display());
 }
 
-pub fn repos(w: &Path, v1: &Path, v2: &Path, tuf: &Path, update_pub: &Path) -> Repos {
+pub fn repos(f: &Fleet, v1: &Path, v2: &Path) -> Repos {
+    let (w, tuf) = (f.dir.as_path(), f.tuf.as_path());
     let r = Repos {
         with_delta: w.join("repo-delta"),
         full: w.join("repo-full"),
         full_at_v1: w.join("repo-full-at-v1"),
         expired: w.join("repo-expired"),
     };
-    publish(v1, &r.with_delta, tuf, update_pub, 0);
-    publish(v2, &r.with_delta, tuf, update_pub, 1);
-    publish(v1, &r.full, tuf, update_pub, 0);
+    f.publish(v1, &r.with_delta, 0);
+    f.publish(v2, &r.with_delta, 1);
+    f.publish(v1, &r.full, 0);
     copy_tree(&r.full, &r.full_at_v1);
-    publish(v2, &r.full, tuf, update_pub, 0);
+    f.publish(v2, &r.full, 0);
     copy_tree(&r.full, &r.expired);
     // A newer timestamp, validly signed, that expired an hour ago.
     let now = jiff::Timestamp::now();

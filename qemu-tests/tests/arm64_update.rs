@@ -24,32 +24,12 @@ fn arm64_pulls_a_delta_update_and_boots_it() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
     let server = RepoServer::start();
-    let (key, update_pub) = edgeimg::update::keygen(&w.join("fleet")).unwrap();
-    let tuf = w.join("repo-keys");
-    edgeimg::tuf::keygen(&tuf).unwrap();
-    let trusted_root = edgeimg::tuf::root_path(&tuf);
-    let url = server.guest_url("main");
-    let inside = window(-1, 3);
-    let pull = Pulling {
-        url: &url,
-        trusted_root: &trusted_root,
-        window: &inside,
-    };
-    let (v1, v1_update) = build_signed(
-        &config(w, BOARD, "v1", false, 1, &pull),
-        BOARD,
-        &w.join("out-v1"),
-        &key,
-    );
-    let (_, v2_update) = build_signed(
-        &config(w, BOARD, "v2", false, 2, &pull),
-        BOARD,
-        &w.join("out-v2"),
-        &key,
-    );
+    let fleet = Fleet::new(BOARD, w, server.guest_url("main"));
+    let (v1, v1_update) = fleet.build("v1", false, 1);
+    let (_, v2_update) = fleet.build("v2", false, 2);
     let repo = w.join("repo");
-    publish(&v1_update, &repo, &tuf, &update_pub, 0);
-    publish(&v2_update, &repo, &tuf, &update_pub, 1);
+    fleet.publish(&v1_update, &repo, 0);
+    fleet.publish(&v2_update, &repo, 1);
     server.mount("main", &repo);
     let delta = target_file(&repo, BOARD, "the delta", |n| {
         n.contains(".update.delta-from-")

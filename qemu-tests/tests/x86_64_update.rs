@@ -46,39 +46,15 @@ fn x86_64_update_pull_good_bad_and_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
     let server = RepoServer::start();
-    let (key, update_pub) = edgeimg::update::keygen(&w.join("fleet")).unwrap();
-    let tuf = w.join("repo-keys");
-    edgeimg::tuf::keygen(&tuf).unwrap();
-    let trusted_root = edgeimg::tuf::root_path(&tuf);
-    let main_url = server.guest_url("main");
+    let fleet = Fleet::new(BOARD, w, server.guest_url("main"));
     // The image's maintenance window is now; the first pulls of (p) are
     // given one that is not.
-    let (inside, outside) = (window(-1, 3), window(5, 6));
-    let pull = Pulling {
-        url: &main_url,
-        trusted_root: &trusted_root,
-        window: &inside,
-    };
+    let outside = window(5, 6);
     // Generations: v1 is 1, both v2 updates are 2; so on a device running
     // v2, v1's update file is an older, validly signed one (p).
-    let (v1, v1_update) = build_signed(
-        &config(w, BOARD, "v1", false, 1, &pull),
-        BOARD,
-        &w.join("out-v1"),
-        &key,
-    );
-    let (_, good) = build_signed(
-        &config(w, BOARD, "v2", false, 2, &pull),
-        BOARD,
-        &w.join("out-v2"),
-        &key,
-    );
-    let (_, bad) = build_signed(
-        &config(w, BOARD, "v2", true, 2, &pull),
-        BOARD,
-        &w.join("out-v2bad"),
-        &key,
-    );
+    let (v1, v1_update) = fleet.build("v1", false, 1);
+    let (_, good) = fleet.build("v2", false, 2);
+    let (_, bad) = fleet.build("v2", true, 2);
     // The host runs the device's verification.
     let expect = edgeimg::update::Expect {
         board: Some("x86_64"),
@@ -86,13 +62,13 @@ fn x86_64_update_pull_good_bad_and_interrupted() {
     };
     for (u, generation) in [(&good, 2), (&bad, 2), (&v1_update, 1)] {
         assert_eq!(
-            edgeimg::update::verify(u, &update_pub, &expect)
+            edgeimg::update::verify(u, &fleet.update_pub, &expect)
                 .unwrap()
                 .generation,
             generation
         );
     }
-    let repos = repos(w, &v1_update, &good, &tuf, &update_pub);
+    let repos = repos(&fleet, &v1_update, &good);
     server.mount("replayed", &repos.full_at_v1);
     server.mount("expired", &repos.expired);
     let full_v2 = target_file(&repos.full, BOARD, "the full v2", |n| {
