@@ -394,6 +394,9 @@ fn root_files(
     if let Some(r) = repository {
         v.push(edgeimg_contract::update::REPOSITORY_PATH[1..].to_string());
         v.push(edgeimg_contract::update::TRUSTED_ROOT_PATH[1..].to_string());
+        if r.ca_certificates.is_some() {
+            v.push(edgeimg_contract::update::CA_CERTIFICATES_PATH[1..].to_string());
+        }
         if r.window.is_some() {
             v.push(edgeimg_contract::update::POLICY_PATH[1..].to_string());
         }

@@ -494,6 +494,13 @@ fn every_documented_toml_snippet_parses() {
     // updates.md's trusted root: keys/repo-root.json.
     std::fs::create_dir_all(dir.path().join("keys")).unwrap();
     edgeimg::tuf::keygen(&dir.path().join("keys/repo")).unwrap();
+    // Its certificate authorities: keys/fleet-ca.pem.
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    std::fs::write(dir.path().join("keys/fleet-ca.pem"), ca.pem()).unwrap();
     let mut configs = 0;
     for (where_, text) in &blocks {
         if let Err(e) = text.parse::<toml::Table>() {

@@ -1,6 +1,7 @@
 //! The device pulling its updates: the agent's `update pull` against a real
-//! repository made by `edgeimg publish`, served over HTTP on loopback by a
-//! server that can cut a download mid-way, into a fake device (its slot,
+//! repository made by `edgeimg publish`, served over HTTP (or HTTPS with a
+//! certificate authority made by the test) on loopback by a server that can
+//! cut a download mid-way, into a fake device (its slot,
 //! sysfs and ESP under a temporary root).
 
 mod common;
@@ -10,14 +11,16 @@ use common::*;
 use edgeimg_agent::Root;
 use edgeimg_agent::update::pull::{self, Mode};
 use edgeimg_agent::update::state::Status;
+use edgeimg_contract::update::{CA_CERTIFICATES_PATH, SYSTEM_CA_PATH};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A loopback HTTP/1.1 server of a directory with Range support. `cut`:
-/// the next target's body stops after that many bytes (0: none).
+/// A loopback HTTP/1.1 server of a directory with Range support, over TLS
+/// when made with [`serve_tls`]. `cut`: the next target's body stops after
+/// that many bytes (0: none).
 struct Server {
     url: String,
     cut: Arc<AtomicU64>,
@@ -28,8 +31,18 @@ struct Server {
 }
 
 fn serve(root: &Path) -> Server {
+    serve_with(root, None)
+}
+
+/// [`serve`] over HTTPS with `tls`'s certificate.
+fn serve_tls(root: &Path, tls: Arc<rustls::ServerConfig>) -> Server {
+    serve_with(root, Some(tls))
+}
+
+fn serve_with(root: &Path, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let cut = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(Mutex::new(Vec::new()));
     let ignore_range = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -41,61 +54,19 @@ fn serve(root: &Path) -> Server {
     );
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            let mut from = 0u64;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    from = v.trim().trim_end_matches('-').parse().unwrap_or(0);
+            let Ok(conn) = conn else { continue };
+            match &tls {
+                None => answer(conn, &root, &c, &ign, &reqs),
+                Some(cfg) => {
+                    let Ok(sc) = rustls::ServerConnection::new(cfg.clone()) else {
+                        continue;
+                    };
+                    let mut stream = rustls::StreamOwned::new(sc, conn);
+                    answer(&mut stream, &root, &c, &ign, &reqs);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
                 }
             }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let rel = path.trim_start_matches('/');
-            let file = (!rel.split('/').any(|c| c == ".." || c.is_empty()))
-                .then(|| root.join(rel))
-                .filter(|p| p.is_file());
-            let Some(body) = file.and_then(|p| std::fs::read(p).ok()) else {
-                let _ = conn.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            };
-            let asked = from;
-            if ign.load(Ordering::SeqCst) {
-                from = 0;
-            }
-            let mut send = &body[(from as usize).min(body.len())..];
-            let head = if from > 0 {
-                format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
-                    send.len(),
-                    body.len() - 1,
-                    body.len()
-                )
-            } else {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    send.len()
-                )
-            };
-            if rel.contains("/targets/") {
-                reqs.lock().unwrap().push(format!("{rel} from {asked}"));
-                let n = c.swap(0, Ordering::SeqCst);
-                if n > 0 {
-                    send = &send[..(n as usize).min(send.len())];
-                }
-            }
-            let _ = conn
-                .write_all(head.as_bytes())
-                .and_then(|_| conn.write_all(send));
         }
     });
     Server {
@@ -104,6 +75,116 @@ fn serve(root: &Path) -> Server {
         ignore_range,
         requests,
     }
+}
+
+/// One request on `conn`, answered from the directory `root`.
+fn answer<S: std::io::Read + Write>(
+    conn: S,
+    root: &Path,
+    c: &AtomicU64,
+    ign: &std::sync::atomic::AtomicBool,
+    reqs: &Mutex<Vec<String>>,
+) {
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut from = 0u64;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+            from = v.trim().trim_end_matches('-').parse().unwrap_or(0);
+        }
+    }
+    let conn = r.get_mut();
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let rel = path.trim_start_matches('/');
+    let file = (!rel.split('/').any(|c| c == ".." || c.is_empty()))
+        .then(|| root.join(rel))
+        .filter(|p| p.is_file());
+    let Some(body) = file.and_then(|p| std::fs::read(p).ok()) else {
+        let _ = conn
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    let asked = from;
+    if ign.load(Ordering::SeqCst) {
+        from = 0;
+    }
+    let mut send = &body[(from as usize).min(body.len())..];
+    let head = if from > 0 {
+        format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+            send.len(),
+            body.len() - 1,
+            body.len()
+        )
+    } else {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            send.len()
+        )
+    };
+    if rel.contains("/targets/") {
+        reqs.lock().unwrap().push(format!("{rel} from {asked}"));
+        let n = c.swap(0, Ordering::SeqCst);
+        if n > 0 {
+            send = &send[..(n as usize).min(send.len())];
+        }
+    }
+    let _ = conn
+        .write_all(head.as_bytes())
+        .and_then(|_| conn.write_all(send))
+        .and_then(|_| conn.flush());
+}
+
+/// A certificate authority made for one test (`ca_pem`) and a server
+/// configuration whose certificate, for 127.0.0.1 and localhost, it signed.
+struct Pki {
+    ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn pki(name: &str) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name.push(DnType::CommonName, name);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        server: Arc::new(server),
+    }
+}
+
+/// Writes `pem` at the device path `at` under `root`.
+fn trust_ca(root: &Root, at: &str, pem: &str) {
+    let p = root.path(at);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, pem).unwrap();
 }
 
 /// Nothing reached slot B or the ESP.
@@ -244,6 +325,88 @@ fn pull_resumes_a_cut_download_and_installs_the_newest_update() {
     assert_eq!(st.failed, ["t-x86_64-2-0000000000000002.update"]);
     assert_eq!(st.available, None);
     assert_eq!(st.pending, None);
+}
+
+/// The repository over HTTPS, its server's certificate signed by the
+/// image's own certificate authority: metadata and target verify, and a cut
+/// download resumes with a Range request over a new TLS connection.
+#[test]
+fn an_https_repository_signed_by_the_images_ca_is_pulled_and_resumed() {
+    let f = fleet();
+    let v2_root = noise(300_000, 2);
+    f.publish(1, &noise(200_000, 1));
+    f.publish(2, &v2_root);
+    let pki = pki("fleet CA");
+    let s = serve_tls(&f.repo, pki.server.clone());
+    assert!(s.url.starts_with("https://127.0.0.1:"));
+    let (_d, root) = device(&f, 1, &s.url);
+    trust_ca(&root, CA_CERTIFICATES_PATH, &pki.ca_pem);
+
+    s.cut.store(100_000, Ordering::SeqCst);
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("resumes there"), "{e}");
+    unbootable(&root);
+    assert_eq!(the_progress(&root)["done"], 100_000);
+
+    pull::run(&root, Mode::Pull, &Default::default()).unwrap();
+    let reqs = s.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(
+        reqs[0].ends_with("from 0") && reqs[1].ends_with("from 100000"),
+        "{reqs:?}"
+    );
+    let slot = std::fs::read(root.path("/dev/vda3")).unwrap();
+    assert_eq!(&slot[..v2_root.len()], &v2_root[..]);
+    assert!(
+        root.path("/boot/efi/loader/entries/edgeimg-2-b+3.conf")
+            .exists()
+    );
+    let st = Status::load(&root).unwrap();
+    assert_eq!(st.last_error, None);
+    assert_eq!(
+        st.pending.unwrap().target,
+        "t-x86_64-2-0000000000000002.update"
+    );
+}
+
+/// An HTTPS server whose certificate no trusted authority signed is
+/// refused before any metadata is read; with no authority at all the error
+/// names where they would come from.
+#[test]
+fn an_https_server_the_device_does_not_trust_is_refused_and_nothing_written() {
+    let f = fleet();
+    f.publish(2, &noise(100_000, 2));
+    let s = serve_tls(&f.repo, pki("fleet CA").server);
+    let (_d, root) = device(&f, 1, &s.url);
+
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(SYSTEM_CA_PATH) && e.contains(CA_CERTIFICATES_PATH) && e.contains("TLS"),
+        "{e}"
+    );
+    untouched(&root);
+    assert!(parts(&root).is_empty());
+
+    // The device trusts another authority, in its own bundle.
+    trust_ca(&root, SYSTEM_CA_PATH, &pki("another CA").ca_pem);
+    let e = pull::run(&root, Mode::Pull, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("invalid peer certificate") && e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    untouched(&root);
+    assert!(parts(&root).is_empty());
+    assert!(
+        s.requests.lock().unwrap().is_empty(),
+        "no target was fetched"
+    );
+    assert_eq!(Status::load(&root).unwrap().available, None);
 }
 
 #[test]

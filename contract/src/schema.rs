@@ -394,24 +394,18 @@ impl NodeConfig {
     }
 }
 
-/// Check an update repository location: one line, an `http://` or
-/// `file://` URL or an absolute path (a directory, e.g. a USB stick). The
-/// agent has no TLS client: TUF signs what it fetches, so `https://` is
-/// refused here rather than on every device.
+/// Check an update repository location: one line, an `http://`, `https://`
+/// or `file://` URL or an absolute path (a directory, e.g. a USB stick).
+/// Other schemes are refused here rather than on every device.
 pub fn validate_repository(r: &str) -> Result<()> {
     check_line("repository", r)?;
-    if r.starts_with("https://") {
-        crate::bail!(
-            "repository = {r:?}: the device's agent has no TLS client (TUF signs the metadata and every update): use http://"
-        );
-    }
-    let ok = ["http://", "file:///"]
+    let ok = ["http://", "https://", "file:///"]
         .iter()
         .any(|p| r.starts_with(p) && r.len() > p.len())
         || r.starts_with('/');
     if !ok {
         crate::bail!(
-            "repository = {r:?} is invalid: expected an http:// or file:// URL or an absolute path"
+            "repository = {r:?} is invalid: expected an http://, https:// or file:// URL or an absolute path"
         );
     }
     Ok(())
@@ -702,8 +696,9 @@ mod tests {
             "relative/repo",
             "ftp://h/",
             "http://",
+            "https://",
             "http://h/\nx",
-            "https://h/",
+            "https://h/\nx",
         ] {
             let text = format!("[update]\nrepository = {bad:?}\n");
             let e = NodeConfig::from_toml(&text, p).unwrap_err().to_string();
@@ -712,6 +707,38 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn repository_schemes() {
+        for ok in [
+            "http://10.0.0.1/fleet",
+            "https://updates.example/fleet",
+            "https://127.0.0.1:8443/",
+            "file:///media/usb/repo",
+            "/media/usb/repo",
+        ] {
+            validate_repository(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "ftp://h/fleet",
+            "sftp://h/",
+            "https:/h",
+            "HTTPS//h",
+            "h/fleet",
+        ] {
+            let e = validate_repository(bad).unwrap_err().to_string();
+            assert!(e.contains("https://"), "{bad}: {e}");
+        }
+        let c = NodeConfig::from_toml(
+            "[update]\nrepository = \"https://10.0.0.1/fleet\"\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.update.unwrap().repository.as_deref(),
+            Some("https://10.0.0.1/fleet")
+        );
     }
 
     fn p() -> &'static Path {

@@ -266,6 +266,9 @@ pub fn parse(
 pub struct UpdateRepository {
     pub url: String,
     pub trusted_root: PathBuf,
+    /// `[update] ca_certificates`: a PEM bundle of certificate authorities
+    /// for an `https://` repository (checked to hold certificates).
+    pub ca_certificates: Option<PathBuf>,
     /// `[update] window`, as written (checked).
     pub window: Option<String>,
 }
@@ -281,6 +284,13 @@ fn update_repository(
     let u = &file.update;
     let (url, root) = match (&u.repository, &u.trusted_root) {
         (None, None) => {
+            if let Some(c) = &u.ca_certificates {
+                return Err(invalid(
+                    c.span(),
+                    "update.ca_certificates",
+                    "needs update.repository (the authorities verify its server)".into(),
+                ));
+            }
             return match &u.window {
                 Some(w) => Err(invalid(
                     w.span(),
@@ -323,6 +333,35 @@ fn update_repository(
             format!("{} is not TUF root metadata: {e}", path.display()),
         )
     })?;
+    let ca_certificates = match &u.ca_certificates {
+        None => None,
+        Some(c) => {
+            let path = base_dir.join(t_path(c));
+            let text = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    c.span(),
+                    "update.ca_certificates",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let certs = pem::parse_many(&text)
+                .map_err(|e| e.to_string())
+                .and_then(
+                    |v| match v.iter().filter(|p| p.tag() == "CERTIFICATE").count() {
+                        0 => Err("no CERTIFICATE block".to_string()),
+                        _ => Ok(()),
+                    },
+                );
+            certs.map_err(|e| {
+                invalid(
+                    c.span(),
+                    "update.ca_certificates",
+                    format!("{} is not a PEM certificate bundle: {e}", path.display()),
+                )
+            })?;
+            Some(path)
+        }
+    };
     let window = match &u.window {
         None => None,
         Some(w) => {
@@ -334,6 +373,7 @@ fn update_repository(
     Ok(Some(UpdateRepository {
         url: url.get_ref().clone(),
         trusted_root: path,
+        ca_certificates,
         window,
     }))
 }
@@ -745,7 +785,17 @@ mod tests {
         assert_eq!(r.url, "http://10.0.0.1/fleet");
         assert_eq!(r.trusted_root, d.path().join("repo-root.json"));
         assert_eq!(r.window.as_deref(), Some("23:00-02:00"));
+        assert_eq!(r.ca_certificates, None);
         assert!(q("").unwrap().update_repository.is_none());
+        std::fs::write(
+            d.path().join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let c = q("repository = \"https://10.0.0.1/fleet\"\ntrusted_root = \"repo-root.json\"\nca_certificates = \"ca.pem\"\n").unwrap();
+        let r = c.update_repository.unwrap();
+        assert_eq!(r.url, "https://10.0.0.1/fleet");
+        assert_eq!(r.ca_certificates, Some(d.path().join("ca.pem")));
         for (bad, says) in [
             ("repository = \"http://h/\"\n", "needs update.trusted_root"),
             (
@@ -753,6 +803,15 @@ mod tests {
                 "needs update.repository",
             ),
             ("window = \"01:00-02:00\"\n", "needs update.repository"),
+            ("ca_certificates = \"ca.pem\"\n", "needs update.repository"),
+            (
+                "repository = \"https://h/\"\ntrusted_root = \"repo-root.json\"\nca_certificates = \"not-root.json\"\n",
+                "is not a PEM certificate bundle",
+            ),
+            (
+                "repository = \"https://h/\"\ntrusted_root = \"repo-root.json\"\nca_certificates = \"missing.pem\"\n",
+                "cannot read",
+            ),
             (
                 "repository = \"ftp://h/\"\ntrusted_root = \"repo-root.json\"\n",
                 "expected an http://",

@@ -80,9 +80,14 @@ pub struct UpdateSection {
     #[serde(default)]
     pub generation: u64,
     /// The update repository devices pull from (`edgeimg publish`'s
-    /// directory, served): an `http://` or `file://` URL or an absolute path.
+    /// directory, served): an `http://`, `https://` or `file://` URL or an
+    /// absolute path.
     #[serde(default)]
     pub repository: Option<Spanned<String>>,
+    /// Certificate authorities (PEM) an `https://` repository's server may
+    /// chain to, besides the device's own bundle; relative to the config file.
+    #[serde(default)]
+    pub ca_certificates: Option<Spanned<PathBuf>>,
     /// The repository's TUF root metadata (`edgeimg keygen --tuf`), relative
     /// to the config file: what devices trust.
     #[serde(default)]

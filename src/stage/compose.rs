@@ -232,6 +232,12 @@ fn update_keys(ctx: &Ctx, tree: &std::path::Path, checked: &Checked) -> Result<V
         let rel = edgeimg_contract::update::TRUSTED_ROOT_PATH.trim_start_matches('/');
         system::write(tree, rel, &root, 0o644)?;
         placed.push(rel.into());
+        if let Some(c) = &r.ca_certificates {
+            let pem = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
+            let rel = edgeimg_contract::update::CA_CERTIFICATES_PATH.trim_start_matches('/');
+            system::write(tree, rel, &pem, 0o644)?;
+            placed.push(rel.into());
+        }
         if let Some(w) = &r.window {
             let rel = edgeimg_contract::update::POLICY_PATH.trim_start_matches('/');
             system::write(

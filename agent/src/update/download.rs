@@ -19,6 +19,8 @@ pub struct Want {
     pub url: url::Url,
     pub length: u64,
     pub sha256: Vec<u8>,
+    /// What an `https://` server's certificate must chain to.
+    pub trust: tuf_client::Trust,
 }
 
 /// `<dir>/<sha256>.part`, the download in progress.
@@ -37,7 +39,7 @@ pub(crate) struct Source {
 }
 
 /// A source of `url` positioned at `offset`.
-pub(crate) fn open_at(url: &url::Url, offset: u64) -> Result<Source> {
+pub(crate) fn open_at(url: &url::Url, trust: &tuf_client::Trust, offset: u64) -> Result<Source> {
     match url.scheme() {
         "file" => {
             let p = url
@@ -53,8 +55,9 @@ pub(crate) fn open_at(url: &url::Url, offset: u64) -> Result<Source> {
                 length: Some(len.saturating_sub(offset)),
             })
         }
-        "http" => {
-            let mut req = tuf_client::target_agent().get(url.as_str());
+        "http" | "https" => {
+            trust.check(url).map_err(Error::msg)?;
+            let mut req = tuf_client::target_agent(trust).get(url.as_str());
             if offset > 0 {
                 req = req.header("Range", format!("bytes={offset}-"));
             }
@@ -87,7 +90,7 @@ pub(crate) fn open_at(url: &url::Url, offset: u64) -> Result<Source> {
                 length,
             })
         }
-        s => crate::bail!("{url}: the scheme {s} is not supported (http:// or a path)"),
+        s => crate::bail!("{url}: the scheme {s} is not supported (http://, https:// or a path)"),
     }
 }
 
@@ -137,7 +140,7 @@ pub fn fetch(want: &Want, dir: &Path) -> Result<PathBuf> {
             reader: src,
             resumed,
             ..
-        } = open_at(&want.url, have)?;
+        } = open_at(&want.url, &want.trust, have)?;
         if !resumed && have > 0 {
             crate::log(format!(
                 "update: {} ignored the range request: downloading from the start",

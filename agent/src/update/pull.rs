@@ -111,6 +111,7 @@ pub struct Offer {
     /// The candidate's deltas from a release of the running generation.
     pub deltas: Vec<Delta>,
     targets_base: url::Url,
+    trust: tuf_client::Trust,
 }
 
 impl Offer {
@@ -128,6 +129,7 @@ impl Offer {
             url,
             length,
             sha256: sha256.to_vec(),
+            trust: self.trust.clone(),
         })
     }
 }
@@ -144,11 +146,13 @@ pub fn offer(root: &Root, location: &tuf_client::Location, status: &Status) -> R
             trusted.display()
         ))
     })?;
+    let trust = tuf_client::Trust::load(root)?;
     let repo = tuf_client::load(
         location,
         &image.board,
         &trusted_root,
         &root.path(tuf_client::DATASTORE),
+        &trust,
     )?;
     let running = crate::update::running_generation(root)?;
     let candidate = newest(
@@ -180,6 +184,7 @@ pub fn offer(root: &Root, location: &tuf_client::Location, status: &Status) -> R
         candidate,
         deltas,
         targets_base: location.board_dir(&image.board, "targets")?,
+        trust,
     })
 }
 

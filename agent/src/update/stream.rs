@@ -489,7 +489,7 @@ impl<'a> Download<'a> {
                 want.url, want.length
             ));
         }
-        let src = download::open_at(&want.url, done)?;
+        let src = download::open_at(&want.url, &want.trust, done)?;
         if done > 0 && !src.resumed {
             crate::log(format!(
                 "update: {} ignored the range request: downloading from the start",
@@ -700,6 +700,7 @@ mod tests {
             url: "http://updates.invalid/t.update".parse().unwrap(),
             length: file.len() as u64,
             sha256: Sha256::digest(file).to_vec(),
+            trust: Default::default(),
         }
     }
 

@@ -7,19 +7,23 @@
 //! trusted, and the latest time it has seen, live in its datastore on the
 //! data partition ([`DATASTORE`]), so the protection survives reboots.
 //!
-//! Metadata comes over plain HTTP (`ureq`, no TLS: TUF signs everything that
-//! matters, and a TLS stack would add C code to the static agent) or from a
-//! directory (`file://` or an absolute path: a mounted copy of the
-//! repository).
+//! Metadata comes over HTTP or HTTPS (`ureq`; TLS through rustls with the
+//! aws-lc-rs provider tough already links, trusting only the certificate
+//! authorities the image carries: [`Trust`]) or from a directory (`file://`
+//! or an absolute path: a mounted copy of the repository).
 
 use crate::error::{Error, Result};
+use crate::root::Root;
+use edgeimg_contract::update::{CA_CERTIFICATES_PATH, SYSTEM_CA_PATH};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tough::{
     ExpirationEnforcement, FilesystemTransport, RepositoryLoader, Transport, TransportError,
     TransportErrorKind,
 };
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 /// tough's record of the metadata it last trusted.
 pub const DATASTORE: &str = "/var/lib/edgeimg/tuf";
@@ -29,7 +33,7 @@ pub const DATASTORE: &str = "/var/lib/edgeimg/tuf";
 pub struct Location(url::Url);
 
 impl Location {
-    /// `http://…`, `file:///…` or an absolute path.
+    /// `http://…`, `https://…`, `file:///…` or an absolute path.
     pub fn parse(s: &str) -> Result<Location> {
         edgeimg_contract::schema::validate_repository(s)?;
         let mut url = if s.starts_with('/') {
@@ -65,14 +69,81 @@ impl std::fmt::Display for Location {
 /// How long one request may take to connect and to go without data.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One HTTP agent: no redirects to elsewhere, statuses handled by the caller.
-pub fn http_agent() -> ureq::Agent {
+/// The certificate authorities an `https://` repository's certificate must
+/// chain to: the device's bundle ([`SYSTEM_CA_PATH`]) and the image's own
+/// ([`CA_CERTIFICATES_PATH`]), whichever exist. No built-in list: the fleet's
+/// operator decides what the devices trust.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    certs: Arc<Vec<Certificate<'static>>>,
+}
+
+impl Trust {
+    /// Reads the bundles under `root`; a missing one is skipped, one that
+    /// does not parse is an error.
+    pub fn load(root: &Root) -> Result<Trust> {
+        let mut certs = vec![];
+        for p in [SYSTEM_CA_PATH, CA_CERTIFICATES_PATH] {
+            let path = root.path(p);
+            let pem = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => crate::bail!("{}: {e}", path.display()),
+            };
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(PemItem::Certificate(c)) => certs.push(c),
+                    Ok(_) => {}
+                    Err(e) => crate::bail!("{}: not a PEM certificate bundle: {e}", path.display()),
+                }
+            }
+        }
+        Ok(Trust {
+            certs: Arc::new(certs),
+        })
+    }
+
+    /// How many certificate authorities it holds.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// Refuses an `https://` URL when there is nothing to verify its server
+    /// with, naming where the authorities would come from.
+    pub fn check(&self, url: &url::Url) -> std::result::Result<(), String> {
+        if url.scheme() == "https" && self.certs.is_empty() {
+            return Err(format!(
+                "{url}: no certificate authority to verify the server's TLS certificate with: neither {SYSTEM_CA_PATH} nor {CA_CERTIFICATES_PATH} exists (build the image with [update] ca_certificates)"
+            ));
+        }
+        Ok(())
+    }
+
+    fn tls_config(&self) -> TlsConfig {
+        TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::Specific(self.certs.clone()))
+            .unversioned_rustls_crypto_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .build()
+    }
+}
+
+/// One HTTP(S) agent: no redirects to elsewhere, statuses handled by the
+/// caller, servers verified against `trust`.
+pub fn http_agent(trust: &Trust) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(HTTP_TIMEOUT))
         .timeout_recv_response(Some(HTTP_TIMEOUT))
         .timeout_recv_body(Some(HTTP_TIMEOUT))
         .http_status_as_error(false)
         .max_redirects(0)
+        .tls_config(trust.tls_config())
         .build()
         .into()
 }
@@ -82,7 +153,7 @@ pub fn http_agent() -> ureq::Agent {
 /// takes while data keeps coming (each read within [`HTTP_TIMEOUT`]);
 /// ureq's body timeout is a total, which would cut every download longer
 /// than that.
-pub fn target_agent() -> ureq::Agent {
+pub fn target_agent(trust: &Trust) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(HTTP_TIMEOUT))
         .timeout_recv_response(Some(HTTP_TIMEOUT))
@@ -90,21 +161,24 @@ pub fn target_agent() -> ureq::Agent {
         .timeout_per_read(Some(HTTP_TIMEOUT))
         .http_status_as_error(false)
         .max_redirects(0)
+        .tls_config(trust.tls_config())
         .build()
         .into()
 }
 
-/// tough's transport: `file://` through its own, `http://` through ureq.
-/// tough bounds every metadata read by its size limits.
+/// tough's transport: `file://` through its own, `http://` and `https://`
+/// through ureq. tough bounds every metadata read by its size limits.
 #[derive(Debug, Clone)]
-pub struct AgentTransport;
+pub struct AgentTransport {
+    pub trust: Trust,
+}
 
 #[tough::async_trait]
 impl Transport for AgentTransport {
     async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, TransportError> {
         match url.scheme() {
             "file" => FilesystemTransport.fetch(url).await,
-            "http" => http_stream(url),
+            "http" | "https" => http_stream(url, &self.trust),
             _ => Err(TransportError::new(
                 TransportErrorKind::UnsupportedUrlScheme,
                 url,
@@ -115,11 +189,12 @@ impl Transport for AgentTransport {
 
 /// A GET as a stream of chunks. Runs blocking I/O inside the stream: the
 /// agent's runtime is one thread that does nothing else.
-fn http_stream(url: url::Url) -> Result<tough::TransportStream, TransportError> {
+fn http_stream(url: url::Url, trust: &Trust) -> Result<tough::TransportStream, TransportError> {
     let other = |e: &dyn std::fmt::Display| {
         TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e.to_string())
     };
-    let resp = http_agent()
+    trust.check(&url).map_err(|e| other(&e))?;
+    let resp = http_agent(trust)
         .get(url.as_str())
         .call()
         .map_err(|e| other(&e))?;
@@ -187,19 +262,23 @@ pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
 }
 
 /// Loads and verifies `board`'s repository from `trusted_root` (bytes of a
-/// root.json), recording what it trusts in `datastore` (created if missing).
+/// root.json), recording what it trusts in `datastore` (created if missing);
+/// an `https://` server is verified against `trust`.
 pub fn load(
     location: &Location,
     board: &str,
     trusted_root: &[u8],
     datastore: &Path,
+    trust: &Trust,
 ) -> Result<tough::Repository> {
     std::fs::create_dir_all(datastore)
         .map_err(|e| Error::msg(format!("cannot create {}: {e}", datastore.display())))?;
     let metadata = location.board_dir(board, "metadata")?;
     let targets = location.board_dir(board, "targets")?;
     let loader = RepositoryLoader::new(&trusted_root, metadata.clone(), targets)
-        .transport(AgentTransport)
+        .transport(AgentTransport {
+            trust: trust.clone(),
+        })
         .expiration_enforcement(ExpirationEnforcement::Safe)
         .datastore(datastore);
     block_on(loader.load())?.map_err(|e| {

@@ -18,7 +18,8 @@ pub const TRUSTED_KEY_PATH: &str = "/usr/share/edgeimg/update.pub";
 pub const GENERATION_PATH: &str = "/usr/lib/edgeimg/update-generation";
 
 /// The update repository an image pulls from (`[update] repository` of its
-/// config): one line, an `http://` or `file://` URL or an absolute path.
+/// config): one line, an `http://`, `https://` or `file://` URL or an
+/// absolute path.
 /// `node.toml`'s `[update] repository` overrides it per node.
 pub const REPOSITORY_PATH: &str = "/usr/share/edgeimg/update-repository";
 
@@ -26,6 +27,14 @@ pub const REPOSITORY_PATH: &str = "/usr/share/edgeimg/update-repository";
 /// config, from `edgeimg keygen --tuf`): the start of the chain of trust,
 /// on the read-only root.
 pub const TRUSTED_ROOT_PATH: &str = "/usr/share/edgeimg/repo-root.json";
+
+/// The certificate authorities an image trusts for an `https://` repository
+/// besides the device's own bundle ([`SYSTEM_CA_PATH`]): `[update]
+/// ca_certificates` of its config, PEM, on the read-only root.
+pub const CA_CERTIFICATES_PATH: &str = "/usr/share/edgeimg/ca-certificates.pem";
+
+/// The device's own certificate authorities, when its image has them.
+pub const SYSTEM_CA_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The pull service's policy (`[update] window` of the config), an
 /// environment file: `EDGEIMG_UPDATE_WINDOW=HH:MM-HH:MM`.
