@@ -598,20 +598,6 @@ fn outside_the_window_a_pull_downloads_and_installs_later() {
     assert_eq!(s.requests.lock().unwrap().len(), 2);
 }
 
-/// Copies `dir` to `to` (files and directories only).
-fn copy_tree(dir: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// The embedded static agents themselves (aarch64 through qemu-user, as
 /// `.ci/setup` registers it), each in a user namespace rooted at the fake
 /// device, check a copy of the repository: their TUF client, its C

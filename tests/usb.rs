@@ -41,20 +41,6 @@ fn installed(root: &Root, want: &[u8]) {
     );
 }
 
-/// Copies `dir` to `to` (files and directories only).
-fn copy_tree(dir: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// No symbolic links in `dir`: a repository copies onto a FAT stick as it
 /// is (`cp -r`), and a stick with links is refused.
 fn no_links(dir: &Path) {

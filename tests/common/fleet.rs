@@ -181,3 +181,17 @@ pub fn device(f: &Fleet, generation: u64, url: &str) -> (tempfile::TempDir, Root
     w("/boot/efi/loader/entries/edgeimg-1-a.conf", b"title v1\n");
     (d, root)
 }
+
+/// Copies `dir` to `to` (files and directories only).
+pub fn copy_tree(dir: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
