@@ -476,3 +476,40 @@ pub fn offsets(requests: &[String], name: &str) -> Vec<u64> {
         .map(|(_, from)| from.parse().unwrap())
         .collect()
 }
+
+/// Boots `disk` (v1 on slot A; `first_boot` of the disk or not) on the user
+/// network with a plan that starts the product's pull service against a
+/// repository holding v2 and its delta `delta_name` from v1: the service
+/// fetches only the delta, rebuilds v2 into slot B and reboots; then boots
+/// v2 from slot B, blessed, with root hash `v2_hash`. Boots are named
+/// `<name>-1` and `<name>-2`.
+pub fn pull_delta_and_boot_v2(
+    board: &str,
+    server: &crate::repo_server::RepoServer,
+    disk: &Path,
+    first_boot: bool,
+    delta_name: &str,
+    v2_hash: &str,
+    work: &Path,
+    name: &str,
+) {
+    server.take_requests();
+    let plan = work.join(format!("plan-{name}.raw"));
+    plan_disk("service\n", None, &plan, work);
+    let mut b = start(board, disk, &[&plan], true, work, &format!("{name}-1"));
+    check_v1(&b.report(), first_boot);
+    b.wait("starting edgeimg-update-pull.service");
+    b.wait("update: rebuilt");
+    b.exits();
+    let requests = server.take_requests();
+    assert_eq!(offsets(&requests, delta_name), [0], "{requests:?}");
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the delta was fetched: {requests:?}"
+    );
+    let mut b = start(board, disk, &[], false, work, &format!("{name}-2"));
+    b.wait("edgeimg: update good: boot entry edgeimg-2-b.conf");
+    check_v2(&b.report(), v2_hash);
+    b.exits();
+}

@@ -333,23 +333,15 @@ fn x86_64_update_pull_good_bad_and_interrupted() {
     // The pull service then takes the delta from v1 (the slot it runs),
     // not the full update, rebuilds v2 from it and reboots into it.
     server.mount("main", &repos.with_delta);
-    server.take_requests();
-    let plan = w.join("plan-c2.raw");
-    plan_disk("service\n", None, &plan, w);
-    let mut b = start(BOARD, &disk, &[&plan], true, w, "update-killed-2");
-    check_v1(&b.report(), false);
-    b.wait("starting edgeimg-update-pull.service");
-    b.exits();
-    let requests = server.take_requests();
-    assert_eq!(offsets(&requests, &delta_name), [0], "{requests:?}");
-    assert_eq!(
-        requests.len(),
-        1,
-        "only the delta was fetched: {requests:?}"
+    pull_delta_and_boot_v2(
+        BOARD,
+        &server,
+        &disk,
+        false,
+        &delta_name,
+        &v2_hash,
+        w,
+        "update-killed-delta",
     );
-    let mut b = start(BOARD, &disk, &[], false, w, "delta-good");
-    b.wait("edgeimg: update good: boot entry edgeimg-2-b.conf");
-    check_v2(&b.report(), &v2_hash);
-    b.exits();
     eprintln!("total: {:.0}s", t0.elapsed().as_secs_f64());
 }
