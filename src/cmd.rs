@@ -99,6 +99,11 @@ pub const QEMU_AARCH64_STATIC: Tool = Tool {
     package: "qemu-user-static",
     purpose: "run arm64 programs while bootstrapping an arm64 root on another host",
 };
+pub const PATCHELF: Tool = Tool {
+    name: "patchelf",
+    package: "patchelf",
+    purpose: "run the host's own sed, cp, ln... inside a foreign root while its initrd is made",
+};
 
 pub const CHECKMODULE: Tool = Tool {
     name: "checkmodule",
@@ -191,6 +196,8 @@ pub const STAGE_TOOLS: &[Tool] = &[
 pub const BUILD_TOOLS: &[Tool] = &[
     MMDEBSTRAP, NEWUIDMAP, TAR, MKFS_EROFS, DEPMOD, MKFS_VFAT, MCOPY, MMD, MKE2FS, DEBUGFS,
 ];
+/// What making a base for another architecture needs on top (a cache miss).
+pub const FOREIGN_TOOLS: &[Tool] = &[QEMU_AARCH64_STATIC, PATCHELF];
 /// What an image with `[image] verity = true` needs on top.
 pub const VERITY_TOOLS: &[Tool] = &[VERITYSETUP];
 /// What an unprivileged build needs on top (mmdebstrap's own newuidmap is a
@@ -218,6 +225,7 @@ pub const GROUPS: &[(&str, &[Tool])] = &[
     ("build", BUILD_TOOLS),
     ("[selinux]", SELINUX_TOOLS),
     ("verity", VERITY_TOOLS),
+    ("base for another architecture", FOREIGN_TOOLS),
     ("rootless", ROOTLESS_TOOLS),
     ("keygen --secure-boot", SECURE_BOOT_TOOLS),
     ("build with Secure Boot keys", SIGNED_BOOT_TOOLS),

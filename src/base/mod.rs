@@ -26,9 +26,9 @@ const DATA_LUKS: &str = include_str!("files/edgeimg-data-luks");
 /// (customize-finish): under qemu-user each of them costs tens of seconds.
 const ESSENTIAL_DEFER: &str = include_str!("files/essential-defer");
 const CUSTOMIZE_FINISH: &str = include_str!("files/customize-finish");
-/// Foreign roots only: the host's dpkg-deb decompresses the packages that
-/// dpkg, under qemu-user, unpacks.
-const DEBS_UNCOMPRESS: &str = include_str!("files/debs-uncompress");
+/// Foreign roots only: the host's own dpkg-deb, tar, sed, cp... stand in for
+/// the target's while packages install and while the initrd is made.
+const NATIVE_TOOLS: &str = include_str!("files/native-tools");
 /// Applies a package difference to a copy of a cached base (see incremental).
 const APPLY_DIFFERENCE: &str = include_str!("files/apply-difference");
 /// Bumped whenever the way a base is made changes in a way the inputs don't show.
@@ -40,7 +40,9 @@ const APPLY_DIFFERENCE: &str = include_str!("files/apply-difference");
 /// starts from the closest cached base.
 /// 5: an incremental base keeps the cached initrd when its inputs did not
 /// change.
-const BASE_FORMAT: u32 = 5;
+/// 6: a foreign root's dpkg-deb, dpkg-split, tar and the initrd's sed, cp,
+/// ln... are the host's, run natively (native-tools).
+const BASE_FORMAT: u32 = 6;
 
 /// The `SOURCE_DATE_EPOCH` every base is bootstrapped with (2025-01-01 UTC).
 /// With it mmdebstrap's output is reproducible (times clamped, logs dropped),
@@ -187,7 +189,7 @@ impl BaseSpec {
         let hooks = [
             ESSENTIAL_DEFER,
             CUSTOMIZE_FINISH,
-            DEBS_UNCOMPRESS,
+            NATIVE_TOOLS,
             APPLY_DIFFERENCE,
         ]
         .map(|h| sha256_bytes(h.as_bytes()));
@@ -282,13 +284,16 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     std::fs::create_dir_all(&hooks)?;
     std::fs::write(hooks.join("essential-defer"), ESSENTIAL_DEFER)?;
     std::fs::write(hooks.join("customize-finish"), CUSTOMIZE_FINISH)?;
-    std::fs::write(hooks.join("debs-uncompress"), DEBS_UNCOMPRESS)?;
+    std::fs::write(hooks.join("native-tools"), NATIVE_TOOLS)?;
     // The host's depmod indexes a foreign root; a native one indexes itself.
     let cpu = if spec.arch == crate::doctor::host_arch() {
         "native"
     } else {
         "foreign"
     };
+    if cpu == "foreign" {
+        cmd::require(&[cmd::PATCHELF])?;
+    }
     let partial = work.path().join("base.tar");
     let mut incremental = None;
     // The chroot needs real root (a rootless build bootstraps from nothing);
@@ -329,11 +334,11 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     })
 }
 
-/// mmdebstrap options that have the host's dpkg-deb decompress every package
-/// for the whole install (`debs-uncompress`): set up once the essential set
-/// is extracted, before dpkg installs anything; gone before the customize
-/// hook that finishes the root.
-fn native_decompression_hooks(script: &Path) -> [String; 2] {
+/// mmdebstrap options that have the host's dpkg-deb, dpkg-split and tar stand
+/// in for the target's for the whole install (`native-tools`): set up once
+/// the essential set is extracted, before dpkg installs anything; gone before
+/// the customize hook that finishes the root.
+fn native_install_hooks(script: &Path) -> [String; 2] {
     let script = script.display();
     [
         format!("--extract-hook=sh '{script}' --install \"$1\""),
@@ -412,9 +417,7 @@ fn bootstrap(
         c = c.arg(format!("--dpkgopt={d}"));
     }
     if cpu == "foreign" {
-        c = c.args(native_decompression_hooks(
-            &work.join("hooks/debs-uncompress"),
-        ));
+        c = c.args(native_install_hooks(&work.join("hooks/native-tools")));
     }
     c = c
         .arg(format!("--setup-hook=sync-in {} /", files.display()))
