@@ -213,6 +213,9 @@ pub fn run(
     // Kept until QEMU exits (swtpm also ends by itself when QEMU disconnects).
     let _tpm = match tpm_state {
         Some(dir) => {
+            if let Some(note) = tpm_note(&b)? {
+                eprintln!("edgeimg: note: {note}");
+            }
             let t = crate::qemu::swtpm::Swtpm::start(dir)?;
             vm.tpm_socket = Some(t.socket.clone());
             Some(t)
@@ -318,6 +321,24 @@ pub fn doctor(
         );
     }
     Ok(())
+}
+
+/// What `run --tpm-state` can give the guest of board `b`: an error for a
+/// board QEMU models without a TPM2 (the Raspberry Pi machine), a note when
+/// the guest's kernel cannot use the one QEMU gives it.
+fn tpm_note(b: &board::Board) -> Result<Option<&'static str>> {
+    if b.firmware != board::Firmware::Uefi {
+        anyhow::bail!(
+            "--tpm-state: board `{}` has no TPM2 (its firmware has no measured boot, and QEMU's {} machine no TPM device)",
+            b.name,
+            b.qemu.machine
+        );
+    }
+    Ok((b.arch == edgeimg_contract::arch::Arch::Arm64).then_some(
+        "QEMU's arm64 virt machine offers the TPM2 only as a TIS device (tpm-tis-device); \
+         the firmware measures into it, but Debian's arm64 kernel has no driver for it \
+         (tpm_tis, CONFIG_TCG_TIS), so the guest sees no TPM2 (docs/trusted-boot.md)",
+    ))
 }
 
 /// The `secure boot` column of `edgeimg boards`.
@@ -789,4 +810,23 @@ fn bundle_verify_lock(lock: &Path, json: bool, quiet: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_tpm_state_refuses_the_pi_and_warns_on_arm64() {
+        let e = tpm_note(&board::load("rpi4").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("board `rpi4` has no TPM2"), "{e}");
+        assert_eq!(tpm_note(&board::load("x86_64").unwrap()).unwrap(), None);
+        let n = tpm_note(&board::load("arm64").unwrap()).unwrap().unwrap();
+        assert!(
+            n.contains("tpm_tis") && n.contains("docs/trusted-boot.md"),
+            "{n}"
+        );
+    }
 }

@@ -222,11 +222,14 @@ pub fn disk_copy(image: &Path, dest: &Path, size: u64) -> Result<()> {
 /// asserts), as the guest read it from its journal.
 ///
 /// With `secure_boot_vars`, the machine runs the board's Secure Boot firmware
-/// on that variable store (kept by the caller across boots).
+/// on that variable store (kept by the caller across boots); with
+/// `tpm_state`, it has a software TPM2 (swtpm) whose state is that directory
+/// (the same directory on every boot: the same TPM).
 pub fn boot_once(
     board: &str,
     disk: &Path,
     secure_boot_vars: Option<&Path>,
+    tpm_state: Option<&Path>,
     work: &Path,
     log_name: &str,
 ) -> Result<(serde_json::Value, String)> {
@@ -235,6 +238,11 @@ pub fn boot_once(
     if let Some(vars) = secure_boot_vars {
         vm.use_secure_boot_firmware(vars)?;
     }
+    // Kept until QEMU exits.
+    let swtpm = tpm_state
+        .map(edgeimg::qemu::swtpm::Swtpm::start)
+        .transpose()?;
+    vm.tpm_socket = swtpm.as_ref().map(|t| t.socket.clone());
     let log = log_dir().join(log_name);
     attach_record_port(&mut vm, &log);
     let mut records = Records::new(&vm);
@@ -264,12 +272,14 @@ pub fn boot_once(
 /// kept for that), so the second try starts from the same state and every
 /// assertion holds for it as for a first try. Any other failure is returned
 /// as is. Both console logs are kept (the stalled one as `NAME-stalled.log`).
+/// A TPM's state (`tpm_state`) is not put back: only the disk is.
 /// Boards with a record port are not watched for silence (their console may
 /// rest while the port carries the results), so they are booted once.
 pub fn boot_once_redoing_a_stall(
     board: &str,
     disk: &Path,
     secure_boot_vars: Option<&Path>,
+    tpm_state: Option<&Path>,
     work: &Path,
     log_name: &str,
 ) -> Result<(serde_json::Value, String)> {
@@ -277,12 +287,12 @@ pub fn boot_once_redoing_a_stall(
         .qemu
         .has_virtio_serial()
     {
-        return boot_once(board, disk, secure_boot_vars, work, log_name);
+        return boot_once(board, disk, secure_boot_vars, tpm_state, work, log_name);
     }
     let before = work.join("disk-before-boot.raw");
     edgeimg::sparse::copy_sparse(disk, &before)
         .with_context(|| format!("keep {} before the boot", disk.display()))?;
-    let first = boot_once(board, disk, secure_boot_vars, work, log_name);
+    let first = boot_once(board, disk, secure_boot_vars, tpm_state, work, log_name);
     let stalled = matches!(&first, Err(e) if e.downcast_ref::<GuestStalled>().is_some());
     if !stalled {
         let _ = std::fs::remove_file(&before);
@@ -297,7 +307,7 @@ pub fn boot_once_redoing_a_stall(
         kept.display()
     );
     std::fs::rename(&before, disk)?;
-    boot_once(board, disk, secure_boot_vars, work, log_name)
+    boot_once(board, disk, secure_boot_vars, tpm_state, work, log_name)
 }
 
 /// What systemd-boot prints once the firmware took the keys (then it resets
@@ -349,6 +359,9 @@ pub struct SelfcheckImage {
     pub image: PathBuf,
     /// Built with the labelled stand-in bundle (not `EDGEIMG_K3S_BUNDLE`).
     pub stand_in: bool,
+    /// When set, every Linux boot of [`check_server_boots`] has a software
+    /// TPM2 whose state is this directory (one TPM for all of them).
+    pub tpm_state: Option<PathBuf>,
     /// Signed for Secure Boot ([`SelfcheckImage::build_secure_boot`]): the
     /// firmware variable store its boots share, in setup mode until the
     /// first boot enrolls the image's keys.
@@ -414,6 +427,7 @@ impl SelfcheckImage {
             image: report.image,
             stand_in,
             secure_boot_vars,
+            tpm_state: None,
         }
     }
 
@@ -472,6 +486,7 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         board,
         &disk,
         vars,
+        img.tpm_state.as_deref(),
         out.path(),
         &format!("{board}-boot1.log"),
     )
@@ -599,6 +614,7 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         board,
         &disk,
         vars,
+        img.tpm_state.as_deref(),
         out.path(),
         &format!("{board}-boot2.log"),
     )
@@ -697,7 +713,7 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
         .unwrap();
 
     let log_name = format!("{board}-agent.log");
-    let (v, ready) = boot_once(board, &disk, None, work, &log_name)
+    let (v, ready) = boot_once(board, &disk, None, None, work, &log_name)
         .unwrap_or_else(|e| panic!("{board} agent boot: {e:#}"));
     let console = std::fs::read_to_string(log_dir().join(&log_name)).unwrap();
     assert!(

@@ -62,6 +62,7 @@ impl SelinuxImage {
             &self.board,
             &self.disk,
             None,
+            None,
             self.out.path(),
             &self.log_name(n),
         )

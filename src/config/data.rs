@@ -220,6 +220,34 @@ mod tests {
         assert_eq!(plain.data_encryption.unwrap().no_tpm, NoTpm::Plain);
     }
 
+    /// arm64: the initramfs gets the arm64 AES code (Crypto Extensions and
+    /// NEON) instead of x86's AES-NI; the board file itself is untouched,
+    /// so arm64 and rpi4 images without encryption keep sharing one base.
+    #[test]
+    fn arm64_gets_its_own_aes_modules_and_keeps_the_shared_board_modules() {
+        let d = dir_with_key();
+        let c = p(
+            d.path(),
+            "[image]\nname = \"x\"\nboard = \"arm64\"\n[data]\nencryption = \"tpm2\"\nrecovery_public_key = \"keys/recovery.pub\"\n",
+        )
+        .unwrap();
+        let m = &c.board.initramfs_modules;
+        for want in [
+            "dm-crypt",
+            "xts",
+            "algif_skcipher",
+            "aes-ce-blk",
+            "aes-neon-bs",
+        ] {
+            assert!(m.iter().any(|x| x == want), "{want} missing: {m:?}");
+        }
+        assert!(!m.iter().any(|x| x == "aesni-intel"), "{m:?}");
+        let arm64 = super::super::board::load("arm64").unwrap();
+        let rpi4 = super::super::board::load("rpi4").unwrap();
+        assert_eq!(arm64.initramfs_modules, rpi4.initramfs_modules);
+        assert_eq!(arm64.packages, rpi4.packages);
+    }
+
     /// Each bad value: one error naming the file, line and key.
     #[test]
     fn bad_values_name_the_file_line_and_key() {

@@ -579,16 +579,34 @@ impl Config {
 }
 
 /// The kernel modules an encrypted data partition needs in the initramfs:
-/// dm-crypt and LUKS2's default cipher (aes-xts-plain64; AES itself is
-/// built into Debian's kernels, the x86 AES-NI code is a module), and the
-/// kernel's crypto API for user space (algif_skcipher), through which
+/// dm-crypt and LUKS2's default cipher (aes-xts-plain64; generic AES is
+/// built into Debian's kernels, the CPU's faster AES code is a module), and
+/// the kernel's crypto API for user space (algif_skcipher), through which
 /// cryptsetup encrypts the data when it converts the partition offline.
+///
+/// The CPU's AES: AES-NI on x86 (aesni-intel); on arm64 the ARMv8 Crypto
+/// Extensions (aes-ce-blk, with aes-ce-cipher), or NEON bit-sliced AES
+/// (aes-neon-bs, with aes-neon-blk) on cores without them, such as the
+/// Raspberry Pi 4's Cortex-A72. The crypto API loads the fastest one the
+/// CPU runs when dm-crypt asks for xts(aes) (their `crypto-xts(aes)`
+/// aliases), so they only need to be in the initramfs.
+///
+/// No TPM driver is named: Debian's kernels build in the TPM core and the
+/// CRB driver (tpm_crb, ACPI TPM2 devices: most UEFI arm64 servers, x86
+/// firmware TPMs); x86's TIS driver is built in too. Debian's arm64 kernel
+/// has no TIS driver at all (CONFIG_TCG_TIS unset; docs/trusted-boot.md).
 pub fn luks_modules(arch: edgeimg_contract::arch::Arch) -> &'static [&'static str] {
     match arch {
         edgeimg_contract::arch::Arch::Amd64 => {
             &["dm-crypt", "xts", "algif_skcipher", "aesni-intel"]
         }
-        _ => &["dm-crypt", "xts", "algif_skcipher"],
+        edgeimg_contract::arch::Arch::Arm64 => &[
+            "dm-crypt",
+            "xts",
+            "algif_skcipher",
+            "aes-ce-blk",
+            "aes-neon-bs",
+        ],
     }
 }
 
