@@ -397,6 +397,39 @@ impl SelfcheckImage {
         Self::build_in(dir, board, image_keys, &section, Some(vars))
     }
 
+    /// The self-check image for `board` with `sections` (TOML) appended to
+    /// its config, built in `dir` (which holds the files they name).
+    pub fn build_with_sections(
+        dir: tempfile::TempDir,
+        board: &str,
+        sections: &str,
+    ) -> SelfcheckImage {
+        Self::build_in(dir, board, "", sections, None)
+    }
+
+    /// What a boot of this image with no TPM2 leaves in the self-check's
+    /// `data_unlock` (/run/edgeimg-data-unlock): "plain" for an image whose
+    /// data partition is sealed to a TPM2 with `no_tpm = "plain"` (a boot
+    /// without a TPM2 keeps it unencrypted), "" for one without `[data]
+    /// encryption`. The harness' VMs have no TPM2, and an image with
+    /// `no_tpm = "refuse"` would not boot in them.
+    pub fn data_unlock_without_tpm(&self) -> &'static str {
+        let manifest =
+            edgeimg::manifest::Manifest::read(&self.dir.path().join("manifest.json")).unwrap();
+        match manifest.data_encryption {
+            None => "",
+            Some(e) if e.encryption == "none" => "",
+            Some(e) => {
+                assert_eq!(
+                    e.no_tpm.as_deref(),
+                    Some("plain"),
+                    "the harness' VMs have no TPM2: {e:?}"
+                );
+                "plain"
+            }
+        }
+    }
+
     fn build_in(
         dir: tempfile::TempDir,
         board: &str,
@@ -557,6 +590,8 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
     );
     assert_eq!(first["etc_fstype"], "overlay", "{first}");
     assert_eq!(first["var_fstype"], "ext4", "{first}");
+    let unlock = img.data_unlock_without_tpm();
+    assert_plain_data(&first, unlock, &format!("{board}-boot1.log"));
     assert_eq!(first["disk_bytes"].as_u64(), Some(disk_len), "{first}");
     let part_end = first["part_start"].as_u64().unwrap() + first["part_bytes"].as_u64().unwrap();
     // Grown to the end of the medium, less the backup GPT and 1 MiB alignment.
@@ -641,6 +676,7 @@ pub fn check_server_boots(img: &SelfcheckImage) -> serde_json::Value {
         "hostname must persist: {second}"
     );
     assert_eq!(second["usr_ro"], true);
+    assert_plain_data(&second, unlock, &format!("{board}-boot2.log"));
     assert_eq!(second["k3s"]["active"], "k3s", "{second}");
     assert!(
         second["k3s"]["hello"]
@@ -727,6 +763,7 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
         assert!(ready.contains("cluster not ready"), "{ready}");
     }
     assert_eq!(v["status"]["ready"], true, "{v}");
+    assert_plain_data(&v, img.data_unlock_without_tpm(), &log_name);
     assert_eq!(v["status"]["k3s_role"], "agent", "{v}");
     assert_eq!(v["hostname"], "agent-1", "hostname from node.toml: {v}");
     let k = &v["k3s"];
@@ -760,6 +797,30 @@ pub fn check_agent_disk(img: &SelfcheckImage, server_hostname: &str) {
     assert_eq!(
         k["token_logged"], 0,
         "the join token is in the journal: {v}"
+    );
+}
+
+/// The initramfs' line when a device without a TPM2 keeps its data
+/// partition unencrypted (`no_tpm = "plain"`, src/base/files/edgeimg-data-luks).
+pub const NO_TPM_PLAIN: &str = "edgeimg: data: this device has no TPM2: the data partition stays unencrypted (no_tpm = \"plain\")";
+
+/// A boot without a TPM2 left /var a plain ext4 on the data partition itself
+/// (no dm-crypt mapping) and recorded `unlock` ("plain" or, without `[data]
+/// encryption`, nothing); with "plain" the console (the log `log_name`)
+/// says so.
+fn assert_plain_data(v: &serde_json::Value, unlock: &str, log_name: &str) {
+    assert_eq!(v["data_unlock"], unlock, "{v}");
+    assert_eq!(v["var_fstype"], "ext4", "{v}");
+    let source = v["var_source"].as_str().unwrap_or_default();
+    assert!(
+        source.starts_with("/dev/") && !source.starts_with("/dev/mapper/"),
+        "/var is not the data partition itself: {v}"
+    );
+    let console = std::fs::read_to_string(log_dir().join(log_name)).unwrap();
+    assert_eq!(
+        console.contains(NO_TPM_PLAIN),
+        unlock == "plain",
+        "the no-TPM line on the console ({log_name})"
     );
 }
 

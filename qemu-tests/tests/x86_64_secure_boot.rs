@@ -36,7 +36,23 @@
 //!   console says why and asks for the recovery key, which the test
 //!   unwraps from the boot partition with the operator's private key (the
 //!   documented openssl command) and types; the node then boots, and the key
-//!   appears nowhere on the console.
+//!   appears nowhere on the console;
+//! - a copy of the enrolled machine and medium booted with no TPM2: the
+//!   image says `no_tpm = "refuse"`, so the initramfs stops the boot with
+//!   its message, no ready line, and the data partition is the build's, byte
+//!   for byte (checked in the disk file after QEMU exits);
+//! - another such copy with its own TPM2, killed as soon as the console says
+//!   the LUKS2 header is written and the data is being encrypted (the
+//!   initramfs writes the header with `cryptsetup reencrypt --init-only`,
+//!   prints the line, then encrypts with `--resume-only`): the header in the
+//!   disk file says `online-reencrypt`. Booted again with the same TPM2, the
+//!   initramfs says the first encryption was interrupted, takes the
+//!   recovery key (unwrapped from that copy's boot partition), resumes the
+//!   encryption and enrolls the TPM2; the node gets ready.
+//!
+//! Every boot that opens the data partition reports the SHA-256 of a file
+//! the build put on it (a test-only overlay) and the time of /var's "already
+//! seeded" marker, which must be the build's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,8 +84,37 @@ const WRAPPED_KEY: &str = "edgeimg/recovery-key.bin";
 /// The initramfs' recovery prompt (src/base/files/edgeimg-data-luks).
 const RECOVERY_PROMPT: &str = "edgeimg: recovery key: ";
 
-fn config(dir: &Path, keys: &Path, recovery_pub: &Path) -> PathBuf {
-    let overlays: Vec<String> = [overlay("record"), overlay("sbcheck")]
+/// The first boot's line between writing the LUKS2 header and encrypting
+/// the data (src/base/files/edgeimg-data-luks).
+const ENCRYPTING_IN_PLACE: &str = "in place now (interrupted, the next boot resumes it";
+/// The initramfs' refusal on a device without a TPM2 (`no_tpm = "refuse"`).
+const NO_TPM_REFUSED: &str = "refuses to keep /var unencrypted (no_tpm = \"refuse\")";
+
+/// A test-only overlay that puts 8 MiB of data on the data partition
+/// (/var/lib/edgeimg-test/data.bin): every boot that opens the partition
+/// reports its SHA-256, which must be the build's. Returns the overlay and
+/// that digest.
+fn data_overlay(dir: &Path) -> (PathBuf, String) {
+    let o = dir.join("overlay-data");
+    let f = o.join("var/lib/edgeimg-test/data.bin");
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    // Not compressible, so it spans 8 MiB of the partition.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..8 * 1024 * 1024 / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(&f, bytes).unwrap();
+    let sha = edgeimg::artifact::checksums::sha256_file(&f).unwrap();
+    (o, sha)
+}
+
+fn config(dir: &Path, keys: &Path, recovery_pub: &Path, data: &Path) -> PathBuf {
+    let overlays: Vec<String> = [overlay("record"), overlay("sbcheck"), data.to_path_buf()]
         .iter()
         .map(|o| format!("{:?}", o.display().to_string()))
         .collect();
@@ -118,9 +163,25 @@ fn start(
     (vm.spawn_captured(&log).unwrap(), records, swtpm)
 }
 
+/// What the build put on the data partition: its epoch (the "already
+/// seeded" marker's time) and the test data's SHA-256.
+struct Built {
+    epoch: String,
+    testdata: String,
+}
+
 /// What every boot that opened the data partition reports.
-fn assert_data(r: &std::collections::HashMap<String, String>, text: &str, unlock: &str) {
+fn assert_data(
+    r: &std::collections::HashMap<String, String>,
+    text: &str,
+    unlock: &str,
+    built: &Built,
+) {
     let get = |k: &str| r.get(k).map(String::as_str);
+    // The build's files, read through dm-crypt: the in-place encryption
+    // kept them, and /var was not seeded again.
+    assert_eq!(get("testdata"), Some(built.testdata.as_str()), "{text}");
+    assert_eq!(get("seeded"), Some(built.epoch.as_str()), "{text}");
     assert_eq!(get("var"), Some("/dev/mapper/edgeimg-data"), "{text}");
     assert_eq!(get("luks"), Some("2"), "{text}");
     assert_eq!(get("tpm2token"), Some("1"), "{text}");
@@ -183,18 +244,85 @@ fn assert_enforced(r: &std::collections::HashMap<String, String>, text: &str, sl
     assert_eq!(get("slot"), Some(slot), "{text}");
 }
 
-/// The boot partition's offset in the image, from manifest.json.
-fn boot_offset(out: &Path) -> u64 {
+/// The offset and size of the partition `role` in the image, from
+/// manifest.json.
+fn partition(out: &Path, role: &str) -> (u64, u64) {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    manifest["layout"]["partitions"]
+    let p = manifest["layout"]["partitions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["role"] == "boot")
-        .unwrap_or_else(|| panic!("no boot partition in {manifest}"))["offset"]
-        .as_u64()
-        .unwrap()
+        .find(|p| p["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} partition in {manifest}"));
+    (p["offset"].as_u64().unwrap(), p["size"].as_u64().unwrap())
+}
+
+/// `len` bytes of `disk` from `offset`.
+fn read_at(disk: &Path, offset: u64, len: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(disk).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut b = Vec::new();
+    f.take(len).read_to_end(&mut b).unwrap();
+    assert_eq!(b.len() as u64, len, "{} is short", disk.display());
+    b
+}
+
+/// SHA-256 of `len` bytes of `disk` from `offset`.
+fn sha256_at(disk: &Path, offset: u64, len: u64) -> String {
+    edgeimg::artifact::checksums::sha256_bytes(&read_at(disk, offset, len))
+}
+
+/// `cryptsetup luksDump` of the LUKS2 header at `offset` in `disk` (its
+/// first 16 MiB, copied to a file: luksDump reads a header from a file).
+fn luks_dump(disk: &Path, offset: u64, w: &Path) -> String {
+    let hdr = w.join("luks-header.bin");
+    std::fs::write(&hdr, read_at(disk, offset, 16 * 1024 * 1024)).unwrap();
+    let o = Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&hdr)
+        .output()
+        .expect("cryptsetup (cryptsetup-bin)");
+    assert!(o.status.success(), "cryptsetup luksDump: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The recovery key the device left on the boot partition of `disk`,
+/// unwrapped with the operator's private key by the documented command
+/// (docs/trusted-boot.md, "Recovery").
+fn unwrap_recovery_key(disk: &Path, offset: u64, rec_key: &Path, w: &Path) -> String {
+    let wrapped = w.join("recovery-key.bin");
+    mcopy(
+        disk,
+        offset,
+        &format!("::{WRAPPED_KEY}"),
+        wrapped.to_str().unwrap(),
+    );
+    let o = Command::new("openssl")
+        .args(["pkeyutl", "-decrypt", "-inkey", rec_key.to_str().unwrap()])
+        .args([
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+        ])
+        .args([
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            wrapped.to_str().unwrap(),
+        ])
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "unwrap the recovery key: {o:?}");
+    let key = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the recovery key is 64 hex digits ({} bytes)",
+        key.len()
+    );
+    key
 }
 
 /// `mcopy` between the host and the FAT boot partition of `disk` at `offset`.
@@ -218,6 +346,16 @@ fn sbverify(cert: &Path, file: &Path) -> bool {
         .success()
 }
 
+/// A copy of the enrolled disk and variable store (another machine with
+/// the same keys enrolled, and the same medium, before its first Linux boot).
+fn enrolled_copy(enrolled: (&Path, &Path), w: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let disk = w.join(format!("{name}.raw"));
+    let vars = w.join(format!("{name}-vars.fd"));
+    edgeimg::sparse::copy_sparse(enrolled.0, &disk).unwrap();
+    std::fs::copy(enrolled.1, &vars).unwrap();
+    (disk, vars)
+}
+
 /// A copy of the enrolled disk and variable store whose UKI `change` edits
 /// (on the host, as someone holding the medium would).
 fn tampered_copy(
@@ -227,10 +365,7 @@ fn tampered_copy(
     name: &str,
     change: impl FnOnce(&Path),
 ) -> (PathBuf, PathBuf) {
-    let disk = w.join(format!("{name}.raw"));
-    let vars = w.join(format!("{name}-vars.fd"));
-    edgeimg::sparse::copy_sparse(enrolled.0, &disk).unwrap();
-    std::fs::copy(enrolled.1, &vars).unwrap();
+    let (disk, vars) = enrolled_copy(enrolled, w, name);
     let uki = w.join(format!("{name}.efi"));
     mcopy(&disk, offset, &format!("::{UKI}"), uki.to_str().unwrap());
     change(&uki);
@@ -317,10 +452,11 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         "-out",
         rec_pub.to_str().unwrap(),
     ]);
+    let (data_overlay, testdata) = data_overlay(w);
     let out = w.join("out");
     // One build: the image, and its own signed update (a UKI per slot).
     let built = edgeimg::pipeline::build(&edgeimg::pipeline::BuildOptions {
-        config: Some(config(w, &keys, &rec_pub)),
+        config: Some(config(w, &keys, &rec_pub, &data_overlay)),
         out: out.clone(),
         compression: Some(edgeimg::artifact::Compression::None),
         signing_key: Some(update_key),
@@ -331,7 +467,8 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     let upd = w.join("upd.raw");
     update_disk(&out.join("sbtest-x86_64.update"), &upd, w);
     eprintln!("keys and build: {:.0}s", t0.elapsed().as_secs_f64());
-    let offset = boot_offset(&out);
+    let offset = partition(&out, "boot").0;
+    let data_part = partition(&out, "data");
     let db_crt = PathBuf::from(format!("{}-db.crt", keys.display()));
     // The manifest names the db certificate that signed the boot chain.
     let manifest = edgeimg::manifest::Manifest::read(&out.join("manifest.json")).unwrap();
@@ -353,6 +490,10 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         .expect("the manifest records the data encryption");
     assert_eq!(enc.encryption, "tpm2");
     assert_eq!(enc.no_tpm.as_deref(), Some("refuse"));
+    let built_data = Built {
+        epoch: manifest.source_date_epoch.to_string(),
+        testdata,
+    };
 
     let disk = w.join("disk.raw");
     let disk_len = std::fs::metadata(&built.image).unwrap().len() + GIB;
@@ -411,6 +552,11 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         assert!(!sbverify(&db_crt, uki), "the unsigned UKI still verifies");
     });
 
+    // Two more machines with the keys enrolled and the medium as built: one
+    // without a TPM2, one whose first encryption is cut.
+    let no_tpm = enrolled_copy((&disk, &vars), w, "no-tpm");
+    let cut = enrolled_copy((&disk, &vars), w, "cut");
+
     // 2. The same machine now enforces Secure Boot and boots the signed UKI;
     //    then it installs the update into slot B and reboots.
     let t = Instant::now();
@@ -422,7 +568,7 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let (r, text) = report(&mut vm, &mut records, name);
     assert_enforced(&r, &text, "a");
-    assert_data(&r, &text, "tpm2");
+    assert_data(&r, &text, "tpm2", &built_data);
     assert_eq!(r["entry"], "edgeimg-1-a.efi", "{text}");
     assert_eq!(r["ukis"], "edgeimg-1-a.efi,", "{text}");
     let applied = records
@@ -442,7 +588,7 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     let (mut vm, mut records, _tpm) = start(&disk, &vars, None, Some(&tpm), w, name);
     let (r, text) = report(&mut vm, &mut records, name);
     assert_enforced(&r, &text, "b");
-    assert_data(&r, &text, "tpm2");
+    assert_data(&r, &text, "tpm2", &built_data);
     assert!(r["entry"].starts_with("edgeimg-2-b"), "{text}");
     assert_eq!(
         r["ukis"], "edgeimg-1-a.efi,edgeimg-2-b.efi,",
@@ -459,37 +605,7 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
     //    operator, does.
     let t = Instant::now();
     let name = "secure-boot-other-tpm";
-    let wrapped = w.join("recovery-key.bin");
-    mcopy(
-        &disk,
-        offset,
-        &format!("::{WRAPPED_KEY}"),
-        wrapped.to_str().unwrap(),
-    );
-    // docs/trusted-boot.md, "Recovery": the operator's command.
-    let o = Command::new("openssl")
-        .args(["pkeyutl", "-decrypt", "-inkey", rec_key.to_str().unwrap()])
-        .args([
-            "-pkeyopt",
-            "rsa_padding_mode:oaep",
-            "-pkeyopt",
-            "rsa_oaep_md:sha256",
-        ])
-        .args([
-            "-pkeyopt",
-            "rsa_mgf1_md:sha256",
-            "-in",
-            wrapped.to_str().unwrap(),
-        ])
-        .output()
-        .expect("openssl");
-    assert!(o.status.success(), "unwrap the recovery key: {o:?}");
-    let key = String::from_utf8(o.stdout).unwrap();
-    assert!(
-        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
-        "the recovery key is 64 hex digits ({} bytes)",
-        key.len()
-    );
+    let key = unwrap_recovery_key(&disk, offset, &rec_key, w);
     let (mut vm, mut records, _tpm) =
         start(&disk, &vars, None, Some(&w.join("tpm-other")), w, name);
     let why = vm
@@ -504,7 +620,7 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let (r, text) = report(&mut vm, &mut records, name);
     assert_enforced(&r, &text, "b");
-    assert_data(&r, &text, "recovery");
+    assert_data(&r, &text, "recovery", &built_data);
     let st = vm
         .wait_exit(EXIT)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -523,9 +639,107 @@ fn x86_64_secure_boot_enrolls_updates_slot_b_and_refuses_changed_and_unsigned_ke
         t.elapsed().as_secs_f64()
     );
 
-    // 5. One byte of the UKI's signed command line changed.
+    // 5. No TPM2, and the image says no_tpm = "refuse": the initramfs stops
+    //    the boot (panic=10 reboots; -no-reboot ends QEMU) before the data
+    //    partition is touched.
+    let t = Instant::now();
+    let name = "secure-boot-no-tpm";
+    let (mut vm, _, _) = start(&no_tpm.0, &no_tpm.1, None, None, w, name);
+    vm.wait_for(NO_TPM_REFUSED, BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    let console = std::fs::read_to_string(&vm.log).unwrap();
+    for not in [
+        edgeimg_agent::schema::READY_LINE,
+        "encrypting the data partition",
+        "EDGEIMG-SBCHECK",
+    ] {
+        assert!(!console.contains(not), "{name}: `{not}` on the console");
+    }
+    // The data partition is the build's, byte for byte: still plain ext4.
+    let (data_off, data_len) = data_part;
+    assert_eq!(
+        read_at(&no_tpm.0, data_off + 1024 + 0x38, 2),
+        [0x53, 0xef],
+        "{name}: no ext4 superblock on the data partition"
+    );
+    assert_eq!(
+        sha256_at(&no_tpm.0, data_off, data_len),
+        sha256_at(&built.image, data_off, data_len),
+        "{name}: the data partition changed"
+    );
+    eprintln!("{name}, refused: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 6. A first boot whose encryption is cut: QEMU is killed once the
+    //    console says the LUKS2 header is written and the data is being
+    //    encrypted. The header says the reencryption is unfinished.
+    let t = Instant::now();
+    let name = "secure-boot-cut";
+    let cut_tpm = w.join("tpm-cut");
+    let (mut vm, _, tpm_proc) = start(&cut.0, &cut.1, None, Some(&cut_tpm), w, name);
+    vm.wait_for(ENCRYPTING_IN_PLACE, BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    vm.kill();
+    drop(tpm_proc);
+    let dump = luks_dump(&cut.0, data_off, w);
+    assert!(
+        dump.contains("online-reencrypt"),
+        "{name}: the header does not say the encryption is unfinished:\n{dump}"
+    );
+    assert!(
+        !dump.contains("systemd-tpm2"),
+        "{name}: a TPM2 token already:\n{dump}"
+    );
+    eprintln!("{name}, cut: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 7. The same machine (its TPM2) boots again: the initramfs finds the
+    //    unfinished encryption, asks for the recovery key, resumes it, enrolls
+    //    the TPM2 and the node gets ready with the build's data intact.
+    let t = Instant::now();
+    let name = "secure-boot-resumed";
+    let key = unwrap_recovery_key(&cut.0, offset, &rec_key, w);
+    let (mut vm, mut records, _tpm) = start(&cut.0, &cut.1, None, Some(&cut_tpm), w, name);
+    let why = vm
+        .wait_for("cannot open the data partition with the TPM2", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(
+        why.contains("its first encryption was interrupted"),
+        "{name}: {why}"
+    );
+    vm.wait_for("type the recovery key, then Enter", LOADER)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    vm.send_console(format!("{key}\n").as_bytes()).unwrap();
+    vm.wait_for("opened with the recovery key", BOOT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    vm.wait_for("the TPM2 token is sealed again to this device", LOADER)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let (r, text) = report(&mut vm, &mut records, name);
+    assert_enforced(&r, &text, "a");
+    assert_data(&r, &text, "recovery", &built_data);
+    let st = vm
+        .wait_exit(EXIT)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(st.success(), "QEMU exited with {st}");
+    for log in ["secure-boot-cut", name] {
+        let text = std::fs::read_to_string(log_dir().join(format!("{log}.log"))).unwrap();
+        assert!(
+            !text.contains(&key),
+            "the recovery key is on the console ({log})"
+        );
+    }
+    let dump = luks_dump(&cut.0, data_off, w);
+    assert!(
+        !dump.contains("online-reencrypt"),
+        "{name}: still unfinished:\n{dump}"
+    );
+    eprintln!("{name}, resumed: {:.0}s", t.elapsed().as_secs_f64());
+
+    // 8. One byte of the UKI's signed command line changed.
     expect_refused(&changed.0, &changed.1, w, "secure-boot-uki-changed");
-    // 6. The UKI without its signature.
+    // 9. The UKI without its signature.
     expect_refused(&unsigned.0, &unsigned.1, w, "secure-boot-uki-unsigned");
     eprintln!("total: {:.0}s", t0.elapsed().as_secs_f64());
 }
