@@ -102,7 +102,7 @@ pub const QEMU_AARCH64_STATIC: Tool = Tool {
 pub const PATCHELF: Tool = Tool {
     name: "patchelf",
     package: "patchelf",
-    purpose: "run the host's own sed, cp, ln... inside a foreign root while its initrd is made",
+    purpose: "run the host's own dpkg-deb, perl, sed, cp... inside a foreign root while it is bootstrapped",
 };
 
 pub const CHECKMODULE: Tool = Tool {

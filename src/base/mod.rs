@@ -40,8 +40,9 @@ const APPLY_DIFFERENCE: &str = include_str!("files/apply-difference");
 /// starts from the closest cached base.
 /// 5: an incremental base keeps the cached initrd when its inputs did not
 /// change.
-/// 6: a foreign root's dpkg-deb, dpkg-split, tar and the initrd's sed, cp,
-/// ln... are the host's, run natively (native-tools).
+/// 6: in a foreign root, the host's own dpkg-deb, dpkg-split, tar, dash,
+/// perl and everyday tools run natively while packages install, and the
+/// everyday tools while the initrd is made (native-tools).
 const BASE_FORMAT: u32 = 6;
 
 /// The `SOURCE_DATE_EPOCH` every base is bootstrapped with (2025-01-01 UTC).
@@ -334,8 +335,9 @@ pub fn ensure(spec: &BaseSpec, cache: &Path, refresh: bool, progress: &Progress)
     })
 }
 
-/// mmdebstrap options that have the host's dpkg-deb, dpkg-split and tar stand
-/// in for the target's for the whole install (`native-tools`): set up once
+/// mmdebstrap options that have the host's dpkg-deb, dpkg-split, tar, dash,
+/// perl and everyday tools stand in for the target's for the whole install
+/// (`native-tools`): set up once
 /// the essential set is extracted, before dpkg installs anything; gone before
 /// the customize hook that finishes the root.
 fn native_install_hooks(script: &Path) -> [String; 2] {
